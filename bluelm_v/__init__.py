@@ -1,0 +1,12 @@
+"""bluelm-v: a research harness reproducing BlueLM-V-3B (arXiv 2411.10640) and going past it.
+
+Light imports only: ``import bluelm_v`` loads the native core but not torch. Heavier parts are imported on use
+(``bluelm_v.models`` needs torch, ``bluelm_v.evaluation`` pandas).
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from bluelm_v._core import FormatError, LimitError  # noqa: F401  (ValueError subclasses for bad input)
+
+__all__ = ["FormatError", "LimitError", "__version__"]

@@ -1,0 +1,5 @@
+import sys
+
+from bluelm_v.cli import main
+
+sys.exit(main())

@@ -1,0 +1,35 @@
+"""Where the package's data and native programs live, in a wheel, an editable install or a source checkout."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+_PKG = Path(__file__).resolve().parent
+
+
+def configs_dir() -> Path:
+    """The configs/ tree: inside the installed package, or at the top of a source checkout."""
+    env = os.environ.get("BLUELM_CONFIGS")
+    candidates = [Path(env)] if env else []
+    candidates += [_PKG / "configs", _PKG.parent / "configs"]
+    candidates += [Path(p) / "bluelm_v" / "configs" for p in sys.path if p]
+    for c in candidates:
+        if (c / "models").is_dir() or (c / "suites").is_dir():
+            return c
+    raise FileNotFoundError(
+        "bluelm-v configs/ not found: reinstall the package (pip install .) or set BLUELM_CONFIGS to the configs folder"
+    )
+
+
+def native_program(name: str) -> Path:
+    """Path of a C++ program built with the package (``bluelm``, ``bluelm_tests``)."""
+    candidates = [_PKG / "bin" / name]
+    candidates += [Path(p) / "bluelm_v" / "bin" / name for p in sys.path if p]
+    build = _PKG.parent / "build"
+    if build.is_dir():
+        candidates += sorted(build.glob(f"*/csrc/{name}"))
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return c
+    raise FileNotFoundError(f"native program {name!r} not found; build the package first (make setup)")

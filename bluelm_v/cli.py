@@ -1,0 +1,57 @@
+"""The ``bluelm-v`` command: parses the subcommand and hands over to bluelm_v/commands/<name>.py.
+
+Each command module defines ``add_arguments(parser)`` and ``run(args) -> int``; it is imported only when its
+command runs, so light commands (plan, info) never import torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "demo": ("bluelm_v.commands.demo", "the main job: the three resolution schemes side by side, with a figure"),
+    "plan": ("bluelm_v.commands.plan", "print the tiling plan of one image or WxH size"),
+    "info": ("bluelm_v.commands.info", "versions, instruction sets and shipped configs"),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bluelm-v", description="BlueLM-V-3B research harness")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Only the chosen command's module is imported; the others get a stub parser for --help.
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if args.version:
+        from bluelm_v import __version__
+
+        print(__version__)
+        return 0
+    if not args.command:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except (ValueError, FileNotFoundError, TypeError) as exc:
+        # Bad input from the user: one clear line, not a traceback.
+        print(f"bluelm-v {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

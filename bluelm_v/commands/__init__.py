@@ -1,0 +1,1 @@
+"""One module per ``bluelm-v`` subcommand (see bluelm_v/cli.py)."""

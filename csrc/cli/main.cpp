@@ -1,0 +1,136 @@
+// bluelm: the C++ command line, for machines without Python.
+//   bluelm plan WxH|IMAGE [--scheme bluelm|llava_next|internvl] [--alpha A] [--grid K] [--clause2 "<"|"<="]
+//                         [--max-num N] [--json]
+//   bluelm isa            instruction sets this CPU can run and the one in use
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/error.h"
+#include "common/isa.h"
+#include "dynres/dynres.h"
+#include "image/image.h"
+
+using namespace bluelm;
+
+namespace {
+
+int usage() {
+  std::cerr << "usage:\n"
+               "  bluelm plan WxH|IMAGE [--scheme bluelm|llava_next|internvl] [--alpha A] [--grid K]\n"
+               "                        [--clause2 '<'|'<='] [--max-num N] [--json]\n"
+               "  bluelm isa\n";
+  return 2;
+}
+
+bool parse_size(const std::string& s, int64_t* w, int64_t* h) {
+  const size_t x = s.find('x');
+  if (x == std::string::npos || x == 0 || x + 1 >= s.size()) return false;
+  try {
+    size_t used = 0;
+    *w = std::stoll(s.substr(0, x), &used);
+    if (used != x) return false;
+    *h = std::stoll(s.substr(x + 1), &used);
+    return used == s.size() - x - 1;
+  } catch (...) {
+    return false;
+  }
+}
+
+std::string need(int& i, int argc, char** argv) {
+  if (i + 1 >= argc) throw InvalidArgument(cat(argv[i], " needs a value"));
+  return argv[++i];
+}
+
+int cmd_plan(int argc, char** argv) {
+  if (argc < 3) return usage();
+  const std::string target = argv[2];
+  dynres::Selection sel = dynres::Selection::bluelm;
+  for (int i = 3; i < argc; ++i)
+    if (std::strcmp(argv[i], "--scheme") == 0 && i + 1 < argc) sel = dynres::parse_selection(argv[i + 1]);
+  dynres::Params p = dynres::default_params(sel);
+  bool json = false;
+  for (int i = 3; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--scheme") {
+      ++i;
+    } else if (a == "--alpha") {
+      p.alpha = std::stod(need(i, argc, argv));
+    } else if (a == "--clause2") {
+      p.clause2 = dynres::parse_clause2(need(i, argc, argv));
+    } else if (a == "--grid") {
+      const int k = std::stoi(need(i, argc, argv));
+      if (sel == dynres::Selection::internvl) {
+        p.max_num = k * k;
+      } else {
+        p.candidates = dynres::square_grid(k, sel == dynres::Selection::bluelm);
+      }
+    } else if (a == "--max-num") {
+      p.max_num = std::stoi(need(i, argc, argv));
+    } else if (a == "--json") {
+      json = true;
+    } else {
+      throw InvalidArgument(cat("unknown option ", a));
+    }
+  }
+  int64_t w = 0, h = 0;
+  if (!parse_size(target, &w, &h)) {
+    std::ifstream f(target, std::ios::binary);
+    if (!f) throw InvalidArgument(cat("'", target, "' is neither WxH nor a readable image file"));
+    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const image::ImageInfo info = image::probe(bytes.data(), bytes.size());
+    w = info.width;
+    h = info.height;
+  }
+  const dynres::Plan r = dynres::plan(w, h, p);
+  if (json) {
+    nlohmann::json j = {{"width", w},
+                        {"height", h},
+                        {"scheme", dynres::selection_name(sel)},
+                        {"grid", {r.grid.m, r.grid.n}},
+                        {"canvas", {r.canvas_w, r.canvas_h}},
+                        {"content", {r.content_w, r.content_h}},
+                        {"patches", r.patches},
+                        {"tokens_vit", r.tokens_vit},
+                        {"tokens_ds", r.tokens_ds},
+                        {"fallback", r.fallback}};
+    std::cout << j.dump() << "\n";
+  } else {
+    std::printf("%lldx%lld  scheme=%s  grid=%d:%d  canvas=%lldx%lld  content=%lldx%lld  patches=%lld  tokens=%lld/%lld%s\n",
+                (long long)w, (long long)h, dynres::selection_name(sel), r.grid.m, r.grid.n, (long long)r.canvas_w,
+                (long long)r.canvas_h, (long long)r.content_w, (long long)r.content_h, (long long)r.patches,
+                (long long)r.tokens_vit, (long long)r.tokens_ds, r.fallback ? "  (fallback)" : "");
+  }
+  return 0;
+}
+
+int cmd_isa() {
+  std::cout << "supported:";
+  for (Isa i : supported_isas()) std::cout << " " << isa_name(i);
+  std::cout << "\nactive: " << isa_name(active_isa()) << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return usage();
+  const std::string cmd = argv[1];
+  try {
+    if (cmd == "plan") return cmd_plan(argc, argv);
+    if (cmd == "isa") return cmd_isa();
+    if (cmd == "-h" || cmd == "--help") {
+      usage();
+      return 0;
+    }
+    std::cerr << "bluelm: unknown command '" << cmd << "'\n";
+    return usage();
+  } catch (const std::exception& e) {
+    std::cerr << "bluelm: error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,2 @@
+set(BLUELM_SOURCES isa.cpp)
+set(BLUELM_TEST_SOURCES isa_test.cpp)

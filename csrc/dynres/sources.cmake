@@ -1,0 +1,2 @@
+set(BLUELM_SOURCES dynres.cpp)
+set(BLUELM_TEST_SOURCES dynres_test.cpp)

@@ -1,0 +1,1 @@
+set(BLUELM_PY_SOURCES module.cpp bind_common.cpp bind_dynres.cpp bind_image.cpp)

@@ -1,0 +1,223 @@
+"""Image decoding and tiling against a PIL + numpy reference, and bad input."""
+import base64
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from PIL import Image
+
+from bluelm_v import FormatError, LimitError, dynres
+from bluelm_v.image import decode_base64, load_image, load_image_base64, preprocess, probe, resize_bicubic
+from bluelm_v.samples import SAMPLES, make_sample, sample_bytes
+
+# Tolerance against the PIL reference: resizing is bit-exact (uint8), so the float tiles differ only by the
+# float32 rounding of (x/255 - mean)/std: below 1e-6.
+TILE_TOL = 1e-6
+
+
+def encode(arr: np.ndarray, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def random_image(rng, w, h) -> np.ndarray:
+    # Smooth content plus noise, so resampling errors would show.
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), (xx + yy) % 256], -1)
+    return np.clip(base + rng.integers(-40, 40, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def pil_resize(pil: Image.Image, size) -> Image.Image:
+    """Pillow's two-pass bicubic resize: horizontal pass, then vertical pass, uint8 in between.
+
+    Pillow <= 12 does exactly this inside one ``resize`` call (the Pillow the LLaVA-NeXT / InternVL / SigLIP
+    pipelines ran). Pillow 13 sometimes runs the vertical pass first, which moves a few pixels by 1-3 levels;
+    composing the two single-axis passes pins the classic result on any Pillow version."""
+    if size[0] != pil.width:
+        pil = pil.resize((size[0], pil.height), Image.BICUBIC)
+    if size[1] != pil.height:
+        pil = pil.resize((pil.width, size[1]), Image.BICUBIC)
+    return pil
+
+
+def reference_tiles(img: np.ndarray, plan: dynres.Plan, mean=0.5, std=0.5) -> np.ndarray:
+    """LLaVA-NeXT / InternVL preprocessing written with PIL and numpy, as those code bases do it."""
+    pil = Image.fromarray(img)
+    W, H = plan.canvas
+    canvas = Image.new("RGB", (W, H), (0, 0, 0))
+    canvas.paste(pil_resize(pil, plan.content), plan.offset)
+    tiles = [canvas.crop((x, y, x + 384, y + 384)) for y in range(0, H, 384) for x in range(0, W, 384)]
+    if plan.patches > plan.local_patches:
+        thumb = pil_resize(pil, (384, 384))
+        tiles = [thumb] + tiles if plan.thumbnail_first else tiles + [thumb]
+    arr = np.stack([np.asarray(t, dtype=np.float64) for t in tiles]) / 255.0
+    return ((arr - mean) / std).transpose(0, 3, 1, 2)
+
+
+@settings(max_examples=60, derandomize=True, deadline=None)
+@given(st.integers(1, 300), st.integers(1, 300), st.integers(1, 500), st.integers(1, 500))
+def test_resize_is_bit_exact_with_pillow(w, h, dw, dh):
+    img = random_image(np.random.default_rng(w * 1000 + h), w, h)
+    ours = resize_bicubic(img, (dw, dh))
+    ref = np.asarray(pil_resize(Image.fromarray(img), (dw, dh)))
+    assert ours.shape == ref.shape
+    assert np.array_equal(ours, ref)
+
+
+def test_resize_large_factors_bit_exact():
+    img = random_image(np.random.default_rng(1), 2000, 1500)
+    for size in [(384, 384), (768, 576), (1536, 1152), (3001, 17), (5, 4000)]:
+        assert np.array_equal(resize_bicubic(img, size, threads=2),
+                              np.asarray(pil_resize(Image.fromarray(img), size))), size
+
+
+def test_single_axis_resize_equals_one_pillow_call():
+    # One pass only: identical to Pillow's own resize on every version.
+    img = random_image(np.random.default_rng(2), 301, 157)
+    for size in [(97, 157), (900, 157), (301, 40), (301, 1000)]:
+        assert np.array_equal(resize_bicubic(img, size), np.asarray(Image.fromarray(img).resize(size, Image.BICUBIC)))
+
+
+@pytest.mark.parametrize("scheme", dynres.SCHEMES)
+@pytest.mark.parametrize("size", [(500, 102), (394, 390), (1080, 2400), (37, 900), (1, 1), (3000, 10)])
+def test_tiles_match_pil_reference(scheme, size):
+    img = random_image(np.random.default_rng(size[0]), *size)
+    pre = preprocess(img, scheme)
+    assert pre.pixels.dtype == np.float32
+    assert pre.pixels.shape == (pre.plan.patches, 3, 384, 384)
+    ref = reference_tiles(img, pre.plan)
+    assert np.abs(pre.pixels - ref).max() <= TILE_TOL
+
+
+def test_tiles_with_other_normalization_and_threads():
+    img = random_image(np.random.default_rng(3), 800, 600)
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    a = preprocess(img, "llava_next", mean=mean, std=std, threads=2)
+    ref = reference_tiles(img, a.plan, np.array(mean)[None, None, None], np.array(std)[None, None, None])
+    assert np.abs(a.pixels - ref).max() <= 1e-5
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_decode_formats_like_pil(fmt):
+    data = sample_bytes("receipt", fmt)
+    ours = load_image(data)
+    ref = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert ours.shape == ref.shape
+    if fmt == "PNG":
+        assert np.array_equal(ours, ref)
+    else:
+        # Lossy formats: same decoder family (libjpeg-turbo / libwebp), pixel values within 1-2 levels.
+        assert np.abs(ours.astype(int) - ref).mean() < 1.0
+
+
+def test_decode_variants_gray_alpha_palette_and_exif():
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[..., 3] = 10
+    assert np.array_equal(load_image(encode(rgba, "PNG")), rgba[..., :3])  # alpha dropped, as convert("RGB")
+    gray = np.arange(600, dtype=np.uint8).reshape(20, 30)
+    assert np.array_equal(load_image(encode(gray, "PNG")), np.repeat(gray[..., None], 3, 2))
+    pal = Image.fromarray(random_image(np.random.default_rng(0), 30, 20)).convert("P")
+    buf = io.BytesIO()
+    pal.save(buf, "PNG")
+    assert np.array_equal(load_image(buf.getvalue()), np.asarray(pal.convert("RGB")))
+    # EXIF orientation is ignored, as PIL's Image.open does.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    arr = random_image(np.random.default_rng(1), 40, 16)
+    data = encode(arr, "JPEG", exif=exif.tobytes(), quality=95)
+    assert load_image(data).shape == (16, 40, 3)
+
+
+def test_sources_path_base64_pil_array(tmp_path):
+    data = sample_bytes("banner")
+    path = tmp_path / "b.png"
+    path.write_bytes(data)
+    ref = load_image(data)
+    assert np.array_equal(load_image(path), ref)
+    assert np.array_equal(load_image(str(path)), ref)
+    b64 = base64.b64encode(data).decode()
+    assert np.array_equal(load_image_base64(b64), ref)
+    assert np.array_equal(load_image("data:image/png;base64," + b64), ref)
+    assert np.array_equal(load_image(Image.open(io.BytesIO(data))), ref)
+    assert np.array_equal(load_image(ref), ref)
+    assert probe(data) == ("PNG", *SAMPLES["banner"][:2])
+
+
+def test_truncated_and_corrupt_bytes_are_refused():
+    for fmt in ("PNG", "JPEG", "WEBP"):
+        data = sample_bytes("banner", fmt)
+        for cut in (0, 5, 40, len(data) // 3, len(data) - 2):
+            with pytest.raises(FormatError):
+                load_image(data[:cut])
+    with pytest.raises(FormatError, match="not PNG, JPEG or WebP"):
+        load_image(b"GIF89a" + b"\0" * 40)
+    with pytest.raises(FormatError):
+        load_image(b"")
+    # A JPEG whose entropy data was overwritten with junk after the header must not crash.
+    data = bytearray(sample_bytes("photo", "JPEG"))
+    data[len(data) // 2:len(data) // 2 + 64] = b"\xff\x12" * 32
+    with pytest.raises(FormatError):
+        load_image(bytes(data))
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small valid PNG whose header is rewritten to claim a huge size (a decompression bomb's shape)."""
+    data = bytearray(encode(np.zeros((4, 4, 3), np.uint8), "PNG"))
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def test_pixel_limit_refuses_before_decoding():
+    with pytest.raises(LimitError, match="max_pixels"):
+        load_image(png_claiming(100_000, 100_000))
+    with pytest.raises(LimitError):
+        load_image(sample_bytes("banner"), max_pixels=1000)
+    with pytest.raises(LimitError):
+        load_image(sample_bytes("banner"), max_bytes=100)
+    with pytest.raises(LimitError):
+        preprocess(np.zeros((100, 100, 3), np.uint8), max_pixels=50)
+
+
+@pytest.mark.parametrize("bad", ["@@@@", "QUJD$", "QUJDRA=x", "Q", "QU=JD", "data:image/png,QUJD"])
+def test_bad_base64_is_refused(bad):
+    with pytest.raises(FormatError, match="base64"):
+        decode_base64(bad)
+
+
+def test_base64_accepts_whitespace_and_missing_padding():
+    assert decode_base64("QUJD\nRA") == b"ABCD"
+    assert decode_base64(b"QUJDRA==") == b"ABCD"
+
+
+@pytest.mark.parametrize(
+    "arr, error",
+    [
+        (np.zeros((0, 10, 3), np.uint8), ValueError),
+        (np.zeros((10, 0, 3), np.uint8), ValueError),
+        (np.zeros((10, 10, 2), np.uint8), ValueError),
+        (np.zeros((10, 10, 3), np.float32), ValueError),
+    ],
+)
+def test_bad_arrays(arr, error):
+    with pytest.raises(error):
+        preprocess(arr)
+
+
+def test_missing_file_and_wrong_type(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_image(tmp_path / "nope.png")
+    with pytest.raises(TypeError):
+        load_image(12345)
+
+
+def test_samples_are_deterministic():
+    for name in SAMPLES:
+        a, b = make_sample(name), make_sample(name)
+        assert a.shape == (SAMPLES[name][1], SAMPLES[name][0], 3)
+        assert np.array_equal(a, b)
