@@ -84,3 +84,29 @@ def test_load_typed(tmp_path):
     p = tmp_path / "o.json"
     p.write_text(json.dumps({"version": 1, **GOOD}))
     assert load("models", p, Outer).name == "x"
+
+
+def test_shipped_model_configs():
+    from bluelm_v.models import load_model_config
+
+    big = load_model_config("bluelm-v-3b")
+    assert 2.6e9 < big.llm.param_count() < 2.8e9  # the paper's "2.7B"
+    assert big.vision.tokens_per_tile == 729 and big.image_tokens_per_tile() == 196
+    assert big.deploy.chunk == 128 and big.deploy.tile_batch == 4
+    tiny = load_model_config("tiny")
+    assert tiny.vision.grid % 2 == 1  # odd ViT grid: the down-sampler's zero padding is exercised
+    smol = load_model_config("smollm2-135m")
+    assert not smol.multimodal and smol.llm.kv_heads == 3
+    with pytest.raises(ValueError, match="no vision tower"):
+        smol.image_tokens_per_tile()
+
+
+def test_model_config_rejects_inconsistent_shapes(tmp_path):
+    from bluelm_v.models import load_model_config
+
+    raw = load_raw("models", "tiny")
+    raw["llm"]["kv_heads"] = 3  # 4 heads are not a multiple of 3 KV heads
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match="kv_heads"):
+        load_model_config(p)

@@ -1,0 +1,150 @@
+"""Model configs (configs/models/*.json): the shapes every part of the project agrees on.
+
+The reference model (PyTorch), the native engine's manifest, the exporter and the latency simulator all read
+these dataclasses; nothing here imports torch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+from bluelm_v.config import load
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """SigLIP-style ViT (HF SiglipVisionModel numerics)."""
+
+    image_size: int  # tile side (384)
+    patch_size: int  # 14: stride-14 conv without padding -> floor(384/14)^2 = 729 tokens per tile
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    arch: Literal["siglip"] = "siglip"
+    layer_norm_eps: float = 1e-6
+    act: Literal["gelu_pytorch_tanh", "gelu"] = "gelu_pytorch_tanh"
+    channels: int = 3
+    select_layer: int = -1  # output of this encoder layer feeds the projector (-1: the last)
+    post_layernorm: bool = True  # apply the final LayerNorm (only meaningful with select_layer == -1)
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    def __post_init__(self):
+        if self.hidden % self.heads:
+            raise ValueError(f"vision hidden {self.hidden} is not a multiple of heads {self.heads}")
+        if self.patch_size < 1 or self.patch_size > self.image_size:
+            raise ValueError(f"vision patch_size {self.patch_size} must be in [1, image_size]")
+        if not -self.layers <= self.select_layer < self.layers:
+            raise ValueError(f"vision select_layer {self.select_layer} out of range for {self.layers} layers")
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def tokens_per_tile(self) -> int:
+        return self.grid * self.grid
+
+    @property
+    def layers_used(self) -> int:
+        return self.select_layer % self.layers + 1
+
+
+@dataclass(frozen=True)
+class ProjectorConfig:
+    """2x2 token down-sampler (VILA DownSampleBlock: zero-pad odd sides, concatenate each 2x2 block into 4C)
+    followed by the MLP projector: [LayerNorm(4C)] -> Linear(4C, d) -> act -> Linear(d, d)."""
+
+    merge: int = 2
+    layer_norm: bool = True
+    act: Literal["gelu", "gelu_pytorch_tanh"] = "gelu"
+    order: Literal["row_major", "column_major"] = "row_major"  # output grid order (older VILA: column-major)
+
+    def tokens_per_tile(self, vision: VisionConfig) -> int:
+        side = math.ceil(vision.grid / self.merge)
+        return side * side
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """LLaMA-family decoder: GQA, RoPE, RMSNorm, SwiGLU."""
+
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    max_context: int
+    arch: Literal["llama"] = "llama"
+    head_dim: Optional[int] = None  # default hidden // heads
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+    bos_token_id: Optional[int] = None
+    eos_token_ids: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if self.heads % self.kv_heads:
+            raise ValueError(f"llm heads {self.heads} is not a multiple of kv_heads {self.kv_heads}")
+        if self.head_dim is None and self.hidden % self.heads:
+            raise ValueError(f"llm hidden {self.hidden} is not a multiple of heads {self.heads}; give head_dim")
+
+    @property
+    def dim_head(self) -> int:
+        return self.head_dim if self.head_dim is not None else self.hidden // self.heads
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.dim_head
+
+    def param_count(self, include_embeddings: bool = True) -> int:
+        d, f, q, kv = self.hidden, self.intermediate, self.heads * self.dim_head, self.kv_dim
+        per_layer = d * q + 2 * d * kv + q * d + 3 * d * f + 2 * d
+        emb = self.vocab * d * (1 if self.tie_embeddings else 2)
+        return self.layers * per_layer + d + (emb if include_embeddings else 0)
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    """How the paper deploys the model (§3.3, Table 5): precisions, tile batch, prefill chunk."""
+
+    vit_weights: str = "q8_0"
+    llm_weights: str = "q4_0"
+    kv_cache: Literal["int8", "f16", "f32"] = "int8"
+    tile_batch: int = 4
+    chunk: int = 128
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    description: str
+    llm: LLMConfig
+    vision: Optional[VisionConfig] = None
+    projector: Optional[ProjectorConfig] = None
+    dynres: dict[str, Union[float, int, str, list]] = field(default_factory=dict)  # bluelm_v.dynres.plan params
+    deploy: DeployConfig = field(default_factory=DeployConfig)
+    stand_in: str = ""  # what is not the real model's (unpublished) shape
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if (self.vision is None) != (self.projector is None):
+            raise ValueError("vision and projector must be given together (or neither, for a text-only model)")
+
+    @property
+    def multimodal(self) -> bool:
+        return self.vision is not None
+
+    def image_tokens_per_tile(self) -> int:
+        if not self.multimodal:
+            raise ValueError(f"model {self.name} has no vision tower")
+        return self.projector.tokens_per_tile(self.vision)
+
+
+def load_model_config(name_or_path: Union[str, Path]) -> ModelConfig:
+    """A shipped config by name (``bluelm-v-3b``, ``tiny``, ``smollm2-135m``) or a JSON file."""
+    return load("models", name_or_path, ModelConfig)
