@@ -62,6 +62,11 @@ class ProjectorConfig:
     layer_norm: bool = True
     act: Literal["gelu", "gelu_pytorch_tanh"] = "gelu"
     order: Literal["row_major", "column_major"] = "row_major"  # output grid order (older VILA: column-major)
+    layer_norm_eps: float = 1e-5  # torch.nn.LayerNorm's default, as in VILA's mlp_downsample
+
+    def __post_init__(self):
+        if self.merge < 1:
+            raise ValueError(f"projector merge {self.merge} must be at least 1")
 
     def tokens_per_tile(self, vision: VisionConfig) -> int:
         side = math.ceil(vision.grid / self.merge)
@@ -126,7 +131,7 @@ class ModelConfig:
     llm: LLMConfig
     vision: Optional[VisionConfig] = None
     projector: Optional[ProjectorConfig] = None
-    dynres: dict[str, Union[float, int, str, list]] = field(default_factory=dict)  # bluelm_v.dynres.plan params
+    dynres: dict[str, Union[int, float, str, list]] = field(default_factory=dict)  # bluelm_v.dynres.plan params
     deploy: DeployConfig = field(default_factory=DeployConfig)
     stand_in: str = ""  # what is not the real model's (unpublished) shape
     sources: dict[str, str] = field(default_factory=dict)

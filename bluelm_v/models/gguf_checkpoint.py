@@ -1,0 +1,260 @@
+"""GGUF checkpoints (llama architecture): hyper-parameters, tensors (dequantized or as raw blocks), tokenizer.
+
+Reading is done by the ``gguf`` package; this module checks the file before and after (magic, version, every
+tensor's byte range inside the file, shapes against the hyper-parameters) and turns any failure into
+``bluelm_v.FormatError`` naming the file and the problem.
+
+Layouts the engine and packager rely on:
+
+- GGUF shapes are written innermost first (``ne0 = in_features``); ``RawTensor.shape`` is torch order
+  ``(rows = out_features, cols = in_features)``. Quantized blocks run along a row, so every row is a whole
+  number of blocks and rows can be reordered without re-quantizing.
+- llama.cpp's converter permutes the rows of ``attn_q`` / ``attn_k`` for its RoPE, which rotates adjacent pairs
+  (2i, 2i+1) of a head; HF rotates (i, i + hd/2). Within each head, GGUF row 2i is HF row i and GGUF row 2i+1 is
+  HF row i + hd/2. ``raw(..., hf_layout=True)`` and ``dequantize(..., hf_layout=True)`` undo it (on whole rows,
+  so it also works on raw quantized blocks).
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from bluelm_v import FormatError
+from bluelm_v.models.config import LLMConfig, ModelConfig
+
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_VERSIONS = (2, 3)
+SUPPORTED_ARCHS = ("llama",)
+_LAYER_TENSORS = {  # GGUF name (blk.{i}.) -> HF name (model.layers.{i}.)
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_GLOBAL_TENSORS = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+
+
+@dataclass
+class RawTensor:
+    """One tensor exactly as stored: ``data`` is uint8 [rows, row_bytes] for block formats (Q4_0: 18 bytes per
+    32 weights, Q4_1: 20, Q8_0: 34; see ``gguf.GGML_QUANT_SIZES``) and the plain array for F32/F16/BF16."""
+
+    name: str  # GGUF name
+    qtype: str  # "Q4_1", "F32", ... (gguf.GGMLQuantizationType names)
+    shape: tuple[int, ...]  # torch order: (rows, cols) for matrices
+    data: np.ndarray
+    hf_layout: bool  # rows of attn_q/attn_k reordered to HF's RoPE layout
+
+    @property
+    def block_size(self) -> int:
+        import gguf
+
+        return gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[self.qtype]][0]
+
+
+def permute_rows_to_hf(a: np.ndarray, heads: int) -> np.ndarray:
+    """a: [heads * hd, ...] rows in GGUF's interleaved RoPE order -> HF's half-split order (same shape)."""
+    rows = a.shape[0]
+    if rows % (2 * heads):
+        raise FormatError(f"cannot undo the RoPE row permutation: {rows} rows for {heads} heads")
+    hd = rows // heads
+    return a.reshape(heads, hd // 2, 2, *a.shape[1:]).swapaxes(1, 2).reshape(a.shape)
+
+
+def permute_rows_to_gguf(a: np.ndarray, heads: int) -> np.ndarray:
+    """Inverse of ``permute_rows_to_hf``: HF rows [heads * hd, ...] -> GGUF's interleaved order."""
+    rows = a.shape[0]
+    if rows % (2 * heads):
+        raise FormatError(f"cannot apply the RoPE row permutation: {rows} rows for {heads} heads")
+    hd = rows // heads
+    return a.reshape(heads, 2, hd // 2, *a.shape[1:]).swapaxes(1, 2).reshape(a.shape)
+
+
+class GGUFCheckpoint:
+    """An opened GGUF file. ``metadata`` holds every key/value; tensors are memory-mapped, not read up front."""
+
+    def __init__(self, path: Union[str, Path]):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {self.path}")
+        self.file_size = self.path.stat().st_size
+        self._check_header()
+        import gguf
+
+        try:
+            self._reader = gguf.GGUFReader(self.path, "r")
+        except Exception as exc:  # the reader fails with ValueError, IndexError, KeyError, struct.error, ...
+            raise FormatError(f"{self.path}: corrupt or truncated GGUF file ({type(exc).__name__}: {exc})") from None
+        self._tensors = {t.name: t for t in self._reader.tensors}
+        self._check_tensor_extents()
+        self.metadata = self._read_metadata()
+        self.arch = self.metadata.get("general.architecture")
+
+    # ---- checks ---------------------------------------------------------------------------------------------
+    def _check_header(self) -> None:
+        with open(self.path, "rb") as f:
+            head = f.read(24)
+        if len(head) < 24:
+            raise FormatError(f"{self.path}: {len(head)} bytes is too short for a GGUF header")
+        if head[:4] != GGUF_MAGIC:
+            raise FormatError(f"{self.path}: not a GGUF file (magic {head[:4]!r}, expected {GGUF_MAGIC!r})")
+        version, n_tensors, n_kv = struct.unpack("<IQQ", head[4:24])
+        if version not in SUPPORTED_VERSIONS:
+            raise FormatError(f"{self.path}: GGUF version {version} is not supported (expected {SUPPORTED_VERSIONS})")
+        # Each tensor info and each key/value takes well over 8 bytes: counts beyond that are lies.
+        if n_tensors > self.file_size // 8 or n_kv > self.file_size // 8:
+            raise FormatError(f"{self.path}: header claims {n_tensors} tensors and {n_kv} keys, impossible in "
+                              f"{self.file_size} bytes")
+
+    def _check_tensor_extents(self) -> None:
+        import gguf
+
+        for t in self._reader.tensors:
+            block, size = gguf.GGML_QUANT_SIZES[t.tensor_type]
+            n = int(np.prod([int(d) for d in t.shape]))
+            if n % block or int(t.shape[0]) % block:
+                raise FormatError(f"{self.path}: tensor {t.name} of shape {list(t.shape)} is not whole blocks of {block}")
+            expected = n // block * size
+            end = int(t.data_offset) + expected
+            if int(t.n_bytes) != expected or t.data.nbytes != expected or end > self.file_size:
+                raise FormatError(f"{self.path}: tensor {t.name} needs bytes {t.data_offset}..{end} but the file has "
+                                  f"{self.file_size} (truncated or corrupt)")
+
+    def _read_metadata(self) -> dict[str, Any]:
+        meta = {}
+        for key, field in self._reader.fields.items():
+            try:
+                meta[key] = field.contents()
+            except Exception as exc:
+                raise FormatError(f"{self.path}: unreadable metadata value {key!r} ({exc})") from None
+        return meta
+
+    # ---- hyper-parameters -----------------------------------------------------------------------------------
+    def _hp(self, key: str, default: Any = None, required: bool = True) -> Any:
+        full = key.format(arch=self.arch)
+        if full in self.metadata:
+            return self.metadata[full]
+        if required and default is None:
+            raise FormatError(f"{self.path}: missing hyper-parameter {full!r}")
+        return default
+
+    def llm_config(self) -> LLMConfig:
+        """The LLM's shape from the metadata, checked against the tensors present."""
+        import gguf
+
+        if self.arch not in SUPPORTED_ARCHS:
+            raise FormatError(f"{self.path}: architecture {self.arch!r} is not supported (expected {SUPPORTED_ARCHS})")
+        K = gguf.Keys
+        scaling = self._hp(K.Rope.SCALING_TYPE, "none", required=False)
+        if scaling != "none" or "rope_freqs.weight" in self._tensors:
+            raise FormatError(f"{self.path}: RoPE scaling ({scaling}) is not supported by the reference model")
+        hidden = int(self._hp(K.LLM.EMBEDDING_LENGTH))
+        heads = int(self._hp(K.Attention.HEAD_COUNT))
+        head_dim = int(self._hp(K.Attention.KEY_LENGTH, hidden // max(heads, 1), required=False))
+        rope_dim = int(self._hp(K.Rope.DIMENSION_COUNT, head_dim, required=False))
+        if rope_dim != head_dim:
+            raise FormatError(f"{self.path}: partial RoPE ({rope_dim} of {head_dim} dims) is not supported")
+        embd = self._tensors.get("token_embd.weight")
+        if embd is None:
+            raise FormatError(f"{self.path}: missing tensor 'token_embd.weight'")
+        vocab = int(self._hp(K.LLM.VOCAB_SIZE, int(embd.shape[1]), required=False))
+        eos = [int(self.metadata[k]) for k in (K.Tokenizer.EOS_ID, K.Tokenizer.EOT_ID) if k in self.metadata]
+        bos = self.metadata.get(K.Tokenizer.BOS_ID)
+        try:
+            return LLMConfig(
+                hidden=hidden, intermediate=int(self._hp(K.LLM.FEED_FORWARD_LENGTH)),
+                layers=int(self._hp(K.LLM.BLOCK_COUNT)), heads=heads,
+                kv_heads=int(self._hp(K.Attention.HEAD_COUNT_KV, heads, required=False)), vocab=vocab,
+                max_context=int(self._hp(K.LLM.CONTEXT_LENGTH)),
+                head_dim=None if head_dim * heads == hidden else head_dim,
+                rope_theta=float(self._hp(K.Rope.FREQ_BASE, 10000.0, required=False)),
+                rms_norm_eps=float(self._hp(K.Attention.LAYERNORM_RMS_EPS)),
+                tie_embeddings="output.weight" not in self._tensors,
+                bos_token_id=None if bos is None else int(bos), eos_token_ids=tuple(dict.fromkeys(eos)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise FormatError(f"{self.path}: inconsistent hyper-parameters ({exc})") from None
+
+    def model_config(self) -> ModelConfig:
+        """A text-only ModelConfig named after the file."""
+        name = str(self.metadata.get("general.name") or self.path.stem)
+        return ModelConfig(name=name, description=f"text-only LLM from {self.path.name}", llm=self.llm_config(),
+                           sources={"llm": f"GGUF metadata of {self.path}"})
+
+    # ---- tensors --------------------------------------------------------------------------------------------
+    def tensor_names(self) -> list[str]:
+        return list(self._tensors)
+
+    def hf_names(self, cfg: Optional[LLMConfig] = None) -> dict[str, str]:
+        """HF name -> GGUF name for every tensor the reference model needs."""
+        cfg = cfg or self.llm_config()
+        names = {f"{hf}.weight": f"{g}.weight" for g, hf in _GLOBAL_TENSORS.items()}
+        if cfg.tie_embeddings:
+            del names["lm_head.weight"]
+        for i in range(cfg.layers):
+            names.update({f"model.layers.{i}.{hf}.weight": f"blk.{i}.{g}.weight" for g, hf in _LAYER_TENSORS.items()})
+        return names
+
+    def _rope_heads(self, name: str) -> Optional[int]:
+        if name.endswith(".attn_q.weight"):
+            return int(self._hp("{arch}.attention.head_count"))
+        if name.endswith(".attn_k.weight"):
+            heads = int(self._hp("{arch}.attention.head_count"))
+            return int(self._hp("{arch}.attention.head_count_kv", heads, required=False))
+        return None
+
+    def raw(self, name: str, hf_layout: bool = True) -> RawTensor:
+        """The stored bytes of tensor ``name`` (GGUF name), rows in HF order unless ``hf_layout=False``."""
+        t = self._tensors.get(name)
+        if t is None:
+            raise FormatError(f"{self.path}: missing tensor {name!r}")
+        shape = tuple(int(d) for d in reversed(t.shape.tolist()))
+        data = np.asarray(t.data)
+        if data.shape[0] != shape[0] and len(shape) > 1:
+            raise FormatError(f"{self.path}: tensor {name} has {data.shape[0]} stored rows for shape {shape}")
+        heads = self._rope_heads(name) if hf_layout else None
+        if heads is not None:
+            data = permute_rows_to_hf(data, heads)
+        return RawTensor(name=name, qtype=t.tensor_type.name, shape=shape, data=data, hf_layout=heads is not None)
+
+    def dequantize(self, name: str, hf_layout: bool = True) -> np.ndarray:
+        """Tensor ``name`` as float32 in torch order ([out, in] for matrices), via ``gguf.quants``."""
+        import gguf
+
+        raw = self.raw(name, hf_layout)
+        try:
+            values = gguf.quants.dequantize(raw.data, gguf.GGMLQuantizationType[raw.qtype])
+        except NotImplementedError:
+            raise FormatError(f"{self.path}: tensor {name} has type {raw.qtype}, which gguf cannot dequantize") from None
+        values = np.asarray(values, dtype=np.float32).reshape(raw.shape)
+        return values if values.flags.writeable and values.flags.c_contiguous else values.copy()
+
+    def hf_state_dict(self, cfg: Optional[LLMConfig] = None) -> dict[str, "torch.Tensor"]:  # noqa: F821
+        """Every tensor the reference needs, dequantized to float32 torch tensors under HF names."""
+        import torch
+        from tqdm import tqdm
+
+        names = self.hf_names(cfg)
+        missing = [g for g in names.values() if g not in self._tensors]
+        if missing:
+            raise FormatError(f"{self.path}: missing tensors {', '.join(missing[:5])}"
+                              + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+        return {hf: torch.from_numpy(self.dequantize(g))
+                for hf, g in tqdm(names.items(), desc=f"dequantizing {self.path.name}", unit="tensor", leave=False)}
+
+    def tokenizer(self):
+        from bluelm_v.models.tokenizer import Tokenizer
+
+        return Tokenizer.from_gguf_metadata(self.metadata, source=str(self.path))
+
+
+__all__ = ["GGUFCheckpoint", "RawTensor", "permute_rows_to_gguf", "permute_rows_to_hf"]
