@@ -29,6 +29,7 @@ from bluelm_v.models.config import LLMConfig, ModelConfig
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
 SUPPORTED_ARCHS = ("llama",)
+MAX_CONTEXT = 1 << 20  # RoPE tables are allocated for the whole context
 _LAYER_TENSORS = {  # GGUF name (blk.{i}.) -> HF name (model.layers.{i}.)
     "attn_norm": "input_layernorm",
     "attn_q": "self_attn.q_proj",
@@ -113,7 +114,7 @@ class GGUFCheckpoint:
         # Each tensor info and each key/value takes well over 8 bytes: counts beyond that are lies.
         if n_tensors > self.file_size // 8 or n_kv > self.file_size // 8:
             raise FormatError(f"{self.path}: header claims {n_tensors} tensors and {n_kv} keys, impossible in "
-                              f"{self.file_size} bytes")
+                              f"{self.file_size} bytes (truncated or corrupt)")
 
     def _check_tensor_extents(self) -> None:
         import gguf
@@ -130,12 +131,19 @@ class GGUFCheckpoint:
                                   f"{self.file_size} (truncated or corrupt)")
 
     def _read_metadata(self) -> dict[str, Any]:
+        import gguf
+
         meta = {}
         for key, field in self._reader.fields.items():
             try:
-                meta[key] = field.contents()
+                value = field.contents()
             except Exception as exc:
                 raise FormatError(f"{self.path}: unreadable metadata value {key!r} ({exc})") from None
+            if field.types == [gguf.GGUFValueType.FLOAT32]:
+                # The shortest decimal that rounds to this float32 is what the converter wrote (1e-05, not
+                # 9.999999747378752e-06).
+                value = float(str(np.float32(value)))
+            meta[key] = value
         return meta
 
     # ---- hyper-parameters -----------------------------------------------------------------------------------
@@ -149,6 +157,14 @@ class GGUFCheckpoint:
 
     def llm_config(self) -> LLMConfig:
         """The LLM's shape from the metadata, checked against the tensors present."""
+        try:
+            return self._llm_config()
+        except FormatError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:  # values of the wrong type or out of range
+            raise FormatError(f"{self.path}: malformed hyper-parameters ({exc})") from None
+
+    def _llm_config(self) -> LLMConfig:
         import gguf
 
         if self.arch not in SUPPORTED_ARCHS:
@@ -169,20 +185,42 @@ class GGUFCheckpoint:
         vocab = int(self._hp(K.LLM.VOCAB_SIZE, int(embd.shape[1]), required=False))
         eos = [int(self.metadata[k]) for k in (K.Tokenizer.EOS_ID, K.Tokenizer.EOT_ID) if k in self.metadata]
         bos = self.metadata.get(K.Tokenizer.BOS_ID)
-        try:
-            return LLMConfig(
-                hidden=hidden, intermediate=int(self._hp(K.LLM.FEED_FORWARD_LENGTH)),
-                layers=int(self._hp(K.LLM.BLOCK_COUNT)), heads=heads,
-                kv_heads=int(self._hp(K.Attention.HEAD_COUNT_KV, heads, required=False)), vocab=vocab,
-                max_context=int(self._hp(K.LLM.CONTEXT_LENGTH)),
-                head_dim=None if head_dim * heads == hidden else head_dim,
-                rope_theta=float(self._hp(K.Rope.FREQ_BASE, 10000.0, required=False)),
-                rms_norm_eps=float(self._hp(K.Attention.LAYERNORM_RMS_EPS)),
-                tie_embeddings="output.weight" not in self._tensors,
-                bos_token_id=None if bos is None else int(bos), eos_token_ids=tuple(dict.fromkeys(eos)),
-            )
-        except (TypeError, ValueError) as exc:
-            raise FormatError(f"{self.path}: inconsistent hyper-parameters ({exc})") from None
+        cfg = LLMConfig(
+            hidden=hidden, intermediate=int(self._hp(K.LLM.FEED_FORWARD_LENGTH)),
+            layers=int(self._hp(K.LLM.BLOCK_COUNT)), heads=heads,
+            kv_heads=int(self._hp(K.Attention.HEAD_COUNT_KV, heads, required=False)), vocab=vocab,
+            max_context=int(self._hp(K.LLM.CONTEXT_LENGTH)),
+            head_dim=None if head_dim * heads == hidden else head_dim,
+            rope_theta=float(self._hp(K.Rope.FREQ_BASE, 10000.0, required=False)),
+            rms_norm_eps=float(self._hp(K.Attention.LAYERNORM_RMS_EPS)),
+            tie_embeddings="output.weight" not in self._tensors,
+            bos_token_id=None if bos is None else int(bos), eos_token_ids=tuple(dict.fromkeys(eos)),
+        )
+        if not 0 < cfg.max_context <= MAX_CONTEXT or not cfg.rope_theta > 0 or not cfg.rms_norm_eps > 0:
+            raise FormatError(f"{self.path}: implausible hyper-parameters (context {cfg.max_context}, rope theta "
+                              f"{cfg.rope_theta}, eps {cfg.rms_norm_eps})")
+        self._check_shapes(cfg)
+        return cfg
+
+    def _check_shapes(self, cfg: LLMConfig) -> None:
+        """Every tensor the config implies is present with that shape, so nothing is allocated on the word of
+        the metadata alone."""
+        d, q, kv, f = cfg.hidden, cfg.heads * cfg.dim_head, cfg.kv_dim, cfg.intermediate
+        per_layer = {"attn_norm": (d,), "attn_q": (q, d), "attn_k": (kv, d), "attn_v": (kv, d), "attn_output": (d, q),
+                     "ffn_norm": (d,), "ffn_gate": (f, d), "ffn_up": (f, d), "ffn_down": (d, f)}
+        expected = {"token_embd.weight": (cfg.vocab, d), "output_norm.weight": (d,)}
+        if not cfg.tie_embeddings:
+            expected["output.weight"] = (cfg.vocab, d)
+        for i in range(cfg.layers):
+            expected.update({f"blk.{i}.{n}.weight": shape for n, shape in per_layer.items()})
+        missing = [n for n in expected if n not in self._tensors]
+        if missing:
+            raise FormatError(f"{self.path}: missing tensors {', '.join(missing[:5])}"
+                              + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+        for name, shape in expected.items():
+            got = tuple(int(x) for x in reversed(self._tensors[name].shape.tolist()))
+            if got != shape:
+                raise FormatError(f"{self.path}: tensor {name} has shape {list(got)}, the config needs {list(shape)}")
 
     def model_config(self) -> ModelConfig:
         """A text-only ModelConfig named after the file."""
@@ -254,7 +292,12 @@ class GGUFCheckpoint:
     def tokenizer(self):
         from bluelm_v.models.tokenizer import Tokenizer
 
-        return Tokenizer.from_gguf_metadata(self.metadata, source=str(self.path))
+        try:
+            return Tokenizer.from_gguf_metadata(self.metadata, source=str(self.path))
+        except FormatError:
+            raise
+        except (TypeError, ValueError, AttributeError) as exc:  # metadata values of the wrong type
+            raise FormatError(f"{self.path}: malformed tokenizer metadata ({exc})") from None
 
 
 __all__ = ["GGUFCheckpoint", "RawTensor", "permute_rows_to_gguf", "permute_rows_to_hf"]

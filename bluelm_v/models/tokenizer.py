@@ -107,7 +107,10 @@ class Tokenizer:
             if len(parts) != 2:
                 raise FormatError(f"{source}: malformed BPE merge {m!r}")
             pairs.append((parts[0], parts[1]))
-        backend = Backend(models.BPE(vocab=vocab, merges=pairs))
+        try:
+            backend = Backend(models.BPE(vocab=vocab, merges=pairs))
+        except Exception as exc:  # tokenizers raises a bare Exception for inconsistent vocab/merges
+            raise FormatError(f"{source}: unusable BPE tokenizer ({exc})") from None
         backend.pre_tokenizer = _PRE_TOKENIZERS[pre]()
         backend.decoder = decoders.ByteLevel()
         backend.add_special_tokens(
