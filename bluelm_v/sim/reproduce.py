@@ -202,14 +202,17 @@ class FitResult:
     rows: list[Row] = field(default_factory=list)
 
 
-def fit(targets: Optional[Targets] = None, progress: bool = False) -> FitResult:
-    """Least squares on log(simulated / paper) over the "fit" cells, in log space of the free factors."""
+def fit(targets: Optional[Targets] = None, progress: bool = False, base_device: Optional[Device] = None) -> FitResult:
+    """Least squares on log(simulated / paper) over the "fit" cells, in log space of the free factors, starting
+    from the stored profile (or ``base_device``, whose non-free factors stay as they are)."""
     import numpy as np
     from scipy.optimize import least_squares
 
     targets = targets or load_targets()
     ev = Evaluator(targets)
-    base = load_device(targets.fit.device)
+    base = base_device if base_device is not None else load_device(targets.fit.device)
+    if base.name != targets.fit.device:
+        raise ValueError(f"the fit is for {targets.fit.device}, got a profile of {base.name}")
     free = list(targets.fit.free)
     cells = [c for c in targets.cells if not c.held_out]
     x0 = np.log([base.efficiency.get(n) for n in free])
