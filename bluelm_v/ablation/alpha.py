@@ -3,7 +3,8 @@ an image-size distribution, beside LLaVA-NeXT and InternVL on the same grid.
 
 Note (dynamic-resolution-spec §5(a)): under the printed rule (clause 2 with "<") alpha = 0 is *not* LLaVA-NeXT:
 it takes the largest canvas holding the whole image. The "<=" variant at alpha = 0 equals LLaVA-NeXT; the sweep
-shows it as its own row when alpha 0 is asked for.
+shows it as its own row when alpha 0 is asked for (same grids as LLaVA-NeXT; LLaVA-NeXT also adds its base image
+to 1x1 grids, BlueLM does not).
 """
 from __future__ import annotations
 
@@ -60,8 +61,9 @@ class AlphaResult:
     grid: int
     text_tokens: int
     schemes: list[SchemeStats]
-    note: str = ("alpha = 0 under the printed rule is not LLaVA-NeXT (dynamic-resolution-spec §5(a)); "
-                 "the '<=' variant at alpha = 0 is")
+    note: str = ("alpha = 0 under the printed rule is not LLaVA-NeXT (dynamic-resolution-spec §5(a)); the '<=' "
+                 "variant at alpha = 0 picks LLaVA-NeXT's grids (its tokens differ only by LLaVA-NeXT's thumbnail "
+                 "on 1x1 grids)")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -35,7 +35,7 @@ def alpha_figure(result: AlphaResult, path: Path) -> Path:
         for b in baselines:
             ax.axhline(getattr(b, key), ls="--", color=colors.get(b.label, "gray"), label=b.label)
         for s in le0:
-            ax.plot([0], [getattr(s, key)], "s", color="#9467bd", label='alpha=0 with "<=" (= LLaVA-NeXT)')
+            ax.plot([0], [getattr(s, key)], "s", color="#9467bd", label='alpha=0 with "<=" (LLaVA-NeXT\'s grids)')
         ax.set_xlabel("alpha")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
