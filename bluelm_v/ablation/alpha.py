@@ -104,6 +104,8 @@ def ttft_table(max_patches: int, model, device, text_tokens: int) -> dict[int, t
 
 def scheme_stats(spec: SchemeSpec, sizes: SizeSet, plans: dict, llava_local: np.ndarray, lat: dict,
                  tokens_per_tile: int, text_tokens: int) -> SchemeStats:
+    """Statistics of one scheme. plans: dynres.plan_batch output, int64 arrays [n] per field; llava_local: [n]
+    local tiles LLaVA-NeXT gives each image; lat: patch count -> (TTFT, encode, prefill) seconds."""
     w = sizes.widths.astype(float)
     h = sizes.heights.astype(float)
     patches = plans["patches"]

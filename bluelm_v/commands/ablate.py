@@ -141,6 +141,8 @@ def run_chunk(args) -> int:
     else:
         verdict = (f"among the paper's t32/t128/t512/t2048 the simulated best is t{res.best_among_paper}: "
                    + ("agrees with the paper's t128" if res.agrees_with_paper else "DISAGREES with the paper's t128"))
+    if res.runtime == "cpu":
+        verdict += " (the paper's t128 is for NPU static graphs; this device runs the LLM on its CPU)"
     console.print(f"simulated optimum t{res.best_chunk}; {verdict}", highlight=False)
     console.print(f"why: {res.explanation}", highlight=False, markup=False)
     console.print("decode always runs t1, so the chunk size does not change it (the paper attributes its small "
