@@ -17,7 +17,14 @@ std::string text_arg(const py::handle& obj, const char* name) {
 
 std::vector<int32_t> ids_arg(const py::iterable& ids) {
   std::vector<int32_t> out;
-  for (const py::handle& h : ids) out.push_back(h.cast<int32_t>());
+  for (const py::handle& h : ids) {
+    try {
+      out.push_back(h.cast<int32_t>());
+    } catch (const py::cast_error&) {
+      throw py::type_error("token ids must be integers in the int32 range, got " +
+                           std::string(py::repr(h)));
+    }
+  }
   return out;
 }
 
