@@ -77,14 +77,17 @@ native: apt-build $(VENV)/.deps-done
 	$(VENV)/bin/cmake --build build-native
 	@echo "C++ CLI: build-native/csrc/bluelm"
 
-# libFuzzer on the image readers for FUZZ_SECONDS, seeded with the sample images.
+# libFuzzer on the image readers and the tokenizer for FUZZ_SECONDS each, seeded with samples.
 fuzz: apt-fuzz $(VENV)/.deps-done
 	CC=clang CXX=clang++ $(VENV)/bin/cmake -S . -B build-fuzz -G Ninja -DBLUELM_FUZZ=ON -DBLUELM_TESTS=OFF \
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV))/bin/ninja
-	$(VENV)/bin/cmake --build build-fuzz --target fuzz_image
+	$(VENV)/bin/cmake --build build-fuzz --target fuzz_image fuzz_tokenizer
 	mkdir -p build-fuzz/corpus
 	$(PY) -c "from bluelm_v.samples import sample_bytes as s; import pathlib; [pathlib.Path(f'build-fuzz/corpus/chart.{f.lower()}').write_bytes(s('chart', f)) for f in ('PNG','JPEG','WEBP')]"
 	build-fuzz/csrc/fuzz_image -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=4096 build-fuzz/corpus
+	mkdir -p build-fuzz/corpus-tokenizer
+	$(PY) -c "from bluelm_v import tokenizer as T; import pathlib; d = pathlib.Path('build-fuzz/corpus-tokenizer'); (d / 'bytes.tok').write_bytes(T.byte_tokenizer().to_bytes()); (d / 'chat.txt').write_text('<|im_start|>user\\n  Hi 123 \\u4f60\\u597d<|im_end|>\\n')"
+	build-fuzz/csrc/fuzz_tokenizer -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -rss_limit_mb=4096 build-fuzz/corpus-tokenizer
 
 clean:
 	rm -rf build build-native build-arm build-fuzz demo-out
