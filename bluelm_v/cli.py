@@ -14,6 +14,8 @@ COMMANDS = {
     "demo": ("bluelm_v.commands.demo", "the main job: the three resolution schemes side by side, with a figure"),
     "plan": ("bluelm_v.commands.plan", "print the tiling plan of one image or WxH size"),
     "info": ("bluelm_v.commands.info", "versions, instruction sets and shipped configs"),
+    "eval": ("bluelm_v.commands.eval", "run and score VLMEvalKit benchmarks (resumable, VLMEvalKit-exact scores)"),
+    "data": ("bluelm_v.commands.data", "benchmark data: `data fetch NAME` downloads a VLMEvalKit TSV with MD5 check"),
 }
 
 

@@ -22,6 +22,10 @@ class UnknownCategoryError(ScoringError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class UndefinedNameError(ScoringError, NameError):
+    """A cell VLMEvalKit ``eval``s that names an undefined variable (a bare word: NameError there)."""
+
+
 class EmptyGroupError(ScoringError, ZeroDivisionError):
     """An aggregate over zero samples that VLMEvalKit divides by (ZeroDivisionError)."""
 
@@ -42,7 +46,15 @@ class AdapterError(EvaluationError):
     """A model adapter spec or model that cannot be used."""
 
 
+class SampleError(EvaluationError):
+    """The model cannot answer this sample, for good (e.g. a replay file without it): recorded as failed."""
+
+
+class EndpointError(EvaluationError):
+    """An HTTP endpoint (model or judge) that failed after its retries, or answered nonsense."""
+
+
 __all__ = [
-    "AdapterError", "DataError", "EmptyGroupError", "EvaluationError", "JudgeError", "JudgeRequired",
-    "ScoringError", "UnknownCategoryError",
+    "AdapterError", "DataError", "EndpointError", "SampleError", "EmptyGroupError", "EvaluationError", "JudgeError", "JudgeRequired",
+    "ScoringError", "UndefinedNameError", "UnknownCategoryError",
 ]

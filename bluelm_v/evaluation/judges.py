@@ -105,8 +105,6 @@ class OpenAIJudge(Judge):
         try:
             return self.client.chat([{"role": "user", "content": prompt}], temperature=temperature,
                                     max_tokens=self.max_tokens)
-        except JudgeError:
-            raise
         except Exception as exc:  # the client already retried; a judge that fails is an error
             raise JudgeError(f"judge {self.describe()} failed: {exc}") from None
 

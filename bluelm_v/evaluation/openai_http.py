@@ -2,7 +2,7 @@
 
 Used by the ``openai`` model adapter and by ``OpenAIJudge``. Connection errors, timeouts, HTTP 429 and 5xx are
 retried with exponential back-off; anything else, or a reply without ``choices[0].message.content``, raises
-``JudgeError`` (a ValueError) naming the endpoint and the problem.
+``EndpointError`` (a ValueError) naming the endpoint and the problem.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from bluelm_v.evaluation.errors import JudgeError
+from bluelm_v.evaluation.errors import EndpointError
 
 MAX_REPLY_BYTES = 64 << 20  # a reply larger than this is refused instead of read into memory
 
@@ -22,7 +22,7 @@ class ChatClient:
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 60.0,
                  retries: int = 3, backoff: float = 0.5):
         if not base_url.startswith(("http://", "https://")):
-            raise JudgeError(f"endpoint URL {base_url!r} must start with http:// or https://")
+            raise EndpointError(f"endpoint URL {base_url!r} must start with http:// or https://")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.api_key, self.timeout = model, api_key, timeout
         self.retries, self.backoff = max(0, int(retries)), backoff
@@ -47,29 +47,29 @@ class ChatClient:
                 last = f"HTTP {exc.code} {exc.reason}"
                 if exc.code == 429 or exc.code >= 500:
                     continue
-                raise JudgeError(f"{self.url}: {last}") from None
+                raise EndpointError(f"{self.url}: {last}") from None
             except (urllib.error.URLError, socket.timeout, ConnectionError, TimeoutError) as exc:
                 last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
                 continue
             if len(raw) > MAX_REPLY_BYTES:
-                raise JudgeError(f"{self.url}: reply larger than {MAX_REPLY_BYTES} bytes")
+                raise EndpointError(f"{self.url}: reply larger than {MAX_REPLY_BYTES} bytes")
             return self._content(raw)
-        raise JudgeError(f"{self.url}: no answer after {self.retries + 1} attempts ({last})")
+        raise EndpointError(f"{self.url}: no answer after {self.retries + 1} attempts ({last})")
 
     def _content(self, raw: bytes) -> str:
         try:
             reply = json.loads(raw.decode("utf-8"))
             content = reply["choices"][0]["message"]["content"]
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise JudgeError(f"{self.url}: reply is not JSON ({exc})") from None
+            raise EndpointError(f"{self.url}: reply is not JSON ({exc})") from None
         except (KeyError, IndexError, TypeError):
-            raise JudgeError(f"{self.url}: reply has no choices[0].message.content") from None
+            raise EndpointError(f"{self.url}: reply has no choices[0].message.content") from None
         if content is None:
             return ""
         if isinstance(content, list):  # some servers return content parts
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         if not isinstance(content, str):
-            raise JudgeError(f"{self.url}: message content is {type(content).__name__}, not text")
+            raise EndpointError(f"{self.url}: message content is {type(content).__name__}, not text")
         return content
 
 

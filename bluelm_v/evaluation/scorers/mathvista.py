@@ -16,7 +16,7 @@ from collections import defaultdict
 
 import pandas as pd
 
-from bluelm_v.evaluation.errors import ScoringError
+from bluelm_v.evaluation.errors import ScoringError, UndefinedNameError
 from bluelm_v.evaluation.matching import infer_choice
 from bluelm_v.evaluation.roundtrip import as_scored_text, is_missing, xlsx_roundtrip
 from bluelm_v.evaluation.scorers import Context, Scored, register
@@ -114,9 +114,12 @@ def skills_of(value, dataset: str, index) -> list:
     if not isinstance(value, str):
         raise ScoringError(f"{dataset}: record {index!r}: skills must be text, got {value!r}")
     try:
-        ast.parse(value, mode="eval")
+        tree = ast.parse(value.lstrip(" \t"), mode="eval")
     except SyntaxError:
         return [value]
+    if isinstance(tree.body, ast.Name):
+        raise UndefinedNameError(f"{dataset}: record {index!r}: skills {value!r} is a bare word "
+                                 "(VLMEvalKit's eval raises NameError)")
     parsed = literal(value, "skills", dataset, index)
     if isinstance(parsed, (str, list, tuple, set, dict)):
         return list(parsed)
