@@ -6,7 +6,6 @@ Resumable: the same command continues an interrupted run. Scale out with
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,11 +45,22 @@ def config_from_args(args: argparse.Namespace, argv: list[str]):
                      max_model_errors=args.max_model_errors, argv=argv)
 
 
+def argv_of(args: argparse.Namespace, prefix: list[str]) -> list[str]:
+    """The command line as parsed (every option spelled out), for status.json."""
+    out = list(prefix)
+    for key, value in vars(args).items():
+        if key in ("command", "version") or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        out += [flag] if value is True else [flag, str(value)]
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from bluelm_v.evaluation.report import render_report
     from bluelm_v.evaluation.runner import Runner
 
-    runner = Runner(config_from_args(args, ["bluelm-v", *sys.argv[1:]]))
+    runner = Runner(config_from_args(args, argv_of(args, ["bluelm-v", "eval"])))
     status = runner.run()
     print(render_report(status))
     print(f"results: {runner.run_dir}")

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bluelm_v.commands.eval import add_arguments, config_from_args
+    from bluelm_v.commands.eval import add_arguments, argv_of, config_from_args
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m bluelm_v.evaluation", description=__doc__)
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from bluelm_v.evaluation.runner import Runner
 
     try:
-        runner = Runner(config_from_args(args, ["python", "-m", "bluelm_v.evaluation", *argv]), rank=rank,
+        runner = Runner(config_from_args(args, argv_of(args, ["python", "-m", "bluelm_v.evaluation"])), rank=rank,
                         world=world, barrier=barrier)
         status = runner.run()
         if rank == 0:
