@@ -8,6 +8,7 @@ inside the lower-cased prediction, unless the prediction is longer than twice th
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Mapping, MutableMapping
 
 API_FAILURE = "Failed to obtain answer via API"
@@ -25,6 +26,11 @@ LETTERS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 def infer_letter(text: str, letters) -> str | None:
     """Step A (``can_infer_option``): a letter from the option labels ``letters``, ``'Z'``, or None."""
+    return _infer_letter(text, tuple(letters))
+
+
+@lru_cache(maxsize=1 << 16)  # model answers repeat a lot ("A", "(B)", "The answer is C.")
+def _infer_letter(text: str, letters: tuple[str, ...]) -> str | None:
     if API_FAILURE in text:
         return None
     for refusal in REFUSALS:
@@ -64,9 +70,10 @@ def infer_choice(prediction: object, options: MutableMapping[str, object]) -> st
     return infer_letter(text, options) or infer_text(text, options)
 
 
-def options_of(row: Mapping[str, object], is_missing) -> dict[str, object]:
-    """The non-empty option columns A-Z of a row, in letter order (VLMEvalKit's ``build_choices``)."""
-    return {c: row[c] for c in LETTERS if c in row and not is_missing(row[c])}
+def options_of(row: Mapping[str, object], is_missing, letters=LETTERS) -> dict[str, object]:
+    """The non-empty option columns A-Z of a row, in letter order (VLMEvalKit's ``build_choices``). ``letters``:
+    the option columns the table has, when known (saves looking up all 26)."""
+    return {c: row[c] for c in letters if c in row and not is_missing(row[c])}
 
 
 __all__ = ["API_FAILURE", "LETTERS", "REFUSALS", "infer_choice", "infer_letter", "infer_text", "options_of"]

@@ -136,17 +136,47 @@ def cell_roundtrip(value: Any, links: list[int] | None = None) -> Any:
     return _shared_string_roundtrip(text) if text else None
 
 
+# Strings pandas' numeric parser could accept; anything else proves a column is not numeric without parsing it.
+_NUMERIC_LIKE = re.compile(r"\s*[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|inf(?:inity)?|nan)\s*",
+                           re.IGNORECASE)
+
+
+def _infer_strings(values: list) -> list[Any]:
+    """``infer_column`` for a column of strings and Nones (the common case), with set operations in C."""
+    distinct = set(values)
+    na = set(NA_STRINGS.intersection(distinct))
+    na.add(None)
+    rest = distinct - na
+    if not rest:
+        return [math.nan] * len(values)
+    probe = next(iter(rest))
+    if _NUMERIC_LIKE.fullmatch(probe) and all(_NUMERIC_LIKE.fullmatch(v) for v in rest):
+        numeric = _as_numbers([None if v in na else v for v in values])
+        if numeric is not None:
+            return numeric
+    if rest <= TRUE_STRINGS | FALSE_STRINGS:
+        return [math.nan if v in na else v in TRUE_STRINGS for v in values]
+    if len(na) == 1 and None not in distinct:
+        return values
+    return [math.nan if v in na else v for v in values]
+
+
 def infer_column(cells: Sequence[Any]) -> list[Any]:
     """pandas 1.5.3 TextParser on one column read from a spreadsheet: NA strings, then numbers, then booleans."""
+    if all(v is None or type(v) is str for v in cells):
+        return _infer_strings(list(cells))
     values = [None if c is None or (isinstance(c, str) and c in NA_STRINGS) else c for c in cells]
     present = [v for v in values if v is not None]
     if not present:
         return [math.nan] * len(values)
-    if any(isinstance(v, str) for v in present):
-        numeric = _as_numbers(values)
-        if numeric is not None:
-            return numeric
-        if all(isinstance(v, bool) or v in TRUE_STRINGS or v in FALSE_STRINGS for v in present):
+    strings = [v for v in present if isinstance(v, str)]
+    if strings:
+        if all(_NUMERIC_LIKE.fullmatch(v) for v in strings):
+            numeric = _as_numbers(values)
+            if numeric is not None:
+                return numeric
+        if all(v in TRUE_STRINGS or v in FALSE_STRINGS for v in strings) and \
+                all(isinstance(v, (str, bool)) for v in present):
             return [math.nan if v is None else (v if isinstance(v, bool) else v in TRUE_STRINGS) for v in values]
         return [math.nan if v is None else v for v in values]
     # Only numbers/bools came back from the cells: pandas keeps them as they are (floats if a NaN is present).
@@ -168,10 +198,18 @@ def _as_numbers(values: list[Any]) -> list[Any] | None:
     return [float(v) for v in converted.tolist()]
 
 
+_SPECIAL_ANY_LINE = re.compile(r"[\x00-\x08\x0b-\x1f\ufffe\uffff]|_x|x005F_|^\{=|:", re.MULTILINE)
+
+
 def xlsx_roundtrip(column: Iterable[Any]) -> list[Any]:
     """A whole column through VLMEvalKit's xlsx write and read: the typed values its scorers receive."""
+    values = list(column)
+    if values and all(type(v) is str for v in values):
+        # Fast path: one search over the joined column proves that no cell needs more than NA handling.
+        if max(map(len, values)) <= XLSX_STRMAX and not _SPECIAL_ANY_LINE.search("\n".join(values)):
+            return infer_column([v or None for v in values])
     links = [0]
-    return infer_column([cell_roundtrip(v, links) for v in column])
+    return infer_column([cell_roundtrip(v, links) for v in values])
 
 
 def as_scored_text(value: Any) -> str:

@@ -77,6 +77,7 @@ def normalize_vqa_answer(text: str) -> str:
     return digits_and_articles(strip_punctuation(text))
 
 
+@lru_cache(maxsize=1 << 16)
 def yes_no_extract(prediction: str) -> str:
     """HallusionBench's rule: 'Yes' if the word yes occurs and no does not, 'No' for the reverse, else 'Unknown'
     (lower-case, punctuation pass, whitespace split; ':' '*' and quotes stay attached)."""

@@ -15,8 +15,9 @@ from bluelm_v.evaluation.errors import ScoringError
 from bluelm_v.evaluation.matching import infer_choice, options_of
 from bluelm_v.evaluation.roundtrip import is_missing
 from bluelm_v.evaluation.scorers import Context, Scored, register
-from bluelm_v.evaluation.scorers.common import json_value, texts
-from bluelm_v.evaluation.scorers.mcq import (EXACT_MATCH_FAILED, extract_item, lowercase_columns, report_acc)
+from bluelm_v.evaluation.scorers.common import json_value, rows_of, texts
+from bluelm_v.evaluation.scorers.mcq import (EXACT_MATCH_FAILED, extract_item, lowercase_columns, option_letters,
+                                            report_acc)
 
 ROTATION_STRIDE = 1_000_000
 
@@ -63,11 +64,12 @@ def score_circular(frame: pd.DataFrame, ctx: Context) -> Scored:
         frame["g_index"] = [_as_int(v, "g_index") for v in frame["g_index"]]
     else:
         frame["g_index"] = [int(i % ROTATION_STRIDE) for i in frame["index"]]
-    rows = frame.to_dict("records")
+    rows = rows_of(frame)
+    letters = option_letters(frame)
 
     per_record, extracted = [], {}
     for row in rows:
-        letter = infer_choice(row["prediction"], options_of(row, is_missing)) or None
+        letter = infer_choice(row["prediction"], options_of(row, is_missing, letters)) or None
         extracted[row["index"]] = letter
         gt = row["answer"]
         per_record.append({"index": row["index"], "g_index": row["g_index"], "prediction_as_scored": row["prediction"],

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import ast
 import math
+import re
+from functools import lru_cache
 from typing import Any, Iterable
 
 import numpy as np
@@ -46,23 +48,51 @@ def literal(text: Any, what: str, dataset: str, index: Any) -> Any:
     if not isinstance(text, str):
         raise ScoringError(f"{dataset}: record {index!r}: {what} must be a Python literal string, got {text!r}")
     try:
-        return ast.literal_eval(text)
+        parsed = parse_literal(text.lstrip(" \t"))
+        return list(parsed) if isinstance(parsed, ListLiteral) else parsed
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
         raise ScoringError(f"{dataset}: record {index!r}: {what} {text[:80]!r} is not a Python literal "
                            f"({type(exc).__name__})") from None
 
 
+# A list of plain quoted strings without escapes, the usual answer cell: parsed without the ast module.
+_ITEM = r"""(?:'[^'\\\n]*'|"[^"\\\n]*")"""
+_PLAIN_LIST = re.compile(rf"\[\s*(?:{_ITEM}(?:\s*,\s*{_ITEM})*\s*,?\s*)?\]")
+_ITEMS = re.compile(_ITEM)
+
+
+class ListLiteral(tuple):
+    """A parsed list literal, frozen so the parse cache can hand it out safely."""
+
+
+@lru_cache(maxsize=1 << 16)
+def parse_literal(text: str) -> Any:
+    """``ast.literal_eval`` with a fast path for lists of plain strings; raises like literal_eval. Lists come back
+    as ``ListLiteral`` (a tuple); callers must not mutate other results (they are cached)."""
+    if _PLAIN_LIST.fullmatch(text):
+        return ListLiteral(m[1:-1] for m in _ITEMS.findall(text))
+    parsed = ast.literal_eval(text)
+    return ListLiteral(parsed) if isinstance(parsed, list) else parsed
+
+
 def answer_list(value: Any, dataset: str, index: Any) -> list[Any]:
     """``eval(answer)`` if it is a list literal, else ``[answer]`` (VLMEvalKit's ``istype(answer, list)``)."""
     text = as_scored_text(value)
-    if text.startswith("[") or text.lstrip().startswith("["):
+    if text.lstrip(" \t").startswith("["):
         try:
-            parsed = ast.literal_eval(text)
+            parsed = parse_literal(text.lstrip(" \t"))
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             parsed = None
-        if isinstance(parsed, list):
-            return parsed
+        if isinstance(parsed, ListLiteral):
+            return list(parsed)
     return [text]
+
+
+def rows_of(frame: pd.DataFrame) -> list[dict]:
+    """``frame.to_dict("records")`` without pandas' per-cell boxing (object columns hold Python values)."""
+    names = list(frame.columns)
+    columns = [frame[c].tolist() for c in names]
+    return [dict(zip(names, values)) for values in zip(*columns)]
 
 
 def string_items(items: list[Any], what: str, dataset: str, index: Any) -> list[str]:
@@ -84,5 +114,5 @@ def sorted_values(values: Iterable[Any], column: str, dataset: str) -> list[Any]
                            f"({sorted(map(repr, unique))[:5]}); VLMEvalKit cannot sort it") from None
 
 
-__all__ = ["answer_list", "is_missing", "json_value", "literal", "mean", "require_columns", "sorted_values",
-           "string_items", "texts"]
+__all__ = ["answer_list", "is_missing", "json_value", "literal", "mean", "parse_literal", "require_columns",
+           "rows_of", "sorted_values", "string_items", "texts"]

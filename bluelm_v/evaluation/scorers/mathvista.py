@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 from collections import defaultdict
+from functools import lru_cache
 
 import pandas as pd
 
@@ -20,7 +21,7 @@ from bluelm_v.evaluation.errors import ScoringError, UndefinedNameError
 from bluelm_v.evaluation.matching import infer_choice
 from bluelm_v.evaluation.roundtrip import as_scored_text, is_missing, xlsx_roundtrip
 from bluelm_v.evaluation.scorers import Context, Scored, register
-from bluelm_v.evaluation.scorers.common import json_value, literal
+from bluelm_v.evaluation.scorers.common import json_value, rows_of, literal
 
 FAIL_MESSAGE = "Failed to obtain answer via API."
 TRIES = 5
@@ -96,8 +97,9 @@ def post_check(row: dict, response, prefetch: bool, dataset: str):
 def extract_answer(row: dict, ctx: Context) -> dict:
     """``MathVista_auxeval``: prefetch, else the judge (or a judge that always fails)."""
     pred = row["prediction"]
-    if post_check(row, pred, True, ctx.dataset):
-        return {"res": post_check(row, pred, True, ctx.dataset), "log": PREFETCHED}
+    prefetched = post_check(row, pred, True, ctx.dataset)  # VLMEvalKit calls it twice; it is deterministic
+    if prefetched:
+        return {"res": prefetched, "log": PREFETCHED}
     log = ""
     prompt = judge_prompt(row.get("question"), pred) if ctx.judge is not None else None
     for i in range(TRIES):
@@ -114,16 +116,23 @@ def skills_of(value, dataset: str, index) -> list:
     if not isinstance(value, str):
         raise ScoringError(f"{dataset}: record {index!r}: skills must be text, got {value!r}")
     try:
+        return list(_skills(value))
+    except ScoringError as exc:
+        raise type(exc)(f"{dataset}: record {index!r}: {exc}") from None
+
+
+@lru_cache(maxsize=1 << 14)
+def _skills(value: str) -> tuple:
+    try:
         tree = ast.parse(value.lstrip(" \t"), mode="eval")
     except SyntaxError:
-        return [value]
+        return (value,)
     if isinstance(tree.body, ast.Name):
-        raise UndefinedNameError(f"{dataset}: record {index!r}: skills {value!r} is a bare word "
-                                 "(VLMEvalKit's eval raises NameError)")
-    parsed = literal(value, "skills", dataset, index)
+        raise UndefinedNameError(f"skills {value!r} is a bare word (VLMEvalKit's eval raises NameError)")
+    parsed = literal(value, "skills", "MathVista", None)
     if isinstance(parsed, (str, list, tuple, set, dict)):
-        return list(parsed)
-    raise ScoringError(f"{dataset}: record {index!r}: skills {value!r} is not a list")
+        return tuple(parsed)
+    raise ScoringError(f"skills {value!r} is not a list")
 
 
 def mathvista_table(rows: list[dict], hits: list[bool], dataset: str) -> dict:
@@ -150,7 +159,7 @@ def mathvista_table(rows: list[dict], hits: list[bool], dataset: str) -> dict:
                                                "prediction", "task", "skills"),
           judge="optional", description="MathVista prefetch + judge extraction; no judge = always-failing judge")
 def score_mathvista(frame: pd.DataFrame, ctx: Context) -> Scored:
-    rows = frame.to_dict("records")
+    rows = rows_of(frame)
     results = [extract_answer(row, ctx) for row in rows]
     # VLMEvalKit stores res in a spreadsheet before the final check: '' -> NaN, numbers stay numbers.
     stored = xlsx_roundtrip([r["res"] for r in results])

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from bluelm_v.evaluation.errors import ScoringError
-from bluelm_v.evaluation.matching import API_FAILURE, infer_choice, options_of
+from bluelm_v.evaluation.matching import API_FAILURE, LETTERS, infer_choice, options_of
 from bluelm_v.evaluation.roundtrip import is_missing
 from bluelm_v.evaluation.scorers import Context, Scored, register
-from bluelm_v.evaluation.scorers.common import json_value, mean, sorted_values, texts
+from bluelm_v.evaluation.scorers.common import json_value, rows_of, mean, sorted_values, texts
 
 MMB_ABBREVIATIONS = {
     "coarse_perception": "CP",
@@ -58,6 +58,10 @@ JUDGE_PROMPT_CN = (
 def lowercase_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """MCQ evaluation lower-cases every column name except single capital letters (the option columns)."""
     return frame.rename(columns=lambda c: c if c in string.ascii_uppercase else str(c).lower())
+
+
+def option_letters(frame: pd.DataFrame) -> tuple[str, ...]:
+    return tuple(c for c in LETTERS if c in frame.columns)
 
 
 def mmmu_preprocess(frame: pd.DataFrame) -> tuple[pd.DataFrame, list]:
@@ -100,9 +104,9 @@ def judge_choice(ctx: Context, row: dict, options: dict, option_text: str, key) 
     return random.Random(f"{ctx.dataset}:{key}").choice(pool), "Failed to predict, thus randomly generate one. "
 
 
-def extract_item(ctx: Context, row: dict, key) -> tuple[str, str, str | None]:
+def extract_item(ctx: Context, row: dict, key, letters=LETTERS) -> tuple[str, str, str | None]:
     """(letter or 'Z', log, rule-based letter or None) for one vanilla MCQ row."""
-    options = options_of(row, is_missing)
+    options = options_of(row, is_missing, letters)
     option_text = option_string(options) if ctx.judge is not None else ""  # before matching lowers the texts
     found = infer_choice(row["prediction"], options)
     if found:
@@ -140,11 +144,12 @@ def score_vanilla(frame: pd.DataFrame, ctx: Context, open_questions: bool) -> Sc
         frame, gold = mmmu_preprocess(frame)
     else:
         gold = list(frame["answer"])
-    rows = frame.to_dict("records")
+    rows = rows_of(frame)
+    letters = option_letters(frame)
     per_record, hits = [], []
     for row, gt in zip(rows, gold):
         key = json_value(row["index"])
-        letter, log, _ = extract_item(ctx, row, key)
+        letter, log, _ = extract_item(ctx, row, key, letters)
         hit = int(letter == gt)
         hits.append(hit)
         per_record.append({"index": key, "prediction_as_scored": row["prediction"], "gt_letter": json_value(gt),

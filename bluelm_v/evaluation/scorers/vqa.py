@@ -7,8 +7,12 @@ sorted ``category``. Values are 100 x mean, unrounded.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pandas as pd
+
+from bluelm_v.evaluation.errors import ScoringError
 
 from bluelm_v.evaluation.scorers import Context, Scored, register
 from bluelm_v.evaluation.scorers.common import answer_list, json_value, sorted_values, string_items, texts
@@ -37,11 +41,17 @@ def vqa_table(frame: pd.DataFrame, scores: list[float], dataset: str) -> dict:
     return out
 
 
-def vqa_match(pred: str, gts: list[str]) -> list[float]:
+def vqa_match(pred: str, gts) -> list[float]:
     """acc_i for each gold answer (``gts`` and ``pred`` already normalised)."""
-    equal = [g == pred for g in gts]
-    k = sum(equal)
-    return [min(1.0, (k - e) / 3) for e in equal]
+    k = gts.count(pred)
+    same, other = min(1.0, (k - 1) / 3), min(1.0, k / 3)
+    return [same if g == pred else other for g in gts]
+
+
+@lru_cache(maxsize=1 << 16)
+def normalized_answers(answer_text: str, dataset: str) -> tuple[str, ...]:
+    gts = string_items(answer_list(answer_text, dataset, None), "answer", dataset, None)
+    return tuple(normalize_vqa_answer(g) for g in gts)
 
 
 @register("vqa_accuracy", version="1", required=("index", "answer", "prediction"),
@@ -52,14 +62,16 @@ def score_vqa(frame: pd.DataFrame, ctx: Context) -> Scored:
     per_record, scores = [], []
     for index, pred, ans in zip(frame["index"], preds, answers):
         index = json_value(index)
-        gts = string_items(answer_list(ans, ctx.dataset, index), "answer", ctx.dataset, index)
-        norm_gts = [normalize_vqa_answer(g) for g in gts]
+        try:
+            norm_gts = normalized_answers(ans, ctx.dataset)
+        except ScoringError as exc:
+            raise ScoringError(f"record {index!r}: {exc}") from None
         norm_pred = normalize_vqa_answer(pred)
         match = vqa_match(norm_pred, norm_gts)
-        score = float(np.mean(match)) if match else float("nan")
+        score = sum(match) / len(match) if match else float("nan")
         scores.append(score)
         per_record.append({"index": index, "prediction_as_scored": pred, "normalized_prediction": norm_pred,
-                           "normalized_answers": norm_gts, "match": match, "score": json_value(score)})
+                           "normalized_answers": list(norm_gts), "match": match, "score": json_value(score)})
     return Scored(per_record, vqa_table(frame, scores, ctx.dataset))
 
 
