@@ -14,7 +14,7 @@ from bluelm_v.models.checkpoint import (load_llm_safetensors, load_siglip_safete
                                         load_vlm_safetensors, random_model, save_safetensors)
 from bluelm_v.models.gguf_checkpoint import GGUFCheckpoint, permute_rows_to_gguf, permute_rows_to_hf  # noqa: E402
 from bluelm_v.models.reference import load_model, save_pretrained  # noqa: E402
-from bluelm_v.models.tokenizer import byte_to_unicode  # noqa: E402
+from transformers.convert_slow_tokenizer import bytes_to_unicode as byte_to_unicode  # noqa: E402
 
 TINY = load_model_config("tiny")
 Q = gguf.GGMLQuantizationType

@@ -5,7 +5,8 @@ A spec is one of
   seeded (``seed=0`` by default), with the byte-level tokenizer;
 - a ``.gguf`` file: a text-only LLaMA-family LLM with the file's tokenizer and chat template;
 - a folder with ``config.json`` (ours, or HF's for model_type llama), ``*.safetensors`` and optionally
-  ``tokenizer.json`` / ``tokenizer_config.json`` (else the byte-level tokenizer); ``save_pretrained`` writes one.
+  ``tokenizer.bin`` (ours) or HF ``tokenizer.json``, with ``tokenizer_config.json`` (else the byte-level
+  tokenizer); ``save_pretrained`` writes one.
 
 ``load_vlm(spec).generate(message)`` takes VLMEvalKit's message format: a list of ``{"type": "image" | "text",
 "value": ...}`` (image values: path, encoded bytes, data URL or RGB uint8 array), or a plain string. The items
@@ -113,7 +114,8 @@ def _load_dir(folder: Path) -> LoadedModel:
     if not files:
         raise FileNotFoundError(f"{folder}: no *.safetensors files")
     model = load_vlm_safetensors(files, cfg) if cfg.multimodal else load_llm_safetensors(files, cfg.llm)
-    tok = Tokenizer.from_dir(folder) if (folder / "tokenizer.json").is_file() else Tokenizer.byte_level(cfg.llm.vocab)
+    has_tok = any((folder / f).is_file() for f in ("tokenizer.bin", "tokenizer.json"))
+    tok = Tokenizer.from_dir(folder) if has_tok else Tokenizer.byte_level(cfg.llm.vocab)
     if tok.vocab_size > cfg.llm.vocab:
         raise ValueError(f"{folder}: tokenizer has {tok.vocab_size} tokens, more than the model's {cfg.llm.vocab}")
     return LoadedModel(cfg, model, tok, str(folder))
