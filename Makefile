@@ -16,8 +16,10 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= $(JOBS)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_BUILD := g++ make pkg-config libopencv-dev libeigen3-dev nlohmann-json3-dev
 APT_ARM := g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+APT_FUZZ := clang libclang-rt-14-dev
+FUZZ_SECONDS ?= 60
 
-.PHONY: setup demo test test-py test-arm native bench clean apt-build apt-arm
+.PHONY: setup demo test test-py test-arm native fuzz bench clean apt-build apt-arm apt-fuzz
 
 define apt_install
 	@missing=""; for p in $(1); do \
@@ -38,6 +40,9 @@ apt-build:
 
 apt-arm:
 	$(call apt_install,$(APT_ARM))
+
+apt-fuzz:
+	$(call apt_install,$(APT_FUZZ))
 
 # Python environment with pinned CPU torch (an unpinned torch would pull a multi-GB CUDA build).
 $(VENV)/.deps-done: pyproject.toml | apt-build
@@ -72,5 +77,17 @@ native: apt-build $(VENV)/.deps-done
 	$(VENV)/bin/cmake --build build-native
 	@echo "C++ CLI: build-native/csrc/bluelm"
 
+# libFuzzer on the image readers and the tokenizer for FUZZ_SECONDS each, seeded with samples.
+fuzz: apt-fuzz $(VENV)/.deps-done
+	CC=clang CXX=clang++ $(VENV)/bin/cmake -S . -B build-fuzz -G Ninja -DBLUELM_FUZZ=ON -DBLUELM_TESTS=OFF \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV))/bin/ninja
+	$(VENV)/bin/cmake --build build-fuzz --target fuzz_image fuzz_tokenizer
+	mkdir -p build-fuzz/corpus
+	$(PY) -c "from bluelm_v.samples import sample_bytes as s; import pathlib; [pathlib.Path(f'build-fuzz/corpus/chart.{f.lower()}').write_bytes(s('chart', f)) for f in ('PNG','JPEG','WEBP')]"
+	build-fuzz/csrc/fuzz_image -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=4096 build-fuzz/corpus
+	mkdir -p build-fuzz/corpus-tokenizer
+	$(PY) -c "from bluelm_v import tokenizer as T; import pathlib; d = pathlib.Path('build-fuzz/corpus-tokenizer'); (d / 'bytes.tok').write_bytes(T.byte_tokenizer().to_bytes()); (d / 'chat.txt').write_text('<|im_start|>user\\n  Hi 123 \\u4f60\\u597d<|im_end|>\\n')"
+	build-fuzz/csrc/fuzz_tokenizer -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -rss_limit_mb=4096 build-fuzz/corpus-tokenizer
+
 clean:
-	rm -rf build build-native build-arm demo-out
+	rm -rf build build-native build-arm build-fuzz demo-out

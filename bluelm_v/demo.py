@@ -127,8 +127,15 @@ def dynres_section(console: Console, out_dir: Path) -> bool:
     return mismatches == 0
 
 
+def simulator_section(console: Console, out_dir: Path) -> bool:
+    from bluelm_v.sim.demo_section import simulator_section as section
+
+    return section(console, out_dir)
+
+
 SECTIONS: list[tuple[str, Callable[[Console, Path], bool]]] = [
     ("Dynamic resolution", dynres_section),
+    ("Device-latency simulator", simulator_section),
 ]
 
 

@@ -12,10 +12,12 @@ def test_paper_examples_all_match():
 def test_demo_runs_and_writes_figure(tmp_path):
     console = Console(record=True, width=200)
     assert demo.run(tmp_path, console)
-    png = tmp_path / "dynres_tiles.png"
-    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("dynres_tiles.png", "chunk_ablation.png"):
+        png = tmp_path / name
+        assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = console.export_text()
-    for name in ("document", "receipt", "banner", "screenshot", "photo", "394x390", "LLaVA-NeXT", "InternVL"):
+    for name in ("document", "receipt", "banner", "screenshot", "photo", "394x390", "LLaVA-NeXT", "InternVL",
+                 "768x1536/prefill", "simulated optimum t128"):
         assert name in text
 
 

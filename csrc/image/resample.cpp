@@ -9,14 +9,28 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/isa.h"
 #include "common/parallel.h"
 #include "image/image.h"
+
+#define BLUELM_PASS_NS baseline
+#include "image/resample_passes.h"
+#undef BLUELM_PASS_NS
+
+namespace bluelm::image::avx2 {
+void horizontal_rows(const uint8_t* src, int64_t src_stride, int64_t row0, int64_t r0, int64_t r1, uint8_t* out,
+                     int64_t out_stride, int64_t dst_w, const int32_t* kk, const int* first, const int* count,
+                     int ksize);
+void vertical_rows(const uint8_t* mid, int64_t mid_stride, int64_t offset, int64_t y0, int64_t y1, int64_t width3,
+                   uint8_t* dst, int64_t dst_stride, const int32_t* kk, const int* first, const int* count, int ksize,
+                   int32_t* acc);
+}  // namespace bluelm::image::avx2
 
 namespace bluelm::image {
 
 namespace {
 
-constexpr int kPrecisionBits = 32 - 8 - 2;
+using baseline::kPrecisionBits;
 
 double bicubic(double x) {
   constexpr double a = -0.5;
@@ -69,10 +83,16 @@ Coeffs precompute(int64_t in_size, int64_t out_size) {
   return c;
 }
 
-inline uint8_t clip8(int32_t v) {
-  if (v >= (1 << kPrecisionBits << 8)) return 255;
-  if (v <= 0) return 0;
-  return uint8_t(v >> kPrecisionBits);
+struct Passes {
+  decltype(&baseline::horizontal_rows) horizontal;
+  decltype(&baseline::vertical_rows) vertical;
+};
+
+Passes passes() {
+#if defined(__x86_64__)
+  if (active_isa() == Isa::avx2 || active_isa() == Isa::avx512) return {avx2::horizontal_rows, avx2::vertical_rows};
+#endif
+  return {baseline::horizontal_rows, baseline::vertical_rows};
 }
 
 }  // namespace
@@ -89,6 +109,7 @@ void resize_bicubic(const uint8_t* src, int64_t src_w, int64_t src_h, int64_t sr
       std::copy(src + y * src_stride, src + y * src_stride + src_w * 3, dst + y * dst_stride);
     return;
   }
+  const Passes impl = passes();
   const Coeffs cv = precompute(src_h, dst_h);
   // Rows of the source the vertical pass reads.
   const int64_t y_first = cv.first.front();
@@ -105,23 +126,8 @@ void resize_bicubic(const uint8_t* src, int64_t src_w, int64_t src_h, int64_t sr
     uint8_t* out = need_v ? temp.data() : dst;
     const int64_t out_stride = need_v ? dst_w * 3 : dst_stride;
     parallel_for(rows, threads, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const uint8_t* in = src + (r + y_first) * src_stride;
-        uint8_t* o = out + r * out_stride;
-        for (int64_t xx = 0; xx < dst_w; ++xx) {
-          const int32_t* k = &ch.k[size_t(xx) * size_t(ch.ksize)];
-          const uint8_t* p = in + int64_t(ch.first[size_t(xx)]) * 3;
-          int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
-          for (int x = 0; x < ch.count[size_t(xx)]; ++x) {
-            s0 += int32_t(p[3 * x + 0]) * k[x];
-            s1 += int32_t(p[3 * x + 1]) * k[x];
-            s2 += int32_t(p[3 * x + 2]) * k[x];
-          }
-          o[3 * xx + 0] = clip8(s0);
-          o[3 * xx + 1] = clip8(s1);
-          o[3 * xx + 2] = clip8(s2);
-        }
-      }
+      impl.horizontal(src, src_stride, y_first, r0, r1, out, out_stride, dst_w, ch.k.data(), ch.first.data(),
+                      ch.count.data(), ch.ksize);
     });
     if (!need_v) return;
     mid = temp.data();
@@ -131,18 +137,8 @@ void resize_bicubic(const uint8_t* src, int64_t src_w, int64_t src_h, int64_t sr
   const int64_t width3 = (need_h ? dst_w : src_w) * 3;
   parallel_for(dst_h, threads, [&](int64_t y0, int64_t y1) {
     std::vector<int32_t> acc(static_cast<size_t>(width3));
-    for (int64_t yy = y0; yy < y1; ++yy) {
-      const int32_t* k = &cv.k[size_t(yy) * size_t(cv.ksize)];
-      const int64_t first = cv.first[size_t(yy)] + mid_offset;
-      std::fill(acc.begin(), acc.end(), 1 << (kPrecisionBits - 1));
-      for (int y = 0; y < cv.count[size_t(yy)]; ++y) {
-        const uint8_t* row = mid + (first + y) * mid_stride;
-        const int32_t ky = k[y];
-        for (int64_t i = 0; i < width3; ++i) acc[size_t(i)] += int32_t(row[i]) * ky;
-      }
-      uint8_t* o = dst + yy * dst_stride;
-      for (int64_t i = 0; i < width3; ++i) o[i] = clip8(acc[size_t(i)]);
-    }
+    impl.vertical(mid, mid_stride, mid_offset, y0, y1, width3, dst, dst_stride, cv.k.data(), cv.first.data(),
+                  cv.count.data(), cv.ksize, acc.data());
   });
 }
 

@@ -13,11 +13,12 @@ void require_c_contiguous(const py::array& a, const char* name) {
 PYBIND11_MODULE(_core, m) {
   namespace py = pybind11;
   using namespace bluelm::python;
-  m.doc() = "bluelm-v native core (C++): dynamic resolution, image tiling, kernels, engine";
+  m.doc() = "bluelm-v native core (C++): dynamic resolution, image tiling, tokenizer, kernels, engine";
   // Subclasses of ValueError, so `except ValueError` still catches every bad-input error.
   py::register_exception<bluelm::FormatError>(m, "FormatError", PyExc_ValueError);
   py::register_exception<bluelm::LimitError>(m, "LimitError", PyExc_ValueError);
   bind_common(m);
   bind_dynres(m);
   bind_image(m);
+  bind_tokenizer(m);
 }

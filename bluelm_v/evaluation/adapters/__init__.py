@@ -1,0 +1,77 @@
+"""Model adapters: what answers the prompts. A spec is ``KIND:TARGET``:
+
+  * ``replay:PATH`` - an existing predictions file (VLMEvalKit's xlsx/tsv/json/jsonl, or our own), or a folder of
+    ``*_<DATASET>.<ext>`` files; ``replay:PATH?delay=SECONDS`` waits before each answer (for tests);
+  * ``openai:URL#MODEL`` - any OpenAI-compatible chat endpoint, images sent as data URLs;
+  * ``hf:PATH`` - a transformers image-text-to-text model saved locally;
+  * ``torch:SPEC`` - the project's PyTorch reference model (``bluelm_v.models.reference.load_vlm``).
+
+The registry is open: another module (the native engine's, later) adds itself with ``register_adapter``.
+Adapters answer ``generate(message, dataset=..., index=...) -> str`` where ``message`` is VLMEvalKit's list of
+``{"type": "image" | "text", "value": ...}`` parts, image values being encoded image bytes.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from bluelm_v.evaluation.errors import AdapterError
+
+ADAPTERS: dict[str, str] = {
+    "replay": "bluelm_v.evaluation.adapters.replay:ReplayAdapter",
+    "openai": "bluelm_v.evaluation.adapters.openai:OpenAIAdapter",
+    "hf": "bluelm_v.evaluation.adapters.hf:HFAdapter",
+    "torch": "bluelm_v.evaluation.adapters.torch_ref:TorchAdapter",
+}
+
+
+class ModelAdapter:
+    """Base class. ``name`` names output files; ``describe()`` goes into status.json."""
+
+    kind = "base"
+
+    def __init__(self, target: str, *, max_new_tokens: int = 512, temperature: float = 0.0):
+        self.target, self.max_new_tokens, self.temperature = target, max_new_tokens, temperature
+
+    @property
+    def name(self) -> str:
+        return safe_name(f"{self.kind}-{self.target}")
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "target": self.target, "max_new_tokens": self.max_new_tokens,
+                "temperature": self.temperature}
+
+    def generate(self, message: list[dict], *, dataset: str, index: Any) -> str:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def safe_name(text: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
+    return "-".join(p for p in keep.split("-") if p)[:80] or "model"
+
+
+def register_adapter(kind: str, target: str) -> None:
+    """Add an adapter kind (``"module:Class"``)."""
+    ADAPTERS[kind] = target
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    kind, sep, target = spec.partition(":")
+    if not sep or not target:
+        raise AdapterError(f"model spec {spec!r} must look like KIND:TARGET with KIND one of {', '.join(ADAPTERS)}")
+    if kind not in ADAPTERS:
+        hint = " (the native engine adapter arrives with the engine)" if kind == "native" else ""
+        raise AdapterError(f"unknown model kind {kind!r}{hint}; known: {', '.join(ADAPTERS)}")
+    return kind, target
+
+
+def make_adapter(spec: str, **options) -> ModelAdapter:
+    kind, target = split_spec(spec)
+    module, _, cls = ADAPTERS[kind].partition(":")
+    return getattr(importlib.import_module(module), cls)(target, **options)
+
+
+__all__ = ["ADAPTERS", "ModelAdapter", "make_adapter", "register_adapter", "safe_name", "split_spec"]

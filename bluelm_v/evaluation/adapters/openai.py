@@ -1,0 +1,59 @@
+"""``openai:URL#MODEL``: any OpenAI-compatible chat endpoint; images go as base64 data URLs in message order.
+The key comes from ``$OPENAI_API_KEY`` (or none for a local server)."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from bluelm_v.evaluation.adapters import ModelAdapter, safe_name
+from bluelm_v.evaluation.errors import AdapterError
+from bluelm_v.evaluation.openai_http import ChatClient, image_part
+
+_MIME = {"jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif",
+         "bmp": "image/bmp"}
+
+
+def chat_content(message: list[dict]) -> list[dict]:
+    """VLMEvalKit message parts -> OpenAI content parts (text, image_url)."""
+    from bluelm_v.image import probe
+
+    content = []
+    for part in message:
+        if part["type"] == "text":
+            content.append({"type": "text", "text": str(part["value"])})
+        elif part["type"] == "image":
+            data = part["value"]
+            if not isinstance(data, (bytes, bytearray)):
+                raise AdapterError("the openai adapter needs encoded image bytes in the message")
+            fmt = probe(bytes(data))[0].lower()
+            content.append(image_part(bytes(data), _MIME.get(fmt, f"image/{fmt}")))
+        else:
+            raise AdapterError(f"unknown message part type {part['type']!r}")
+    return content
+
+
+class OpenAIAdapter(ModelAdapter):
+    kind = "openai"
+
+    def __init__(self, target: str, *, timeout: float = 120.0, retries: int = 3, **options):
+        super().__init__(target, **options)
+        url, sep, model = target.partition("#")
+        if not sep or not model:
+            raise AdapterError(f"openai model spec needs URL#MODEL, got {target!r}")
+        self.url, self.model = url, model
+        try:
+            self.client = ChatClient(url, model, api_key=os.environ.get("OPENAI_API_KEY"), timeout=timeout,
+                                     retries=retries)
+        except ValueError as exc:
+            raise AdapterError(str(exc)) from None
+
+    @property
+    def name(self) -> str:
+        return safe_name(self.model)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "url": self.url, "model": self.model}
+
+    def generate(self, message: list[dict], *, dataset: str, index: Any) -> str:
+        messages = [{"role": "user", "content": chat_content(message)}]
+        return self.client.chat(messages, temperature=self.temperature, max_tokens=self.max_new_tokens)

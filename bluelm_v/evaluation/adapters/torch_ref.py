@@ -1,0 +1,48 @@
+"""``torch:SPEC``: the project's PyTorch reference model, ``bluelm_v.models.reference.load_vlm(spec)``.
+
+The reference model takes VLMEvalKit messages directly (image values: path, encoded bytes or an RGB uint8
+array) and answers ``generate(message, max_new_tokens=..., temperature=0.0) -> str``. torch is imported only when
+this adapter is built.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from bluelm_v.evaluation.adapters import ModelAdapter, safe_name
+from bluelm_v.evaluation.errors import AdapterError
+
+
+def load_reference():
+    try:
+        module = importlib.import_module("bluelm_v.models.reference")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("bluelm_v.models.reference"):
+            raise AdapterError("the torch adapter needs bluelm_v.models.reference (the PyTorch reference model), "
+                               "which this installation does not have") from None
+        raise
+    if not hasattr(module, "load_vlm"):
+        raise AdapterError("bluelm_v.models.reference has no load_vlm(spec)")
+    return module.load_vlm
+
+
+class TorchAdapter(ModelAdapter):
+    kind = "torch"
+
+    def __init__(self, target: str, **options):
+        super().__init__(target, **options)
+        self.model = load_reference()(target)
+
+    @property
+    def name(self) -> str:
+        return safe_name(f"torch-{target_stem(self.target)}")
+
+    def generate(self, message: list[dict], *, dataset: str, index: Any) -> str:
+        out = self.model.generate(message, max_new_tokens=self.max_new_tokens, temperature=self.temperature)
+        if not isinstance(out, str):
+            raise AdapterError(f"reference model returned {type(out).__name__}, not str")
+        return out
+
+
+def target_stem(target: str) -> str:
+    return target.rstrip("/").rsplit("/", 1)[-1]

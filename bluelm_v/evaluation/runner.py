@@ -1,0 +1,345 @@
+"""``bluelm-v eval``: run a model over benchmarks, durably and resumably, then score as VLMEvalKit does.
+
+Layout (like VLMEvalKit's): ``{work_dir}/{model}/{run_id}/`` holds, per dataset D,
+``{model}_{D}.rank{r}.log.jsonl`` (the durable per-sample log), ``{model}_{D}.tsv`` and ``.jsonl`` (merged
+predictions with status and failure reason), ``{model}_{D}_score.json`` (metrics, judge, scorer version, counts),
+``{model}_{D}_acc.csv`` (the metrics flattened), ``{model}_{D}_records.jsonl`` (per-record scoring), optionally
+``{model}_{D}.xlsx``; and ``status.json`` and ``report.md`` for the run.
+
+The run id is derived from the model spec and the generation settings, so the same command finds the same run and
+resumes it: samples already in a log are not computed again. Samples are sharded over ranks by position
+(``i % world == rank``); every rank appends to its own log; rank 0 merges and scores after a barrier.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from bluelm_v.evaluation.adapters import ModelAdapter, make_adapter
+from bluelm_v.evaluation.benchmarks import get_benchmark
+from bluelm_v.evaluation.data import Dataset, load_dataset, parse_data_arg
+from bluelm_v.evaluation.errors import (DataError, EvaluationError, JudgeError, JudgeRequired, SampleError)
+from bluelm_v.evaluation.judges import describe as describe_judge, make_judge
+from bluelm_v.evaluation.prompts import get_builder
+from bluelm_v.evaluation.roundtrip import is_missing
+from bluelm_v.evaluation.scorers import get_scorer
+from bluelm_v.evaluation.scoring import score
+from bluelm_v.evaluation.store import PredictionLog, is_done, merge_logs
+from bluelm_v.evaluation.suites import load_suite, suite_names
+
+
+@dataclass
+class RunConfig:
+    model: str
+    data: list[str]
+    work_dir: Path = Path("eval-out")
+    limit: int | None = None
+    run_id: str | None = None
+    model_name: str | None = None
+    judge: str | None = None
+    data_root: str | None = None
+    check_md5: bool = True
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    progress: bool = True
+    export_xlsx: bool = False
+    max_model_errors: int = 5
+    argv: list[str] = field(default_factory=list)
+
+
+def expand_data(items: list[str]) -> list[tuple[str, Path | None]]:
+    """Dataset names, NAME=PATH items and suite names (``opencompass``, ``ocr``) -> [(dataset, path)]."""
+    out: list[tuple[str, Path | None]] = []
+    suites = set(suite_names())
+    for item in items:
+        name, path = parse_data_arg(item)
+        if path is None and name in suites:
+            out += [(e.dataset, None) for e in load_suite(name).benchmarks]
+        else:
+            out.append((get_benchmark(name).name, path))
+    seen, unique = set(), []
+    for name, path in out:
+        if name not in seen:
+            seen.add(name)
+            unique.append((name, path))
+    return unique
+
+
+def default_run_id(cfg: RunConfig) -> str:
+    key = json.dumps({"model": cfg.model, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature},
+                     sort_keys=True)
+    return "run-" + hashlib.sha1(key.encode()).hexdigest()[:10]
+
+
+def git_hash() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def versions() -> dict:
+    import numpy
+
+    from bluelm_v import __version__
+
+    out = {"bluelm_v": __version__, "python": platform.python_version(), "pandas": pd.__version__,
+           "numpy": numpy.__version__}
+    if "torch" in sys.modules:
+        out["torch"] = sys.modules["torch"].__version__
+    return out
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def message_for_record(message: list[dict]) -> list[dict]:
+    """A message with image bytes replaced by short descriptions (for status.json)."""
+    out = []
+    for part in message:
+        value = part["value"]
+        if isinstance(value, (bytes, bytearray)):
+            value = f"<image: {len(value)} bytes, sha1 {hashlib.sha1(value).hexdigest()[:12]}>"
+        out.append({"type": part["type"], "value": value})
+    return out
+
+
+class Runner:
+    def __init__(self, cfg: RunConfig, *, rank: int = 0, world: int = 1, barrier: Callable[[], None] | None = None):
+        if not 0 <= rank < world:
+            raise EvaluationError(f"rank {rank} out of range for world size {world}")
+        self.cfg, self.rank, self.world = cfg, rank, world
+        self.barrier = barrier or (lambda: None)
+        self.datasets = expand_data(cfg.data)
+        if not self.datasets:
+            raise EvaluationError("no dataset given (--data NAME[,NAME...])")
+        self.judge = make_judge(cfg.judge) if cfg.judge else None
+        self.adapter: ModelAdapter | None = None
+        self.status: dict = {}
+
+    # ---- set-up -------------------------------------------------------------------------------------------------
+    def open(self) -> Path:
+        self.adapter = make_adapter(self.cfg.model, max_new_tokens=self.cfg.max_new_tokens,
+                                    temperature=self.cfg.temperature)
+        self.model_name = self.cfg.model_name or self.adapter.name
+        self.run_id = self.cfg.run_id or default_run_id(self.cfg)
+        self.run_dir = Path(self.cfg.work_dir) / self.model_name / self.run_id
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        status_path = self.run_dir / "status.json"
+        old = json.loads(status_path.read_text()) if status_path.exists() else {}
+        self.status = {
+            "run_id": self.run_id, "model": self.cfg.model, "model_name": self.model_name,
+            "adapter": self.adapter.describe(), "argv": self.cfg.argv, "versions": versions(), "git": git_hash(),
+            "judge": describe_judge(self.judge), "world_size": self.world, "limit": self.cfg.limit,
+            "started": old.get("started", time.strftime("%Y-%m-%dT%H:%M:%S%z")), "invocations": old.get("invocations", 0) + 1,
+            "datasets": old.get("datasets", {}),
+        }
+        self._save_status()
+        return self.run_dir
+
+    def _save_status(self) -> None:
+        if self.rank == 0:
+            write_json_atomic(self.run_dir / "status.json", self.status)
+
+    def _file(self, dataset: str, suffix: str) -> Path:
+        return self.run_dir / f"{self.model_name}_{dataset}{suffix}"
+
+    def _logs(self, dataset: str) -> list[Path]:
+        return sorted(self.run_dir.glob(f"{self.model_name}_{dataset}.rank*.log.jsonl"))
+
+    # ---- inference ----------------------------------------------------------------------------------------------
+    def infer(self, ds: Dataset) -> dict:
+        """Run this rank's share of the dataset; every finished sample is durable before the next starts."""
+        name, builder = ds.bench.name, get_builder(ds.bench.prompt)
+        rows = ds.rows(self.cfg.limit)
+        done = merge_logs(self._logs(name))
+        todo = [row for i, row in enumerate(rows) if i % self.world == self.rank and not is_done(done.get(row["index"]))]
+        example = None
+        log_path = self._file(name, f".rank{self.rank}.log.jsonl")
+        errors_in_a_row, computed = 0, 0
+        bar = _progress(len(todo), f"{self.model_name}/{name} rank {self.rank}/{self.world}", self.cfg.progress)
+        with PredictionLog(log_path) as log:
+            for row in todo:
+                entry = {"index": row["index"], "rank": self.rank}
+                start = time.perf_counter()
+                try:
+                    message = builder.build(Dataset.fields(row), ds.image_bytes(row))
+                except (DataError, ValueError) as exc:
+                    log.append({**entry, "status": "failed", "kind": "data", "reason": str(exc), "prediction": None,
+                                "seconds": 0.0})
+                    bar.update()
+                    continue
+                if example is None:
+                    example = message_for_record(message)
+                try:
+                    prediction = self.adapter.generate(message, dataset=name, index=row["index"])
+                    errors_in_a_row = 0
+                    log.append({**entry, "status": "ok", "prediction": str(prediction),
+                                "seconds": round(time.perf_counter() - start, 6)})
+                    computed += 1
+                except SampleError as exc:
+                    log.append({**entry, "status": "failed", "kind": "sample", "reason": str(exc),
+                                "prediction": None, "seconds": round(time.perf_counter() - start, 6)})
+                except Exception as exc:  # noqa: BLE001 - any model error is recorded, then retried next run
+                    errors_in_a_row += 1
+                    log.append({**entry, "status": "failed", "kind": "model", "reason": f"{type(exc).__name__}: {exc}",
+                                "prediction": None, "seconds": round(time.perf_counter() - start, 6)})
+                    if errors_in_a_row >= self.cfg.max_model_errors:
+                        bar.close()
+                        raise EvaluationError(f"{name}: the model failed {errors_in_a_row} samples in a row "
+                                              f"(last: {type(exc).__name__}: {exc}); finished samples are kept, "
+                                              "run the same command again to resume") from None
+                bar.update()
+        bar.close()
+        return {"computed": computed, "example_prompt": example}
+
+    # ---- merging and scoring (rank 0) ---------------------------------------------------------------------------
+    def collect(self, ds: Dataset) -> tuple[pd.DataFrame, dict]:
+        rows = ds.rows(self.cfg.limit)
+        merged = merge_logs(self._logs(ds.bench.name))
+        table, counts = [], {"rows": len(rows), "ok": 0, "failed": 0, "missing": 0, "failed_by_kind": {}}
+        seconds = 0.0
+        for row in rows:
+            e = merged.get(row["index"])
+            fields = Dataset.fields(row)
+            if e is None:
+                counts["missing"] += 1
+                table.append({**fields, "prediction": None, "status": "missing", "failure": None})
+                continue
+            seconds += float(e.get("seconds") or 0.0)
+            if e["status"] == "ok":
+                counts["ok"] += 1
+                table.append({**fields, "prediction": e["prediction"], "status": "ok", "failure": None})
+            else:
+                counts["failed"] += 1
+                kind = e.get("kind", "model")
+                counts["failed_by_kind"][kind] = counts["failed_by_kind"].get(kind, 0) + 1
+                table.append({**fields, "prediction": None, "status": "failed", "failure": f"{kind}: {e.get('reason')}"})
+        counts["inference_seconds"] = round(seconds, 3)
+        return pd.DataFrame.from_records(table), counts
+
+    def write_predictions(self, name: str, frame: pd.DataFrame) -> None:
+        frame.to_csv(self._file(name, ".tsv"), sep="\t", index=False)
+        with open(self._file(name, ".jsonl"), "w", encoding="utf-8") as f:
+            for rec in frame.to_dict("records"):
+                f.write(json.dumps({k: (None if is_missing(v) else v) for k, v in rec.items()},
+                                   ensure_ascii=False, default=str) + "\n")
+        if self.cfg.export_xlsx:
+            try:
+                frame.to_excel(self._file(name, ".xlsx"), index=False, engine="openpyxl")
+            except ImportError:
+                raise EvaluationError("--export-xlsx needs openpyxl (pip install bluelm-v[eval])") from None
+
+    def score_dataset(self, ds: Dataset, frame: pd.DataFrame, counts: dict) -> dict:
+        name = ds.bench.name
+        scorer = get_scorer(ds.bench.scorer)
+        entry = {"scorer": scorer.name, "scorer_version": scorer.version, "judge": describe_judge(self.judge),
+                 "counts": counts, "file": str(ds.path), "md5": ds.md5, "md5_official": ds.md5_ok,
+                 "prompt": {"builder": ds.bench.prompt, "version": get_builder(ds.bench.prompt).version},
+                 "notes": list(ds.notes)}
+        ok = frame[frame["status"] == "ok"].drop(columns=["status", "failure"])
+        if counts["missing"]:
+            entry["notes"].append(f"{counts['missing']} sample(s) have no prediction yet")
+        if counts["failed"]:
+            entry["notes"].append(f"{counts['failed']} failed sample(s) are not scored: the metrics cover "
+                                  f"{counts['ok']} of {counts['rows']} samples")
+        if not ds.bench.has_answers:
+            entry.update(state="unscored", reason=ds.bench.note)
+            return entry
+        if ok.empty:
+            entry.update(state="unscored", reason="no successful prediction")
+            return entry
+        start = time.perf_counter()
+        try:
+            result = score(ds.bench, ok, judge=self.judge, progress=self.cfg.progress)
+        except JudgeRequired as exc:
+            entry.update(state="unscored", reason=str(exc))
+            return entry
+        entry.update(state="scored", metrics=result.metrics, scoring_seconds=round(time.perf_counter() - start, 4))
+        entry["notes"] += result.notes
+        write_json_atomic(self._file(name, "_score.json"), {**entry, "tables": result.tables})
+        flat = flatten(result.metrics)
+        pd.DataFrame({"metric": list(flat), "value": list(flat.values())}).to_csv(self._file(name, "_acc.csv"),
+                                                                              index=False)
+        with open(self._file(name, "_records.jsonl"), "w", encoding="utf-8") as f:
+            for rec in result.per_record:
+                f.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+        return entry
+
+    # ---- the whole run ------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        self.open()
+        try:
+            for name, path in self.datasets:
+                ds = load_dataset(name, path, root=self.cfg.data_root, check_md5=self.cfg.check_md5)
+                t0 = time.perf_counter()
+                info = self.infer(ds)
+                self.barrier()
+                if self.rank != 0:
+                    continue
+                frame, counts = self.collect(ds)
+                self.write_predictions(name, frame)
+                entry = self.score_dataset(ds, frame, counts)
+                entry["wall_seconds_this_invocation"] = round(time.perf_counter() - t0, 3)
+                entry["computed_this_invocation"] = info["computed"]
+                if info["example_prompt"] is not None:
+                    entry["prompt"]["example"] = info["example_prompt"]
+                elif "prompt" in self.status["datasets"].get(name, {}):
+                    entry["prompt"].setdefault("example", self.status["datasets"][name]["prompt"].get("example"))
+                self.status["datasets"][name] = entry
+                self._save_status()
+        finally:
+            if self.adapter is not None:
+                self.adapter.close()
+        if self.rank == 0:
+            from bluelm_v.evaluation.report import write_report
+
+            self.status["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            self._save_status()
+            write_report(self.run_dir / "report.md", self.status)
+        return self.status
+
+
+def flatten(metrics: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in metrics.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "/"))
+        else:
+            out[key] = v
+    return out
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="sample", dynamic_ncols=True)
+
+
+__all__ = ["RunConfig", "Runner", "default_run_id", "expand_data", "flatten"]

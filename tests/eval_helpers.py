@@ -1,0 +1,114 @@
+"""Test helpers for the evaluation harness: small VLMEvalKit-shaped TSVs and a local OpenAI-compatible server."""
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from bluelm_v.image import encode_base64
+
+
+def png_base64(seed: int, size: int = 8) -> str:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return encode_base64(buf.getvalue())
+
+
+def mcq_rows(n: int = 8) -> list[dict]:
+    rows = []
+    for i in range(n):
+        rows.append({"index": i + 1, "question": f"Which animal is number {i}?", "A": "cat", "B": "dog",
+                     "C": "horse", "D": "bird", "answer": "ABCD"[i % 4], "category": ["coarse", "fine"][i % 2],
+                     "l2_category": "x", "image": png_base64(i)})
+    return rows
+
+
+def vqa_rows(n: int = 6) -> list[dict]:
+    return [{"index": i + 1, "question": f"What is written? ({i})", "answer": str(["stop"] * 10),
+             "image": png_base64(100 + i)} for i in range(n)]
+
+
+def ocrbench_rows() -> list[dict]:
+    cats = ["Regular Text Recognition", "Scene Text-centric VQA", "Doc-oriented VQA",
+            "Handwritten Mathematical Expression Recognition"]
+    return [{"index": i + 1, "question": "What is written in the image?", "answer": str(["stop", "halt"]),
+             "category": cats[i % 4], "image": png_base64(200 + i)} for i in range(8)]
+
+
+def docvqa_rows(n: int = 5) -> list[dict]:
+    return [{"index": i + 1, "question": f"What is the total? ({i})", "answer": str(["$1,234.00", "1234"]),
+             "image": png_base64(300 + i)} for i in range(n)]
+
+
+def write_tsv(path: Path, rows: list[dict]) -> Path:
+    pd.DataFrame.from_records(rows).to_csv(path, sep="\t", index=False)
+    return path
+
+
+def write_replay(path: Path, answers: dict) -> Path:
+    """A VLMEvalKit-style predictions TSV (index, prediction)."""
+    pd.DataFrame({"index": list(answers), "prediction": list(answers.values())}).to_csv(path, sep="\t", index=False)
+    return path
+
+
+class FakeOpenAI:
+    """A threaded local ``/v1/chat/completions`` server. ``reply(body) -> str``; ``delay`` seconds per request;
+    ``fail_first`` requests answer HTTP 500. Requests are recorded."""
+
+    def __init__(self, reply, delay: float = 0.0, fail_first: int = 0):
+        self.reply, self.delay, self.fail_first = reply, delay, fail_first
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(length))
+                outer.requests.append(body)
+                if outer.delay:
+                    time.sleep(outer.delay)
+                if len(outer.requests) <= outer.fail_first or not self.path.endswith("/chat/completions"):
+                    self.send_response(500 if len(outer.requests) <= outer.fail_first else 404)
+                    self.end_headers()
+                    return
+                data = json.dumps({"choices": [{"message": {"role": "assistant",
+                                                            "content": outer.reply(body)}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> "FakeOpenAI":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def prompt_text(body: dict) -> str:
+    content = body["messages"][-1]["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content if p.get("type") == "text")

@@ -1,0 +1,38 @@
+"""This machine's profile: the measurement writes a valid, sourced profile; the engine hook says it is missing."""
+import json
+import shutil
+
+import pytest
+
+from bluelm_v.config import config_path
+from bluelm_v.sim import load_device
+from bluelm_v.sim.measure import EngineNotBuiltError, measure_bandwidth, measure_cpu_prefill, write_host_profile
+
+
+def test_bandwidth_measurement_is_positive():
+    r = measure_bandwidth(1 << 24, repeats=1)
+    assert r["read"] > 1e8 and r["copy"] > 1e8 and r["threads"] >= 1
+
+
+def test_write_host_profile_keeps_the_profile_valid(tmp_path):
+    path = tmp_path / "this-cpu.json"
+    shutil.copy(config_path("devices", "this-cpu"), path)
+    result = {"read_bandwidth": 12e9, "copy_bandwidth": 20e9, "threads": 2, "fp32_gemm": 80e9, "cpu": "Test CPU",
+              "date": "2026-01-02", "quick": True}
+    write_host_profile(result, path)
+    dev = load_device(path)
+    assert dev.dram_bandwidth.value == 20.0 and dev.dram_bandwidth.source == "measured"
+    assert "2026-01-02" in dev.dram_bandwidth.note and "Test CPU" in dev.dram_bandwidth.note
+    assert dev.cpu.peak["fp32"].value == 80.0 and dev.cpu.peak["int8"].source == "assumed"
+    assert json.loads(path.read_text())["measured"]["host"] == "Test CPU"
+
+
+def test_shipped_this_cpu_profile_was_measured():
+    dev = load_device("this-cpu")
+    assert dev.dram_bandwidth.source == "measured" and dev.measured.get("date")
+    assert dev.cpu.peak["fp32"].source == "measured"
+
+
+def test_measured_cpu_prefill_needs_the_engine():
+    with pytest.raises(EngineNotBuiltError, match="native engine is not built yet"):
+        measure_cpu_prefill([32, 128])
