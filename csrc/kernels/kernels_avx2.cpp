@@ -98,7 +98,7 @@ void tile_int4(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
         for (int m = 0; m < M; ++m) {
           const int8_t* x = xq[m] + b * G;
           const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(load_i32(x + 4 * p)));
-          const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load_i32(x + G / 2 + 4 * (p ^ 1))));
+          const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load_i32(x + G / 2 + 4 * p)));
           s16[m] = j == 0 ? _mm256_add_epi16(plo, phi) : _mm256_add_epi16(s16[m], _mm256_add_epi16(plo, phi));
         }
       }

@@ -114,7 +114,7 @@ void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const Qu
         for (int m = 0; m < M; ++m) {
           const int8_t* x = xq[m] + b * G;
           s0[m] = _mm512_dpbusd_epi32(s0[m], lo, _mm512_set1_epi32(load_i32(x + 4 * p)));
-          s1[m] = _mm512_dpbusd_epi32(s1[m], hi, _mm512_set1_epi32(load_i32(x + G / 2 + 4 * (p ^ 1))));
+          s1[m] = _mm512_dpbusd_epi32(s1[m], hi, _mm512_set1_epi32(load_i32(x + G / 2 + 4 * p)));
         }
       }
     }
@@ -131,7 +131,7 @@ void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const Qu
       for (int m = 0; m < M; ++m) {
         const __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[m], s1[m]));
         const __m512 v = _mm512_mul_ps(f, _mm512_set1_ps(xd[m][b]));
-        acc[m] = _mm512_fmadd_ps(dw, _mm512_set1_ps(xs[m][b]), _mm512_fmadd_ps(dw, v, acc[m]));
+        acc[m] = _mm512_fmadd_ps(mw, _mm512_set1_ps(xs[m][b]), _mm512_fmadd_ps(dw, v, acc[m]));
       }
     } else {
 #pragma GCC unroll 4

@@ -167,9 +167,8 @@ void fma_neon(int64_t n) {
       : "+r"(n)::"v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v30", "v31", "cc");
 }
 // 8 chains of SDOT: 8 * 16 MACs * 2.
-void sdot_neon(int64_t n) {
+__attribute__((target("arch=armv8.2-a+dotprod"))) void sdot_neon(int64_t n) {
   __asm__ volatile(
-      ".arch_extension dotprod\n"
       "movi v0.4s, #0\n movi v1.4s, #0\n movi v2.4s, #0\n movi v3.4s, #0\n movi v4.4s, #0\n movi v5.4s, #0\n"
       "movi v6.4s, #0\n movi v7.4s, #0\n movi v30.4s, #0\n movi v31.4s, #0\n"
       "1:\n"
