@@ -26,3 +26,14 @@ if(BLUELM_PYTHON)
     message(FATAL_ERROR "pybind11 not found: `pip install pybind11` (it is a build requirement in pyproject.toml).")
   endif()
 endif()
+
+# SIMDe (Debian libsimde-dev, header-only): the C++ tests compile the AVX-512 kernel source through it, so that
+# source is checked on x86 CPUs without AVX-512. Optional: without it that one test is left out.
+if(BLUELM_TESTS AND BLUELM_ARCH_X86)
+  find_path(BLUELM_SIMDE_INCLUDE simde/x86/avx512.h)
+  if(BLUELM_SIMDE_INCLUDE)
+    set(BLUELM_HAVE_SIMDE ON)
+  else()
+    message(STATUS "bluelm: SIMDe not found (apt-get install libsimde-dev): the AVX-512 source test is skipped")
+  endif()
+endif()

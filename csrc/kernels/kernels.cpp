@@ -1,0 +1,191 @@
+// The kernel driver: argument checks, dispatch to the active instruction-set table, thread-pool split over
+// 8-row panels, K-chunking for cache reuse in GEMM, scratch memory, and the straightforward reference.
+#include "kernels/kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "common/error.h"
+#include "common/threadpool.h"
+#include "kernels/kernels_isa.h"
+
+namespace bluelm::kernels {
+
+// ---- dispatch ----
+
+const IsaKernels* kernels_for(Isa isa) {
+  switch (isa) {
+    case Isa::scalar:
+      return isa_kernels_scalar();
+#if defined(__x86_64__) || defined(_M_X64)
+    case Isa::avx2:
+      return isa_kernels_avx2();
+    case Isa::avx512:
+      return isa_kernels_avx512();
+#endif
+#if defined(__aarch64__)
+    case Isa::neon:
+      return isa_kernels_neon();
+    case Isa::neon_dotprod:
+      return isa_kernels_dotprod();
+#endif
+    default:
+      return nullptr;
+  }
+}
+
+const IsaKernels& active_kernels() {
+  for (int i = static_cast<int>(active_isa()); i > 0; --i) {
+    const IsaKernels* k = kernels_for(static_cast<Isa>(i));
+    if (k && isa_supported(static_cast<Isa>(i))) return *k;
+  }
+  return *isa_kernels_scalar();
+}
+
+// ---- scratch ----
+
+void Scratch::Free::operator()(uint8_t* p) const { std::free(p); }
+
+void Scratch::reserve(int64_t bytes) {
+  if (bytes < 0) throw InvalidArgument(cat("scratch size ", bytes, " must be >= 0"));
+  if (bytes <= capacity_) return;
+  const size_t alloc = size_t((bytes + 63) / 64 * 64);
+  uint8_t* p = static_cast<uint8_t*>(std::aligned_alloc(64, alloc));
+  if (!p) throw LimitError(cat("cannot allocate ", bytes, " bytes of kernel scratch"));
+  data_.reset(p);
+  capacity_ = int64_t(alloc);
+}
+
+void* Scratch::get(int64_t bytes) {
+  reserve(bytes);
+  return data_.get();
+}
+
+namespace {
+
+int64_t round64(int64_t x) { return (x + 63) / 64 * 64; }
+
+void check_view(const PackedView& w) {
+  if (!w.data) throw InvalidArgument("packed weights are null");
+  const int64_t need = packed_bytes(w.format, w.n, w.k);
+  if (w.bytes != need)
+    throw InvalidArgument(cat("packed weights hold ", w.bytes, " bytes; a ", quant::format_name(w.format), " matrix of ",
+                              w.n, " x ", w.k, " needs ", need));
+}
+
+Scratch& thread_scratch(Scratch* s) {
+  thread_local Scratch local;
+  return s ? *s : local;
+}
+
+}  // namespace
+
+float act_s_factor(Format f) {
+  switch (quant::format_info(f).kind) {
+    case Kind::int4_sym: return -8.0f;
+    case Kind::int4_asym: return 1.0f;
+    default: return 0.0f;
+  }
+}
+
+ActBuffers act_buffers(Format f, int64_t t, int64_t k, void* base) {
+  const int64_t nb = k / quant::format_info(f).group;
+  uint8_t* p = static_cast<uint8_t*>(base);
+  ActBuffers b;
+  b.q = reinterpret_cast<int8_t*>(p);
+  b.d = reinterpret_cast<float*>(p + round64(t * k));
+  b.s = reinterpret_cast<float*>(p + round64(t * k) + round64(t * nb * int64_t(sizeof(float))));
+  return b;
+}
+
+int64_t act_scratch_bytes(Format f, int64_t t, int64_t k) {
+  quant::check_k(f, k);
+  if (t < 1) throw InvalidArgument(cat("T = ", t, " rows of activations must be >= 1"));
+  const int64_t nb = k / quant::format_info(f).group;
+  return round64(t * k) + 2 * round64(t * nb * int64_t(sizeof(float)));
+}
+
+QuantizedActs quantize_activations(Format f, const float* x, int64_t t, int64_t k, int64_t ldx, Scratch& scratch) {
+  const int64_t bytes = act_scratch_bytes(f, t, k);
+  if (ldx < k) throw InvalidArgument(cat("activation row stride ", ldx, " is smaller than K = ", k));
+  if (!x) throw InvalidArgument("activations are null");
+  const int group = quant::format_info(f).group;
+  const int64_t nb = k / group;
+  const ActBuffers buf = act_buffers(f, t, k, scratch.get(bytes));
+  int8_t* q = buf.q;
+  float* d = buf.d;
+  float* s = buf.s;
+  QuantizedActs a;
+  a.t = t, a.k = k, a.group = group, a.q = q, a.d = d, a.s = s;
+  const IsaKernels& K = active_kernels();
+  const float sf = act_s_factor(f);
+  auto rows = [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i) K.quantize_row(x + i * ldx, k, group, sf, q + i * k, d + i * nb, s + i * nb);
+  };
+  if (t * k >= (int64_t(1) << 16))
+    ThreadPool::global().run(t, rows);
+  else
+    rows(0, t, 0);
+  return a;
+}
+
+void gemm_quantized(const PackedView& w, const QuantizedActs& a, float* y, int64_t ldy, const float* bias) {
+  check_view(w);
+  const PanelGeometry g = panel_geometry(w.format, w.k);
+  if (a.k != w.k || a.group != g.group || a.t < 1 || !a.q || !a.d || !a.s)
+    throw InvalidArgument(cat("quantized activations (T = ", a.t, ", K = ", a.k, ", group ", a.group,
+                              ") do not fit weights of K = ", w.k, ", group ", g.group));
+  if (!y) throw InvalidArgument("output is null");
+  if (ldy < w.n) throw InvalidArgument(cat("output row stride ", ldy, " is smaller than N = ", w.n));
+  const IsaKernels& K = active_kernels();
+  const int64_t panels = (w.n + kPanelRows - 1) / kPanelRows;
+  // Several tokens: walk K in chunks whose activations (t rows) stay in L2 while every panel passes over them.
+  int64_t chunk = g.nb;
+  if (a.t > 4) chunk = std::max<int64_t>(1, (int64_t(192) << 10) / (a.t * g.group));
+  ThreadPool::global().run(panels, [&](int64_t p0, int64_t p1, int) {
+    for (int64_t b0 = 0; b0 < g.nb; b0 += chunk)
+      K.gemm_panels(w, a, p0, p1, 0, a.t, b0, std::min(g.nb, b0 + chunk), b0 > 0, y, ldy);
+    if (bias) {
+      const int64_t r0 = p0 * kPanelRows, r1 = std::min(w.n, p1 * kPanelRows);
+      for (int64_t t = 0; t < a.t; ++t)
+        for (int64_t r = r0; r < r1; ++r) y[t * ldy + r] += bias[r];
+    }
+  });
+}
+
+void gemm(const PackedView& w, const float* x, int64_t t, float* y, const float* bias, Scratch* scratch) {
+  check_view(w);
+  const QuantizedActs a = quantize_activations(w.format, x, t, w.k, w.k, thread_scratch(scratch));
+  gemm_quantized(w, a, y, w.n, bias);
+}
+
+void gemv(const PackedView& w, const float* x, float* y, const float* bias, Scratch* scratch) {
+  gemm(w, x, 1, y, bias, scratch);
+}
+
+// ---- reference ----
+
+void gemm_reference(Format f, const uint8_t* rows, int64_t n, int64_t k, const float* x, int64_t t, float* y) {
+  const int group = quant::format_info(f).group;
+  const int64_t nb = k / group;
+  std::vector<float> wd(static_cast<size_t>(n * k));
+  quant::dequantize_rows(f, rows, n, k, wd.data());
+  std::vector<int8_t> q(static_cast<size_t>(k));
+  std::vector<float> d(static_cast<size_t>(nb)), s(static_cast<size_t>(nb));
+  std::vector<double> xh(static_cast<size_t>(k));  // d * q exactly
+  for (int64_t i = 0; i < t; ++i) {
+    isa_kernels_scalar()->quantize_row(x + i * k, k, group, 0.0f, q.data(), d.data(), s.data());
+    for (int64_t j = 0; j < k; ++j) xh[size_t(j)] = double(d[size_t(j / group)]) * q[size_t(j)];
+    for (int64_t r = 0; r < n; ++r) {
+      double acc = 0.0;
+      const float* wr = wd.data() + r * k;
+      for (int64_t j = 0; j < k; ++j) acc += double(wr[j]) * xh[size_t(j)];
+      y[i * n + r] = float(acc);
+    }
+  }
+}
+
+}  // namespace bluelm::kernels

@@ -1,0 +1,130 @@
+#pragma once
+// Quantized linear-algebra kernels for decode (GEMV), chunked prefill (GEMM) and the 2x2 token down-sampler.
+// Usable from C++ alone: the engine links bluelm_core and calls these with its own preallocated buffers.
+// Layouts, error bounds and dispatch rules: docs/kernels.md.
+//
+// Weights. A GGUF-layout matrix W [n, k] (n rows of quant::row_bytes(format, k) bytes) is repacked once, at load
+// time, into the panel layout the SIMD kernels stream (pack_weights: byte shuffling only, no re-quantization;
+// unpack_weights inverts it). Panel layout: rows in panels of 8 (the last one zero-padded); per panel, for each
+// of the k/G blocks, the nibble or int8 bytes of the 8 rows interleaved in 4-byte pieces (piece j of row r at
+// byte (8j + r) * 4), then the 8 fp16 scales of every block, then (asymmetric formats) the 8 fp16 minima; each
+// panel padded to 64 bytes.
+//
+// Activations. The kernels quantize each row of x to int8 in groups of the weight format's group size G
+// (d = max|x| / 127, q = round-half-even(x * 127 / max|x|)), then use integer dot products. The result differs
+// from the float product W_deq x by at most  sum_b d_b / 2 * sum_{i in b} |W_deq[n, i]|  (plus float rounding),
+// with d_b the activation scale of group b; the tests check this bound.
+#include <cstdint>
+#include <memory>
+
+#include "quant/quant.h"
+
+namespace bluelm::kernels {
+
+using quant::Format;
+using quant::Kind;
+
+constexpr int kPanelRows = 8;
+
+// Bytes of the packed form of an [n, k] matrix (k a multiple of the format's group).
+int64_t packed_bytes(Format f, int64_t n, int64_t k);
+int64_t panel_stride(Format f, int64_t k);  // bytes per panel of 8 rows
+// rows [n, row_bytes(f, k)] GGUF layout -> out [packed_bytes(f, n, k)].
+void pack_weights(Format f, const uint8_t* rows, int64_t n, int64_t k, uint8_t* out);
+// The inverse: packed -> rows [n, row_bytes(f, k)].
+void unpack_weights(Format f, const uint8_t* packed, int64_t n, int64_t k, uint8_t* rows);
+
+// A packed matrix the kernels read (non-owning). `bytes` is checked against packed_bytes(format, n, k).
+struct PackedView {
+  Format format = Format::q4_0;
+  int64_t n = 0, k = 0;
+  const uint8_t* data = nullptr;
+  int64_t bytes = 0;
+};
+
+// Owning packed matrix, 64-byte aligned.
+class PackedMatrix {
+ public:
+  PackedMatrix() = default;
+  PackedMatrix(Format f, const uint8_t* rows, int64_t n, int64_t k);  // packs GGUF-layout rows
+  PackedView view() const { return {format_, n_, k_, data_.get(), bytes_}; }
+  Format format() const { return format_; }
+  int64_t n() const { return n_; }
+  int64_t k() const { return k_; }
+
+ private:
+  struct Free {
+    void operator()(uint8_t* p) const;
+  };
+  Format format_ = Format::q4_0;
+  int64_t n_ = 0, k_ = 0, bytes_ = 0;
+  std::unique_ptr<uint8_t, Free> data_;
+};
+
+// Activations quantized for one weight format (see the header comment). s[b] = d[b] * sum(q in group b) * c with
+// c = -8 (int4 symmetric: folds the nibble offset in), 1 (int4 asymmetric: multiplies the minimum), 0 (int8).
+struct QuantizedActs {
+  int64_t t = 0, k = 0;
+  int group = 32;
+  const int8_t* q = nullptr;  // [t, k]
+  const float* d = nullptr;   // [t, k / group]
+  const float* s = nullptr;   // [t, k / group]
+};
+
+// Reusable scratch memory: reserve() once with the largest size you need, and no kernel call allocates.
+class Scratch {
+ public:
+  void reserve(int64_t bytes);
+  void* get(int64_t bytes);  // grows if needed (64-byte aligned)
+  int64_t capacity() const { return capacity_; }
+
+ private:
+  struct Free {
+    void operator()(uint8_t* p) const;
+  };
+  std::unique_ptr<uint8_t, Free> data_;
+  int64_t capacity_ = 0;
+};
+
+// Scratch bytes gemv / gemm / quantize_activations need for t rows of k activations in format f.
+int64_t act_scratch_bytes(Format f, int64_t t, int64_t k);
+
+// x [t, k] (row stride ldx floats) -> int8 activations in `scratch` (t rows in parallel on the pool).
+QuantizedActs quantize_activations(Format f, const float* x, int64_t t, int64_t k, int64_t ldx, Scratch& scratch);
+
+// y[n] = W[n, k] x[k] (+ bias[n]). bias may be null; scratch null: a thread-local one.
+void gemv(const PackedView& w, const float* x /*[k]*/, float* y /*[n]*/, const float* bias /*[n]*/,
+          Scratch* scratch = nullptr);
+// y[t, n] = x[t, k] W[n, k]^T (+ bias[n]), t >= 1 (a prefill chunk: 1..512 and more).
+void gemm(const PackedView& w, const float* x /*[t, k]*/, int64_t t, float* y /*[t, n]*/,
+          const float* bias /*[n]*/, Scratch* scratch = nullptr);
+// The same with activations already quantized (reuse one quantization for Q, K and V); y rows ldy floats apart.
+void gemm_quantized(const PackedView& w, const QuantizedActs& a, float* y /*[t, ldy]*/, int64_t ldy,
+                    const float* bias /*[n]*/);
+
+// Token down-sampling (VILA DownSampleBlock): x [h, w, c] -> y [ceil(h/2), ceil(w/2), 4c]; output cell (r, q) is
+// the concatenation of x(2r, 2q), x(2r, 2q+1), x(2r+1, 2q), x(2r+1, 2q+1), zeros where out of range.
+void downsample_2x2(const float* x /*[h, w, c]*/, int64_t h, int64_t w, int64_t c, float* y /*[h2, w2, 4c]*/);
+
+// Fused projector input: y [h2 * w2, n] = LN(downsample_2x2(x)) W[n, 4c]^T (+ bias). layer_norm false skips the
+// LayerNorm; gamma / beta [4c] may be null (1 and 0). The down-sampled rows are never materialized in float:
+// each is gathered, normalized and quantized to int8 in one pass, then multiplied with the int8 GEMM.
+struct DownsampleLinear {
+  bool layer_norm = true;
+  const float* gamma = nullptr;  // [4c]
+  const float* beta = nullptr;   // [4c]
+  float eps = 1e-6f;
+  const float* bias = nullptr;   // [n]
+};
+void downsample_linear(const float* x /*[h, w, c]*/, int64_t h, int64_t w, int64_t c, const PackedView& wt,
+                       const DownsampleLinear& opt, float* y /*[ceil(h/2) * ceil(w/2), n]*/,
+                       Scratch* scratch = nullptr);
+int64_t downsample_linear_scratch_bytes(Format f, int64_t h, int64_t w, int64_t c);
+
+// Reference (scalar, straightforward) versions the tests compare against: gemm over GGUF-layout rows with the
+// same int8 activation quantization, and the element-by-element down-sampler.
+void gemm_reference(Format f, const uint8_t* rows /*[n, row_bytes]*/, int64_t n, int64_t k, const float* x /*[t, k]*/,
+                    int64_t t, float* y /*[t, n]*/);
+void downsample_2x2_reference(const float* x, int64_t h, int64_t w, int64_t c, float* y);
+
+}  // namespace bluelm::kernels

@@ -1,0 +1,263 @@
+// AVX2 + FMA + F16C tier (Haswell, Zen 1-3 and later). Integer dot products with vpmaddubsw: the unsigned
+// operand is the weight (a nibble 0..15, or |w| for int8 with the activation's sign moved over by vpsignb), the
+// signed one the int8 activation. For int4 a pair sum is at most 2 * 15 * 127 = 3810, so eight vpmaddubsw
+// results (32 weights) add up in int16 with vpaddw before one vpmaddwd widens them: 2 ops per 32 products
+// instead of 3. A tile is 8 rows (one panel, one row per 32-bit lane) by up to 4 tokens.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels/kernels_isa.h"
+
+namespace bluelm::kernels {
+namespace {
+
+int32_t load_i32(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+float hmax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
+float hsum(__m256 v) {
+  __m128 m = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_add_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
+int32_t hsum_i32(__m256i v) {
+  __m128i m = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0x4E));
+  m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0xB1));
+  return _mm_cvtsi128_si32(m);
+}
+
+void quantize_row_avx2(const float* x, int64_t k, int group, float s_factor, int8_t* q, float* d, float* s) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  const __m256 lim = _mm256_set1_ps(127.0f);
+  for (int64_t b = 0; b < k / group; ++b) {
+    const float* xb = x + b * group;
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < group; i += 8) m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(xb + i), abs_mask));
+    const float amax = hmax(m);
+    const float db = amax / 127.0f;
+    const __m256 id = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+    __m256i sum = _mm256_setzero_si256();
+    for (int i = 0; i < group; i += 32) {
+      __m256i v[4];
+      for (int j = 0; j < 4; ++j) {
+        const __m256 p = _mm256_mul_ps(_mm256_loadu_ps(xb + i + 8 * j), id);
+        v[j] = _mm256_cvtps_epi32(_mm256_max_ps(_mm256_min_ps(p, lim), _mm256_sub_ps(_mm256_setzero_ps(), lim)));
+      }
+      sum = _mm256_add_epi32(sum, _mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3])));
+      const __m256i p8 = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * group + i), _mm256_permutevar8x32_epi32(p8, order));
+    }
+    d[b] = db;
+    s[b] = db * float(hsum_i32(sum)) * s_factor;
+  }
+}
+
+// Accumulates acc[m] (8 rows) += W_panel[blocks b0..b1) . x[t + m] for int4 formats of group G.
+template <int KIND, int G, int M>
+void tile_int4(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs& a, int64_t t, int64_t b0,
+               int64_t b1, __m256 (&acc)[M]) {
+  const __m256i mask = _mm256_set1_epi8(0x0F);
+  const __m256i ones = _mm256_set1_epi16(1);
+  const uint16_t* dsc = reinterpret_cast<const uint16_t*>(panel + g.scales);
+  const uint16_t* msc = reinterpret_cast<const uint16_t*>(panel + g.minima);
+  const int8_t* xq[M];
+  const float* xd[M];
+  const float* xs[M];
+  for (int m = 0; m < M; ++m) {
+    xq[m] = a.q + (t + m) * a.k;
+    xd[m] = a.d + (t + m) * g.nb;
+    xs[m] = a.s + (t + m) * g.nb;
+  }
+  for (int64_t b = b0; b < b1; ++b) {
+    const uint8_t* qb = panel + b * (4 * G);
+    __m256i isum[M];
+#pragma GCC unroll 4
+    for (int sub = 0; sub < G / 32; ++sub) {
+      __m256i s16[M];
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const int p = sub * 4 + j;
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qb + 32 * p));
+        const __m256i lo = _mm256_and_si256(v, mask);
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+#pragma GCC unroll 4
+        for (int m = 0; m < M; ++m) {
+          const int8_t* x = xq[m] + b * G;
+          const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(load_i32(x + 4 * p)));
+          const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load_i32(x + G / 2 + 4 * p)));
+          s16[m] = j == 0 ? _mm256_add_epi16(plo, phi) : _mm256_add_epi16(s16[m], _mm256_add_epi16(plo, phi));
+        }
+      }
+#pragma GCC unroll 4
+      for (int m = 0; m < M; ++m) {
+        const __m256i s32 = _mm256_madd_epi16(s16[m], ones);
+        isum[m] = sub == 0 ? s32 : _mm256_add_epi32(isum[m], s32);
+      }
+    }
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(dsc + b * kPanelRows)));
+    if (KIND == static_cast<int>(Kind::int4_sym)) {
+#pragma GCC unroll 4
+      for (int m = 0; m < M; ++m) {
+        const __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[m]), _mm256_broadcast_ss(xd[m] + b),
+                                         _mm256_broadcast_ss(xs[m] + b));
+        acc[m] = _mm256_fmadd_ps(dw, v, acc[m]);
+      }
+    } else {
+      const __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(msc + b * kPanelRows)));
+#pragma GCC unroll 4
+      for (int m = 0; m < M; ++m) {
+        const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(isum[m]), _mm256_broadcast_ss(xd[m] + b));
+        acc[m] = _mm256_fmadd_ps(mw, _mm256_broadcast_ss(xs[m] + b), _mm256_fmadd_ps(dw, v, acc[m]));
+      }
+    }
+  }
+}
+
+// int8 weights: vpmaddubsw(|w|, sign(x, w)); a pair sum reaches 2 * 128 * 127, so each result is widened at once.
+template <int KIND, int G, int M>
+void tile_int8(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs& a, int64_t t, int64_t b0,
+               int64_t b1, __m256 (&acc)[M]) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const uint16_t* dsc = reinterpret_cast<const uint16_t*>(panel + g.scales);
+  const int8_t* xq[M];
+  const float* xd[M];
+  for (int m = 0; m < M; ++m) {
+    xq[m] = a.q + (t + m) * a.k;
+    xd[m] = a.d + (t + m) * g.nb;
+  }
+  for (int64_t b = b0; b < b1; ++b) {
+    const uint8_t* qb = panel + b * (8 * G);
+    __m256i isum[M];
+    for (int m = 0; m < M; ++m) isum[m] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+    for (int p = 0; p < G / 4; ++p) {
+      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qb + 32 * p));
+      const __m256i u = _mm256_abs_epi8(w);
+#pragma GCC unroll 4
+      for (int m = 0; m < M; ++m) {
+        const __m256i xs = _mm256_sign_epi8(_mm256_set1_epi32(load_i32(xq[m] + b * G + 4 * p)), w);
+        isum[m] = _mm256_add_epi32(isum[m], _mm256_madd_epi16(_mm256_maddubs_epi16(u, xs), ones));
+      }
+    }
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(dsc + b * kPanelRows)));
+#pragma GCC unroll 4
+    for (int m = 0; m < M; ++m) {
+      const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(isum[m]), _mm256_broadcast_ss(xd[m] + b));
+      acc[m] = _mm256_fmadd_ps(dw, v, acc[m]);
+    }
+  }
+}
+
+template <int KIND, int G, int M>
+void run_tile(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs& a, int64_t t, int64_t b0, int64_t b1,
+              bool accumulate, float* y, int64_t ldy, int64_t rows) {
+  __m256 acc[M];
+  for (int m = 0; m < M; ++m) acc[m] = _mm256_setzero_ps();
+  if (KIND == static_cast<int>(Kind::int8_sym))
+    tile_int8<KIND, G, M>(panel, g, a, t, b0, b1, acc);
+  else
+    tile_int4<KIND, G, M>(panel, g, a, t, b0, b1, acc);
+  for (int m = 0; m < M; ++m) {
+    float* out = y + m * ldy;
+    if (rows == kPanelRows) {
+      _mm256_storeu_ps(out, accumulate ? _mm256_add_ps(_mm256_loadu_ps(out), acc[m]) : acc[m]);
+    } else {
+      float tmp[kPanelRows];
+      _mm256_storeu_ps(tmp, acc[m]);
+      for (int64_t r = 0; r < rows; ++r) out[r] = accumulate ? out[r] + tmp[r] : tmp[r];
+    }
+  }
+}
+
+template <int KIND, int G>
+void panels_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
+                 int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
+  const PanelGeometry g = panel_geometry(w.format, w.k);
+  for (int64_t p = p0; p < p1; ++p) {
+    const uint8_t* panel = w.data + p * g.stride;
+    const int64_t rows = w.n - p * kPanelRows < kPanelRows ? w.n - p * kPanelRows : kPanelRows;
+    for (int64_t t = t0; t < t1; t += 4) {
+      float* out = y + t * ldy + p * kPanelRows;
+      switch (t1 - t) {
+        case 1: run_tile<KIND, G, 1>(panel, g, a, t, b0, b1, accumulate, out, ldy, rows); break;
+        case 2: run_tile<KIND, G, 2>(panel, g, a, t, b0, b1, accumulate, out, ldy, rows); break;
+        case 3: run_tile<KIND, G, 3>(panel, g, a, t, b0, b1, accumulate, out, ldy, rows); break;
+        default: run_tile<KIND, G, 4>(panel, g, a, t, b0, b1, accumulate, out, ldy, rows); break;
+      }
+    }
+  }
+}
+
+using PanelsFn = void (*)(const PackedView&, const QuantizedActs&, int64_t, int64_t, int64_t, int64_t, int64_t,
+                          int64_t, bool, float*, int64_t);
+
+template <int KIND>
+PanelsFn pick_group(int group) {
+  return group == 32 ? panels_avx2<KIND, 32> : group == 64 ? panels_avx2<KIND, 64> : panels_avx2<KIND, 128>;
+}
+
+void gemm_panels_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
+                      int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
+  const quant::FormatInfo& fi = quant::format_info(w.format);
+  PanelsFn fn = fi.kind == Kind::int4_sym    ? pick_group<0>(fi.group)
+                : fi.kind == Kind::int4_asym ? pick_group<1>(fi.group)
+                                             : pick_group<2>(fi.group);
+  fn(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+}
+
+void layer_norm_row_avx2(const float* x, int64_t n, const float* gamma, const float* beta, float eps, float* y) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_add_ps(s0, _mm256_loadu_ps(x + i));
+    s1 = _mm256_add_ps(s1, _mm256_loadu_ps(x + i + 8));
+  }
+  float sum = hsum(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) sum += x[i];
+  const float mean = sum / float(n);
+  const __m256 vm = _mm256_set1_ps(mean);
+  s0 = s1 = _mm256_setzero_ps();
+  for (i = 0; i + 16 <= n; i += 16) {
+    const __m256 a = _mm256_sub_ps(_mm256_loadu_ps(x + i), vm), b = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), vm);
+    s0 = _mm256_fmadd_ps(a, a, s0);
+    s1 = _mm256_fmadd_ps(b, b, s1);
+  }
+  float var = hsum(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) var += (x[i] - mean) * (x[i] - mean);
+  const float rstd = 1.0f / __builtin_sqrtf(var / float(n) + eps);
+  const __m256 vr = _mm256_set1_ps(rstd);
+  for (i = 0; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm), vr);
+    if (gamma) v = _mm256_mul_ps(v, _mm256_loadu_ps(gamma + i));
+    if (beta) v = _mm256_add_ps(v, _mm256_loadu_ps(beta + i));
+    _mm256_storeu_ps(y + i, v);
+  }
+  for (; i < n; ++i) {
+    float v = (x[i] - mean) * rstd;
+    if (gamma) v *= gamma[i];
+    if (beta) v += beta[i];
+    y[i] = v;
+  }
+}
+
+const IsaKernels kTable = {"avx2", quantize_row_avx2, gemm_panels_avx2, layer_norm_row_avx2};
+
+}  // namespace
+
+const IsaKernels* isa_kernels_avx2() { return &kTable; }
+
+}  // namespace bluelm::kernels

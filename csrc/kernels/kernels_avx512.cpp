@@ -1,0 +1,240 @@
+// AVX-512 (F/BW/VL/DQ) + VNNI tier (Ice Lake, Zen 4/5 and later). vpdpbusd multiplies unsigned bytes (the
+// weights: nibbles 0..15, or |w| for int8 with the activation's sign moved over by a masked subtract) by signed
+// int8 activations and accumulates in int32, with no int16 stage. A zmm holds two 8-row panels (16 rows, one row
+// per 32-bit lane): panels p and p+1 whose outputs are adjacent; an odd last panel is paired with itself.
+//
+// This file is also compiled by the tests through SIMDe (BLUELM_AVX512_SIMDE, kernels_simde_test.cpp), so the
+// exact kernel source is checked against the scalar tier on CPUs without AVX-512; it then lives in namespace
+// avx512_simde instead of avx512.
+// GCC 12's avx512fintrin.h casts (_mm512_castsi256_si512, ...) start from an undefined register on purpose and
+// then warn about it; the warnings are about the header, not this code.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#if defined(BLUELM_AVX512_SIMDE)
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+#define BLUELM_AVX512_NS avx512_simde
+#define BLUELM_AVX512_TABLE isa_kernels_avx512_simde
+#include "kernels/simde_avx512_gaps.h"
+#else
+#include <immintrin.h>
+#define BLUELM_AVX512_NS avx512
+#define BLUELM_AVX512_TABLE isa_kernels_avx512
+#endif
+
+#include <cstring>
+
+#include "kernels/kernels_isa.h"
+
+namespace bluelm::kernels {
+namespace BLUELM_AVX512_NS {
+namespace {
+
+int32_t load_i32(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+void quantize_row(const float* x, int64_t k, int group, float s_factor, int8_t* q, float* d, float* s) {
+  const __m512 lim = _mm512_set1_ps(127.0f), nlim = _mm512_set1_ps(-127.0f);
+  for (int64_t b = 0; b < k / group; ++b) {
+    const float* xb = x + b * group;
+    __m512 m = _mm512_setzero_ps();
+    for (int i = 0; i < group; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(xb + i)));
+    const float amax = _mm512_reduce_max_ps(m);
+    const float db = amax / 127.0f;
+    const __m512 id = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
+    __m512i sum = _mm512_setzero_si512();
+    for (int i = 0; i < group; i += 16) {
+      const __m512 p = _mm512_mul_ps(_mm512_loadu_ps(xb + i), id);
+      const __m512i v = _mm512_cvtps_epi32(_mm512_max_ps(_mm512_min_ps(p, lim), nlim));
+      sum = _mm512_add_epi32(sum, v);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + b * group + i), _mm512_cvtsepi32_epi8(v));
+    }
+    d[b] = db;
+    s[b] = db * float(_mm512_reduce_add_epi32(sum)) * s_factor;
+  }
+}
+
+__m512i load_pair(const uint8_t* pa, const uint8_t* pb) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pa))),
+                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb)), 1);
+}
+
+__m512 load_scales(const uint8_t* pa, const uint8_t* pb) {
+  const __m256i h = _mm256_inserti128_si256(
+      _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pa))),
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(pb)), 1);
+  return _mm512_cvtph_ps(h);
+}
+
+// acc[m] (16 rows: panel A then panel B) += W[blocks b0..b1) . x[t + m]
+template <int KIND, int G, int M>
+void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const QuantizedActs& a, int64_t t, int64_t b0,
+          int64_t b1, __m512 (&acc)[M]) {
+  const __m512i mask = _mm512_set1_epi8(0x0F);
+  const __m512i zero = _mm512_setzero_si512();
+  const int8_t* xq[M];
+  const float* xd[M];
+  const float* xs[M];
+  for (int m = 0; m < M; ++m) {
+    xq[m] = a.q + (t + m) * a.k;
+    xd[m] = a.d + (t + m) * g.nb;
+    xs[m] = a.s + (t + m) * g.nb;
+  }
+  for (int64_t b = b0; b < b1; ++b) {
+    const uint8_t* qa = pa + b * g.qbytes;
+    const uint8_t* qb = pb + b * g.qbytes;
+    __m512i s0[M], s1[M];
+    for (int m = 0; m < M; ++m) s0[m] = s1[m] = zero;
+    if (KIND == static_cast<int>(Kind::int8_sym)) {
+#pragma GCC unroll 8
+      for (int p = 0; p < G / 4; ++p) {
+        const __m512i w = load_pair(qa + 32 * p, qb + 32 * p);
+        const __m512i u = _mm512_abs_epi8(w);
+        const __mmask64 neg = _mm512_movepi8_mask(w);
+#pragma GCC unroll 4
+        for (int m = 0; m < M; ++m) {
+          const __m512i xv = _mm512_set1_epi32(load_i32(xq[m] + b * G + 4 * p));
+          const __m512i sx = _mm512_mask_sub_epi8(xv, neg, zero, xv);
+          if (p % 2 == 0)
+            s0[m] = _mm512_dpbusd_epi32(s0[m], u, sx);
+          else
+            s1[m] = _mm512_dpbusd_epi32(s1[m], u, sx);
+        }
+      }
+    } else {
+#pragma GCC unroll 8
+      for (int p = 0; p < G / 8; ++p) {
+        const __m512i v = load_pair(qa + 32 * p, qb + 32 * p);
+        const __m512i lo = _mm512_and_si512(v, mask);
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+#pragma GCC unroll 4
+        for (int m = 0; m < M; ++m) {
+          const int8_t* x = xq[m] + b * G;
+          s0[m] = _mm512_dpbusd_epi32(s0[m], lo, _mm512_set1_epi32(load_i32(x + 4 * p)));
+          s1[m] = _mm512_dpbusd_epi32(s1[m], hi, _mm512_set1_epi32(load_i32(x + G / 2 + 4 * p)));
+        }
+      }
+    }
+    const __m512 dw = load_scales(pa + g.scales + b * 16, pb + g.scales + b * 16);
+    if (KIND == static_cast<int>(Kind::int4_sym)) {
+#pragma GCC unroll 4
+      for (int m = 0; m < M; ++m) {
+        const __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[m], s1[m]));
+        acc[m] = _mm512_fmadd_ps(dw, _mm512_fmadd_ps(f, _mm512_set1_ps(xd[m][b]), _mm512_set1_ps(xs[m][b])), acc[m]);
+      }
+    } else if (KIND == static_cast<int>(Kind::int4_asym)) {
+      const __m512 mw = load_scales(pa + g.minima + b * 16, pb + g.minima + b * 16);
+#pragma GCC unroll 4
+      for (int m = 0; m < M; ++m) {
+        const __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[m], s1[m]));
+        const __m512 v = _mm512_mul_ps(f, _mm512_set1_ps(xd[m][b]));
+        acc[m] = _mm512_fmadd_ps(mw, _mm512_set1_ps(xs[m][b]), _mm512_fmadd_ps(dw, v, acc[m]));
+      }
+    } else {
+#pragma GCC unroll 4
+      for (int m = 0; m < M; ++m) {
+        const __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[m], s1[m]));
+        acc[m] = _mm512_fmadd_ps(dw, _mm512_mul_ps(f, _mm512_set1_ps(xd[m][b])), acc[m]);
+      }
+    }
+  }
+}
+
+// Runs one tile and writes (or adds) the first `rows` of its 16 rows.
+template <int KIND, int G, int M>
+void run_tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const QuantizedActs& a, int64_t t,
+              int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy, int64_t rows) {
+  __m512 acc[M];
+  for (int m = 0; m < M; ++m) acc[m] = _mm512_setzero_ps();
+  tile<KIND, G, M>(pa, pb, g, a, t, b0, b1, acc);
+  const __mmask16 keep = rows >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rows) - 1u);
+  for (int m = 0; m < M; ++m) {
+    float* out = y + m * ldy;
+    __m512 v = acc[m];
+    if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(keep, out));
+    _mm512_mask_storeu_ps(out, keep, v);
+  }
+}
+
+template <int KIND, int G>
+void panels(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1, int64_t b0,
+            int64_t b1, bool accumulate, float* y, int64_t ldy) {
+  const PanelGeometry g = panel_geometry(w.format, w.k);
+  for (int64_t p = p0; p < p1; p += 2) {
+    const uint8_t* pa = w.data + p * g.stride;
+    const bool pair = p + 1 < p1;
+    const uint8_t* pb = pair ? pa + g.stride : pa;
+    int64_t rows = w.n - p * kPanelRows;
+    const int64_t cap = pair ? 2 * kPanelRows : kPanelRows;
+    rows = rows < cap ? rows : cap;
+    for (int64_t t = t0; t < t1; t += 4) {
+      float* out = y + t * ldy + p * kPanelRows;
+      switch (t1 - t) {
+        case 1: run_tile<KIND, G, 1>(pa, pb, g, a, t, b0, b1, accumulate, out, ldy, rows); break;
+        case 2: run_tile<KIND, G, 2>(pa, pb, g, a, t, b0, b1, accumulate, out, ldy, rows); break;
+        case 3: run_tile<KIND, G, 3>(pa, pb, g, a, t, b0, b1, accumulate, out, ldy, rows); break;
+        default: run_tile<KIND, G, 4>(pa, pb, g, a, t, b0, b1, accumulate, out, ldy, rows); break;
+      }
+    }
+  }
+}
+
+using PanelsFn = void (*)(const PackedView&, const QuantizedActs&, int64_t, int64_t, int64_t, int64_t, int64_t,
+                          int64_t, bool, float*, int64_t);
+
+template <int KIND>
+PanelsFn pick_group(int group) {
+  return group == 32 ? panels<KIND, 32> : group == 64 ? panels<KIND, 64> : panels<KIND, 128>;
+}
+
+void gemm_panels(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
+                 int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
+  const quant::FormatInfo& fi = quant::format_info(w.format);
+  PanelsFn fn = fi.kind == Kind::int4_sym    ? pick_group<0>(fi.group)
+                : fi.kind == Kind::int4_asym ? pick_group<1>(fi.group)
+                                             : pick_group<2>(fi.group);
+  fn(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+}
+
+void layer_norm_row(const float* x, int64_t n, const float* gamma, const float* beta, float eps, float* y) {
+  __m512 acc = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) acc = _mm512_add_ps(acc, _mm512_loadu_ps(x + i));
+  float sum = _mm512_reduce_add_ps(acc);
+  for (; i < n; ++i) sum += x[i];
+  const float mean = sum / float(n);
+  const __m512 vm = _mm512_set1_ps(mean);
+  acc = _mm512_setzero_ps();
+  for (i = 0; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_sub_ps(_mm512_loadu_ps(x + i), vm);
+    acc = _mm512_fmadd_ps(v, v, acc);
+  }
+  float var = _mm512_reduce_add_ps(acc);
+  for (; i < n; ++i) var += (x[i] - mean) * (x[i] - mean);
+  const float rstd = 1.0f / __builtin_sqrtf(var / float(n) + eps);
+  const __m512 vr = _mm512_set1_ps(rstd);
+  for (i = 0; i + 16 <= n; i += 16) {
+    __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm), vr);
+    if (gamma) v = _mm512_mul_ps(v, _mm512_loadu_ps(gamma + i));
+    if (beta) v = _mm512_add_ps(v, _mm512_loadu_ps(beta + i));
+    _mm512_storeu_ps(y + i, v);
+  }
+  for (; i < n; ++i) {
+    float v = (x[i] - mean) * rstd;
+    if (gamma) v *= gamma[i];
+    if (beta) v += beta[i];
+    y[i] = v;
+  }
+}
+
+const IsaKernels kTable = {"avx512", quantize_row, gemm_panels, layer_norm_row};
+
+}  // namespace
+}  // namespace BLUELM_AVX512_NS
+
+const IsaKernels* BLUELM_AVX512_TABLE() { return &BLUELM_AVX512_NS::kTable; }
+
+}  // namespace bluelm::kernels

@@ -1,0 +1,60 @@
+#pragma once
+// Internal to csrc/kernels: the function table each instruction-set file fills (kernels_scalar.cpp,
+// kernels_avx2.cpp, kernels_avx512.cpp, kernels_neon.cpp, kernels_dotprod.cpp). Same signatures everywhere; the
+// driver (kernels.cpp) checks arguments, splits work over the thread pool and calls active_kernels().
+// Nothing here is inline code: ISA files must not share inline functions with the portable ones.
+#include "common/isa.h"
+#include "kernels/kernels.h"
+
+namespace bluelm::kernels {
+
+struct IsaKernels {
+  const char* name;
+  // x [k] -> q [k], d [k / group], s [k / group] as QuantizedActs describes (s = d * sum(q) * s_factor).
+  // Bit-identical across tiers: d = amax / 127, q = nearest-even(x * (127 / amax)).
+  void (*quantize_row)(const float* x, int64_t k, int group, float s_factor, int8_t* q, float* d, float* s);
+  // y[t, 8p + r] for panels p in [p0, p1), tokens t in [t0, t1), weight blocks [b0, b1) of the packed matrix w;
+  // accumulate adds to y instead of overwriting. Rows >= w.n are not written.
+  void (*gemm_panels)(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
+                      int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy);
+  // y [n] = (x - mean) / sqrt(var + eps) * gamma + beta; gamma, beta may be null. y may alias x.
+  void (*layer_norm_row)(const float* x, int64_t n, const float* gamma, const float* beta, float eps, float* y);
+};
+
+const IsaKernels* isa_kernels_scalar();
+#if defined(__x86_64__) || defined(_M_X64)
+const IsaKernels* isa_kernels_avx2();
+const IsaKernels* isa_kernels_avx512();
+#endif
+#if defined(__aarch64__)
+const IsaKernels* isa_kernels_neon();
+const IsaKernels* isa_kernels_dotprod();
+#endif
+
+// The table of a tier (nullptr when this build has none for it) and the one in use: active_isa(), falling back
+// to the best lower tier that has kernels.
+const IsaKernels* kernels_for(Isa isa);
+const IsaKernels& active_kernels();
+
+// Panel geometry shared by every tier (plain numbers, computed once per call by the driver).
+struct PanelGeometry {
+  int group;         // G
+  int kind;          // quant::Kind as int
+  int64_t nb;        // blocks per row (k / G)
+  int64_t qbytes;    // bytes of quantized values per block for the 8 rows (4G for int4, 8G for int8)
+  int64_t scales;    // offset of the fp16 scales inside a panel (nb * qbytes)
+  int64_t minima;    // offset of the fp16 minima (asymmetric formats), else 0
+  int64_t stride;    // bytes per panel
+};
+PanelGeometry panel_geometry(Format f, int64_t k);
+
+// Where quantize_activations puts t rows of k activations inside a scratch block of act_scratch_bytes(f, t, k).
+struct ActBuffers {
+  int8_t* q;
+  float* d;
+  float* s;
+};
+ActBuffers act_buffers(Format f, int64_t t, int64_t k, void* base);
+float act_s_factor(Format f);  // -8, 1 or 0 (see QuantizedActs)
+
+}  // namespace bluelm::kernels

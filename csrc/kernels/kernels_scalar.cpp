@@ -1,0 +1,104 @@
+// Scalar tier: the portable definition every SIMD variant is tested against (same panel layout, same integer
+// sums, same float formula per block; SIMD tiers differ only in the order of float additions).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/kernels_isa.h"
+
+namespace bluelm::kernels {
+namespace {
+
+void quantize_row_scalar(const float* x, int64_t k, int group, float s_factor, int8_t* q, float* d, float* s) {
+  for (int64_t b = 0; b < k / group; ++b) {
+    const float* xb = x + b * group;
+    float amax = 0.0f;
+    for (int i = 0; i < group; ++i) amax = std::fmax(amax, std::fabs(xb[i]));
+    const float db = amax / 127.0f;
+    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    int sum = 0;
+    for (int i = 0; i < group; ++i) {
+      float v = xb[i] * id;
+      v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+      if (v != v) v = 0.0f;  // NaN input: defined (if meaningless) output, no undefined conversion
+      const int qi = int(std::nearbyint(v));
+      q[b * group + i] = int8_t(qi);
+      sum += qi;
+    }
+    d[b] = db;
+    s[b] = db * float(sum) * s_factor;
+  }
+}
+
+// The integer dot product of row r of a panel block with the activations of the block.
+int32_t dot_block(int kind, int group, const uint8_t* blk, int r, const int8_t* x) {
+  int32_t isum = 0;
+  if (kind == static_cast<int>(Kind::int8_sym)) {
+    for (int j = 0; j < group / 4; ++j) {
+      const int8_t* piece = reinterpret_cast<const int8_t*>(blk + (j * kPanelRows + r) * 4);
+      for (int i = 0; i < 4; ++i) isum += int32_t(piece[i]) * x[4 * j + i];
+    }
+  } else {
+    for (int j = 0; j < group / 8; ++j) {
+      const uint8_t* piece = blk + (j * kPanelRows + r) * 4;
+      for (int i = 0; i < 4; ++i)
+        isum += int32_t(piece[i] & 0x0F) * x[4 * j + i] + int32_t(piece[i] >> 4) * x[group / 2 + 4 * j + i];
+    }
+  }
+  return isum;
+}
+
+void gemm_panels_scalar(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
+                        int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
+  const PanelGeometry g = panel_geometry(w.format, w.k);
+  for (int64_t p = p0; p < p1; ++p) {
+    const uint8_t* panel = w.data + p * g.stride;
+    const int64_t rows = std::min<int64_t>(kPanelRows, w.n - p * kPanelRows);
+    for (int64_t t = t0; t < t1; ++t) {
+      float acc[kPanelRows] = {};
+      for (int64_t b = b0; b < b1; ++b) {
+        const int8_t* x = a.q + t * a.k + b * g.group;
+        const float dx = a.d[t * g.nb + b], sx = a.s[t * g.nb + b];
+        for (int r = 0; r < kPanelRows; ++r) {
+          const int32_t isum = dot_block(g.kind, g.group, panel + b * g.qbytes, r, x);
+          uint16_t dh, mh = 0;
+          std::memcpy(&dh, panel + g.scales + (b * kPanelRows + r) * 2, 2);
+          const float dw = quant::fp16_to_fp32(dh);
+          if (g.kind == static_cast<int>(Kind::int4_sym)) {
+            acc[r] += dw * (float(isum) * dx + sx);
+          } else if (g.kind == static_cast<int>(Kind::int4_asym)) {
+            std::memcpy(&mh, panel + g.minima + (b * kPanelRows + r) * 2, 2);
+            acc[r] += dw * (float(isum) * dx) + quant::fp16_to_fp32(mh) * sx;
+          } else {
+            acc[r] += dw * (float(isum) * dx);
+          }
+        }
+      }
+      float* out = y + t * ldy + p * kPanelRows;
+      for (int64_t r = 0; r < rows; ++r) out[r] = accumulate ? out[r] + acc[r] : acc[r];
+    }
+  }
+}
+
+void layer_norm_row_scalar(const float* x, int64_t n, const float* gamma, const float* beta, float eps, float* y) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += x[i];
+  const double mean = sum / double(n);
+  double var = 0.0;
+  for (int64_t i = 0; i < n; ++i) var += (x[i] - mean) * (x[i] - mean);
+  const float m = float(mean), rstd = float(1.0 / std::sqrt(var / double(n) + double(eps)));
+  for (int64_t i = 0; i < n; ++i) {
+    float v = (x[i] - m) * rstd;
+    if (gamma) v *= gamma[i];
+    if (beta) v += beta[i];
+    y[i] = v;
+  }
+}
+
+const IsaKernels kTable = {"scalar", quantize_row_scalar, gemm_panels_scalar, layer_norm_row_scalar};
+
+}  // namespace
+
+const IsaKernels* isa_kernels_scalar() { return &kTable; }
+
+}  // namespace bluelm::kernels

@@ -1,0 +1,288 @@
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "common/error.h"
+#include "common/testing.h"
+#include "common/threadpool.h"
+#include "kernels/kernels.h"
+#include "kernels/kernels_check.h"
+#include "kernels/kernels_isa.h"
+#include "kernels/roofline.h"
+
+using namespace bluelm;
+using namespace bluelm::kernels;
+using quant::FormatInfo;
+
+namespace {
+
+struct Problem {
+  Format f;
+  int64_t n, k, t;
+  std::vector<float> w, x;
+  std::vector<uint8_t> rows, packed;
+  std::vector<float> wd;  // dequantized weights
+  PackedView view() const { return {f, n, k, packed.data(), int64_t(packed.size())}; }
+};
+
+Problem make_problem(Format f, int64_t n, int64_t k, int64_t t, uint32_t seed) {
+  Problem p{f, n, k, t, {}, {}, {}, {}, {}};
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  p.w.resize(size_t(n * k));
+  p.x.resize(size_t(t * k));
+  for (auto& v : p.w) v = nd(rng);
+  for (auto& v : p.x) v = nd(rng) * 3.0f;
+  if (k >= 64) p.x[5] = 40.0f;  // an outlier activation
+  p.rows.resize(size_t(n * quant::row_bytes(f, k)));
+  quant::quantize_rows(f, p.w.data(), n, k, p.rows.data());
+  p.packed.resize(size_t(packed_bytes(f, n, k)));
+  pack_weights(f, p.rows.data(), n, k, p.packed.data());
+  p.wd.resize(p.w.size());
+  quant::dequantize_rows(f, p.rows.data(), n, k, p.wd.data());
+  return p;
+}
+
+// sum_i |w_ni| |x_i| per output (the scale of float rounding), and the activation-quantization bound.
+void magnitudes(const Problem& p, std::vector<double>& mag, std::vector<double>& bound) {
+  const int group = quant::format_info(p.f).group;
+  mag.assign(size_t(p.t * p.n), 0.0);
+  bound.assign(size_t(p.t * p.n), 0.0);
+  for (int64_t t = 0; t < p.t; ++t)
+    for (int64_t b = 0; b < p.k / group; ++b) {
+      float amax = 0.0f;
+      for (int i = 0; i < group; ++i) amax = std::fmax(amax, std::fabs(p.x[size_t(t * p.k + b * group + i)]));
+      const double dx = amax / 127.0;
+      for (int64_t r = 0; r < p.n; ++r) {
+        double wabs = 0.0, m = 0.0;
+        for (int i = 0; i < group; ++i) {
+          const size_t j = size_t(b * group + i);
+          wabs += std::fabs(p.wd[size_t(r * p.k) + j]);
+          m += std::fabs(p.wd[size_t(r * p.k) + j] * p.x[size_t(t * p.k) + j]);
+        }
+        bound[size_t(t * p.n + r)] += dx / 2 * wabs * (1 + 1e-5);
+        mag[size_t(t * p.n + r)] += m + dx * wabs;
+      }
+    }
+}
+
+// Float tolerance between two orders of summation of the same block terms.
+double order_tol(const Problem& p, double mag) {
+  return (4.0 * double(p.k / quant::format_info(p.f).group) + 16.0) * 6e-8 * mag + 1e-6;
+}
+
+std::vector<int64_t> shape_ks(int group) { return {group, 3 * group, 4096 + group}; }
+
+}  // namespace
+
+namespace bluelm::kernels::testing {
+
+int check_kernel_table(const IsaKernels& table) {
+  const IsaKernels& ref = *isa_kernels_scalar();
+  int cases = 0;
+  uint32_t seed = 1;
+  for (const FormatInfo& fi : quant::formats()) {
+    for (int64_t k : shape_ks(fi.group))
+      for (int64_t n : {1, 7, 9, 33})
+        for (int64_t t : {1, 3, 4, 5, 7}) {
+          if (k > 1024 && t > 4) continue;  // keep the run short; T = 128/129 runs in Python and below
+          Problem p = make_problem(fi.format, n, k, t, seed++);
+          const int64_t nb = k / fi.group;
+          // Activation quantization: bit-identical to the scalar tier.
+          std::vector<int8_t> q1(size_t(t * k)), q2(size_t(t * k));
+          std::vector<float> d1(size_t(t * nb)), d2(d1), s1(d1), s2(d1);
+          for (int64_t i = 0; i < t; ++i) {
+            ref.quantize_row(p.x.data() + i * k, k, fi.group, -8.0f, q1.data() + i * k, d1.data() + i * nb, s1.data() + i * nb);
+            table.quantize_row(p.x.data() + i * k, k, fi.group, -8.0f, q2.data() + i * k, d2.data() + i * nb, s2.data() + i * nb);
+          }
+          CHECK(q1 == q2);
+          CHECK(std::memcmp(d1.data(), d2.data(), d1.size() * 4) == 0);
+          CHECK(std::memcmp(s1.data(), s2.data(), s1.size() * 4) == 0);
+          const float sf = fi.kind == Kind::int4_sym ? -8.0f : fi.kind == Kind::int4_asym ? 1.0f : 0.0f;
+          for (int64_t i = 0; i < t; ++i)
+            ref.quantize_row(p.x.data() + i * k, k, fi.group, sf, q1.data() + i * k, d1.data() + i * nb, s1.data() + i * nb);
+          QuantizedActs a{t, k, fi.group, q1.data(), d1.data(), s1.data()};
+          const int64_t panels = (n + 7) / 8;
+          // y rows padded (ldy = n + 3) with a sentinel that must survive.
+          const int64_t ldy = n + 3;
+          std::vector<float> y_ref(size_t(t * ldy), -7.0f), y(size_t(t * ldy), -7.0f);
+          ref.gemm_panels(p.view(), a, 0, panels, 0, t, 0, nb, false, y_ref.data(), ldy);
+          // The tier in two K halves (accumulate path) and two panel ranges.
+          const int64_t half = nb / 2, pm = panels / 2;
+          for (int64_t pr = 0; pr < 2; ++pr) {
+            const int64_t pa = pr ? pm : 0, pb = pr ? panels : pm;
+            if (pa == pb) continue;
+            if (half > 0) {
+              table.gemm_panels(p.view(), a, pa, pb, 0, t, 0, half, false, y.data(), ldy);
+              table.gemm_panels(p.view(), a, pa, pb, 0, t, half, nb, true, y.data(), ldy);
+            } else {
+              table.gemm_panels(p.view(), a, pa, pb, 0, t, 0, nb, false, y.data(), ldy);
+            }
+          }
+          std::vector<double> mag, bound;
+          magnitudes(p, mag, bound);
+          for (int64_t i = 0; i < t; ++i) {
+            for (int64_t r = 0; r < n; ++r) {
+              const double tol = order_tol(p, mag[size_t(i * n + r)]);
+              CHECK_NEAR(y[size_t(i * ldy + r)], y_ref[size_t(i * ldy + r)], tol);
+            }
+            for (int64_t r = n; r < ldy; ++r) CHECK_EQ(y[size_t(i * ldy + r)], -7.0f);
+          }
+          ++cases;
+        }
+    // LayerNorm against the scalar tier
+    std::vector<float> x(4 * 1152 + 3), g(x.size()), b(x.size()), y1(x.size()), y2(x.size());
+    std::mt19937 rng(3);
+    std::normal_distribution<float> nd(0.5f, 2.0f);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = nd(rng), g[i] = nd(rng), b[i] = nd(rng);
+    ref.layer_norm_row(x.data(), int64_t(x.size()), g.data(), b.data(), 1e-6f, y1.data());
+    table.layer_norm_row(x.data(), int64_t(x.size()), g.data(), b.data(), 1e-6f, y2.data());
+    for (size_t i = 0; i < x.size(); ++i) CHECK_NEAR(y1[i], y2[i], 1e-4 * (std::fabs(g[i]) + 1));
+  }
+  return cases;
+}
+
+}  // namespace bluelm::kernels::testing
+
+BLUELM_TEST(kernels_every_tier_matches_scalar) {
+  for (Isa isa : supported_isas()) {
+    const IsaKernels* t = kernels_for(isa);
+    if (!t || isa == Isa::scalar) continue;
+    std::cout << "    tier " << t->name << ": " << bluelm::kernels::testing::check_kernel_table(*t) << " cases\n";
+  }
+}
+
+BLUELM_TEST(kernels_pack_unpack_round_trip) {
+  for (const FormatInfo& fi : quant::formats()) {
+    Problem p = make_problem(fi.format, 13, 2 * fi.group, 1, 11);
+    std::vector<uint8_t> back(p.rows.size());
+    unpack_weights(fi.format, p.packed.data(), 13, 2 * fi.group, back.data());
+    CHECK(back == p.rows);
+    CHECK_EQ(int64_t(p.packed.size()) % 64, int64_t(0));
+  }
+  CHECK_THROWS(packed_bytes(Format::q4_0, 0, 32), InvalidArgument);
+  CHECK_THROWS(packed_bytes(Format::q4_0_g64, 8, 96), InvalidArgument);
+}
+
+// Public API (dispatch + thread pool + K chunks) against the reference, for each tier, with the error bound
+// against exact float math.
+BLUELM_TEST(kernels_gemm_api_matches_reference_and_bound) {
+  const Isa before = active_isa();
+  for (Format f : {Format::q4_0, Format::q4_1, Format::q8_0, Format::q4_0_g128}) {
+    for (int64_t t : {1, 129}) {
+      const int64_t k = 4096 + quant::format_info(f).group, n = 9;
+      Problem p = make_problem(f, n, k, t, 5);
+      std::vector<float> ref(size_t(t * n));
+      gemm_reference(f, p.rows.data(), n, k, p.x.data(), t, ref.data());
+      std::vector<double> mag, bound;
+      magnitudes(p, mag, bound);
+      for (int64_t i = 0; i < t * n; ++i) {
+        double exact = 0.0;
+        for (int64_t j = 0; j < k; ++j) exact += double(p.wd[size_t((i % n) * k + j)]) * p.x[size_t((i / n) * k + j)];
+        CHECK(std::fabs(ref[size_t(i)] - exact) <= bound[size_t(i)] + 1e-6 * mag[size_t(i)]);
+      }
+      for (Isa isa : supported_isas()) {
+        set_active_isa(isa);
+        std::vector<float> y(size_t(t * n));
+        std::vector<float> bias(size_t(n), 0.25f);
+        gemm(p.view(), p.x.data(), t, y.data(), bias.data());
+        for (int64_t i = 0; i < t * n; ++i) CHECK_NEAR(y[size_t(i)] - 0.25f, ref[size_t(i)], order_tol(p, mag[size_t(i)]));
+      }
+      set_active_isa(before);
+    }
+  }
+}
+
+BLUELM_TEST(kernels_threads_give_identical_results) {
+  Problem p = make_problem(Format::q4_0, 333, 2304, 7, 9);
+  const int before = num_threads();
+  std::vector<float> y1(size_t(7 * 333)), y2(y1.size());
+  set_num_threads(1);
+  gemm(p.view(), p.x.data(), 7, y1.data(), nullptr);
+  set_num_threads(3);
+  gemm(p.view(), p.x.data(), 7, y2.data(), nullptr);
+  set_num_threads(before);
+  CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * 4) == 0);
+}
+
+BLUELM_TEST(kernels_bad_arguments_are_refused) {
+  Problem p = make_problem(Format::q4_0, 8, 64, 1, 2);
+  std::vector<float> y(8);
+  PackedView v = p.view();
+  v.bytes -= 1;
+  CHECK_THROWS(gemv(v, p.x.data(), y.data(), nullptr), InvalidArgument);
+  v = p.view();
+  v.k = 48;
+  CHECK_THROWS(gemv(v, p.x.data(), y.data(), nullptr), InvalidArgument);
+  CHECK_THROWS(gemm(p.view(), p.x.data(), 0, y.data(), nullptr), InvalidArgument);
+  CHECK_THROWS(downsample_2x2(p.x.data(), 0, 3, 3, y.data()), InvalidArgument);
+  DownsampleLinear opt;
+  CHECK_THROWS(downsample_linear(p.x.data(), 2, 2, 15, p.view(), opt, y.data()), InvalidArgument);
+}
+
+BLUELM_TEST(kernels_downsample_matches_reference) {
+  std::mt19937 rng(4);
+  std::uniform_real_distribution<float> ud(-1.0f, 1.0f);
+  for (auto hw : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {1, 2}, {2, 1}, {3, 3}, {5, 4}, {27, 27}})
+    for (int64_t c : {1, 3, 16}) {
+      const int64_t h = hw.first, w = hw.second, h2 = (h + 1) / 2, w2 = (w + 1) / 2;
+      std::vector<float> x(size_t(h * w * c));
+      for (auto& v : x) v = ud(rng);
+      std::vector<float> y1(size_t(h2 * w2 * 4 * c), 9.0f), y2(y1.size(), 9.0f);
+      downsample_2x2_reference(x.data(), h, w, c, y1.data());
+      downsample_2x2(x.data(), h, w, c, y2.data());
+      CHECK(y1 == y2);
+      if (h == 27 && c == 1) {
+        CHECK_EQ(h2 * w2, int64_t(196));
+        // last output row: x(26, *) on top, zeros below; last column: zeros on the right
+        const float* cell = y2.data() + (13 * 14 + 13) * 4;
+        CHECK_EQ(cell[0], x[size_t(26 * 27 + 26)]);
+        CHECK(cell[1] == 0.0f && cell[2] == 0.0f && cell[3] == 0.0f);
+        const float* first = y2.data();
+        CHECK(first[0] == x[0] && first[1] == x[1] && first[2] == x[27] && first[3] == x[28]);
+      }
+    }
+}
+
+// Fused down-sample + LayerNorm + linear against the unfused composition, on every tier.
+BLUELM_TEST(kernels_downsample_linear_matches_composition) {
+  const int64_t h = 5, w = 3, c = 24, k = 4 * c, n = 11, t = 3 * 2;
+  std::mt19937 rng(6);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(size_t(h * w * c)), gamma(static_cast<size_t>(k)), beta(static_cast<size_t>(k)), bias(static_cast<size_t>(n));
+  for (auto& v : x) v = nd(rng) + 0.5f;
+  for (auto& v : gamma) v = 1.0f + 0.1f * nd(rng);
+  for (auto& v : beta) v = 0.1f * nd(rng);
+  for (auto& v : bias) v = nd(rng);
+  const Isa before = active_isa();
+  for (Format f : {Format::q8_0, Format::q4_0, Format::q4_1}) {
+    Problem p = make_problem(f, n, k, 1, 8);
+    std::vector<float> ds(size_t(t * k)), ref(size_t(t * n));
+    downsample_2x2_reference(x.data(), h, w, c, ds.data());
+    for (int64_t i = 0; i < t; ++i)
+      isa_kernels_scalar()->layer_norm_row(ds.data() + i * k, k, gamma.data(), beta.data(), 1e-6f, ds.data() + i * k);
+    gemm_reference(f, p.rows.data(), n, k, ds.data(), t, ref.data());
+    Problem q = p;
+    q.t = t, q.x = ds;
+    std::vector<double> mag, bound;
+    magnitudes(q, mag, bound);
+    for (Isa isa : supported_isas()) {
+      set_active_isa(isa);
+      std::vector<float> y(size_t(t * n));
+      DownsampleLinear opt;
+      opt.gamma = gamma.data(), opt.beta = beta.data(), opt.bias = bias.data();
+      downsample_linear(x.data(), h, w, c, p.view(), opt, y.data());
+      // LayerNorm rounding may move an activation by one int8 step: allow twice the quantization bound.
+      for (int64_t i = 0; i < t * n; ++i)
+        CHECK_NEAR(y[size_t(i)] - bias[size_t(i % n)], ref[size_t(i)], 4 * bound[size_t(i)] + order_tol(q, mag[size_t(i)]));
+    }
+    set_active_isa(before);
+  }
+}
+
+BLUELM_TEST(kernels_roofline_probes_run) {
+  CHECK(roofline::read_bandwidth(1 << 20, 1, 1) > 0.1);
+  for (const roofline::Peak& pk : roofline::peaks()) CHECK(roofline::measure_peak(pk.name, 1, 1) > 0.1);
+  CHECK_THROWS(roofline::measure_peak("nope", 1, 1), InvalidArgument);
+}

@@ -1,0 +1,90 @@
+// Repacking GGUF-layout rows into 8-row panels (and back): byte shuffling only, never re-quantization.
+#include <cstdlib>
+#include <cstring>
+
+#include "common/error.h"
+#include "kernels/kernels.h"
+#include "kernels/kernels_isa.h"
+
+namespace bluelm::kernels {
+
+PanelGeometry panel_geometry(Format f, int64_t k) {
+  const quant::FormatInfo& fi = quant::format_info(f);
+  quant::check_k(f, k);
+  PanelGeometry g{};
+  g.group = fi.group;
+  g.kind = static_cast<int>(fi.kind);
+  g.nb = k / fi.group;
+  g.qbytes = fi.kind == Kind::int8_sym ? int64_t(fi.group) * kPanelRows : int64_t(fi.group) / 2 * kPanelRows;
+  g.scales = g.nb * g.qbytes;
+  const int64_t scale_bytes = 2 * kPanelRows * g.nb;
+  g.minima = fi.kind == Kind::int4_asym ? g.scales + scale_bytes : 0;
+  const int64_t used = g.scales + scale_bytes * (fi.kind == Kind::int4_asym ? 2 : 1);
+  g.stride = (used + 63) / 64 * 64;
+  return g;
+}
+
+int64_t panel_stride(Format f, int64_t k) { return panel_geometry(f, k).stride; }
+
+int64_t packed_bytes(Format f, int64_t n, int64_t k) {
+  if (n < 1) throw InvalidArgument(cat("N = ", n, " rows must be >= 1"));
+  const int64_t stride = panel_stride(f, k);
+  const int64_t panels = (n + kPanelRows - 1) / kPanelRows;
+  if (panels > (int64_t(1) << 62) / stride) throw InvalidArgument(cat("matrix of ", n, " x ", k, " is too large"));
+  return panels * stride;
+}
+
+namespace {
+
+// Calls fn(row block pointer, panel pointer offsets...) for every (row, block) of the matrix.
+template <class Fn>
+void for_each_block(Format f, int64_t n, int64_t k, Fn&& fn) {
+  const quant::FormatInfo& fi = quant::format_info(f);
+  const PanelGeometry g = panel_geometry(f, k);
+  const int64_t rb = quant::row_bytes(f, k);
+  const int hdr = fi.scale_offset_bytes;
+  const int64_t row_q = g.qbytes / kPanelRows;  // quantized bytes of one row in one block
+  for (int64_t row = 0; row < n; ++row) {
+    const int64_t p = row / kPanelRows, r = row % kPanelRows;
+    for (int64_t b = 0; b < g.nb; ++b) {
+      const int64_t src = row * rb + b * fi.block_bytes;  // in the GGUF rows
+      const int64_t panel = p * g.stride;
+      const int64_t d_off = panel + g.scales + (b * kPanelRows + r) * 2;
+      const int64_t m_off = g.minima ? panel + g.minima + (b * kPanelRows + r) * 2 : -1;
+      const int64_t q_off = panel + b * g.qbytes + r * 4;  // piece j at q_off + j * 32
+      fn(src, src + hdr, row_q, d_off, m_off, q_off);
+    }
+  }
+}
+
+}  // namespace
+
+void pack_weights(Format f, const uint8_t* rows, int64_t n, int64_t k, uint8_t* out) {
+  std::memset(out, 0, size_t(packed_bytes(f, n, k)));
+  for_each_block(f, n, k, [&](int64_t src, int64_t src_q, int64_t row_q, int64_t d_off, int64_t m_off, int64_t q_off) {
+    std::memcpy(out + d_off, rows + src, 2);
+    if (m_off >= 0) std::memcpy(out + m_off, rows + src + 2, 2);
+    for (int64_t j = 0; j < row_q / 4; ++j) std::memcpy(out + q_off + j * 32, rows + src_q + j * 4, 4);
+  });
+}
+
+void unpack_weights(Format f, const uint8_t* packed, int64_t n, int64_t k, uint8_t* rows) {
+  packed_bytes(f, n, k);  // validates n and k
+  for_each_block(f, n, k, [&](int64_t src, int64_t src_q, int64_t row_q, int64_t d_off, int64_t m_off, int64_t q_off) {
+    std::memcpy(rows + src, packed + d_off, 2);
+    if (m_off >= 0) std::memcpy(rows + src + 2, packed + m_off, 2);
+    for (int64_t j = 0; j < row_q / 4; ++j) std::memcpy(rows + src_q + j * 4, packed + q_off + j * 32, 4);
+  });
+}
+
+void PackedMatrix::Free::operator()(uint8_t* p) const { std::free(p); }
+
+PackedMatrix::PackedMatrix(Format f, const uint8_t* rows, int64_t n, int64_t k)
+    : format_(f), n_(n), k_(k), bytes_(packed_bytes(f, n, k)) {
+  const size_t alloc = size_t((bytes_ + 63) / 64 * 64);
+  data_.reset(static_cast<uint8_t*>(std::aligned_alloc(64, alloc)));
+  if (!data_) throw LimitError(cat("cannot allocate ", bytes_, " bytes for a packed ", n, " x ", k, " matrix"));
+  pack_weights(f, rows, n, k, data_.get());
+}
+
+}  // namespace bluelm::kernels

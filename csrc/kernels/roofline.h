@@ -1,0 +1,26 @@
+#pragma once
+// This machine's limits, measured by the kernel benchmark in the same run as the kernels (benchmarks/kernels.py):
+// read bandwidth over a buffer of a given size, and the peak throughput of the arithmetic instructions each
+// kernel tier is built on. The peak loops are hand-written assembly (independent accumulator chains, no memory
+// operands), so a compiler's register copies cannot lower them (see perf-anchors.md).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace bluelm::kernels::roofline {
+
+// GB/s reading `bytes` (rounded down to 4 KiB) with `threads` threads, each streaming its own contiguous part;
+// the best of `reps` passes after one warm-up pass. Small buffers measure a cache level.
+double read_bandwidth(int64_t bytes, int threads, int reps);
+
+struct Peak {
+  std::string name;         // e.g. "int8_maddubs_paddw_avx2"
+  std::string isa;          // the tier whose kernels use these instructions
+  std::string unit;         // "GOPS" (int8: 2 ops per multiply-add) or "GFLOP/s"
+  std::string instructions; // what the loop runs
+};
+std::vector<Peak> peaks();  // the peaks this CPU can run
+// Throughput of a peak loop on `threads` threads (all run at once), in its unit; best of `reps`.
+double measure_peak(const std::string& name, int threads, int reps);
+
+}  // namespace bluelm::kernels::roofline
