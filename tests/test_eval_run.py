@@ -141,7 +141,7 @@ def test_missing_columns_and_bad_specs(tmp_path, capsys):
                      "--no-progress"]) == 1
         assert message in capsys.readouterr().err
     assert main(["eval", "--model", f"replay:{folder}", "--data", "TextVQA", "--data-root", str(tmp_path),
-                 "--no-progress"]) == 1
+                 "--work-dir", str(tmp_path / "o"), "--no-progress"]) == 1
     assert "bluelm-v data fetch TextVQA_VAL" in capsys.readouterr().err
 
 
