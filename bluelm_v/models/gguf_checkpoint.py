@@ -30,6 +30,9 @@ GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
 SUPPORTED_ARCHS = ("llama",)
 MAX_CONTEXT = 1 << 20  # RoPE tables are allocated for the whole context
+# GGUF metadata value types: fixed sizes of the scalars, and the two variable-length ones.
+_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
 _LAYER_TENSORS = {  # GGUF name (blk.{i}.) -> HF name (model.layers.{i}.)
     "attn_norm": "input_layernorm",
     "attn_q": "self_attn.q_proj",
@@ -115,6 +118,55 @@ class GGUFCheckpoint:
         if n_tensors > self.file_size // 8 or n_kv > self.file_size // 8:
             raise FormatError(f"{self.path}: header claims {n_tensors} tensors and {n_kv} keys, impossible in "
                               f"{self.file_size} bytes (truncated or corrupt)")
+        self._check_metadata_lengths(n_kv)
+
+    def _check_metadata_lengths(self, n_kv: int) -> None:
+        """Walk the key/value section and refuse any string or array length that runs past the end of the file,
+        before the gguf package builds Python objects from those lengths (a flipped array count would otherwise
+        make it loop, and allocate, for billions of elements)."""
+        import mmap
+
+        with open(self.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            end, pos = len(buf), 24
+
+            def take(fmt: str) -> int:
+                nonlocal pos
+                size = struct.calcsize(fmt)
+                if pos + size > end:
+                    raise FormatError(f"{self.path}: metadata runs past the end of the file at byte {pos} "
+                                      "(truncated or corrupt)")
+                (value,) = struct.unpack_from(fmt, buf, pos)
+                pos += size
+                return value
+
+            def skip(n: int, what: str) -> None:
+                nonlocal pos
+                if n > end - pos:
+                    raise FormatError(f"{self.path}: {what} of {n} bytes at byte {pos} runs past the end of the "
+                                      f"file ({end} bytes; truncated or corrupt)")
+                pos += n
+
+            def value(vtype: int, depth: int) -> None:
+                if vtype in _SCALAR_SIZES:
+                    skip(_SCALAR_SIZES[vtype], "a value")
+                elif vtype == _GGUF_STRING:
+                    skip(take("<Q"), "a string")
+                elif vtype == _GGUF_ARRAY and depth < 4:
+                    etype, count = take("<I"), take("<Q")
+                    smallest = _SCALAR_SIZES.get(etype, 8 if etype == _GGUF_STRING else 12)
+                    if etype not in _SCALAR_SIZES and etype not in (_GGUF_STRING, _GGUF_ARRAY):
+                        raise FormatError(f"{self.path}: unknown array element type {etype} at byte {pos}")
+                    if count * smallest > end - pos:
+                        raise FormatError(f"{self.path}: array of {count} elements at byte {pos} cannot fit in the "
+                                          f"{end - pos} bytes left (truncated or corrupt)")
+                    for _ in range(count):
+                        value(etype, depth + 1)
+                else:
+                    raise FormatError(f"{self.path}: unknown metadata value type {vtype} at byte {pos}")
+
+            for _ in range(n_kv):
+                skip(take("<Q"), "a key")
+                value(take("<I"), 0)
 
     def _check_tensor_extents(self) -> None:
         import gguf
