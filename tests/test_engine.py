@@ -331,3 +331,63 @@ def test_bad_packages_are_refused(tiny_q8, tmp_path):
         Engine(trunc)
     with pytest.raises(FileNotFoundError):
         Engine(tmp_path / "nowhere")
+
+
+# ---- command lines and the eval adapter -------------------------------------------------------------------
+
+def _png(tmp_path, seed=0):
+    from PIL import Image
+
+    path = tmp_path / f"img{seed}.png"
+    Image.fromarray(image(seed)).save(path)
+    return path
+
+
+def test_python_and_cpp_run_commands_agree(tiny, tmp_path):
+    import subprocess
+    import sys
+
+    from bluelm_v._paths import native_program
+
+    pkg = tmp_path / "pkg"
+    r = subprocess.run([sys.executable, "-m", "bluelm_v", "package", "--model", "tiny", "--out", str(pkg),
+                        "--quant", "q4_0"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    img = _png(tmp_path)
+    args = ["--model", str(pkg), "--image", str(img), "--prompt", PROMPT, "--max-new-tokens", "8"]
+    py = subprocess.run([sys.executable, "-m", "bluelm_v", "run", *args, "--json"], capture_output=True, text=True,
+                        timeout=300)
+    assert py.returncode == 0, py.stderr
+    got = json.loads(py.stdout)
+    assert got["timing"]["tiles"] >= 1 and len(got["tokens"]) == 8
+    cpp = subprocess.run([str(native_program("bluelm")), "run", *args], capture_output=True, text=True, timeout=300)
+    assert cpp.returncode == 0, cpp.stderr
+    assert cpp.stdout.rstrip("\n") == got["text"].rstrip("\n")
+    assert "time to first token" in cpp.stderr and "peak resident memory" in cpp.stderr
+    table = subprocess.run([sys.executable, "-m", "bluelm_v", "run", *args], capture_output=True, text=True,
+                           timeout=300)
+    assert table.returncode == 0 and "ViT + projector" in table.stderr
+    bad = subprocess.run([str(native_program("bluelm")), "run", "--model", str(tmp_path / "nope"), "--prompt", "x"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "manifest.json" in bad.stderr
+
+
+def test_native_eval_adapter(tiny_q8, tmp_path):
+    from bluelm_v.cli import main
+    from bluelm_v.evaluation.adapters import make_adapter
+    from bluelm_v.evaluation.errors import AdapterError
+    from eval_helpers import vqa_rows, write_tsv
+
+    adapter = make_adapter(f"native:{tiny_q8}?chunk=8&kv_cache=f32", max_new_tokens=5)
+    assert adapter.engine.chunk == 8 and adapter.engine.kv_cache == "f32"
+    png = _png(tmp_path).read_bytes()
+    out = adapter.generate([{"type": "image", "value": png}, {"type": "text", "value": PROMPT}], dataset="X", index=0)
+    want = Engine(tiny_q8, chunk=8, kv_cache="f32").chat(png, PROMPT, max_new_tokens=5).text
+    assert out == want
+    with pytest.raises(AdapterError, match="unknown native adapter option"):
+        make_adapter(f"native:{tiny_q8}?speed=11")
+    with pytest.raises(AdapterError, match="not a model package"):
+        make_adapter(f"native:{tmp_path / 'nope'}")
+    path = write_tsv(tmp_path / "t.tsv", vqa_rows(2))
+    assert main(["eval", "--model", f"native:{tiny_q8}", "--data", f"TextVQA={path}", "--max-new-tokens", "4",
+                 "--work-dir", str(tmp_path / "out"), "--no-progress"]) == 0
