@@ -1,5 +1,7 @@
 #include "runtime/llm.h"
 
+#include <Eigen/Core>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -114,6 +116,27 @@ void KvCache::attend(int64_t layer, int64_t kvh, const float* q, int64_t n, floa
   }
 }
 
+void KvCache::read(int64_t layer, int64_t kvh, int64_t n, float* k, float* v) const {
+  const size_t s0 = slot(layer, kvh, 0);
+  if (type_ == KvType::f32) {
+    std::memcpy(k, &kf_[s0 * size_t(hd_)], size_t(n * hd_) * sizeof(float));
+    std::memcpy(v, &vf_[s0 * size_t(hd_)], size_t(n * hd_) * sizeof(float));
+    return;
+  }
+  const int8_t* K = &k8_[s0 * size_t(hd_)];
+  const int8_t* V = &v8_[s0 * size_t(hd_)];
+  const float* ks = &ks_[s0 * size_t(groups_)];
+  const float* vs = &vs_[s0 * size_t(groups_)];
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t g = 0; g < groups_; ++g) {
+      const float dk = ks[j * groups_ + g], dv = vs[j * groups_ + g];
+      for (int64_t i = g * gs_; i < (g + 1) * gs_; ++i) {
+        k[j * hd_ + i] = float(K[j * hd_ + i]) * dk;
+        v[j * hd_ + i] = float(V[j * hd_ + i]) * dv;
+      }
+    }
+}
+
 Llm::Llm(const model::Package& pkg, int64_t max_positions, Activations act) : cfg_(pkg.config().llm), act_(act) {
   const std::string p = pkg.config().multimodal ? "language_model." : "";
   const int64_t d = cfg_.hidden, f = cfg_.intermediate, qd = cfg_.q_dim(), kvd = cfg_.kv_dim();
@@ -190,18 +213,56 @@ void Llm::attention(int64_t layer, int64_t start, int64_t t, const KvCache& cach
   const int64_t heads = cfg_.heads, hd = cfg_.head_dim, groups = cfg_.heads / cfg_.kv_heads;
   const int64_t qd = cfg_.q_dim(), cap = rope_.positions();
   const float scale = 1.0f / std::sqrt(float(hd));
-  const size_t need = size_t(std::max(1, num_threads())) * size_t(cap);
-  if (ws.scores.size() < need) ws.scores.resize(need);
-  ThreadPool::global().run(t * heads, [&](int64_t b, int64_t e, int worker) {
-    float* scores = ws.scores.data() + size_t(worker) * size_t(cap);
-    std::vector<float> qs(static_cast<size_t>(hd));
+  if (t == 1) {
+    // Decode: one query per head, read straight from the (int8) cache.
+    const size_t need = size_t(std::max(1, num_threads())) * size_t(cap);
+    if (ws.scores.size() < need) ws.scores.resize(need);
+    ThreadPool::global().run(heads, [&](int64_t b, int64_t e, int worker) {
+      float* scores = ws.scores.data() + size_t(worker) * size_t(cap);
+      thread_local std::vector<float> qs;
+      qs.resize(size_t(hd));
+      for (int64_t h = b; h < e; ++h) {
+        const float* q = ws.q.data() + h * hd;
+        for (int64_t i = 0; i < hd; ++i) qs[size_t(i)] = q[i] * scale;
+        cache.attend(layer, h / groups, qs.data(), start + 1, scores, ws.att.data() + h * hd);
+      }
+    });
+    return;
+  }
+  // A prefill chunk: per KV head, the cache's keys and values as float, then two matrix products per query head
+  // (scores = Q K^T over positions [0, start + t), causal mask inside the chunk, softmax, out = P V).
+  using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using CMap = Eigen::Map<const RowMat, 0, Eigen::OuterStride<>>;
+  using MMap = Eigen::Map<RowMat, 0, Eigen::OuterStride<>>;
+  const int64_t n = start + t;
+  ThreadPool::global().run(cfg_.kv_heads * groups, [&](int64_t b, int64_t e, int) {
+    thread_local std::vector<float> kbuf, vbuf, sbuf;
+    kbuf.resize(size_t(n * hd));
+    vbuf.resize(size_t(n * hd));
+    sbuf.resize(size_t(t * n));
+    int64_t loaded = -1;
     for (int64_t task = b; task < e; ++task) {
-      const int64_t r = task / heads, h = task % heads;
-      const float* q = ws.q.data() + r * qd + h * hd;
-      for (int64_t i = 0; i < hd; ++i) qs[size_t(i)] = q[i] * scale;
-      cache.attend(layer, h / groups, qs.data(), start + r + 1, scores, ws.att.data() + r * qd + h * hd);
+      const int64_t kvh = task / groups, h = kvh * groups + task % groups;
+      if (kvh != loaded) {
+        cache.read(layer, kvh, n, kbuf.data(), vbuf.data());
+        loaded = kvh;
+      }
+      const CMap Q(ws.q.data() + h * hd, t, hd, Eigen::OuterStride<>(qd));
+      const CMap K(kbuf.data(), n, hd, Eigen::OuterStride<>(hd));
+      const CMap V(vbuf.data(), n, hd, Eigen::OuterStride<>(hd));
+      MMap S(sbuf.data(), t, n, Eigen::OuterStride<>(n));
+      S.noalias() = Q * K.transpose();
+      for (int64_t r = 0; r < t; ++r) {
+        float* row = sbuf.data() + r * n;
+        const int64_t valid = start + r + 1;
+        for (int64_t j = 0; j < valid; ++j) row[j] *= scale;
+        softmax(row, valid);
+        std::fill(row + valid, row + n, 0.0f);
+      }
+      MMap O(ws.att.data() + h * hd, t, hd, Eigen::OuterStride<>(qd));
+      O.noalias() = S * V;
     }
-  });
+  }, 0);
 }
 
 void Llm::forward(const float* x, int64_t t, KvCache& cache, LlmWorkspace& ws, float* logits, float* all_logits) const {

@@ -36,6 +36,8 @@ class KvCache {
   // Attention output of one query head: q [hd] (already scaled), positions [0, n) of KV head `kvh`; out [hd];
   // scores: n floats of scratch.
   void attend(int64_t layer, int64_t kvh, const float* q, int64_t n, float* scores, float* out) const;
+  // Keys and values of positions [0, n) of KV head `kvh` as float32: k, v [n, hd].
+  void read(int64_t layer, int64_t kvh, int64_t n, float* k, float* v) const;
 
  private:
   friend class Llm;
