@@ -391,3 +391,16 @@ def test_native_eval_adapter(tiny_q8, tmp_path):
     path = write_tsv(tmp_path / "t.tsv", vqa_rows(2))
     assert main(["eval", "--model", f"native:{tiny_q8}", "--data", f"TextVQA={path}", "--max-new-tokens", "4",
                  "--work-dir", str(tmp_path / "out"), "--no-progress"]) == 0
+
+
+def test_package_from_hf_folder_equals_package_from_module(tiny, tiny_f32, tmp_path):
+    from bluelm_v.models.reference import save_pretrained
+
+    folder = save_pretrained(tiny, tmp_path / "hf")
+    pkg = package(folder, tmp_path / "pkg", quant="f32", vit_quant="f32")
+    a = json.loads((pkg / "manifest.json").read_text())["tensors"]
+    b = json.loads((tiny_f32 / "manifest.json").read_text())["tensors"]
+    assert a.keys() == b.keys()
+    assert (pkg / "weights.bin").read_bytes() == (tiny_f32 / "weights.bin").read_bytes()
+    with pytest.raises(ValueError, match="unknown quant"):
+        package(folder, tmp_path / "x", quant="q3_k")

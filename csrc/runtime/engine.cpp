@@ -110,6 +110,7 @@ struct Session::State {
   LlmWorkspace ws;
   std::deque<std::shared_ptr<Image>> images;
   std::shared_future<Encoded> last;
+  std::vector<float> x1, logits;  // decode step buffers (reused: no allocation per token)
   State(std::shared_ptr<Engine> e)
       : engine(std::move(e)),
         cache(engine->llm().new_cache(engine->kv_type(), engine->options().context)),
@@ -379,13 +380,16 @@ std::vector<float> Session::prefill(const std::vector<int32_t>& ids, int64_t chu
   return run_prefill(run, ids, chunk, all_logits);
 }
 
-std::vector<float> Session::decode(int32_t token) {
+const std::vector<float>& Session::decode_step(int32_t token) {
   const Llm& llm = s_->engine->llm();
-  std::vector<float> x(size_t(llm.config().hidden)), logits(size_t(llm.config().vocab));
-  llm.embed(&token, 1, x.data());
-  llm.forward(x.data(), 1, s_->cache, s_->ws, logits.data());
-  return logits;
+  s_->x1.resize(size_t(llm.config().hidden));
+  s_->logits.resize(size_t(llm.config().vocab));
+  llm.embed(&token, 1, s_->x1.data());
+  llm.forward(s_->x1.data(), 1, s_->cache, s_->ws, s_->logits.data());
+  return s_->logits;
 }
+
+std::vector<float> Session::decode(int32_t token) { return decode_step(token); }
 
 Result Session::generate(const std::string& prompt, const GenerateOptions& opt, const TextCallback& on_text) {
   const auto t_call = Clock::now();
@@ -431,7 +435,8 @@ Result Session::generate(const std::string& prompt, const GenerateOptions& opt, 
     return res;
   }
   PrefillRun run{e.llm(), s_->cache, s_->ws, images, res.timing};
-  std::vector<float> logits = run_prefill(run, ids, e.options().chunk, false);
+  std::vector<float> first = run_prefill(run, ids, e.options().chunk, false);
+  const float* logits = first.data();
   const int64_t n_vocab = std::min<int64_t>(tok.n_vocab(), e.llm().config().vocab);
   Sampler sampler(opt.sampling);
   tokenizer::StreamDecoder decoder(tok, true);
@@ -440,7 +445,7 @@ Result Session::generate(const std::string& prompt, const GenerateOptions& opt, 
   Clock::time_point t_decode;
   res.finish_reason = "length";
   for (int64_t step = 0; step < opt.max_new_tokens; ++step) {
-    const int32_t token = sampler.sample(logits.data(), n_vocab);
+    const int32_t token = sampler.sample(logits, n_vocab);
     res.tokens.push_back(token);
     if (step == 0) {
       res.timing.ttft_s = since(t_call);
@@ -463,7 +468,7 @@ Result Session::generate(const std::string& prompt, const GenerateOptions& opt, 
       res.finish_reason = "stop";
       break;
     }
-    if (step + 1 < opt.max_new_tokens) logits = decode(token);
+    if (step + 1 < opt.max_new_tokens) logits = decode_step(token).data();
   }
   res.timing.new_tokens = int64_t(res.tokens.size());
   if (!res.tokens.empty()) res.timing.decode_s = since(t_decode);

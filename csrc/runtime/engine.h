@@ -94,6 +94,7 @@ class Session {
   std::vector<float> prefill(const std::vector<int32_t>& ids, int64_t chunk, bool all_logits = false);
   // One decode step after prefill: token -> logits [vocab].
   std::vector<float> decode(int32_t token);
+  const std::vector<float>& decode_step(int32_t token);  // the same into a buffer the session reuses
   void reset();  // forget the KV cache (images still pending stay pending)
   int64_t cache_length() const;
 
