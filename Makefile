@@ -77,6 +77,11 @@ native: apt-build $(VENV)/.deps-done
 	$(VENV)/bin/cmake --build build-native
 	@echo "C++ CLI: build-native/csrc/bluelm"
 
+# Speed: llama-cpp-python (the baseline; pip builds it from source, several minutes) and the benchmarks.
+bench: setup
+	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PIP) install -q "llama-cpp-python>=0.3"
+	$(PY) benchmarks/engine.py --json bench-engine.json
+
 # libFuzzer on the image readers and the tokenizer for FUZZ_SECONDS each, seeded with samples.
 fuzz: apt-fuzz $(VENV)/.deps-done
 	CC=clang CXX=clang++ $(VENV)/bin/cmake -S . -B build-fuzz -G Ninja -DBLUELM_FUZZ=ON -DBLUELM_TESTS=OFF \

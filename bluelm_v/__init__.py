@@ -9,4 +9,13 @@ __version__ = "0.1.0"
 
 from bluelm_v._core import FormatError, LimitError  # noqa: F401  (ValueError subclasses for bad input)
 
-__all__ = ["FormatError", "LimitError", "__version__"]
+
+def __getattr__(name: str):
+    if name == "Engine":  # the native engine (bluelm_v.engine), loaded on first use
+        from bluelm_v.engine import Engine
+
+        return Engine
+    raise AttributeError(f"module 'bluelm_v' has no attribute {name!r}")
+
+
+__all__ = ["Engine", "FormatError", "LimitError", "__version__"]

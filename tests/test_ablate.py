@@ -15,8 +15,11 @@ from bluelm_v.image import encode_base64
 from bluelm_v.samples import sample_bytes
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "bluelm_v", *args], capture_output=True, text=True, timeout=300)
+def run_cli(*args, env=None):
+    import os
+
+    return subprocess.run([sys.executable, "-m", "bluelm_v", *args], capture_output=True, text=True, timeout=300,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def test_mixture_is_seeded_and_covers_every_kind():
@@ -158,8 +161,14 @@ def test_cli_chunk_and_measure(tmp_path):
     data = json.loads((out / "chunk_ablation.json").read_text())
     assert data["best_chunk"] == 128 and len(data["rows"]) == 5
     assert (out / "chunk_ablation.png").is_file()
-    r = run_cli("ablate", "chunk", "--measure", "--out", str(out))
-    assert r.returncode == 1 and "native engine is not built yet" in r.stderr and "Traceback" not in r.stderr
+    # Measured CPU prefill through the native engine, on the tiny model's package (written to a temporary cache).
+    env = {"HOME": str(tmp_path)}
+    r = run_cli("ablate", "chunk", "--chunks", "16,64", "--measure", "--measure-model", "tiny", "--measure-tokens",
+                "256", "--out", str(out), "--no-progress", env=env)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((out / "chunk_ablation.json").read_text())["rows"]
+    assert all(row["measured_cpu_prefill_s"] > 0 for row in rows)
+    assert (tmp_path / ".cache" / "bluelm-v" / "packages" / "tiny-q4_0-random" / "manifest.json").is_file()
 
 
 def test_cli_bad_input_is_one_line(tmp_path):

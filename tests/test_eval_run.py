@@ -135,7 +135,7 @@ def test_missing_columns_and_bad_specs(tmp_path, capsys):
     assert main(["eval", "--model", f"replay:{folder}", "--data", f"TextVQA={path}", "--work-dir",
                  str(tmp_path / "o"), "--no-progress"]) == 1
     assert "lacks column(s) answer" in capsys.readouterr().err
-    for spec, message in [("native:x", "native engine"), ("nope", "KIND:TARGET"), ("openai:http://x", "URL#MODEL"),
+    for spec, message in [("native:x", "not a model package"), ("nope", "KIND:TARGET"), ("openai:http://x", "URL#MODEL"),
                           (f"replay:{tmp_path}/none.tsv", "not found")]:
         assert main(["eval", "--model", spec, "--data", f"TextVQA={path}", "--work-dir", str(tmp_path / "o"),
                      "--no-progress"]) == 1

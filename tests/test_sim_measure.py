@@ -6,7 +6,7 @@ import pytest
 
 from bluelm_v.config import config_path
 from bluelm_v.sim import load_device
-from bluelm_v.sim.measure import EngineNotBuiltError, measure_bandwidth, measure_cpu_prefill, write_host_profile
+from bluelm_v.sim.measure import measure_bandwidth, measure_cpu_prefill, write_host_profile
 
 
 def test_bandwidth_measurement_is_positive():
@@ -33,6 +33,9 @@ def test_shipped_this_cpu_profile_was_measured():
     assert dev.cpu.peak["fp32"].source == "measured"
 
 
-def test_measured_cpu_prefill_needs_the_engine():
-    with pytest.raises(EngineNotBuiltError, match="native engine is not built yet"):
-        measure_cpu_prefill([32, 128])
+def test_measured_cpu_prefill_through_the_engine(tmp_path):
+    got = measure_cpu_prefill([8, 64], "tiny", prompt_tokens=128, package_dir=tmp_path / "pkg", progress=False)
+    assert set(got) == {8, 64} and all(v > 0 for v in got.values())
+    # Bad requests are refused before anything runs.
+    with pytest.raises(ValueError, match="chunk sizes"):
+        measure_cpu_prefill([0], "tiny", package_dir=tmp_path / "pkg")

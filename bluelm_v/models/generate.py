@@ -154,9 +154,11 @@ class GenerationStream:
             self.finish_reason = "length"
         if t_decode is not None:
             self.timing.decode_s = time.perf_counter() - t_decode
-        if self.finish_reason != "stop" and pending:
-            self.text += pending
-            yield pending
+        if self.finish_reason != "stop":
+            pending += decoder.flush()  # an unfinished UTF-8 character becomes U+FFFD, as decode() gives it
+            if pending:
+                self.text += pending
+                yield pending
 
     def _split_stop(self, pending: str) -> tuple[str, str, bool]:
         """(text safe to emit, text held back, stopped) for the undecided text ``pending``."""

@@ -1,5 +1,5 @@
-"""Measurements of this machine for its device profile (configs/devices/this-cpu.json), and the hook for measured
-CPU prefill through the native engine.
+"""Measurements of this machine for its device profile (configs/devices/this-cpu.json), and measured CPU prefill
+per chunk size through the native engine.
 
 ``measure_host`` times DRAM read and copy bandwidth (numpy, one slice of a large buffer per thread) and an fp32
 GEMM (numpy's BLAS); ``write_host_profile`` stores them in the profile with the date and the host. These are
@@ -20,22 +20,47 @@ from typing import Optional
 import numpy as np
 
 
-class EngineNotBuiltError(RuntimeError):
-    """Raised by the measurements that need the native inference engine, until it exists."""
-
-
 def measure_cpu_prefill(chunks: list[int], model: str = "bluelm-v-3b", prompt_tokens: int = 2048,
-                        threads: Optional[int] = None) -> dict[int, float]:
+                        threads: Optional[int] = None, package_dir: Optional[os.PathLike] = None,
+                        repeats: int = 1, progress: bool = True) -> dict[int, float]:
     """Measured CPU prefill seconds on this machine per chunk size, through the native engine.
 
-    The native engine (another issue) is not part of the package yet, so this raises EngineNotBuiltError; it is
-    the one measurement the chunk ablation cannot make today. Its simulated columns do not depend on it.
+    ``model`` is a model package folder, or a config name (``bluelm-v-3b``, ``smollm2-135m``, ``tiny``) whose
+    package with seeded random q4_0 weights is written once to ``package_dir`` (default
+    ``~/.cache/bluelm-v/packages/<model>-q4_0-random``). The prompt is ``prompt_tokens`` random text tokens;
+    each chunk size runs the whole prefill ``repeats`` times on a fresh KV cache and the best time is kept.
     """
-    raise EngineNotBuiltError(
-        "the native engine is not built yet: measured CPU prefill per chunk size needs it "
-        f"(requested chunks {list(chunks)}, {prompt_tokens} tokens of {model}); run without --measure for the "
-        "simulated columns"
-    )
+    from bluelm_v.engine import Engine
+    from bluelm_v.export.package import package
+
+    if not chunks or any(int(c) < 1 for c in chunks):
+        raise ValueError(f"chunk sizes must be positive integers, got {chunks}")
+    if prompt_tokens < 1:
+        raise ValueError(f"prompt_tokens must be positive, got {prompt_tokens}")
+    path = Path(model)
+    if not (path / "manifest.json").is_file():
+        path = Path(package_dir) if package_dir else (Path.home() / ".cache" / "bluelm-v" / "packages" /
+                                                       f"{model}-q4_0-random")
+        if not (path / "manifest.json").is_file():
+            package(model, path, quant="q4_0", vit_quant="q8_0", random=True)
+    engine = Engine(path, threads=threads, context=prompt_tokens)
+    rng = np.random.default_rng(0)
+    ids = [int(i) for i in rng.integers(16, min(engine._e.vocab, 30000), prompt_tokens)]
+    out: dict[int, float] = {}
+    it = chunks
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(chunks, desc="measured CPU prefill", unit="chunk size", leave=False)
+    for c in it:
+        session = engine.session()
+
+        def run(c=c, session=session):
+            session.reset()
+            session.prefill(ids, chunk=int(c))
+
+        out[int(c)] = _best(run, repeats)
+    return out
 
 
 def _cpu_name() -> str:
@@ -130,5 +155,5 @@ def write_host_profile(result: dict, path: Optional[Path] = None) -> Path:
     return path
 
 
-__all__ = ["EngineNotBuiltError", "measure_bandwidth", "measure_cpu_prefill", "measure_gemm", "measure_host",
+__all__ = ["measure_bandwidth", "measure_cpu_prefill", "measure_gemm", "measure_host",
            "write_host_profile"]

@@ -2,6 +2,9 @@
 //   bluelm plan WxH|IMAGE [--scheme bluelm|llava_next|internvl] [--alpha A] [--grid K] [--clause2 "<"|"<="]
 //                         [--max-num N] [--json]
 //   bluelm isa            instruction sets this CPU can run and the one in use
+//   bluelm run --model PKG [--image IMG]... --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K]
+//              [--top-p P] [--seed S] [--threads N] [--chunk T] [--tile-batch B] [--kv-cache int8|f32]
+//              [--context N]   the native engine: streams the answer, then prints the timing table
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -14,6 +17,7 @@
 #include "common/isa.h"
 #include "dynres/dynres.h"
 #include "image/image.h"
+#include "runtime/engine.h"
 
 using namespace bluelm;
 
@@ -23,7 +27,10 @@ int usage() {
   std::cerr << "usage:\n"
                "  bluelm plan WxH|IMAGE [--scheme bluelm|llava_next|internvl] [--alpha A] [--grid K]\n"
                "                        [--clause2 '<'|'<='] [--max-num N] [--json]\n"
-               "  bluelm isa\n";
+               "  bluelm isa\n"
+               "  bluelm run --model PKG [--image IMG]... --prompt TEXT [--max-new-tokens N] [--temperature T]\n"
+               "             [--top-k K] [--top-p P] [--seed S] [--threads N] [--chunk T] [--tile-batch B]\n"
+               "             [--kv-cache int8|f32] [--context N]\n";
   return 2;
 }
 
@@ -108,6 +115,83 @@ int cmd_plan(int argc, char** argv) {
   return 0;
 }
 
+
+std::vector<uint8_t> read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw InvalidArgument(cat("cannot open ", path));
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+int64_t to_int(const std::string& flag, const std::string& v) {
+  try {
+    size_t used = 0;
+    const long long x = std::stoll(v, &used);
+    if (used == v.size()) return x;
+  } catch (...) {
+  }
+  throw InvalidArgument(cat(flag, " needs an integer, got '", v, "'"));
+}
+
+double to_float(const std::string& flag, const std::string& v) {
+  try {
+    size_t used = 0;
+    const double x = std::stod(v, &used);
+    if (used == v.size()) return x;
+  } catch (...) {
+  }
+  throw InvalidArgument(cat(flag, " needs a number, got '", v, "'"));
+}
+
+int cmd_run(int argc, char** argv) {
+  std::string model, prompt;
+  std::vector<std::string> images;
+  runtime::EngineOptions eo;
+  runtime::GenerateOptions go;
+  go.max_new_tokens = 128;
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--model") model = need(i, argc, argv);
+    else if (a == "--image") images.push_back(need(i, argc, argv));
+    else if (a == "--prompt") prompt = need(i, argc, argv);
+    else if (a == "--max-new-tokens") go.max_new_tokens = to_int(a, need(i, argc, argv));
+    else if (a == "--temperature") go.sampling.temperature = float(to_float(a, need(i, argc, argv)));
+    else if (a == "--top-k") go.sampling.top_k = to_int(a, need(i, argc, argv));
+    else if (a == "--top-p") go.sampling.top_p = float(to_float(a, need(i, argc, argv)));
+    else if (a == "--seed") go.sampling.seed = uint64_t(to_int(a, need(i, argc, argv)));
+    else if (a == "--threads") eo.threads = int(to_int(a, need(i, argc, argv)));
+    else if (a == "--chunk") eo.chunk = to_int(a, need(i, argc, argv));
+    else if (a == "--tile-batch") eo.tile_batch = to_int(a, need(i, argc, argv));
+    else if (a == "--kv-cache") eo.kv_cache = need(i, argc, argv);
+    else if (a == "--context") eo.context = to_int(a, need(i, argc, argv));
+    else throw InvalidArgument(cat("run: unknown option '", a, "'"));
+  }
+  if (model.empty() || prompt.empty()) throw InvalidArgument("run needs --model PKG and --prompt TEXT");
+  auto engine = runtime::Engine::load(model, eo);
+  runtime::Session s = engine->session();
+  for (const std::string& path : images) s.submit_image(read_file(path));
+  const runtime::Result r = s.generate(prompt, go, [](const std::string& piece) {
+    std::cout << piece << std::flush;
+    return true;
+  });
+  const runtime::Timing& t = r.timing;
+  std::cout << "\n";
+  std::fprintf(stderr,
+               "finish: %s (%s KV, chunk %lld)\n"
+               "init (load)            %8.3f s\n"
+               "preprocessing          %8.3f s  (%lld tiles)\n"
+               "ViT + projector        %8.3f s  (%lld image tokens)\n"
+               "waiting for images     %8.3f s\n"
+               "LLM prefill            %8.3f s  (%lld tokens, %.1f tok/s)\n"
+               "time to first token    %8.3f s\n"
+               "decode                 %8.1f tok/s (%lld tokens)\n"
+               "peak resident memory   %8.0f MB\n",
+               r.finish_reason.c_str(), engine->options().kv_cache.c_str(), (long long)t.chunk, t.init_s,
+               t.preprocess_s, (long long)t.tiles, t.vit_s, (long long)t.image_tokens, t.image_wait_s, t.prefill_s,
+               (long long)t.prompt_tokens, t.prefill_tokens_per_s(), t.ttft_s, t.decode_tokens_per_s(),
+               (long long)t.new_tokens, t.peak_rss_mb);
+  return 0;
+}
+
 int cmd_isa() {
   std::cout << "supported:";
   for (Isa i : supported_isas()) std::cout << " " << isa_name(i);
@@ -123,6 +207,7 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "plan") return cmd_plan(argc, argv);
     if (cmd == "isa") return cmd_isa();
+    if (cmd == "run") return cmd_run(argc, argv);
     if (cmd == "-h" || cmd == "--help") {
       usage();
       return 0;

@@ -69,6 +69,19 @@ struct Normalize {
 void tile_image(const uint8_t* rgb, int64_t width, int64_t height, int64_t stride, const dynres::Plan& plan,
                 int tile, const Normalize& norm, float* out, int threads = 1);
 
+// Tiling in two steps, for pipelines that normalize tile i+1 while tile i is encoded: prepare_tiles resizes the
+// image onto the canvas (and makes the thumbnail) once; extract_tile writes tile `index` of tile_image's order as
+// [3, tile, tile] floats. tile_image is prepare_tiles followed by every extract_tile.
+struct TileSource {
+  dynres::Plan plan;
+  int tile = 0;
+  std::vector<uint8_t> canvas;  // [canvas_h, canvas_w, 3]
+  std::vector<uint8_t> thumb;   // [tile, tile, 3] when the plan has a thumbnail
+};
+TileSource prepare_tiles(const uint8_t* rgb, int64_t width, int64_t height, int64_t stride, const dynres::Plan& plan,
+                         int tile, int threads = 1);
+void extract_tile(const TileSource& src, int64_t index, const Normalize& norm, float* out /*[3, tile, tile]*/);
+
 // Plans and tiles in one call; returns the plan, fills `out` (resized to the needed size).
 dynres::Plan preprocess(const uint8_t* rgb, int64_t width, int64_t height, int64_t stride, const dynres::Params& params,
                         const Normalize& norm, std::vector<float>& out, int threads = 1);

@@ -38,38 +38,62 @@ void write_tile(const uint8_t* img, int64_t stride, int64_t x0, int64_t y0, int 
 
 }  // namespace
 
-void tile_image(const uint8_t* rgb, int64_t width, int64_t height, int64_t stride, const dynres::Plan& plan, int tile,
-                const Normalize& norm, float* out, int threads) {
+TileSource prepare_tiles(const uint8_t* rgb, int64_t width, int64_t height, int64_t stride, const dynres::Plan& plan,
+                         int tile, int threads) {
   if (width < 1 || height < 1) throw InvalidArgument(cat("image size ", width, "x", height, " must be >= 1"));
   if (plan.canvas_w != int64_t(tile) * plan.grid.m || plan.canvas_h != int64_t(tile) * plan.grid.n)
     throw InvalidArgument("tile_image: plan does not match the tile size");
   if (plan.canvas_w * plan.canvas_h > kMaxCanvasPixels)
     throw LimitError(cat("canvas ", plan.canvas_w, "x", plan.canvas_h, " exceeds ", kMaxCanvasPixels, " pixels"));
-  for (int c = 0; c < 3; ++c)
-    if (!(norm.std[c] != 0.0f)) throw InvalidArgument("normalization std must be non-zero");
-  const Lut lut(norm);
-
+  TileSource src;
+  src.plan = plan;
+  src.tile = tile;
   // Canvas: black, with the resized content at its offset (fit_pad) or filling it (stretch).
   const int64_t cstride = plan.canvas_w * 3;
-  std::vector<uint8_t> canvas(size_t(plan.canvas_h) * size_t(cstride), 0);
-  resize_bicubic(rgb, width, height, stride, canvas.data() + plan.offset_y * cstride + plan.offset_x * 3, plan.content_w,
-                 plan.content_h, cstride, threads);
-
-  const size_t tile_floats = size_t(3) * size_t(tile) * size_t(tile);
-  const bool thumb = plan.patches > plan.local_patches;
-  const int64_t first_local = thumb && plan.thumbnail_first ? 1 : 0;
-  parallel_for(plan.local_patches, threads, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const int64_t ty = i / plan.grid.m, tx = i % plan.grid.m;
-      write_tile(canvas.data(), cstride, tx * tile, ty * tile, tile, lut, out + size_t(first_local + i) * tile_floats);
-    }
-  });
-  if (thumb) {
-    std::vector<uint8_t> small(size_t(tile) * size_t(tile) * 3);
-    resize_bicubic(rgb, width, height, stride, small.data(), tile, tile, int64_t(tile) * 3, threads);
-    const int64_t slot = plan.thumbnail_first ? 0 : plan.local_patches;
-    write_tile(small.data(), int64_t(tile) * 3, 0, 0, tile, lut, out + size_t(slot) * tile_floats);
+  src.canvas.assign(size_t(plan.canvas_h) * size_t(cstride), 0);
+  resize_bicubic(rgb, width, height, stride, src.canvas.data() + plan.offset_y * cstride + plan.offset_x * 3,
+                 plan.content_w, plan.content_h, cstride, threads);
+  if (plan.patches > plan.local_patches) {
+    src.thumb.resize(size_t(tile) * size_t(tile) * 3);
+    resize_bicubic(rgb, width, height, stride, src.thumb.data(), tile, tile, int64_t(tile) * 3, threads);
   }
+  return src;
+}
+
+namespace {
+void extract_with(const TileSource& src, int64_t index, const Lut& lut, float* out) {
+  const dynres::Plan& plan = src.plan;
+  if (index < 0 || index >= plan.patches) throw InvalidArgument(cat("tile index ", index, " outside [0, ", plan.patches, ")"));
+  const bool thumb = plan.patches > plan.local_patches;
+  const int64_t thumb_slot = plan.thumbnail_first ? 0 : plan.local_patches;
+  if (thumb && index == thumb_slot) {
+    write_tile(src.thumb.data(), int64_t(src.tile) * 3, 0, 0, src.tile, lut, out);
+    return;
+  }
+  const int64_t i = index - (thumb && plan.thumbnail_first ? 1 : 0);
+  const int64_t ty = i / plan.grid.m, tx = i % plan.grid.m;
+  write_tile(src.canvas.data(), plan.canvas_w * 3, tx * src.tile, ty * src.tile, src.tile, lut, out);
+}
+
+Lut make_lut(const Normalize& norm) {
+  for (int c = 0; c < 3; ++c)
+    if (!(norm.std[c] != 0.0f)) throw InvalidArgument("normalization std must be non-zero");
+  return Lut(norm);
+}
+}  // namespace
+
+void extract_tile(const TileSource& src, int64_t index, const Normalize& norm, float* out) {
+  extract_with(src, index, make_lut(norm), out);
+}
+
+void tile_image(const uint8_t* rgb, int64_t width, int64_t height, int64_t stride, const dynres::Plan& plan, int tile,
+                const Normalize& norm, float* out, int threads) {
+  const Lut lut = make_lut(norm);
+  const TileSource src = prepare_tiles(rgb, width, height, stride, plan, tile, threads);
+  const size_t tile_floats = size_t(3) * size_t(tile) * size_t(tile);
+  parallel_for(plan.patches, threads, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) extract_with(src, i, lut, out + size_t(i) * tile_floats);
+  });
 }
 
 dynres::Plan preprocess(const uint8_t* rgb, int64_t width, int64_t height, int64_t stride, const dynres::Params& params,

@@ -21,4 +21,5 @@ PYBIND11_MODULE(_core, m) {
   bind_dynres(m);
   bind_image(m);
   bind_tokenizer(m);
+  bind_engine(m);
 }

@@ -4,9 +4,10 @@
     ``*_<DATASET>.<ext>`` files; ``replay:PATH?delay=SECONDS`` waits before each answer (for tests);
   * ``openai:URL#MODEL`` - any OpenAI-compatible chat endpoint, images sent as data URLs;
   * ``hf:PATH`` - a transformers image-text-to-text model saved locally;
-  * ``torch:SPEC`` - the project's PyTorch reference model (``bluelm_v.models.reference.load_vlm``).
+  * ``torch:SPEC`` - the project's PyTorch reference model (``bluelm_v.models.reference.load_vlm``);
+  * ``native:PACKAGE`` - the C++ engine over a model package (``bluelm_v.engine``).
 
-The registry is open: another module (the native engine's, later) adds itself with ``register_adapter``.
+The registry is open: other modules add themselves with ``register_adapter``.
 Adapters answer ``generate(message, dataset=..., index=...) -> str`` where ``message`` is VLMEvalKit's list of
 ``{"type": "image" | "text", "value": ...}`` parts, image values being encoded image bytes.
 """
@@ -22,6 +23,7 @@ ADAPTERS: dict[str, str] = {
     "openai": "bluelm_v.evaluation.adapters.openai:OpenAIAdapter",
     "hf": "bluelm_v.evaluation.adapters.hf:HFAdapter",
     "torch": "bluelm_v.evaluation.adapters.torch_ref:TorchAdapter",
+    "native": "bluelm_v.evaluation.adapters.native:NativeAdapter",
 }
 
 
@@ -63,8 +65,7 @@ def split_spec(spec: str) -> tuple[str, str]:
     if not sep or not target:
         raise AdapterError(f"model spec {spec!r} must look like KIND:TARGET with KIND one of {', '.join(ADAPTERS)}")
     if kind not in ADAPTERS:
-        hint = " (the native engine adapter arrives with the engine)" if kind == "native" else ""
-        raise AdapterError(f"unknown model kind {kind!r}{hint}; known: {', '.join(ADAPTERS)}")
+        raise AdapterError(f"unknown model kind {kind!r}; known: {', '.join(ADAPTERS)}")
     return kind, target
 
 

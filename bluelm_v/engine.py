@@ -1,0 +1,276 @@
+"""The native engine from Python (docs/engine.md): ``Engine(path)`` over a model package written by
+``bluelm_v.export.package``.
+
+    engine = Engine("pkg/")
+    result = engine.chat("photo.jpg", "What is in the picture?")      # text, tokens, finish_reason, timing
+    for piece in engine.stream("photo.jpg", "Describe it."): print(piece, end="")
+
+    s = engine.session()
+    s.submit_image("photo.jpg")      # returns at once; decoding, tiling and the ViT run in the background
+    ...                              # (the user is still typing)
+    s.generate("What is in it?")     # prefills the text before the image, waits only for the image
+
+Everything runs in C++ (csrc/runtime) with the GIL released; this module only converts arguments.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+from bluelm_v import _core
+
+ImageInput = Union[str, os.PathLike, bytes, bytearray, np.ndarray, "PIL.Image.Image"]  # noqa: F821
+IMAGE_TOKEN_ID = -200
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One request's timing in the paper's terms (seconds unless named otherwise)."""
+
+    init_s: float
+    preprocess_s: float
+    vit_s: float
+    image_wait_s: float
+    prefill_s: float
+    ttft_s: float
+    decode_s: float
+    prompt_tokens: int
+    image_tokens: int
+    tiles: int
+    new_tokens: int
+    chunk: int
+    decode_tokens_per_s: float
+    prefill_tokens_per_s: float
+    peak_rss_mb: float
+
+    def rows(self) -> list[tuple[str, str]]:
+        return [
+            ("init (load)", f"{self.init_s:.3f} s"),
+            ("preprocessing", f"{self.preprocess_s:.3f} s ({self.tiles} tiles)"),
+            ("ViT + projector", f"{self.vit_s:.3f} s ({self.image_tokens} image tokens)"),
+            ("waiting for images", f"{self.image_wait_s:.3f} s"),
+            ("LLM prefill", f"{self.prefill_s:.3f} s ({self.prompt_tokens} tokens, chunk {self.chunk}, "
+                            f"{self.prefill_tokens_per_s:.1f} tok/s)"),
+            ("time to first token", f"{self.ttft_s:.3f} s"),
+            ("decode", f"{self.decode_tokens_per_s:.1f} tok/s ({self.new_tokens} tokens)"),
+            ("peak resident memory", f"{self.peak_rss_mb:.0f} MB"),
+        ]
+
+    def table(self) -> str:
+        return "\n".join(f"{k:<22} {v}" for k, v in self.rows())
+
+
+@dataclass
+class Result:
+    text: str
+    tokens: list[int]
+    finish_reason: str  # eos | stop | length | cancelled
+    timing: Timing = field(repr=False)
+
+
+def _result(d: dict) -> Result:
+    return Result(d["text"], list(d["tokens"]), d["finish_reason"], Timing(**d["timing"]))
+
+
+class Session:
+    """One conversation turn at a time over an Engine: submit images, then generate (see the module doc)."""
+
+    def __init__(self, native: "_core.EngineSession", engine: "Engine"):
+        self._s = native
+        self.engine = engine
+
+    def submit_image(self, image: ImageInput) -> None:
+        """Queue an image (path, encoded bytes, data URL, PIL image or RGB uint8 array [H, W, 3]); returns at once.
+        The header is checked now (bad files raise here); decoding and encoding run in the background."""
+        if isinstance(image, np.ndarray):
+            self._s.submit_rgb(np.ascontiguousarray(image))
+            return
+        if isinstance(image, str) and image.startswith("data:"):
+            from bluelm_v.image import decode_base64
+
+            self._s.submit_image(decode_base64(image))
+            return
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            self._s.submit_image(bytes(image))
+            return
+        if isinstance(image, (str, os.PathLike)):
+            path = Path(image)
+            if not path.is_file():
+                raise FileNotFoundError(f"image file not found: {path}")
+            try:
+                self._s.submit_image(path.read_bytes())
+            except ValueError as exc:
+                raise type(exc)(f"{path}: {exc}") from None
+            return
+        from bluelm_v.image import load_image
+
+        self._s.submit_rgb(np.ascontiguousarray(load_image(image)))
+
+    @property
+    def pending_images(self) -> int:
+        return self._s.pending_images
+
+    def generate(self, prompt: str, *, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: int = 0, stop: Sequence[str] = (), chat: bool = True,
+                 on_text: Optional[Callable[[str], Optional[bool]]] = None) -> Result:
+        """Answer ``prompt`` about the submitted images; ``on_text`` gets each piece (return False to stop)."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+        return _result(self._s.generate(prompt, int(max_new_tokens), float(temperature), int(top_k), float(top_p),
+                                        int(seed), list(stop), bool(chat), on_text))
+
+    def prefill(self, ids: Sequence[int], chunk: Optional[int] = None, all_logits: bool = False) -> np.ndarray:
+        """Low level: prompt ids (``IMAGE_TOKEN_ID`` runs for submitted images) -> logits [V] of the last position
+        ([T, V] with all_logits), continuing after what the cache holds."""
+        return self._s.prefill([int(i) for i in ids], int(chunk or self.engine.chunk), bool(all_logits))
+
+    def decode(self, token: int) -> np.ndarray:
+        """Low level: one token after prefill -> next-token logits [V]."""
+        return self._s.decode(int(token))
+
+    def reset(self) -> None:
+        self._s.reset()
+
+    @property
+    def cache_length(self) -> int:
+        return self._s.cache_length
+
+
+class Engine:
+    """A loaded model package. Options default to the package's deploy section (chunk 128, tile batch 4, int8
+    KV cache); ``context`` is the KV capacity per session (default min(max_context, 4096)); ``activations``
+    is the precision of the activations in the quantized products: ``int8`` (one int8 pass per group, like
+    llama.cpp) or ``int16`` (two int8 passes, the second on the residual: ~127x smaller activation error, the
+    weights still streamed once; docs/engine.md has the measured agreement and speed of both)."""
+
+    def __init__(self, path: Union[str, os.PathLike], *, threads: Optional[int] = None, chunk: Optional[int] = None,
+                 tile_batch: Optional[int] = None, kv_cache: Optional[str] = None, context: Optional[int] = None,
+                 release_vit: bool = True, activations: str = "int8"):
+        path = Path(path)
+        if not (path / "manifest.json").is_file():
+            raise FileNotFoundError(f"{path} is not a model package (no manifest.json); write one with "
+                                    "`bluelm-v package` or bluelm_v.export.package")
+        for name, v in (("threads", threads), ("chunk", chunk), ("tile_batch", tile_batch), ("context", context)):
+            if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        self.path = path
+        self._e = _core.Engine(str(path), int(threads or 0), int(chunk or 0), int(tile_batch or 0), kv_cache or "",
+                               int(context or 0), bool(release_vit), str(activations))
+
+    # ---- properties ---------------------------------------------------------------------------------------
+    @property
+    def chunk(self) -> int:
+        return self._e.chunk
+
+    @property
+    def tile_batch(self) -> int:
+        return self._e.tile_batch
+
+    @property
+    def context(self) -> int:
+        return self._e.context
+
+    @property
+    def kv_cache(self) -> str:
+        return self._e.kv_cache
+
+    @property
+    def activations(self) -> str:
+        return self._e.activations
+
+    @property
+    def multimodal(self) -> bool:
+        return self._e.multimodal
+
+    @property
+    def init_s(self) -> float:
+        return self._e.init_s
+
+    @property
+    def vit_resident(self) -> bool:
+        return self._e.vit_resident
+
+    def image_tokens(self, width: int, height: int) -> int:
+        return self._e.image_tokens(int(width), int(height))
+
+    # ---- use ----------------------------------------------------------------------------------------------
+    def session(self) -> Session:
+        return Session(self._e.session(), self)
+
+    def chat(self, image: Union[None, ImageInput, Sequence[ImageInput]], prompt: str, **kwargs) -> Result:
+        """One question about zero, one or several images (see Session.generate for the keyword arguments)."""
+        s = self.session()
+        for img in _images(image):
+            s.submit_image(img)
+        return s.generate(prompt, **kwargs)
+
+    def stream(self, image: Union[None, ImageInput, Sequence[ImageInput]], prompt: str, **kwargs) -> "TextStream":
+        """As chat, but an iterator of text pieces; ``.result`` holds the Result once it is exhausted."""
+        return TextStream(self, image, prompt, kwargs)
+
+
+def _images(image) -> list:
+    if image is None:
+        return []
+    if isinstance(image, (list, tuple)):
+        return list(image)
+    return [image]
+
+
+class TextStream:
+    """Iterator of text pieces produced by a background generate(); closing it early cancels generation."""
+
+    _END = object()
+
+    def __init__(self, engine: Engine, image, prompt: str, kwargs: dict):
+        if "on_text" in kwargs:
+            raise TypeError("stream() delivers the text itself; do not pass on_text")
+        self._q: "queue.Queue" = queue.Queue()
+        self._cancel = threading.Event()
+        self.result: Optional[Result] = None
+        self._error: Optional[BaseException] = None
+        session = engine.session()
+        for img in _images(image):
+            session.submit_image(img)  # bad images fail here, in the caller's thread
+
+        def on_text(piece: str) -> bool:
+            self._q.put(piece)
+            return not self._cancel.is_set()
+
+        def run() -> None:
+            try:
+                self.result = session.generate(prompt, on_text=on_text, **kwargs)
+            except BaseException as exc:  # handed to the consumer
+                self._error = exc
+            finally:
+                self._q.put(self._END)
+
+        self._thread = threading.Thread(target=run, name="bluelm-engine-stream", daemon=True)
+        self._thread.start()
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        item = self._q.get()
+        if item is self._END:
+            self._thread.join()
+            if self._error is not None:
+                raise self._error
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self._cancel.set()
+        while self._q.get() is not self._END:
+            pass
+        self._thread.join()
+
+
+__all__ = ["Engine", "IMAGE_TOKEN_ID", "Result", "Session", "TextStream", "Timing"]

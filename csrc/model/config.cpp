@@ -1,0 +1,204 @@
+#include "model/config.h"
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+
+namespace bluelm::model {
+
+namespace {
+using nlohmann::json;
+
+struct Reader {
+  const json& obj;
+  std::string path;  // "model.llm" for messages
+  const std::string& where;
+
+  const json* find(const char* key) const {
+    auto it = obj.find(key);
+    return it == obj.end() || it->is_null() ? nullptr : &*it;
+  }
+  [[noreturn]] void fail(const char* key, const std::string& what) const {
+    throw FormatError(cat(where, ": ", path, ".", key, " ", what));
+  }
+  int64_t integer(const char* key, int64_t lo, int64_t hi, const int64_t* fallback = nullptr) const {
+    const json* v = find(key);
+    if (!v) {
+      if (fallback) return *fallback;
+      fail(key, "is missing");
+    }
+    if (!v->is_number_integer()) fail(key, "must be an integer");
+    const int64_t x = v->get<int64_t>();
+    if (x < lo || x > hi) fail(key, cat("= ", x, " is outside [", lo, ", ", hi, "]"));
+    return x;
+  }
+  int64_t integer_or(const char* key, int64_t lo, int64_t hi, int64_t fallback) const {
+    return integer(key, lo, hi, &fallback);
+  }
+  double number(const char* key, double lo, double hi, double fallback) const {
+    const json* v = find(key);
+    if (!v) return fallback;
+    if (!v->is_number()) fail(key, "must be a number");
+    const double x = v->get<double>();
+    if (!(x >= lo && x <= hi)) fail(key, cat("= ", x, " is outside [", lo, ", ", hi, "]"));
+    return x;
+  }
+  bool boolean(const char* key, bool fallback) const {
+    const json* v = find(key);
+    if (!v) return fallback;
+    if (!v->is_boolean()) fail(key, "must be true or false");
+    return v->get<bool>();
+  }
+  std::string string(const char* key, const std::string& fallback) const {
+    const json* v = find(key);
+    if (!v) return fallback;
+    if (!v->is_string()) fail(key, "must be a string");
+    return v->get<std::string>();
+  }
+  Reader sub(const char* key) const {
+    const json* v = find(key);
+    if (!v || !v->is_object()) fail(key, "must be an object");
+    return Reader{*v, path + "." + key, where};
+  }
+};
+
+constexpr int64_t kMaxDim = int64_t(1) << 20;  // no layer of any model we run is wider than a million
+
+Activation parse_act(const Reader& r, const char* key, const std::string& fallback) {
+  const std::string s = r.string(key, fallback);
+  if (s == "gelu") return Activation::gelu;
+  if (s == "gelu_pytorch_tanh") return Activation::gelu_tanh;
+  r.fail(key, cat("= '", s, "' is not 'gelu' or 'gelu_pytorch_tanh'"));
+}
+
+LlmConfig parse_llm(const Reader& r) {
+  LlmConfig c;
+  if (r.string("arch", "llama") != "llama") r.fail("arch", "must be 'llama'");
+  c.hidden = r.integer("hidden", 1, kMaxDim);
+  c.intermediate = r.integer("intermediate", 1, kMaxDim);
+  c.layers = r.integer("layers", 1, 4096);
+  c.heads = r.integer("heads", 1, 4096);
+  c.kv_heads = r.integer("kv_heads", 1, c.heads);
+  if (c.heads % c.kv_heads) r.fail("kv_heads", cat("= ", c.kv_heads, " does not divide heads = ", c.heads));
+  c.vocab = r.integer("vocab", 1, int64_t(1) << 24);
+  c.max_context = r.integer("max_context", 1, int64_t(1) << 22);
+  if (!r.find("head_dim") && c.hidden % c.heads) r.fail("hidden", "is not a multiple of heads (give head_dim)");
+  c.head_dim = r.integer_or("head_dim", 2, 1024, c.hidden / c.heads);
+  if (c.head_dim % 2) r.fail("head_dim", "must be even (RoPE rotates pairs)");
+  c.rope_theta = r.number("rope_theta", 1.0, 1e12, 10000.0);
+  c.rms_norm_eps = r.number("rms_norm_eps", 0.0, 1.0, 1e-5);
+  c.tie_embeddings = r.boolean("tie_embeddings", true);
+  return c;
+}
+
+VisionConfig parse_vision(const Reader& r) {
+  VisionConfig c;
+  if (r.string("arch", "siglip") != "siglip") r.fail("arch", "must be 'siglip'");
+  c.image_size = r.integer("image_size", 1, 8192);
+  c.patch_size = r.integer("patch_size", 1, c.image_size);
+  c.hidden = r.integer("hidden", 1, kMaxDim);
+  c.intermediate = r.integer("intermediate", 1, kMaxDim);
+  c.layers = r.integer("layers", 1, 4096);
+  c.heads = r.integer("heads", 1, c.hidden);
+  if (c.hidden % c.heads) r.fail("heads", "does not divide hidden");
+  c.channels = r.integer_or("channels", 3, 3, 3);
+  c.layer_norm_eps = r.number("layer_norm_eps", 0.0, 1.0, 1e-6);
+  c.act = parse_act(r, "act", "gelu_pytorch_tanh");
+  c.select_layer = r.integer_or("select_layer", -c.layers, c.layers - 1, -1);
+  c.post_layernorm = r.boolean("post_layernorm", true);
+  for (const char* key : {"mean", "std"}) {
+    const json* v = r.find(key);
+    if (!v) continue;
+    if (!v->is_array() || v->size() != 3) r.fail(key, "must be a list of 3 numbers");
+    for (size_t i = 0; i < 3; ++i) {
+      if (!(*v)[i].is_number()) r.fail(key, "must be a list of 3 numbers");
+      (std::string(key) == "mean" ? c.mean : c.std)[i] = (*v)[i].get<float>();
+    }
+  }
+  for (float s : c.std)
+    if (!(s != 0.0f)) r.fail("std", "must be non-zero");
+  return c;
+}
+
+ProjectorConfig parse_projector(const Reader& r) {
+  ProjectorConfig c;
+  c.merge = r.integer_or("merge", 2, 2, 2);
+  c.layer_norm = r.boolean("layer_norm", true);
+  c.act = parse_act(r, "act", "gelu");
+  if (r.string("order", "row_major") != "row_major")
+    r.fail("order", "must be 'row_major' (the native engine emits down-sampled tokens row by row)");
+  c.layer_norm_eps = r.number("layer_norm_eps", 0.0, 1.0, 1e-5);
+  return c;
+}
+
+dynres::Params parse_dynres(const Reader& r, int64_t tile) {
+  dynres::Params p = dynres::default_params(dynres::parse_selection(r.string("scheme", "bluelm")));
+  p.alpha = r.number("alpha", 0.0, 1e6, p.alpha);
+  if (r.find("clause2")) p.clause2 = dynres::parse_clause2(r.string("clause2", "<"));
+  p.min_num = int(r.integer_or("min_num", 1, 1024, p.min_num));
+  p.max_num = int(r.integer_or("max_num", 1, 1024, p.max_num));
+  if (r.find("thumbnail")) p.thumbnail = dynres::parse_thumbnail(r.string("thumbnail", ""));
+  if (r.find("layout")) p.layout = dynres::parse_layout(r.string("layout", ""));
+  p.tile = int(r.integer_or("tile", 1, 8192, tile));
+  if (p.tile != tile) r.fail("tile", cat("= ", p.tile, " differs from the ViT's image_size ", tile));
+  p.vit_patch = int(r.integer_or("vit_patch", 1, 8192, p.vit_patch));
+  p.max_pixels = r.integer_or("max_pixels", 1, int64_t(1) << 40, p.max_pixels);
+  if (const json* c = r.find("candidates")) {
+    if (!c->is_array() || c->empty()) r.fail("candidates", "must be a non-empty list of [m, n] pairs");
+    for (const json& g : *c) {
+      if (!g.is_array() || g.size() != 2 || !g[0].is_number_integer() || !g[1].is_number_integer())
+        r.fail("candidates", "must be a non-empty list of [m, n] pairs");
+      p.candidates.push_back({g[0].get<int>(), g[1].get<int>()});
+    }
+  }
+  try {
+    dynres::validate(p);
+  } catch (const InvalidArgument& e) {
+    throw FormatError(cat(r.where, ": ", r.path, ": ", e.what()));
+  }
+  return p;
+}
+
+}  // namespace
+
+int64_t ModelConfig::image_tokens_per_tile() const {
+  const int64_t side = (vision.grid() + projector.merge - 1) / projector.merge;
+  return side * side;
+}
+
+ModelConfig parse_model_config(const std::string& json_text, const std::string& where) {
+  json j;
+  try {
+    j = json::parse(json_text);
+  } catch (const json::exception& e) {
+    throw FormatError(cat(where, ": model config is not valid JSON (", e.what(), ")"));
+  }
+  if (!j.is_object()) throw FormatError(cat(where, ": model config must be a JSON object"));
+  const Reader r{j, "model", where};
+  ModelConfig c;
+  c.name = r.string("name", "model");
+  c.llm = parse_llm(r.sub("llm"));
+  c.multimodal = r.find("vision") != nullptr;
+  if (c.multimodal != (r.find("projector") != nullptr))
+    throw FormatError(cat(where, ": model.vision and model.projector must be given together"));
+  if (c.multimodal) {
+    c.vision = parse_vision(r.sub("vision"));
+    c.projector = parse_projector(r.sub("projector"));
+    const json* d = r.find("dynres");
+    c.dynres = d ? parse_dynres(r.sub("dynres"), c.vision.image_size)
+                 : parse_dynres(Reader{json::object(), "model.dynres", where}, c.vision.image_size);
+    c.dynres.vit_patch = int(c.vision.patch_size);
+  }
+  if (const json* d = r.find("deploy")) {
+    (void)d;
+    const Reader dr = r.sub("deploy");
+    c.deploy.kv_cache = dr.string("kv_cache", "int8");
+    if (c.deploy.kv_cache != "int8" && c.deploy.kv_cache != "f32" && c.deploy.kv_cache != "f16")
+      dr.fail("kv_cache", "must be 'int8', 'f16' or 'f32'");
+    c.deploy.tile_batch = dr.integer_or("tile_batch", 1, 1024, 4);
+    c.deploy.chunk = dr.integer_or("chunk", 1, int64_t(1) << 20, 128);
+  }
+  return c;
+}
+
+}  // namespace bluelm::model

@@ -1,0 +1,68 @@
+#pragma once
+// The model config as the engine needs it: the fields of configs/models/*.json (bluelm_v/models/config.py),
+// parsed from a manifest's "model" object with every field checked.
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dynres/dynres.h"
+
+namespace nlohmann {
+template <typename, typename, typename...>
+struct adl_serializer;
+}
+
+namespace bluelm::model {
+
+struct LlmConfig {
+  int64_t hidden = 0, intermediate = 0, layers = 0, heads = 0, kv_heads = 0, vocab = 0, max_context = 0;
+  int64_t head_dim = 0;  // resolved (hidden / heads when the config leaves it out)
+  double rope_theta = 10000.0, rms_norm_eps = 1e-5;
+  bool tie_embeddings = true;
+  int64_t q_dim() const { return heads * head_dim; }
+  int64_t kv_dim() const { return kv_heads * head_dim; }
+};
+
+enum class Activation { gelu, gelu_tanh };
+
+struct VisionConfig {
+  int64_t image_size = 0, patch_size = 0, hidden = 0, intermediate = 0, layers = 0, heads = 0, channels = 3;
+  double layer_norm_eps = 1e-6;
+  Activation act = Activation::gelu_tanh;
+  int64_t select_layer = -1;
+  bool post_layernorm = true;
+  std::array<float, 3> mean{0.5f, 0.5f, 0.5f}, std{0.5f, 0.5f, 0.5f};
+  int64_t grid() const { return image_size / patch_size; }
+  int64_t tokens() const { return grid() * grid(); }
+  int64_t layers_used() const { return ((select_layer % layers) + layers) % layers + 1; }
+  bool apply_post_layernorm() const { return post_layernorm && layers_used() == layers; }
+};
+
+struct ProjectorConfig {
+  int64_t merge = 2;
+  bool layer_norm = true;
+  Activation act = Activation::gelu;
+  double layer_norm_eps = 1e-5;
+};
+
+struct DeployConfig {
+  std::string kv_cache = "int8";
+  int64_t tile_batch = 4, chunk = 128;
+};
+
+struct ModelConfig {
+  std::string name;
+  LlmConfig llm;
+  bool multimodal = false;
+  VisionConfig vision;
+  ProjectorConfig projector;
+  dynres::Params dynres;
+  DeployConfig deploy;
+  int64_t image_tokens_per_tile() const;  // ceil(grid / merge)^2
+};
+
+// text: the manifest's "model" object as JSON text; where: the file name for messages. Throws FormatError.
+ModelConfig parse_model_config(const std::string& json_text, const std::string& where);
+
+}  // namespace bluelm::model

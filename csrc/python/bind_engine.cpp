@@ -1,0 +1,154 @@
+// Thin bindings of the native engine (csrc/runtime): bluelm_v/engine.py builds the Python API on these.
+#include <cstring>
+
+#include "common/error.h"
+#include "python/bindings.h"
+#include "runtime/engine.h"
+
+namespace bluelm::python {
+
+namespace {
+using namespace bluelm::runtime;
+
+py::dict timing_dict(const Timing& t) {
+  py::dict d;
+  d["init_s"] = t.init_s;
+  d["preprocess_s"] = t.preprocess_s;
+  d["vit_s"] = t.vit_s;
+  d["image_wait_s"] = t.image_wait_s;
+  d["prefill_s"] = t.prefill_s;
+  d["ttft_s"] = t.ttft_s;
+  d["decode_s"] = t.decode_s;
+  d["prompt_tokens"] = t.prompt_tokens;
+  d["image_tokens"] = t.image_tokens;
+  d["tiles"] = t.tiles;
+  d["new_tokens"] = t.new_tokens;
+  d["chunk"] = t.chunk;
+  d["decode_tokens_per_s"] = t.decode_tokens_per_s();
+  d["prefill_tokens_per_s"] = t.prefill_tokens_per_s();
+  d["peak_rss_mb"] = t.peak_rss_mb;
+  return d;
+}
+
+py::array_t<float> to_numpy(std::vector<float>&& v, std::vector<py::ssize_t> shape) {
+  auto* heap = new std::vector<float>(std::move(v));
+  py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<float>*>(p); });
+  return py::array_t<float>(shape, heap->data(), owner);
+}
+
+}  // namespace
+
+void bind_engine(py::module_& m) {
+  py::class_<Session>(m, "EngineSession")
+      .def("submit_image",
+           [](Session& s, const py::bytes& data) {
+             const std::string_view v = data;
+             std::vector<uint8_t> bytes(v.begin(), v.end());
+             py::gil_scoped_release release;
+             s.submit_image(std::move(bytes));
+           })
+      .def("submit_rgb",
+           [](Session& s, const py::array& rgb) {
+             if (rgb.dtype().kind() != 'u' || rgb.itemsize() != 1 || rgb.ndim() != 3 || rgb.shape(2) != 3)
+               throw InvalidArgument("image array must be uint8 [height, width, 3]");
+             require_c_contiguous(rgb, "image array");
+             const auto* p = static_cast<const uint8_t*>(rgb.data());
+             const int64_t h = rgb.shape(0), w = rgb.shape(1);
+             py::gil_scoped_release release;
+             s.submit_rgb(p, w, h);
+           })
+      .def_property_readonly("pending_images", &Session::pending_images)
+      .def_property_readonly("cache_length", &Session::cache_length)
+      .def("reset", &Session::reset)
+      .def(
+          "generate",
+          [](Session& s, const std::string& prompt, int64_t max_new_tokens, float temperature, int64_t top_k,
+             float top_p, uint64_t seed, std::vector<std::string> stop, bool chat, py::object on_text) {
+            GenerateOptions opt;
+            opt.max_new_tokens = max_new_tokens;
+            opt.sampling.temperature = temperature;
+            opt.sampling.top_k = top_k;
+            opt.sampling.top_p = top_p;
+            opt.sampling.seed = seed;
+            opt.stop = std::move(stop);
+            opt.chat = chat;
+            TextCallback cb;
+            if (!on_text.is_none())
+              cb = [&on_text](const std::string& piece) {
+                py::gil_scoped_acquire acquire;
+                py::object r = on_text(py::str(piece.data(), piece.size()));
+                return r.is_none() || r.cast<bool>();
+              };
+            Result res;
+            {
+              py::gil_scoped_release release;
+              res = s.generate(prompt, opt, cb);
+            }
+            py::dict d;
+            d["text"] = py::str(res.text.data(), res.text.size());
+            d["tokens"] = res.tokens;
+            d["finish_reason"] = res.finish_reason;
+            d["timing"] = timing_dict(res.timing);
+            return d;
+          },
+          py::arg("prompt"), py::arg("max_new_tokens") = 64, py::arg("temperature") = 0.0f, py::arg("top_k") = 0,
+          py::arg("top_p") = 1.0f, py::arg("seed") = 0, py::arg("stop") = std::vector<std::string>{},
+          py::arg("chat") = true, py::arg("on_text") = py::none())
+      .def(
+          "prefill",
+          [](Session& s, const std::vector<int32_t>& ids, int64_t chunk, bool all_logits) {
+            std::vector<float> out;
+            int64_t vocab = 0;
+            {
+              py::gil_scoped_release release;
+              out = s.prefill(ids, chunk, all_logits);
+            }
+            vocab = all_logits ? int64_t(out.size()) / int64_t(ids.size()) : int64_t(out.size());
+            if (all_logits) return to_numpy(std::move(out), {py::ssize_t(ids.size()), py::ssize_t(vocab)});
+            return to_numpy(std::move(out), {py::ssize_t(vocab)});
+          },
+          py::arg("ids"), py::arg("chunk"), py::arg("all_logits") = false)
+      .def("decode", [](Session& s, int32_t token) {
+        std::vector<float> out;
+        {
+          py::gil_scoped_release release;
+          out = s.decode(token);
+        }
+        const py::ssize_t n = py::ssize_t(out.size());
+        return to_numpy(std::move(out), {n});
+      });
+
+  py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine")
+      .def(py::init([](const std::string& path, int threads, int64_t chunk, int64_t tile_batch, const std::string& kv,
+                       int64_t context, bool release_vit, const std::string& activations) {
+             EngineOptions o;
+             o.threads = threads;
+             o.chunk = chunk;
+             o.tile_batch = tile_batch;
+             o.kv_cache = kv;
+             o.context = context;
+             o.release_vit = release_vit;
+             o.activations = activations;
+             py::gil_scoped_release release;
+             return Engine::load(path, o);
+           }),
+           py::arg("path"), py::arg("threads") = 0, py::arg("chunk") = 0, py::arg("tile_batch") = 0,
+           py::arg("kv_cache") = "", py::arg("context") = 0, py::arg("release_vit") = true, py::arg("activations") = "int8")
+      .def("session", &Engine::session)
+      .def_property_readonly("init_s", &Engine::init_s)
+      .def_property_readonly("vit_resident", &Engine::vit_resident)
+      .def_property_readonly("chunk", [](const Engine& e) { return e.options().chunk; })
+      .def_property_readonly("tile_batch", [](const Engine& e) { return e.options().tile_batch; })
+      .def_property_readonly("context", [](const Engine& e) { return e.options().context; })
+      .def_property_readonly("kv_cache", [](const Engine& e) { return e.options().kv_cache; })
+      .def_property_readonly("activations", [](const Engine& e) { return e.options().activations; })
+      .def_property_readonly("multimodal", [](const Engine& e) { return e.config().multimodal; })
+      .def_property_readonly("vocab", [](const Engine& e) { return e.config().llm.vocab; })
+      .def_property_readonly("llm_resident_bytes", [](const Engine& e) { return e.llm().resident_bytes(); })
+      .def("image_tokens", &Engine::image_tokens, py::arg("width"), py::arg("height"));
+
+  m.def("peak_rss_mb", &peak_rss_mb);
+  m.def("current_rss_mb", &current_rss_mb);
+}
+
+}  // namespace bluelm::python

@@ -1,0 +1,129 @@
+#include "runtime/linear.h"
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "common/error.h"
+#include "common/threadpool.h"
+
+namespace bluelm::runtime {
+
+namespace {
+using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using ConstMap = Eigen::Map<const RowMat, 0, Eigen::OuterStride<>>;
+using Map = Eigen::Map<RowMat, 0, Eigen::OuterStride<>>;
+}  // namespace
+
+Activations parse_activations(const std::string& s) {
+  if (s == "int8") return Activations::int8;
+  if (s == "int16") return Activations::int16;
+  throw InvalidArgument(cat("unknown activation precision '", s, "': expected 'int8' or 'int16'"));
+}
+
+Linear::Linear(const model::Package& pkg, const std::string& weight, int64_t n, int64_t k, const std::string& bias)
+    : n_(n), k_(k) {
+  const model::TensorInfo& w = pkg.tensor(weight, {n, k});
+  quantized_ = !w.is_f32;
+  kp_ = w.stored_k;
+  if (quantized_) {
+    packed_ = kernels::PackedMatrix(w.format, w.data, n, kp_);
+  } else {
+    w_ = w.f32();
+  }
+  if (!bias.empty()) bias_ = pkg.tensor(bias, {n}).f32();
+  if (!bias.empty() && !pkg.tensor(bias).is_f32) throw FormatError(cat("bias ", bias, " must be f32"));
+}
+
+int64_t Linear::resident_bytes() const {
+  return quantized_ ? kernels::packed_bytes(packed_.format(), n_, kp_) : 0;
+}
+
+void Linear::forward_int16(const float* x, int64_t t, int64_t ldx, float* y, int64_t ldy) const {
+  // Rows 0..t-1: x (zero-padded to kp); rows t..2t-1: the residual of x's int8 quantization.
+  thread_local std::vector<float> xx, yy;
+  thread_local kernels::Scratch s1, s2;
+  const quant::Format f = packed_.format();
+  const int64_t g = quant::format_info(f).group, nb = kp_ / g;
+  xx.resize(size_t(2 * t * kp_));
+  for (int64_t r = 0; r < t; ++r) {
+    std::memcpy(xx.data() + r * kp_, x + r * ldx, size_t(k_) * sizeof(float));
+    std::fill(xx.data() + r * kp_ + k_, xx.data() + (r + 1) * kp_, 0.0f);
+  }
+  const kernels::QuantizedActs a1 = kernels::quantize_activations(f, xx.data(), t, kp_, kp_, s1);
+  for (int64_t r = 0; r < t; ++r)
+    for (int64_t b = 0; b < nb; ++b) {
+      const float d = a1.d[r * nb + b];
+      const float* xs = xx.data() + r * kp_ + b * g;
+      const int8_t* q = a1.q + r * kp_ + b * g;
+      float* res = xx.data() + (t + r) * kp_ + b * g;
+      for (int64_t i = 0; i < g; ++i) res[i] = xs[i] - float(q[i]) * d;
+    }
+  const kernels::QuantizedActs a2 = kernels::quantize_activations(f, xx.data(), 2 * t, kp_, kp_, s2);
+  yy.resize(size_t(2 * t * n_));
+  kernels::gemm_quantized(packed_.view(), a2, yy.data(), n_, nullptr);
+  for (int64_t r = 0; r < t; ++r) {
+    const float* y1 = yy.data() + r * n_;
+    const float* y2 = yy.data() + (t + r) * n_;
+    float* out = y + r * ldy;
+    for (int64_t j = 0; j < n_; ++j) out[j] = y1[j] + y2[j] + (bias_ ? bias_[j] : 0.0f);
+  }
+}
+
+void Linear::forward(const float* x, int64_t t, int64_t ldx, float* y, int64_t ldy, kernels::Scratch& scratch,
+                     Activations act) const {
+  if (t < 1) return;
+  if (quantized_ && act == Activations::int16) {
+    forward_int16(x, t, ldx, y, ldy);
+    return;
+  }
+  if (!quantized_) {
+    const ConstMap X(x, t, k_, Eigen::OuterStride<>(ldx));
+    const ConstMap W(w_, n_, k_, Eigen::OuterStride<>(k_));
+    const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), n_ / 16));
+    ThreadPool::global().run(blocks, [&](int64_t b0, int64_t b1, int) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t lo = n_ * b / blocks, hi = n_ * (b + 1) / blocks;
+        Map Y(y + lo, t, hi - lo, Eigen::OuterStride<>(ldy));
+        Y.noalias() = X * W.middleRows(lo, hi - lo).transpose();
+        if (bias_)
+          for (int64_t r = 0; r < t; ++r)
+            for (int64_t j = lo; j < hi; ++j) y[r * ldy + j] += bias_[j];
+      }
+    });
+    return;
+  }
+  // The kernels read contiguous rows of kp floats.
+  const float* in = x;
+  if (kp_ != k_ || ldx != kp_) {
+    float* buf = static_cast<float*>(scratch.get(int64_t(sizeof(float)) * t * kp_ +
+                                                 kernels::act_scratch_bytes(packed_.format(), t, kp_)));
+    for (int64_t r = 0; r < t; ++r) {
+      std::memcpy(buf + r * kp_, x + r * ldx, size_t(k_) * sizeof(float));
+      std::fill(buf + r * kp_ + k_, buf + (r + 1) * kp_, 0.0f);
+    }
+    in = buf;
+    // The kernels take their own scratch after the padded copy: use a second Scratch to keep it valid.
+    thread_local kernels::Scratch inner;
+    if (t == 1 && ldy == n_) {
+      kernels::gemv(packed_.view(), in, y, bias_, &inner);
+    } else if (ldy == n_) {
+      kernels::gemm(packed_.view(), in, t, y, bias_, &inner);
+    } else {
+      const kernels::QuantizedActs a = kernels::quantize_activations(packed_.format(), in, t, kp_, kp_, inner);
+      kernels::gemm_quantized(packed_.view(), a, y, ldy, bias_);
+    }
+    return;
+  }
+  if (t == 1 && ldy == n_) {
+    kernels::gemv(packed_.view(), in, y, bias_, &scratch);
+  } else if (ldy == n_) {
+    kernels::gemm(packed_.view(), in, t, y, bias_, &scratch);
+  } else {
+    const kernels::QuantizedActs a = kernels::quantize_activations(packed_.format(), in, t, kp_, kp_, scratch);
+    kernels::gemm_quantized(packed_.view(), a, y, ldy, bias_);
+  }
+}
+
+}  // namespace bluelm::runtime

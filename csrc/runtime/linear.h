@@ -1,0 +1,47 @@
+#pragma once
+// y = x W^T (+ b) for one weight of a model package: quantized weights are repacked into the kernels' panel
+// layout at load (csrc/kernels: int8 activations, integer dot products); float32 weights stay in the mapping and
+// go through Eigen, split over the thread pool by output rows. Columns stored padded to the quantization group
+// (stored_k > k) are handled here: the input is copied into a zero-padded buffer.
+#include <cstdint>
+#include <string>
+
+#include "kernels/kernels.h"
+#include "model/package.h"
+
+namespace bluelm::runtime {
+
+// Activation precision of the quantized products: int8 (one int8 quantization per group, as llama.cpp's q8
+// activations) or int16 (two passes: x ~ deq(q1) + deq(q2) with q2 quantizing the residual x - deq(q1), so the
+// activation error shrinks ~127x; both passes run as one GEMM of 2t rows, so the weights are streamed once).
+enum class Activations { int8, int16 };
+Activations parse_activations(const std::string& s);  // "int8" | "int16"
+
+class Linear {
+ public:
+  Linear() = default;
+  // weight [n, k] (f32 or quantized), bias [n] f32 or none.
+  Linear(const model::Package& pkg, const std::string& weight, int64_t n, int64_t k, const std::string& bias = "");
+  int64_t n() const { return n_; }
+  int64_t k() const { return k_; }
+  int64_t stored_k() const { return kp_; }
+  bool quantized() const { return quantized_; }
+  const kernels::PackedView packed() const { return packed_.view(); }
+  const float* bias() const { return bias_; }
+  // Bytes this layer holds in memory beyond the mapping (the packed copy).
+  int64_t resident_bytes() const;
+
+  // x [t, k] (rows ldx floats apart) -> y [t, n] (rows ldy floats apart).
+  void forward(const float* x, int64_t t, int64_t ldx, float* y, int64_t ldy, kernels::Scratch& scratch,
+               Activations act = Activations::int8) const;
+
+ private:
+  void forward_int16(const float* x, int64_t t, int64_t ldx, float* y, int64_t ldy) const;
+  int64_t n_ = 0, k_ = 0, kp_ = 0;
+  bool quantized_ = false;
+  kernels::PackedMatrix packed_;
+  const float* w_ = nullptr;  // f32 [n, k] in the mapping
+  const float* bias_ = nullptr;
+};
+
+}  // namespace bluelm::runtime

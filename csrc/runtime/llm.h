@@ -1,0 +1,92 @@
+#pragma once
+// The LLaMA-family decoder of the engine (GQA, RoPE, RMSNorm, SwiGLU, tied embeddings), bit-for-bit the same
+// arithmetic order as bluelm_v/models/llm.py except where the weights are quantized (csrc/kernels: int8
+// activations) and where the KV cache is int8.
+//
+// KV cache (int8): per layer, KV head and position, the hd values of a key (after RoPE) or a value are stored
+// as int8 in groups of kKvGroup values, each with a float32 scale d = max|x| / 127 (q = round(x / d)); attention
+// dequantizes on the fly (score = sum over groups of d_k * sum q_i k8_i). Keys have outlier channels, so one
+// scale per head vector loses the small ones (measured in docs/engine.md). The f32 cache stores the values as
+// they are (for checking against the reference).
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "model/package.h"
+#include "runtime/linear.h"
+#include "runtime/ops.h"
+
+namespace bluelm::runtime {
+
+enum class KvType { int8, f32 };
+KvType parse_kv_type(const std::string& s);  // "int8" | "f32" (InvalidArgument otherwise)
+constexpr int64_t kKvGroup = 32;
+
+class KvCache {
+ public:
+  KvCache(KvType type, int64_t layers, int64_t kv_heads, int64_t capacity, int64_t head_dim);
+  KvType type() const { return type_; }
+  int64_t capacity() const { return capacity_; }
+  int64_t length() const { return length_; }
+  void set_length(int64_t n);  // truncate (n <= length) to reuse a prefix, or 0 to reset
+  int64_t bytes() const;
+  // k, v: [kv_heads, hd] of one position.
+  void store(int64_t layer, int64_t pos, const float* k, const float* v);
+  // Attention output of one query head: q [hd] (already scaled), positions [0, n) of KV head `kvh`; out [hd];
+  // scores: n floats of scratch.
+  void attend(int64_t layer, int64_t kvh, const float* q, int64_t n, float* scores, float* out) const;
+  // Keys and values of positions [0, n) of KV head `kvh` as float32: k, v [n, hd].
+  void read(int64_t layer, int64_t kvh, int64_t n, float* k, float* v) const;
+
+ private:
+  friend class Llm;
+  KvType type_;
+  int64_t layers_, kv_heads_, capacity_, hd_, length_ = 0, gs_ = 0, groups_ = 1;
+  std::vector<int8_t> k8_, v8_;
+  std::vector<float> kf_, vf_, ks_, vs_;  // f32 values, or the int8 scales [layers, kv_heads, capacity, groups]
+  size_t slot(int64_t layer, int64_t kvh, int64_t pos) const {
+    return (size_t(layer) * size_t(kv_heads_) + size_t(kvh)) * size_t(capacity_) + size_t(pos);
+  }
+};
+
+// Per-request working memory of the LLM (activations of one chunk), sized for chunks of up to max_t positions.
+struct LlmWorkspace {
+  int64_t max_t = 0;
+  std::vector<float> h, xn, q, k, v, att, tmp, gate, up, scores, logits_row;
+  kernels::Scratch scratch;
+};
+
+class Llm {
+ public:
+  Llm(const model::Package& pkg, int64_t max_positions, Activations act = Activations::int8);
+  Activations activations() const { return act_; }
+  const model::LlmConfig& config() const { return cfg_; }
+  KvCache new_cache(KvType type, int64_t capacity) const;
+  LlmWorkspace new_workspace(int64_t max_t) const;
+  int64_t resident_bytes() const;
+
+  // Token embeddings: ids [t] -> out [t, hidden] (ids checked against the vocabulary).
+  void embed(const int32_t* ids, int64_t t, float* out) const;
+  // One chunk of t positions after cache.length(): x [t, hidden] embeddings. logits [vocab] of the last position
+  // when `logits` is not null; all_logits [t, vocab] when not null (for tests).
+  void forward(const float* x, int64_t t, KvCache& cache, LlmWorkspace& ws, float* logits,
+               float* all_logits = nullptr) const;
+
+ private:
+  struct Layer {
+    const float *attn_norm = nullptr, *mlp_norm = nullptr;
+    Linear q, k, v, o, gate, up, down;
+  };
+  void attention(int64_t layer, int64_t start, int64_t t, const KvCache& cache, LlmWorkspace& ws) const;
+
+  model::LlmConfig cfg_;
+  const model::TensorInfo* embed_ = nullptr;
+  std::vector<Layer> layers_;
+  const float* norm_ = nullptr;
+  Linear lm_head_;
+  Rope rope_;
+  Activations act_ = Activations::int8;
+};
+
+}  // namespace bluelm::runtime

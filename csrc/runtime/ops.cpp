@@ -1,0 +1,104 @@
+#include "runtime/ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "common/error.h"
+
+namespace bluelm::runtime {
+
+void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * d;
+    float* yr = y + r * d;
+    float ss = 0.0f;
+    for (int64_t i = 0; i < d; ++i) ss += xr[i] * xr[i];
+    const float inv = 1.0f / std::sqrt(ss / float(d) + eps);
+    for (int64_t i = 0; i < d; ++i) yr[i] = w[i] * (xr[i] * inv);
+  }
+}
+
+void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t d, float eps) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * d;
+    float* yr = y + r * d;
+    float mean = 0.0f;
+    for (int64_t i = 0; i < d; ++i) mean += xr[i];
+    mean /= float(d);
+    float var = 0.0f;
+    for (int64_t i = 0; i < d; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+    var /= float(d);
+    const float inv = 1.0f / std::sqrt(var + eps);
+    for (int64_t i = 0; i < d; ++i) {
+      const float v = (xr[i] - mean) * inv;
+      yr[i] = (gamma ? gamma[i] : 1.0f) * v + (beta ? beta[i] : 0.0f);
+    }
+  }
+}
+
+void gelu_erf(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
+}
+
+void gelu_tanh(float* x, int64_t n) {
+  constexpr float k = 0.79788456080286536f;  // sqrt(2 / pi)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    x[i] = 0.5f * v * (1.0f + std::tanh(k * (v + 0.044715f * v * v * v)));
+  }
+}
+
+void silu_mul(float* g, const float* u, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+void add_inplace(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+void softmax(float* x, int64_t n) {
+  float m = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
+  float s = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - m);
+    s += x[i];
+  }
+  const float inv = 1.0f / s;
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+Rope::Rope(int64_t head_dim, double theta, int64_t positions) : half_(head_dim / 2), positions_(positions) {
+  if (head_dim < 2 || head_dim % 2) throw InvalidArgument(cat("RoPE head_dim ", head_dim, " must be even"));
+  const size_t n = size_t(positions) * size_t(half_);
+  table_ = std::shared_ptr<float>(new float[2 * n], std::default_delete<float[]>());
+  cos_ = table_.get();
+  sin_ = cos_ + n;
+  std::vector<float> inv(static_cast<size_t>(half_));
+  for (int64_t i = 0; i < half_; ++i) {
+    const float expo = float(2 * i) / float(head_dim);
+    inv[size_t(i)] = 1.0f / std::pow(float(theta), expo);
+  }
+  for (int64_t p = 0; p < positions; ++p)
+    for (int64_t i = 0; i < half_; ++i) {
+      const float a = float(p) * inv[size_t(i)];
+      cos_[p * half_ + i] = std::cos(a);
+      sin_[p * half_ + i] = std::sin(a);
+    }
+}
+
+void Rope::apply(float* x, int64_t heads, int64_t p) const {
+  const float* c = cos_ + p * half_;
+  const float* s = sin_ + p * half_;
+  for (int64_t h = 0; h < heads; ++h) {
+    float* v = x + h * 2 * half_;
+    for (int64_t i = 0; i < half_; ++i) {
+      const float a = v[i], b = v[i + half_];
+      v[i] = a * c[i] - b * s[i];
+      v[i + half_] = b * c[i] + a * s[i];
+    }
+  }
+}
+
+}  // namespace bluelm::runtime

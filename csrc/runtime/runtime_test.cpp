@@ -1,0 +1,97 @@
+// Engine building blocks: sampling rules, RoPE, the int8 KV cache against the f32 one.
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "common/error.h"
+#include "common/testing.h"
+#include "runtime/llm.h"
+#include "runtime/ops.h"
+#include "runtime/sampler.h"
+
+using namespace bluelm;
+using namespace bluelm::runtime;
+
+BLUELM_TEST(sampler_rules) {
+  const std::vector<float> logits = {0.1f, 2.0f, 1.9f, -3.0f, 2.0f};
+  Sampler greedy(SamplingOptions{});
+  CHECK_EQ(greedy.sample(logits.data(), 5), 1);  // first of the tied maxima
+  SamplingOptions k1;
+  k1.temperature = 1.0f;
+  k1.top_k = 1;
+  k1.seed = 7;
+  Sampler s1(k1);
+  bool saw1 = false, saw4 = false;
+  for (int i = 0; i < 200; ++i) {  // the tie at the k-th logit stays in (as the reference's mask keeps it)
+    const int32_t x = s1.sample(logits.data(), 5);
+    CHECK(x == 1 || x == 4);
+    saw1 |= x == 1, saw4 |= x == 4;
+  }
+  CHECK(saw1 && saw4);
+  SamplingOptions p;
+  p.temperature = 1.0f;
+  p.top_p = 0.01f;
+  p.seed = 3;
+  Sampler sp(p);
+  for (int i = 0; i < 20; ++i) CHECK_EQ(sp.sample(logits.data(), 5), 1);  // only the first-sorted token
+  // Same seed, same draws; the drawn frequencies follow softmax.
+  SamplingOptions t;
+  t.temperature = 1.0f;
+  t.seed = 11;
+  Sampler a(t), b(t);
+  std::vector<int> count(5, 0);
+  for (int i = 0; i < 4000; ++i) {
+    const int32_t x = a.sample(logits.data(), 5);
+    CHECK_EQ(x, b.sample(logits.data(), 5));
+    ++count[size_t(x)];
+  }
+  double z = 0;
+  for (float l : logits) z += std::exp(double(l));
+  for (int i = 0; i < 5; ++i) CHECK_NEAR(count[size_t(i)] / 4000.0, std::exp(double(logits[size_t(i)])) / z, 0.03);
+  SamplingOptions bad;
+  bad.top_p = 0.0f;
+  CHECK_THROWS(bad.validate(), InvalidArgument);
+  bad = {};
+  bad.temperature = -1.0f;
+  CHECK_THROWS(bad.validate(), InvalidArgument);
+}
+
+BLUELM_TEST(rope_rotates_pairs) {
+  const int64_t hd = 8;
+  Rope rope(hd, 10000.0, 16);
+  std::vector<float> x(hd);
+  for (int64_t i = 0; i < hd; ++i) x[size_t(i)] = float(i + 1);
+  std::vector<float> y = x;
+  rope.apply(y.data(), 1, 5);
+  for (int64_t i = 0; i < hd / 2; ++i) {
+    const double f = 1.0 / std::pow(10000.0, double(2 * i) / double(hd)), a = 5 * f;
+    CHECK_NEAR(y[size_t(i)], x[size_t(i)] * std::cos(a) - x[size_t(i + hd / 2)] * std::sin(a), 1e-4);
+    CHECK_NEAR(y[size_t(i + hd / 2)], x[size_t(i + hd / 2)] * std::cos(a) + x[size_t(i)] * std::sin(a), 1e-4);
+  }
+  std::vector<float> z = x;
+  rope.apply(z.data(), 1, 0);  // position 0: identity
+  for (int64_t i = 0; i < hd; ++i) CHECK_NEAR(z[size_t(i)], x[size_t(i)], 0.0);
+}
+
+BLUELM_TEST(int8_kv_cache_matches_f32) {
+  const int64_t hd = 64, n = 37;
+  KvCache f(KvType::f32, 1, 2, 64, hd), q(KvType::int8, 1, 2, 64, hd);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (int64_t p = 0; p < n; ++p) {
+    std::vector<float> k(size_t(2 * hd)), v(size_t(2 * hd));
+    for (auto& x : k) x = nd(rng);
+    for (auto& x : v) x = nd(rng);
+    f.store(0, p, k.data(), v.data());
+    q.store(0, p, k.data(), v.data());
+  }
+  std::vector<float> query(static_cast<size_t>(hd)), s1(static_cast<size_t>(n)), s2(static_cast<size_t>(n)), o1(static_cast<size_t>(hd)), o2(static_cast<size_t>(hd));
+  for (auto& x : query) x = nd(rng) * 0.125f;
+  f.attend(0, 1, query.data(), n, s1.data(), o1.data());
+  q.attend(0, 1, query.data(), n, s2.data(), o2.data());
+  // int8 with one scale per 64 values: relative error of each K/V entry <= 1/254 of the row's max.
+  for (int64_t i = 0; i < hd; ++i) CHECK_NEAR(o1[size_t(i)], o2[size_t(i)], 0.03);
+  CHECK(q.bytes() < f.bytes() / 3);
+  CHECK_THROWS(KvCache(KvType::int8, 1, 1, 0, 8), InvalidArgument);
+  CHECK_THROWS(parse_kv_type("f16"), InvalidArgument);
+}
