@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "common/threadpool.h"
+#include "runtime/attention_isa.h"
 
 namespace bluelm::runtime {
 
@@ -74,6 +75,8 @@ void KvCache::attend(int64_t layer, int64_t kvh, const float* q, int64_t n, floa
   const size_t s0 = slot(layer, kvh, 0);
   const int64_t hd = hd_;
   if (type_ == KvType::int8) {
+    const AttentionKernels& ak = attention_kernels();
+    const bool simd = gs_ % 8 == 0;
     const int8_t* K = &k8_[s0 * size_t(hd)];
     const float* ks = &ks_[s0 * size_t(groups_)];
     for (int64_t j = 0; j < n; ++j) {
@@ -81,7 +84,11 @@ void KvCache::attend(int64_t layer, int64_t kvh, const float* q, int64_t n, floa
       float acc = 0.0f;
       for (int64_t g = 0; g < groups_; ++g) {
         float part = 0.0f;
-        for (int64_t i = g * gs_; i < (g + 1) * gs_; ++i) part += q[i] * float(kr[i]);
+        if (simd) {
+          part = ak.dot_f32_i8(q + g * gs_, kr + g * gs_, gs_);
+        } else {
+          for (int64_t i = g * gs_; i < (g + 1) * gs_; ++i) part += q[i] * float(kr[i]);
+        }
         acc += part * ks[j * groups_ + g];
       }
       scores[j] = acc;
@@ -94,7 +101,11 @@ void KvCache::attend(int64_t layer, int64_t kvh, const float* q, int64_t n, floa
       const int8_t* vr = V + j * hd;
       for (int64_t g = 0; g < groups_; ++g) {
         const float p = scores[j] * vs[j * groups_ + g];
-        for (int64_t i = g * gs_; i < (g + 1) * gs_; ++i) out[i] += p * float(vr[i]);
+        if (simd) {
+          ak.axpy_i8(p, vr + g * gs_, out + g * gs_, gs_);
+        } else {
+          for (int64_t i = g * gs_; i < (g + 1) * gs_; ++i) out[i] += p * float(vr[i]);
+        }
       }
     }
   } else {

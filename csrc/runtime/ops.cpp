@@ -5,6 +5,8 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/isa.h"
+#include "runtime/attention_isa.h"
 
 namespace bluelm::runtime {
 
@@ -67,6 +69,28 @@ void softmax(float* x, int64_t n) {
   }
   const float inv = 1.0f / s;
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+namespace {
+float dot_f32_i8_scalar(const float* q, const int8_t* k, int64_t n) {
+  float acc = 0.0f;
+  for (int64_t i = 0; i < n; ++i) acc += q[i] * float(k[i]);
+  return acc;
+}
+void axpy_i8_scalar(float a, const int8_t* v, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] += a * float(v[i]);
+}
+const AttentionKernels kScalar = {dot_f32_i8_scalar, axpy_i8_scalar};
+}  // namespace
+
+#if !(defined(__x86_64__) || defined(_M_X64))
+const AttentionKernels* attention_kernels_avx2() { return nullptr; }
+#endif
+
+const AttentionKernels& attention_kernels() {
+  const Isa isa = active_isa();
+  if ((isa == Isa::avx2 || isa == Isa::avx512) && attention_kernels_avx2()) return *attention_kernels_avx2();
+  return kScalar;
 }
 
 Rope::Rope(int64_t head_dim, double theta, int64_t positions) : half_(head_dim / 2), positions_(positions) {

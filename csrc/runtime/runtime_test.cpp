@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/isa.h"
 #include "common/testing.h"
 #include "runtime/llm.h"
 #include "runtime/ops.h"
@@ -94,4 +95,30 @@ BLUELM_TEST(int8_kv_cache_matches_f32) {
   CHECK(q.bytes() < f.bytes() / 3);
   CHECK_THROWS(KvCache(KvType::int8, 1, 1, 0, 8), InvalidArgument);
   CHECK_THROWS(parse_kv_type("f16"), InvalidArgument);
+}
+
+BLUELM_TEST(int8_attention_simd_matches_scalar) {
+  const int64_t hd = 64, n = 53;
+  KvCache c(KvType::int8, 1, 1, 64, hd);
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (int64_t p = 0; p < n; ++p) {
+    std::vector<float> k(static_cast<size_t>(hd)), v(static_cast<size_t>(hd));
+    for (auto& x : k) x = nd(rng);
+    for (auto& x : v) x = nd(rng);
+    c.store(0, p, k.data(), v.data());
+  }
+  std::vector<float> q(static_cast<size_t>(hd)), s(static_cast<size_t>(n));
+  for (auto& x : q) x = nd(rng) * 0.125f;
+  const Isa saved = active_isa();
+  std::vector<std::vector<float>> outs;
+  for (Isa isa : supported_isas()) {
+    set_active_isa(isa);
+    std::vector<float> o(static_cast<size_t>(hd));
+    c.attend(0, 0, q.data(), n, s.data(), o.data());
+    outs.push_back(o);
+  }
+  set_active_isa(saved);
+  for (size_t t = 1; t < outs.size(); ++t)
+    for (int64_t i = 0; i < hd; ++i) CHECK_NEAR(outs[t][size_t(i)], outs[0][size_t(i)], 1e-4);
 }
