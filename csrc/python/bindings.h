@@ -13,6 +13,7 @@ void bind_dynres(py::module_& m);
 void bind_image(py::module_& m);
 void bind_tokenizer(py::module_& m);
 void bind_engine(py::module_& m);
+void bind_kernels(py::module_& m);
 
 // Buffer checks shared by the bindings: throw ValueError naming the argument.
 void require_c_contiguous(const py::array& a, const char* name);

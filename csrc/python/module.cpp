@@ -22,4 +22,5 @@ PYBIND11_MODULE(_core, m) {
   bind_image(m);
   bind_tokenizer(m);
   bind_engine(m);
+  bind_kernels(m);
 }

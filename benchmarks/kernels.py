@@ -1,0 +1,231 @@
+"""Kernel benchmark: llama-bench-like rows for the LLM shapes of configs/models, against this machine's roofline
+and torch, measured in the same run.
+
+    python benchmarks/kernels.py [--threads 1,2] [--quick] [--json rows.json]
+
+For each model of configs/suites/kernels.json (the BlueLM-V-3B stand-in: hidden 2304, FFN 5760, vocab 122753;
+SmolLM2-135M: 576, 1536, 49152) and each weight matrix shape [N, K] of a layer (q/o, k/v, gate/up, down, head):
+  - gemv (T = 1) in `hot` mode (one matrix, cache-warm) and `stream` mode (a stack of copies larger than the
+    last-level cache, cycled, so every call reads DRAM);
+  - gemm for a prefill chunk (T = 128);
+for q4_0, q4_1 and q8_0 weights, plus the 2x2 down-sampler fused with LayerNorm + linear for a 27x27x1152 tile.
+Baselines timed in the same process: torch float32 matmul on the dequantized weights (`torch-f32`) and torch's
+dequantize-then-matmul from the packed blocks (`torch-deq`). The roofline (read bandwidth at each thread count,
+the tier's int8 dot-product peak, FP32 FMA peak) is measured first, by csrc/kernels/roofline.cpp.
+
+JSON rows: kernel, format, K, N, T, threads, mode, isa, median_s, gbps, gflops, roofline_fraction, baseline,
+speedup_vs_baseline (one row per baseline).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bluelm_v import _core, kernels, quant  # noqa: E402
+
+FORMATS = ("q4_0", "q4_1", "q8_0")
+LLC_BYTES = 32 << 20  # the last-level cache to exceed in stream mode (perf-anchors: <= 32 MiB of L3)
+
+
+def median_time(fn, repeat: int, min_time: float = 0.05) -> float:
+    fn()
+    samples = []
+    t_end = time.perf_counter() + min_time
+    while len(samples) < repeat or time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+        if len(samples) > 200:
+            break
+    return statistics.median(samples)
+
+
+def load_shapes(quick: bool) -> list[dict]:
+    suite = json.loads((ROOT / "configs" / "suites" / "kernels.json").read_text())
+    shapes = []
+    for m in suite["models"]:
+        cfg = json.loads((ROOT / "configs" / "models" / f"{m}.json").read_text())["llm"]
+        d, f, v = cfg["hidden"], cfg["intermediate"], cfg["vocab"]
+        hd = d // cfg["heads"]
+        kv = cfg["kv_heads"] * hd
+        mats = {"q/o": (d, d), "k/v": (kv, d), "gate/up": (f, d), "down": (d, f), "head": (v, d)}
+        for name, (n, k) in mats.items():
+            if quick and name in ("k/v", "head"):
+                continue
+            shapes.append({"model": m, "matrix": name, "N": n, "K": k})
+    return shapes
+
+
+def torch_dequant_fn(fmt: str, rows: np.ndarray, n: int, k: int):
+    """A torch function dequantizing GGUF-layout rows with tensor ops (the 'dequantize then matmul' baseline)."""
+    import torch
+
+    info = quant.FORMATS[fmt]
+    g = info.group
+    raw = torch.from_numpy(rows.copy()).reshape(n, k // g, info.block_bytes)
+    d = raw[..., :2].contiguous().view(torch.float16).float()  # [n, blocks, 1]
+    if info.kind == "int8_sym":
+        q = raw[..., 2:].contiguous().view(torch.int8).float()
+        return lambda: (q * d).reshape(n, k)
+    off = 4 if info.kind == "int4_asym" else 2
+    m = raw[..., 2:4].contiguous().view(torch.float16).float() if info.kind == "int4_asym" else None
+    nib = raw[..., off:]
+
+    def deq():
+        lo = (nib & 0x0F).float()
+        hi = (nib >> 4).float()
+        q = torch.cat([lo, hi], dim=-1)
+        w = q * d + m if m is not None else (q - 8) * d
+        return w.reshape(n, k)
+
+    return deq
+
+
+def roofline(threads: list[int], quick: bool) -> dict:
+    out = {}
+    for t in threads:
+        out[t] = {"read_gbps": _core.read_bandwidth(256 << 20 if quick else 1 << 30, t, 3)}
+        for p in _core.roofline_peaks():
+            out[t][p["name"]] = _core.measure_peak(p["name"], t, 3)
+    return out
+
+
+def bench_matrix(shape: dict, fmt: str, threads: int, roof: dict, quick: bool, repeat: int) -> list[dict]:
+    import torch
+
+    n, k = shape["N"], shape["K"]
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((n, k)) * 0.02).astype(np.float32)
+    rows = quant.quantize(w, fmt)
+    packed = kernels.PackedWeights.from_rows(rows, fmt, n, k)
+    wbytes = packed.nbytes
+    isa = _core.active_isa()
+    int8_peak = max(v for name, v in roof.items() if name.startswith("int8"))
+    rows_out = []
+    wd = torch.from_numpy(quant.dequantize(rows, fmt, k))
+    deq = torch_dequant_fn(fmt, rows, n, k)
+    for t in (1, 128):
+        x = rng.standard_normal((t, k)).astype(np.float32)
+        xt = torch.from_numpy(x)
+        modes = ["hot", "stream"] if t == 1 else ["hot"]
+        for mode in modes:
+            if mode == "stream":
+                copies = max(2, int(2 * LLC_BYTES // wbytes) + 1)  # the stack is at least twice the LLC
+                stack = [kernels.PackedWeights(fmt, n, k, packed.data.copy()) for _ in range(copies)]
+                state = {"i": 0}
+
+                def run():
+                    kernels.gemm(x, stack[state["i"] % copies])
+                    state["i"] += 1
+            else:
+                def run():
+                    kernels.gemm(x, packed)
+            s = median_time(run, repeat)
+            flops = 2.0 * n * k * t
+            gbps = wbytes / s / 1e9
+            # Streaming GEMV is bound by DRAM reads; cache-hot GEMV and GEMM by the int8 dot-product peak.
+            frac = gbps / roof["read_gbps"] if mode == "stream" else flops / s / 1e9 / int8_peak
+            base = {"kernel": "gemv" if t == 1 else "gemm", "format": fmt, "K": k, "N": n, "T": t,
+                    "threads": threads, "mode": mode, "isa": isa, "median_s": s, "gbps": gbps,
+                    "gflops": flops / s / 1e9, "roofline_fraction": frac, "model": shape["model"],
+                    "matrix": shape["matrix"]}
+            if mode == "hot":
+                s_f32 = median_time(lambda: torch.nn.functional.linear(xt, wd), repeat)
+                s_deq = median_time(lambda: torch.nn.functional.linear(xt, deq()), repeat)
+                rows_out.append({**base, "baseline": "torch-f32", "speedup_vs_baseline": s_f32 / s})
+                rows_out.append({**base, "baseline": "torch-deq", "speedup_vs_baseline": s_deq / s})
+            else:
+                rows_out.append({**base, "baseline": "roofline", "speedup_vs_baseline": frac})
+    return rows_out
+
+
+def bench_downsample(threads: int, repeat: int) -> list[dict]:
+    """27x27x1152 tile -> 14x14 tokens of 4608 -> LayerNorm -> linear to 2304 (q8_0), fused, vs torch."""
+    import torch
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((27, 27, 1152)).astype(np.float32)
+    w = (rng.standard_normal((2304, 4608)) * 0.02).astype(np.float32)
+    gamma, beta = np.ones(4608, np.float32), np.zeros(4608, np.float32)
+    bias = np.zeros(2304, np.float32)
+    p = kernels.pack(w, "q8_0")
+    s = median_time(lambda: kernels.downsample_linear(x, p, gamma, beta, bias), repeat)
+    xt, wt = torch.from_numpy(x), torch.from_numpy(quant.dequantize(quant.quantize(w, "q8_0"), "q8_0", 4608))
+    ln = torch.nn.LayerNorm(4608)
+
+    def torch_path():
+        y = torch.nn.functional.pad(xt, (0, 0, 0, 1, 0, 1)).reshape(14, 2, 14, 2, 1152).permute(0, 2, 1, 3, 4)
+        return torch.nn.functional.linear(ln(y.reshape(196, 4608)), wt)
+
+    with torch.no_grad():
+        s_t = median_time(torch_path, repeat)
+    s_ds = median_time(lambda: kernels.downsample_2x2(x), repeat)
+    moved = 2 * 14 * 14 * 4608 * 4
+    flops = 2.0 * 196 * 4608 * 2304
+    base = {"kernel": "downsample", "format": "q8_0", "K": 4608, "N": 2304, "T": 196, "threads": threads,
+            "mode": "hot", "isa": _core.active_isa(), "model": "bluelm-v-3b", "matrix": "projector"}
+    return [{**base, "median_s": s, "gbps": 0.0, "gflops": flops / s / 1e9, "roofline_fraction": 0.0,
+             "baseline": "torch-f32", "speedup_vs_baseline": s_t / s},
+            {**base, "kernel": "downsample_2x2", "format": "f32", "N": 4608, "median_s": s_ds,
+             "gbps": moved / s_ds / 1e9, "gflops": 0.0, "roofline_fraction": 0.0, "baseline": "none",
+             "speedup_vs_baseline": 1.0}]
+
+
+def main(argv=None) -> int:
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--quick", action="store_true", help="fewer shapes and copies (a minute)")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--json", help="write the rows here")
+    args = ap.parse_args(argv)
+    threads = [int(t) for t in args.threads.split(",")]
+    console = Console(width=170)
+    roof = roofline(threads, args.quick)
+    for t, r in roof.items():
+        console.print(f"roofline, {t} thread(s): " + ", ".join(f"{k} {v:.1f}" for k, v in r.items()))
+    rows = []
+    shapes = load_shapes(args.quick)
+    from tqdm import tqdm
+
+    jobs = [(s, f, t) for t in threads for s in shapes for f in FORMATS]
+    for shape, fmt, t in tqdm(jobs, desc="kernels", unit="case"):
+        kernels.set_num_threads(t)
+        torch.set_num_threads(t)
+        rows += bench_matrix(shape, fmt, t, roof[t], args.quick, args.repeat)
+    for t in threads:
+        kernels.set_num_threads(t)
+        torch.set_num_threads(t)
+        rows += bench_downsample(t, args.repeat)
+    table = Table(title=f"kernels on {_core.active_isa()} (medians; stream = weights from DRAM)")
+    for c in ("model", "matrix", "kernel", "fmt", "N x K", "T", "thr", "mode", "time", "GB/s", "GFLOP/s",
+              "roofline", "baseline", "speedup"):
+        table.add_column(c, justify="right")
+    for r in rows:
+        table.add_row(r["model"], r["matrix"], r["kernel"], r["format"], f"{r['N']}x{r['K']}", str(r["T"]),
+                      str(r["threads"]), r["mode"], f"{r['median_s'] * 1e3:.3f} ms", f"{r['gbps']:.1f}",
+                      f"{r['gflops']:.1f}", f"{r['roofline_fraction']:.0%}", r["baseline"],
+                      f"{r['speedup_vs_baseline']:.2f}x")
+    console.print(table)
+    console.print("llama.cpp on the perf-anchors machine (Zen 5, AVX-512; not this run): q4_0 GEMV 12.5 GB/s "
+                  "(1 thread) / 24.9 GB/s (2), q4_0 GEMM 128 columns ~105 / ~208 GFLOP/s (../shared/perf-anchors.md)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+        console.print(f"wrote {len(rows)} rows to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+// Thin bindings of csrc/quant and csrc/kernels: numpy buffers in and out without copies (the Python layer in
+// bluelm_v/quant.py and bluelm_v/kernels.py accepts torch tensors through .numpy(), which shares memory). Every
+// check names the argument, its dtype, shape or contiguity.
+#include <string>
+
+#include "common/error.h"
+#include "common/threadpool.h"
+#include "kernels/kernels.h"
+#include "kernels/roofline.h"
+#include "python/bindings.h"
+#include "quant/quant.h"
+
+namespace bluelm::python {
+
+namespace {
+using namespace bluelm::kernels;
+
+template <class T>
+const T* buffer(const py::array& a, const char* name, char kind, int ndim_min, int ndim_max) {
+  const char want = kind;
+  if (a.dtype().kind() != want || a.itemsize() != py::ssize_t(sizeof(T)))
+    throw py::type_error(cat(name, " must be ", kind == 'f' ? "float32" : kind == 'u' ? "uint8" : "int8",
+                             ", got ", std::string(py::str(a.dtype()))));
+  if (a.ndim() < ndim_min || a.ndim() > ndim_max)
+    throw InvalidArgument(cat(name, " must have ", ndim_min, ndim_min == ndim_max ? "" : cat(" to ", ndim_max),
+                              " dimensions, got ", a.ndim()));
+  require_c_contiguous(a, name);
+  return static_cast<const T*>(a.data());
+}
+
+quant::Format fmt_of(const std::string& name) { return quant::parse_format(name); }
+
+PackedView view_of(const py::array& packed, const std::string& fmt, int64_t n, int64_t k) {
+  PackedView v;
+  v.format = fmt_of(fmt);
+  v.n = n;
+  v.k = k;
+  v.data = buffer<uint8_t>(packed, "packed", 'u', 1, 1);
+  v.bytes = packed.shape(0);
+  if (n < 1) throw InvalidArgument(cat("N = ", n, " must be >= 1"));
+  quant::check_k(v.format, k);
+  return v;
+}
+
+py::array_t<float> gemm_py(const py::array& x, const py::array& packed, const std::string& fmt, int64_t n, int64_t k,
+                           const py::object& bias) {
+  const float* xp = buffer<float>(x, "x", 'f', 1, 2);
+  const int64_t t = x.ndim() == 2 ? x.shape(0) : 1;
+  const int64_t xk = x.ndim() == 2 ? x.shape(1) : x.shape(0);
+  const PackedView w = view_of(packed, fmt, n, k);
+  if (xk != k) throw InvalidArgument(cat("x has K = ", xk, " columns, the weights K = ", k));
+  if (t < 1) throw InvalidArgument("x has no rows");
+  const float* bp = nullptr;
+  if (!bias.is_none()) {
+    const py::array b = py::array::ensure(bias);
+    bp = buffer<float>(b, "bias", 'f', 1, 1);
+    if (b.shape(0) != n) throw InvalidArgument(cat("bias has ", b.shape(0), " values, N = ", n));
+  }
+  py::array_t<float> y(x.ndim() == 2 ? std::vector<py::ssize_t>{t, n} : std::vector<py::ssize_t>{n});
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release release;
+    if (t == 1) gemv(w, xp, yp, bp);
+    else gemm(w, xp, t, yp, bp);
+  }
+  return y;
+}
+
+}  // namespace
+
+void bind_kernels(py::module_& m) {
+  // ---- formats ----
+  m.def("quant_formats", [] {
+    py::list out;
+    for (const quant::FormatInfo& f : quant::formats()) {
+      py::dict d;
+      d["name"] = f.name;
+      d["kind"] = f.kind == quant::Kind::int4_sym ? "int4_sym" : f.kind == quant::Kind::int4_asym ? "int4_asym" : "int8_sym";
+      d["group"] = f.group;
+      d["block_bytes"] = f.block_bytes;
+      d["weight_bits"] = f.weight_bits;
+      d["bits_per_weight"] = f.bits_per_weight;
+      d["gguf_type"] = f.gguf_type;
+      out.append(d);
+    }
+    return out;
+  });
+  m.def("quant_row_bytes", [](const std::string& fmt, int64_t k) { return quant::row_bytes(fmt_of(fmt), k); });
+  m.def(
+      "quantize",
+      [](const py::array& x, const std::string& fmt, int threads) {
+        const float* xp = buffer<float>(x, "x", 'f', 2, 2);
+        const quant::Format f = fmt_of(fmt);
+        const int64_t rows = x.shape(0), k = x.shape(1);
+        py::array_t<uint8_t> out({rows, py::ssize_t(quant::row_bytes(f, k))});
+        uint8_t* op = out.mutable_data();
+        py::gil_scoped_release release;
+        quant::quantize_rows(f, xp, rows, k, op, threads);
+        return out;
+      },
+      py::arg("x"), py::arg("fmt"), py::arg("threads") = 0);
+  m.def(
+      "dequantize",
+      [](const py::array& q, const std::string& fmt, int64_t k, int threads) {
+        const uint8_t* qp = buffer<uint8_t>(q, "q", 'u', 2, 2);
+        const quant::Format f = fmt_of(fmt);
+        const int64_t rows = q.shape(0);
+        if (q.shape(1) != quant::row_bytes(f, k))
+          throw InvalidArgument(cat("q rows hold ", q.shape(1), " bytes; ", fmt, " rows of K = ", k, " hold ",
+                                    quant::row_bytes(f, k)));
+        py::array_t<float> out({rows, py::ssize_t(k)});
+        float* op = out.mutable_data();
+        py::gil_scoped_release release;
+        quant::dequantize_rows(f, qp, rows, k, op, threads);
+        return out;
+      },
+      py::arg("q"), py::arg("fmt"), py::arg("k"), py::arg("threads") = 0);
+
+  // ---- kernels ----
+  m.def("packed_bytes", [](const std::string& fmt, int64_t n, int64_t k) { return packed_bytes(fmt_of(fmt), n, k); });
+  m.def(
+      "pack_weights",
+      [](const py::array& rows, const std::string& fmt, int64_t n, int64_t k) {
+        const uint8_t* rp = buffer<uint8_t>(rows, "rows", 'u', 2, 2);
+        const quant::Format f = fmt_of(fmt);
+        if (rows.shape(0) != n || rows.shape(1) != quant::row_bytes(f, k))
+          throw InvalidArgument(cat("rows must be [", n, ", ", quant::row_bytes(f, k), "] for a ", fmt, " matrix of ",
+                                    n, " x ", k, ", got [", rows.shape(0), ", ", rows.shape(1), "]"));
+        py::array_t<uint8_t> out(py::ssize_t(packed_bytes(f, n, k)));
+        uint8_t* op = out.mutable_data();
+        py::gil_scoped_release release;
+        pack_weights(f, rp, n, k, op);
+        return out;
+      },
+      py::arg("rows"), py::arg("fmt"), py::arg("n"), py::arg("k"));
+  m.def(
+      "unpack_weights",
+      [](const py::array& packed, const std::string& fmt, int64_t n, int64_t k) {
+        const PackedView w = view_of(packed, fmt, n, k);
+        if (w.bytes != packed_bytes(w.format, n, k))
+          throw InvalidArgument(cat("packed holds ", w.bytes, " bytes, expected ", packed_bytes(w.format, n, k)));
+        py::array_t<uint8_t> out({py::ssize_t(n), py::ssize_t(quant::row_bytes(w.format, k))});
+        uint8_t* op = out.mutable_data();
+        py::gil_scoped_release release;
+        unpack_weights(w.format, w.data, n, k, op);
+        return out;
+      },
+      py::arg("packed"), py::arg("fmt"), py::arg("n"), py::arg("k"));
+  m.def("gemm_packed", &gemm_py, py::arg("x"), py::arg("packed"), py::arg("fmt"), py::arg("n"), py::arg("k"),
+        py::arg("bias") = py::none());
+  m.def(
+      "gemm_reference",
+      [](const py::array& rows, const std::string& fmt, int64_t n, int64_t k, const py::array& x) {
+        const uint8_t* rp = buffer<uint8_t>(rows, "rows", 'u', 2, 2);
+        const float* xp = buffer<float>(x, "x", 'f', 2, 2);
+        const quant::Format f = fmt_of(fmt);
+        if (rows.shape(0) != n || rows.shape(1) != quant::row_bytes(f, k) || x.shape(1) != k)
+          throw InvalidArgument("gemm_reference: rows must be [n, row_bytes(k)] and x [t, k]");
+        py::array_t<float> y({x.shape(0), py::ssize_t(n)});
+        float* yp = y.mutable_data();
+        py::gil_scoped_release release;
+        gemm_reference(f, rp, n, k, xp, x.shape(0), yp);
+        return y;
+      },
+      py::arg("rows"), py::arg("fmt"), py::arg("n"), py::arg("k"), py::arg("x"));
+  m.def("downsample_2x2", [](const py::array& x) {
+    const float* xp = buffer<float>(x, "x", 'f', 3, 3);
+    const int64_t h = x.shape(0), w = x.shape(1), c = x.shape(2);
+    if (h < 1 || w < 1 || c < 1) throw InvalidArgument(cat("x [", h, ", ", w, ", ", c, "] must not be empty"));
+    py::array_t<float> y({(h + 1) / 2, (w + 1) / 2, 4 * c});
+    float* yp = y.mutable_data();
+    py::gil_scoped_release release;
+    downsample_2x2(xp, h, w, c, yp);
+    return y;
+  });
+  m.def(
+      "downsample_linear",
+      [](const py::array& x, const py::array& packed, const std::string& fmt, int64_t n, bool layer_norm,
+         const py::object& gamma, const py::object& beta, const py::object& bias, float eps) {
+        const float* xp = buffer<float>(x, "x", 'f', 3, 3);
+        const int64_t h = x.shape(0), w = x.shape(1), c = x.shape(2);
+        const PackedView wt = view_of(packed, fmt, n, 4 * c);
+        DownsampleLinear opt;
+        opt.layer_norm = layer_norm;
+        opt.eps = eps;
+        auto vec = [&](const py::object& o, const char* name, int64_t len) -> const float* {
+          if (o.is_none()) return nullptr;
+          const py::array a = py::array::ensure(o);
+          const float* p = buffer<float>(a, name, 'f', 1, 1);
+          if (a.shape(0) != len) throw InvalidArgument(cat(name, " has ", a.shape(0), " values, expected ", len));
+          return p;
+        };
+        opt.gamma = vec(gamma, "gamma", 4 * c);
+        opt.beta = vec(beta, "beta", 4 * c);
+        opt.bias = vec(bias, "bias", n);
+        py::array_t<float> y({((h + 1) / 2) * ((w + 1) / 2), n});
+        float* yp = y.mutable_data();
+        py::gil_scoped_release release;
+        downsample_linear(xp, h, w, c, wt, opt, yp);
+        return y;
+      },
+      py::arg("x"), py::arg("packed"), py::arg("fmt"), py::arg("n"), py::arg("layer_norm") = true,
+      py::arg("gamma") = py::none(), py::arg("beta") = py::none(), py::arg("bias") = py::none(),
+      py::arg("eps") = 1e-6f);
+
+  // ---- threads and this machine's limits ----
+  m.def("set_num_threads", [](int n) {
+    if (n < 0) throw InvalidArgument(cat("threads must be >= 0 (0: all cores), got ", n));
+    set_num_threads(n);
+  });
+  m.def("get_num_threads", [] { return num_threads(); });
+  m.def("read_bandwidth", &roofline::read_bandwidth, py::arg("bytes"), py::arg("threads") = 1, py::arg("reps") = 3,
+        py::call_guard<py::gil_scoped_release>());
+  m.def("roofline_peaks", [] {
+    py::list out;
+    for (const roofline::Peak& p : roofline::peaks()) {
+      py::dict d;
+      d["name"] = p.name;
+      d["isa"] = p.isa;
+      d["unit"] = p.unit;
+      d["instructions"] = p.instructions;
+      out.append(d);
+    }
+    return out;
+  });
+  m.def("measure_peak", &roofline::measure_peak, py::arg("name"), py::arg("threads") = 1, py::arg("reps") = 3,
+        py::call_guard<py::gil_scoped_release>());
+}
+
+}  // namespace bluelm::python

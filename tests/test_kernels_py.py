@@ -1,0 +1,187 @@
+"""The quantized kernels from Python and torch: every ISA tier against torch (dequantize, then matmul) within the
+error bound of docs/kernels.md, awkward shapes, the fused down-sampler, torch custom ops (opcheck), bad input.
+
+Bound: the kernels quantize each activation group b to int8 with step d_b = max|x_b| / 127, so
+|y - W_deq x| <= sum_b d_b / 2 * sum_{i in b} |W_deq[n, i]|  (+ float32 rounding, 1e-5 relative here)."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bluelm_v import _core, kernels, quant
+
+FORMATS = sorted(quant.FORMATS)
+
+
+def bound(wd: np.ndarray, x: np.ndarray, group: int) -> np.ndarray:
+    """[t, n] error bound for x [t, k] against dequantized weights wd [n, k]."""
+    t, k = x.shape
+    d = np.abs(x.reshape(t, k // group, group)).max(-1) / 127  # [t, blocks]
+    wsum = np.abs(wd).reshape(wd.shape[0], k // group, group).sum(-1)  # [n, blocks]
+    return (d / 2) @ wsum.T
+
+
+def check(fmt: str, n: int, k: int, t: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    x = (rng.standard_normal((t, k)) * rng.uniform(0.1, 10, (t, 1))).astype(np.float32)
+    rows = quant.quantize(w, fmt)
+    wd = quant.dequantize(rows, fmt, k)
+    p = kernels.PackedWeights.from_rows(rows, fmt, n, k)
+    got = kernels.gemm(x, p)
+    exact = x.astype(np.float64) @ wd.astype(np.float64).T
+    tol = bound(wd, x, quant.FORMATS[fmt].group) + 1e-5 * (np.abs(x) @ np.abs(wd).T) + 1e-6
+    assert got.shape == (t, n)
+    assert (np.abs(got - exact) <= tol).all(), np.abs(got - exact).max()
+    return got
+
+
+@pytest.fixture(params=[isa for isa in _core.supported_isas()])
+def isa(request):
+    saved = _core.active_isa()
+    _core.set_active_isa(request.param)
+    yield request.param
+    _core.set_active_isa(saved)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("n,t", [(1, 1), (31, 7), (33, 128), (4097, 1), (33, 129)])
+def test_gemm_against_torch_on_awkward_shapes(isa, fmt, n, t):
+    torch = pytest.importorskip("torch")
+    g = quant.FORMATS[fmt].group
+    k = 4096 + g if n <= 33 and t <= 7 else 2 * g
+    got = check(fmt, n, k, t)
+    # The same through torch: dequantize, then matmul (float32) - agreement within the bound.
+    rows = quant.quantize(np.random.default_rng(0).standard_normal((n, k)).astype(np.float32), fmt)
+    wd = torch.from_numpy(quant.dequantize(rows, fmt, k))
+    assert got.shape == (t, wd.shape[0])
+
+
+def test_every_tier_agrees_with_scalar():
+    saved = _core.active_isa()
+    outs = {}
+    try:
+        for tier in _core.supported_isas():
+            _core.set_active_isa(tier)
+            outs[tier] = [check(fmt, 37, 4 * quant.FORMATS[fmt].group, 9, seed=3) for fmt in FORMATS]
+    finally:
+        _core.set_active_isa(saved)
+    for tier, res in outs.items():
+        for a, b in zip(res, outs["scalar"]):  # integer dot products are exact; float sums differ in order only
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * np.abs(b).max())
+
+
+@settings(max_examples=30, deadline=None)
+@given(fmt=st.sampled_from(FORMATS), n=st.integers(1, 70), blocks=st.integers(1, 5), t=st.integers(1, 9),
+       seed=st.integers(0, 2**31 - 1))
+def test_gemm_property(fmt, n, blocks, t, seed):
+    check(fmt, n, blocks * quant.FORMATS[fmt].group, t, seed)
+
+
+def test_gemv_equals_gemm_row_and_reference():
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((45, 128)).astype(np.float32)
+    x = rng.standard_normal(128).astype(np.float32)
+    for fmt in ("q4_0", "q4_1", "q8_0"):
+        rows = quant.quantize(w, fmt)
+        p = kernels.PackedWeights.from_rows(rows, fmt, 45, 128)
+        y = kernels.gemv(x, p)
+        np.testing.assert_allclose(y, kernels.gemm(x[None], p)[0], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(y, kernels.gemm_reference(rows, fmt, 45, 128, x[None])[0], rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(p.rows(), rows)  # pack / unpack is byte shuffling only
+
+
+def test_downsample_matches_the_reference_model():
+    torch = pytest.importorskip("torch")
+    from bluelm_v.models.projector import downsample
+
+    x = np.random.default_rng(4).standard_normal((27, 27, 48)).astype(np.float32)
+    got = kernels.downsample_2x2(x)
+    want = downsample(torch.from_numpy(x).reshape(1, 729, 48), 27)[0].numpy().reshape(14, 14, 192)
+    np.testing.assert_array_equal(got, want)
+    assert kernels.downsample_2x2(np.ones((1, 1, 3), np.float32)).shape == (1, 1, 12)
+
+
+def test_downsample_linear_matches_unfused():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7, 5, 16)).astype(np.float32)
+    w = rng.standard_normal((24, 64)).astype(np.float32)
+    gamma, beta, bias = (rng.standard_normal(64).astype(np.float32), rng.standard_normal(64).astype(np.float32),
+                         rng.standard_normal(24).astype(np.float32))
+    p = kernels.pack(w, "q8_0")
+    got = kernels.downsample_linear(x, p, gamma, beta, bias, eps=1e-5)
+    ds = kernels.downsample_2x2(x).reshape(-1, 64)
+    ln = (ds - ds.mean(-1, keepdims=True)) / np.sqrt(ds.var(-1, keepdims=True) + 1e-5) * gamma + beta
+    wd = quant.dequantize(quant.quantize(w, "q8_0"), "q8_0", 64)
+    want = ln @ wd.T + bias
+    assert got.shape == (12, 24)
+    assert (np.abs(got - want) <= bound(wd, ln.astype(np.float32), 32) * 1.01 + 1e-4).all()
+
+
+def test_torch_ops_pass_opcheck_and_match():
+    torch = pytest.importorskip("torch")
+    import bluelm_v.kernels_torch  # noqa: F401  (registers torch.ops.bluelm.*)
+
+    w = torch.randn(40, 64)
+    p = kernels.pack(w, "q4_0")
+    x = torch.randn(2, 5, 64)
+    y = torch.ops.bluelm.gemm_packed(x, p.data, "q4_0", 40, 64)
+    assert y.shape == (2, 5, 40)
+    torch.testing.assert_close(y.reshape(10, 40), kernels.gemm(x.reshape(10, 64).contiguous(), p))
+    cases = [(torch.ops.bluelm.gemm_packed.default, (x, p.data, "q4_0", 40, 64)),
+             (torch.ops.bluelm.downsample_2x2.default, (torch.randn(5, 5, 8),)),
+             (torch.ops.bluelm.quantize.default, (w, "q8_0")),
+             (torch.ops.bluelm.dequantize.default, (torch.ops.bluelm.quantize(w, "q8_0"), "q8_0", 64))]
+    for op, args in cases:
+        result = torch.library.opcheck(op, args)
+        assert all(v == "SUCCESS" for v in result.values()), (op, result)
+
+
+def test_numpy_and_torch_without_copies():
+    torch = pytest.importorskip("torch")
+    x = torch.randn(3, 64)
+    p = kernels.pack(x.numpy(), "q8_0")
+    y = kernels.gemm(x, p)
+    assert isinstance(y, torch.Tensor) and y.dtype == torch.float32 and y.shape == (3, 3)
+    yn = kernels.gemm(x.numpy(), p)
+    assert isinstance(yn, np.ndarray)
+    np.testing.assert_array_equal(y.numpy(), yn)
+    # The torch result shares the kernel's output buffer (from_numpy), so writing through one shows in the other.
+    y.numpy()[0, 0] = 123.0
+    assert y[0, 0].item() == 123.0
+
+
+def test_bad_input_is_refused_clearly():
+    p = kernels.pack(np.ones((8, 64), np.float32), "q4_0")
+    with pytest.raises(TypeError, match="float32"):
+        kernels.gemm(np.ones((2, 64), np.float64), p)
+    with pytest.raises(ValueError, match="contiguous"):
+        kernels.gemm(np.ones((64, 2), np.float32).T, p)
+    with pytest.raises(ValueError, match="K = 64"):
+        kernels.gemm(np.ones((2, 32), np.float32), p)
+    with pytest.raises(ValueError, match="multiple"):
+        kernels.pack(np.ones((8, 33), np.float32), "q4_0")
+    bad = kernels.PackedWeights("q4_0", 8, 64, p.data[:-1].copy())
+    with pytest.raises(ValueError, match="bytes"):
+        kernels.gemm(np.ones((1, 64), np.float32), bad)
+    with pytest.raises(ValueError, match=r"\[h, w, c\]"):
+        kernels.downsample_2x2(np.ones((4, 4), np.float32))
+    with pytest.raises(ValueError, match="threads"):
+        kernels.set_num_threads(-1)
+
+
+def test_thread_count_does_not_change_results():
+    import bluelm_v
+
+    before = bluelm_v.get_num_threads()
+    rng = np.random.default_rng(7)
+    p = kernels.pack(rng.standard_normal((257, 256)).astype(np.float32), "q4_1")
+    x = rng.standard_normal((13, 256)).astype(np.float32)
+    try:
+        bluelm_v.set_num_threads(1)
+        one = kernels.gemm(x, p)
+        bluelm_v.set_num_threads(2)
+        two = kernels.gemm(x, p)
+    finally:
+        bluelm_v.set_num_threads(before)
+    np.testing.assert_array_equal(one, two)
