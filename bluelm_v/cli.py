@@ -18,6 +18,7 @@ COMMANDS = {
     "eval": ("bluelm_v.commands.eval", "run and score VLMEvalKit benchmarks (resumable, VLMEvalKit-exact scores)"),
     "package": ("bluelm_v.commands.package", "write a model package for the native engine (from a config, GGUF or HF folder)"),
     "generate": ("bluelm_v.commands.generate", "generate with the PyTorch reference model (streams the text)"),
+    "export": ("bluelm_v.commands.export", "static-shape ONNX graphs (ViT, projector, LLM prefill/decode) for NPU toolchains"),
     "run": ("bluelm_v.commands.run", "answer a prompt (and images) with the native engine and print the timing table"),
     "data": ("bluelm_v.commands.data", "benchmark data: `data fetch NAME` downloads a VLMEvalKit TSV with MD5 check"),
 }

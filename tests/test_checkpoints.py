@@ -1,7 +1,6 @@
 """Checkpoint loaders: HF safetensors and GGUF files written here, round trips, and bad files giving clear errors."""
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -286,40 +285,25 @@ def test_save_safetensors_helper(tmp_path):
     assert all(torch.equal(got.state_dict()[k], v) for k, v in vt.state_dict().items())
 
 
-def test_gguf_huge_block_count_is_refused_before_allocating(tmp_path, tiny_lm):
-    """Regression: a block_count flipped to ~2^40 made the shape check build a dict per layer until OOM."""
-    huge = dataclasses.replace(TINY.llm, layers=2**31 - 1)
-    path = write_gguf(tmp_path / "t.gguf", tiny_lm.state_dict(), huge)
-    with pytest.raises(FormatError, match="block_count"):
-        GGUFCheckpoint(path).llm_config()
+def _load_all(path):
+    ck = GGUFCheckpoint(path)
+    ck.llm_config()
+    ck.tokenizer()
 
 
-def test_gguf_reader_survives_random_corruption(tmp_path, gguf_f32):
-    """Byte flips anywhere in the header and metadata give a loaded file or FormatError, nothing else. The loop runs
-    in a child process under a 4 GiB address-space limit, so an unbounded allocation fails this test (MemoryError)
-    instead of taking the machine down."""
-    import subprocess
-    import sys
+def _fuzz_in_child(good_path, header_end, max_examples, queue):
+    """Runs in a child process whose address space is capped at 4 GiB, so an unbounded allocation is a
+    MemoryError reported as a failure (with the flips) instead of an OOM kill of the test run."""
+    import resource
+    import traceback
 
-    code = (
-        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30)); "
-        "sys.path.insert(0, %r); import test_checkpoints as t; t._fuzz_gguf(%r, %r)"
-        % (str(Path(__file__).parent), str(gguf_f32), str(tmp_path / "fuzz.gguf"))
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-
-
-def _fuzz_gguf(good_path: str, target_path: str) -> None:
     from hypothesis import given, settings, strategies as st
 
-    gguf_f32 = Path(good_path)
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+    good = good_path.read_bytes()
+    target = good_path.with_name("fuzz.gguf")
 
-    good = gguf_f32.read_bytes()
-    header_end = GGUFCheckpoint(gguf_f32)._reader.tensors[0].data_offset
-    target = Path(target_path)
-
-    @settings(max_examples=1500, deadline=None, derandomize=False)
+    @settings(max_examples=max_examples, deadline=None, database=None, derandomize=True)
     @given(st.lists(st.tuples(st.integers(0, header_end - 1), st.integers(0, 255)), min_size=1, max_size=4))
     def run(flips):
         data = bytearray(good)
@@ -327,10 +311,97 @@ def _fuzz_gguf(good_path: str, target_path: str) -> None:
             data[pos] = value
         target.write_bytes(bytes(data))
         try:
-            ck = GGUFCheckpoint(target)
-            ck.llm_config()
-            ck.tokenizer()
+            _load_all(target)
         except FormatError:
             pass
+        except BaseException as exc:  # MemoryError, ZeroDivisionError, ...: report the bytes that did it
+            raise AssertionError(f"flips {flips}: {type(exc).__name__}: {exc}") from exc
 
-    run()
+    try:
+        run()
+        queue.put("ok")
+    except BaseException:
+        queue.put(traceback.format_exc(limit=-6)[-3000:])
+
+
+def test_gguf_reader_survives_random_corruption(tmp_path, gguf_f32):
+    """Byte flips anywhere in the header and metadata give a loaded file or FormatError, nothing else, and never
+    an allocation beyond 4 GiB (issue 4: a flipped block count sized a dict of billions of tensor names)."""
+    import multiprocessing
+
+    header_end = GGUFCheckpoint(gguf_f32)._reader.tensors[0].data_offset
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_fuzz_in_child, args=(gguf_f32, header_end, 250, queue))
+    child.start()
+    child.join(300)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the fuzz child hung for 300 s")
+    assert child.exitcode == 0, f"the fuzz child died with exit code {child.exitcode}"
+    assert queue.get(timeout=5) == "ok"
+
+
+def _flipped(tmp_path, gguf_f32, flips):
+    data = bytearray(gguf_f32.read_bytes())
+    for pos, value in flips:
+        data[pos] = value
+    path = tmp_path / "flipped.gguf"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _kv_value_offset(path, key):
+    """Byte offset of the value of metadata ``key`` (for regression tests that flip it)."""
+    reader = GGUFCheckpoint(path)._reader
+    field = reader.fields[key]
+    return int(field.offset) + sum(int(p.nbytes) for p in field.parts[:-1])
+
+
+@pytest.mark.parametrize("key, value, match", [
+    # The fuzz finds: byte 142/143 of the tiny file, the high bytes of llama.block_count (OOM: a dict of 2^60
+    # expected tensor names was built), and byte 342 (llama.attention.head_count_kv = 0: ZeroDivisionError).
+    ("llama.block_count", 1 << 56, r"'llama.block_count' = 72057594037927936 is outside 1..\d+"),
+    ("llama.attention.head_count_kv", 0, r"'llama.attention.head_count_kv' = 0 is outside"),
+    ("llama.attention.head_count", 0, r"'llama.attention.head_count' = 0 is outside"),
+    ("llama.context_length", 1 << 40, r"'llama.context_length' = 1099511627776 is outside 1..1048576"),
+    ("llama.embedding_length", 1 << 33, r"'llama.embedding_length' = 8589934592 is outside"),
+    ("llama.feed_forward_length", 1 << 33, r"'llama.feed_forward_length' = 8589934592 is outside"),
+])
+def test_gguf_implausible_hyperparameters_refused_before_allocation(tmp_path, gguf_f32, key, value, match):
+    reader = GGUFCheckpoint(gguf_f32)._reader
+    size = reader.fields[key].parts[-1].nbytes
+    if value >= 1 << (8 * size):
+        value = (1 << (8 * size)) - 1  # the widest the stored type holds (still far beyond the file)
+        match = match.split(" = ")[0] + " = " + str(value) + " is outside"
+    pos = _kv_value_offset(gguf_f32, key)
+    path = _flipped(tmp_path, gguf_f32, list(zip(range(pos, pos + size), value.to_bytes(size, "little"))))
+    with pytest.raises(FormatError, match=match):
+        GGUFCheckpoint(path).llm_config()
+
+
+def test_gguf_fuzz_regressions(tmp_path, gguf_f32):
+    """The exact flips the fuzz found, on the tiny file these tests write."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for flips in ([(142, 142)], [(143, 143)], [(342, 0)]):
+        path = _flipped(tmp_path, gguf_f32, flips)
+        queue = ctx.Queue()
+        child = ctx.Process(target=_load_in_capped_child, args=(path, queue))
+        child.start()
+        child.join(120)
+        assert child.exitcode == 0, f"flips {flips}: the loader child died with exit code {child.exitcode}"
+        result = queue.get(timeout=5)
+        assert result.startswith("FormatError") and "hyper-parameter" in result, f"flips {flips}: {result}"
+
+
+def _load_in_capped_child(path, queue):
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # a regression is a MemoryError, not an OOM kill
+    try:
+        _load_all(path)
+        queue.put("loaded")
+    except BaseException as exc:
+        queue.put(f"{type(exc).__name__}: {exc}")

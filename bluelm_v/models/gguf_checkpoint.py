@@ -207,13 +207,28 @@ class GGUFCheckpoint:
             raise FormatError(f"{self.path}: missing hyper-parameter {full!r}")
         return default
 
+    def _int_hp(self, key: str, default: Optional[int] = None, limit: Optional[int] = None) -> int:
+        """A positive integer hyper-parameter, at most ``limit`` (default: the largest tensor dimension in the
+        file, since every size of the model is the side of some tensor), checked before anything is sized by it."""
+        full = key.format(arch=self.arch)
+        raw = self._hp(key, default, required=default is None)
+        if isinstance(raw, (bool, float, str, list)) or not isinstance(raw, (int, np.integer)):
+            raise FormatError(f"{self.path}: hyper-parameter {full!r} is {raw!r}, expected an integer")
+        value = int(raw)
+        if limit is None:
+            limit = max((int(d) for t in self._reader.tensors for d in t.shape), default=0)
+        if not 0 < value <= limit:
+            raise FormatError(f"{self.path}: hyper-parameter {full!r} = {value} is outside 1..{limit} "
+                              "(corrupt file or a model this reader does not support)")
+        return value
+
     def llm_config(self) -> LLMConfig:
         """The LLM's shape from the metadata, checked against the tensors present."""
         try:
             return self._llm_config()
         except FormatError:
             raise
-        except (TypeError, ValueError, OverflowError) as exc:  # values of the wrong type or out of range
+        except (TypeError, ValueError, OverflowError, ZeroDivisionError) as exc:  # wrong type or out of range
             raise FormatError(f"{self.path}: malformed hyper-parameters ({exc})") from None
 
     def _llm_config(self) -> LLMConfig:
@@ -225,23 +240,23 @@ class GGUFCheckpoint:
         scaling = self._hp(K.Rope.SCALING_TYPE, "none", required=False)
         if scaling != "none" or "rope_freqs.weight" in self._tensors:
             raise FormatError(f"{self.path}: RoPE scaling ({scaling}) is not supported by the reference model")
-        hidden = int(self._hp(K.LLM.EMBEDDING_LENGTH))
-        heads = int(self._hp(K.Attention.HEAD_COUNT))
-        head_dim = int(self._hp(K.Attention.KEY_LENGTH, hidden // max(heads, 1), required=False))
-        rope_dim = int(self._hp(K.Rope.DIMENSION_COUNT, head_dim, required=False))
+        hidden = self._int_hp(K.LLM.EMBEDDING_LENGTH)
+        heads = self._int_hp(K.Attention.HEAD_COUNT)
+        head_dim = self._int_hp(K.Attention.KEY_LENGTH, hidden // heads)
+        rope_dim = self._int_hp(K.Rope.DIMENSION_COUNT, head_dim)
         if rope_dim != head_dim:
             raise FormatError(f"{self.path}: partial RoPE ({rope_dim} of {head_dim} dims) is not supported")
         embd = self._tensors.get("token_embd.weight")
         if embd is None:
             raise FormatError(f"{self.path}: missing tensor 'token_embd.weight'")
-        vocab = int(self._hp(K.LLM.VOCAB_SIZE, int(embd.shape[1]), required=False))
+        vocab = self._int_hp(K.LLM.VOCAB_SIZE, int(embd.shape[1]))
         eos = [int(self.metadata[k]) for k in (K.Tokenizer.EOS_ID, K.Tokenizer.EOT_ID) if k in self.metadata]
         bos = self.metadata.get(K.Tokenizer.BOS_ID)
         cfg = LLMConfig(
-            hidden=hidden, intermediate=int(self._hp(K.LLM.FEED_FORWARD_LENGTH)),
-            layers=int(self._hp(K.LLM.BLOCK_COUNT)), heads=heads,
-            kv_heads=int(self._hp(K.Attention.HEAD_COUNT_KV, heads, required=False)), vocab=vocab,
-            max_context=int(self._hp(K.LLM.CONTEXT_LENGTH)),
+            hidden=hidden, intermediate=self._int_hp(K.LLM.FEED_FORWARD_LENGTH),
+            layers=self._int_hp(K.LLM.BLOCK_COUNT, limit=len(self._tensors) // len(_LAYER_TENSORS)), heads=heads,
+            kv_heads=self._int_hp(K.Attention.HEAD_COUNT_KV, heads), vocab=vocab,
+            max_context=self._int_hp(K.LLM.CONTEXT_LENGTH, limit=MAX_CONTEXT),
             head_dim=None if head_dim * heads == hidden else head_dim,
             rope_theta=float(self._hp(K.Rope.FREQ_BASE, 10000.0, required=False)),
             rms_norm_eps=float(self._hp(K.Attention.LAYERNORM_RMS_EPS)),
@@ -258,11 +273,6 @@ class GGUFCheckpoint:
         """Every tensor the config implies is present with that shape, so nothing is allocated on the word of
         the metadata alone."""
         d, q, kv, f = cfg.hidden, cfg.heads * cfg.dim_head, cfg.kv_dim, cfg.intermediate
-        # The layer count comes from the metadata: bound it by the tensors present before building anything
-        # per layer (a flipped block_count once made this loop allocate without bound).
-        if not 0 < cfg.layers <= len(self._tensors) // 9:
-            raise FormatError(f"{self.path}: block_count {cfg.layers} does not fit the {len(self._tensors)} tensors "
-                              "in the file (9 per layer)")
         per_layer = {"attn_norm": (d,), "attn_q": (q, d), "attn_k": (kv, d), "attn_v": (kv, d), "attn_output": (d, q),
                      "ffn_norm": (d,), "ffn_gate": (f, d), "ffn_up": (f, d), "ffn_down": (d, f)}
         expected = {"token_embd.weight": (cfg.vocab, d), "output_norm.weight": (d,)}
