@@ -80,6 +80,7 @@ native: apt-build $(VENV)/.deps-done
 # Speed: llama-cpp-python (the baseline; pip builds it from source, several minutes) and the benchmarks.
 bench: setup
 	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PIP) install -q "llama-cpp-python>=0.3"
+	$(PY) benchmarks/kernels.py --json bench-kernels.json
 	$(PY) benchmarks/engine.py --json bench-engine.json
 
 # libFuzzer on the image readers and the tokenizer for FUZZ_SECONDS each, seeded with samples.
