@@ -163,11 +163,25 @@ def worker_resolution(pkg: str, threads: int, resolution: str, decode_tokens: in
             "prompt_tokens": t.prompt_tokens, "peak_rss_mb": t.peak_rss_mb}
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set in MB: VmHWM, which (unlike getrusage's ru_maxrss) Linux does not carry
+    over exec from the parent that started the worker."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _child(kind: str, *args) -> dict:
     """Run worker `kind` in a fresh interpreter; returns its dict plus its peak RSS."""
-    code = ("import json, sys, resource; sys.path.insert(0, %r); import engine as b; "
+    code = ("import json, sys; sys.path.insert(0, %r); import engine as b; "
             "r = getattr(b, 'worker_' + %r)(*%r); "
-            "r['_peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; print(json.dumps(r))"
+            "r['_peak_rss_mb'] = b.peak_rss_mb(); print(json.dumps(r))"
             % (str(Path(__file__).parent), kind, list(args)))
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if p.returncode != 0:

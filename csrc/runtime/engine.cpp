@@ -24,6 +24,16 @@ constexpr const char* kImageMarker = "<image>";
 }  // namespace
 
 double peak_rss_mb() {
+  // VmHWM is the high-water mark of this address space. getrusage's ru_maxrss is not: Linux carries it over exec,
+  // so a process started from a large parent (a notebook with torch loaded) would report the parent's size.
+  if (FILE* f = std::fopen("/proc/self/status", "r")) {
+    char line[256];
+    long kb = -1;
+    while (std::fgets(line, sizeof line, f))
+      if (std::sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
+    std::fclose(f);
+    if (kb >= 0) return double(kb) / 1024.0;
+  }
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
   return double(ru.ru_maxrss) / 1024.0;  // Linux: kilobytes

@@ -142,7 +142,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   std::atomic<int> images_pending_{0};
 };
 
-double peak_rss_mb();     // this process's peak resident set (getrusage)
+double peak_rss_mb();     // this process's peak resident set (VmHWM; getrusage where /proc is missing)
 double current_rss_mb();  // /proc/self/statm
 
 }  // namespace bluelm::runtime
