@@ -231,6 +231,22 @@ def test_smollm2_top1_agreement_over_256_tokens(smol_pkg, smol_ref, activations,
 
 # ---- sessions, streaming, stop strings --------------------------------------------------------------------
 
+def test_loaded_weights_are_resident_once(smol_pkg):
+    """The engine reads packed copies of the quantized weights; the mapped file's pages they were packed from must
+    leave the process, or every weight counts twice (SmolLM2, 92 MB of weights: resident memory grew by 201 MB on
+    loading before, 108 MB after)."""
+    import subprocess
+    import sys
+
+    code = ("import re; from bluelm_v.engine import Engine\n"
+            "rss = lambda: int(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) / 1024\n"
+            f"base = rss(); e = Engine({str(smol_pkg)!r}, threads=1); print(rss() - base)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    grown_mb = float(out.stdout.strip().splitlines()[-1])
+    weights_mb = (smol_pkg / "weights.bin").stat().st_size / 2**20
+    assert 0.5 * weights_mb < grown_mb < 1.5 * weights_mb, (grown_mb, weights_mb)
+
+
 def test_decoupled_image_submission_and_vit_release(tiny_q8):
     eng = Engine(tiny_q8)
     s = eng.session()

@@ -29,6 +29,9 @@ Linear::Linear(const model::Package& pkg, const std::string& weight, int64_t n, 
   kp_ = w.stored_k;
   if (quantized_) {
     packed_ = kernels::PackedMatrix(w.format, w.data, n, kp_);
+    // The packed copy is what the kernels read: drop the file's pages from this process (they come back on demand,
+    // e.g. the rows of a tied embedding table), or the weights would count twice in its resident memory.
+    pkg.mapping().release(w.offset, w.bytes);
   } else {
     w_ = w.f32();
   }
