@@ -72,13 +72,8 @@ void gelu_erf(float* x, int64_t n) {
 }
 
 void gelu_tanh(float* x, int64_t n) {
-  constexpr float k = 0.79788456080286536f;  // sqrt(2 / pi)
-  for_range(n, kMinParallelElems, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const float v = x[i];
-      x[i] = 0.5f * v * (1.0f + std::tanh(k * (v + 0.044715f * v * v * v)));
-    }
-  });
+  const AttentionKernels& K = attention_kernels();
+  for_range(n, kMinParallelElems, [&](int64_t b, int64_t e) { K.gelu_tanh(x + b, e - b); });
 }
 
 void silu_mul(float* g, const float* u, int64_t n) {
@@ -96,12 +91,7 @@ void add_inplace(float* x, const float* y, int64_t n) {
 void softmax(float* x, int64_t n) {
   float m = -INFINITY;
   for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
-  float s = 0.0f;
-  for (int64_t i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - m);
-    s += x[i];
-  }
-  const float inv = 1.0f / s;
+  const float inv = 1.0f / attention_kernels().exp_sum(x, n, m);
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
@@ -114,7 +104,22 @@ float dot_f32_i8_scalar(const float* q, const int8_t* k, int64_t n) {
 void axpy_i8_scalar(float a, const int8_t* v, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] += a * float(v[i]);
 }
-const AttentionKernels kScalar = {dot_f32_i8_scalar, axpy_i8_scalar};
+float exp_sum_scalar(float* x, int64_t n, float sub) {
+  float s = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - sub);
+    s += x[i];
+  }
+  return s;
+}
+void gelu_tanh_scalar(float* x, int64_t n) {
+  constexpr float k = 0.79788456080286536f;  // sqrt(2 / pi)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    x[i] = 0.5f * v * (1.0f + std::tanh(k * (v + 0.044715f * v * v * v)));
+  }
+}
+const AttentionKernels kScalar = {dot_f32_i8_scalar, axpy_i8_scalar, exp_sum_scalar, gelu_tanh_scalar};
 }  // namespace
 
 #if !(defined(__x86_64__) || defined(_M_X64))
