@@ -224,6 +224,26 @@ def smollm2_rows(threads: list[int], repeat: int) -> list[dict]:
     return rows
 
 
+def _fixed_grid_package(pkg: Path, res: str) -> Path:
+    """The package again (its weights and tokenizer linked, not copied) with the tile grid of `res` as its only
+    dynamic-resolution candidate: the paper's latency table is a sweep of canvases, and its 768x1920 row (2:5,
+    11 patches) is not a grid the 4x4 candidate list can choose (docs/dynamic-resolution.md)."""
+    w, h = map(int, res.split("x"))
+    tile = 384
+    if w % tile or h % tile:
+        raise ValueError(f"resolution {res} is not a whole number of {tile}-pixel tiles")
+    out = pkg.parent / f"{pkg.name}-grid{w // tile}x{h // tile}"
+    out.mkdir(exist_ok=True)
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    manifest["model"]["dynres"]["candidates"] = [[w // tile, h // tile]]
+    for name in ("weights.bin", "tokenizer.bin"):
+        link = out / name
+        if (pkg / name).exists() and not link.exists():
+            link.symlink_to((pkg / name).resolve())
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
 def resolution_rows(threads: int, resolutions: list[str], decode_tokens: int) -> list[dict]:
     from bluelm_v.export import package
 
@@ -233,7 +253,7 @@ def resolution_rows(threads: int, resolutions: list[str], decode_tokens: int) ->
         package("bluelm-v-3b", pkg, quant="q4_0", vit_quant="q8_0", random=True)
     rows = []
     for res in resolutions:
-        r = _child("resolution", str(pkg), threads, res, decode_tokens)
+        r = _child("resolution", str(_fixed_grid_package(pkg, res)), threads, res, decode_tokens)
         base = {"model": "bluelm-v-3b", "threads": threads, "engine": "native", "peak_rss_mb": round(r["_peak_rss_mb"], 1)}
         rows += [{**base, "test": f"vit{res}", "seconds": round(r["vit_s"], 3), "tiles": r["tiles"]},
                  {**base, "test": f"prefill{res}", "seconds": round(r["prefill_s"], 3), "tokens": r["prompt_tokens"]},
