@@ -185,3 +185,32 @@ def test_thread_count_does_not_change_results():
     finally:
         bluelm_v.set_num_threads(before)
     np.testing.assert_array_equal(one, two)
+
+
+_SMALL_PRODUCT_SCRIPT = """
+import sys, numpy as np, bluelm_v
+from bluelm_v import kernels
+bluelm_v.set_num_threads(2)
+rng = np.random.default_rng(3)
+w = rng.standard_normal((64, 576)).astype(np.float32)   # 64 x 576 = 36864 MACs per token: a 'small product'
+x = rng.standard_normal((3, 576)).astype(np.float32)
+sys.stdout.buffer.write(kernels.gemm(x, kernels.pack(w, "q4_0")).tobytes())
+"""
+
+
+def _run_small_product(limit):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, BLUELM_MIN_PARALLEL_MACS=limit)
+    return subprocess.run([sys.executable, "-c", _SMALL_PRODUCT_SCRIPT], env=env, capture_output=True, timeout=120)
+
+
+def test_small_products_on_one_thread_give_the_same_bytes_and_bad_limits_are_refused():
+    # A limit of 0 splits every product over the pool; a huge one keeps every product on the calling thread.
+    split, inline = _run_small_product("0"), _run_small_product("1000000000")
+    assert split.returncode == 0 and inline.returncode == 0, (split.stderr, inline.stderr)
+    assert len(split.stdout) == 3 * 64 * 4 and split.stdout == inline.stdout
+    bad = _run_small_product("many")
+    assert bad.returncode != 0 and b"BLUELM_MIN_PARALLEL_MACS='many' is not a non-negative integer" in bad.stderr

@@ -143,7 +143,9 @@ static int small_product_workers(int64_t macs) {
     if (!env || !*env) return kMinParallelMacs;
     char* end = nullptr;
     const long long v = std::strtoll(env, &end, 10);
-    return (end && *end == '\0' && v >= 0) ? int64_t(v) : kMinParallelMacs;
+    if (*end != '\0' || v < 0)
+      throw InvalidArgument(cat("BLUELM_MIN_PARALLEL_MACS='", env, "' is not a non-negative integer"));
+    return int64_t(v);
   }();
   return macs < limit ? 1 : 0;
 }

@@ -40,9 +40,9 @@ int32_t hsum_i32(__m256i v) {
 }
 
 // Decode (one token) streams every weight from DRAM once. The hardware prefetchers alone kept this machine's
-// GEMV at 55-65% of its read bandwidth; a software prefetch 24 KB ahead (well past the 4 KB pages the L2 prefetcher
-// stops at; panels are contiguous, so it runs on into the next panel) took it to 75-85% (benchmarks/kernels.py,
-// `stream` rows). Prefetching past the end of the matrix is harmless: prefetches do not fault.
+// GEMV at 53-65% of its read bandwidth; a software prefetch 24 KB ahead (well past the 4 KB pages the L2 prefetcher
+// stops at; panels are contiguous, so it runs on into the next panel) took it to 70-82% (benchmarks/kernels.py,
+// `stream` rows; docs/kernels.md). Prefetching past the end of the matrix is harmless: prefetches do not fault.
 constexpr int64_t kPrefetchBytes = 24 << 10;
 
 // The weight bytes of the block kPrefetchBytes ahead, and every 4th block the cache line of 8-row fp16 scales (and

@@ -11,7 +11,7 @@ struct AttentionKernels {
   float (*dot_f32_i8)(const float* q, const int8_t* k, int64_t n);
   // out[i] += a * v[i] over n values (n a multiple of 8).
   void (*axpy_i8)(float a, const int8_t* v, float* out, int64_t n);
-  // x[i] = exp(x[i] - sub) for i < n, returning their sum (any n). The AVX2 exp is within 2 ulp of std::exp.
+  // x[i] = exp(x[i] - sub) for i < n, returning their sum (any n). The AVX2 exp is within 3e-7 (relative) of std::exp.
   float (*exp_sum)(float* x, int64_t n, float sub);
   // x[i] = GELU with the tanh approximation, written as x * sigmoid(2y) (any n).
   void (*gelu_tanh)(float* x, int64_t n);

@@ -12,20 +12,22 @@
 namespace bluelm::runtime {
 
 namespace {
-// Element-wise work over [0, n) on the thread pool once it is large enough to pay for waking it (a ViT batch's
-// MLP activations are 4 x 729 x 4304 values). Each element is computed the same way whatever the split.
+// [0, n) in pieces of `grain` on the thread pool once `work` (values touched) is large enough to pay for waking it
+// (a ViT batch's MLP activations are 4 x 729 x 4304 values); below that, on the calling thread. fn(begin, end)
+// computes each index the same way whatever the split, so results do not depend on the thread count.
+constexpr int64_t kMinParallelWork = int64_t(1) << 16;
 template <class Fn>
-void for_range(int64_t n, int64_t min_parallel, Fn&& fn) {
-  if (n < min_parallel) {
+void for_range(int64_t n, int64_t grain, int64_t work, Fn&& fn) {
+  if (work < kMinParallelWork) {
     fn(int64_t(0), n);
     return;
   }
-  constexpr int64_t kGrain = 4096;
-  ThreadPool::global().run((n + kGrain - 1) / kGrain, [&](int64_t b, int64_t e, int) {
-    fn(b * kGrain, std::min(n, e * kGrain));
+  ThreadPool::global().run((n + grain - 1) / grain, [&](int64_t b, int64_t e, int) {
+    fn(b * grain, std::min(n, e * grain));
   });
 }
-constexpr int64_t kMinParallelElems = int64_t(1) << 16;
+template <class Fn>
+void for_elements(int64_t n, Fn&& fn) { for_range(n, 4096, n, fn); }
 }  // namespace
 
 void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps) {
@@ -39,8 +41,7 @@ void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t d,
       for (int64_t i = 0; i < d; ++i) yr[i] = w[i] * (xr[i] * inv);
     }
   };
-  if (rows * d < kMinParallelElems) return run(0, rows);
-  ThreadPool::global().run(rows, [&](int64_t b, int64_t e, int) { run(b, e); });
+  for_range(rows, 1, rows * d, run);
 }
 
 void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t d, float eps) {
@@ -61,29 +62,28 @@ void layer_norm(const float* x, const float* gamma, const float* beta, float* y,
       }
     }
   };
-  if (rows * d < kMinParallelElems) return run(0, rows);
-  ThreadPool::global().run(rows, [&](int64_t b, int64_t e, int) { run(b, e); });
+  for_range(rows, 1, rows * d, run);
 }
 
 void gelu_erf(float* x, int64_t n) {
-  for_range(n, kMinParallelElems, [&](int64_t b, int64_t e) {
+  for_elements(n, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
   });
 }
 
 void gelu_tanh(float* x, int64_t n) {
   const AttentionKernels& K = attention_kernels();
-  for_range(n, kMinParallelElems, [&](int64_t b, int64_t e) { K.gelu_tanh(x + b, e - b); });
+  for_elements(n, [&](int64_t b, int64_t e) { K.gelu_tanh(x + b, e - b); });
 }
 
 void silu_mul(float* g, const float* u, int64_t n) {
-  for_range(n, kMinParallelElems, [&](int64_t b, int64_t e) {
+  for_elements(n, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
   });
 }
 
 void add_inplace(float* x, const float* y, int64_t n) {
-  for_range(n, kMinParallelElems, [&](int64_t b, int64_t e) {
+  for_elements(n, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) x[i] += y[i];
   });
 }
