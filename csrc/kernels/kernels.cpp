@@ -160,18 +160,14 @@ void gemm_quantized(const PackedView& w, const QuantizedActs& a, float* y, int64
   if (ldy < w.n) throw InvalidArgument(cat("output row stride ", ldy, " is smaller than N = ", w.n));
   const IsaKernels& K = active_kernels();
   const int64_t panels = (w.n + kPanelRows - 1) / kPanelRows;
-  // Several tokens: take them kTokenBlock at a time, and walk K in chunks whose activations (that block's rows) stay
-  // in L2 while every panel passes over them. Without the token blocks a ViT batch (4 tiles x 729 tokens) shrank
-  // the chunk to 64 columns and re-read and re-wrote its whole [T, N] output once per chunk.
+  // Several tokens: take them kTokenBlock at a time (a ViT batch of 4 tiles x 729 tokens would otherwise stream its
+  // whole [T, N] output past every panel), each block over the whole of K. Chunking K so that a block's
+  // activations stay in L2 (192 KB) was slower once the int4 tile covered two panels: A/B in one process on
+  // the 3B shapes, q4_0 T = 128, 1 thread 107-110 -> 117-124 GFLOP/s, 2 threads 188-199 -> 207-216, q8_0 63-72 -> 75.
   constexpr int64_t kTokenBlock = 128;
   auto body = [&](int64_t p0, int64_t p1, int) {
-    for (int64_t t0 = 0; t0 < a.t; t0 += kTokenBlock) {
-      const int64_t t1 = std::min(a.t, t0 + kTokenBlock);
-      int64_t chunk = g.nb;
-      if (t1 - t0 > 4) chunk = std::max<int64_t>(1, (int64_t(192) << 10) / ((t1 - t0) * g.group));
-      for (int64_t b0 = 0; b0 < g.nb; b0 += chunk)
-        K.gemm_panels(w, a, p0, p1, t0, t1, b0, std::min(g.nb, b0 + chunk), b0 > 0, y, ldy);
-    }
+    for (int64_t t0 = 0; t0 < a.t; t0 += kTokenBlock)
+      K.gemm_panels(w, a, p0, p1, t0, std::min(a.t, t0 + kTokenBlock), 0, g.nb, false, y, ldy);
     if (bias) {
       const int64_t r0 = p0 * kPanelRows, r1 = std::min(w.n, p1 * kPanelRows);
       for (int64_t t = 0; t < a.t; ++t)

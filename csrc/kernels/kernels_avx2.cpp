@@ -109,6 +109,17 @@ void quantize_row_avx2(const float* x, int64_t k, int group, float s_factor, int
 #define BLUELM_Q4_FIRST(S) "vpaddw %[t0], %[t1], %[" S "]\n\t"
 #define BLUELM_Q4_NEXT(S) "vpaddw %[t0], %[" S "], %[" S "]\n\t" "vpaddw %[t1], %[" S "], %[" S "]\n\t"
 
+// The bytes an assembly block reads, declared as memory inputs (instead of a "memory" clobber, which made gcc keep
+// the caller's accumulators on the stack and reload loop invariants after every block).
+template <int N>
+struct Bytes {
+  uint8_t b[N];
+};
+template <int N>
+const Bytes<N>& bytes_at(const void* p) {
+  return *static_cast<const Bytes<N>*>(p);
+}
+
 template <int HI>
 inline void q4_sub_m4(const uint8_t* w, const int8_t* x, int64_t k, __m256i mask, __m256i (&s)[4]) {
   __m256i lo, hi, t0, t1;
@@ -117,12 +128,75 @@ inline void q4_sub_m4(const uint8_t* w, const int8_t* x, int64_t k, __m256i mask
               BLUELM_Q4_STEP(3, BLUELM_Q4_NEXT)
           : [s0] "=&x"(s[0]), [s1] "=&x"(s[1]), [s2] "=&x"(s[2]), [s3] "=&x"(s[3]), [lo] "=&x"(lo), [hi] "=&x"(hi),
             [t0] "=&x"(t0), [t1] "=&x"(t1)
-          : [w] "r"(w), [x] "r"(x), [k] "r"(k), [k3] "r"(k3), [mask] "x"(mask), [h] "i"(HI)
-          : "memory");
+          : [w] "r"(w), [x] "r"(x), [k] "r"(k), [k3] "r"(k3), [mask] "x"(mask), [h] "i"(HI), "m"(bytes_at<128>(w)),
+            "m"(bytes_at<HI + 16>(x)), "m"(bytes_at<HI + 16>(x + k)), "m"(bytes_at<HI + 16>(x + 2 * k)),
+            "m"(bytes_at<HI + 16>(x + k3)));
 }
 #undef BLUELM_Q4_STEP
 #undef BLUELM_Q4_FIRST
 #undef BLUELM_Q4_NEXT
+
+// The same for two panels (16 rows) at once: each broadcast activation feeds two vpmaddubsw instead of one. On this
+// Zen 3 the broadcast loads, not the multiplies, bounded the one-panel block (an isolated copy ran at 42-68% of the
+// vpmaddubsw peak with broadcasts, 87% with register operands), and a 128-token chunk pulls its activations from
+// L2 once per tile, so halving the broadcasts halves that traffic too. Uses all 16 ymm registers.
+#define BLUELM_Q4P_LOAD(J)                                                               \
+  "vmovdqu " #J "*32(%[w0]), %[h0]\n\t"                                                  \
+  "vpand %[h0], %[mask], %[l0]\n\t"                                                      \
+  "vpsrlw $4, %[h0], %[h0]\n\t"                                                          \
+  "vpand %[h0], %[mask], %[h0]\n\t"                                                      \
+  "vmovdqu " #J "*32(%[w1]), %[h1]\n\t"                                                  \
+  "vpand %[h1], %[mask], %[l1]\n\t"                                                      \
+  "vpsrlw $4, %[h1], %[h1]\n\t"                                                          \
+  "vpand %[h1], %[mask], %[h1]\n\t"
+#define BLUELM_Q4P_BCAST(J, XA)                                                          \
+  "vpbroadcastd " #J "*4" XA ", %[t0]\n\t"                                               \
+  "vpbroadcastd %c[h]+" #J "*4" XA ", %[t1]\n\t"
+#define BLUELM_Q4P_FIRST(J, XA, A, B)                                                    \
+  BLUELM_Q4P_BCAST(J, XA)                                                                \
+  "vpmaddubsw %[t0], %[l0], %[" A "]\n\t"                                                \
+  "vpmaddubsw %[t1], %[h0], %[p]\n\t"                                                    \
+  "vpaddw %[p], %[" A "], %[" A "]\n\t"                                                  \
+  "vpmaddubsw %[t0], %[l1], %[" B "]\n\t"                                                \
+  "vpmaddubsw %[t1], %[h1], %[p]\n\t"                                                    \
+  "vpaddw %[p], %[" B "], %[" B "]\n\t"
+#define BLUELM_Q4P_NEXT(J, XA, A, B)                                                     \
+  BLUELM_Q4P_BCAST(J, XA)                                                                \
+  "vpmaddubsw %[t0], %[l0], %[p]\n\t"                                                    \
+  "vpaddw %[p], %[" A "], %[" A "]\n\t"                                                  \
+  "vpmaddubsw %[t1], %[h0], %[p]\n\t"                                                    \
+  "vpaddw %[p], %[" A "], %[" A "]\n\t"                                                  \
+  "vpmaddubsw %[t0], %[l1], %[t0]\n\t"                                                   \
+  "vpaddw %[t0], %[" B "], %[" B "]\n\t"                                                 \
+  "vpmaddubsw %[t1], %[h1], %[t1]\n\t"                                                   \
+  "vpaddw %[t1], %[" B "], %[" B "]\n\t"
+#define BLUELM_Q4P_STEP(J, OP)                                                           \
+  BLUELM_Q4P_LOAD(J)                                                                     \
+  OP(J, "(%[x])", "a0", "b0")                                                            \
+  OP(J, "(%[x],%[k],1)", "a1", "b1")                                                     \
+  OP(J, "(%[x],%[k],2)", "a2", "b2")                                                     \
+  OP(J, "(%[x],%[k3],1)", "a3", "b3")
+
+// Four tokens x one 32-weight sub-block of two int4 panels: a[m] for the panel at w0, b[m] for the one at w1.
+template <int HI>
+inline void q4_sub_p2m4(const uint8_t* w0, const uint8_t* w1, const int8_t* x, int64_t k, __m256i mask,
+                        __m256i (&a)[4], __m256i (&b)[4]) {
+  __m256i l0, h0, l1, h1, t0, t1, p;
+  const int64_t k3 = 3 * k;
+  __asm__(BLUELM_Q4P_STEP(0, BLUELM_Q4P_FIRST) BLUELM_Q4P_STEP(1, BLUELM_Q4P_NEXT)
+              BLUELM_Q4P_STEP(2, BLUELM_Q4P_NEXT) BLUELM_Q4P_STEP(3, BLUELM_Q4P_NEXT)
+          : [a0] "=&x"(a[0]), [a1] "=&x"(a[1]), [a2] "=&x"(a[2]), [a3] "=&x"(a[3]), [b0] "=&x"(b[0]),
+            [b1] "=&x"(b[1]), [b2] "=&x"(b[2]), [b3] "=&x"(b[3]), [l0] "=&x"(l0), [h0] "=&x"(h0), [l1] "=&x"(l1),
+            [h1] "=&x"(h1), [t0] "=&x"(t0), [t1] "=&x"(t1), [p] "=&x"(p)
+          : [w0] "r"(w0), [w1] "r"(w1), [x] "r"(x), [k] "r"(k), [k3] "r"(k3), [mask] "x"(mask), [h] "i"(HI),
+            "m"(bytes_at<128>(w0)), "m"(bytes_at<128>(w1)), "m"(bytes_at<HI + 16>(x)), "m"(bytes_at<HI + 16>(x + k)),
+            "m"(bytes_at<HI + 16>(x + 2 * k)), "m"(bytes_at<HI + 16>(x + k3)));
+}
+#undef BLUELM_Q4P_LOAD
+#undef BLUELM_Q4P_BCAST
+#undef BLUELM_Q4P_FIRST
+#undef BLUELM_Q4P_NEXT
+#undef BLUELM_Q4P_STEP
 
 // Accumulates acc[m] (8 rows) += W_panel[blocks b0..b1) . x[t + m] for int4 formats of group G.
 template <int KIND, int G, int M>
@@ -198,6 +272,55 @@ void tile_int4(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
   }
 }
 
+// Accumulates acc0[m] / acc1[m] (8 rows each) += panels p, p+1 (blocks b0..b1) . x[t + m], m < 4, for int4 formats.
+template <int KIND, int G>
+void tile_int4_pair(const uint8_t* panel0, const uint8_t* panel1, const PanelGeometry& g, const QuantizedActs& a,
+                    int64_t t, int64_t b0, int64_t b1, __m256 (&acc0)[4], __m256 (&acc1)[4]) {
+  const __m256i mask = _mm256_set1_epi8(0x0F);
+  const __m256i ones = _mm256_set1_epi16(1);
+  const uint16_t* dsc0 = reinterpret_cast<const uint16_t*>(panel0 + g.scales);
+  const uint16_t* dsc1 = reinterpret_cast<const uint16_t*>(panel1 + g.scales);
+  const uint16_t* msc0 = reinterpret_cast<const uint16_t*>(panel0 + g.minima);
+  const uint16_t* msc1 = reinterpret_cast<const uint16_t*>(panel1 + g.minima);
+  const int8_t* xq = a.q + t * a.k;
+  const float* xd = a.d + t * g.nb;
+  const float* xs = a.s + t * g.nb;
+  for (int64_t b = b0; b < b1; ++b) {
+    __m256i i0[4], i1[4];
+#pragma GCC unroll 4
+    for (int sub = 0; sub < G / 32; ++sub) {
+      __m256i s0[4], s1[4];
+      q4_sub_p2m4<G / 2>(panel0 + b * (4 * G) + 128 * sub, panel1 + b * (4 * G) + 128 * sub, xq + b * G + 16 * sub,
+                         a.k, mask, s0, s1);
+#pragma GCC unroll 4
+      for (int m = 0; m < 4; ++m) {
+        const __m256i w0 = _mm256_madd_epi16(s0[m], ones), w1 = _mm256_madd_epi16(s1[m], ones);
+        i0[m] = sub == 0 ? w0 : _mm256_add_epi32(i0[m], w0);
+        i1[m] = sub == 0 ? w1 : _mm256_add_epi32(i1[m], w1);
+      }
+    }
+    const __m256 dw0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(dsc0 + b * kPanelRows)));
+    const __m256 dw1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(dsc1 + b * kPanelRows)));
+    if (KIND == static_cast<int>(Kind::int4_sym)) {
+#pragma GCC unroll 4
+      for (int m = 0; m < 4; ++m) {
+        const __m256 d = _mm256_broadcast_ss(xd + m * g.nb + b), s = _mm256_broadcast_ss(xs + m * g.nb + b);
+        acc0[m] = _mm256_fmadd_ps(dw0, _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0[m]), d, s), acc0[m]);
+        acc1[m] = _mm256_fmadd_ps(dw1, _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1[m]), d, s), acc1[m]);
+      }
+    } else {
+      const __m256 mw0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(msc0 + b * kPanelRows)));
+      const __m256 mw1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(msc1 + b * kPanelRows)));
+#pragma GCC unroll 4
+      for (int m = 0; m < 4; ++m) {
+        const __m256 d = _mm256_broadcast_ss(xd + m * g.nb + b), s = _mm256_broadcast_ss(xs + m * g.nb + b);
+        acc0[m] = _mm256_fmadd_ps(mw0, s, _mm256_fmadd_ps(dw0, _mm256_mul_ps(_mm256_cvtepi32_ps(i0[m]), d), acc0[m]));
+        acc1[m] = _mm256_fmadd_ps(mw1, s, _mm256_fmadd_ps(dw1, _mm256_mul_ps(_mm256_cvtepi32_ps(i1[m]), d), acc1[m]));
+      }
+    }
+  }
+}
+
 // int8 weights: vpmaddubsw(|w|, sign(x, w)); a pair sum reaches 2 * 128 * 127, so each result is widened at once.
 template <int KIND, int G, int M>
 void tile_int8(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs& a, int64_t t, int64_t b0,
@@ -238,15 +361,8 @@ void tile_int8(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
   }
 }
 
-template <int KIND, int G, int M>
-void run_tile(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs& a, int64_t t, int64_t b0, int64_t b1,
-              bool accumulate, float* y, int64_t ldy, int64_t rows) {
-  __m256 acc[M];
-  for (int m = 0; m < M; ++m) acc[m] = _mm256_setzero_ps();
-  if (KIND == static_cast<int>(Kind::int8_sym))
-    tile_int8<KIND, G, M>(panel, g, a, t, b0, b1, acc);
-  else
-    tile_int4<KIND, G, M>(panel, g, a, t, b0, b1, acc);
+template <int M>
+void store_tile(const __m256 (&acc)[M], bool accumulate, float* y, int64_t ldy, int64_t rows) {
   for (int m = 0; m < M; ++m) {
     float* out = y + m * ldy;
     if (rows == kPanelRows) {
@@ -259,13 +375,56 @@ void run_tile(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs&
   }
 }
 
+template <int KIND, int G, int M>
+void run_tile(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs& a, int64_t t, int64_t b0, int64_t b1,
+              bool accumulate, float* y, int64_t ldy, int64_t rows) {
+  __m256 acc[M];
+  for (int m = 0; m < M; ++m) acc[m] = _mm256_setzero_ps();
+  if (KIND == static_cast<int>(Kind::int8_sym))
+    tile_int8<KIND, G, M>(panel, g, a, t, b0, b1, acc);
+  else
+    tile_int4<KIND, G, M>(panel, g, a, t, b0, b1, acc);
+  store_tile<M>(acc, accumulate, y, ldy, rows);
+}
+
+// Rows of panel p (the last panel may be partial).
+inline int64_t panel_rows(const PackedView& w, int64_t p) {
+  return w.n - p * kPanelRows < kPanelRows ? w.n - p * kPanelRows : kPanelRows;
+}
+
 template <int KIND, int G>
 void panels_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
                  int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
   const PanelGeometry g = panel_geometry(w.format, w.k);
-  for (int64_t p = p0; p < p1; ++p) {
+  int64_t p = p0;
+  if constexpr (KIND != static_cast<int>(Kind::int8_sym)) {
+    // Int4 with four or more tokens: two panels per tile; leftover tokens and an odd last panel go below.
+    for (; t1 - t0 >= 4 && p + 2 <= p1; p += 2) {
+      const uint8_t* panel0 = w.data + p * g.stride;
+      const uint8_t* panel1 = panel0 + g.stride;
+      int64_t t = t0;
+      for (; t + 4 <= t1; t += 4) {
+        __m256 acc0[4], acc1[4];
+        for (int m = 0; m < 4; ++m) acc0[m] = acc1[m] = _mm256_setzero_ps();
+        tile_int4_pair<KIND, G>(panel0, panel1, g, a, t, b0, b1, acc0, acc1);
+        float* out = y + t * ldy + p * kPanelRows;
+        store_tile<4>(acc0, accumulate, out, ldy, kPanelRows);
+        store_tile<4>(acc1, accumulate, out + kPanelRows, ldy, panel_rows(w, p + 1));
+      }
+      for (int64_t q = p; q < p + 2 && t < t1; ++q) {
+        const uint8_t* panel = w.data + q * g.stride;
+        float* out = y + t * ldy + q * kPanelRows;
+        switch (t1 - t) {
+          case 1: run_tile<KIND, G, 1>(panel, g, a, t, b0, b1, accumulate, out, ldy, panel_rows(w, q)); break;
+          case 2: run_tile<KIND, G, 2>(panel, g, a, t, b0, b1, accumulate, out, ldy, panel_rows(w, q)); break;
+          default: run_tile<KIND, G, 3>(panel, g, a, t, b0, b1, accumulate, out, ldy, panel_rows(w, q)); break;
+        }
+      }
+    }
+  }
+  for (; p < p1; ++p) {
     const uint8_t* panel = w.data + p * g.stride;
-    const int64_t rows = w.n - p * kPanelRows < kPanelRows ? w.n - p * kPanelRows : kPanelRows;
+    const int64_t rows = panel_rows(w, p);
     for (int64_t t = t0; t < t1; t += 4) {
       float* out = y + t * ldy + p * kPanelRows;
       switch (t1 - t) {
