@@ -2,9 +2,12 @@
 // operand is the weight (a nibble 0..15, or |w| for int8 with the activation's sign moved over by vpsignb), the
 // signed one the int8 activation. For int4 a pair sum is at most 2 * 15 * 127 = 3810, so eight vpmaddubsw
 // results (32 weights) add up in int16 with vpaddw before one vpmaddwd widens them: 2 ops per 32 products
-// instead of 3. A tile is 8 rows (one panel, one row per 32-bit lane) by up to 4 tokens.
+// instead of 3. A tile is 8 rows (one panel, one row per 32-bit lane) by up to 4 tokens, or for int4 with 4 tokens
+// two panels (16 rows).
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 #include "kernels/kernels_isa.h"
@@ -41,13 +44,25 @@ int32_t hsum_i32(__m256i v) {
 
 // Decode (one token) streams every weight from DRAM once. The hardware prefetchers alone kept this machine's
 // GEMV at 53-65% of its read bandwidth; a software prefetch 24 KB ahead (well past the 4 KB pages the L2 prefetcher
-// stops at; panels are contiguous, so it runs on into the next panel) took it to 70-82% (benchmarks/kernels.py,
-// `stream` rows; docs/kernels.md). Prefetching past the end of the matrix is harmless: prefetches do not fault.
+// stops at) took it to 70-82%. The prefetch walks the packed matrix linearly, quantized bytes and scales alike:
+// prefetching 24 KB past each block's own bytes had left every panel's scale region (1152 of 10368 bytes for
+// K = 2304) shifted into a hole of the prefetched stream, and closing it gave another 4-12 points (A/B in one
+// process: q4_0 stream GEMV 63-72% -> 66-78% of the read bandwidth, 1 thread; benchmarks/kernels.py, `stream`
+// rows; docs/kernels.md). 16-64 KB ahead measured the same within noise. Prefetching past the end of the matrix is
+// harmless: prefetches do not fault.
 constexpr int64_t kPrefetchBytes = 24 << 10;
 
-// The weight bytes of the block kPrefetchBytes ahead, and every 4th block the cache line of 8-row fp16 scales (and
-// minima) it will need. Written out per call site: gcc 12 dropped the prefetches of a templated helper's loop.
 inline void prefetch_line(const void* p) { __builtin_prefetch(p, 0, 3); }
+
+// A one-token tile consumes its panel at stride / nb bytes per block: before block b it prefetches every cache line
+// up to kPrefetchBytes past the end of block b's share (written out per call site: gcc 12 dropped the prefetches
+// of a templated helper's loop).
+inline uintptr_t prefetch_start(const uint8_t* panel, const PanelGeometry& g, int64_t b0) {
+  return (reinterpret_cast<uintptr_t>(panel) + b0 * g.stride / g.nb + kPrefetchBytes) & ~uintptr_t(63);
+}
+inline uintptr_t prefetch_target(const uint8_t* panel, const PanelGeometry& g, int64_t b) {
+  return reinterpret_cast<uintptr_t>(panel) + (b + 1) * g.stride / g.nb + kPrefetchBytes;
+}
 
 void quantize_row_avx2(const float* x, int64_t k, int group, float s_factor, int8_t* q, float* d, float* s) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
@@ -214,16 +229,12 @@ void tile_int4(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
     xd[m] = a.d + (t + m) * g.nb;
     xs[m] = a.s + (t + m) * g.nb;
   }
+  uintptr_t pf = prefetch_start(panel, g, b0);
   for (int64_t b = b0; b < b1; ++b) {
     const uint8_t* qb = panel + b * (4 * G);
     if (M == 1) {
-#pragma GCC unroll 8
-      for (int l = 0; l < 4 * G; l += 64) prefetch_line(qb + kPrefetchBytes + l);
-      if ((b & 3) == 0) {
-        const int64_t ahead = (b + kPrefetchBytes / (4 * G)) * kPanelRows;
-        prefetch_line(dsc + ahead);
-        if (KIND != static_cast<int>(Kind::int4_sym)) prefetch_line(msc + ahead);
-      }
+      for (const uintptr_t end = prefetch_target(panel, g, b); pf < end; pf += 64)
+        prefetch_line(reinterpret_cast<const void*>(pf));
     }
     __m256i isum[M];
 #pragma GCC unroll 4
@@ -333,12 +344,12 @@ void tile_int8(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
     xq[m] = a.q + (t + m) * a.k;
     xd[m] = a.d + (t + m) * g.nb;
   }
+  uintptr_t pf = prefetch_start(panel, g, b0);
   for (int64_t b = b0; b < b1; ++b) {
     const uint8_t* qb = panel + b * (8 * G);
     if (M == 1) {
-#pragma GCC unroll 16
-      for (int l = 0; l < 8 * G; l += 64) prefetch_line(qb + kPrefetchBytes + l);
-      if ((b & 3) == 0) prefetch_line(dsc + (b + kPrefetchBytes / (8 * G)) * kPanelRows);
+      for (const uintptr_t end = prefetch_target(panel, g, b); pf < end; pf += 64)
+        prefetch_line(reinterpret_cast<const void*>(pf));
     }
     __m256i isum[M];
     for (int m = 0; m < M; ++m) isum[m] = _mm256_setzero_si256();
@@ -396,6 +407,13 @@ template <int KIND, int G>
 void panels_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
                  int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
   const PanelGeometry g = panel_geometry(w.format, w.k);
+  if (t1 - t0 == 1) {
+    // Decode: the first kPrefetchBytes of this thread's share, which the tiles' running prefetch starts past
+    // (A/B: +2-5 points of read bandwidth on a 3 MB matrix, none on larger ones).
+    const uint8_t* start = w.data + p0 * g.stride + b0 * g.stride / g.nb;
+    const uint8_t* end = std::min(start + kPrefetchBytes, w.data + p1 * g.stride);
+    for (const uint8_t* q = start; q < end; q += 64) prefetch_line(q);
+  }
   int64_t p = p0;
   if constexpr (KIND != static_cast<int>(Kind::int8_sym)) {
     // Int4 with four or more tokens: two panels per tile; leftover tokens and an odd last panel go below.
