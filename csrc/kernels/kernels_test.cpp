@@ -84,7 +84,7 @@ int check_kernel_table(const IsaKernels& table) {
   uint32_t seed = 1;
   for (const FormatInfo& fi : quant::formats()) {
     for (int64_t k : shape_ks(fi.group))
-      for (int64_t n : {1, 7, 9, 33})
+      for (int64_t n : {1, 7, 9, 17, 33})  // 17: a two-panel tile whose second panel holds one row
         for (int64_t t : {1, 3, 4, 5, 7}) {
           if (k > 1024 && t > 4) continue;  // keep the run short; T = 128/129 runs in Python and below
           Problem p = make_problem(fi.format, n, k, t, seed++);
