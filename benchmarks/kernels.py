@@ -11,10 +11,13 @@ SmolLM2-135M: 576, 1536, 49152) and each weight matrix shape [N, K] of a layer (
 for q4_0, q4_1 and q8_0 weights, plus the 2x2 down-sampler fused with LayerNorm + linear for a 27x27x1152 tile.
 Baselines timed in the same process: torch float32 matmul on the dequantized weights (`torch-f32`) and torch's
 dequantize-then-matmul from the packed blocks (`torch-deq`). The roofline (read bandwidth at each thread count,
-the tier's int8 dot-product peak, FP32 FMA peak) is measured first, by csrc/kernels/roofline.cpp.
+the tier's int8 dot-product peak, FP32 FMA peak) is measured first, by csrc/kernels/roofline.cpp, and printed;
+each row's fraction uses the same quantity measured again just before and after the row (their mean), because
+this shared host drifts within a run.
 
-JSON rows: kernel, format, K, N, T, threads, mode, isa, median_s, gbps, gflops, roofline_fraction, baseline,
-speedup_vs_baseline (one row per baseline).
+JSON rows: kernel, format, K, N, T, threads, mode, isa, median_s, gbps, gflops, roofline_fraction,
+roofline_local (the figure the fraction divides by: GB/s for stream rows, GOPS otherwise), roofline_run (the
+start-of-run figure), baseline, speedup_vs_baseline (one row per baseline).
 """
 from __future__ import annotations
 
@@ -90,6 +93,14 @@ def torch_dequant_fn(fmt: str, rows: np.ndarray, n: int, k: int):
     return deq
 
 
+def local_roof(mode: str, threads: int, int8_name: str) -> float:
+    """The roofline quantity a row is measured against, re-measured next to the row (this host is shared: its read
+    bandwidth moved by 30% within minutes, so a start-of-run figure can be far from the row's)."""
+    if mode == "stream":
+        return _core.read_bandwidth(256 << 20, threads, 1)  # 8x the last-level cache (the --quick run figure)
+    return _core.measure_peak(int8_name, threads, 1)
+
+
 def roofline(threads: list[int], quick: bool) -> dict:
     out = {}
     for t in threads:
@@ -109,7 +120,8 @@ def bench_matrix(shape: dict, fmt: str, threads: int, roof: dict, quick: bool, r
     packed = kernels.PackedWeights.from_rows(rows, fmt, n, k)
     wbytes = packed.nbytes
     isa = _core.active_isa()
-    int8_peak = max(v for name, v in roof.items() if name.startswith("int8"))
+    int8_name, int8_peak = max(((name, v) for name, v in roof.items() if name.startswith("int8")),
+                               key=lambda nv: nv[1])
     rows_out = []
     wd = torch.from_numpy(quant.dequantize(rows, fmt, k))
     deq = torch_dequant_fn(fmt, rows, n, k)
@@ -129,15 +141,19 @@ def bench_matrix(shape: dict, fmt: str, threads: int, roof: dict, quick: bool, r
             else:
                 def run():
                     kernels.gemm(x, packed)
+            before = local_roof(mode, threads, int8_name)
             s = median_time(run, repeat)
+            local = (before + local_roof(mode, threads, int8_name)) / 2
             flops = 2.0 * n * k * t
             gbps = wbytes / s / 1e9
-            # Streaming GEMV is bound by DRAM reads; cache-hot GEMV and GEMM by the int8 dot-product peak.
-            frac = gbps / roof["read_gbps"] if mode == "stream" else flops / s / 1e9 / int8_peak
+            # Streaming GEMV is bound by DRAM reads; cache-hot GEMV and GEMM by the int8 dot-product peak, each
+            # measured just before and just after the row.
+            frac = gbps / local if mode == "stream" else flops / s / 1e9 / local
             base = {"kernel": "gemv" if t == 1 else "gemm", "format": fmt, "K": k, "N": n, "T": t,
                     "threads": threads, "mode": mode, "isa": isa, "median_s": s, "gbps": gbps,
-                    "gflops": flops / s / 1e9, "roofline_fraction": frac, "model": shape["model"],
-                    "matrix": shape["matrix"]}
+                    "gflops": flops / s / 1e9, "roofline_fraction": frac, "roofline_local": local,
+                    "roofline_run": roof["read_gbps"] if mode == "stream" else int8_peak,
+                    "model": shape["model"], "matrix": shape["matrix"]}
             if mode == "hot":
                 s_f32 = median_time(lambda: torch.nn.functional.linear(xt, wd), repeat)
                 s_deq = median_time(lambda: torch.nn.functional.linear(xt, deq()), repeat)
