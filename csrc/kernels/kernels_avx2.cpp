@@ -2,8 +2,8 @@
 // operand is the weight (a nibble 0..15, or |w| for int8 with the activation's sign moved over by vpsignb), the
 // signed one the int8 activation. For int4 a pair sum is at most 2 * 15 * 127 = 3810, so eight vpmaddubsw
 // results (32 weights) add up in int16 with vpaddw before one vpmaddwd widens them: 2 ops per 32 products
-// instead of 3. A tile is 8 rows (one panel, one row per 32-bit lane) by up to 4 tokens, or for int4 with 4 tokens
-// two panels (16 rows).
+// instead of 3. A tile is 8 rows (one panel, one row per 32-bit lane) by up to 4 tokens, or with 4 tokens two
+// panels (16 rows).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -152,9 +152,11 @@ inline void q4_sub_m4(const uint8_t* w, const int8_t* x, int64_t k, __m256i mask
 #undef BLUELM_Q4_NEXT
 
 // The same for two panels (16 rows) at once: each broadcast activation feeds two vpmaddubsw instead of one. On this
-// Zen 3 the broadcast loads, not the multiplies, bounded the one-panel block (an isolated copy ran at 42-68% of the
-// vpmaddubsw peak with broadcasts, 87% with register operands), and a 128-token chunk pulls its activations from
-// L2 once per tile, so halving the broadcasts halves that traffic too. Uses all 16 ymm registers.
+// Zen 3 the broadcast loads bounded the one-panel block (an isolated copy in L1 ran at ~65% of the vpmaddubsw peak
+// with broadcasts, 87% with register operands), and a 128-token chunk pulls its activations from L2 once per tile,
+// so halving the broadcasts halves that traffic too (q4_0 T = 128: 100-128 -> 152-169 GFLOP/s on 1 thread). The
+// isolated two-panel block runs at ~65% of the peak, and 32-byte loads in place of its broadcasts or pre-unpacked
+// nibbles changed that by under 3%. Uses all 16 ymm registers.
 #define BLUELM_Q4P_LOAD(J)                                                               \
   "vmovdqu " #J "*32(%[w0]), %[h0]\n\t"                                                  \
   "vpand %[h0], %[mask], %[l0]\n\t"                                                      \
@@ -372,6 +374,64 @@ void tile_int8(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
   }
 }
 
+// Two panels x 4 tokens for int8 weights: each broadcast activation feeds both panels' vpsignb + vpmaddubsw
+// (A/B in one process, q8_0 T = 128 on the 3B shapes: +13-23% on 1 thread, +22% on 2). One 4-weight step in
+// assembly: gcc 12 computed all the products of the intrinsics version before summing them and spilled them.
+#define BLUELM_Q8P_TOKEN(XA, A, B)                                                       \
+  "vpbroadcastd " XA ", %[x]\n\t"                                                        \
+  "vpsignb %[w0], %[x], %[t]\n\t"                                                        \
+  "vpmaddubsw %[t], %[u0], %[t]\n\t"                                                     \
+  "vpmaddwd %[ones], %[t], %[t]\n\t"                                                     \
+  "vpaddd %[t], %[" A "], %[" A "]\n\t"                                                  \
+  "vpsignb %[w1], %[x], %[x]\n\t"                                                        \
+  "vpmaddubsw %[x], %[u1], %[x]\n\t"                                                     \
+  "vpmaddwd %[ones], %[x], %[x]\n\t"                                                     \
+  "vpaddd %[x], %[" B "], %[" B "]\n\t"
+
+inline void q8_step_p2m4(const uint8_t* w0p, const uint8_t* w1p, const int8_t* x, int64_t k, __m256i ones,
+                         __m256i (&a)[4], __m256i (&b)[4]) {
+  __m256i w0, w1, u0, u1, xv, t;
+  const int64_t k3 = 3 * k;
+  __asm__("vmovdqu %[m0], %[w0]\n\t"
+          "vmovdqu %[m1], %[w1]\n\t"
+          "vpabsb %[w0], %[u0]\n\t"
+          "vpabsb %[w1], %[u1]\n\t"
+          BLUELM_Q8P_TOKEN("(%[xp])", "a0", "b0") BLUELM_Q8P_TOKEN("(%[xp],%[k],1)", "a1", "b1")
+          BLUELM_Q8P_TOKEN("(%[xp],%[k],2)", "a2", "b2") BLUELM_Q8P_TOKEN("(%[xp],%[k3],1)", "a3", "b3")
+          : [a0] "+x"(a[0]), [a1] "+x"(a[1]), [a2] "+x"(a[2]), [a3] "+x"(a[3]), [b0] "+x"(b[0]), [b1] "+x"(b[1]),
+            [b2] "+x"(b[2]), [b3] "+x"(b[3]), [w0] "=&x"(w0), [w1] "=&x"(w1), [u0] "=&x"(u0), [u1] "=&x"(u1),
+            [x] "=&x"(xv), [t] "=&x"(t)
+          : [m0] "m"(bytes_at<32>(w0p)), [m1] "m"(bytes_at<32>(w1p)), [xp] "r"(x), [k] "r"(k), [k3] "r"(k3),
+            [ones] "x"(ones), "m"(*reinterpret_cast<const int8_t(*)[]>(x)));  // reads x[0 .. 3k + 4)
+}
+#undef BLUELM_Q8P_TOKEN
+
+template <int G>
+void tile_int8_pair(const uint8_t* panel0, const uint8_t* panel1, const PanelGeometry& g, const QuantizedActs& a,
+                    int64_t t, int64_t b0, int64_t b1, __m256 (&acc0)[4], __m256 (&acc1)[4]) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const uint16_t* dsc0 = reinterpret_cast<const uint16_t*>(panel0 + g.scales);
+  const uint16_t* dsc1 = reinterpret_cast<const uint16_t*>(panel1 + g.scales);
+  const int8_t* xq = a.q + t * a.k;
+  const float* xd = a.d + t * g.nb;
+  for (int64_t b = b0; b < b1; ++b) {
+    const uint8_t* q0 = panel0 + b * (8 * G);
+    const uint8_t* q1 = panel1 + b * (8 * G);
+    __m256i i0[4], i1[4];
+    for (int m = 0; m < 4; ++m) i0[m] = i1[m] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+    for (int p = 0; p < G / 4; ++p) q8_step_p2m4(q0 + 32 * p, q1 + 32 * p, xq + b * G + 4 * p, a.k, ones, i0, i1);
+    const __m256 dw0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(dsc0 + b * kPanelRows)));
+    const __m256 dw1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(dsc1 + b * kPanelRows)));
+#pragma GCC unroll 4
+    for (int m = 0; m < 4; ++m) {
+      const __m256 d = _mm256_broadcast_ss(xd + m * g.nb + b);
+      acc0[m] = _mm256_fmadd_ps(dw0, _mm256_mul_ps(_mm256_cvtepi32_ps(i0[m]), d), acc0[m]);
+      acc1[m] = _mm256_fmadd_ps(dw1, _mm256_mul_ps(_mm256_cvtepi32_ps(i1[m]), d), acc1[m]);
+    }
+  }
+}
+
 template <int M>
 void store_tile(const __m256 (&acc)[M], bool accumulate, float* y, int64_t ldy, int64_t rows) {
   for (int m = 0; m < M; ++m) {
@@ -415,8 +475,8 @@ void panels_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_
     for (const uint8_t* q = start; q < end; q += 64) prefetch_line(q);
   }
   int64_t p = p0;
-  if constexpr (KIND != static_cast<int>(Kind::int8_sym)) {
-    // Int4 with four or more tokens: two panels per tile; leftover tokens and an odd last panel go below.
+  {
+    // Four or more tokens: two panels per tile; leftover tokens and an odd last panel go below.
     for (; t1 - t0 >= 4 && p + 2 <= p1; p += 2) {
       const uint8_t* panel0 = w.data + p * g.stride;
       const uint8_t* panel1 = panel0 + g.stride;
@@ -424,7 +484,10 @@ void panels_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_
       for (; t + 4 <= t1; t += 4) {
         __m256 acc0[4], acc1[4];
         for (int m = 0; m < 4; ++m) acc0[m] = acc1[m] = _mm256_setzero_ps();
-        tile_int4_pair<KIND, G>(panel0, panel1, g, a, t, b0, b1, acc0, acc1);
+        if constexpr (KIND == static_cast<int>(Kind::int8_sym))
+          tile_int8_pair<G>(panel0, panel1, g, a, t, b0, b1, acc0, acc1);
+        else
+          tile_int4_pair<KIND, G>(panel0, panel1, g, a, t, b0, b1, acc0, acc1);
         float* out = y + t * ldy + p * kPanelRows;
         store_tile<4>(acc0, accumulate, out, ldy, kPanelRows);
         store_tile<4>(acc1, accumulate, out + kPanelRows, ldy, panel_rows(w, p + 1));
