@@ -1,5 +1,5 @@
 // The kernel driver: argument checks, dispatch to the active instruction-set table, thread-pool split over
-// 8-row panels, K-chunking for cache reuse in GEMM, scratch memory, and the straightforward reference.
+// 8-row panels, 128-token blocks in GEMM, scratch memory, and the straightforward reference.
 #include "kernels/kernels.h"
 
 #include <algorithm>
@@ -160,8 +160,8 @@ void gemm_quantized(const PackedView& w, const QuantizedActs& a, float* y, int64
   if (ldy < w.n) throw InvalidArgument(cat("output row stride ", ldy, " is smaller than N = ", w.n));
   const IsaKernels& K = active_kernels();
   const int64_t panels = (w.n + kPanelRows - 1) / kPanelRows;
-  // Several tokens: take them kTokenBlock at a time (a ViT batch of 4 tiles x 729 tokens would otherwise stream its
-  // whole [T, N] output past every panel), each block over the whole of K. Chunking K so that a block's
+  // Several tokens: take them kTokenBlock at a time (a ViT batch of 4 tiles x 729 tokens would otherwise stream all
+  // of its activations from memory past every panel), each block over the whole of K. Chunking K so that a block's
   // activations stay in L2 (192 KB) was slower once the int4 tile covered two panels: A/B in one process on
   // the 3B shapes, q4_0 T = 128, 1 thread 107-110 -> 117-124 GFLOP/s, 2 threads 188-199 -> 207-216, q8_0 63-72 -> 75.
   constexpr int64_t kTokenBlock = 128;

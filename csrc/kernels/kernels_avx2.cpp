@@ -475,31 +475,29 @@ void panels_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_
     for (const uint8_t* q = start; q < end; q += 64) prefetch_line(q);
   }
   int64_t p = p0;
-  {
-    // Four or more tokens: two panels per tile; leftover tokens and an odd last panel go below.
-    for (; t1 - t0 >= 4 && p + 2 <= p1; p += 2) {
-      const uint8_t* panel0 = w.data + p * g.stride;
-      const uint8_t* panel1 = panel0 + g.stride;
-      int64_t t = t0;
-      for (; t + 4 <= t1; t += 4) {
-        __m256 acc0[4], acc1[4];
-        for (int m = 0; m < 4; ++m) acc0[m] = acc1[m] = _mm256_setzero_ps();
-        if constexpr (KIND == static_cast<int>(Kind::int8_sym))
-          tile_int8_pair<G>(panel0, panel1, g, a, t, b0, b1, acc0, acc1);
-        else
-          tile_int4_pair<KIND, G>(panel0, panel1, g, a, t, b0, b1, acc0, acc1);
-        float* out = y + t * ldy + p * kPanelRows;
-        store_tile<4>(acc0, accumulate, out, ldy, kPanelRows);
-        store_tile<4>(acc1, accumulate, out + kPanelRows, ldy, panel_rows(w, p + 1));
-      }
-      for (int64_t q = p; q < p + 2 && t < t1; ++q) {
-        const uint8_t* panel = w.data + q * g.stride;
-        float* out = y + t * ldy + q * kPanelRows;
-        switch (t1 - t) {
-          case 1: run_tile<KIND, G, 1>(panel, g, a, t, b0, b1, accumulate, out, ldy, panel_rows(w, q)); break;
-          case 2: run_tile<KIND, G, 2>(panel, g, a, t, b0, b1, accumulate, out, ldy, panel_rows(w, q)); break;
-          default: run_tile<KIND, G, 3>(panel, g, a, t, b0, b1, accumulate, out, ldy, panel_rows(w, q)); break;
-        }
+  // Four or more tokens: two panels per tile; leftover tokens and an odd last panel go below.
+  for (; t1 - t0 >= 4 && p + 2 <= p1; p += 2) {
+    const uint8_t* panel0 = w.data + p * g.stride;
+    const uint8_t* panel1 = panel0 + g.stride;
+    int64_t t = t0;
+    for (; t + 4 <= t1; t += 4) {
+      __m256 acc0[4], acc1[4];
+      for (int m = 0; m < 4; ++m) acc0[m] = acc1[m] = _mm256_setzero_ps();
+      if constexpr (KIND == static_cast<int>(Kind::int8_sym))
+        tile_int8_pair<G>(panel0, panel1, g, a, t, b0, b1, acc0, acc1);
+      else
+        tile_int4_pair<KIND, G>(panel0, panel1, g, a, t, b0, b1, acc0, acc1);
+      float* out = y + t * ldy + p * kPanelRows;
+      store_tile<4>(acc0, accumulate, out, ldy, kPanelRows);
+      store_tile<4>(acc1, accumulate, out + kPanelRows, ldy, panel_rows(w, p + 1));
+    }
+    for (int64_t q = p; q < p + 2 && t < t1; ++q) {
+      const uint8_t* panel = w.data + q * g.stride;
+      float* out = y + t * ldy + q * kPanelRows;
+      switch (t1 - t) {
+        case 1: run_tile<KIND, G, 1>(panel, g, a, t, b0, b1, accumulate, out, ldy, panel_rows(w, q)); break;
+        case 2: run_tile<KIND, G, 2>(panel, g, a, t, b0, b1, accumulate, out, ldy, panel_rows(w, q)); break;
+        default: run_tile<KIND, G, 3>(panel, g, a, t, b0, b1, accumulate, out, ldy, panel_rows(w, q)); break;
       }
     }
   }

@@ -165,7 +165,7 @@ BLUELM_TEST(kernels_pack_unpack_round_trip) {
   CHECK_THROWS(packed_bytes(Format::q4_0_g64, 8, 96), InvalidArgument);
 }
 
-// Public API (dispatch + thread pool + K chunks) against the reference, for each tier, with the error bound
+// Public API (dispatch + thread pool + token blocks) against the reference, for each tier, with the error bound
 // against exact float math.
 BLUELM_TEST(kernels_gemm_api_matches_reference_and_bound) {
   const Isa before = active_isa();
