@@ -2,8 +2,8 @@
 // operand is the weight (a nibble 0..15, or |w| for int8 with the activation's sign moved over by vpsignb), the
 // signed one the int8 activation. For int4 a pair sum is at most 2 * 15 * 127 = 3810, so eight vpmaddubsw
 // results (32 weights) add up in int16 with vpaddw before one vpmaddwd widens them: 2 ops per 32 products
-// instead of 3. A tile is 8 rows (one panel, one row per 32-bit lane) by up to 4 tokens, or with 4 tokens two
-// panels (16 rows).
+// instead of 3. A tile is two 8-row panels (one row per 32-bit lane) by 4 tokens, or one panel by the 1-3 tokens
+// left over (a decode step is one token).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -91,39 +91,6 @@ void quantize_row_avx2(const float* x, int64_t k, int group, float s_factor, int
   }
 }
 
-// Four tokens x one 32-weight sub-block of an 8-row int4 panel: s[m] (int16 lanes, one row per 32-bit lane pair)
-// = sum over the sub-block of nibble * activation. Written in assembly because gcc 12 computed all 32 products of
-// the intrinsics version before adding any of them, spilling half of them to the stack.
-// w: 128 bytes of packed nibbles; x: token 0's activations at this sub-block (lo half at +0, hi half at +HI);
-// tokens 1..3 are k, 2k, 3k bytes further.
-#define BLUELM_Q4_STEP(J, INIT)                                                          \
-  "vmovdqu " #J "*32(%[w]), %[hi]\n\t"                                                   \
-  "vpand %[hi], %[mask], %[lo]\n\t"                                                      \
-  "vpsrlw $4, %[hi], %[hi]\n\t"                                                          \
-  "vpand %[hi], %[mask], %[hi]\n\t"                                                      \
-  "vpbroadcastd " #J "*4(%[x]), %[t0]\n\t"                                              \
-  "vpbroadcastd %c[h]+" #J "*4(%[x]), %[t1]\n\t"                                        \
-  "vpmaddubsw %[t0], %[lo], %[t0]\n\t"                                                   \
-  "vpmaddubsw %[t1], %[hi], %[t1]\n\t"                                                   \
-  INIT("s0")                                                                             \
-  "vpbroadcastd " #J "*4(%[x],%[k],1), %[t0]\n\t"                                       \
-  "vpbroadcastd %c[h]+" #J "*4(%[x],%[k],1), %[t1]\n\t"                                 \
-  "vpmaddubsw %[t0], %[lo], %[t0]\n\t"                                                   \
-  "vpmaddubsw %[t1], %[hi], %[t1]\n\t"                                                   \
-  INIT("s1")                                                                             \
-  "vpbroadcastd " #J "*4(%[x],%[k],2), %[t0]\n\t"                                       \
-  "vpbroadcastd %c[h]+" #J "*4(%[x],%[k],2), %[t1]\n\t"                                 \
-  "vpmaddubsw %[t0], %[lo], %[t0]\n\t"                                                   \
-  "vpmaddubsw %[t1], %[hi], %[t1]\n\t"                                                   \
-  INIT("s2")                                                                             \
-  "vpbroadcastd " #J "*4(%[x],%[k3],1), %[t0]\n\t"                                      \
-  "vpbroadcastd %c[h]+" #J "*4(%[x],%[k3],1), %[t1]\n\t"                                \
-  "vpmaddubsw %[t0], %[lo], %[t0]\n\t"                                                   \
-  "vpmaddubsw %[t1], %[hi], %[t1]\n\t"                                                   \
-  INIT("s3")
-#define BLUELM_Q4_FIRST(S) "vpaddw %[t0], %[t1], %[" S "]\n\t"
-#define BLUELM_Q4_NEXT(S) "vpaddw %[t0], %[" S "], %[" S "]\n\t" "vpaddw %[t1], %[" S "], %[" S "]\n\t"
-
 // The bytes an assembly block reads, declared as memory inputs (instead of a "memory" clobber, which made gcc keep
 // the caller's accumulators on the stack and reload loop invariants after every block).
 template <int N>
@@ -135,24 +102,12 @@ const Bytes<N>& bytes_at(const void* p) {
   return *static_cast<const Bytes<N>*>(p);
 }
 
-template <int HI>
-inline void q4_sub_m4(const uint8_t* w, const int8_t* x, int64_t k, __m256i mask, __m256i (&s)[4]) {
-  __m256i lo, hi, t0, t1;
-  const int64_t k3 = 3 * k;
-  __asm__(BLUELM_Q4_STEP(0, BLUELM_Q4_FIRST) BLUELM_Q4_STEP(1, BLUELM_Q4_NEXT) BLUELM_Q4_STEP(2, BLUELM_Q4_NEXT)
-              BLUELM_Q4_STEP(3, BLUELM_Q4_NEXT)
-          : [s0] "=&x"(s[0]), [s1] "=&x"(s[1]), [s2] "=&x"(s[2]), [s3] "=&x"(s[3]), [lo] "=&x"(lo), [hi] "=&x"(hi),
-            [t0] "=&x"(t0), [t1] "=&x"(t1)
-          : [w] "r"(w), [x] "r"(x), [k] "r"(k), [k3] "r"(k3), [mask] "x"(mask), [h] "i"(HI), "m"(bytes_at<128>(w)),
-            "m"(bytes_at<HI + 16>(x)), "m"(bytes_at<HI + 16>(x + k)), "m"(bytes_at<HI + 16>(x + 2 * k)),
-            "m"(bytes_at<HI + 16>(x + k3)));
-}
-#undef BLUELM_Q4_STEP
-#undef BLUELM_Q4_FIRST
-#undef BLUELM_Q4_NEXT
 
-// The same for two panels (16 rows) at once: each broadcast activation feeds two vpmaddubsw instead of one. On this
-// Zen 3 the broadcast loads bounded the one-panel block (an isolated copy in L1 ran at ~65% of the vpmaddubsw peak
+// Four tokens x one 32-weight sub-block of two int4 panels (16 rows): a[m] / b[m] (int16 lanes, one row per 32-bit
+// lane pair) = sum over the sub-block of nibble * activation. Each broadcast activation feeds two vpmaddubsw. In
+// assembly because gcc 12 computed all the products of the intrinsics version before adding any, spilling half of
+// them (a one-panel version in assembly was ~25% faster than intrinsics). On this Zen 3 the broadcast loads bounded
+// the one-panel block (an isolated copy in L1 ran at ~65% of the vpmaddubsw peak
 // with broadcasts, 87% with register operands), and a 128-token chunk pulls its activations from L2 once per tile,
 // so halving the broadcasts halves that traffic too (q4_0 T = 128: 100-128 -> 152-169 GFLOP/s on 1 thread). The
 // isolated two-panel block runs at ~65% of the peak, and 32-byte loads in place of its broadcasts or pre-unpacked
@@ -242,9 +197,6 @@ void tile_int4(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
 #pragma GCC unroll 4
     for (int sub = 0; sub < G / 32; ++sub) {
       __m256i s16[M];
-      if constexpr (M == 4) {
-        q4_sub_m4<G / 2>(qb + 128 * sub, xq[0] + b * G + 16 * sub, a.k, mask, s16);
-      } else {
 #pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) {
         const int p = sub * 4 + j;
@@ -258,7 +210,6 @@ void tile_int4(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
           const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load_i32(x + G / 2 + 4 * p)));
           s16[m] = j == 0 ? _mm256_add_epi16(plo, phi) : _mm256_add_epi16(s16[m], _mm256_add_epi16(plo, phi));
         }
-      }
       }
 #pragma GCC unroll 4
       for (int m = 0; m < M; ++m) {
@@ -474,11 +425,12 @@ void panels_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_
     const uint8_t* end = std::min(start + kPrefetchBytes, w.data + p1 * g.stride);
     for (const uint8_t* q = start; q < end; q += 64) prefetch_line(q);
   }
-  int64_t p = p0;
-  // Four or more tokens: two panels per tile; leftover tokens and an odd last panel go below.
-  for (; t1 - t0 >= 4 && p + 2 <= p1; p += 2) {
+  // Tiles of two panels x 4 tokens (an odd last panel is paired with itself and only its own rows are kept), then
+  // the leftover 1-3 tokens (all of a decode step) one panel at a time.
+  for (int64_t p = p0; p < p1; p += 2) {
+    const bool pair = p + 1 < p1;
     const uint8_t* panel0 = w.data + p * g.stride;
-    const uint8_t* panel1 = panel0 + g.stride;
+    const uint8_t* panel1 = pair ? panel0 + g.stride : panel0;
     int64_t t = t0;
     for (; t + 4 <= t1; t += 4) {
       __m256 acc0[4], acc1[4];
@@ -488,29 +440,16 @@ void panels_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_
       else
         tile_int4_pair<KIND, G>(panel0, panel1, g, a, t, b0, b1, acc0, acc1);
       float* out = y + t * ldy + p * kPanelRows;
-      store_tile<4>(acc0, accumulate, out, ldy, kPanelRows);
-      store_tile<4>(acc1, accumulate, out + kPanelRows, ldy, panel_rows(w, p + 1));
+      store_tile<4>(acc0, accumulate, out, ldy, panel_rows(w, p));
+      if (pair) store_tile<4>(acc1, accumulate, out + kPanelRows, ldy, panel_rows(w, p + 1));
     }
-    for (int64_t q = p; q < p + 2 && t < t1; ++q) {
+    for (int64_t q = p; q < (pair ? p + 2 : p + 1) && t < t1; ++q) {
       const uint8_t* panel = w.data + q * g.stride;
       float* out = y + t * ldy + q * kPanelRows;
       switch (t1 - t) {
         case 1: run_tile<KIND, G, 1>(panel, g, a, t, b0, b1, accumulate, out, ldy, panel_rows(w, q)); break;
         case 2: run_tile<KIND, G, 2>(panel, g, a, t, b0, b1, accumulate, out, ldy, panel_rows(w, q)); break;
         default: run_tile<KIND, G, 3>(panel, g, a, t, b0, b1, accumulate, out, ldy, panel_rows(w, q)); break;
-      }
-    }
-  }
-  for (; p < p1; ++p) {
-    const uint8_t* panel = w.data + p * g.stride;
-    const int64_t rows = panel_rows(w, p);
-    for (int64_t t = t0; t < t1; t += 4) {
-      float* out = y + t * ldy + p * kPanelRows;
-      switch (t1 - t) {
-        case 1: run_tile<KIND, G, 1>(panel, g, a, t, b0, b1, accumulate, out, ldy, rows); break;
-        case 2: run_tile<KIND, G, 2>(panel, g, a, t, b0, b1, accumulate, out, ldy, rows); break;
-        case 3: run_tile<KIND, G, 3>(panel, g, a, t, b0, b1, accumulate, out, ldy, rows); break;
-        default: run_tile<KIND, G, 4>(panel, g, a, t, b0, b1, accumulate, out, ldy, rows); break;
       }
     }
   }
