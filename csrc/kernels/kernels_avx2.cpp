@@ -49,8 +49,7 @@ int32_t hsum_i32(__m256i v) {
 // K = 2304) shifted into a hole of the prefetched stream, and closing it gave another 4-12 points (A/B in one
 // process: q4_0 stream GEMV 63-72% -> 66-78% of the read bandwidth, 1 thread; benchmarks/kernels.py, `stream`
 // rows; docs/kernels.md). 16-64 KB ahead measured the same within noise. Prefetching past the end of the matrix is
-// harmless: prefetches do not fault.
-constexpr int64_t kPrefetchBytes = 24 << 10;
+// harmless: prefetches do not fault. The distance is kPrefetchBytes (kernels_isa.h).
 
 inline void prefetch_line(const void* p) { __builtin_prefetch(p, 0, 3); }
 

@@ -73,7 +73,6 @@ __m512 load_scales(const uint8_t* pa, const uint8_t* pb) {
 // Decode streams the weights from DRAM: as in the AVX2 tier, a one-token tile prefetches kPrefetchBytes ahead,
 // walking the two adjacent panels' bytes (quantized values and scales) linearly. Ported from the AVX2 tier, where
 // it took stream GEMV from 53-65% to 73-91% of the read bandwidth; not measured on AVX-512 (no such CPU here).
-constexpr int64_t kPrefetchBytes = 24 << 10;
 
 inline void prefetch_line(uintptr_t p) { __builtin_prefetch(reinterpret_cast<const void*>(p), 0, 3); }
 

@@ -36,6 +36,10 @@ const IsaKernels* isa_kernels_dotprod();
 const IsaKernels* kernels_for(Isa isa);
 const IsaKernels& active_kernels();
 
+// How far ahead a one-token (decode) tile prefetches the packed bytes it streams, in the x86 tiers: far past the
+// 4 KB pages the L2 prefetcher stops at; 16-64 KB measured alike on this project's Zen 3 (docs/kernels.md).
+constexpr int64_t kPrefetchBytes = 24 << 10;
+
 // Panel geometry shared by every tier (plain numbers, computed once per call by the driver).
 struct PanelGeometry {
   int group;         // G
