@@ -44,8 +44,8 @@ int32_t hsum_i32(__m256i v) {
 
 // Decode (one token) streams every weight from DRAM once. The hardware prefetchers alone kept this machine's
 // GEMV at 53-65% of its read bandwidth; a software prefetch 24 KB ahead (well past the 4 KB pages the L2 prefetcher
-// stops at) took it to 70-82%. The prefetch walks the packed matrix linearly, quantized bytes and scales alike:
-// prefetching 24 KB past each block's own bytes had left every panel's scale region (1152 of 10368 bytes for
+// stops at) raised it by 10-20 points. The prefetch walks the packed matrix linearly, quantized bytes and scales
+// alike: prefetching 24 KB past each block's own bytes had left every panel's scale region (1152 of 10368 bytes for
 // K = 2304) shifted into a hole of the prefetched stream, and closing it gave another 4-12 points (A/B in one
 // process: q4_0 stream GEMV 63-72% -> 66-78% of the read bandwidth, 1 thread; benchmarks/kernels.py, `stream`
 // rows; docs/kernels.md). 16-64 KB ahead measured the same within noise. Prefetching past the end of the matrix is
