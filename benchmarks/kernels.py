@@ -132,7 +132,9 @@ def bench_matrix(shape: dict, fmt: str, threads: int, roof: dict, quick: bool, r
         for mode in modes:
             if mode == "stream":
                 copies = max(2, int(2 * LLC_BYTES // wbytes) + 1)  # the stack is at least twice the LLC
-                stack = [kernels.PackedWeights(fmt, n, k, packed.data.copy()) for _ in range(copies)]
+                # Packed by the library, as the engine's weights are: huge-page memory (csrc/common/memory.h),
+                # which the read-bandwidth probe uses too (a numpy copy would get huge pages only from 4 MiB up).
+                stack = [kernels.PackedWeights.from_rows(rows, fmt, n, k) for _ in range(copies)]
                 state = {"i": 0}
 
                 def run():
@@ -153,7 +155,7 @@ def bench_matrix(shape: dict, fmt: str, threads: int, roof: dict, quick: bool, r
                     "threads": threads, "mode": mode, "isa": isa, "median_s": s, "gbps": gbps,
                     "gflops": flops / s / 1e9, "roofline_fraction": frac, "roofline_local": local,
                     "roofline_run": roof["read_gbps"] if mode == "stream" else int8_peak,
-                    "model": shape["model"], "matrix": shape["matrix"]}
+                    "model": shape["model"], "matrix": shape["matrix"], "hugepages": _core.hugepage_advice()}
             if mode == "hot":
                 s_f32 = median_time(lambda: torch.nn.functional.linear(xt, wd), repeat)
                 s_deq = median_time(lambda: torch.nn.functional.linear(xt, deq()), repeat)
@@ -212,6 +214,8 @@ def main(argv=None) -> int:
     roof = roofline(threads, args.quick)
     for t, r in roof.items():
         console.print(f"roofline, {t} thread(s): " + ", ".join(f"{k} {v:.1f}" for k, v in r.items()))
+    console.print(f"huge-page advice for weights and the bandwidth probe: {'on' if _core.hugepage_advice() else 'off'}"
+                  " (BLUELM_HUGEPAGES=0 turns it off)")
     rows = []
     shapes = load_shapes(args.quick)
     from tqdm import tqdm

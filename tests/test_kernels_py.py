@@ -214,3 +214,23 @@ def test_small_products_on_one_thread_give_the_same_bytes_and_bad_limits_are_ref
     assert len(split.stdout) == 3 * 64 * 4 and split.stdout == inline.stdout
     bad = _run_small_product("many")
     assert bad.returncode != 0 and b"BLUELM_MIN_PARALLEL_MACS='many' is not a non-negative integer" in bad.stderr
+
+
+def test_packed_weights_are_huge_page_aligned_and_the_advice_can_be_turned_off(monkeypatch):
+    # 1024 x 4096 q4_0 packs into 2.25 MiB: library memory aligned to 2 MiB (huge pages, csrc/common/memory.h).
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((1024, 4096)) * 0.05).astype(np.float32)
+    rows = quant.quantize(w, "q4_0")
+    big = kernels.PackedWeights.from_rows(rows, "q4_0", 1024, 4096)
+    assert big.nbytes >= 2 << 20 and big.data.ctypes.data % (2 << 20) == 0
+    assert big.data.flags.writeable and big.data.flags.c_contiguous
+    small = kernels.PackedWeights.from_rows(rows[:8], "q4_0", 8, 4096)
+    assert small.data.ctypes.data % 64 == 0
+    x = rng.standard_normal((2, 4096)).astype(np.float32)
+    np.testing.assert_array_equal(kernels.gemm(x, small), kernels.gemm(x, big)[:, :8])
+    monkeypatch.setenv("BLUELM_HUGEPAGES", "0")
+    assert not _core.hugepage_advice()
+    off = kernels.PackedWeights.from_rows(rows, "q4_0", 1024, 4096)
+    np.testing.assert_array_equal(off.data, big.data)
+    monkeypatch.setenv("BLUELM_HUGEPAGES", "1")
+    assert _core.hugepage_advice()

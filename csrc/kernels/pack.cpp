@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "common/memory.h"
 #include "kernels/kernels.h"
 #include "kernels/kernels_isa.h"
 
@@ -81,8 +82,7 @@ void PackedMatrix::Free::operator()(uint8_t* p) const { std::free(p); }
 
 PackedMatrix::PackedMatrix(Format f, const uint8_t* rows, int64_t n, int64_t k)
     : format_(f), n_(n), k_(k), bytes_(packed_bytes(f, n, k)) {
-  const size_t alloc = size_t((bytes_ + 63) / 64 * 64);
-  data_.reset(static_cast<uint8_t*>(std::aligned_alloc(64, alloc)));
+  data_.reset(alloc_large(size_t(bytes_)));
   if (!data_) throw LimitError(cat("cannot allocate ", bytes_, " bytes for a packed ", n, " x ", k, " matrix"));
   pack_weights(f, rows, n, k, data_.get());
 }

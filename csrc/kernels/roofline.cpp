@@ -9,6 +9,7 @@
 
 #include "common/error.h"
 #include "common/isa.h"
+#include "common/memory.h"
 #include "common/threadpool.h"
 
 #if defined(__x86_64__)
@@ -205,7 +206,7 @@ double read_bandwidth(int64_t bytes, int threads, int reps) {
   if (bytes < 4096 || bytes > (int64_t(1) << 36)) throw InvalidArgument(cat("buffer of ", bytes, " bytes is out of range"));
   if (threads < 1 || reps < 1) throw InvalidArgument("threads and reps must be >= 1");
   bytes = bytes / 4096 * 4096;
-  uint8_t* buf = static_cast<uint8_t*>(std::aligned_alloc(4096, size_t(bytes)));
+  uint8_t* buf = alloc_large(size_t(bytes));  // huge pages, as the packed weights have (common/memory.h)
   if (!buf) throw LimitError(cat("cannot allocate ", bytes, " bytes"));
   ThreadPool& pool = ThreadPool::global();
   const int old = pool.num_threads();

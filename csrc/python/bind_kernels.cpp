@@ -4,6 +4,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/memory.h"
 #include "common/threadpool.h"
 #include "kernels/kernels.h"
 #include "kernels/roofline.h"
@@ -126,10 +127,16 @@ void bind_kernels(py::module_& m) {
         if (rows.shape(0) != n || rows.shape(1) != quant::row_bytes(f, k))
           throw InvalidArgument(cat("rows must be [", n, ", ", quant::row_bytes(f, k), "] for a ", fmt, " matrix of ",
                                     n, " x ", k, ", got [", rows.shape(0), ", ", rows.shape(1), "]"));
-        py::array_t<uint8_t> out(py::ssize_t(packed_bytes(f, n, k)));
-        uint8_t* op = out.mutable_data();
-        py::gil_scoped_release release;
-        pack_weights(f, rp, n, k, op);
+        // The packed matrix is streamed by every decode step: its memory comes from alloc_large (huge pages).
+        const int64_t bytes = packed_bytes(f, n, k);
+        uint8_t* op = alloc_large(size_t(bytes));
+        if (!op) throw LimitError(cat("cannot allocate ", bytes, " bytes for a packed ", n, " x ", k, " matrix"));
+        py::capsule owner(op, [](void* p) { std::free(p); });
+        py::array_t<uint8_t> out(py::ssize_t(bytes), op, owner);
+        {
+          py::gil_scoped_release release;
+          pack_weights(f, rp, n, k, op);
+        }
         return out;
       },
       py::arg("rows"), py::arg("fmt"), py::arg("n"), py::arg("k"));
@@ -209,6 +216,9 @@ void bind_kernels(py::module_& m) {
     set_num_threads(n);
   });
   m.def("get_num_threads", [] { return num_threads(); });
+  m.def("hugepage_advice", &hugepage_advice_enabled,
+        "Whether large buffers (packed weights, the bandwidth probe's) are advised as huge pages; "
+        "BLUELM_HUGEPAGES=0 turns it off");
   m.def("read_bandwidth", &roofline::read_bandwidth, py::arg("bytes"), py::arg("threads") = 1, py::arg("reps") = 3,
         py::call_guard<py::gil_scoped_release>());
   m.def("roofline_peaks", [] {
