@@ -53,14 +53,15 @@ int32_t hsum_i32(__m256i v) {
 
 inline void prefetch_line(const void* p) { __builtin_prefetch(p, 0, 3); }
 
-// A one-token tile consumes its panel at stride / nb bytes per block: before block b it prefetches every cache line
-// up to kPrefetchBytes past the end of block b's share (written out per call site: gcc 12 dropped the prefetches
-// of a templated helper's loop).
+// A one-token tile consumes its panel at g.span (stride / nb, rounded up) bytes per block: before block b it
+// prefetches every cache line up to kPrefetchBytes past the end of block b's share (written out per call site: gcc
+// 12 dropped the prefetches of a templated helper's loop). The span is precomputed: dividing stride by nb here
+// put a 64-bit idiv in every block, and removing it made the cache-hot GEMV 4-11% faster (A/B in one process).
 inline uintptr_t prefetch_start(const uint8_t* panel, const PanelGeometry& g, int64_t b0) {
-  return (reinterpret_cast<uintptr_t>(panel) + b0 * g.stride / g.nb + kPrefetchBytes) & ~uintptr_t(63);
+  return (reinterpret_cast<uintptr_t>(panel) + b0 * g.span + kPrefetchBytes) & ~uintptr_t(63);
 }
 inline uintptr_t prefetch_target(const uint8_t* panel, const PanelGeometry& g, int64_t b) {
-  return reinterpret_cast<uintptr_t>(panel) + (b + 1) * g.stride / g.nb + kPrefetchBytes;
+  return reinterpret_cast<uintptr_t>(panel) + (b + 1) * g.span + kPrefetchBytes;
 }
 
 void quantize_row_avx2(const float* x, int64_t k, int group, float s_factor, int8_t* q, float* d, float* s) {
@@ -420,7 +421,7 @@ void panels_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_
   if (t1 - t0 == 1) {
     // Decode: the first kPrefetchBytes of this thread's share, which the tiles' running prefetch starts past
     // (A/B: +2-5 points of read bandwidth on a 3 MB matrix, none on larger ones).
-    const uint8_t* start = w.data + p0 * g.stride + b0 * g.stride / g.nb;
+    const uint8_t* start = w.data + p0 * g.stride + b0 * g.span;
     const uint8_t* end = std::min(start + kPrefetchBytes, w.data + p1 * g.stride);
     for (const uint8_t* q = start; q < end; q += 64) prefetch_line(q);
   }

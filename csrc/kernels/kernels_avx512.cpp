@@ -91,14 +91,14 @@ void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const Qu
     xs[m] = a.s + (t + m) * g.nb;
   }
   // Bytes of the pair consumed per block (pb is pa + stride, or pa itself for an odd last panel).
-  const int64_t span = (pb == pa ? 1 : 2) * g.stride;
+  const int64_t span = (pb == pa ? 1 : 2) * g.span;
   const uintptr_t base = reinterpret_cast<uintptr_t>(pa) + kPrefetchBytes;
-  uintptr_t pf = (base + b0 * span / g.nb) & ~uintptr_t(63);
+  uintptr_t pf = (base + b0 * span) & ~uintptr_t(63);
   for (int64_t b = b0; b < b1; ++b) {
     const uint8_t* qa = pa + b * g.qbytes;
     const uint8_t* qb = pb + b * g.qbytes;
     if (M == 1) {
-      for (const uintptr_t end = base + (b + 1) * span / g.nb; pf < end; pf += 64) prefetch_line(pf);
+      for (const uintptr_t end = base + (b + 1) * span; pf < end; pf += 64) prefetch_line(pf);
     }
     __m512i s0[M], s1[M];
     for (int m = 0; m < M; ++m) s0[m] = s1[m] = zero;
@@ -179,7 +179,7 @@ void panels(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1,
   const PanelGeometry g = panel_geometry(w.format, w.k);
   if (t1 - t0 == 1) {
     // Decode: the head of this thread's share, which the tiles' running prefetch starts past.
-    const uintptr_t start = reinterpret_cast<uintptr_t>(w.data + p0 * g.stride + b0 * g.stride / g.nb);
+    const uintptr_t start = reinterpret_cast<uintptr_t>(w.data + p0 * g.stride + b0 * g.span);
     const uintptr_t end = reinterpret_cast<uintptr_t>(w.data + p1 * g.stride);
     for (uintptr_t q = start; q < end && q < start + kPrefetchBytes; q += 64) prefetch_line(q);
   }

@@ -49,6 +49,7 @@ struct PanelGeometry {
   int64_t scales;    // offset of the fp16 scales inside a panel (nb * qbytes)
   int64_t minima;    // offset of the fp16 minima (asymmetric formats), else 0
   int64_t stride;    // bytes per panel
+  int64_t span;      // ceil(stride / nb): a block's share of its panel's bytes, the decode prefetch's step
 };
 PanelGeometry panel_geometry(Format f, int64_t k);
 

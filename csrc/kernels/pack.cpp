@@ -22,6 +22,7 @@ PanelGeometry panel_geometry(Format f, int64_t k) {
   g.minima = fi.kind == Kind::int4_asym ? g.scales + scale_bytes : 0;
   const int64_t used = g.scales + scale_bytes * (fi.kind == Kind::int4_asym ? 2 : 1);
   g.stride = (used + 63) / 64 * 64;
+  g.span = (g.stride + g.nb - 1) / g.nb;
   return g;
 }
 
