@@ -31,7 +31,9 @@ std::string vm_flags_at(const void* p) {
   return "";
 }
 
-bool has_flag(const std::string& flags, const char* f) { return (flags + " ").find(std::string(" ") + f + " ") != std::string::npos; }
+bool has_flag(const std::string& flags, const char* f) {
+  return (flags + " ").find(std::string(" ") + f + " ") != std::string::npos;
+}
 
 }  // namespace
 
@@ -68,7 +70,10 @@ BLUELM_TEST(alloc_large_advises_huge_pages_unless_turned_off) {
   CHECK(!hugepage_advice_enabled());
   uint8_t* q = alloc_large(3 * kHugePageBytes);
   const std::string off = vm_flags_at(q);
-  if (old) ::setenv("BLUELM_HUGEPAGES", saved.c_str(), 1); else ::unsetenv("BLUELM_HUGEPAGES");
+  if (old)
+    ::setenv("BLUELM_HUGEPAGES", saved.c_str(), 1);
+  else
+    ::unsetenv("BLUELM_HUGEPAGES");
   if (!on.empty()) {  // /proc/self/smaps readable
     CHECK(has_flag(on, "hg"));
     CHECK(!has_flag(off, "hg"));
