@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/memory.h"
 #include "common/threadpool.h"
 #include "kernels/kernels_isa.h"
 
@@ -52,11 +53,10 @@ void Scratch::Free::operator()(uint8_t* p) const { std::free(p); }
 void Scratch::reserve(int64_t bytes) {
   if (bytes < 0) throw InvalidArgument(cat("scratch size ", bytes, " must be >= 0"));
   if (bytes <= capacity_) return;
-  const size_t alloc = size_t((bytes + 63) / 64 * 64);
-  uint8_t* p = static_cast<uint8_t*>(std::aligned_alloc(64, alloc));
+  uint8_t* p = alloc_large(size_t(bytes));  // 64-byte aligned; a ViT batch's activations get huge pages too
   if (!p) throw LimitError(cat("cannot allocate ", bytes, " bytes of kernel scratch"));
   data_.reset(p);
-  capacity_ = int64_t(alloc);
+  capacity_ = bytes;
 }
 
 void* Scratch::get(int64_t bytes) {

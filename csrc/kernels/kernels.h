@@ -42,7 +42,7 @@ struct PackedView {
   int64_t bytes = 0;
 };
 
-// Owning packed matrix, 64-byte aligned.
+// Owning packed matrix, 64-byte aligned (2 MiB and huge pages from 2 MiB up: common/memory.h).
 class PackedMatrix {
  public:
   PackedMatrix() = default;
