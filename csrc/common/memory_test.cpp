@@ -87,3 +87,33 @@ BLUELM_TEST(alloc_large_advises_huge_pages_unless_turned_off) {
   std::free(q);
 #endif
 }
+
+BLUELM_TEST(weight_arena_hands_out_aligned_memory_back_to_back_until_full) {
+  WeightArena empty(0);
+  CHECK_EQ(empty.capacity(), size_t(0));
+  CHECK(empty.allocate(1) == nullptr);
+#if defined(__linux__)
+  WeightArena arena(3 * kHugePageBytes + 100);
+  CHECK(arena.capacity() >= 3 * kHugePageBytes + 100);
+  CHECK(arena.allocate(0) == nullptr);
+  uint8_t* a = arena.allocate(100);
+  CHECK(a != nullptr);
+  CHECK_EQ(reinterpret_cast<uintptr_t>(a) % kHugePageBytes, uintptr_t(0));  // the arena starts on a huge page
+  uint8_t* b = arena.allocate(kHugePageBytes);
+  CHECK(b == a + 128);  // back to back, each start 64-byte aligned
+  CHECK_EQ(arena.used(), size_t(128) + kHugePageBytes);
+  std::memset(a, 0x11, 100);
+  std::memset(b, 0x22, kHugePageBytes);
+  CHECK_EQ(int(a[99]), 0x11);
+  CHECK_EQ(int(b[kHugePageBytes - 1]), 0x22);
+  CHECK(arena.allocate(arena.capacity()) == nullptr);  // no room: nothing handed out, nothing used
+  CHECK_EQ(arena.used(), size_t(128) + kHugePageBytes);
+  uint8_t* c = arena.allocate(arena.capacity() - arena.used());  // exactly the rest
+  CHECK(c != nullptr);
+  CHECK(arena.allocate(1) == nullptr);
+#if defined(__x86_64__)
+  const std::string flags = vm_flags_at(a);
+  if (!flags.empty() && hugepage_advice_enabled()) CHECK(has_flag(flags, "hg"));
+#endif
+#endif
+}

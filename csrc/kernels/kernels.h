@@ -19,6 +19,10 @@
 
 #include "quant/quant.h"
 
+namespace bluelm {
+class WeightArena;  // common/memory.h
+}
+
 namespace bluelm::kernels {
 
 using quant::Format;
@@ -42,12 +46,15 @@ struct PackedView {
   int64_t bytes = 0;
 };
 
-// Owning packed matrix, 64-byte aligned (2 MiB and huge pages from 2 MiB up: common/memory.h).
+// Owning packed matrix, 64-byte aligned (2 MiB and huge pages from 2 MiB up: common/memory.h). Given an arena
+// with room, it is packed there instead (a model's weights back to back on huge pages) and keeps the arena alive.
 class PackedMatrix {
  public:
   PackedMatrix() = default;
-  PackedMatrix(Format f, const uint8_t* rows, int64_t n, int64_t k);  // packs GGUF-layout rows
-  PackedView view() const { return {format_, n_, k_, data_.get(), bytes_}; }
+  PackedMatrix(Format f, const uint8_t* rows, int64_t n, int64_t k,  // packs GGUF-layout rows
+               std::shared_ptr<WeightArena> arena = nullptr);
+  PackedView view() const { return {format_, n_, k_, ptr_, bytes_}; }
+  bool in_arena() const { return arena_ != nullptr; }
   Format format() const { return format_; }
   int64_t n() const { return n_; }
   int64_t k() const { return k_; }
@@ -58,7 +65,9 @@ class PackedMatrix {
   };
   Format format_ = Format::q4_0;
   int64_t n_ = 0, k_ = 0, bytes_ = 0;
-  std::unique_ptr<uint8_t, Free> data_;
+  std::unique_ptr<uint8_t, Free> data_;   // own allocation, or
+  std::shared_ptr<WeightArena> arena_;    // the arena holding ptr_
+  const uint8_t* ptr_ = nullptr;
 };
 
 // Activations quantized for one weight format (see the header comment). s[b] = d[b] * sum(q in group b) * c with

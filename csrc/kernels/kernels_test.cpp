@@ -1,9 +1,11 @@
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <vector>
 
 #include "common/error.h"
+#include "common/memory.h"
 #include "common/testing.h"
 #include "common/threadpool.h"
 #include "kernels/kernels.h"
@@ -285,4 +287,29 @@ BLUELM_TEST(kernels_roofline_probes_run) {
   CHECK(roofline::read_bandwidth(1 << 20, 1, 1) > 0.1);
   for (const roofline::Peak& pk : roofline::peaks()) CHECK(roofline::measure_peak(pk.name, 1, 1) > 0.1);
   CHECK_THROWS(roofline::measure_peak("nope", 1, 1), InvalidArgument);
+}
+
+BLUELM_TEST(packed_matrix_in_an_arena_matches_its_own_allocation_and_falls_back_when_full) {
+  const quant::Format f = quant::Format::q4_0;
+  const int64_t n = 20, k = 64;
+  std::vector<float> w(size_t(n * k));
+  for (size_t i = 0; i < w.size(); ++i) w[i] = float(int(i % 13) - 6) * 0.05f;
+  std::vector<uint8_t> rows(size_t(n * quant::row_bytes(f, k)));
+  quant::quantize_rows(f, w.data(), n, k, rows.data());
+  const PackedMatrix own(f, rows.data(), n, k);
+  auto arena = std::make_shared<WeightArena>(size_t(packed_bytes(f, n, k)) + 64);
+  const PackedMatrix in(f, rows.data(), n, k, arena);
+  const bool reserved = arena->capacity() > 0;  // no reservation off Linux: the matrix falls back
+  CHECK_EQ(in.in_arena(), reserved);
+  const PackedMatrix fallback(f, rows.data(), n, k, arena);  // the arena is full now
+  CHECK(!fallback.in_arena());
+  arena.reset();  // the matrices keep it alive
+  const PackedView a = own.view(), b = in.view(), c = fallback.view();
+  CHECK_EQ(a.bytes, b.bytes);
+  CHECK(std::memcmp(a.data, b.data, size_t(a.bytes)) == 0);
+  CHECK(std::memcmp(a.data, c.data, size_t(a.bytes)) == 0);
+  std::vector<float> x(size_t(k), 0.25f), ya(static_cast<size_t>(n)), yb(static_cast<size_t>(n));
+  gemv(a, x.data(), ya.data(), nullptr);
+  gemv(b, x.data(), yb.data(), nullptr);
+  CHECK(ya == yb);
 }

@@ -81,11 +81,18 @@ void unpack_weights(Format f, const uint8_t* packed, int64_t n, int64_t k, uint8
 
 void PackedMatrix::Free::operator()(uint8_t* p) const { std::free(p); }
 
-PackedMatrix::PackedMatrix(Format f, const uint8_t* rows, int64_t n, int64_t k)
+PackedMatrix::PackedMatrix(Format f, const uint8_t* rows, int64_t n, int64_t k, std::shared_ptr<WeightArena> arena)
     : format_(f), n_(n), k_(k), bytes_(packed_bytes(f, n, k)) {
-  data_.reset(alloc_large(size_t(bytes_)));
-  if (!data_) throw LimitError(cat("cannot allocate ", bytes_, " bytes for a packed ", n, " x ", k, " matrix"));
-  pack_weights(f, rows, n, k, data_.get());
+  uint8_t* p = arena ? arena->allocate(size_t(bytes_)) : nullptr;
+  if (p) {
+    arena_ = std::move(arena);
+  } else {
+    data_.reset(alloc_large(size_t(bytes_)));
+    p = data_.get();
+    if (!p) throw LimitError(cat("cannot allocate ", bytes_, " bytes for a packed ", n, " x ", k, " matrix"));
+  }
+  pack_weights(f, rows, n, k, p);
+  ptr_ = p;
 }
 
 }  // namespace bluelm::kernels

@@ -22,13 +22,24 @@ Activations parse_activations(const std::string& s) {
   throw InvalidArgument(cat("unknown activation precision '", s, "': expected 'int8' or 'int16'"));
 }
 
-Linear::Linear(const model::Package& pkg, const std::string& weight, int64_t n, int64_t k, const std::string& bias)
+std::shared_ptr<WeightArena> weight_arena(const model::Package& pkg, const std::string& prefix) {
+  size_t bytes = 0;
+  for (const auto& [name, t] : pkg.tensors()) {
+    if (t.is_f32 || t.shape.size() != 2 || name.rfind(prefix, 0) != 0) continue;
+    if (t.stored_k % quant::format_info(t.format).group != 0) continue;
+    bytes += size_t(kernels::packed_bytes(t.format, t.rows(), t.stored_k)) + 64;
+  }
+  return std::make_shared<WeightArena>(bytes);
+}
+
+Linear::Linear(const model::Package& pkg, const std::string& weight, int64_t n, int64_t k, const std::string& bias,
+               std::shared_ptr<WeightArena> arena)
     : n_(n), k_(k) {
   const model::TensorInfo& w = pkg.tensor(weight, {n, k});
   quantized_ = !w.is_f32;
   kp_ = w.stored_k;
   if (quantized_) {
-    packed_ = kernels::PackedMatrix(w.format, w.data, n, kp_);
+    packed_ = kernels::PackedMatrix(w.format, w.data, n, kp_, std::move(arena));
     // The packed copy is what the kernels read: drop the file's pages from this process (they come back on demand,
     // e.g. the rows of a tied embedding table), or the weights would count twice in its resident memory.
     pkg.mapping().release(w.offset, w.bytes);

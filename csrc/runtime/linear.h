@@ -4,8 +4,10 @@
 // go through Eigen, split over the thread pool by output rows. Columns stored padded to the quantization group
 // (stored_k > k) are handled here: the input is copied into a zero-padded buffer.
 #include <cstdint>
+#include <memory>
 #include <string>
 
+#include "common/memory.h"
 #include "kernels/kernels.h"
 #include "model/package.h"
 
@@ -17,11 +19,17 @@ namespace bluelm::runtime {
 enum class Activations { int8, int16 };
 Activations parse_activations(const std::string& s);  // "int8" | "int16"
 
+// An arena (common/memory.h) with room for the packed copies of every quantized matrix of `pkg` whose name starts
+// with `prefix`, for Linear layers built in the order a forward pass reads them.
+std::shared_ptr<WeightArena> weight_arena(const model::Package& pkg, const std::string& prefix);
+
 class Linear {
  public:
   Linear() = default;
-  // weight [n, k] (f32 or quantized), bias [n] f32 or none.
-  Linear(const model::Package& pkg, const std::string& weight, int64_t n, int64_t k, const std::string& bias = "");
+  // weight [n, k] (f32 or quantized), bias [n] f32 or none. A quantized weight is packed into `arena` when it has
+  // room (common/memory.h), else into an allocation of its own.
+  Linear(const model::Package& pkg, const std::string& weight, int64_t n, int64_t k, const std::string& bias = "",
+         std::shared_ptr<WeightArena> arena = nullptr);
   int64_t n() const { return n_; }
   int64_t k() const { return k_; }
   int64_t stored_k() const { return kp_; }

@@ -153,24 +153,27 @@ Llm::Llm(const model::Package& pkg, int64_t max_positions, Activations act) : cf
   const int64_t d = cfg_.hidden, f = cfg_.intermediate, qd = cfg_.q_dim(), kvd = cfg_.kv_dim();
   embed_ = &pkg.tensor(p + "model.embed_tokens.weight", {cfg_.vocab, d});
   layers_.resize(size_t(cfg_.layers));
+  // The packed weights back to back in the order a decode step reads them (layer by layer, the head last).
+  const std::shared_ptr<WeightArena> arena = weight_arena(pkg, p);
   for (int64_t i = 0; i < cfg_.layers; ++i) {
     const std::string l = cat(p, "model.layers.", i, ".");
     Layer& L = layers_[size_t(i)];
     L.attn_norm = pkg.tensor(l + "input_layernorm.weight", {d}).f32();
     L.mlp_norm = pkg.tensor(l + "post_attention_layernorm.weight", {d}).f32();
-    L.q = Linear(pkg, l + "self_attn.q_proj.weight", qd, d);
-    L.k = Linear(pkg, l + "self_attn.k_proj.weight", kvd, d);
-    L.v = Linear(pkg, l + "self_attn.v_proj.weight", kvd, d);
-    L.o = Linear(pkg, l + "self_attn.o_proj.weight", d, qd);
-    L.gate = Linear(pkg, l + "mlp.gate_proj.weight", f, d);
-    L.up = Linear(pkg, l + "mlp.up_proj.weight", f, d);
-    L.down = Linear(pkg, l + "mlp.down_proj.weight", d, f);
+    L.q = Linear(pkg, l + "self_attn.q_proj.weight", qd, d, "", arena);
+    L.k = Linear(pkg, l + "self_attn.k_proj.weight", kvd, d, "", arena);
+    L.v = Linear(pkg, l + "self_attn.v_proj.weight", kvd, d, "", arena);
+    L.o = Linear(pkg, l + "self_attn.o_proj.weight", d, qd, "", arena);
+    L.gate = Linear(pkg, l + "mlp.gate_proj.weight", f, d, "", arena);
+    L.up = Linear(pkg, l + "mlp.up_proj.weight", f, d, "", arena);
+    L.down = Linear(pkg, l + "mlp.down_proj.weight", d, f, "", arena);
   }
   for (const char* n : {"input_layernorm.weight", "post_attention_layernorm.weight"})
     for (int64_t i = 0; i < cfg_.layers; ++i)
       if (!pkg.tensor(cat(p, "model.layers.", i, ".", n)).is_f32) throw FormatError(cat(n, " must be f32"));
   norm_ = pkg.tensor(p + "model.norm.weight", {d}).f32();
-  lm_head_ = Linear(pkg, cfg_.tie_embeddings ? p + "model.embed_tokens.weight" : p + "lm_head.weight", cfg_.vocab, d);
+  lm_head_ = Linear(pkg, cfg_.tie_embeddings ? p + "model.embed_tokens.weight" : p + "lm_head.weight", cfg_.vocab, d,
+                    "", arena);
   rope_ = Rope(cfg_.head_dim, cfg_.rope_theta, std::min(max_positions, cfg_.max_context));
 }
 
