@@ -16,6 +16,7 @@
 // with d_b the activation scale of group b; the tests check this bound.
 #include <cstdint>
 #include <memory>
+#include <utility>
 
 #include "quant/quant.h"
 
@@ -53,6 +54,8 @@ class PackedMatrix {
   PackedMatrix() = default;
   PackedMatrix(Format f, const uint8_t* rows, int64_t n, int64_t k,  // packs GGUF-layout rows
                std::shared_ptr<WeightArena> arena = nullptr);
+  PackedMatrix(PackedMatrix&& o) noexcept { *this = std::move(o); }
+  PackedMatrix& operator=(PackedMatrix&& o) noexcept;  // leaves `o` empty (a null view)
   PackedView view() const { return {format_, n_, k_, ptr_, bytes_}; }
   bool in_arena() const { return arena_ != nullptr; }
   Format format() const { return format_; }

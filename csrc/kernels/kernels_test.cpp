@@ -298,7 +298,7 @@ BLUELM_TEST(packed_matrix_in_an_arena_matches_its_own_allocation_and_falls_back_
   quant::quantize_rows(f, w.data(), n, k, rows.data());
   const PackedMatrix own(f, rows.data(), n, k);
   auto arena = std::make_shared<WeightArena>(size_t(packed_bytes(f, n, k)) + 64);
-  const PackedMatrix in(f, rows.data(), n, k, arena);
+  PackedMatrix in(f, rows.data(), n, k, arena);
   const bool reserved = arena->capacity() > 0;  // no reservation off Linux: the matrix falls back
   CHECK_EQ(in.in_arena(), reserved);
   const PackedMatrix fallback(f, rows.data(), n, k, arena);  // the arena is full now
@@ -312,4 +312,9 @@ BLUELM_TEST(packed_matrix_in_an_arena_matches_its_own_allocation_and_falls_back_
   gemv(a, x.data(), ya.data(), nullptr);
   gemv(b, x.data(), yb.data(), nullptr);
   CHECK(ya == yb);
+  PackedMatrix moved = std::move(in);
+  CHECK(in.view().data == nullptr);  // a moved-from matrix has a null view, not a dangling one
+  CHECK_EQ(in.view().bytes, int64_t(0));
+  CHECK(moved.view().data == b.data);
+  CHECK_EQ(moved.in_arena(), reserved);
 }

@@ -1,6 +1,7 @@
 // Repacking GGUF-layout rows into 8-row panels (and back): byte shuffling only, never re-quantization.
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "common/error.h"
 #include "common/memory.h"
@@ -80,6 +81,19 @@ void unpack_weights(Format f, const uint8_t* packed, int64_t n, int64_t k, uint8
 }
 
 void PackedMatrix::Free::operator()(uint8_t* p) const { std::free(p); }
+
+PackedMatrix& PackedMatrix::operator=(PackedMatrix&& o) noexcept {
+  if (this != &o) {
+    format_ = o.format_;
+    n_ = std::exchange(o.n_, 0);
+    k_ = std::exchange(o.k_, 0);
+    bytes_ = std::exchange(o.bytes_, 0);
+    data_ = std::move(o.data_);
+    arena_ = std::move(o.arena_);
+    ptr_ = std::exchange(o.ptr_, nullptr);
+  }
+  return *this;
+}
 
 PackedMatrix::PackedMatrix(Format f, const uint8_t* rows, int64_t n, int64_t k, std::shared_ptr<WeightArena> arena)
     : format_(f), n_(n), k_(k), bytes_(packed_bytes(f, n, k)) {
