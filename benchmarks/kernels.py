@@ -6,7 +6,8 @@ and torch, measured in the same run.
 For each model of configs/suites/kernels.json (the BlueLM-V-3B stand-in: hidden 2304, FFN 5760, vocab 122753;
 SmolLM2-135M: 576, 1536, 49152) and each weight matrix shape [N, K] of a layer (q/o, k/v, gate/up, down, head):
   - gemv (T = 1) in `hot` mode (one matrix, cache-warm) and `stream` mode (a stack of copies larger than the
-    last-level cache, cycled, so every call reads DRAM);
+    last-level cache, back to back in one weight arena as the engine keeps a model, cycled, so every call reads
+    DRAM);
   - gemm for a prefill chunk (T = 128);
 for q4_0, q4_1 and q8_0 weights, plus the 2x2 down-sampler fused with LayerNorm + linear for a 27x27x1152 tile.
 Baselines timed in the same process: torch float32 matmul on the dequantized weights (`torch-f32`) and torch's
@@ -132,9 +133,10 @@ def bench_matrix(shape: dict, fmt: str, threads: int, roof: dict, quick: bool, r
         for mode in modes:
             if mode == "stream":
                 copies = max(2, int(2 * LLC_BYTES // wbytes) + 1)  # the stack is at least twice the LLC
-                # Packed by the library, as the engine's weights are: huge-page memory (csrc/common/memory.h),
-                # which the read-bandwidth probe uses too (a numpy copy would get huge pages only from 4 MiB up).
-                stack = [kernels.PackedWeights.from_rows(rows, fmt, n, k) for _ in range(copies)]
+                # Laid out as the engine lays out a model's weights: back to back in one arena of huge pages
+                # (csrc/common/memory.h), which the read-bandwidth probe uses too.
+                arena = kernels.WeightArena(copies * (wbytes + 64))
+                stack = [kernels.PackedWeights.from_rows(rows, fmt, n, k, arena) for _ in range(copies)]
                 state = {"i": 0}
 
                 def run():

@@ -42,11 +42,12 @@ class PackedWeights:
     data: Any
 
     @classmethod
-    def from_rows(cls, rows, fmt: str, n: int, k: int) -> "PackedWeights":
-        """GGUF-layout rows (uint8 [n, row_bytes(fmt, k)]) -> packed (byte shuffling only)."""
+    def from_rows(cls, rows, fmt: str, n: int, k: int, arena: "WeightArena | None" = None) -> "PackedWeights":
+        """GGUF-layout rows (uint8 [n, row_bytes(fmt, k)]) -> packed (byte shuffling only). With an ``arena`` that
+        has room, the packed bytes go there, right after the ones packed before (see ``WeightArena``)."""
         format_info(fmt)
         a, t = as_numpy(rows, "rows", np.uint8)
-        return cls(fmt, int(n), int(k), wrap(_core.pack_weights(a, fmt, int(n), int(k)), t))
+        return cls(fmt, int(n), int(k), wrap(_core.pack_weights(a, fmt, int(n), int(k), arena), t))
 
     def rows(self) -> np.ndarray:
         """Back to GGUF-layout rows."""
@@ -58,10 +59,10 @@ class PackedWeights:
         return int(self.data.shape[0])
 
 
-def pack(w, fmt: str) -> PackedWeights:
-    """Float weights [n, k] -> quantized (``fmt``) and packed."""
+def pack(w, fmt: str, arena: "WeightArena | None" = None) -> PackedWeights:
+    """Float weights [n, k] -> quantized (``fmt``) and packed (into ``arena`` when it has room)."""
     rows = quantize(w, fmt)
-    return PackedWeights.from_rows(rows, fmt, int(rows.shape[0]), int(w.shape[1]))
+    return PackedWeights.from_rows(rows, fmt, int(rows.shape[0]), int(w.shape[1]), arena)
 
 
 def gemm(x, w: PackedWeights, bias=None):
@@ -107,5 +108,14 @@ def downsample_linear(x, w: PackedWeights, gamma=None, beta=None, bias=None, *, 
     return wrap(_core.downsample_linear(a, p, w.format, w.n, layer_norm, *vec, float(eps)), t)
 
 
-__all__ = ["PackedWeights", "downsample_2x2", "downsample_linear", "gemm", "gemm_reference", "gemv",
+WeightArena = _core.WeightArena
+WeightArena.__doc__ = """Room for many packed matrices back to back, as the native engine keeps a model's weights.
+
+``WeightArena(capacity)`` reserves ``capacity`` bytes of address space (2 MiB-aligned, advised as huge pages unless
+BLUELM_HUGEPAGES=0; memory is committed only as matrices are packed into it). ``PackedWeights.from_rows(...,
+arena=a)`` and ``pack(..., arena=a)`` place each matrix right after the previous one (64-byte aligned) while it has
+room, else in an allocation of its own; each packed array keeps the arena alive. ``capacity`` and ``used`` are in
+bytes. Streaming a stack of matrices, every byte then lies on huge pages and each matrix follows the last one."""
+
+__all__ = ["PackedWeights", "WeightArena", "downsample_2x2", "downsample_linear", "gemm", "gemm_reference", "gemv",
            "get_num_threads", "pack", "row_bytes", "set_num_threads"]

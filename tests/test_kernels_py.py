@@ -234,3 +234,34 @@ def test_packed_weights_are_huge_page_aligned_and_the_advice_can_be_turned_off(m
     np.testing.assert_array_equal(off.data, big.data)
     monkeypatch.setenv("BLUELM_HUGEPAGES", "1")
     assert _core.hugepage_advice()
+
+
+def test_weight_arena_packs_matrices_back_to_back_and_outlives_its_handle():
+    import gc
+    import sys
+
+    rng = np.random.default_rng(4)
+    ws = [(rng.standard_normal((n, 256)) * 0.05).astype(np.float32) for n in (40, 24, 8)]
+    own = [kernels.pack(w, "q4_0") for w in ws]
+    need = sum(p.nbytes for p in own)
+    arena = kernels.WeightArena(need + 64)
+    assert arena.capacity >= need and arena.used == 0
+    packed = [kernels.pack(w, "q4_0", arena=arena) for w in ws]
+    if sys.platform.startswith("linux"):
+        base = packed[0].data.ctypes.data
+        assert base % (2 << 20) == 0  # the arena starts on a huge page
+        offsets = [p.data.ctypes.data - base for p in packed]
+        sizes = [(p.nbytes + 63) // 64 * 64 for p in packed]
+        assert offsets == [0, sizes[0], sizes[0] + sizes[1]]  # back to back, 64-byte aligned, in packing order
+        assert arena.used == sum(sizes)
+    # Full: the next matrix gets an allocation of its own, and nothing changes for the caller.
+    extra = kernels.pack(ws[0], "q4_0", arena=arena)
+    np.testing.assert_array_equal(extra.data, own[0].data)
+    del arena
+    gc.collect()  # the packed arrays keep the arena's memory alive
+    x = rng.standard_normal((3, 256)).astype(np.float32)
+    for p, o in zip(packed, own):
+        np.testing.assert_array_equal(p.data, o.data)
+        np.testing.assert_array_equal(kernels.gemm(x, p), kernels.gemm(x, o))
+    with pytest.raises(Exception, match="capacity"):
+        kernels.WeightArena(-1)

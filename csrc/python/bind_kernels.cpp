@@ -1,6 +1,7 @@
 // Thin bindings of csrc/quant and csrc/kernels: numpy buffers in and out without copies (the Python layer in
 // bluelm_v/quant.py and bluelm_v/kernels.py accepts torch tensors through .numpy(), which shares memory). Every
 // check names the argument, its dtype, shape or contiguity.
+#include <memory>
 #include <string>
 
 #include "common/error.h"
@@ -119,19 +120,35 @@ void bind_kernels(py::module_& m) {
 
   // ---- kernels ----
   m.def("packed_bytes", [](const std::string& fmt, int64_t n, int64_t k) { return packed_bytes(fmt_of(fmt), n, k); });
+  py::class_<WeightArena, std::shared_ptr<WeightArena>>(m, "WeightArena")
+      .def(py::init([](int64_t capacity) {
+             if (capacity < 0) throw InvalidArgument(cat("arena capacity ", capacity, " must be >= 0 bytes"));
+             return std::make_shared<WeightArena>(size_t(capacity));
+           }),
+           py::arg("capacity"))
+      .def_property_readonly("capacity", &WeightArena::capacity)
+      .def_property_readonly("used", &WeightArena::used);
   m.def(
       "pack_weights",
-      [](const py::array& rows, const std::string& fmt, int64_t n, int64_t k) {
+      [](const py::array& rows, const std::string& fmt, int64_t n, int64_t k, std::shared_ptr<WeightArena> arena) {
         const uint8_t* rp = buffer<uint8_t>(rows, "rows", 'u', 2, 2);
         const quant::Format f = fmt_of(fmt);
         if (rows.shape(0) != n || rows.shape(1) != quant::row_bytes(f, k))
           throw InvalidArgument(cat("rows must be [", n, ", ", quant::row_bytes(f, k), "] for a ", fmt, " matrix of ",
                                     n, " x ", k, ", got [", rows.shape(0), ", ", rows.shape(1), "]"));
-        // The packed matrix is streamed by every decode step: its memory comes from alloc_large (huge pages).
+        // The packed matrix is streamed by every decode step: its memory comes from the arena when one with room is
+        // given (the array then keeps the arena alive), else from alloc_large (huge pages from 2 MiB up).
         const int64_t bytes = packed_bytes(f, n, k);
-        uint8_t* op = alloc_large(size_t(bytes));
-        if (!op) throw LimitError(cat("cannot allocate ", bytes, " bytes for a packed ", n, " x ", k, " matrix"));
-        py::capsule owner(op, [](void* p) { std::free(p); });
+        uint8_t* op = arena ? arena->allocate(size_t(bytes)) : nullptr;
+        py::capsule owner;
+        if (op) {
+          owner = py::capsule(new std::shared_ptr<WeightArena>(std::move(arena)),
+                              [](void* p) { delete static_cast<std::shared_ptr<WeightArena>*>(p); });
+        } else {
+          op = alloc_large(size_t(bytes));
+          if (!op) throw LimitError(cat("cannot allocate ", bytes, " bytes for a packed ", n, " x ", k, " matrix"));
+          owner = py::capsule(op, [](void* p) { std::free(p); });
+        }
         py::array_t<uint8_t> out(py::ssize_t(bytes), op, owner);
         {
           py::gil_scoped_release release;
@@ -139,7 +156,7 @@ void bind_kernels(py::module_& m) {
         }
         return out;
       },
-      py::arg("rows"), py::arg("fmt"), py::arg("n"), py::arg("k"));
+      py::arg("rows"), py::arg("fmt"), py::arg("n"), py::arg("k"), py::arg("arena") = nullptr);
   m.def(
       "unpack_weights",
       [](const py::array& packed, const std::string& fmt, int64_t n, int64_t k) {
