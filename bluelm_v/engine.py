@@ -196,6 +196,12 @@ class Engine:
     def vit_resident(self) -> bool:
         return self._e.vit_resident
 
+    @property
+    def stacked_products(self) -> int:
+        """How many of the LLM's products run stacked: Q/K/V as one and gate/up as one per layer (2 per layer when the
+        weights allow it: quantized, one format, whole 8-row panels; BLUELM_STACK=0 at load turns it off)."""
+        return self._e.llm_stacked_products
+
     def image_tokens(self, width: int, height: int) -> int:
         return self._e.image_tokens(int(width), int(height))
 

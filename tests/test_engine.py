@@ -420,3 +420,24 @@ def test_package_from_hf_folder_equals_package_from_module(tiny, tiny_f32, tmp_p
     assert (pkg / "weights.bin").read_bytes() == (tiny_f32 / "weights.bin").read_bytes()
     with pytest.raises(ValueError, match="unknown quant"):
         package(folder, tmp_path / "x", quant="q3_k")
+
+
+@pytest.mark.parametrize("fmt", ["q8", "q4"])
+def test_stacked_projections_give_the_same_bits_as_separate_ones(tiny_q8, tiny_q4, fmt, monkeypatch):
+    """Q/K/V and gate/up run as one product each (whole panels of one format stack); BLUELM_STACK=0 at load keeps
+    them apart. Stacking only changes which call computes a row, so prefill and decode logits are identical."""
+    pkg = {"q8": tiny_q8, "q4": tiny_q4}[fmt]
+    ids = list(range(5, 45))
+
+    def run():
+        eng = Engine(pkg)
+        s = eng.session()
+        pre = s.prefill(ids, chunk=16, all_logits=True)
+        return eng.stacked_products, pre, s.decode(ids[-1])
+
+    stacked = run()
+    monkeypatch.setenv("BLUELM_STACK", "0")
+    separate = run()
+    assert stacked[0] == 2 * 2 and separate[0] == 0  # tiny: 2 layers, hidden 64, kv 32, ffn 160 (whole panels)
+    np.testing.assert_array_equal(stacked[1], separate[1])
+    np.testing.assert_array_equal(stacked[2], separate[2])

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "quant/quant.h"
 
@@ -53,6 +54,11 @@ class PackedMatrix {
  public:
   PackedMatrix() = default;
   PackedMatrix(Format f, const uint8_t* rows, int64_t n, int64_t k,  // packs GGUF-layout rows
+               std::shared_ptr<WeightArena> arena = nullptr);
+  // Several row blocks of one format and K stacked into one matrix (the rows of parts[0], then parts[1], ...), as
+  // if their GGUF rows had been concatenated: one product then covers them all (Q, K and V; gate and up). Every
+  // part but the last must have a multiple of 8 rows (whole panels).
+  PackedMatrix(Format f, const std::vector<const uint8_t*>& parts, const std::vector<int64_t>& rows, int64_t k,
                std::shared_ptr<WeightArena> arena = nullptr);
   PackedMatrix(PackedMatrix&& o) noexcept { *this = std::move(o); }
   PackedMatrix& operator=(PackedMatrix&& o) noexcept;  // leaves `o` empty (a null view)

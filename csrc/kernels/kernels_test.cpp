@@ -318,3 +318,27 @@ BLUELM_TEST(packed_matrix_in_an_arena_matches_its_own_allocation_and_falls_back_
   CHECK(moved.view().data == b.data);
   CHECK_EQ(moved.in_arena(), reserved);
 }
+
+BLUELM_TEST(packed_matrix_stacked_from_parts_equals_the_concatenated_rows) {
+  const quant::Format f = quant::Format::q4_1;
+  const int64_t k = 96;
+  const std::vector<int64_t> ns = {16, 8, 5};
+  const int64_t rb = quant::row_bytes(f, k), n = 29;
+  std::vector<float> w(size_t(n * k));
+  for (size_t i = 0; i < w.size(); ++i) w[i] = float(int(i * 7 % 23) - 11) * 0.03f;
+  std::vector<uint8_t> rows(size_t(n * rb));
+  quant::quantize_rows(f, w.data(), n, k, rows.data());
+  const PackedMatrix whole(f, rows.data(), n, k);
+  const PackedMatrix stacked(f, {rows.data(), rows.data() + 16 * rb, rows.data() + 24 * rb}, ns, k);
+  CHECK_EQ(stacked.n(), n);
+  CHECK_EQ(stacked.view().bytes, whole.view().bytes);
+  CHECK(std::memcmp(stacked.view().data, whole.view().data, size_t(whole.view().bytes)) == 0);
+  // A part that ends inside a panel can only come last.
+  bool refused = false;
+  try {
+    PackedMatrix bad(f, {rows.data(), rows.data() + 5 * rb}, {5, 8}, k);
+  } catch (const InvalidArgument& e) {
+    refused = std::string(e.what()).find("whole panels") != std::string::npos;
+  }
+  CHECK(refused);
+}

@@ -96,16 +96,34 @@ PackedMatrix& PackedMatrix::operator=(PackedMatrix&& o) noexcept {
 }
 
 PackedMatrix::PackedMatrix(Format f, const uint8_t* rows, int64_t n, int64_t k, std::shared_ptr<WeightArena> arena)
-    : format_(f), n_(n), k_(k), bytes_(packed_bytes(f, n, k)) {
+    : PackedMatrix(f, std::vector<const uint8_t*>{rows}, std::vector<int64_t>{n}, k, std::move(arena)) {}
+
+PackedMatrix::PackedMatrix(Format f, const std::vector<const uint8_t*>& parts, const std::vector<int64_t>& rows,
+                           int64_t k, std::shared_ptr<WeightArena> arena)
+    : format_(f), k_(k) {
+  if (parts.empty() || parts.size() != rows.size())
+    throw InvalidArgument(cat("stacking needs one row count per part: ", parts.size(), " parts, ", rows.size(), " counts"));
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (rows[i] < 1) throw InvalidArgument(cat("part ", i, " has ", rows[i], " rows"));
+    if (i + 1 < rows.size() && rows[i] % kPanelRows != 0)
+      throw InvalidArgument(cat("part ", i, " has ", rows[i], " rows: all parts but the last must fill whole panels of ",
+                                kPanelRows, " rows"));
+    n_ += rows[i];
+  }
+  bytes_ = packed_bytes(f, n_, k);
   uint8_t* p = arena ? arena->allocate(size_t(bytes_)) : nullptr;
   if (p) {
     arena_ = std::move(arena);
   } else {
     data_.reset(alloc_large(size_t(bytes_)));
     p = data_.get();
-    if (!p) throw LimitError(cat("cannot allocate ", bytes_, " bytes for a packed ", n, " x ", k, " matrix"));
+    if (!p) throw LimitError(cat("cannot allocate ", bytes_, " bytes for a packed ", n_, " x ", k, " matrix"));
   }
-  pack_weights(f, rows, n, k, p);
+  int64_t offset = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    pack_weights(f, parts[i], rows[i], k, p + offset);
+    offset += packed_bytes(f, rows[i], k);
+  }
   ptr_ = p;
 }
 

@@ -2,6 +2,7 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -48,6 +49,41 @@ Linear::Linear(const model::Package& pkg, const std::string& weight, int64_t n, 
   }
   if (!bias.empty()) bias_ = pkg.tensor(bias, {n}).f32();
   if (!bias.empty() && !pkg.tensor(bias).is_f32) throw FormatError(cat("bias ", bias, " must be f32"));
+}
+
+bool Linear::can_stack(const model::Package& pkg, const std::vector<std::string>& weights,
+                       const std::vector<int64_t>& ns, int64_t k) {
+  const char* env = std::getenv("BLUELM_STACK");
+  if (env && std::string(env) == "0") return false;
+  if (weights.empty() || weights.size() != ns.size()) return false;
+  const model::TensorInfo& first = pkg.tensor(weights[0], {ns[0], k});
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const model::TensorInfo& w = pkg.tensor(weights[i], {ns[i], k});
+    if (w.is_f32 || w.format != first.format || w.stored_k != first.stored_k) return false;
+    if (i + 1 < weights.size() && ns[i] % kernels::kPanelRows != 0) return false;
+  }
+  return true;
+}
+
+Linear::Linear(const model::Package& pkg, const std::vector<std::string>& weights, const std::vector<int64_t>& ns,
+               int64_t k, std::shared_ptr<WeightArena> arena)
+    : k_(k), quantized_(true) {
+  if (!can_stack(pkg, weights, ns, k))
+    throw InvalidArgument(cat("weights ", weights.empty() ? std::string("(none)") : weights[0],
+                              "... cannot be stacked into one product"));
+  std::vector<const uint8_t*> parts;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const model::TensorInfo& w = pkg.tensor(weights[i], {ns[i], k});
+    parts.push_back(w.data);
+    kp_ = w.stored_k;
+    n_ += ns[i];
+  }
+  const model::TensorInfo& first = pkg.tensor(weights[0]);
+  packed_ = kernels::PackedMatrix(first.format, parts, ns, kp_, std::move(arena));
+  for (const std::string& name : weights) {
+    const model::TensorInfo& w = pkg.tensor(name);
+    pkg.mapping().release(w.offset, w.bytes);
+  }
 }
 
 int64_t Linear::resident_bytes() const {

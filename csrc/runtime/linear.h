@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/memory.h"
 #include "kernels/kernels.h"
@@ -30,6 +31,15 @@ class Linear {
   // room (common/memory.h), else into an allocation of its own.
   Linear(const model::Package& pkg, const std::string& weight, int64_t n, int64_t k, const std::string& bias = "",
          std::shared_ptr<WeightArena> arena = nullptr);
+  // Several weights [ns[i], k] stacked into one product (Q, K and V; gate and up): output row = the parts' outputs
+  // side by side. One call splits all their rows over the threads (the small K and V of a decode step no longer run
+  // on one thread) and wakes the pool once. Only where can_stack() holds.
+  Linear(const model::Package& pkg, const std::vector<std::string>& weights, const std::vector<int64_t>& ns, int64_t k,
+         std::shared_ptr<WeightArena> arena = nullptr);
+  // All quantized, of one format and stored K, every part but the last of whole 8-row panels, and stacking not
+  // turned off (BLUELM_STACK=0, read here, for A/B runs). Shapes are checked as the single-weight constructor does.
+  static bool can_stack(const model::Package& pkg, const std::vector<std::string>& weights,
+                        const std::vector<int64_t>& ns, int64_t k);
   int64_t n() const { return n_; }
   int64_t k() const { return k_; }
   int64_t stored_k() const { return kp_; }

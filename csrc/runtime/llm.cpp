@@ -160,12 +160,25 @@ Llm::Llm(const model::Package& pkg, int64_t max_positions, Activations act) : cf
     Layer& L = layers_[size_t(i)];
     L.attn_norm = pkg.tensor(l + "input_layernorm.weight", {d}).f32();
     L.mlp_norm = pkg.tensor(l + "post_attention_layernorm.weight", {d}).f32();
-    L.q = Linear(pkg, l + "self_attn.q_proj.weight", qd, d, "", arena);
-    L.k = Linear(pkg, l + "self_attn.k_proj.weight", kvd, d, "", arena);
-    L.v = Linear(pkg, l + "self_attn.v_proj.weight", kvd, d, "", arena);
+    const std::vector<std::string> qkv = {l + "self_attn.q_proj.weight", l + "self_attn.k_proj.weight",
+                                          l + "self_attn.v_proj.weight"};
+    const std::vector<std::string> gu = {l + "mlp.gate_proj.weight", l + "mlp.up_proj.weight"};
+    L.stacked_qkv = Linear::can_stack(pkg, qkv, {qd, kvd, kvd}, d);
+    if (L.stacked_qkv) {
+      L.qkv = Linear(pkg, qkv, {qd, kvd, kvd}, d, arena);
+    } else {
+      L.q = Linear(pkg, qkv[0], qd, d, "", arena);
+      L.k = Linear(pkg, qkv[1], kvd, d, "", arena);
+      L.v = Linear(pkg, qkv[2], kvd, d, "", arena);
+    }
     L.o = Linear(pkg, l + "self_attn.o_proj.weight", d, qd, "", arena);
-    L.gate = Linear(pkg, l + "mlp.gate_proj.weight", f, d, "", arena);
-    L.up = Linear(pkg, l + "mlp.up_proj.weight", f, d, "", arena);
+    L.stacked_gate_up = Linear::can_stack(pkg, gu, {f, f}, d);
+    if (L.stacked_gate_up) {
+      L.gate_up = Linear(pkg, gu, {f, f}, d, arena);
+    } else {
+      L.gate = Linear(pkg, gu[0], f, d, "", arena);
+      L.up = Linear(pkg, gu[1], f, d, "", arena);
+    }
     L.down = Linear(pkg, l + "mlp.down_proj.weight", d, f, "", arena);
   }
   for (const char* n : {"input_layernorm.weight", "post_attention_layernorm.weight"})
@@ -194,16 +207,32 @@ LlmWorkspace Llm::new_workspace(int64_t max_t) const {
   ws.k.resize(t * size_t(cfg_.kv_dim()));
   ws.v.resize(t * size_t(cfg_.kv_dim()));
   ws.gate.resize(t * size_t(cfg_.intermediate));
-  ws.up.resize(t * size_t(cfg_.intermediate));
+  // Buffers for the stacked products where some layer has them, for the separate ones where some layer has those.
+  bool any_qkv = false, any_gu = false, any_split_gu = false;
+  for (const Layer& L : layers_) {
+    any_qkv = any_qkv || L.stacked_qkv;
+    any_gu = any_gu || L.stacked_gate_up;
+    any_split_gu = any_split_gu || !L.stacked_gate_up;
+  }
+  if (any_qkv) ws.qkv.resize(t * size_t(cfg_.q_dim() + 2 * cfg_.kv_dim()));
+  if (any_gu) ws.gate_up.resize(t * size_t(2 * cfg_.intermediate));
+  if (any_split_gu) ws.up.resize(t * size_t(cfg_.intermediate));
   ws.scores.resize(size_t(std::max(1, num_threads())) * size_t(rope_.positions()));
   ws.logits_row.resize(size_t(cfg_.hidden));
   return ws;
 }
 
+int64_t Llm::stacked_products() const {
+  int64_t n = 0;
+  for (const Layer& L : layers_) n += int64_t(L.stacked_qkv) + int64_t(L.stacked_gate_up);
+  return n;
+}
+
 int64_t Llm::resident_bytes() const {
   int64_t b = lm_head_.resident_bytes();
   for (const Layer& L : layers_)
-    for (const Linear* l : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) b += l->resident_bytes();
+    for (const Linear* l : {&L.q, &L.k, &L.v, &L.qkv, &L.o, &L.gate, &L.up, &L.gate_up, &L.down})
+      b += l->resident_bytes();
   return b;
 }
 
@@ -223,7 +252,8 @@ void Llm::embed(const int32_t* ids, int64_t t, float* out) const {
   }
 }
 
-void Llm::attention(int64_t layer, int64_t start, int64_t t, const KvCache& cache, LlmWorkspace& ws) const {
+void Llm::attention(int64_t layer, int64_t start, int64_t t, const float* qp, int64_t ldq, const KvCache& cache,
+                    LlmWorkspace& ws) const {
   const int64_t heads = cfg_.heads, hd = cfg_.head_dim, groups = cfg_.heads / cfg_.kv_heads;
   const int64_t qd = cfg_.q_dim(), cap = rope_.positions();
   const float scale = 1.0f / std::sqrt(float(hd));
@@ -236,7 +266,7 @@ void Llm::attention(int64_t layer, int64_t start, int64_t t, const KvCache& cach
       thread_local std::vector<float> qs;
       qs.resize(size_t(hd));
       for (int64_t h = b; h < e; ++h) {
-        const float* q = ws.q.data() + h * hd;
+        const float* q = qp + h * hd;
         for (int64_t i = 0; i < hd; ++i) qs[size_t(i)] = q[i] * scale;
         cache.attend(layer, h / groups, qs.data(), start + 1, scores, ws.att.data() + h * hd);
       }
@@ -261,7 +291,7 @@ void Llm::attention(int64_t layer, int64_t start, int64_t t, const KvCache& cach
         cache.read(layer, kvh, n, kbuf.data(), vbuf.data());
         loaded = kvh;
       }
-      const CMap Q(ws.q.data() + h * hd, t, hd, Eigen::OuterStride<>(qd));
+      const CMap Q(qp + h * hd, t, hd, Eigen::OuterStride<>(ldq));
       const CMap K(kbuf.data(), n, hd, Eigen::OuterStride<>(hd));
       const CMap V(vbuf.data(), n, hd, Eigen::OuterStride<>(hd));
       MMap S(sbuf.data(), t, n, Eigen::OuterStride<>(n));
@@ -293,21 +323,36 @@ void Llm::forward(const float* x, int64_t t, KvCache& cache, LlmWorkspace& ws, f
   for (int64_t li = 0; li < cfg_.layers; ++li) {
     const Layer& L = layers_[size_t(li)];
     rms_norm(h, L.attn_norm, ws.xn.data(), t, d, eps);
-    L.q.forward(ws.xn.data(), t, d, ws.q.data(), qd, ws.scratch, act_);
-    L.k.forward(ws.xn.data(), t, d, ws.k.data(), kvd, ws.scratch, act_);
-    L.v.forward(ws.xn.data(), t, d, ws.v.data(), kvd, ws.scratch, act_);
-    for (int64_t r = 0; r < t; ++r) {
-      rope_.apply(ws.q.data() + r * qd, cfg_.heads, start + r);
-      rope_.apply(ws.k.data() + r * kvd, cfg_.kv_heads, start + r);
-      cache.store(li, start + r, ws.k.data() + r * kvd, ws.v.data() + r * kvd);
+    float *q, *k, *v;
+    int64_t ldq, ldkv;
+    if (L.stacked_qkv) {
+      ldq = ldkv = qd + 2 * kvd;
+      L.qkv.forward(ws.xn.data(), t, d, ws.qkv.data(), ldq, ws.scratch, act_);
+      q = ws.qkv.data(), k = q + qd, v = k + kvd;
+    } else {
+      ldq = qd, ldkv = kvd;
+      q = ws.q.data(), k = ws.k.data(), v = ws.v.data();
+      L.q.forward(ws.xn.data(), t, d, q, qd, ws.scratch, act_);
+      L.k.forward(ws.xn.data(), t, d, k, kvd, ws.scratch, act_);
+      L.v.forward(ws.xn.data(), t, d, v, kvd, ws.scratch, act_);
     }
-    attention(li, start, t, cache, ws);
+    for (int64_t r = 0; r < t; ++r) {
+      rope_.apply(q + r * ldq, cfg_.heads, start + r);
+      rope_.apply(k + r * ldkv, cfg_.kv_heads, start + r);
+      cache.store(li, start + r, k + r * ldkv, v + r * ldkv);
+    }
+    attention(li, start, t, q, ldq, cache, ws);
     L.o.forward(ws.att.data(), t, qd, ws.tmp.data(), d, ws.scratch, act_);
     add_inplace(h, ws.tmp.data(), t * d);
     rms_norm(h, L.mlp_norm, ws.xn.data(), t, d, eps);
-    L.gate.forward(ws.xn.data(), t, d, ws.gate.data(), f, ws.scratch, act_);
-    L.up.forward(ws.xn.data(), t, d, ws.up.data(), f, ws.scratch, act_);
-    silu_mul(ws.gate.data(), ws.up.data(), t * f);
+    if (L.stacked_gate_up) {
+      L.gate_up.forward(ws.xn.data(), t, d, ws.gate_up.data(), 2 * f, ws.scratch, act_);
+      swiglu_rows(ws.gate_up.data(), t, f, ws.gate.data());
+    } else {
+      L.gate.forward(ws.xn.data(), t, d, ws.gate.data(), f, ws.scratch, act_);
+      L.up.forward(ws.xn.data(), t, d, ws.up.data(), f, ws.scratch, act_);
+      silu_mul(ws.gate.data(), ws.up.data(), t * f);
+    }
     L.down.forward(ws.gate.data(), t, f, ws.tmp.data(), d, ws.scratch, act_);
     add_inplace(h, ws.tmp.data(), t * d);
   }

@@ -54,6 +54,7 @@ class KvCache {
 struct LlmWorkspace {
   int64_t max_t = 0;
   std::vector<float> h, xn, q, k, v, att, tmp, gate, up, scores, logits_row;
+  std::vector<float> qkv, gate_up;  // outputs of the stacked products [max_t, q + 2 kv], [max_t, 2 * ffn]
   kernels::Scratch scratch;
 };
 
@@ -65,6 +66,8 @@ class Llm {
   KvCache new_cache(KvType type, int64_t capacity) const;
   LlmWorkspace new_workspace(int64_t max_t) const;
   int64_t resident_bytes() const;
+  // Products the layers run stacked (Q/K/V and gate/up, Linear::can_stack): 2 per layer when all stack.
+  int64_t stacked_products() const;
 
   // Token embeddings: ids [t] -> out [t, hidden] (ids checked against the vocabulary).
   void embed(const int32_t* ids, int64_t t, float* out) const;
@@ -77,8 +80,12 @@ class Llm {
   struct Layer {
     const float *attn_norm = nullptr, *mlp_norm = nullptr;
     Linear q, k, v, o, gate, up, down;
+    Linear qkv, gate_up;  // Q, K, V and gate, up stacked (Linear::can_stack); then q, k, v, gate, up are empty
+    bool stacked_qkv = false, stacked_gate_up = false;
   };
-  void attention(int64_t layer, int64_t start, int64_t t, const KvCache& cache, LlmWorkspace& ws) const;
+  // Queries q [t, heads * head_dim] with rows ldq floats apart; output into ws.att.
+  void attention(int64_t layer, int64_t start, int64_t t, const float* q, int64_t ldq, const KvCache& cache,
+                 LlmWorkspace& ws) const;
 
   model::LlmConfig cfg_;
   const model::TensorInfo* embed_ = nullptr;

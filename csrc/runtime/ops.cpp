@@ -82,6 +82,18 @@ void silu_mul(float* g, const float* u, int64_t n) {
   });
 }
 
+void swiglu_rows(const float* gu, int64_t t, int64_t f, float* out) {
+  for_elements(t * f, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e;) {
+      const int64_t r = i / f, j0 = i - r * f, j1 = std::min(f, j0 + (e - i));
+      const float* g = gu + r * 2 * f;
+      float* o = out + r * f;
+      for (int64_t j = j0; j < j1; ++j) o[j] = g[j] / (1.0f + std::exp(-g[j])) * g[f + j];
+      i += j1 - j0;
+    }
+  });
+}
+
 void add_inplace(float* x, const float* y, int64_t n) {
   for_elements(n, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) x[i] += y[i];

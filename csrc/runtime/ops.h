@@ -15,6 +15,9 @@ void gelu_erf(float* x, int64_t n);
 void gelu_tanh(float* x, int64_t n);
 // g[i] = silu(g[i]) * u[i] over n floats.
 void silu_mul(float* g, const float* u, int64_t n);
+// out[r, i] = silu(gu[r, i]) * gu[r, f + i] for t rows of gate and up side by side (gu [t, 2f], out [t, f]):
+// silu_mul on the output of a stacked gate/up product, the same arithmetic.
+void swiglu_rows(const float* gu, int64_t t, int64_t f, float* out);
 // x[i] += y[i].
 void add_inplace(float* x, const float* y, int64_t n);
 // In place softmax over n floats; returns nothing. Max-subtracted, float32 accumulation.
