@@ -202,19 +202,22 @@ LlmWorkspace Llm::new_workspace(int64_t max_t) const {
   ws.h.resize(t * size_t(cfg_.hidden));
   ws.xn.resize(t * size_t(cfg_.hidden));
   ws.tmp.resize(t * size_t(cfg_.hidden));
-  ws.q.resize(t * size_t(cfg_.q_dim()));
   ws.att.resize(t * size_t(cfg_.q_dim()));
-  ws.k.resize(t * size_t(cfg_.kv_dim()));
-  ws.v.resize(t * size_t(cfg_.kv_dim()));
   ws.gate.resize(t * size_t(cfg_.intermediate));
   // Buffers for the stacked products where some layer has them, for the separate ones where some layer has those.
-  bool any_qkv = false, any_gu = false, any_split_gu = false;
+  bool any_qkv = false, any_gu = false, any_split_qkv = false, any_split_gu = false;
   for (const Layer& L : layers_) {
     any_qkv = any_qkv || L.stacked_qkv;
     any_gu = any_gu || L.stacked_gate_up;
+    any_split_qkv = any_split_qkv || !L.stacked_qkv;
     any_split_gu = any_split_gu || !L.stacked_gate_up;
   }
   if (any_qkv) ws.qkv.resize(t * size_t(cfg_.q_dim() + 2 * cfg_.kv_dim()));
+  if (any_split_qkv) {
+    ws.q.resize(t * size_t(cfg_.q_dim()));
+    ws.k.resize(t * size_t(cfg_.kv_dim()));
+    ws.v.resize(t * size_t(cfg_.kv_dim()));
+  }
   if (any_gu) ws.gate_up.resize(t * size_t(2 * cfg_.intermediate));
   if (any_split_gu) ws.up.resize(t * size_t(cfg_.intermediate));
   ws.scores.resize(size_t(std::max(1, num_threads())) * size_t(rope_.positions()));
