@@ -136,25 +136,18 @@ void bind_kernels(py::module_& m) {
         if (rows.shape(0) != n || rows.shape(1) != quant::row_bytes(f, k))
           throw InvalidArgument(cat("rows must be [", n, ", ", quant::row_bytes(f, k), "] for a ", fmt, " matrix of ",
                                     n, " x ", k, ", got [", rows.shape(0), ", ", rows.shape(1), "]"));
-        // The packed matrix is streamed by every decode step: its memory comes from the arena when one with room is
-        // given (the array then keeps the arena alive), else from alloc_large (huge pages from 2 MiB up).
-        const int64_t bytes = packed_bytes(f, n, k);
-        uint8_t* op = arena ? arena->allocate(size_t(bytes)) : nullptr;
-        py::capsule owner;
-        if (op) {
-          owner = py::capsule(new std::shared_ptr<WeightArena>(std::move(arena)),
-                              [](void* p) { delete static_cast<std::shared_ptr<WeightArena>*>(p); });
-        } else {
-          op = alloc_large(size_t(bytes));
-          if (!op) throw LimitError(cat("cannot allocate ", bytes, " bytes for a packed ", n, " x ", k, " matrix"));
-          owner = py::capsule(op, [](void* p) { std::free(p); });
-        }
-        py::array_t<uint8_t> out(py::ssize_t(bytes), op, owner);
+        // A PackedMatrix, owned by the array's capsule: packed into the arena when it has room (the matrix then
+        // keeps the arena alive), else into huge-page memory of its own (PackedMatrix decides, as in the engine).
+        std::unique_ptr<PackedMatrix> pm;
         {
           py::gil_scoped_release release;
-          pack_weights(f, rp, n, k, op);
+          pm = std::make_unique<PackedMatrix>(f, rp, n, k, std::move(arena));
         }
-        return out;
+        const PackedView v = pm->view();
+        py::capsule owner(pm.get(), [](void* p) { delete static_cast<PackedMatrix*>(p); });
+        pm.release();  // the capsule owns it now
+        // The bytes belong to this array alone (through the capsule), so it may expose them as writable.
+        return py::array_t<uint8_t>(py::ssize_t(v.bytes), const_cast<uint8_t*>(v.data), owner);
       },
       py::arg("rows"), py::arg("fmt"), py::arg("n"), py::arg("k"), py::arg("arena") = nullptr);
   m.def(

@@ -76,9 +76,13 @@ void gelu_tanh(float* x, int64_t n) {
   for_elements(n, [&](int64_t b, int64_t e) { K.gelu_tanh(x + b, e - b); });
 }
 
+namespace {
+inline float silu_times(float g, float u) { return g / (1.0f + std::exp(-g)) * u; }
+}  // namespace
+
 void silu_mul(float* g, const float* u, int64_t n) {
   for_elements(n, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    for (int64_t i = b; i < e; ++i) g[i] = silu_times(g[i], u[i]);
   });
 }
 
@@ -88,7 +92,7 @@ void swiglu_rows(const float* gu, int64_t t, int64_t f, float* out) {
       const int64_t r = i / f, j0 = i - r * f, j1 = std::min(f, j0 + (e - i));
       const float* g = gu + r * 2 * f;
       float* o = out + r * f;
-      for (int64_t j = j0; j < j1; ++j) o[j] = g[j] / (1.0f + std::exp(-g[j])) * g[f + j];
+      for (int64_t j = j0; j < j1; ++j) o[j] = silu_times(g[j], g[f + j]);
       i += j1 - j0;
     }
   });
