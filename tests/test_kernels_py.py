@@ -265,3 +265,21 @@ def test_weight_arena_packs_matrices_back_to_back_and_outlives_its_handle():
         np.testing.assert_array_equal(kernels.gemm(x, p), kernels.gemm(x, o))
     with pytest.raises(Exception, match="capacity"):
         kernels.WeightArena(-1)
+
+
+def test_gemv_call_timer_times_every_call_and_refuses_bad_stacks():
+    """The benchmark's stream rows time GEMVs call by call in C++ (_core.time_gemv_calls)."""
+    n, k = 40, 64
+    rows = quant.quantize(np.random.default_rng(0).standard_normal((n, k)).astype(np.float32), "q4_0")
+    stack = [kernels.PackedWeights.from_rows(rows, "q4_0", n, k).data for _ in range(3)]
+    x = np.ones(k, np.float32)
+    times = _core.time_gemv_calls(stack, "q4_0", n, k, x, 7)
+    assert times.shape == (7,) and np.all(times > 0) and np.all(np.isfinite(times))
+    with pytest.raises(ValueError, match="at least one"):
+        _core.time_gemv_calls([], "q4_0", n, k, x, 1)
+    with pytest.raises(ValueError, match="calls"):
+        _core.time_gemv_calls(stack, "q4_0", n, k, x, 0)
+    with pytest.raises(ValueError, match="K = 64"):
+        _core.time_gemv_calls(stack, "q4_0", n, k, np.ones(32, np.float32), 1)
+    with pytest.raises(ValueError):  # a packed buffer of other dimensions than the stated n, k
+        _core.time_gemv_calls(stack + [stack[0][:-1]], "q4_0", n, k, x, 1)

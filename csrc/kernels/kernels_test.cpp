@@ -289,6 +289,21 @@ BLUELM_TEST(kernels_roofline_probes_run) {
   CHECK_THROWS(roofline::measure_peak("nope", 1, 1), InvalidArgument);
 }
 
+BLUELM_TEST(gemv_call_timer_times_each_call_and_checks_its_stack) {
+  const quant::Format f = quant::Format::q8_0;
+  const int64_t n = 9, k = 64, k2 = 96;
+  std::vector<uint8_t> rows(size_t(n * quant::row_bytes(f, k2)), 0);
+  PackedMatrix a(f, rows.data(), n, k), b(f, rows.data(), n, k), c(f, rows.data(), n, k2);
+  const std::vector<float> x(size_t(k2), 1.0f);
+  const std::vector<double> t = roofline::time_gemv_calls({a.view(), b.view()}, x.data(), 5);
+  CHECK(t.size() == 5);
+  for (double s : t) CHECK(s > 0.0);
+  CHECK_THROWS(roofline::time_gemv_calls({}, x.data(), 1), InvalidArgument);
+  CHECK_THROWS(roofline::time_gemv_calls({a.view()}, x.data(), 0), InvalidArgument);
+  CHECK_THROWS(roofline::time_gemv_calls({a.view(), c.view()}, x.data(), 1), InvalidArgument);
+  CHECK_THROWS(roofline::time_gemv_calls({a.view()}, nullptr, 1), InvalidArgument);
+}
+
 BLUELM_TEST(packed_matrix_in_an_arena_matches_its_own_allocation_and_falls_back_when_full) {
   const quant::Format f = quant::Format::q4_0;
   const int64_t n = 20, k = 64;

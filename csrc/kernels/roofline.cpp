@@ -234,6 +234,28 @@ double read_bandwidth(int64_t bytes, int threads, int reps) {
   return best;
 }
 
+std::vector<double> time_gemv_calls(const std::vector<PackedView>& ws, const float* x, int64_t calls) {
+  if (ws.empty()) throw InvalidArgument("time_gemv_calls needs at least one weight matrix");
+  if (calls < 1) throw InvalidArgument(cat("calls = ", calls, " must be >= 1"));
+  if (!x) throw InvalidArgument("activations are null");
+  int64_t n_max = 0;
+  for (const PackedView& w : ws) {
+    if (w.k != ws[0].k) throw InvalidArgument(cat("every matrix must have K = ", ws[0].k, ", one has K = ", w.k));
+    n_max = std::max(n_max, w.n);
+  }
+  std::vector<float> y(static_cast<size_t>(n_max));
+  Scratch scratch;
+  for (const PackedView& w : ws) gemv(w, x, y.data(), nullptr, &scratch);
+  std::vector<double> out(static_cast<size_t>(calls));
+  const size_t m = ws.size();
+  for (int64_t i = 0; i < calls; ++i) {
+    const double t0 = now();
+    gemv(ws[size_t(i) % m], x, y.data(), nullptr, &scratch);
+    out[size_t(i)] = now() - t0;
+  }
+  return out;
+}
+
 std::vector<Peak> peaks() {
   std::vector<Peak> out;
   for (const Loop& l : loops())

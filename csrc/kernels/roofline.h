@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/kernels.h"
+
 namespace bluelm::kernels::roofline {
 
 // GB/s reading `bytes` (rounded down to 4 KiB) with `threads` threads, each streaming its own contiguous part;
@@ -22,5 +24,10 @@ struct Peak {
 std::vector<Peak> peaks();  // the peaks this CPU can run
 // Throughput of a peak loop on `threads` threads (all run at once), in its unit; best of `reps`.
 double measure_peak(const std::string& name, int threads, int reps);
+
+// Seconds each of `calls` GEMVs took, timed call by call from C++ (as the engine calls them, with no interpreter
+// between calls): call i computes y = ws[i % ws.size()] x, so a stack larger than the last-level cache streams every
+// weight from memory. One untimed pass over the stack first. Every view must have the same K (x has K values).
+std::vector<double> time_gemv_calls(const std::vector<PackedView>& ws, const float* x, int64_t calls);
 
 }  // namespace bluelm::kernels::roofline

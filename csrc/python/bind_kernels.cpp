@@ -231,6 +231,23 @@ void bind_kernels(py::module_& m) {
         "BLUELM_HUGEPAGES=0 turns it off");
   m.def("read_bandwidth", &roofline::read_bandwidth, py::arg("bytes"), py::arg("threads") = 1, py::arg("reps") = 3,
         py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "time_gemv_calls",
+      [](const py::list& stack, const std::string& fmt, int64_t n, int64_t k, const py::array& x, int64_t calls) {
+        std::vector<PackedView> ws;
+        for (const py::handle& h : stack) ws.push_back(view_of(py::array::ensure(h), fmt, n, k));
+        const float* xp = buffer<float>(x, "x", 'f', 1, 1);
+        if (x.shape(0) != k) throw InvalidArgument(cat("x has ", x.shape(0), " values, K = ", k));
+        std::vector<double> times;
+        {
+          py::gil_scoped_release release;
+          times = roofline::time_gemv_calls(ws, xp, calls);
+        }
+        return py::array_t<double>(py::ssize_t(times.size()), times.data());
+      },
+      py::arg("stack"), py::arg("fmt"), py::arg("n"), py::arg("k"), py::arg("x"), py::arg("calls"),
+      "Seconds per GEMV, timed in C++ call by call over the packed matrices of `stack` in turn (the benchmark's "
+      "stream rows)");
   m.def("roofline_peaks", [] {
     py::list out;
     for (const roofline::Peak& p : roofline::peaks()) {
