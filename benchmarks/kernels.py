@@ -14,11 +14,12 @@ for q4_0, q4_1 and q8_0 weights, plus the 2x2 down-sampler fused with LayerNorm 
 Baselines timed in the same process: torch float32 matmul on the dequantized weights (`torch-f32`) and torch's
 dequantize-then-matmul from the packed blocks (`torch-deq`). The roofline (read bandwidth at each thread count,
 the tier's int8 dot-product peak, FP32 FMA peak) is measured first, by csrc/kernels/roofline.cpp, and printed;
-each row's fraction uses the same quantity measured again just before and after the row (their mean), because
-this shared host drifts within a run.
+each row runs in 5 rounds of (the same quantity measured again, then the kernel), and its fraction is the median
+of the per-round ratios, because this shared host drifts by tens of percent within a run.
 
 JSON rows: kernel, format, K, N, T, threads, mode, isa, median_s, gbps, gflops, roofline_fraction,
-roofline_local (the figure the fraction divides by: GB/s for stream rows, GOPS otherwise), roofline_run (the
+roofline_local (the median of the per-round figures the fraction divides by: GB/s for stream rows, GOPS
+otherwise), roofline_run (the
 start-of-run figure), timed_in (`c++` or `python`), baseline, speedup_vs_baseline (one row per baseline).
 """
 from __future__ import annotations
@@ -38,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bluelm_v import _core, kernels, quant  # noqa: E402
 
 FORMATS = ("q4_0", "q4_1", "q8_0")
+ROUNDS = 5  # probe-then-kernel rounds per row (in_rounds)
 LLC_BYTES = 32 << 20  # the last-level cache to exceed in stream mode (perf-anchors: <= 32 MiB of L3)
 
 
@@ -96,11 +98,23 @@ def torch_dequant_fn(fmt: str, rows: np.ndarray, n: int, k: int):
 
 
 def local_roof(mode: str, threads: int, int8_name: str) -> float:
-    """The roofline quantity a row is measured against, re-measured next to the row (this host is shared: its read
-    bandwidth moved by 30% within minutes, so a start-of-run figure can be far from the row's)."""
+    """The roofline quantity a row is measured against, re-measured in each of its rounds (this host is shared: its
+    read bandwidth moved by 30% within minutes, so a start-of-run figure can be far from the row's)."""
     if mode == "stream":
         return _core.read_bandwidth(256 << 20, threads, 1)  # 8x the last-level cache (the --quick run figure)
     return _core.measure_peak(int8_name, threads, 1)
+
+
+def in_rounds(probe, kernel_s, work: float, rounds: int = ROUNDS) -> tuple[float, float, float]:
+    """Rounds of (roofline probe, then the kernel's median time): this host's bandwidth and peak drift by tens of
+    percent within minutes, so the kernel is compared with the probe measured next to it in each round. Returns
+    the median kernel time, the median probe value and the median per-round fraction (work / time / probe)."""
+    times, probes, fracs = [], [], []
+    for _ in range(rounds):
+        probes.append(probe())
+        times.append(kernel_s())
+        fracs.append(work / times[-1] / probes[-1])
+    return statistics.median(times), statistics.median(probes), statistics.median(fracs)
 
 
 def roofline(threads: list[int], quick: bool) -> dict:
@@ -138,26 +152,27 @@ def bench_matrix(shape: dict, fmt: str, threads: int, roof: dict, quick: bool, r
                 # (csrc/common/memory.h), which the read-bandwidth probe uses too.
                 arena = kernels.WeightArena(copies * (wbytes + 64))
                 stack = [kernels.PackedWeights.from_rows(rows, fmt, n, k, arena) for _ in range(copies)]
-            before = local_roof(mode, threads, int8_name)
-            if mode == "stream":
                 # Timed call by call in C++, as the engine calls it and as the read probe runs: from Python each
                 # call would also carry the interpreter's ~3 us, a quarter of a sub-megabyte GEMV.
-                calls = max(repeat, 3 * copies)
-                s = float(np.median(_core.time_gemv_calls([p.data for p in stack], fmt, n, k, x[0], calls)))
+                views = [p.data for p in stack]
+                calls = max(repeat, copies)
+
+                def kernel_s():
+                    return float(np.median(_core.time_gemv_calls(views, fmt, n, k, x[0], calls)))
             else:
-                s = median_time(lambda: kernels.gemm(x, packed), repeat)
-            local = (before + local_roof(mode, threads, int8_name)) / 2
+                def kernel_s():
+                    return median_time(lambda: kernels.gemm(x, packed), repeat)
+            # Streaming GEMV is bound by DRAM reads; cache-hot GEMV and GEMM by the int8 dot-product peak.
             flops = 2.0 * n * k * t
+            work = wbytes / 1e9 if mode == "stream" else flops / 1e9
+            s, local, frac = in_rounds(lambda: local_roof(mode, threads, int8_name), kernel_s, work)
             gbps = wbytes / s / 1e9
-            # Streaming GEMV is bound by DRAM reads; cache-hot GEMV and GEMM by the int8 dot-product peak, each
-            # measured just before and just after the row.
-            frac = gbps / local if mode == "stream" else flops / s / 1e9 / local
             base = {"kernel": "gemv" if t == 1 else "gemm", "format": fmt, "K": k, "N": n, "T": t,
                     "threads": threads, "mode": mode, "isa": isa, "median_s": s, "gbps": gbps,
                     "gflops": flops / s / 1e9, "roofline_fraction": frac, "roofline_local": local,
                     "roofline_run": roof["read_gbps"] if mode == "stream" else int8_peak,
                     "model": shape["model"], "matrix": shape["matrix"], "hugepages": _core.hugepage_advice(),
-                    "timed_in": "c++" if mode == "stream" else "python"}
+                    "timed_in": "c++" if mode == "stream" else "python", "rounds": ROUNDS}
             if mode == "hot":
                 s_f32 = median_time(lambda: torch.nn.functional.linear(xt, wd), repeat)
                 s_deq = median_time(lambda: torch.nn.functional.linear(xt, deq()), repeat)
