@@ -19,8 +19,8 @@ of the per-round ratios, because this shared host drifts by tens of percent with
 
 JSON rows: kernel, format, K, N, T, threads, mode, isa, median_s, gbps, gflops, roofline_fraction,
 roofline_local (the median of the per-round figures the fraction divides by: GB/s for stream rows, GOPS
-otherwise), roofline_run (the
-start-of-run figure), timed_in (`c++` or `python`), baseline, speedup_vs_baseline (one row per baseline).
+otherwise), roofline_run (the start-of-run figure), timed_in (`c++` or `python`), rounds, baseline,
+speedup_vs_baseline (one row per baseline).
 """
 from __future__ import annotations
 

@@ -300,6 +300,7 @@ BLUELM_TEST(gemv_call_timer_times_each_call_and_checks_its_stack) {
   for (double s : t) CHECK(s > 0.0);
   CHECK_THROWS(roofline::time_gemv_calls({}, x.data(), 1), InvalidArgument);
   CHECK_THROWS(roofline::time_gemv_calls({a.view()}, x.data(), 0), InvalidArgument);
+  CHECK_THROWS(roofline::time_gemv_calls({a.view()}, x.data(), int64_t(1) << 40), InvalidArgument);
   CHECK_THROWS(roofline::time_gemv_calls({a.view(), c.view()}, x.data(), 1), InvalidArgument);
   CHECK_THROWS(roofline::time_gemv_calls({a.view()}, nullptr, 1), InvalidArgument);
 }

@@ -234,9 +234,12 @@ double read_bandwidth(int64_t bytes, int threads, int reps) {
   return best;
 }
 
+constexpr int64_t kMaxTimedCalls = int64_t(1) << 27;  // 1 GiB of timings
+
 std::vector<double> time_gemv_calls(const std::vector<PackedView>& ws, const float* x, int64_t calls) {
   if (ws.empty()) throw InvalidArgument("time_gemv_calls needs at least one weight matrix");
-  if (calls < 1) throw InvalidArgument(cat("calls = ", calls, " must be >= 1"));
+  if (calls < 1 || calls > kMaxTimedCalls)
+    throw InvalidArgument(cat("calls = ", calls, " must be in [1, ", kMaxTimedCalls, "]"));
   if (!x) throw InvalidArgument("activations are null");
   int64_t n_max = 0;
   for (const PackedView& w : ws) {

@@ -27,7 +27,8 @@ double measure_peak(const std::string& name, int threads, int reps);
 
 // Seconds each of `calls` GEMVs took, timed call by call from C++ (as the engine calls them, with no interpreter
 // between calls): call i computes y = ws[i % ws.size()] x, so a stack larger than the last-level cache streams every
-// weight from memory. One untimed pass over the stack first. Every view must have the same K (x has K values).
+// weight from memory. One untimed pass over the stack first. Every view must have the same K (x has K values);
+// calls <= 2^27.
 std::vector<double> time_gemv_calls(const std::vector<PackedView>& ws, const float* x, int64_t calls);
 
 }  // namespace bluelm::kernels::roofline
