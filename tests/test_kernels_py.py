@@ -283,3 +283,5 @@ def test_gemv_call_timer_times_every_call_and_refuses_bad_stacks():
         _core.time_gemv_calls(stack, "q4_0", n, k, np.ones(32, np.float32), 1)
     with pytest.raises(ValueError):  # a packed buffer of other dimensions than the stated n, k
         _core.time_gemv_calls(stack + [stack[0][:-1]], "q4_0", n, k, x, 1)
+    with pytest.raises(TypeError, match="uint8"):
+        _core.time_gemv_calls([None], "q4_0", n, k, x, 1)

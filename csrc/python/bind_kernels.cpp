@@ -234,8 +234,12 @@ void bind_kernels(py::module_& m) {
   m.def(
       "time_gemv_calls",
       [](const py::list& stack, const std::string& fmt, int64_t n, int64_t k, const py::array& x, int64_t calls) {
+        std::vector<py::array> arrays;  // held while the GIL is released: a converted item would be a temporary
         std::vector<PackedView> ws;
-        for (const py::handle& h : stack) ws.push_back(view_of(py::array::ensure(h), fmt, n, k));
+        for (const py::handle& h : stack) {
+          arrays.push_back(py::array::ensure(h));
+          ws.push_back(view_of(arrays.back(), fmt, n, k));
+        }
         const float* xp = buffer<float>(x, "x", 'f', 1, 1);
         if (x.shape(0) != k) throw InvalidArgument(cat("x has ", x.shape(0), " values, K = ", k));
         std::vector<double> times;

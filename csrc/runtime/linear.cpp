@@ -71,19 +71,16 @@ Linear::Linear(const model::Package& pkg, const std::vector<std::string>& weight
   if (!can_stack(pkg, weights, ns, k))
     throw InvalidArgument(cat("weights ", weights.empty() ? std::string("(none)") : weights[0],
                               "... cannot be stacked into one product"));
+  std::vector<const model::TensorInfo*> ws;
   std::vector<const uint8_t*> parts;
   for (size_t i = 0; i < weights.size(); ++i) {
-    const model::TensorInfo& w = pkg.tensor(weights[i], {ns[i], k});
-    parts.push_back(w.data);
-    kp_ = w.stored_k;
+    ws.push_back(&pkg.tensor(weights[i], {ns[i], k}));
+    parts.push_back(ws.back()->data);
     n_ += ns[i];
   }
-  const model::TensorInfo& first = pkg.tensor(weights[0]);
-  packed_ = kernels::PackedMatrix(first.format, parts, ns, kp_, std::move(arena));
-  for (const std::string& name : weights) {
-    const model::TensorInfo& w = pkg.tensor(name);
-    pkg.mapping().release(w.offset, w.bytes);
-  }
+  kp_ = ws[0]->stored_k;
+  packed_ = kernels::PackedMatrix(ws[0]->format, parts, ns, kp_, std::move(arena));
+  for (const model::TensorInfo* w : ws) pkg.mapping().release(w->offset, w->bytes);
 }
 
 int64_t Linear::resident_bytes() const {
