@@ -15,6 +15,13 @@ BENCHES = ["ai2d", "docvqa", "hallusionbench", "mathvista", "mmbench", "mmmu", "
            "ocrbench", "textvqa"]
 # Fields of the vectors' per-record entries that describe the input case rather than the scorer's output.
 INPUT_FIELDS = {"case", "prompt_messages", "judge_reply_script", "no_judge", "scripted_judge"}
+# §1: these sets prompt with the image(s), then one text part holding the raw `question`; their vectors carry no
+# per-record prompt_messages (HallusionBench has one example_prompt_messages), so the rule itself is checked.
+PLAIN_PROMPT_BENCHES = ("hallusionbench", "mathvista", "mmvet")
+# MathVista's per_record has no prediction_as_scored. Only the 13 of 26 records whose prefetch fails pin it, through
+# the failed judge's log "Try i: output is <prediction as scored>, failed to parse."; the other 13 carry only
+# the parsed prefetch `res` (a letter, int or float), which does not pin the string.
+MATHVISTA_SCORED_PREDICTIONS = 13
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +50,9 @@ def same(a, b, path="") -> list[str]:
 
 
 def check_per_record(expected: list[dict], got: list[dict]) -> list[str]:
+    """Diffs over every expected record's output fields; every record we scored must be expected and vice versa."""
     by_index = {r["index"]: r for r in got}
-    assert len(by_index) == len(got) == len(expected)
+    assert len(by_index) == len(got) == len(expected) and set(by_index) == {e["index"] for e in expected}
     diffs = []
     for exp in expected:
         mine = by_index[exp["index"]]
@@ -84,18 +92,42 @@ def test_family_name_gives_same_metrics(vectors, bench):
     assert not same(b, a)
 
 
+def pinned_prediction(bench: str, exp: dict, record: dict) -> str | None:
+    """The prediction as scored that a vector's per-record entry pins, or None if it pins none."""
+    if "prediction_as_scored" in exp:
+        return exp["prediction_as_scored"]
+    if bench == "mmvet":  # judge_prompt_tail = "question | answer (spaced <AND>/<OR>) | prediction as scored | "
+        answer = record["answer"].replace("<AND>", " <AND> ").replace("<OR>", " <OR> ")
+        head, tail = f"{record['question']} | {answer} | ", exp["judge_prompt_tail"]
+        assert tail.startswith(head) and tail.endswith(" | "), tail
+        return tail[len(head):-len(" | ")]
+    if bench == "mathvista":  # a failed judge logs "Try i: output is <prediction as scored>, failed to parse.\n"
+        log = exp["no_judge"]["log"]
+        if log.startswith("Try 0: output is "):
+            text = log[len("Try 0: output is "):log.index(", failed to parse.\n")]
+            tries = "".join(f"Try {i}: output is {text}, failed to parse.\n" for i in range(5))
+            assert log == tries + "All 5 retries failed.\n", log
+            return text
+    return None
+
+
 @pytest.mark.parametrize("bench", BENCHES)
-def test_prediction_as_scored(vectors, bench):
+def test_prediction_as_scored_matches_every_pinned_record(vectors, bench):
     v = vectors[bench]
     got = prediction_as_scored([r["prediction"] for r in v["records"]])
-    expected = {r["index"]: r.get("prediction_as_scored") for r in v["expected"]["per_record"]}
+    expected = {e["index"]: e for e in v["expected"]["per_record"]}
+    assert set(expected) == {r["index"] for r in v["records"]}
+    checked = 0
     for rec, text in zip(v["records"], got):
-        if expected.get(rec["index"]) is not None:
-            assert text == expected[rec["index"]], rec["index"]
+        pinned = pinned_prediction(bench, expected[rec["index"]], rec)
+        if pinned is not None:
+            assert text == pinned, rec["index"]
+            checked += 1
+    assert checked == (MATHVISTA_SCORED_PREDICTIONS if bench == "mathvista" else len(v["records"]))
 
 
 @pytest.mark.parametrize("bench", BENCHES)
-def test_prompt_messages(vectors, bench):
+def test_prompt_messages_match_every_vector_record(vectors, bench):
     v = vectors[bench]
     builder = get_builder(get_benchmark(v["dataset_name"]).prompt)
     records = {r["index"]: r for r in v["records"]}
@@ -103,13 +135,30 @@ def test_prompt_messages(vectors, bench):
     for exp in v["expected"]["per_record"]:
         if "prompt_messages" in exp:
             row = records[exp["index"]]
-            assert builder.build(row, placeholder_images(row, builder.name)) == exp["prompt_messages"]
+            assert builder.build(row, placeholder_images(row, builder.name)) == exp["prompt_messages"], exp["index"]
             checked += 1
-    if "example_prompt_messages" in v["expected"]:
-        row = v["records"][0]
-        assert builder.build(row, ["img1.jpg"]) == v["expected"]["example_prompt_messages"]
+    assert checked == (0 if bench in PLAIN_PROMPT_BENCHES else len(records))
+
+
+@pytest.mark.parametrize("bench", PLAIN_PROMPT_BENCHES)
+def test_plain_prompt_is_images_then_raw_question_for_every_record(vectors, bench):
+    v = vectors[bench]
+    builder = get_builder(get_benchmark(v["dataset_name"]).prompt)
+    checked = 0
+    for row in v["records"]:
+        images = placeholder_images(row, builder.name)
+        assert images
+        rule = [{"type": "image", "value": im} for im in images] + [{"type": "text", "value": row["question"]}]
+        assert builder.build(row, images) == rule, row["index"]
         checked += 1
-    assert checked or bench in ("mathvista", "mmvet")
+    assert checked == len(v["records"]) == {"hallusionbench": 33, "mathvista": 26, "mmvet": 25}[bench]
+
+
+def test_hallusionbench_example_prompt(vectors):
+    v = vectors["hallusionbench"]
+    row = v["records"][0]
+    builder = get_builder(get_benchmark(v["dataset_name"]).prompt)
+    assert builder.build(row, ["img1.jpg"]) == v["expected"]["example_prompt_messages"]
 
 
 def test_mathvista_no_judge(vectors):
@@ -117,11 +166,14 @@ def test_mathvista_no_judge(vectors):
     result = score("MathVista_MINI", v["records"])
     diffs = same(v["expected"]["aggregate"]["no_judge"], result.metrics)
     assert not diffs, diffs
+    checked = set()
     for exp in v["expected"]["per_record"]:
         mine = next(r for r in result.per_record if r["index"] == exp["index"])
         diffs = same(exp["no_judge"], {k: mine[k] for k in exp["no_judge"]}, str(exp["index"]))
         assert not diffs, diffs
         assert not same(exp["no_judge"], mine["no_judge"])
+        checked.add(exp["index"])
+    assert checked == {r["index"] for r in v["records"]} and len(checked) == 26
 
 
 def test_mathvista_scripted_judge(vectors):
@@ -130,10 +182,13 @@ def test_mathvista_scripted_judge(vectors):
     result = score("MathVista", v["records"], judge=script)
     diffs = same(v["expected"]["aggregate"]["scripted_judge"], result.metrics)
     assert not diffs, diffs
+    checked = set()
     for exp in v["expected"]["per_record"]:
         mine = next(r for r in result.per_record if r["index"] == exp["index"])
         diffs = same(exp["scripted_judge"], {k: mine[k] for k in exp["scripted_judge"]}, str(exp["index"]))
         assert not diffs, diffs
+        checked.add(exp["index"])
+    assert checked == {r["index"] for r in v["records"]} and len(checked) == 26
     assert result.judge == "scripted"
 
 
@@ -143,8 +198,9 @@ def test_mmvet_scripted_judge(vectors):
     result = score("MMVet", v["records"], judge=script)
     diffs = same(v["expected"]["aggregate"], result.metrics)
     assert not diffs, diffs
-    diffs = check_per_record([{k: e[k] for k in ("index", "score", "log", "judge_prompt_tail")}
-                              for e in v["expected"]["per_record"]], result.per_record)
+    expected = [{k: e[k] for k in ("index", "score", "log", "judge_prompt_tail")} for e in v["expected"]["per_record"]]
+    assert len(expected) == len({r["index"] for r in v["records"]}) == 25
+    diffs = check_per_record(expected, result.per_record)
     assert not diffs, diffs
 
 
