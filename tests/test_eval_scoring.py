@@ -192,6 +192,6 @@ def test_failing_judge_is_an_error_not_a_fallback():
 
 
 def test_scripted_judge_running_out_is_an_error():
-    rows = [{"index": 1, "question": "q", "answer": "a", "category": "rec", "prediction": "b"}]
+    rows = [{"index": 1, "question": "q", "answer": "a", "category": "rec,ocr,know,gen,spat,math", "prediction": "b"}]
     with pytest.raises(JudgeError, match="ran out"):
         score("MMVet", rows, judge={1: ["x"]})

@@ -15,9 +15,12 @@ follow VLMEvalKit's retry loops. A judge that cannot be reached at all raises ``
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from bluelm_v.evaluation.errors import JudgeError
@@ -35,6 +38,9 @@ class Judge:
 
     def describe(self) -> str:
         return type(self).__name__
+
+    def check(self) -> None:
+        """Raise ``JudgeError`` if the judge cannot be reached (called before any sample runs)."""
 
 
 @dataclass
@@ -101,6 +107,12 @@ class OpenAIJudge(Judge):
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self.client = ChatClient(base_url, model, api_key=key, timeout=timeout, retries=retries)
 
+    def check(self) -> None:
+        try:
+            self.client.probe()
+        except Exception as exc:  # noqa: BLE001 - any failure to reach it is the same answer: not usable
+            raise JudgeError(f"judge {self.describe()} is not usable: {exc}") from None
+
     def ask(self, prompt: str, *, temperature: float = 0.0, key: Any = None) -> str | None:
         try:
             return self.client.chat([{"role": "user", "content": prompt}], temperature=temperature,
@@ -146,5 +158,95 @@ def describe(judge: Judge | None) -> str:
     return RULE_BASED if judge is None else judge.describe()
 
 
-__all__ = ["CallableJudge", "Judge", "OpenAIJudge", "RULE_BASED", "ScriptedJudge", "describe", "make_judge",
-           "parse_judge_spec"]
+@dataclass
+class JudgeStats:
+    """What the scorers made of the judge's replies: every reply a scorer tried to read, and those it could not
+    (a failed call counts as unreadable). ``examples`` keeps the first few unreadable replies for the report."""
+
+    replies: int = 0
+    unparsed: int = 0
+    examples: list = field(default_factory=list)
+    max_examples: int = 3
+
+    def record(self, reply: str | None, parsed: bool) -> None:
+        self.replies += 1
+        if not parsed:
+            self.unparsed += 1
+            if len(self.examples) < self.max_examples:
+                self.examples.append("<failed call>" if reply is None else reply[:200])
+
+    @property
+    def unparsed_fraction(self) -> float:
+        return self.unparsed / self.replies if self.replies else 0.0
+
+    def to_dict(self) -> dict:
+        return {"replies": self.replies, "unparsed": self.unparsed, "examples": list(self.examples)}
+
+
+class CachedJudge(Judge):
+    """A judge whose replies are kept in an append-only JSONL file (``judge_cache.jsonl`` in the run folder), so
+    a rerun or a rescore asks the judge only for prompts it has not answered.
+
+    The key is (judge description, prompt, temperature, occurrence): the n-th time one scoring pass asks the
+    same prompt at the same temperature (a scorer's retry loop) gets the n-th cached reply, so a rescore replays
+    the retries exactly. ``new_pass()`` starts the count again. Failed calls (``None``) are not cached."""
+
+    def __init__(self, inner: Judge, path: Path):
+        self.inner, self.path = inner, Path(path)
+        self.max_tokens = inner.max_tokens
+        self.replies: dict[str, str] = {}
+        self.hits = self.calls = 0
+        self._seen: dict[str, int] = {}
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):  # a torn last line: cut it so the next entry starts clean
+            data = data[:data.rfind(b"\n") + 1]
+            with open(self.path, "r+b") as f:
+                f.truncate(len(data))
+        for line in data.split(b"\n"):
+            try:
+                entry = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue  # a torn last line after a crash, or a damaged one: that reply is asked again
+            if isinstance(entry, dict) and isinstance(entry.get("key"), str) and isinstance(entry.get("reply"), str):
+                self.replies[entry["key"]] = entry["reply"]
+
+    def new_pass(self) -> None:
+        self._seen = {}
+
+    def _key(self, prompt: str, temperature: float) -> str:
+        base = hashlib.sha256(json.dumps([self.inner.describe(), prompt, float(temperature)],
+                                         ensure_ascii=False).encode("utf-8")).hexdigest()
+        n = self._seen.get(base, 0)
+        self._seen[base] = n + 1
+        return f"{base}:{n}"
+
+    def ask(self, prompt: str, *, temperature: float = 0.0, key: Any = None) -> str | None:
+        cache_key = self._key(prompt, temperature)
+        if cache_key in self.replies:
+            self.hits += 1
+            return self.replies[cache_key]
+        self.calls += 1
+        reply = self.inner.ask(prompt, temperature=temperature, key=key)
+        if reply is not None:
+            self.replies[cache_key] = reply
+            line = json.dumps({"key": cache_key, "judge": self.inner.describe(), "temperature": float(temperature),
+                               "reply": reply}, ensure_ascii=False) + "\n"
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        return reply
+
+    def check(self) -> None:
+        self.inner.check()
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+
+__all__ = ["CachedJudge", "CallableJudge", "Judge", "JudgeStats", "OpenAIJudge", "RULE_BASED", "ScriptedJudge",
+           "describe", "make_judge", "parse_judge_spec"]

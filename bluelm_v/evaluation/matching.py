@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Mapping, MutableMapping
 
 API_FAILURE = "Failed to obtain answer via API"
+FAIL_MSG = API_FAILURE + "."  # what VLMEvalKit writes as the prediction of a sample whose call failed
 REFUSALS = (
     "Sorry, I can't help with images of people yet.",
     "I can't process this file.",
@@ -76,4 +77,4 @@ def options_of(row: Mapping[str, object], is_missing, letters=LETTERS) -> dict[s
     return {c: row[c] for c in letters if c in row and not is_missing(row[c])}
 
 
-__all__ = ["API_FAILURE", "LETTERS", "REFUSALS", "infer_choice", "infer_letter", "infer_text", "options_of"]
+__all__ = ["API_FAILURE", "FAIL_MSG", "LETTERS", "REFUSALS", "infer_choice", "infer_letter", "infer_text", "options_of"]

@@ -34,6 +34,7 @@ class ScoreResult:
     tables: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    judge_stats: dict = field(default_factory=dict)  # replies read, unparsed, examples (JudgeStats.to_dict())
 
     @property
     def per_group(self) -> list[dict] | None:
@@ -42,7 +43,7 @@ class ScoreResult:
     def to_dict(self) -> dict:
         return {"benchmark": self.benchmark, "family": self.family, "scorer": self.scorer,
                 "scorer_version": self.scorer_version, "judge": self.judge, "metrics": self.metrics,
-                "tables": self.tables, "notes": self.notes, "seconds": self.seconds}
+                "tables": self.tables, "notes": self.notes, "seconds": self.seconds, "judge_stats": self.judge_stats}
 
 
 def plain(value: Any) -> Any:
@@ -114,6 +115,8 @@ def score(benchmark: str | Benchmark, records: Any, judge: Any = None, *, progre
     start = time.perf_counter()
     frame = prepare(records_frame(records), scorer.required, bench.name)
     ctx = Context(dataset=bench.name, judge=judge_obj, progress=progress)
+    if judge_obj is not None and scorer.precheck is not None:
+        scorer.precheck(frame, ctx)  # before the first judge call: never pay for grades that would be discarded
     scored = scorer.fn(frame, ctx)
     notes = list(scored.notes)
     if judge_obj is None and scorer.judge == "optional":
@@ -122,7 +125,7 @@ def score(benchmark: str | Benchmark, records: Any, judge: Any = None, *, progre
     return ScoreResult(benchmark=bench.name, family=bench.family, scorer=scorer.name,
                        scorer_version=scorer.version, judge=describe(judge_obj), per_record=scored.per_record,
                        metrics=plain(scored.metrics), tables=plain(scored.tables), notes=notes,
-                       seconds=time.perf_counter() - start)
+                       seconds=time.perf_counter() - start, judge_stats=ctx.stats.to_dict())
 
 
 __all__ = ["ScoreResult", "normalise_index", "prepare", "records_frame", "score"]

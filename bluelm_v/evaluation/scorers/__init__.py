@@ -2,8 +2,11 @@
 
 A scorer is ``fn(frame, ctx) -> Scored``: ``frame`` is the prediction table after the spreadsheet round trip
 (``bluelm_v.evaluation.roundtrip``; cells are typed as VLMEvalKit's evaluators see them, NaN for empty),
-``ctx`` carries the dataset name and the judge. Every scorer has a version string that result files record; bump
-it whenever its output can change.
+``ctx`` carries the dataset name, the judge, and ``stats`` where the scorer records every judge reply it read and
+whether it could parse it. A scorer may also register ``precheck(frame, ctx)``: what it will need from the records
+(MMVet's six capabilities, MathVista's skills), checked before the first judge call so no grade is paid for and
+then thrown away. Every scorer has a version string that result files record; bump it whenever its output can
+change.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from bluelm_v.evaluation.judges import Judge
+from bluelm_v.evaluation.judges import Judge, JudgeStats
 
 
 @dataclass
@@ -21,6 +24,7 @@ class Context:
     dataset: str
     judge: Judge | None = None
     progress: bool = False  # show a progress bar while asking the judge
+    stats: JudgeStats = field(default_factory=JudgeStats)
 
 
 @dataclass
@@ -39,17 +43,20 @@ class Scorer:
     required: tuple[str, ...]
     judge: str  # "none" (never asks), "optional" (asks only when rules fail), "required" (no rule-based path)
     description: str
+    precheck: Callable[[pd.DataFrame, Context], None] | None = None
 
 
 REGISTRY: dict[str, Scorer] = {}
 _FAMILY_MODULES = ("mcq", "circular", "yesno", "vqa", "anls", "ocrbench", "mtvqa", "mathvista", "mmvet")
 
 
-def register(name: str, *, version: str, required: tuple[str, ...], judge: str = "none", description: str = ""):
+def register(name: str, *, version: str, required: tuple[str, ...], judge: str = "none", description: str = "",
+             precheck: Callable[[pd.DataFrame, Context], None] | None = None):
     def wrap(fn):
         if name in REGISTRY:
             raise RuntimeError(f"scorer {name!r} registered twice")
-        REGISTRY[name] = Scorer(name, version, fn, tuple(required), judge, description or (fn.__doc__ or "").strip())
+        REGISTRY[name] = Scorer(name, version, fn, tuple(required), judge, description or (fn.__doc__ or "").strip(),
+                                precheck)
         return fn
 
     return wrap

@@ -104,6 +104,8 @@ def extract_answer(row: dict, ctx: Context) -> dict:
     prompt = judge_prompt(row.get("question"), pred) if ctx.judge is not None else None
     for i in range(TRIES):
         reply = ctx.judge.ask(prompt, temperature=i * 0.5, key=json_value(row["index"])) if ctx.judge else None
+        if ctx.judge is not None:
+            ctx.stats.record(reply, not (reply is None or FAIL_MESSAGE in reply))
         if reply is None or FAIL_MESSAGE in reply:
             log += f"Try {i}: output is {as_scored_text(pred)}, failed to parse.\n"
         else:
@@ -155,9 +157,16 @@ def mathvista_table(rows: list[dict], hits: list[bool], dataset: str) -> dict:
                 "acc": hit[k] / tot[k] * 100} for k in tot}
 
 
+def check_skills(frame: pd.DataFrame, ctx: Context) -> None:
+    """Every skills cell must parse before the judge is asked: the table is built only after all the grades."""
+    for index, value in zip(frame["index"], frame["skills"]):
+        skills_of(value, ctx.dataset, json_value(index))
+
+
 @register("mathvista", version="1", required=("index", "question", "answer", "question_type", "answer_type",
                                                "prediction", "task", "skills"),
-          judge="optional", description="MathVista prefetch + judge extraction; no judge = always-failing judge")
+          judge="optional", description="MathVista prefetch + judge extraction; no judge = always-failing judge",
+          precheck=check_skills)
 def score_mathvista(frame: pd.DataFrame, ctx: Context) -> Scored:
     rows = rows_of(frame)
     results = [extract_answer(row, ctx) for row in rows]

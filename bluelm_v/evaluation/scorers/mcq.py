@@ -94,8 +94,10 @@ def judge_choice(ctx: Context, row: dict, options: dict, option_text: str, key) 
     for _ in range(JUDGE_RETRIES):
         reply = ctx.judge.ask(prompt, temperature=0.0, key=key)
         if reply is None or API_FAILURE in reply:
+            ctx.stats.record(reply, False)
             continue
         letter = infer_choice(reply, options)
+        ctx.stats.record(reply, bool(letter))
         if letter:
             return letter, reply
     pool = (list(options) + ["Z"]) if "Z" not in options else []

@@ -60,8 +60,9 @@ def grader_prompt(question: str, answer: str, prediction: str) -> str:
     return GRADER_PROMPT + "\n" + " | ".join([question, gt, prediction, ""])
 
 
-def parse_grade(replies) -> tuple[float, str]:
-    """Parse judge replies the way ``MMVet_auxeval`` does; ``replies`` yields one reply per try (None = failed)."""
+def parse_grade(replies, stats=None) -> tuple[float, str]:
+    """Parse judge replies the way ``MMVet_auxeval`` does; ``replies`` yields one reply per try (None = failed).
+    ``stats`` (a ``JudgeStats``), if given, records each reply and whether it parsed."""
     log = ""
     for i, reply in zip(range(TRIES), replies):
         text = "Failed to obtain answer via API." if reply is None else reply
@@ -69,10 +70,16 @@ def parse_grade(replies) -> tuple[float, str]:
             value = float(text)
         except ValueError:
             log += f"Try {i}: output is {text}, failed to parse.\n"
+            if stats is not None:
+                stats.record(reply, False)
             continue
         if value < 0 or value > 1:
             log += f"Try {i}: output is {text}, invalid score: {value}.\n"
+            if stats is not None:
+                stats.record(reply, False)
             continue
+        if stats is not None:
+            stats.record(reply, True)
         return value, log + "Succeed"
     return 0.0, log + "All 5 retries failed.\n"
 
@@ -102,8 +109,20 @@ def mmvet_tables(categories: list[str], grades: list[float]) -> dict:
             "category_combination": {k: row(k) for k in (*combos, "Overall")}}
 
 
+def check_capabilities(frame: pd.DataFrame, ctx: Context) -> None:
+    """VLMEvalKit divides by each capability's count after grading every sample: a subset without one of the six
+    would pay for every grade and then fail, so it is refused before the first judge call."""
+    categories = texts(frame["category"])
+    absent = [cap for cap in CAPABILITIES if not any(cap in c for c in categories)]
+    if absent:
+        raise EmptyGroupError(f"{ctx.dataset}: no sample has capability {', '.join(map(repr, absent))}; VLMEvalKit "
+                              "divides by each capability's count (ZeroDivisionError), so these records cannot be "
+                              "scored; nothing was sent to the judge")
+
+
 @register("mmvet", version="1", required=("index", "question", "answer", "prediction", "category"),
-          judge="required", description="MMVet LLM grading (judge required), capability and combination tables")
+          judge="required", description="MMVet LLM grading (judge required), capability and combination tables",
+          precheck=check_capabilities)
 def score_mmvet(frame: pd.DataFrame, ctx: Context) -> Scored:
     if ctx.judge is None:
         raise JudgeRequired(f"{ctx.dataset} is graded only by an LLM judge (VLMEvalKit has no rule-based path); "
@@ -115,7 +134,7 @@ def score_mmvet(frame: pd.DataFrame, ctx: Context) -> Scored:
         key = json_value(index)
         prompt = grader_prompt(q, a, p)
         replies = (ctx.judge.ask(prompt, temperature=i * 0.5, key=key) for i in range(TRIES))
-        grade, log = parse_grade(replies)
+        grade, log = parse_grade(replies, ctx.stats)
         grades.append(grade)
         per_record.append({"index": key, "score": json_value(grade), "log": log, "prediction_as_scored": p,
                            "judge_prompt_tail": " | ".join([q, a.replace("<AND>", " <AND> ").replace("<OR>", " <OR> "),

@@ -37,6 +37,7 @@ def judge_yes_no(ctx: Context, question, prediction: str, key) -> str:
     for i in range(JUDGE_TRIES):
         reply = ctx.judge.ask(prompt, temperature=0.5 * i, key=key)
         answer = yes_no_extract(reply) if reply is not None else "Unknown"
+        ctx.stats.record(reply, answer != "Unknown")
         if answer != "Unknown":
             return answer
     return "Unknown"
