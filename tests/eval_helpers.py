@@ -60,21 +60,51 @@ def write_replay(path: Path, answers: dict) -> Path:
 
 
 class FakeOpenAI:
-    """A threaded local ``/v1/chat/completions`` server. ``reply(body) -> str``; ``delay`` seconds per request;
-    ``fail_first`` requests answer HTTP 500. Requests are recorded."""
+    """A threaded local ``/v1/chat/completions`` server. ``reply(body)`` returns the message text, or bytes sent as
+    the raw body (a malformed reply); ``delay`` seconds per request; ``fail_first`` requests answer HTTP 500;
+    ``require_key``: requests without ``Authorization: Bearer <key>`` get 401. ``GET /v1/models`` lists
+    ``model_ids``. Requests (bodies), their headers and GET paths are recorded."""
 
-    def __init__(self, reply, delay: float = 0.0, fail_first: int = 0):
+    def __init__(self, reply, delay: float = 0.0, fail_first: int = 0, require_key: str | None = None,
+                 model_ids: tuple = ("m",)):
         self.reply, self.delay, self.fail_first = reply, delay, fail_first
         self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.gets: list[str] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
 
+            def _send(self, code: int, data: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _authorised(self) -> bool:
+                outer.headers.append(dict(self.headers.items()))
+                if require_key is not None and self.headers.get("Authorization") != f"Bearer {require_key}":
+                    self._send(401, b'{"error": {"message": "bad key"}}')
+                    return False
+                return True
+
+            def do_GET(self):
+                outer.gets.append(self.path)
+                if not self._authorised():
+                    return
+                if not self.path.endswith("/models"):
+                    self._send(404, b"{}")
+                    return
+                self._send(200, json.dumps({"object": "list", "data": [{"id": m} for m in model_ids]}).encode())
+
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(length))
+                if not self._authorised():
+                    return
                 outer.requests.append(body)
                 if outer.delay:
                     time.sleep(outer.delay)
@@ -82,13 +112,11 @@ class FakeOpenAI:
                     self.send_response(500 if len(outer.requests) <= outer.fail_first else 404)
                     self.end_headers()
                     return
-                data = json.dumps({"choices": [{"message": {"role": "assistant",
-                                                            "content": outer.reply(body)}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                answer = outer.reply(body)
+                if isinstance(answer, bytes):
+                    self._send(200, answer)
+                    return
+                self._send(200, json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode())
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

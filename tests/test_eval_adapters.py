@@ -112,6 +112,10 @@ def test_torch_adapter_with_the_reference_model(tmp_path):
     path = write_tsv(tmp_path / "t.tsv", vqa_rows(2))
     assert main(["eval", "--model", "torch:tiny", "--data", f"TextVQA={path}", "--max-new-tokens", "4",
                  "--work-dir", str(tmp_path / "out"), "--no-progress"]) == 0
+    (report,) = (tmp_path / "out").glob("*/*/report.md")
+    text = report.read_text()
+    assert "tiny (random weights, seed 0)" in text  # the row's weights column
+    assert "**random weights**: this number says nothing about a trained model" in text
 
 
 def test_torch_adapter_without_reference_module(monkeypatch):

@@ -121,11 +121,15 @@ def test_bad_rows_are_recorded_and_counted(tmp_path):
     run = run_dir_of(work)
     entry = json.loads((run / "status.json").read_text())["datasets"]["TextVQA_VAL"]
     assert entry["counts"]["ok"] == 2 and entry["counts"]["failed"] == 2
-    assert entry["counts"]["failed_by_kind"] == {"data": 2} and entry["metrics"]["Overall"] == 100.0
+    # The two bad rows count as wrong in the headline (VLMEvalKit's failure text as their prediction); the two
+    # answered rows alone are the 'ok only' figure.
+    assert entry["counts"]["failed_by_kind"] == {"data": 2} and entry["metrics"]["Overall"] == 50.0
+    assert entry["metrics_ok_only"]["Overall"] == 100.0
     log, _ = read_log(run / "replay-replay_TextVQA_VAL.rank0.log.jsonl")
     reasons = {e["index"]: e.get("reason") for e in log}
     assert "base64" in reasons[2] and "image" in reasons[3]
-    assert "2 failed sample(s) are not scored" in (run / "report.md").read_text()
+    report = (run / "report.md").read_text()
+    assert "| 50.00 | 100.00 |" in report and "2 of 4 sample(s) failed or have no prediction" in report
 
 
 def test_missing_columns_and_bad_specs(tmp_path, capsys):
@@ -135,6 +139,7 @@ def test_missing_columns_and_bad_specs(tmp_path, capsys):
     assert main(["eval", "--model", f"replay:{folder}", "--data", f"TextVQA={path}", "--work-dir",
                  str(tmp_path / "o"), "--no-progress"]) == 1
     assert "lacks column(s) answer" in capsys.readouterr().err
+    path = write_tsv(tmp_path / "t.tsv", vqa_rows(2))  # a good file: the model spec is what fails now
     for spec, message in [("native:x", "not a model package"), ("nope", "KIND:TARGET"), ("openai:http://x", "URL#MODEL"),
                           (f"replay:{tmp_path}/none.tsv", "not found")]:
         assert main(["eval", "--model", spec, "--data", f"TextVQA={path}", "--work-dir", str(tmp_path / "o"),

@@ -10,21 +10,29 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="SPEC",
-                   help="replay:PATH | openai:URL#MODEL | hf:PATH | torch:SPEC")
+                   help="replay:PATH | openai:URL#MODEL | hf:PATH | torch:SPEC | native:PACKAGE")
     p.add_argument("--data", required=True, metavar="NAME[,NAME...]",
                    help="VLMEvalKit dataset names, family names, NAME=PATH items or suites (opencompass, ocr)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N samples of each dataset")
+    p.add_argument("--limit", type=int, default=None,
+                   help="only the first N samples of each dataset (MMBench: the first N questions, each with all "
+                        "its circular rotations)")
     p.add_argument("--work-dir", default="eval-out", help="output root (default: eval-out)")
     p.add_argument("--run-id", default=None, help="run folder name (default: derived from the model spec)")
     p.add_argument("--model-name", default=None, help="name used in output file names")
     p.add_argument("--judge", default=None, metavar="URL#MODEL",
                    help="OpenAI-compatible judge endpoint; without it scoring is rule-based")
+    p.add_argument("--api-key-env", default=None, metavar="NAME",
+                   help="environment variable holding the model endpoint's key (default: OPENAI_API_KEY)")
+    p.add_argument("--judge-api-key-env", default=None, metavar="NAME",
+                   help="environment variable holding the judge's key (default: OPENAI_API_KEY; when both default "
+                        "and the hosts differ, eval stops and asks)")
     p.add_argument("--data-root", default=None, help="LMUData folder (default: $LMUData or ~/LMUData)")
     p.add_argument("--no-md5", action="store_true", help="use dataset files whose MD5 does not match")
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--max-model-errors", type=int, default=5, help="stop after this many model errors in a row")
-    p.add_argument("--export-xlsx", action="store_true", help="also write predictions as .xlsx (needs openpyxl)")
+    p.add_argument("--export-xlsx", action="store_true",
+                   help="also write predictions as .xlsx, as VLMEvalKit does (needs xlsxwriter)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -42,7 +50,8 @@ def config_from_args(args: argparse.Namespace, argv: list[str]):
                      judge=args.judge, data_root=args.data_root, check_md5=not args.no_md5,
                      max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                      progress=not args.no_progress, export_xlsx=args.export_xlsx,
-                     max_model_errors=args.max_model_errors, argv=argv)
+                     max_model_errors=args.max_model_errors, api_key_env=args.api_key_env,
+                     judge_api_key_env=args.judge_api_key_env, argv=argv)
 
 
 def argv_of(args: argparse.Namespace, prefix: list[str]) -> list[str]:
@@ -56,12 +65,22 @@ def argv_of(args: argparse.Namespace, prefix: list[str]) -> list[str]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
+def finish(runner, status: dict, prog: str) -> int:
+    """Print the report; a problem of this invocation (a judge that failed, a scorer that could not score, an
+    export that failed) goes to stderr and makes the exit code 1, with every file already written."""
+    import sys
+
     from bluelm_v.evaluation.report import render_report
+
+    print(render_report(status))
+    print(f"results: {runner.run_dir}")
+    for problem in status.get("problems", []):
+        print(f"{prog}: error: {problem}", file=sys.stderr)
+    return 1 if status.get("problems") else 0
+
+
+def run(args: argparse.Namespace) -> int:
     from bluelm_v.evaluation.runner import Runner
 
     runner = Runner(config_from_args(args, argv_of(args, ["bluelm-v", "eval"])))
-    status = runner.run()
-    print(render_report(status))
-    print(f"results: {runner.run_dir}")
-    return 0
+    return finish(runner, runner.run(), "bluelm-v eval")

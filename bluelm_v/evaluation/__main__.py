@@ -10,7 +10,7 @@ from datetime import timedelta
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bluelm_v.commands.eval import add_arguments, argv_of, config_from_args
+    from bluelm_v.commands.eval import add_arguments, argv_of, config_from_args, finish
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m bluelm_v.evaluation", description=__doc__)
@@ -34,17 +34,13 @@ def main(argv: list[str] | None = None) -> int:
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=args.dist_timeout))
         barrier = dist.barrier
     from bluelm_v.evaluation.errors import EvaluationError
-    from bluelm_v.evaluation.report import render_report
     from bluelm_v.evaluation.runner import Runner
 
     try:
         runner = Runner(config_from_args(args, argv_of(args, ["python", "-m", "bluelm_v.evaluation"])), rank=rank,
                         world=world, barrier=barrier)
         status = runner.run()
-        if rank == 0:
-            print(render_report(status))
-            print(f"results: {runner.run_dir}")
-        return 0
+        return finish(runner, status, f"bluelm_v.evaluation (rank {rank})") if rank == 0 else 0
     except (EvaluationError, ValueError, FileNotFoundError) as exc:
         print(f"bluelm_v.evaluation (rank {rank}): error: {exc}", file=sys.stderr)
         return 1

@@ -109,8 +109,43 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.frame)
 
+    @property
+    def circular(self) -> bool:
+        return get_scorer(self.bench.scorer).name == "mmbench_circular"
+
+    def limit_positions(self, limit: int | None) -> list[int]:
+        """Row positions that ``--limit`` keeps: the first ``limit`` rows, or for a circular benchmark (MMBench)
+        the first ``limit`` questions with every one of their rotations, wherever they sit in the file, so the
+        circular check is never dropped by cutting a group."""
+        n = len(self.frame)
+        if limit is None or limit >= n and not self.circular:
+            return list(range(n))
+        if not self.circular:
+            return list(range(limit))
+        groups = self.group_keys()
+        chosen = set(list(dict.fromkeys(groups))[:limit])
+        return [i for i, g in enumerate(groups) if g in chosen]
+
+    def group_keys(self) -> list:
+        """Each row's circular group: its ``g_index`` column, else index mod 1e6 (VLMEvalKit's rotation stride)."""
+        from bluelm_v.evaluation.scorers.circular import ROTATION_STRIDE
+
+        if "g_index" in self.frame.columns:
+            return [str(v) for v in self.frame["g_index"]]
+        return [i % ROTATION_STRIDE if isinstance(i, int) else i for i in self.frame["index"]]
+
+    def limit_note(self, limit: int | None) -> str | None:
+        if limit is None:
+            return None
+        kept = len(self.limit_positions(limit))
+        if self.circular:
+            groups = len(set(self.group_keys()))
+            return (f"--limit {limit}: the first {min(limit, groups)} of {groups} circular question groups, whole "
+                    f"({kept} of {len(self.frame)} rows, every rotation of each kept question)")
+        return f"--limit {limit}: the first {kept} of {len(self.frame)} rows"
+
     def rows(self, limit: int | None = None) -> list[dict]:
-        frame = self.frame if limit is None else self.frame.iloc[:limit]
+        frame = self.frame if limit is None else self.frame.iloc[self.limit_positions(limit)]
         return frame.to_dict("records")
 
     @staticmethod
@@ -171,8 +206,30 @@ def normalise_indices(values: list) -> list:
     return text
 
 
-def load_dataset(name: str, path: Path | None = None, *, root: str | os.PathLike | None = None,
-                 check_md5: bool = True) -> Dataset:
+@dataclass(frozen=True)
+class Resolved:
+    """A dataset file found, MD5-checked and its header checked, not yet loaded."""
+
+    bench: Benchmark
+    path: Path
+    md5: str
+    md5_ok: bool | None
+
+
+def check_columns(bench: Benchmark, file: Path, columns) -> None:
+    required = {"index", "question"} | {c for c in get_scorer(bench.scorer).required if c != "prediction"}
+    if bench.family == "MMBench" or not bench.has_answers:
+        required.discard("answer")
+    missing = sorted(required - set(columns))
+    if missing:
+        raise DataError(f"{bench.name}: {file} lacks column(s) {', '.join(missing)}")
+    if "image" not in columns and "image_path" not in columns:
+        raise DataError(f"{bench.name}: {file} has neither an 'image' nor an 'image_path' column")
+
+
+def resolve_dataset(name: str, path: Path | None = None, *, root: str | os.PathLike | None = None,
+                    check_md5: bool = True) -> Resolved:
+    """Find the file, check its MD5 and its header's columns: everything ``eval`` checks before the first sample."""
     bench = get_benchmark(name)
     file, official = locate(bench, path, lmu_root(root))
     digest = md5_of(file)
@@ -180,15 +237,21 @@ def load_dataset(name: str, path: Path | None = None, *, root: str | os.PathLike
     if md5_ok is False and check_md5:
         raise DataError(f"{bench.name}: {file} has MD5 {digest}, expected {bench.md5} (re-download it with "
                         f"`bluelm-v data fetch {bench.name}`, or pass --no-md5 to use it anyway)")
+    try:
+        header = pd.read_csv(file, sep="\t", nrows=0)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{file}: not a readable TSV ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    check_columns(bench, file, header.columns)
+    return Resolved(bench, file, digest, md5_ok)
+
+
+def load_dataset(name: str, path: Path | None = None, *, root: str | os.PathLike | None = None,
+                 check_md5: bool = True, resolved: Resolved | None = None) -> Dataset:
+    if resolved is None:
+        resolved = resolve_dataset(name, path, root=root, check_md5=check_md5)
+    bench, file, digest, md5_ok = resolved.bench, resolved.path, resolved.md5, resolved.md5_ok
     frame = read_tsv(file)
-    required = {"index", "question"} | {c for c in get_scorer(bench.scorer).required if c != "prediction"}
-    if bench.family == "MMBench" or not bench.has_answers:
-        required.discard("answer")
-    missing = sorted(required - set(frame.columns))
-    if missing:
-        raise DataError(f"{bench.name}: {file} lacks column(s) {', '.join(missing)}")
-    if "image" not in frame.columns and "image_path" not in frame.columns:
-        raise DataError(f"{bench.name}: {file} has neither an 'image' nor an 'image_path' column")
+    check_columns(bench, file, frame.columns)
     notes, dropped = [], 0
     if "image" in frame.columns:
         keep = [not is_missing(v) for v in frame["image"]]
@@ -209,4 +272,5 @@ def load_dataset(name: str, path: Path | None = None, *, root: str | os.PathLike
     return Dataset(bench, file, frame, digest, md5_ok, dropped, notes)
 
 
-__all__ = ["Dataset", "load_dataset", "lmu_root", "locate", "md5_of", "parse_data_arg", "read_tsv"]
+__all__ = ["Dataset", "Resolved", "check_columns", "load_dataset", "lmu_root", "locate", "md5_of", "parse_data_arg",
+           "read_tsv", "resolve_dataset"]

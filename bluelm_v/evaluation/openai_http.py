@@ -56,6 +56,23 @@ class ChatClient:
             return self._content(raw)
         raise EndpointError(f"{self.url}: no answer after {self.retries + 1} attempts ({last})")
 
+    def probe(self, timeout: float = 10.0) -> None:
+        """Check, before any sample is spent, that the endpoint answers: ``GET {base}/models`` with the same key.
+        A refused connection, a timeout or a rejected key (HTTP 401/403) raises ``EndpointError``; any other
+        answer, even 404 from a server without that route, shows the server is there."""
+        base = self.url[: -len("/chat/completions")]
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        request = urllib.request.Request(base + "/models", headers=headers, method="GET")
+        try:
+            with urllib.request.urlopen(request, timeout=min(timeout, self.timeout)) as resp:
+                resp.read(1 << 20)
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                raise EndpointError(f"{base}: the key was rejected (HTTP {exc.code} {exc.reason})") from None
+        except (urllib.error.URLError, socket.timeout, ConnectionError, TimeoutError) as exc:
+            raise EndpointError(f"{base}: cannot reach the endpoint "
+                                f"({type(exc).__name__}: {getattr(exc, 'reason', exc)})") from None
+
     def _content(self, raw: bytes) -> str:
         try:
             reply = json.loads(raw.decode("utf-8"))

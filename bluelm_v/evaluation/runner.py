@@ -9,6 +9,13 @@ predictions with status and failure reason), ``{model}_{D}_score.json`` (metrics
 The run id is derived from the model spec and the generation settings, so the same command finds the same run and
 resumes it: samples already in a log are not computed again. Samples are sharded over ranks by position
 (``i % world == rank``); every rank appends to its own log; rank 0 merges and scores after a barrier.
+
+Check first, then spend: every dataset is found, MD5-checked and its header checked, the keys matched to their
+endpoints (``keys``), and the judge and the model endpoint reached, before the first sample. Scoring follows
+VLMEvalKit: a failed or missing sample is scored with VLMEvalKit's failure text as its prediction (so it is wrong,
+and its MMBench circular group fails); the figure over successful samples only is kept beside it as ``ok only``.
+Judge replies are cached in the run folder (``judge_cache.jsonl``); a dataset whose judge replies are unreadable
+more than ``JUDGE_FAILURE_LIMIT`` of the time is ``judge failed``, not ``scored``.
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -25,11 +33,14 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from bluelm_v.evaluation.adapters import ModelAdapter, make_adapter
+from bluelm_v.evaluation.adapters import ModelAdapter, endpoint_of, make_adapter
 from bluelm_v.evaluation.benchmarks import get_benchmark
-from bluelm_v.evaluation.data import Dataset, load_dataset, parse_data_arg
-from bluelm_v.evaluation.errors import (DataError, EvaluationError, JudgeError, JudgeRequired, SampleError)
-from bluelm_v.evaluation.judges import describe as describe_judge, make_judge
+from bluelm_v.evaluation.data import Dataset, Resolved, load_dataset, parse_data_arg, resolve_dataset
+from bluelm_v.evaluation.errors import (DataError, EvaluationError, JudgeError, JudgeRequired, SampleError,
+                                        ScoringError)
+from bluelm_v.evaluation.judges import CachedJudge, describe as describe_judge, make_judge, parse_judge_spec
+from bluelm_v.evaluation.keys import resolve_keys
+from bluelm_v.evaluation.matching import FAIL_MSG
 from bluelm_v.evaluation.prompts import get_builder
 from bluelm_v.evaluation.roundtrip import is_missing
 from bluelm_v.evaluation.scorers import get_scorer
@@ -54,7 +65,21 @@ class RunConfig:
     progress: bool = True
     export_xlsx: bool = False
     max_model_errors: int = 5
+    api_key_env: str | None = None  # the variable holding the model endpoint's key (default: $OPENAI_API_KEY)
+    judge_api_key_env: str | None = None  # the judge's (default: $OPENAI_API_KEY)
     argv: list[str] = field(default_factory=list)
+
+
+JUDGE_FAILURE_LIMIT = 0.05  # more unreadable judge replies than this fraction: the dataset is "judge failed"
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
+def plain_name(value: str, flag: str) -> str:
+    """A name from the command line that becomes a folder or file name: one path component, never '..'."""
+    if not _PLAIN_NAME.fullmatch(value) or ".." in value:
+        raise EvaluationError(f"{flag} {value!r} must be a plain name (letters, digits, '.', '_', '-'; no '/' or "
+                              "'..'): it names a folder inside --work-dir")
+    return value
 
 
 def expand_data(items: list[str]) -> list[tuple[str, Path | None]]:
@@ -103,7 +128,7 @@ def versions() -> dict:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
     os.replace(tmp, path)
 
@@ -128,24 +153,57 @@ class Runner:
         self.datasets = expand_data(cfg.data)
         if not self.datasets:
             raise EvaluationError("no dataset given (--data NAME[,NAME...])")
-        self.judge = make_judge(cfg.judge) if cfg.judge else None
+        if cfg.model_name is not None:
+            plain_name(cfg.model_name, "--model-name")
+        if cfg.run_id is not None:
+            plain_name(cfg.run_id, "--run-id")
+        self.judge = None
         self.adapter: ModelAdapter | None = None
+        self.resolved: dict[str, Resolved] = {}
         self.status: dict = {}
+        self.problems: list[str] = []  # what makes this invocation exit non-zero (the scores are kept)
 
-    # ---- set-up -------------------------------------------------------------------------------------------------
+    # ---- set-up: check first, then spend ------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Everything that can fail before the first sample: datasets found, MD5- and header-checked; keys
+        matched to endpoints; the judge and the model reachable. Nothing is written before this passes."""
+        for name, path in self.datasets:
+            self.resolved[name] = resolve_dataset(name, path, root=self.cfg.data_root, check_md5=self.cfg.check_md5)
+        judge_url = None
+        if isinstance(self.cfg.judge, str):
+            judge_url = parse_judge_spec(self.cfg.judge)[0]
+        model_url = endpoint_of(self.cfg.model)
+        keys = resolve_keys(model_url, judge_url, model_env=self.cfg.api_key_env,
+                            judge_env=self.cfg.judge_api_key_env)
+        self.key_sources = keys.describe()
+        if self.cfg.judge is not None:
+            self.judge = make_judge(self.cfg.judge, api_key=keys.judge) if judge_url else make_judge(self.cfg.judge)
+            if self.rank == 0:
+                self.judge.check()
+        options = {"max_new_tokens": self.cfg.max_new_tokens, "temperature": self.cfg.temperature}
+        if model_url is not None:
+            options["api_key"] = keys.model
+        self.adapter = make_adapter(self.cfg.model, **options)
+        self.adapter.check()
+
     def open(self) -> Path:
-        self.adapter = make_adapter(self.cfg.model, max_new_tokens=self.cfg.max_new_tokens,
-                                    temperature=self.cfg.temperature)
-        self.model_name = self.cfg.model_name or self.adapter.name
+        if self.adapter is None:
+            self.prepare()
+        self.model_name = plain_name(self.cfg.model_name or self.adapter.name, "model name")
         self.run_id = self.cfg.run_id or default_run_id(self.cfg)
-        self.run_dir = Path(self.cfg.work_dir) / self.model_name / self.run_id
+        work = Path(self.cfg.work_dir)
+        self.run_dir = work / self.model_name / self.run_id
+        if not self.run_dir.resolve().is_relative_to(work.resolve()):
+            raise EvaluationError(f"run folder {self.run_dir} would lie outside --work-dir {work}")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.judge is not None:
+            self.judge = CachedJudge(self.judge, self.run_dir / "judge_cache.jsonl")
         status_path = self.run_dir / "status.json"
         old = json.loads(status_path.read_text()) if status_path.exists() else {}
         self.status = {
             "run_id": self.run_id, "model": self.cfg.model, "model_name": self.model_name,
             "adapter": self.adapter.describe(), "argv": self.cfg.argv, "versions": versions(), "git": git_hash(),
-            "judge": describe_judge(self.judge), "world_size": self.world, "limit": self.cfg.limit,
+            "judge": describe_judge(self.judge), "keys": self.key_sources, "world_size": self.world,
             "started": old.get("started", time.strftime("%Y-%m-%dT%H:%M:%S%z")), "invocations": old.get("invocations", 0) + 1,
             "datasets": old.get("datasets", {}),
         }
@@ -219,7 +277,7 @@ class Runner:
             fields = Dataset.fields(row)
             if e is None:
                 counts["missing"] += 1
-                table.append({**fields, "prediction": None, "status": "missing", "failure": None})
+                table.append({**fields, "prediction": FAIL_MSG, "status": "missing", "failure": "no prediction"})
                 continue
             seconds += float(e.get("seconds") or 0.0)
             if e["status"] == "ok":
@@ -229,21 +287,46 @@ class Runner:
                 counts["failed"] += 1
                 kind = e.get("kind", "model")
                 counts["failed_by_kind"][kind] = counts["failed_by_kind"].get(kind, 0) + 1
-                table.append({**fields, "prediction": None, "status": "failed", "failure": f"{kind}: {e.get('reason')}"})
+                table.append({**fields, "prediction": FAIL_MSG, "status": "failed",
+                              "failure": f"{kind}: {e.get('reason')}"})
         counts["inference_seconds"] = round(seconds, 3)
         return pd.DataFrame.from_records(table), counts
 
     def write_predictions(self, name: str, frame: pd.DataFrame) -> None:
+        """``.tsv`` and ``.jsonl`` of every row; a failed or missing sample's prediction is VLMEvalKit's failure
+        text (as in VLMEvalKit's own files, so they score the same there), its ``status`` and ``failure`` say why."""
         frame.to_csv(self._file(name, ".tsv"), sep="\t", index=False)
         with open(self._file(name, ".jsonl"), "w", encoding="utf-8") as f:
             for rec in frame.to_dict("records"):
                 f.write(json.dumps({k: (None if is_missing(v) else v) for k, v in rec.items()},
                                    ensure_ascii=False, default=str) + "\n")
-        if self.cfg.export_xlsx:
-            try:
-                frame.to_excel(self._file(name, ".xlsx"), index=False, engine="openpyxl")
-            except ImportError:
-                raise EvaluationError("--export-xlsx needs openpyxl (pip install bluelm-v[eval])") from None
+
+    def export_xlsx(self, name: str, frame: pd.DataFrame) -> str | None:
+        """The prediction file as VLMEvalKit writes it (xlsxwriter, strings_to_formulas off: control characters
+        become ``_xHHHH_``). Optional: a failure is returned as a note, never raised past the scores."""
+        try:
+            with pd.ExcelWriter(self._file(name, ".xlsx"), engine="xlsxwriter",
+                                engine_kwargs={"options": {"strings_to_formulas": False}}) as writer:
+                frame.to_excel(writer, index=False)
+        except ImportError:
+            return "--export-xlsx needs xlsxwriter (pip install bluelm-v[eval]); no .xlsx written"
+        except Exception as exc:  # noqa: BLE001 - an optional export must not lose the scores or the report
+            return f"--export-xlsx failed ({type(exc).__name__}: {exc}); the scores and other files are complete"
+        return None
+
+    def _score(self, ds: Dataset, records: pd.DataFrame):
+        if isinstance(self.judge, CachedJudge):
+            self.judge.new_pass()
+        return score(ds.bench, records, judge=self.judge, progress=self.cfg.progress)
+
+    def provenance(self, ds: Dataset) -> dict:
+        """What this dataset's row says of itself: every invocation scores its own datasets, so a report over
+        several invocations describes each row, not one header."""
+        return {"model": self.cfg.model, "limit": self.cfg.limit, "limit_note": ds.limit_note(self.cfg.limit),
+                "data_origin": ("official file, MD5 checked" if ds.md5_ok else
+                                "official name, MD5 differs (--no-md5)" if ds.md5_ok is False else
+                                "not the official file (no official MD5 applies)"),
+                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "weights": self.adapter.weights(ds.bench.name)}
 
     def score_dataset(self, ds: Dataset, frame: pd.DataFrame, counts: dict) -> dict:
         name = ds.bench.name
@@ -251,27 +334,47 @@ class Runner:
         entry = {"scorer": scorer.name, "scorer_version": scorer.version, "judge": describe_judge(self.judge),
                  "counts": counts, "file": str(ds.path), "md5": ds.md5, "md5_official": ds.md5_ok,
                  "prompt": {"builder": ds.bench.prompt, "version": get_builder(ds.bench.prompt).version},
-                 "notes": list(ds.notes)}
-        ok = frame[frame["status"] == "ok"].drop(columns=["status", "failure"])
-        if counts["missing"]:
-            entry["notes"].append(f"{counts['missing']} sample(s) have no prediction yet")
-        if counts["failed"]:
-            entry["notes"].append(f"{counts['failed']} failed sample(s) are not scored: the metrics cover "
-                                  f"{counts['ok']} of {counts['rows']} samples")
+                 **self.provenance(ds), "notes": list(ds.notes)}
+        if entry["limit_note"]:
+            entry["notes"].append(entry["limit_note"])
+        not_ok = counts["failed"] + counts["missing"]
+        if not_ok:
+            entry["notes"].append(f"{not_ok} of {counts['rows']} sample(s) failed or have no prediction: scored as "
+                                  f"VLMEvalKit scores them (its failure text as the prediction: wrong); 'ok only' "
+                                  f"covers the other {counts['ok']}")
         if not ds.bench.has_answers:
             entry.update(state="unscored", reason=ds.bench.note)
             return entry
-        if ok.empty:
-            entry.update(state="unscored", reason="no successful prediction")
-            return entry
+        records = frame.drop(columns=["status", "failure"])
+        ok = frame[frame["status"] == "ok"].drop(columns=["status", "failure"])
         start = time.perf_counter()
         try:
-            result = score(ds.bench, ok, judge=self.judge, progress=self.cfg.progress)
+            result = self._score(ds, records)
         except JudgeRequired as exc:
             entry.update(state="unscored", reason=str(exc))
             return entry
-        entry.update(state="scored", metrics=result.metrics, scoring_seconds=round(time.perf_counter() - start, 4))
+        except ScoringError as exc:
+            entry.update(state="scoring failed", reason=str(exc))
+            self.problems.append(f"{name}: scoring failed: {exc}")
+            return entry
+        stats = result.judge_stats
+        entry["judge_stats"] = stats
+        if isinstance(self.judge, CachedJudge):
+            entry["judge_calls"] = {"asked": self.judge.calls, "cached": self.judge.hits}
+        if stats.get("replies") and stats["unparsed"] / stats["replies"] > JUDGE_FAILURE_LIMIT:
+            reason = (f"{stats['unparsed']} of {stats['replies']} judge replies could not be read (limit "
+                      f"{JUDGE_FAILURE_LIMIT:.0%}); examples: " + "; ".join(repr(e) for e in stats["examples"]))
+            entry.update(state="judge failed", reason=reason, metrics_if_trusted=result.metrics)
+            self.problems.append(f"{name}: judge failed: {reason}")
+        else:
+            entry.update(state="scored", metrics=result.metrics)
+        entry["scoring_seconds"] = round(time.perf_counter() - start, 4)
         entry["notes"] += result.notes
+        if not_ok and not ok.empty and entry["state"] == "scored":
+            try:
+                entry["metrics_ok_only"] = self._score(ds, ok).metrics
+            except ScoringError as exc:
+                entry["notes"].append(f"'ok only' cannot be scored: {exc}")
         write_json_atomic(self._file(name, "_score.json"), {**entry, "tables": result.tables})
         flat = flatten(result.metrics)
         pd.DataFrame({"metric": list(flat), "value": list(flat.values())}).to_csv(self._file(name, "_acc.csv"),
@@ -283,10 +386,11 @@ class Runner:
 
     # ---- the whole run ------------------------------------------------------------------------------------------
     def run(self) -> dict:
+        self.prepare()
         self.open()
         try:
-            for name, path in self.datasets:
-                ds = load_dataset(name, path, root=self.cfg.data_root, check_md5=self.cfg.check_md5)
+            for name, _ in self.datasets:
+                ds = load_dataset(name, resolved=self.resolved[name])
                 t0 = time.perf_counter()
                 info = self.infer(ds)
                 self.barrier()
@@ -295,6 +399,11 @@ class Runner:
                 frame, counts = self.collect(ds)
                 self.write_predictions(name, frame)
                 entry = self.score_dataset(ds, frame, counts)
+                if self.cfg.export_xlsx:
+                    problem = self.export_xlsx(name, frame)
+                    if problem:
+                        entry["notes"].append(problem)
+                        self.problems.append(f"{name}: {problem}")
                 entry["wall_seconds_this_invocation"] = round(time.perf_counter() - t0, 3)
                 entry["computed_this_invocation"] = info["computed"]
                 if info["example_prompt"] is not None:
@@ -306,12 +415,14 @@ class Runner:
         finally:
             if self.adapter is not None:
                 self.adapter.close()
-        if self.rank == 0:
-            from bluelm_v.evaluation.report import write_report
+            if self.rank == 0:
+                # Written even when a later dataset fails: the report covers what was scored.
+                from bluelm_v.evaluation.report import write_report
 
-            self.status["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            self._save_status()
-            write_report(self.run_dir / "report.md", self.status)
+                self.status["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+                self.status["problems"] = list(self.problems)
+                self._save_status()
+                write_report(self.run_dir / "report.md", self.status)
         return self.status
 
 

@@ -35,6 +35,18 @@ class ModelAdapter:
     def __init__(self, target: str, *, max_new_tokens: int = 512, temperature: float = 0.0):
         self.target, self.max_new_tokens, self.temperature = target, max_new_tokens, temperature
 
+    @classmethod
+    def endpoint_for(cls, target: str) -> str | None:
+        """The HTTP endpoint a spec's target talks to (None for local models): keys are matched to it."""
+        return None
+
+    def check(self) -> None:
+        """Raise ``AdapterError`` if the model cannot answer at all (called before any sample runs)."""
+
+    def weights(self, dataset: str | None = None) -> str:
+        """What answers, for the report's provenance column: random weights, a checkpoint's fingerprint, ..."""
+        return "unknown"
+
     @property
     def name(self) -> str:
         return safe_name(f"{self.kind}-{self.target}")
@@ -69,10 +81,21 @@ def split_spec(spec: str) -> tuple[str, str]:
     return kind, target
 
 
+def adapter_class(kind: str) -> type:
+    module, _, cls = ADAPTERS[kind].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def endpoint_of(spec: str) -> str | None:
+    """The model spec's HTTP endpoint, without building the adapter (nothing heavy is loaded)."""
+    kind, target = split_spec(spec)
+    return adapter_class(kind).endpoint_for(target)
+
+
 def make_adapter(spec: str, **options) -> ModelAdapter:
     kind, target = split_spec(spec)
-    module, _, cls = ADAPTERS[kind].partition(":")
-    return getattr(importlib.import_module(module), cls)(target, **options)
+    return adapter_class(kind)(target, **options)
 
 
-__all__ = ["ADAPTERS", "ModelAdapter", "make_adapter", "register_adapter", "safe_name", "split_spec"]
+__all__ = ["ADAPTERS", "ModelAdapter", "adapter_class", "endpoint_of", "make_adapter", "register_adapter", "safe_name",
+           "split_spec"]

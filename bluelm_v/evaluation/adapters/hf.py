@@ -56,6 +56,12 @@ class HFAdapter(ModelAdapter):
     def describe(self) -> dict:
         return {**super().describe(), "path": str(self.path), "architecture": type(self.model).__name__}
 
+    def weights(self, dataset: str | None = None) -> str:
+        from bluelm_v.evaluation.provenance import fingerprint
+
+        files = [p for p in self.path.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin")]
+        return f"hf folder {self.path.name}; " + fingerprint(files)
+
     def generate(self, message: list[dict], *, dataset: str, index: Any) -> str:
         content = []
         for part in message:

@@ -49,6 +49,19 @@ class NativeAdapter(ModelAdapter):
         return {**super().describe(), "chunk": self.engine.chunk, "kv_cache": self.engine.kv_cache,
                 "tile_batch": self.engine.tile_batch}
 
+    def weights(self, dataset: str | None = None) -> str:
+        import json
+        from pathlib import Path
+
+        from bluelm_v.evaluation.provenance import fingerprint
+
+        folder = Path(self.path)
+        try:
+            source = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("source", "?")
+            return f"package from {source}; " + fingerprint([folder / "manifest.json", folder / "weights.bin"])
+        except (OSError, ValueError, AttributeError) as exc:
+            return f"package {folder} (unreadable: {exc})"
+
     def generate(self, message: list[dict], *, dataset: str, index: Any) -> str:
         s = self.engine.session()
         texts = []

@@ -1,8 +1,8 @@
 """``openai:URL#MODEL``: any OpenAI-compatible chat endpoint; images go as base64 data URLs in message order.
-The key comes from ``$OPENAI_API_KEY`` (or none for a local server)."""
+The key is the ``api_key`` option (``eval`` passes the one ``--api-key-env`` names, else ``$OPENAI_API_KEY``;
+see ``bluelm_v.evaluation.keys``); without one, no Authorization header is sent (a local server)."""
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from bluelm_v.evaluation.adapters import ModelAdapter, safe_name
@@ -35,17 +35,35 @@ def chat_content(message: list[dict]) -> list[dict]:
 class OpenAIAdapter(ModelAdapter):
     kind = "openai"
 
-    def __init__(self, target: str, *, timeout: float = 120.0, retries: int = 3, **options):
+    def __init__(self, target: str, *, timeout: float = 120.0, retries: int = 3, api_key: str | None = None,
+                 **options):
         super().__init__(target, **options)
+        url, model = self.split_target(target)
+        self.url, self.model = url, model
+        try:
+            self.client = ChatClient(url, model, api_key=api_key, timeout=timeout, retries=retries)
+        except ValueError as exc:
+            raise AdapterError(str(exc)) from None
+
+    @staticmethod
+    def split_target(target: str) -> tuple[str, str]:
         url, sep, model = target.partition("#")
         if not sep or not model:
             raise AdapterError(f"openai model spec needs URL#MODEL, got {target!r}")
-        self.url, self.model = url, model
+        return url, model
+
+    @classmethod
+    def endpoint_for(cls, target: str) -> str | None:
+        return cls.split_target(target)[0]
+
+    def check(self) -> None:
         try:
-            self.client = ChatClient(url, model, api_key=os.environ.get("OPENAI_API_KEY"), timeout=timeout,
-                                     retries=retries)
+            self.client.probe()
         except ValueError as exc:
-            raise AdapterError(str(exc)) from None
+            raise AdapterError(f"model endpoint: {exc}") from None
+
+    def weights(self, dataset: str | None = None) -> str:
+        return f"served by {self.url} as {self.model!r} (not inspected)"
 
     @property
     def name(self) -> str:

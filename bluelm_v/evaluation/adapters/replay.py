@@ -80,6 +80,15 @@ class ReplayAdapter(ModelAdapter):
     def describe(self) -> dict:
         return {**super().describe(), "path": str(self.path), "delay": self.delay}
 
+    def weights(self, dataset: str | None = None) -> str:
+        from bluelm_v.evaluation.provenance import fingerprint
+
+        try:
+            path = self._file_for(dataset) if dataset else self.path
+            return f"predictions {path.name}, " + fingerprint([path] if path.is_file() else [])
+        except (AdapterError, OSError) as exc:
+            return f"predictions file unreadable ({exc})"
+
     def _file_for(self, dataset: str) -> Path:
         if self.path.is_file():
             return self.path

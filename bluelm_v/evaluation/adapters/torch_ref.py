@@ -37,6 +37,17 @@ class TorchAdapter(ModelAdapter):
     def name(self) -> str:
         return safe_name(f"torch-{target_stem(self.target)}")
 
+    def weights(self, dataset: str | None = None) -> str:
+        from pathlib import Path
+
+        from bluelm_v.evaluation.provenance import fingerprint
+
+        loaded = getattr(self.model, "loaded", None)
+        source = getattr(loaded, "source", None) or self.target
+        path = Path(self.target).expanduser()
+        files = [p for p in (path.iterdir() if path.is_dir() else [path]) if p.is_file()] if path.exists() else []
+        return f"{source}; " + fingerprint(files) if files else str(source)
+
     def generate(self, message: list[dict], *, dataset: str, index: Any) -> str:
         out = self.model.generate(message, max_new_tokens=self.max_new_tokens, temperature=self.temperature)
         if not isinstance(out, str):
