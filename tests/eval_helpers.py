@@ -59,6 +59,16 @@ def write_replay(path: Path, answers: dict) -> Path:
     return path
 
 
+class Fault:
+    """What a ``FakeOpenAI`` reply function can return instead of text: an HTTP ``status`` with a raw ``body`` and
+    ``headers``, after ``delay`` seconds; ``truncate`` announces the whole body but sends only its first bytes and
+    closes the connection (a reset mid-body)."""
+
+    def __init__(self, status: int = 200, body: bytes = b"", headers: dict | None = None, delay: float = 0.0,
+                 truncate: bool = False):
+        self.status, self.body, self.headers, self.delay, self.truncate = status, body, headers or {}, delay, truncate
+
+
 class FakeOpenAI:
     """A threaded local ``/v1/chat/completions`` server. ``reply(body)`` returns the message text, or bytes sent as
     the raw body (a malformed reply); ``delay`` seconds per request; ``fail_first`` requests answer HTTP 500;
@@ -66,7 +76,7 @@ class FakeOpenAI:
     ``model_ids``. Requests (bodies), their headers and GET paths are recorded."""
 
     def __init__(self, reply, delay: float = 0.0, fail_first: int = 0, require_key: str | None = None,
-                 model_ids: tuple = ("m",)):
+                 model_ids: tuple = ("m", "j")):
         self.reply, self.delay, self.fail_first = reply, delay, fail_first
         self.requests: list[dict] = []
         self.headers: list[dict] = []
@@ -95,7 +105,7 @@ class FakeOpenAI:
                 outer.gets.append(self.path)
                 if not self._authorised():
                     return
-                if not self.path.endswith("/models"):
+                if self.path != "/v1/models":
                     self._send(404, b"{}")
                     return
                 self._send(200, json.dumps({"object": "list", "data": [{"id": m} for m in model_ids]}).encode())
@@ -108,11 +118,24 @@ class FakeOpenAI:
                 outer.requests.append(body)
                 if outer.delay:
                     time.sleep(outer.delay)
-                if len(outer.requests) <= outer.fail_first or not self.path.endswith("/chat/completions"):
+                if len(outer.requests) <= outer.fail_first or self.path != "/v1/chat/completions":
                     self.send_response(500 if len(outer.requests) <= outer.fail_first else 404)
                     self.end_headers()
                     return
                 answer = outer.reply(body)
+                if isinstance(answer, Fault):
+                    time.sleep(answer.delay)
+                    self.send_response(answer.status)
+                    for k, v in answer.headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(answer.body)))
+                    self.end_headers()
+                    self.wfile.write(answer.body[: len(answer.body) // 2] if answer.truncate else answer.body)
+                    if answer.truncate:
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                    return
                 if isinstance(answer, bytes):
                     self._send(200, answer)
                     return
