@@ -171,3 +171,31 @@ def test_registry_is_open():
     finally:
         ADAPTERS.pop("echo")
         sys.modules.pop("tests_echo_adapter")
+
+
+def test_hf_adapter_batches_equal_batch_one(tiny_llava):
+    messages = [[{"type": "image", "value": decode_base64(png_base64(i))},
+                 {"type": "text", "value": "What is written?" + " stop" * (i % 3)}] for i in range(5)]
+    single = make_adapter(f"hf:{tiny_llava}", max_new_tokens=6)
+    one_by_one = [single.generate(m, dataset="TextVQA_VAL", index=i) for i, m in enumerate(messages)]
+    batched = make_adapter(f"hf:{tiny_llava}", max_new_tokens=6, batch_size=3)
+    got = batched.generate_batch(messages[:3], dataset="TextVQA_VAL", indices=[0, 1, 2])
+    got += batched.generate_batch(messages[3:], dataset="TextVQA_VAL", indices=[3, 4])
+    assert got == one_by_one and len(set(one_by_one)) > 1  # prompts of different lengths, padded on the left
+
+
+def test_eval_batch_size_gives_the_same_predictions(tiny_llava, tmp_path):
+    rows = vqa_rows(5)
+    for i, row in enumerate(rows):
+        row["question"] = "What is" + " stop" * (i % 3)
+    path = write_tsv(tmp_path / "t.tsv", rows)
+    out = {}
+    for batch in (1, 4):
+        work = tmp_path / f"out{batch}"
+        assert main(["eval", "--model", f"hf:{tiny_llava}", "--data", f"TextVQA={path}", "--max-new-tokens", "5",
+                     "--work-dir", str(work), "--no-progress", "--batch-size", str(batch)]) == 0
+        (tsv,) = work.glob("*/*/*_TextVQA_VAL.tsv")
+        out[batch] = tsv.read_text()
+    assert out[1] == out[4]
+    assert main(["eval", "--model", f"replay:{tmp_path}", "--data", f"TextVQA={path}", "--work-dir",
+                 str(tmp_path / "o"), "--no-progress", "--batch-size", "2"]) == 1

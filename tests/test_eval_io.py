@@ -78,8 +78,9 @@ def test_eval_with_judge_on_the_command_line(tmp_path):
     folder.mkdir()
     write_replay(folder / "m_MMVet.tsv", {1: "a cat", 2: "dog", 3: "cat"})
     work = tmp_path / "out"
+    # Unscored (no judge) is reported and exits 1, with the predictions kept for the judged rerun below.
     assert main(["eval", "--model", f"replay:{folder}", "--data", f"MMVet={path}", "--work-dir", str(work),
-                 "--no-progress"]) == 0
+                 "--no-progress"]) == 1
     (run,) = [p for p in work.glob("*/*") if p.is_dir()]
     entry = json.loads((run / "status.json").read_text())["datasets"]["MMVet"]
     assert entry["state"] == "unscored" and "judge" in entry["reason"]
@@ -87,7 +88,7 @@ def test_eval_with_judge_on_the_command_line(tmp_path):
     def grade(body):
         return "1.0" if "| cat | a cat |" in prompt_text(body) or "| cat | cat |" in prompt_text(body) else "0.0"
 
-    with FakeOpenAI(grade) as server:
+    with FakeOpenAI(grade, model_ids=("grader",)) as server:
         spec = f"{server.url}#grader"
         assert main(["eval", "--model", f"replay:{folder}", "--data", f"MMVet={path}", "--work-dir", str(work),
                      "--no-progress", "--judge", spec]) == 0

@@ -92,7 +92,7 @@ def test_eval_openai_adapter_end_to_end(tmp_path, data):
         return "stop" if "written" in text else "$1,234.00"
 
     work = tmp_path / "out"
-    with FakeOpenAI(reply) as server:
+    with FakeOpenAI(reply, model_ids=("tiny-vlm",)) as server:
         assert main(["eval", "--model", f"openai:{server.url}#tiny-vlm", "--data", data_arg(data), "--work-dir",
                      str(work), "--no-progress", "--max-new-tokens", "16"]) == 0
         assert len(server.requests) == 8 + 6 + 8 + 5

@@ -31,6 +31,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--max-model-errors", type=int, default=5, help="stop after this many model errors in a row")
+    p.add_argument("--api-nproc", type=int, default=4, metavar="N",
+                   help="requests in flight for adapters that allow it (openai:), as VLMEvalKit's --api-nproc "
+                        "(default 4)")
+    p.add_argument("--batch-size", type=int, default=1, metavar="B",
+                   help="samples per generate call for adapters that batch (hf:; left padding, greedy)")
+    p.add_argument("--rate-limit", type=float, default=None, metavar="RPM", help="at most RPM requests per minute")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="seconds per request to an HTTP endpoint (default 120)")
+    p.add_argument("--extra-body", default=None, metavar="JSON",
+                   help='engine-specific request fields, a JSON object, e.g. \'{"top_k": 1, "repetition_penalty": 1.05}\'')
+    p.add_argument("--system-prompt", default=None, metavar="TEXT", help="a system message before every prompt")
     p.add_argument("--export-xlsx", action="store_true",
                    help="also write predictions as .xlsx, as VLMEvalKit does (needs xlsxwriter)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -45,13 +56,32 @@ def config_from_args(args: argparse.Namespace, argv: list[str]):
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    for flag, value in (("--api-nproc", args.api_nproc), ("--batch-size", args.batch_size),
+                        ("--max-model-errors", args.max_model_errors)):
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+    for flag, value in (("--rate-limit", args.rate_limit), ("--timeout", args.timeout)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{flag} must be a positive number, got {value}")
+    extra = None
+    if args.extra_body is not None:
+        import json
+
+        try:
+            extra = json.loads(args.extra_body)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise ValueError(f"--extra-body is not JSON ({exc})") from None
+        if not isinstance(extra, dict):
+            raise ValueError(f"--extra-body must be a JSON object, got {type(extra).__name__}")
     return RunConfig(model=args.model, data=[d for d in args.data.split(",") if d.strip()],
                      work_dir=Path(args.work_dir), limit=args.limit, run_id=args.run_id, model_name=args.model_name,
                      judge=args.judge, data_root=args.data_root, check_md5=not args.no_md5,
                      max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                      progress=not args.no_progress, export_xlsx=args.export_xlsx,
                      max_model_errors=args.max_model_errors, api_key_env=args.api_key_env,
-                     judge_api_key_env=args.judge_api_key_env, argv=argv)
+                     judge_api_key_env=args.judge_api_key_env, api_nproc=args.api_nproc, batch_size=args.batch_size,
+                     rate_limit=args.rate_limit, timeout=args.timeout, extra_body=extra,
+                     system_prompt=args.system_prompt, argv=argv)
 
 
 def argv_of(args: argparse.Namespace, prefix: list[str]) -> list[str]:

@@ -166,11 +166,16 @@ class Dataset:
                     raise DataError(f"image {i}: bad base64 ({exc})") from None
                 out.append(data)
         elif "image_path" in row and not is_missing(row["image_path"]):
+            folder = self.path.parent.resolve()
             for p in _list_cell(row["image_path"]):
-                path = Path(p)
-                if not path.is_absolute():
-                    tried = [self.path.parent / "images" / self.bench.name / p, self.path.parent / p]
-                    path = next((t for t in tried if t.is_file()), tried[0])
+                if Path(p).is_absolute():
+                    raise DataError(f"image_path {p!r} is absolute; image paths are relative to the data folder "
+                                    f"{folder}")
+                tried = [folder / "images" / self.bench.name / p, folder / p]
+                path = next((t for t in tried if t.is_file()), tried[0])
+                # A cell cannot reach outside the data folder, by '..' or through a link.
+                if not path.resolve().is_relative_to(folder):
+                    raise DataError(f"image_path {p!r} leads outside the data folder {folder}")
                 if not path.is_file():
                     raise DataError(f"image file not found: {p}")
                 out.append(path.read_bytes())
@@ -214,6 +219,7 @@ class Resolved:
     path: Path
     md5: str
     md5_ok: bool | None
+    has_images: bool = True
 
 
 def check_columns(bench: Benchmark, file: Path, columns) -> None:
@@ -242,7 +248,7 @@ def resolve_dataset(name: str, path: Path | None = None, *, root: str | os.PathL
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"{file}: not a readable TSV ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     check_columns(bench, file, header.columns)
-    return Resolved(bench, file, digest, md5_ok)
+    return Resolved(bench, file, digest, md5_ok, "image" in header.columns or "image_path" in header.columns)
 
 
 def load_dataset(name: str, path: Path | None = None, *, root: str | os.PathLike | None = None,
@@ -254,9 +260,9 @@ def load_dataset(name: str, path: Path | None = None, *, root: str | os.PathLike
     check_columns(bench, file, frame.columns)
     notes, dropped = [], 0
     if "image" in frame.columns:
-        keep = [not is_missing(v) for v in frame["image"]]
-        dropped = len(frame) - sum(keep)
-        frame = frame[keep].reset_index(drop=True)
+        keep = pd.Series([not is_missing(v) for v in frame["image"]], index=frame.index, dtype=bool)
+        dropped = len(frame) - int(keep.sum())
+        frame = frame.loc[keep].reset_index(drop=True)  # a boolean mask (an empty list would select columns)
         if dropped:
             notes.append(f"{dropped} row(s) without an image dropped (VLMEvalKit drops them too)")
         frame["image"] = [str(v) for v in frame["image"]]

@@ -36,8 +36,8 @@ import pandas as pd
 from bluelm_v.evaluation.adapters import ModelAdapter, endpoint_of, make_adapter
 from bluelm_v.evaluation.benchmarks import get_benchmark
 from bluelm_v.evaluation.data import Dataset, Resolved, load_dataset, parse_data_arg, resolve_dataset
-from bluelm_v.evaluation.errors import (DataError, EvaluationError, JudgeError, JudgeRequired, SampleError,
-                                        ScoringError)
+from bluelm_v.evaluation.errors import AdapterError, EvaluationError, JudgeRequired, ScoringError
+from bluelm_v.evaluation.inference import RateLimiter, SampleWork, run_samples
 from bluelm_v.evaluation.judges import CachedJudge, describe as describe_judge, make_judge, parse_judge_spec
 from bluelm_v.evaluation.keys import resolve_keys
 from bluelm_v.evaluation.matching import FAIL_MSG
@@ -45,7 +45,7 @@ from bluelm_v.evaluation.prompts import get_builder
 from bluelm_v.evaluation.roundtrip import is_missing
 from bluelm_v.evaluation.scorers import get_scorer
 from bluelm_v.evaluation.scoring import score
-from bluelm_v.evaluation.store import PredictionLog, is_done, merge_logs
+from bluelm_v.evaluation.store import PredictionLog, RunLock, is_done, merge_logs
 from bluelm_v.evaluation.suites import load_suite, suite_names
 
 
@@ -67,6 +67,12 @@ class RunConfig:
     max_model_errors: int = 5
     api_key_env: str | None = None  # the variable holding the model endpoint's key (default: $OPENAI_API_KEY)
     judge_api_key_env: str | None = None  # the judge's (default: $OPENAI_API_KEY)
+    api_nproc: int = 4  # requests in flight, for adapters that may be called concurrently
+    batch_size: int = 1  # samples per generate call, for adapters that batch (hf:)
+    rate_limit: float | None = None  # request starts per minute
+    timeout: float | None = None  # seconds per request (HTTP adapters)
+    extra_body: dict | None = None  # engine-specific request fields (HTTP adapters)
+    system_prompt: str | None = None
     argv: list[str] = field(default_factory=list)
 
 
@@ -100,10 +106,18 @@ def expand_data(items: list[str]) -> list[tuple[str, Path | None]]:
     return unique
 
 
-def default_run_id(cfg: RunConfig) -> str:
-    key = json.dumps({"model": cfg.model, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature},
-                     sort_keys=True)
-    return "run-" + hashlib.sha1(key.encode()).hexdigest()[:10]
+def default_run_id(cfg: RunConfig, content: str | None = None) -> str:
+    """From everything that changes an answer: the model spec, the generation settings, the request fields and
+    system prompt, and ``content`` (the adapter's fingerprint of its files: a replay file, a checkpoint, a
+    package), so an edited file is a new run, never a silent reuse of old answers."""
+    key = {"model": cfg.model, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature}
+    if cfg.extra_body:
+        key["extra_body"] = cfg.extra_body
+    if cfg.system_prompt is not None:
+        key["system_prompt"] = cfg.system_prompt
+    if content is not None:
+        key["content"] = content
+    return "run-" + hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def git_hash() -> str | None:
@@ -131,17 +145,6 @@ def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
     os.replace(tmp, path)
-
-
-def message_for_record(message: list[dict]) -> list[dict]:
-    """A message with image bytes replaced by short descriptions (for status.json)."""
-    out = []
-    for part in message:
-        value = part["value"]
-        if isinstance(value, (bytes, bytearray)):
-            value = f"<image: {len(value)} bytes, sha1 {hashlib.sha1(value).hexdigest()[:12]}>"
-        out.append({"type": part["type"], "value": value})
-    return out
 
 
 class Runner:
@@ -180,22 +183,36 @@ class Runner:
             self.judge = make_judge(self.cfg.judge, api_key=keys.judge) if judge_url else make_judge(self.cfg.judge)
             if self.rank == 0:
                 self.judge.check()
-        options = {"max_new_tokens": self.cfg.max_new_tokens, "temperature": self.cfg.temperature}
+        options: dict = {"max_new_tokens": self.cfg.max_new_tokens, "temperature": self.cfg.temperature}
         if model_url is not None:
-            options["api_key"] = keys.model
+            options.update(api_key=keys.model, extra_body=self.cfg.extra_body, system_prompt=self.cfg.system_prompt)
+            if self.cfg.timeout is not None:
+                options["timeout"] = self.cfg.timeout
+        elif self.cfg.extra_body or self.cfg.system_prompt is not None or self.cfg.timeout is not None:
+            raise EvaluationError("--extra-body, --system-prompt and --timeout apply to HTTP endpoints (openai:) only")
+        if self.cfg.batch_size > 1:
+            options["batch_size"] = self.cfg.batch_size
         self.adapter = make_adapter(self.cfg.model, **options)
-        self.adapter.check()
+        if self.cfg.batch_size > 1 and not callable(getattr(self.adapter, "generate_batch", None)):
+            raise AdapterError(f"--batch-size {self.cfg.batch_size}: the {self.adapter.kind} adapter does not batch "
+                               "(hf: does; openai: takes --api-nproc instead)")
+        self.adapter.check(datasets=list(self.resolved))
+        with_images = [n for n, r in self.resolved.items() if r.has_images]
+        if with_images and not self.adapter.takes_images:
+            raise AdapterError(f"{self.cfg.model} cannot take images ({self.adapter.why_no_images()}); "
+                               f"{', '.join(with_images)} are image benchmarks")
 
     def open(self) -> Path:
         if self.adapter is None:
             self.prepare()
         self.model_name = plain_name(self.cfg.model_name or self.adapter.name, "model name")
-        self.run_id = self.cfg.run_id or default_run_id(self.cfg)
+        self.run_id = self.cfg.run_id or default_run_id(self.cfg, self.adapter.identity())
         work = Path(self.cfg.work_dir)
         self.run_dir = work / self.model_name / self.run_id
         if not self.run_dir.resolve().is_relative_to(work.resolve()):
             raise EvaluationError(f"run folder {self.run_dir} would lie outside --work-dir {work}")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = RunLock(self.run_dir / f".lock.rank{self.rank}")  # a second writer is an error, not a duplicate
         if self.judge is not None:
             self.judge = CachedJudge(self.judge, self.run_dir / "judge_cache.jsonl")
         status_path = self.run_dir / "status.json"
@@ -204,6 +221,9 @@ class Runner:
             "run_id": self.run_id, "model": self.cfg.model, "model_name": self.model_name,
             "adapter": self.adapter.describe(), "argv": self.cfg.argv, "versions": versions(), "git": git_hash(),
             "judge": describe_judge(self.judge), "keys": self.key_sources, "world_size": self.world,
+            "requests": {"api_nproc": self.cfg.api_nproc, "batch_size": self.cfg.batch_size,
+                         "rate_limit_rpm": self.cfg.rate_limit, "timeout_s": self.cfg.timeout,
+                         "extra_body": self.cfg.extra_body, "system_prompt": self.cfg.system_prompt},
             "started": old.get("started", time.strftime("%Y-%m-%dT%H:%M:%S%z")), "invocations": old.get("invocations", 0) + 1,
             "datasets": old.get("datasets", {}),
         }
@@ -222,54 +242,44 @@ class Runner:
 
     # ---- inference ----------------------------------------------------------------------------------------------
     def infer(self, ds: Dataset) -> dict:
-        """Run this rank's share of the dataset; every finished sample is durable before the next starts."""
-        name, builder = ds.bench.name, get_builder(ds.bench.prompt)
+        """Run this rank's share of the dataset; every finished sample is durable as soon as it finishes."""
+        name = ds.bench.name
         rows = ds.rows(self.cfg.limit)
-        done = merge_logs(self._logs(name))
-        todo = [row for i, row in enumerate(rows) if i % self.world == self.rank and not is_done(done.get(row["index"]))]
-        example = None
-        log_path = self._file(name, f".rank{self.rank}.log.jsonl")
-        errors_in_a_row, computed = 0, 0
+        done = merge_logs(self._logs(name), data=self._data_id(ds))
+        mine = [row for i, row in enumerate(rows) if i % self.world == self.rank]
+        todo = [row for row in mine if not is_done(done.get(row["index"]))]
+        if len(todo) < len(mine):
+            print(f"{name}: reusing {len(mine) - len(todo)} of {len(mine)} answers already in {self.run_dir}",
+                  file=sys.stderr)
+        concurrent = getattr(self.adapter, "concurrent", False)
+        nproc = self.cfg.api_nproc if concurrent else 1
+        work = SampleWork(self.adapter, get_builder(ds.bench.prompt), ds, self.rank, self.limiter, self._data_id(ds))
         bar = _progress(len(todo), f"{self.model_name}/{name} rank {self.rank}/{self.world}", self.cfg.progress)
-        with PredictionLog(log_path) as log:
-            for row in todo:
-                entry = {"index": row["index"], "rank": self.rank}
-                start = time.perf_counter()
-                try:
-                    message = builder.build(Dataset.fields(row), ds.image_bytes(row))
-                except (DataError, ValueError) as exc:
-                    log.append({**entry, "status": "failed", "kind": "data", "reason": str(exc), "prediction": None,
-                                "seconds": 0.0})
-                    bar.update()
-                    continue
-                if example is None:
-                    example = message_for_record(message)
-                try:
-                    prediction = self.adapter.generate(message, dataset=name, index=row["index"])
-                    errors_in_a_row = 0
-                    log.append({**entry, "status": "ok", "prediction": str(prediction),
-                                "seconds": round(time.perf_counter() - start, 6)})
-                    computed += 1
-                except SampleError as exc:
-                    log.append({**entry, "status": "failed", "kind": "sample", "reason": str(exc),
-                                "prediction": None, "seconds": round(time.perf_counter() - start, 6)})
-                except Exception as exc:  # noqa: BLE001 - any model error is recorded, then retried next run
-                    errors_in_a_row += 1
-                    log.append({**entry, "status": "failed", "kind": "model", "reason": f"{type(exc).__name__}: {exc}",
-                                "prediction": None, "seconds": round(time.perf_counter() - start, 6)})
-                    if errors_in_a_row >= self.cfg.max_model_errors:
-                        bar.close()
-                        raise EvaluationError(f"{name}: the model failed {errors_in_a_row} samples in a row "
-                                              f"(last: {type(exc).__name__}: {exc}); finished samples are kept, "
-                                              "run the same command again to resume") from None
+        watch = _Watch(self, name, len(mine), len(mine) - len(todo))
+
+        with PredictionLog(self._file(name, f".rank{self.rank}.log.jsonl")) as log:
+            def append(entry: dict) -> None:
+                log.append(entry)
+                watch.see(entry)
                 bar.update()
-        bar.close()
-        return {"computed": computed, "example_prompt": example}
+                if watch.failed:
+                    bar.set_postfix(failed=watch.failed, refresh=False)
+
+            try:
+                computed = run_samples(todo, work, append, nproc=nproc, batch=self.cfg.batch_size,
+                                       max_model_errors=self.cfg.max_model_errors)
+            finally:
+                bar.close()
+                watch.flush()
+        return {"computed": computed, "example_prompt": work.example}
+
+    def _data_id(self, ds: Dataset) -> str:
+        return ds.md5[:12]
 
     # ---- merging and scoring (rank 0) ---------------------------------------------------------------------------
     def collect(self, ds: Dataset) -> tuple[pd.DataFrame, dict]:
         rows = ds.rows(self.cfg.limit)
-        merged = merge_logs(self._logs(ds.bench.name))
+        merged = merge_logs(self._logs(ds.bench.name), data=self._data_id(ds))
         table, counts = [], {"rows": len(rows), "ok": 0, "failed": 0, "missing": 0, "failed_by_kind": {}}
         seconds = 0.0
         for row in rows:
@@ -290,7 +300,8 @@ class Runner:
                 table.append({**fields, "prediction": FAIL_MSG, "status": "failed",
                               "failure": f"{kind}: {e.get('reason')}"})
         counts["inference_seconds"] = round(seconds, 3)
-        return pd.DataFrame.from_records(table), counts
+        columns = [*ds.frame.columns.drop(["image", "_image_ref"], errors="ignore"), "prediction", "status", "failure"]
+        return pd.DataFrame.from_records(table, columns=columns), counts
 
     def write_predictions(self, name: str, frame: pd.DataFrame) -> None:
         """``.tsv`` and ``.jsonl`` of every row; a failed or missing sample's prediction is VLMEvalKit's failure
@@ -342,8 +353,16 @@ class Runner:
             entry["notes"].append(f"{not_ok} of {counts['rows']} sample(s) failed or have no prediction: scored as "
                                   f"VLMEvalKit scores them (its failure text as the prediction: wrong); 'ok only' "
                                   f"covers the other {counts['ok']}")
+        if not counts["ok"] and counts["rows"]:
+            self.problems.append(f"{name}: every one of its {counts['rows']} samples failed "
+                                 f"({_kinds(counts['failed_by_kind'])}); the first reasons are in "
+                                 f"{self._file(name, '.tsv').name}")
+        if not counts["rows"]:
+            self.problems.append(f"{name}: no sample to run (every row was dropped or the file has none)")
         if not ds.bench.has_answers:
             entry.update(state="unscored", reason=ds.bench.note)
+            self.problems.append(f"{name}: unscored: {ds.bench.note}; predictions are in "
+                                 f"{self._file(name, '.tsv').name}")
             return entry
         records = frame.drop(columns=["status", "failure"])
         ok = frame[frame["status"] == "ok"].drop(columns=["status", "failure"])
@@ -352,6 +371,7 @@ class Runner:
             result = self._score(ds, records)
         except JudgeRequired as exc:
             entry.update(state="unscored", reason=str(exc))
+            self.problems.append(f"{name}: unscored: {exc}")
             return entry
         except ScoringError as exc:
             entry.update(state="scoring failed", reason=str(exc))
@@ -387,6 +407,7 @@ class Runner:
     # ---- the whole run ------------------------------------------------------------------------------------------
     def run(self) -> dict:
         self.prepare()
+        self.limiter = RateLimiter(self.cfg.rate_limit)
         self.open()
         try:
             for name, _ in self.datasets:
@@ -415,10 +436,12 @@ class Runner:
         finally:
             if self.adapter is not None:
                 self.adapter.close()
+            self.lock.release()
             if self.rank == 0:
                 # Written even when a later dataset fails: the report covers what was scored.
                 from bluelm_v.evaluation.report import write_report
 
+                self.status.pop("progress", None)
                 self.status["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
                 self.status["problems"] = list(self.problems)
                 self._save_status()
@@ -437,8 +460,45 @@ def flatten(metrics: dict, prefix: str = "") -> dict:
     return out
 
 
+def _kinds(by_kind: dict) -> str:
+    return ", ".join(f"{n} {k}" for k, n in sorted(by_kind.items())) or "none logged"
+
+
+class _Watch:
+    """Progress another terminal or a notebook can follow: ``status.json``'s ``progress`` (dataset, done, total,
+    failed, samples/s, ETA) rewritten atomically at most once a second by rank 0."""
+
+    def __init__(self, runner: "Runner", dataset: str, total: int, reused: int):
+        self.runner, self.dataset, self.total = runner, dataset, total
+        self.done, self.failed, self.new = reused, 0, 0
+        self.t0 = self.last = time.monotonic()
+        self.flush()
+
+    def see(self, entry: dict) -> None:
+        self.done += 1
+        self.new += 1
+        self.failed += entry["status"] != "ok"
+        if time.monotonic() - self.last >= 1.0:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.runner.rank != 0:
+            return
+        self.last = now = time.monotonic()
+        rate = self.new / (now - self.t0) if now > self.t0 and self.new else 0.0
+        left = self.total - self.done
+        self.runner.status["progress"] = {
+            "dataset": self.dataset, "done": self.done, "total": self.total, "failed": self.failed,
+            "samples_per_s": round(rate, 3), "eta_s": round(left / rate, 1) if rate else None,
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self.runner._save_status()
+
+
 class _NoBar:
     def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **kwargs) -> None:
         pass
 
     def close(self) -> None:

@@ -2,7 +2,8 @@
 
 Each rank writes its own file, so lines never interleave. After ``kill -9`` at any moment the file holds every
 sample that finished, plus at most one partial last line, which ``open_log`` cuts off before appending again.
-Entries: ``{"index", "status": "ok" | "failed", "prediction", "reason", "kind", "seconds", "rank"}``; a failed
+Entries: ``{"index", "status": "ok" | "failed", "prediction", "reason", "kind", "seconds", "rank", "data"}``
+(``data``: the content id of the dataset file the sample was computed from); a failed
 entry of kind ``"data"`` (bad row) or ``"sample"`` (the adapter refuses this sample for good) is final; kind
 ``"model"`` (an error that may pass: a timeout, a crashed server) is tried again by the next run.
 """
@@ -88,12 +89,15 @@ class PredictionLog:
         self.close()
 
 
-def merge_logs(paths: Iterable[Path]) -> dict[Any, dict]:
-    """Latest entry per index over all ranks' logs; an ``ok`` entry always wins over a failure."""
+def merge_logs(paths: Iterable[Path], data: str | None = None) -> dict[Any, dict]:
+    """Latest entry per index over all ranks' logs; an ``ok`` entry always wins over a failure. With ``data``
+    (the dataset file's content id), entries computed on another version of the file are not reused."""
     merged: dict[Any, dict] = {}
     for path in paths:
         entries, _ = read_log(path)
         for e in entries:
+            if data is not None and e.get("data") != data:
+                continue
             key = e["index"]
             if merged.get(key, {}).get("status") == "ok" and e["status"] != "ok":
                 continue
@@ -106,4 +110,34 @@ def is_done(entry: dict | None) -> bool:
     return entry is not None and (entry["status"] == "ok" or entry.get("kind") in FINAL_FAILURES)
 
 
-__all__ = ["FINAL_FAILURES", "PredictionLog", "fsync_dir", "is_done", "merge_logs", "read_log"]
+class RunLock:
+    """An exclusive lock on a run folder for one rank (``flock`` on ``.lock.rank{r}``, released when the process
+    ends, even by ``kill -9``): a second process on the same run would compute and log every sample twice. The
+    holder's pid is written in the file so the error can name it."""
+
+    def __init__(self, path: Path):
+        import fcntl
+
+        self.path = path
+        self._f = open(path, "a+")
+        try:
+            fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._f.seek(0)
+            holder = self._f.read().strip() or "unknown"
+            self._f.close()
+            from bluelm_v.evaluation.errors import EvaluationError
+
+            raise EvaluationError(f"run folder {path.parent} is in use by process {holder} ({path.name}); wait for "
+                                  "it to finish, or give another --run-id") from None
+        self._f.seek(0)
+        self._f.truncate()
+        self._f.write(str(os.getpid()))
+        self._f.flush()
+
+    def release(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+
+__all__ = ["FINAL_FAILURES", "PredictionLog", "RunLock", "fsync_dir", "is_done", "merge_logs", "read_log"]

@@ -28,20 +28,36 @@ ADAPTERS: dict[str, str] = {
 
 
 class ModelAdapter:
-    """Base class. ``name`` names output files; ``describe()`` goes into status.json."""
+    """Base class. ``name`` names output files; ``describe()`` goes into status.json. ``concurrent``: ``generate``
+    may be called from several threads at once (``eval --api-nproc``); an adapter that batches has
+    ``generate_batch(messages, dataset=, indices=) -> list[str]`` (``eval --batch-size``)."""
 
     kind = "base"
+    concurrent = False
 
-    def __init__(self, target: str, *, max_new_tokens: int = 512, temperature: float = 0.0):
+    def __init__(self, target: str, *, max_new_tokens: int = 512, temperature: float = 0.0, batch_size: int = 1):
         self.target, self.max_new_tokens, self.temperature = target, max_new_tokens, temperature
+        self.batch_size = batch_size
 
     @classmethod
     def endpoint_for(cls, target: str) -> str | None:
         """The HTTP endpoint a spec's target talks to (None for local models): keys are matched to it."""
         return None
 
-    def check(self) -> None:
-        """Raise ``AdapterError`` if the model cannot answer at all (called before any sample runs)."""
+    def check(self, datasets: list[str] | None = None) -> None:
+        """Raise ``AdapterError`` if the model cannot answer ``datasets`` at all (called before any sample runs)."""
+
+    @property
+    def takes_images(self) -> bool:
+        return True
+
+    def why_no_images(self) -> str:
+        return "it has no vision encoder"
+
+    def identity(self) -> str | None:
+        """A fingerprint of the files that answer (None for a served model): part of the run id, so an edited
+        file starts a new run instead of silently reusing old answers."""
+        return None
 
     def weights(self, dataset: str | None = None) -> str:
         """What answers, for the report's provenance column: random weights, a checkpoint's fingerprint, ..."""

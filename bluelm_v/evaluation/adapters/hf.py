@@ -62,21 +62,36 @@ class HFAdapter(ModelAdapter):
         files = [p for p in self.path.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin")]
         return f"hf folder {self.path.name}; " + fingerprint(files)
 
-    def generate(self, message: list[dict], *, dataset: str, index: Any) -> str:
+    @staticmethod
+    def conversation(message: list[dict]) -> list[dict]:
         content = []
         for part in message:
             if part["type"] == "image":
                 content.append({"type": "image", "image": to_pil(part["value"])})
             else:
                 content.append({"type": "text", "text": str(part["value"])})
-        inputs = self.processor.apply_chat_template([{"role": "user", "content": content}],
-                                                    add_generation_prompt=True, tokenize=True, return_dict=True,
-                                                    return_tensors="pt").to(self.device)
+        return [{"role": "user", "content": content}]
+
+    def _generate(self, conversations: list[list[dict]]) -> list[str]:
+        """One ``generate`` over several conversations, left-padded so every prompt ends where generation starts
+        (the attention mask hides the padding); greedy unless a temperature is given."""
+        tokenizer = getattr(self.processor, "tokenizer", None)
+        if len(conversations) > 1 and tokenizer is not None:
+            tokenizer.padding_side = "left"
+        inputs = self.processor.apply_chat_template(conversations, add_generation_prompt=True, tokenize=True,
+                                                    return_dict=True, return_tensors="pt",
+                                                    padding=len(conversations) > 1).to(self.device)
         sample = self.temperature > 0
         kwargs = {"do_sample": sample, "max_new_tokens": self.max_new_tokens}
         if sample:
             kwargs["temperature"] = self.temperature
         with self.torch.inference_mode():
             out = self.model.generate(**inputs, **kwargs)
-        new_tokens = out[0, inputs["input_ids"].shape[1]:]  # [generated]
-        return self.processor.decode(new_tokens, skip_special_tokens=True)
+        start = inputs["input_ids"].shape[1]
+        return [self.processor.decode(row[start:], skip_special_tokens=True) for row in out]  # [batch, generated]
+
+    def generate(self, message: list[dict], *, dataset: str, index: Any) -> str:
+        return self._generate([self.conversation(message)])[0]
+
+    def generate_batch(self, messages: list[list[dict]], *, dataset: str, indices: list) -> list[str]:
+        return self._generate([self.conversation(m) for m in messages])

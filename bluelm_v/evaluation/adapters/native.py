@@ -45,6 +45,21 @@ class NativeAdapter(ModelAdapter):
     def name(self) -> str:
         return safe_name(f"native-{self.path.rstrip('/').rsplit('/', 1)[-1]}")
 
+    @property
+    def takes_images(self) -> bool:
+        return bool(self.engine.multimodal)
+
+    def why_no_images(self) -> str:
+        return f"the package {self.path} holds a text-only model"
+
+    def identity(self) -> str | None:
+        from pathlib import Path
+
+        from bluelm_v.evaluation.provenance import fingerprint
+
+        folder = Path(self.path)
+        return fingerprint([p for p in (folder / "manifest.json", folder / "weights.bin") if p.is_file()])
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "chunk": self.engine.chunk, "kv_cache": self.engine.kv_cache,
                 "tile_batch": self.engine.tile_batch}

@@ -34,14 +34,16 @@ def chat_content(message: list[dict]) -> list[dict]:
 
 class OpenAIAdapter(ModelAdapter):
     kind = "openai"
+    concurrent = True  # urllib opens one connection per request: threads share nothing but the settings
 
     def __init__(self, target: str, *, timeout: float = 120.0, retries: int = 3, api_key: str | None = None,
-                 **options):
+                 extra_body: dict | None = None, system_prompt: str | None = None, **options):
         super().__init__(target, **options)
         url, model = self.split_target(target)
-        self.url, self.model = url, model
+        self.url, self.model, self.system_prompt = url, model, system_prompt
         try:
-            self.client = ChatClient(url, model, api_key=api_key, timeout=timeout, retries=retries)
+            self.client = ChatClient(url, model, api_key=api_key, timeout=timeout, retries=retries,
+                                     extra_body=extra_body)
         except ValueError as exc:
             raise AdapterError(str(exc)) from None
 
@@ -56,7 +58,7 @@ class OpenAIAdapter(ModelAdapter):
     def endpoint_for(cls, target: str) -> str | None:
         return cls.split_target(target)[0]
 
-    def check(self) -> None:
+    def check(self, datasets: list[str] | None = None) -> None:
         try:
             self.client.probe()
         except ValueError as exc:
@@ -70,8 +72,11 @@ class OpenAIAdapter(ModelAdapter):
         return safe_name(self.model)
 
     def describe(self) -> dict:
-        return {**super().describe(), "url": self.url, "model": self.model}
+        return {**super().describe(), "url": self.url, "model": self.model, "timeout_s": self.client.timeout,
+                "extra_body": self.client.extra_body, "system_prompt": self.system_prompt}
 
     def generate(self, message: list[dict], *, dataset: str, index: Any) -> str:
         messages = [{"role": "user", "content": chat_content(message)}]
+        if self.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
         return self.client.chat(messages, temperature=self.temperature, max_tokens=self.max_new_tokens)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,10 @@ EXTENSIONS = (".xlsx", ".tsv", ".csv", ".jsonl", ".json")
 
 
 def read_predictions(path: Path) -> dict[str, Any]:
-    """{str(index): prediction} of one predictions file."""
+    """{str(index): prediction} of one predictions file; anything unreadable is an ``AdapterError`` naming it."""
     suffix = path.suffix.lower()
+    if not path.is_file():
+        raise AdapterError(f"replay file {path} is not a regular file")
     try:
         if suffix == ".xlsx":
             try:
@@ -34,23 +37,38 @@ def read_predictions(path: Path) -> dict[str, Any]:
                                 na_values=sorted(NA_STRINGS), dtype=object)
         elif suffix == ".jsonl":
             rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            frame = pd.DataFrame.from_records(rows)
+            frame = pd.DataFrame.from_records(_records(rows, path))
         elif suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
-            frame = pd.DataFrame.from_records(data if isinstance(data, list) else
-                                              [{"index": k, "prediction": v} for k, v in data.items()])
+            if isinstance(data, dict):
+                data = [{"index": k, "prediction": v} for k, v in data.items()]
+            frame = pd.DataFrame.from_records(_records(data, path))
         else:
             raise AdapterError(f"replay file {path} has unknown type {suffix!r}; use one of {', '.join(EXTENSIONS)}")
-    except (ValueError, UnicodeDecodeError, OSError) as exc:
-        raise AdapterError(f"replay file {path} is unreadable: {type(exc).__name__}: {exc}") from None
+    except AdapterError:
+        raise
+    except (ValueError, UnicodeDecodeError, OSError, RecursionError, TypeError, KeyError,
+            zipfile.BadZipFile) as exc:
+        raise AdapterError(f"replay file {path} is unreadable: {type(exc).__name__}: {str(exc)[:200]}") from None
     for col in ("index", "prediction"):
         if col not in frame.columns:
             raise AdapterError(f"replay file {path} has no {col!r} column (columns: {', '.join(map(str, frame.columns))})")
     out = {}
     for idx, pred in zip(frame["index"], frame["prediction"]):
+        if is_missing(idx):
+            raise AdapterError(f"replay file {path} has a row with an empty 'index'")
         key = str(int(idx)) if isinstance(idx, float) and idx.is_integer() else str(idx)
         out[key] = None if is_missing(pred) else pred
     return out
+
+
+def _records(data: Any, path: Path) -> list[dict]:
+    """A JSON predictions file must be a list of objects (or one object of index -> prediction)."""
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        kind = type(data).__name__ if not isinstance(data, list) else "a list with non-object items"
+        raise AdapterError(f"replay file {path} holds {kind}; expected a list of {{index, prediction}} objects "
+                           "or one object of index -> prediction")
+    return data
 
 
 class ReplayAdapter(ModelAdapter):
@@ -79,6 +97,19 @@ class ReplayAdapter(ModelAdapter):
 
     def describe(self) -> dict:
         return {**super().describe(), "path": str(self.path), "delay": self.delay}
+
+    def check(self, datasets: list[str] | None = None) -> None:
+        """Read every dataset's predictions file now: a wrong file is an input error before any sample."""
+        for dataset in datasets or []:
+            if dataset not in self._cache:
+                self._cache[dataset] = read_predictions(self._file_for(dataset))
+
+    def identity(self) -> str | None:
+        from bluelm_v.evaluation.provenance import fingerprint
+
+        files = [self.path] if self.path.is_file() else sorted(
+            p for p in self.path.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS)
+        return fingerprint(files)
 
     def weights(self, dataset: str | None = None) -> str:
         from bluelm_v.evaluation.provenance import fingerprint

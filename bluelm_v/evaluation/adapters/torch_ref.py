@@ -37,6 +37,24 @@ class TorchAdapter(ModelAdapter):
     def name(self) -> str:
         return safe_name(f"torch-{target_stem(self.target)}")
 
+    @property
+    def takes_images(self) -> bool:
+        loaded = getattr(self.model, "loaded", None)
+        return getattr(loaded, "vlm", True) is not None
+
+    def why_no_images(self) -> str:
+        return f"{self.target} is a text-only model"
+
+    def identity(self) -> str | None:
+        from pathlib import Path
+
+        from bluelm_v.evaluation.provenance import fingerprint
+
+        path = Path(self.target).expanduser()
+        if not path.exists():
+            return None  # a config name: random weights from a fixed seed, named by the spec itself
+        return fingerprint([p for p in (path.iterdir() if path.is_dir() else [path]) if p.is_file()])
+
     def weights(self, dataset: str | None = None) -> str:
         from pathlib import Path
 
