@@ -166,8 +166,12 @@ def test_cli_chunk_and_measure(tmp_path):
     r = run_cli("ablate", "chunk", "--chunks", "16,64", "--measure", "--measure-model", "tiny", "--measure-tokens",
                 "256", "--out", str(out), "--no-progress", env=env)
     assert r.returncode == 0, r.stderr
-    rows = json.loads((out / "chunk_ablation.json").read_text())["rows"]
+    data = json.loads((out / "chunk_ablation.json").read_text())
+    rows = data["rows"]
     assert all(row["measured_cpu_prefill_s"] > 0 for row in rows)
+    # The JSON says what was measured, not only the simulated sweep's model and prompt.
+    assert data["measured"]["model"] == "tiny" and data["measured"]["prompt_tokens"] == 256
+    assert data["model"] == "bluelm-v-3b" and data["prompt_tokens"] == 2048
     assert (tmp_path / ".cache" / "bluelm-v" / "packages" / "tiny-q4_0-random" / "manifest.json").is_file()
 
 

@@ -39,6 +39,9 @@ class ChunkResult:
     explanation: str
     runtime: str = "npu-static-graphs"  # "cpu" runtimes attend only the keys so far
     overhead_sensitivity: list[dict] = field(default_factory=list)
+    # What the measured_cpu_prefill_s column ran (model, prompt tokens, threads): the simulated sweep's model and
+    # prompt above need not be the measured ones (--measure-model, --measure-tokens).
+    measured: Optional[dict] = None
 
     def to_dict(self) -> dict:
         return asdict(self)
