@@ -199,3 +199,22 @@ def test_eval_batch_size_gives_the_same_predictions(tiny_llava, tmp_path):
     assert out[1] == out[4]
     assert main(["eval", "--model", f"replay:{tmp_path}", "--data", f"TextVQA={path}", "--work-dir",
                  str(tmp_path / "o"), "--no-progress", "--batch-size", "2"]) == 1
+
+
+def test_torch_adapter_batches_through_eval(tmp_path):
+    pytest.importorskip("torch")
+    rows = vqa_rows(4)
+    for i, row in enumerate(rows):
+        row["question"] = "What is" + " written" * i
+    path = write_tsv(tmp_path / "t.tsv", rows)
+    out = {}
+    for batch in (1, 3):
+        work = tmp_path / f"out{batch}"
+        assert main(["eval", "--model", "torch:tiny", "--data", f"TextVQA={path}", "--max-new-tokens", "4",
+                     "--work-dir", str(work), "--no-progress", "--batch-size", str(batch)]) == 0
+        (tsv,) = work.glob("*/*/*_TextVQA_VAL.tsv")
+        out[batch] = tsv.read_text()
+    assert out[1] == out[3]
+    assert main(["eval", "--model", "torch:tiny", "--data", f"TextVQA={path}", "--work-dir", str(tmp_path / "t"),
+                 "--no-progress", "--batch-size", "2", "--temperature", "0.5"]) == 1
+    assert not (tmp_path / "t").exists()  # refused before any sample

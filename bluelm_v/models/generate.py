@@ -178,6 +178,47 @@ class GenerationStream:
         return pending[: len(pending) - hold], pending[len(pending) - hold:], False
 
 
+@torch.no_grad()
+def generate_batch(lm: LlamaForCausalLM, tokenizer: Tokenizer, prompts: Sequence[torch.Tensor], *,
+                   max_new_tokens: int = 64, eos_ids: Sequence[int] = (), chunk: Optional[int] = None,
+                   vocab_limit: Optional[int] = None) -> list[str]:
+    """Greedy answers to several prompts at once. prompts: embeddings [1, T_i, d] each; they are left-padded to
+    the longest (``LlamaForCausalLM.forward``'s ``pad``), prefilled in chunks together and decoded together until
+    every sequence has met an EOS or ``max_new_tokens``. Each answer equals ``GenerationStream``'s greedy text for
+    its prompt alone, up to float32 rounding in the batched products."""
+    if not prompts:
+        return []
+    if any(p.dim() != 3 or p.shape[0] != 1 for p in prompts):
+        raise ValueError("each prompt must be embeddings [1, T, d]")
+    lengths = [p.shape[1] for p in prompts]
+    longest = max(lengths)
+    pad = torch.tensor([longest - n for n in lengths], dtype=torch.int64)  # [B]
+    x = torch.cat([torch.nn.functional.pad(p, (0, 0, longest - p.shape[1], 0)) for p in prompts])  # [B, T, d]
+    limit = vocab_limit if vocab_limit is not None and vocab_limit < lm.cfg.vocab else lm.cfg.vocab
+    eos = frozenset(int(i) for i in eos_ids)
+    if max_new_tokens <= 0:
+        return [""] * len(prompts)
+    cache = lm.new_cache(len(prompts), longest + max_new_tokens)
+    chunk = chunk or longest
+    for s in range(0, longest, chunk):
+        logits = lm(x[:, s:s + chunk], cache, logits="last" if s + chunk >= longest else "none", pad=pad)
+    tokens: list[list[int]] = [[] for _ in prompts]
+    done = [False] * len(prompts)
+    for step in range(max_new_tokens):
+        picked = torch.argmax(logits[:, :limit].float(), dim=-1)  # [B]
+        for b, token in enumerate(picked.tolist()):
+            if done[b]:
+                continue
+            if token in eos:
+                done[b] = True
+            else:
+                tokens[b].append(token)
+        if all(done) or step + 1 == max_new_tokens:
+            break
+        logits = lm(lm.embed(picked[:, None]), cache, logits="last", pad=pad)
+    return [tokenizer.decode(t, skip_special=True) for t in tokens]
+
+
 def generate(stream: GenerationStream, on_text: Optional[Callable[[str], None]] = None) -> GenerationStream:
     """Run ``stream`` to the end, passing each text piece to ``on_text``; returns the finished stream."""
     for piece in stream:
@@ -186,4 +227,4 @@ def generate(stream: GenerationStream, on_text: Optional[Callable[[str], None]] 
     return stream
 
 
-__all__ = ["GenerationStream", "SamplingConfig", "Timing", "generate", "select_token"]
+__all__ = ["GenerationStream", "SamplingConfig", "Timing", "generate", "generate_batch", "select_token"]

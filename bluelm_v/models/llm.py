@@ -49,7 +49,8 @@ def rope_tables(head_dim: int, theta: float, positions: int) -> tuple[torch.Tens
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [B, heads, t, hd]; cos, sin: [t, hd] -> rotated x (pairs i and i + hd/2 of each head)."""
+    """x: [B, heads, t, hd]; cos, sin: [t, hd] (or [B, 1, t, hd], per sequence) -> rotated x (pairs i and
+    i + hd/2 of each head)."""
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
@@ -61,6 +62,20 @@ def causal_mask(start: int, t: int, dtype: torch.dtype = torch.float32) -> torch
     k_pos = torch.arange(start + t)[None, :]
     zero = torch.zeros((), dtype=dtype)
     return torch.where(k_pos <= q_pos, zero, torch.full((), float("-inf"), dtype=dtype))
+
+
+def padded_mask(start: int, t: int, pad: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Additive mask [B, 1, t, start + t] for left-padded sequences: the causal mask, with the first ``pad[b]``
+    slots of sequence b (no token there) hidden from every query. A padding query sees only itself, so its row
+    is never all -inf (its output is unused)."""
+    keys = torch.arange(start + t)
+    hidden = keys[None, :] < pad[:, None]  # [B, start+t]
+    mask = causal_mask(start, t, dtype)[None].masked_fill(hidden[:, None, :], float("-inf"))  # [B, t, start+t]
+    own = torch.arange(t)
+    is_pad_query = (start + own)[None, :] < pad[:, None]  # [B, t]
+    diag = mask[:, own, start + own]
+    mask[:, own, start + own] = torch.where(is_pad_query, torch.zeros((), dtype=dtype), diag)
+    return mask[:, None]
 
 
 class KVCache:
@@ -187,16 +202,23 @@ class LlamaForCausalLM(nn.Module):
         return F.linear(hidden, weight)
 
     def forward(self, embeds: torch.Tensor, cache: Optional[KVCache] = None,
-                logits: LogitsMode = "all") -> Optional[torch.Tensor]:
+                logits: LogitsMode = "all", pad: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
         # embeds: [B, t, d] -> logits [B, t, V] ("all"), [B, V] ("last") or None ("none": only fills the cache)
+        # pad: [B] int64, left padding of each sequence (batched generation): slot p of sequence b holds its
+        # position p - pad[b]; the padding slots are hidden from every query
         b, t, _ = embeds.shape
         start = 0 if cache is None else cache.length
         if start + t > self.cfg.max_context:
             raise ValueError(f"positions {start}..{start + t - 1} exceed the model's context of {self.cfg.max_context}")
         if cache is not None and start + t > cache.capacity:
             raise ValueError(f"KV cache of capacity {cache.capacity} cannot take positions up to {start + t}")
-        cos, sin = self.rope_cos[start:start + t], self.rope_sin[start:start + t]
-        mask = causal_mask(start, t, embeds.dtype)
+        if pad is None:
+            cos, sin = self.rope_cos[start:start + t], self.rope_sin[start:start + t]
+            mask = causal_mask(start, t, embeds.dtype)
+        else:
+            positions = (torch.arange(start, start + t)[None, :] - pad[:, None]).clamp(min=0)  # [B, t]
+            cos, sin = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]  # [B, 1, t, hd]
+            mask = padded_mask(start, t, pad, embeds.dtype)
         h = embeds
         for i, layer in enumerate(self.model.layers):
             h = layer(h, cos, sin, mask, cache, i, start)
@@ -244,5 +266,5 @@ def decode_step(lm: LlamaForCausalLM, cache: KVCache, tokens: torch.Tensor) -> t
     return lm(lm.embed(tokens[:, None]), cache, logits="last")
 
 
-__all__ = ["KVCache", "LlamaForCausalLM", "RMSNorm", "apply_rope", "causal_mask", "decode_step", "prefill",
-           "rope_tables"]
+__all__ = ["KVCache", "LlamaForCausalLM", "RMSNorm", "apply_rope", "causal_mask", "decode_step", "padded_mask",
+           "prefill", "rope_tables"]

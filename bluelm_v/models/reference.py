@@ -194,6 +194,19 @@ class ReferenceVLM:
         s = self.stream(message, max_new_tokens, temperature, top_k, top_p, seed, stop)
         return generate(s, on_text).text
 
+    def generate_batch(self, messages: Sequence[Message], max_new_tokens: int = 64) -> list[str]:
+        """Greedy answers to several messages in one batch (left padding, ``models.generate.generate_batch``);
+        each equals ``generate(message)`` for that message alone."""
+        from bluelm_v.models.generate import generate_batch
+
+        timing = Timing()
+        prompts = []
+        for message in messages:
+            ids, images = self.prepare(message)
+            prompts.append(self.embed(ids, images, timing))
+        return generate_batch(self.loaded.llm, self.tokenizer, prompts, max_new_tokens=max_new_tokens,
+                              eos_ids=self.loaded.eos_ids, chunk=self.chunk, vocab_limit=self.tokenizer.vocab_size)
+
     def generate_text(self, prompt: str, chat: bool = True, **kwargs: Any) -> str:
         """Text-only generation; ``chat=False`` continues ``prompt`` as raw text without the chat template."""
         if chat:

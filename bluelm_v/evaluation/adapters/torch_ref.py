@@ -73,5 +73,16 @@ class TorchAdapter(ModelAdapter):
         return out
 
 
+    def check(self, datasets: list[str] | None = None) -> None:
+        if self.batch_size > 1 and self.temperature > 0:
+            raise AdapterError("--batch-size with torch: decodes greedily; use --temperature 0 or --batch-size 1")
+
+    def generate_batch(self, messages: list[list[dict]], *, dataset: str, indices: list) -> list[str]:
+        batch = getattr(self.model, "generate_batch", None)
+        if batch is None:
+            raise AdapterError("this reference model has no generate_batch; use --batch-size 1")
+        return list(batch(messages, max_new_tokens=self.max_new_tokens))
+
+
 def target_stem(target: str) -> str:
     return target.rstrip("/").rsplit("/", 1)[-1]
