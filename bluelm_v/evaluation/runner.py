@@ -195,7 +195,7 @@ class Runner:
         self.adapter = make_adapter(self.cfg.model, **options)
         if self.cfg.batch_size > 1 and not callable(getattr(self.adapter, "generate_batch", None)):
             raise AdapterError(f"--batch-size {self.cfg.batch_size}: the {self.adapter.kind} adapter does not batch "
-                               "(hf: does; openai: takes --api-nproc instead)")
+                               "(hf: and torch: do; openai: takes --api-nproc instead)")
         self.adapter.check(datasets=list(self.resolved))
         with_images = [n for n, r in self.resolved.items() if r.has_images]
         if with_images and not self.adapter.takes_images:
