@@ -1,0 +1,256 @@
+"""Graphs compiled for Qualcomm's HTP (Hexagon NPU) with the QNN toolchain that the PyPI wheel ``onnxruntime-qnn``
+ships, run on its x86 emulation and checked against float ONNX Runtime.
+
+The steps for one static graph (``compile_graph``):
+
+1. **QDQ quantization** calibrated on real inputs (onnxruntime's QNN QDQ config): activations uint8 or uint16,
+   weights int8 per tensor (``PER_CHANNEL`` says why), the form QNN takes whole.
+2. **Quantized inputs and outputs**: the QuantizeLinear on each graph input and the DequantizeLinear on each output
+   are removed, so the graph reads and writes uint8/uint16 and every node runs on the NPU; their scale and zero
+   point go to the report (the runtime quantizes inputs and dequantizes outputs with them).
+3. **Compilation** for a named SoC (``SOCS``) into an offline context binary (``<name>_ctx.onnx`` + its
+   ``.bin``), with CPU fallback disabled unless asked; the report counts the nodes QNN took and names any it left.
+4. **Numerics**: the context reloads with only the HTP backend named and runs calibration-like inputs; its
+   dequantized outputs are compared with the float graph on ONNX Runtime's CPU provider.
+
+Where this stands (onnxruntime-qnn 2.7.0, sm8650): the ONNX export's ViT tile batch compiles wholly for the HTP
+(tested); its projector does not yet: the 2x2 down-sampler's 5-D Reshape/Transpose and Pad, and LayerNorm with a
+dequantized gamma, stay on the CPU, so it needs a 4-D form of the merge first. The LLM graphs (prefill, decode)
+need a quantization plan for their additive -inf mask and KV inputs. ``bluelm-v export --target qnn`` comes with
+them; until then this module is the tested building block.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+# SoC -> QNN HTP options (soc_model id, HTP architecture), as the QNN SDK numbers them.
+SOCS = {"sm8650": {"soc_model": "57", "htp_arch": "75"},  # Snapdragon 8 Gen 3
+        "sm8550": {"soc_model": "43", "htp_arch": "73"},  # Snapdragon 8 Gen 2
+        "sm8750": {"soc_model": "69", "htp_arch": "79"}}  # Snapdragon 8 Elite
+ACTIVATIONS = ("uint8", "uint16")
+_NP = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16}  # ONNX elem type -> numpy
+_REGISTERED = False
+# Per-channel weights would be finer, but QNN leaves a per-channel Conv weight's DequantizeLinear (the ViT's patch
+# embedding) to the CPU (measured with onnxruntime-qnn 2.7.0 for sm8650); per-tensor int8 runs wholly on the HTP.
+PER_CHANNEL = False
+
+
+def require_qnn():
+    """onnxruntime with the QNN execution provider registered, or a one-line error saying what to install."""
+    global _REGISTERED
+    try:
+        import onnxruntime as ort
+        import onnxruntime_qnn
+    except ImportError:
+        raise ImportError("the QNN export needs onnxruntime-qnn (pip install 'bluelm-v[qnn]')") from None
+    if not _REGISTERED:
+        ort.register_execution_provider_library("QNNExecutionProvider", onnxruntime_qnn.get_library_path())
+        _REGISTERED = True
+    return ort
+
+
+def _qnn_devices(ort):
+    devices = [d for d in ort.get_ep_devices() if d.ep_name == "QNNExecutionProvider"]
+    if not devices:
+        raise RuntimeError("onnxruntime-qnn is installed but offers no QNN device")
+    return devices
+
+
+class _Reader:
+    """onnxruntime's calibration reader over a list of input dicts."""
+
+    def __init__(self, feeds: Sequence[dict]):
+        self._it = iter(list(feeds))
+
+    def get_next(self) -> Optional[dict]:
+        return next(self._it, None)
+
+
+def drop_identity_casts(path: Path, dst: Path) -> None:
+    """Remove a Cast that reads a graph input and casts it to the type it already has (torch's export writes one
+    on pixel_values): the input's QuantizeLinear must read the input itself to be moved to the runtime."""
+    import onnx
+
+    model = onnx.load(str(path))
+    g = model.graph
+    types = {i.name: i.type.tensor_type.elem_type for i in g.input}
+    for node in list(g.node):
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        if node.op_type == "Cast" and node.input[0] in types and types[node.input[0]] == to:
+            for n in g.node:
+                n.input[:] = [node.input[0] if x == node.output[0] else x for x in n.input]
+            g.node.remove(node)
+    onnx.save_model(model, str(dst))
+
+
+def qdq_quantize(src: Path, dst: Path, calibration: Sequence[dict], activations: str = "uint8") -> None:
+    """Float graph -> QDQ graph for QNN, calibrated on ``calibration`` (input name -> array dicts)."""
+    if activations not in ACTIVATIONS:
+        raise ValueError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
+    if not calibration:
+        raise ValueError("QDQ quantization needs at least one calibration input")
+    require_qnn()
+    from onnxruntime.quantization import QuantType, quantize
+    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        plain, pre = Path(tmp) / "plain.onnx", Path(tmp) / "pre.onnx"
+        drop_identity_casts(src, plain)
+        source = pre if qnn_preprocess_model(str(plain), str(pre)) else plain
+        config = get_qnn_qdq_config(
+            str(source), _Reader(calibration),
+            activation_type=QuantType.QUInt16 if activations == "uint16" else QuantType.QUInt8,
+            weight_type=QuantType.QInt8, per_channel=PER_CHANNEL)
+        quantize(str(source), str(dst), config)
+
+
+def _initializer(model, name: str) -> np.ndarray:
+    from onnx import numpy_helper
+
+    for init in model.graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    raise ValueError(f"quantization parameter {name!r} is not an initializer")
+
+
+def strip_io_qdq(path: Path) -> dict:
+    """Remove the QuantizeLinear reading each graph input and the DequantizeLinear writing each graph output, so
+    the graph's I/O is quantized; returns {tensor: {"dtype", "scale", "zero_point"}} for the runtime."""
+    import onnx
+
+    model = onnx.load(str(path))
+    g = model.graph
+    io: dict[str, dict] = {}
+    for inp in g.input:
+        users = [n for n in g.node if inp.name in n.input]
+        if len(users) != 1 or users[0].op_type != "QuantizeLinear" or users[0].input[0] != inp.name:
+            continue
+        q = users[0]
+        zp = _initializer(model, q.input[2])
+        io[inp.name] = {"dtype": str(zp.dtype), "scale": float(_initializer(model, q.input[1])),
+                        "zero_point": int(zp)}
+        for n in g.node:  # the quantized tensor is now the input itself
+            n.input[:] = [inp.name if x == q.output[0] else x for x in n.input]
+        g.node.remove(q)
+        inp.type.tensor_type.elem_type = onnx.helper.np_dtype_to_tensor_dtype(zp.dtype)
+    for out in g.output:
+        producers = [n for n in g.node if out.name in n.output]
+        if len(producers) != 1 or producers[0].op_type != "DequantizeLinear":
+            continue
+        dq = producers[0]
+        zp = _initializer(model, dq.input[2])
+        io[out.name] = {"dtype": str(zp.dtype), "scale": float(_initializer(model, dq.input[1])),
+                        "zero_point": int(zp)}
+        quantized = dq.input[0]
+        for n in g.node:  # whatever wrote the quantized tensor now writes the output
+            n.output[:] = [out.name if x == quantized else x for x in n.output]
+            n.input[:] = [out.name if x == quantized else x for x in n.input]
+        g.node.remove(dq)
+        out.type.tensor_type.elem_type = onnx.helper.np_dtype_to_tensor_dtype(zp.dtype)
+    onnx.save_model(model, str(path))
+    return io
+
+
+def quantize_feeds(feeds: dict, io: dict) -> dict:
+    out = {}
+    for name, x in feeds.items():
+        p = io.get(name)
+        if p is None:
+            out[name] = x
+            continue
+        info = np.iinfo(np.dtype(p["dtype"]))
+        q = np.round(x.astype(np.float64) / p["scale"]) + p["zero_point"]
+        out[name] = np.clip(q, info.min, info.max).astype(p["dtype"])
+    return out
+
+
+def dequantize(name: str, y: np.ndarray, io: dict) -> np.ndarray:
+    p = io.get(name)
+    return y.astype(np.float32) if p is None else ((y.astype(np.float32) - p["zero_point"]) * p["scale"])
+
+
+def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name: str, *, soc: str = "sm8650",
+                  calibration: Sequence[dict], checks: Sequence[dict] = (), activations: str = "uint8",
+                  allow_fallback: bool = False) -> dict:
+    """Quantize, compile and check one static graph (see the module doc); returns its report."""
+    if soc not in SOCS:
+        raise ValueError(f"unknown SoC {soc!r}; supported: {', '.join(SOCS)}")
+    ort = require_qnn()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    qdq = out / f"{name}.qdq.onnx"
+    qdq_quantize(Path(float_path), qdq, calibration, activations)
+    io = strip_io_qdq(qdq)
+    ctx = out / f"{name}_ctx.onnx"
+    so = ort.SessionOptions()
+    so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+    so.add_session_config_entry("session.disable_cpu_ep_fallback", "0" if allow_fallback else "1")
+    so.add_session_config_entry("ep.context_enable", "1")
+    so.add_session_config_entry("ep.context_file_path", str(ctx))
+    so.add_session_config_entry("ep.context_embed_mode", "0")
+    so.add_provider_for_devices(_qnn_devices(ort), {"backend_type": "htp", **SOCS[soc]})
+    t0 = time.perf_counter()
+    try:
+        session = ort.InferenceSession(str(qdq), sess_options=so)
+    except Exception as exc:  # noqa: BLE001 - QNN's refusal is the report's answer, with its message
+        raise RuntimeError(f"{name}: QNN did not take the whole graph for {soc} ({exc}); "
+                           "pass allow_fallback to let ONNX Runtime's CPU run the rest") from None
+    compile_s = time.perf_counter() - t0
+    on_qnn, fallback = 0, []
+    for sub in session.get_provider_graph_assignment_info():
+        if sub.ep_name == "QNNExecutionProvider":
+            on_qnn += len(sub.get_nodes())
+        else:
+            fallback += [{"op": n.op_type, "name": n.name, "ep": sub.ep_name} for n in sub.get_nodes()]
+    nodes = on_qnn + len(fallback)  # the graph as ONNX Runtime runs it (constants folded)
+    binaries = sorted(out.glob(f"{name}_ctx*.bin"))
+    report: dict[str, Any] = {
+        "graph": name, "soc": soc, "htp_arch": f"v{SOCS[soc]['htp_arch']}", "activations": activations,
+        "weights": "int8 per channel" if PER_CHANNEL else "int8 per tensor", "nodes": nodes, "nodes_on_qnn": on_qnn, "fallback_nodes": fallback,
+        "context": ctx.name, "context_bytes": sum(b.stat().st_size for b in binaries),
+        "compile_s": round(compile_s, 3), "io_quantization": io}
+    if checks:
+        report.update(check_context(ctx, Path(float_path), checks, io))
+    return report
+
+
+def check_context(ctx: Path, float_path: Path, checks: Sequence[dict], io: dict) -> dict:
+    """Reload the context with only the HTP backend named (as a phone would) and compare its dequantized outputs
+    with the float graph on ONNX Runtime's CPU provider: max |error| and cosine over every check input."""
+    ort = require_qnn()
+    so = ort.SessionOptions()
+    so.add_provider_for_devices(_qnn_devices(ort), {"backend_type": "htp"})
+    npu = ort.InferenceSession(str(ctx), sess_options=so)
+    ref = ort.InferenceSession(str(float_path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in ref.get_outputs()]
+    err, dot, na, nb = 0.0, 0.0, 0.0, 0.0
+    for feeds in checks:
+        want = ref.run(None, feeds)
+        got = npu.run(None, quantize_feeds(feeds, io))
+        for name, a, b in zip(names, want, got):
+            b = dequantize(name, b, io).astype(np.float64)
+            a = a.astype(np.float64)
+            err = max(err, float(np.abs(a - b).max()))
+            dot, na, nb = dot + float((a * b).sum()), na + float((a * a).sum()), nb + float((b * b).sum())
+    return {"max_abs_err": err, "cosine": dot / max(np.sqrt(na * nb), 1e-30), "checked_inputs": len(checks)}
+
+
+def vision_inputs(cfg, tile_batch: int, images: Sequence[Any] = (), count: int = 2) -> list[np.ndarray]:
+    """Tile batches [B, 3, S, S] from real pictures (the shipped synthetic samples unless ``images``), normalized
+    as the model's ViT expects: what calibration and checks run on."""
+    from bluelm_v.image import preprocess
+    from bluelm_v.samples import make_sample
+
+    sources = list(images) or [make_sample(n) for n in ("document", "photo", "chart", "screenshot")]
+    tiles = np.concatenate([preprocess(s, tile=cfg.vision.image_size).pixels for s in sources])
+    batches = [tiles[i:i + tile_batch] for i in range(0, len(tiles) - tile_batch + 1, tile_batch)]
+    return [b.astype(np.float32) for b in batches[:count * 2]]
+
+
+__all__ = ["ACTIVATIONS", "SOCS", "check_context", "compile_graph", "drop_identity_casts", "qdq_quantize",
+           "require_qnn", "strip_io_qdq", "vision_inputs"]
