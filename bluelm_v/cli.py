@@ -24,6 +24,22 @@ COMMANDS = {
 }
 
 
+# A missing optional dependency -> the extra that installs it (pyproject.toml's optional-dependencies).
+EXTRAS = {"torch": "torch", "safetensors": "models", "gguf": "models", "tokenizers": "models", "onnx": "export",
+          "onnxruntime": "export", "onnxruntime_qnn": "qnn", "openpyxl": "eval", "xlsxwriter": "eval",
+          "scipy": "sim", "llama_cpp": "server", "transformers": "dev"}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str:
+    """One line for a missing optional package: which one, and what to install."""
+    top = (exc.name or "").split(".")[0]
+    extra = EXTRAS.get(top)
+    if extra is None:
+        return f"the Python package {top!r} is not installed ({exc})"
+    hint = " (a CPU-only build: use the CPU wheel index PyTorch documents)" if top == "torch" else ""
+    return f"this needs the Python package {top!r}: pip install 'bluelm-v[{extra}]'{hint}"
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bluelm-v", description="BlueLM-V-3B research harness")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -52,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").startswith("bluelm_v"):
+            raise  # our own module missing is a broken installation, not an extra to install
+        print(f"bluelm-v {args.command}: error: {missing_extra(exc)}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError, TypeError) as exc:
         # Bad input from the user: one clear line, not a traceback.
         print(f"bluelm-v {args.command}: error: {exc}", file=sys.stderr)

@@ -68,6 +68,13 @@ class AlphaResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def to_frame(self):
+        """One row per scheme (its scalar statistics) as a pandas DataFrame, indexed by the scheme's label."""
+        import pandas as pd
+
+        rows = [{k: v for k, v in asdict(s).items() if not isinstance(v, dict)} for s in self.schemes]
+        return pd.DataFrame.from_records(rows).set_index("label")
+
 
 def scheme_specs(alphas: list[float], grid: int, clause2: str = "<") -> list[SchemeSpec]:
     """Relaxed matching at each alpha, the "<=" variant at alpha 0 when 0 is asked for, and the two baselines."""
@@ -138,7 +145,7 @@ def scheme_stats(spec: SchemeSpec, sizes: SizeSet, plans: dict, llava_local: np.
 
 
 def alpha_sweep(sizes: SizeSet, alphas=(0.0, 0.05, 0.1, 0.2, 0.5), grid: int = 4, device="dimensity-9300",
-                model="bluelm-v-3b", text_tokens: int = 16, clause2: str = "<", progress: bool = True) -> AlphaResult:
+                model="bluelm-v-3b", text_tokens: int = 16, clause2: str = "<", progress: bool = False) -> AlphaResult:
     """Each scheme over every size (dynres.plan_batch), then the simulated latency of each image's tile count."""
     from tqdm import tqdm
 

@@ -46,6 +46,12 @@ class ChunkResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def to_frame(self):
+        """One row per chunk size as a pandas DataFrame, indexed by chunk."""
+        import pandas as pd
+
+        return pd.DataFrame.from_records([asdict(r) for r in self.rows]).set_index("chunk")
+
 
 def _op(calls, name: str) -> tuple[float, float, bool]:
     ops = [op for c in calls for op in c.ops if op.name == name]
@@ -54,7 +60,7 @@ def _op(calls, name: str) -> tuple[float, float, bool]:
 
 
 def chunk_rows(chunks: list[int], model="bluelm-v-3b", device="dimensity-9300", prompt_tokens: int = 2048,
-               kv_capacity: int = 2048, progress: bool = True) -> list[ChunkRow]:
+               kv_capacity: int = 2048, progress: bool = False) -> list[ChunkRow]:
     from tqdm import tqdm
 
     from bluelm_v.sim import load_device
@@ -111,7 +117,7 @@ def explain(rows: list[ChunkRow], best: int, static: bool = True) -> str:
 
 def chunk_sweep(chunks: list[int], model="bluelm-v-3b", device="dimensity-9300", prompt_tokens: int = 2048,
                 kv_capacity: int = 2048, measured: Optional[dict[int, float]] = None,
-                progress: bool = True) -> ChunkResult:
+                progress: bool = False) -> ChunkResult:
     rows = chunk_rows(chunks, model, device, prompt_tokens, kv_capacity, progress)
     if measured:
         for r in rows:
@@ -130,7 +136,7 @@ def chunk_sweep(chunks: list[int], model="bluelm-v-3b", device="dimensity-9300",
                        runtime="npu-static-graphs" if dev.has_npu else "cpu")
 
 
-def overhead_sensitivity(overheads_ms: list[float], chunks: list[int], progress: bool = True) -> list[dict]:
+def overhead_sensitivity(overheads_ms: list[float], chunks: list[int], progress: bool = False) -> list[dict]:
     """For each assumed LLM call overhead, re-fit the Dimensity 9300's factors on the paper's cells (the others
     absorb the change) and find the simulated optimum again: how much the t128 answer rests on that assumption."""
     import dataclasses

@@ -107,7 +107,7 @@ def _draw(kind: str, rng) -> tuple[int, int]:
     raise ValueError(f"unknown kind {kind!r}")
 
 
-def sizes_from_images(folder: Path, progress: bool = True) -> SizeSet:
+def sizes_from_images(folder: Path, progress: bool = False) -> SizeSet:
     """Sizes of the JPEG/PNG/WebP files under ``folder`` (recursively), read from their headers without decoding."""
     from tqdm import tqdm
 
@@ -209,7 +209,7 @@ def _tsv_images(value: str) -> list[str]:
     return [v]
 
 
-def sizes_from_tsv(path: Path, progress: bool = True) -> SizeSet:
+def sizes_from_tsv(path: Path, progress: bool = False) -> SizeSet:
     """Sizes of the images of a VLMEvalKit benchmark TSV: the ``image`` column holds base64 (or a list of them);
     a short digit string instead refers to the row of that ``index`` that holds the image. One size per image
     per question, so shared images count once per question that shows them."""

@@ -15,6 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile-batch", type=int, default=4, help="tiles B per ViT call")
     p.add_argument("--max-context", type=int, default=2048, help="positions of the graphs (past = max - chunk)")
     p.add_argument("--quant", default="w4a16", choices=tuple(QUANTS))
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from bluelm_v.export import export_onnx
 
     out = export_onnx(resolve_spec(args.model), args.out, chunk=args.chunk, tile_batch=args.tile_batch,
-                      max_context=args.max_context, quant=args.quant)
+                      max_context=args.max_context, quant=args.quant, progress=not args.no_progress)
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
     print(f"wrote {out} ({size:.1f} MB): " + ", ".join(sorted(f.name for f in out.iterdir())))
     return 0

@@ -21,7 +21,7 @@ CHUNK = 1 << 20
 
 
 def fetch(name: str, *, root: str | os.PathLike | None = None, url: str | None = None, md5: str | None = None,
-          force: bool = False, progress: bool = True, timeout: float = 60.0) -> Path:
+          force: bool = False, progress: bool = False, timeout: float = 60.0) -> Path:
     bench = get_benchmark(name)
     url = url or bench.url
     if not url:

@@ -62,7 +62,7 @@ class RunConfig:
     check_md5: bool = True
     max_new_tokens: int = 512
     temperature: float = 0.0
-    progress: bool = True
+    progress: bool = False  # the command line turns it on (--no-progress turns it off)
     export_xlsx: bool = False
     max_model_errors: int = 5
     api_key_env: str | None = None  # the variable holding the model endpoint's key (default: $OPENAI_API_KEY)

@@ -40,6 +40,17 @@ class ScoreResult:
     def per_group(self) -> list[dict] | None:
         return self.tables.get("per_group")
 
+    def to_frame(self) -> pd.DataFrame:
+        """The metrics as VLMEvalKit tabulates them: one row per split or group (a nested dict's outer keys), one
+        column per metric; a flat dict is one row named after the benchmark."""
+        if self.metrics and all(isinstance(v, dict) for v in self.metrics.values()):
+            return pd.DataFrame.from_dict(self.metrics, orient="index")
+        return pd.DataFrame([self.metrics], index=[self.benchmark])
+
+    def records_frame(self) -> pd.DataFrame:
+        """The per-record scoring (index, what was extracted, hit or score, ...) as a DataFrame."""
+        return pd.DataFrame.from_records(self.per_record)
+
     def to_dict(self) -> dict:
         return {"benchmark": self.benchmark, "family": self.family, "scorer": self.scorer,
                 "scorer_version": self.scorer_version, "judge": self.judge, "metrics": self.metrics,

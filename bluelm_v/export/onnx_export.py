@@ -206,7 +206,7 @@ def _content_names(model) -> None:
 
 
 def export_onnx(source: Any, out_dir: Union[str, Path], *, chunk: int = 128, tile_batch: int = 4,
-                max_context: int = 2048, quant: str = "w4a16", progress: bool = True) -> Path:
+                max_context: int = 2048, quant: str = "w4a16", progress: bool = False) -> Path:
     """Write the static graphs and the manifest for `source` (a spec load_model understands, or a LoadedModel)."""
     import onnx
     import torch

@@ -22,7 +22,7 @@ import numpy as np
 
 def measure_cpu_prefill(chunks: list[int], model: str = "bluelm-v-3b", prompt_tokens: int = 2048,
                         threads: Optional[int] = None, package_dir: Optional[os.PathLike] = None,
-                        repeats: int = 1, progress: bool = True) -> dict[int, float]:
+                        repeats: int = 1, progress: bool = False) -> dict[int, float]:
     """Measured CPU prefill seconds on this machine per chunk size, through the native engine.
 
     ``model`` is a model package folder, or a config name (``bluelm-v-3b``, ``smollm2-135m``, ``tiny``) whose

@@ -76,6 +76,13 @@ class Breakdown:
         d["peak_memory_gb"] = self.peak_memory_gb
         return d
 
+    def to_frame(self):
+        """Where the time goes: one row per component (processor, calls, seconds, FLOPs, bytes, bound) as a pandas
+        DataFrame, indexed by component."""
+        import pandas as pd
+
+        return pd.DataFrame.from_records([asdict(c) for c in self.components]).set_index("name")
+
 
 def _component(name: str, calls: list[Call]) -> Component:
     ops = [op for c in calls for op in c.ops]

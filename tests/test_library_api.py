@@ -1,0 +1,59 @@
+"""The package as a library in a notebook: entry points visible in dir(bluelm_v) without importing torch, results
+that are tables come back as pandas DataFrames, library calls draw no progress bars unless asked, and a missing
+optional dependency is one line naming the extra to install."""
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+import bluelm_v
+
+
+def test_entry_points_are_listed_and_light():
+    names = set(dir(bluelm_v))
+    assert {"Engine", "plan", "preprocess", "simulate", "score", "FormatError", "LimitError"} <= names
+    assert "annotations" not in names
+    code = ("import sys, bluelm_v; names = dir(bluelm_v); p = bluelm_v.plan(500, 102); "
+            "print(p.grid, 'torch' in sys.modules, 'pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["(2,", "1)", "False", "False"]
+
+
+def test_results_come_back_as_dataframes():
+    from bluelm_v.ablation.alpha import alpha_sweep
+    from bluelm_v.ablation.chunk import chunk_sweep
+    from bluelm_v.ablation.sizes import mixture_sizes
+    from bluelm_v.evaluation import score
+
+    chunk = chunk_sweep([32, 128, 512]).to_frame()
+    assert isinstance(chunk, pd.DataFrame) and list(chunk.index) == [32, 128, 512] and "prefill_s" in chunk
+    alpha = alpha_sweep(mixture_sizes(50, seed=1), (0.0, 0.1)).to_frame()
+    assert len(alpha) >= 2 and "mean_tokens" in alpha and alpha.index.name == "label"
+    sim = bluelm_v.simulate("bluelm-v-3b", "dimensity-9300", image=(768, 1536)).to_frame()
+    assert sim.index.name == "name" and (sim["seconds"] >= 0).all() and len(sim) >= 3
+    records = [{"index": i, "question": "q", "A": "x", "B": "y", "answer": "A", "category": c, "prediction": p}
+               for i, (c, p) in enumerate([("c1", "A"), ("c1", "B"), ("c2", "A")])]
+    result = score("MMStar", records)
+    table = result.to_frame()
+    assert list(table.index) == ["none"] and table.loc["none", "Overall"] == pytest.approx(2 / 3)
+    assert table.loc["none", "c2"] == 1.0
+    assert list(result.records_frame()["hit"]) == [1, 0, 1]
+
+
+def test_library_calls_draw_no_progress_bars(capsys):
+    from bluelm_v.ablation.chunk import chunk_sweep
+
+    chunk_sweep([32, 128])
+    assert capsys.readouterr().err == ""
+    chunk_sweep([32, 128], progress=True)
+    assert "%" in capsys.readouterr().err  # asked for: a bar
+
+
+def test_a_missing_extra_is_one_line():
+    code = ("import sys; sys.modules['torch'] = None; from bluelm_v.cli import main; "
+            "sys.exit(main(['generate', '--model', 'tiny', '--prompt', 'hi']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'bluelm-v[torch]'" in lines[0] and "Traceback" not in done.stderr
