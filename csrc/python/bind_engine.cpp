@@ -145,6 +145,11 @@ void bind_engine(py::module_& m) {
       .def_property_readonly("multimodal", [](const Engine& e) { return e.config().multimodal; })
       .def_property_readonly("vocab", [](const Engine& e) { return e.config().llm.vocab; })
       .def_property_readonly("llm_resident_bytes", [](const Engine& e) { return e.llm().resident_bytes(); })
+      .def_property_readonly("kv_bytes_per_token",
+                             [](const Engine& e) {
+                               const auto& c = e.config().llm;
+                               return KvCache::bytes_per_token(e.kv_type(), c.layers, c.kv_heads, c.head_dim);
+                             })
       .def_property_readonly("llm_stacked_products", [](const Engine& e) { return e.llm().stacked_products(); })
       .def("image_tokens", &Engine::image_tokens, py::arg("width"), py::arg("height"));
 

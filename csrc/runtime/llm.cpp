@@ -38,10 +38,11 @@ void KvCache::set_length(int64_t n) {
   length_ = n;
 }
 
-int64_t KvCache::bytes_per_token() const {
-  const int64_t per_head = type_ == KvType::int8 ? 2 * (hd_ + int64_t(sizeof(float)) * groups_)
-                                                 : 2 * hd_ * int64_t(sizeof(float));
-  return layers_ * kv_heads_ * per_head;
+int64_t KvCache::bytes_per_token(KvType type, int64_t layers, int64_t kv_heads, int64_t head_dim) {
+  const int64_t groups = head_dim % kKvGroup == 0 ? head_dim / kKvGroup : 1;
+  const int64_t per_head = type == KvType::int8 ? 2 * (head_dim + int64_t(sizeof(float)) * groups)
+                                                : 2 * head_dim * int64_t(sizeof(float));
+  return layers * kv_heads * per_head;
 }
 
 int64_t KvCache::bytes() const {
@@ -237,6 +238,10 @@ void Llm::forward(const float* x, int64_t t, KvCache& cache, LlmWorkspace& ws, f
   const int64_t start = cache.length();
   if (t < 1) throw InvalidArgument("an LLM chunk needs at least one position");
   if (t > ws.max_t) throw InvalidArgument(cat("chunk of ", t, " positions exceeds the workspace's ", ws.max_t));
+  if (cache.layers() != cfg_.layers || cache.kv_heads() != cfg_.kv_heads || cache.head_dim() != cfg_.head_dim)
+    throw InvalidArgument(cat("a KV cache of ", cache.layers(), " layers x ", cache.kv_heads(), " heads x ",
+                              cache.head_dim(), " does not fit this model's ", cfg_.layers, " x ", cfg_.kv_heads,
+                              " x ", cfg_.head_dim));
   if (start + t > cache.capacity())
     throw InvalidArgument(cat("positions ", start, "..", start + t - 1, " exceed the KV cache capacity of ",
                               cache.capacity(), " (model context ", cfg_.max_context, ")"));

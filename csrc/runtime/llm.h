@@ -33,7 +33,8 @@ class KvCache {
   void set_length(int64_t n);  // truncate (n <= length) to reuse a prefix, or 0 to reset
   int64_t bytes() const;
   // Bytes one position adds over all layers: keys, values and their scales (the cache holds capacity of them).
-  int64_t bytes_per_token() const;
+  int64_t bytes_per_token() const { return bytes_per_token(type_, layers_, kv_heads_, hd_); }
+  static int64_t bytes_per_token(KvType type, int64_t layers, int64_t kv_heads, int64_t head_dim);
   int64_t layers() const { return layers_; }
   int64_t kv_heads() const { return kv_heads_; }
   int64_t head_dim() const { return hd_; }
