@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 from bluelm_v import _core  # noqa: E402
 
-TIERS = [t for t in ("scalar", "avx2") if _core.isa_supported(t)]
+TIERS = [t for t in ("scalar", "avx2", "avx512") if _core.isa_supported(t)]
 
 
 @pytest.fixture(params=TIERS)

@@ -1,7 +1,8 @@
 #pragma once
 // The inner loops of attention (runtime/attention.h) and the exponentials of softmax and GELU, per instruction set:
-// scalar in attention_scalar.cpp (the reference), AVX2 in attention_avx2.cpp. attention_kernels() picks the active
-// tier's table (common/isa.h), falling back to the best lower tier this build has.
+// scalar in attention_scalar.cpp (the reference), AVX2 in attention_avx2.cpp, AVX-512 in attention_avx512.cpp (its
+// products; the rest is the AVX2 tier's). attention_kernels() picks the active tier's table (common/isa.h); aarch64
+// runs the scalar table (no NEON tier yet).
 #include <cstdint>
 
 #include "common/isa.h"
@@ -34,6 +35,7 @@ struct AttentionKernels {
 const AttentionKernels& attention_kernels();
 const AttentionKernels* attention_kernels_for(Isa isa);  // null when this build has no table of that tier
 const AttentionKernels* attention_kernels_scalar();
-const AttentionKernels* attention_kernels_avx2();  // null when not compiled in (non-x86 builds)
+const AttentionKernels* attention_kernels_avx2();    // null when not compiled in (non-x86 builds)
+const AttentionKernels* attention_kernels_avx512();  // the AVX2 table with 512-bit products; null off x86
 
 }  // namespace bluelm::runtime

@@ -92,19 +92,22 @@ const AttentionKernels* attention_kernels_scalar() { return &kScalar; }
 
 #if !(defined(__x86_64__) || defined(_M_X64))
 const AttentionKernels* attention_kernels_avx2() { return nullptr; }
+const AttentionKernels* attention_kernels_avx512() { return nullptr; }
 #endif
 
 const AttentionKernels* attention_kernels_for(Isa isa) {
   switch (isa) {
     case Isa::scalar: return &kScalar;
     case Isa::avx2: return attention_kernels_avx2();
+    case Isa::avx512: return attention_kernels_avx512();
     default: return nullptr;
   }
 }
 
 const AttentionKernels& attention_kernels() {
-  // AVX-512 machines run the AVX2 table (no 512-bit attention tier yet); aarch64 runs the scalar one.
+  // aarch64 runs the scalar table (no NEON tier yet).
   const Isa isa = active_isa();
+  if (isa == Isa::avx512 && attention_kernels_avx512()) return *attention_kernels_avx512();
   if ((isa == Isa::avx2 || isa == Isa::avx512) && attention_kernels_avx2()) return *attention_kernels_avx2();
   return kScalar;
 }
