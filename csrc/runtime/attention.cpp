@@ -29,9 +29,13 @@ void attend_block_range(const KvHeadView& kv, const float* q, int64_t ldq, int64
     int64_t seen = 0;
     for (int64_t r = 0; r < m; ++r) seen = std::max(seen, limit ? std::clamp(limit[r] - jb, int64_t(0), nb) : nb);
     if (seen == 0) continue;
-    if (kv.k8) K.keys_i8_t(kv.k8 + jb * hd, kv.ks + jb * groups, nb, hd, kv.gs, kt, ldk);
-    else K.keys_f32_t(kv.kf + jb * hd, nb, hd, kt, ldk);
-    K.scores(q, ldq, m, kt, ldk, (nb + 7) / 8 * 8, hd, s, ldk);
+    const bool direct = kv.k8 && K.scores_i8_direct &&
+                        K.scores_i8_direct(q, ldq, m, kv.k8 + jb * hd, kv.ks + jb * groups, nb, hd, kv.gs, s, ldk);
+    if (!direct) {
+      if (kv.k8) K.keys_i8_t(kv.k8 + jb * hd, kv.ks + jb * groups, nb, hd, kv.gs, kt, ldk);
+      else K.keys_f32_t(kv.kf + jb * hd, nb, hd, kt, ldk);
+      K.scores(q, ldq, m, kt, ldk, (nb + 7) / 8 * 8, hd, s, ldk);
+    }
     for (int64_t r = 0; r < m; ++r) {
       float* row = s + r * ldk;
       const int64_t c = limit ? std::clamp(limit[r] - jb, int64_t(0), nb) : nb;

@@ -30,6 +30,12 @@ struct AttentionKernels {
   // o [m, hd] (row stride ldo) += p [m, nb] (row stride ldp) x v [nb, hd] (row stride ldv).
   void (*accumulate)(const float* p, int64_t ldp, int64_t m, const float* v, int64_t ldv, int64_t nb, int64_t hd,
                      float* o, int64_t ldo);
+  // Decode's scores straight from the int8 keys in their cache layout, for the few rows of one GQA group (m <= 8),
+  // where a transposed tile would be used by too few rows to pay for itself:
+  // s[r * lds + j] = sum_i q[r * ldq + i] * k[j * hd + i] * ks[j * (hd / gs) + i / gs] for j < nb. Returns false
+  // (writing nothing) for shapes it does not take; null in tiers without it. Both fall back to keys_i8_t + scores.
+  bool (*scores_i8_direct)(const float* q, int64_t ldq, int64_t m, const int8_t* k, const float* ks, int64_t nb,
+                           int64_t hd, int64_t gs, float* s, int64_t lds);
 };
 
 const AttentionKernels& attention_kernels();
