@@ -54,6 +54,9 @@ void attend_block_range(const KvHeadView& kv, const float* q, int64_t ldq, int64
       st.mx[r] = mx;
       std::fill(row + c, row + nb, 0.0f);  // masked positions weigh nothing
     }
+    if (kv.v8 && K.accumulate_i8_direct &&
+        K.accumulate_i8_direct(s, ldk, m, kv.v8 + jb * hd, kv.vs + jb * groups, nb, hd, kv.gs, st.out, st.ldo))
+      continue;
     const float* v = kv.vf ? kv.vf + jb * hd : scratch.vt.data();
     if (kv.v8) K.values_i8(kv.v8 + jb * hd, kv.vs + jb * groups, nb, hd, kv.gs, scratch.vt.data());
     K.accumulate(s, ldk, m, v, hd, nb, hd, st.out, st.ldo);

@@ -238,7 +238,7 @@ void accumulate_avx2(const float* p, int64_t ldp, int64_t m, const float* v, int
 }
 
 const AttentionKernels kAvx2 = {"avx2",          exp_sum_avx2,   gelu_tanh_avx2, row_max_avx2,   keys_i8_t_avx2,
-                                keys_f32_t_avx2, values_i8_avx2, scores_avx2,    accumulate_avx2, nullptr};
+                                keys_f32_t_avx2, values_i8_avx2, scores_avx2,    accumulate_avx2, nullptr, nullptr};
 
 }  // namespace
 

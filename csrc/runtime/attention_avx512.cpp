@@ -181,6 +181,64 @@ bool scores_i8_direct_avx512(const float* q, int64_t ldq, int64_t m, const int8_
   return true;
 }
 
+// R rows x W vectors of 16 output columns [c, c + 16 W) inside one scale group: each value row converted once for
+// the R rows, its weight p * scale folded into one broadcast per row.
+template <int R, int W>
+void accumulate_i8_tile(const float* p, int64_t ldp, const int8_t* v, const float* vs, int64_t nb, int64_t hd,
+                        int64_t groups, int64_t g, int64_t c, float* o, int64_t ldo) {
+  __m512 acc[R][W];
+  for (int r = 0; r < R; ++r)
+    for (int w = 0; w < W; ++w) acc[r][w] = _mm512_loadu_ps(o + r * ldo + c + 16 * w);
+  for (int64_t j = 0; j < nb; ++j) {
+    __m512 vv[W];
+    for (int w = 0; w < W; ++w) {
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(v + j * hd + c + 16 * w));
+      vv[w] = _mm512_maskz_cvtepi32_ps(0xFFFF, _mm512_maskz_cvtepi8_epi32(0xFFFF, b));
+    }
+    const float d = vs[j * groups + g];
+    for (int r = 0; r < R; ++r) {
+      const __m512 a = _mm512_set1_ps(p[r * ldp + j] * d);
+      for (int w = 0; w < W; ++w) acc[r][w] = _mm512_fmadd_ps(a, vv[w], acc[r][w]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int w = 0; w < W; ++w) _mm512_storeu_ps(o + r * ldo + c + 16 * w, acc[r][w]);
+}
+
+template <int R>
+void accumulate_i8_rows(const float* p, int64_t ldp, const int8_t* v, const float* vs, int64_t nb, int64_t hd,
+                        int64_t gs, float* o, int64_t ldo) {
+  const int64_t groups = hd / gs;
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t c = g * gs; c < (g + 1) * gs;) {
+      const int64_t left = (g + 1) * gs - c;
+      if (left >= 64) {
+        accumulate_i8_tile<R, 4>(p, ldp, v, vs, nb, hd, groups, g, c, o, ldo);
+        c += 64;
+      } else if (left >= 32) {
+        accumulate_i8_tile<R, 2>(p, ldp, v, vs, nb, hd, groups, g, c, o, ldo);
+        c += 32;
+      } else {
+        accumulate_i8_tile<R, 1>(p, ldp, v, vs, nb, hd, groups, g, c, o, ldo);
+        c += 16;
+      }
+    }
+}
+
+bool accumulate_i8_direct_avx512(const float* p, int64_t ldp, int64_t m, const int8_t* v, const float* vs, int64_t nb,
+                                 int64_t hd, int64_t gs, float* o, int64_t ldo) {
+  if (hd % 16 || gs % 16 || m > 8) return false;
+  int64_t r = 0;
+  for (; r + 4 <= m; r += 4) accumulate_i8_rows<4>(p + r * ldp, ldp, v, vs, nb, hd, gs, o + r * ldo, ldo);
+  switch (m - r) {
+    case 3: accumulate_i8_rows<3>(p + r * ldp, ldp, v, vs, nb, hd, gs, o + r * ldo, ldo); break;
+    case 2: accumulate_i8_rows<2>(p + r * ldp, ldp, v, vs, nb, hd, gs, o + r * ldo, ldo); break;
+    case 1: accumulate_i8_rows<1>(p + r * ldp, ldp, v, vs, nb, hd, gs, o + r * ldo, ldo); break;
+    default: break;
+  }
+  return true;
+}
+
 }  // namespace
 
 const AttentionKernels* attention_kernels_avx512() {
@@ -191,6 +249,7 @@ const AttentionKernels* attention_kernels_avx512() {
     k.scores = scores_avx512;
     k.accumulate = accumulate_avx512;
     k.scores_i8_direct = scores_i8_direct_avx512;
+    k.accumulate_i8_direct = accumulate_i8_direct_avx512;
     return k;
   }();
   return &table;

@@ -36,6 +36,11 @@ struct AttentionKernels {
   // (writing nothing) for shapes it does not take; null in tiers without it. Both fall back to keys_i8_t + scores.
   bool (*scores_i8_direct)(const float* q, int64_t ldq, int64_t m, const int8_t* k, const float* ks, int64_t nb,
                            int64_t hd, int64_t gs, float* s, int64_t lds);
+  // The same for the values: o [m, hd] (ldo) += sum_j p[r * ldp + j] * v[j * hd + i] * vs[j * (hd / gs) + i / gs]
+  // over j < nb, straight from the int8 values; false (nothing written) for shapes it does not take, null in tiers
+  // without it (then values_i8 + accumulate).
+  bool (*accumulate_i8_direct)(const float* p, int64_t ldp, int64_t m, const int8_t* v, const float* vs, int64_t nb,
+                               int64_t hd, int64_t gs, float* o, int64_t ldo);
 };
 
 const AttentionKernels& attention_kernels();

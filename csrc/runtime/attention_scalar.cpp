@@ -84,7 +84,7 @@ void accumulate_scalar(const float* p, int64_t ldp, int64_t m, const float* v, i
 
 const AttentionKernels kScalar = {"scalar",          exp_sum_scalar,   gelu_tanh_scalar, row_max_scalar,
                                   keys_i8_t_scalar,  keys_f32_t_scalar, values_i8_scalar, scores_scalar,
-                                  accumulate_scalar, nullptr};
+                                  accumulate_scalar, nullptr, nullptr};
 
 }  // namespace
 
