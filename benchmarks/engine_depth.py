@@ -12,7 +12,9 @@ Each row carries
   - attention_share, attention_gflops and fma_fraction (prefill at D > 0): the time above pp512@d0 is the time the
     deeper cache costs, which is attention (the rest of each layer does the same work at any depth); its FLOPs
     (4 hd per query head and key, minus d0's) over that time, and that rate over the f32 FMA probe of the tier the
-    attention kernels run (AVX2, 256-bit), measured in the same worker.
+    attention products run (AVX-512 where the CPU has it, else AVX2), measured in the same worker.
+Decode rows keep one session per depth and take their 64 steps in 4 interleaved rounds of 16, so the shared host's
+busy spells spread over all depths.
 Targets of issue 23 are written into the rows they apply to (target, missed_by when missed).
 """
 from __future__ import annotations
@@ -36,41 +38,51 @@ def worker_depth(pkg: str, threads: int, repeat: int, tg_depths: list, pp_depths
     max_context = json.loads((Path(pkg) / "manifest.json").read_text())["model"]["llm"]["max_context"]
     need = max([d + 64 for d in tg_depths] + [d + 512 for d in pp_depths])
     e = Engine(pkg, threads=threads, context=min(need, max_context))
-    s = e.session()
     rng = np.random.default_rng(0)
     vocab = min(30000, e._e.vocab)
     prompt = [int(i) for i in rng.integers(100, vocab, max(need, 1))]
     out = {"kv_bytes_per_token": e.kv_bytes_per_token, "weight_bytes": e._e.llm_resident_bytes,
            "max_context": max_context, "context": e.context, "tg": {}, "pp": {}}
+    s = e.session()
 
-    def fill(d):
-        s.reset()
+    def fill(session, d):
+        session.reset()
         if d:
-            s.prefill(prompt[:d], chunk=128)
+            session.prefill(prompt[:d], chunk=128)
 
+    # Decode: one session per depth, all filled first, then 4 rounds of 16 steps at each depth in turn, so a busy
+    # spell of the shared host spreads over every depth instead of landing on one row.
+    sessions, tokens, steps = {}, {}, {}
     for d in tg_depths:
         if d + 64 > e.context:
             out["tg"][str(d)] = {"skipped": f"{d} + 64 positions exceed the model's max_context {max_context}"}
             continue
-        fill(d)
-        tok = prompt[d] if d < len(prompt) else 1
-        steps = []
-        for _ in range(64):
-            t0 = time.perf_counter()
-            tok = int(s.decode(tok).argmax())
-            steps.append(time.perf_counter() - t0)
+        sessions[d] = e.session()
+        fill(sessions[d], d)
+        tokens[d], steps[d] = prompt[d] if d < len(prompt) else 1, []
+    for _ in range(4):
+        for d, sd in sessions.items():
+            for _ in range(16):
+                t0 = time.perf_counter()
+                tokens[d] = int(sd.decode(tokens[d]).argmax())
+                steps[d].append(time.perf_counter() - t0)
+    for d in sessions:
         nbytes = out["weight_bytes"] + out["kv_bytes_per_token"] * (d + 32)
-        out["tg"][str(d)] = {"step_s": steps, "read_gbps": _core.read_bandwidth(nbytes, threads, 3)}
+        out["tg"][str(d)] = {"step_s": steps[d], "read_gbps": _core.read_bandwidth(nbytes, threads, 3)}
+    del sessions
     extra = prompt[:512]
     for d in pp_depths:
         runs = []
         for _ in range(repeat):
-            fill(d)
+            fill(s, d)
             t0 = time.perf_counter()
             s.prefill(extra, chunk=128)
             runs.append(time.perf_counter() - t0)
         out["pp"][str(d)] = {"run_s": runs}
-    out["fma_gflops"] = _core.measure_peak("fp32_fma_avx2", threads, 3) if _core.isa_supported("avx2") else None
+    # The f32 FMA probe of the tier the attention products run (AVX-512 where the CPU has it).
+    probe = {"avx512": "fp32_fma_avx512", "avx2": "fp32_fma_avx2"}.get(_core.active_isa())
+    out["fma_probe"] = probe
+    out["fma_gflops"] = _core.measure_peak(probe, threads, 3) if probe else None
     return out
 
 
@@ -91,7 +103,7 @@ def depth_rows(model: str, res: dict, threads: int, layers: int, heads: int, hea
             "kv_bytes_per_token": res["kv_bytes_per_token"], "peak_rss_mb": round(res["_peak_rss_mb"], 1)}
     rows = []
     tg = {}
-    for d, r in res["tg"].items():
+    for d, r in sorted(res["tg"].items(), key=lambda kv: int(kv[0])):
         if "skipped" in r:
             rows.append({**base, "test": f"tg64@d{d}", "skipped": r["skipped"]})
             continue
@@ -132,6 +144,7 @@ def depth_rows(model: str, res: dict, threads: int, layers: int, heads: int, hea
                 rate = (attn_flops(d) - attn_flops(0)) / extra / 1e9
                 row["attention_gflops"] = round(rate, 1)
                 if res.get("fma_gflops"):
+                    row["fma_probe"] = res["fma_probe"]
                     row["fma_probe_gflops"] = round(res["fma_gflops"], 1)
                     row["fma_fraction"] = round(rate / res["fma_gflops"], 3)
             row["vs_d0"] = round(pp_med[0] / med, 3)
