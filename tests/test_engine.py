@@ -160,6 +160,40 @@ def test_chunked_prefill_is_chunk_invariant(tiny, tiny_f32, tiny_q4):
             assert (o.argmax(-1) == outs[0].argmax(-1)).all()
 
 
+def test_chunked_prefill_equals_one_shot_prefill_property(tiny_f32, tiny_q4):
+    """Any split of any prompt into chunks gives the logits of one-shot prefill: blocks of the cache sit at fixed
+    positions and each query row sums over them in the same order whatever tile it lands in, so the attention is
+    bit-identical; only the products of the rest of the layer see other batch sizes (f32: same values)."""
+    from hypothesis import given, settings, strategies as st
+
+    engines = {"f32": Engine(tiny_f32, kv_cache="f32"), "int8": Engine(tiny_q4, kv_cache="int8")}
+
+    @settings(max_examples=25, deadline=None)
+    @given(kv=st.sampled_from(["f32", "int8"]), n=st.integers(2, 200), cuts=st.lists(st.integers(1, 199), max_size=4),
+           seed=st.integers(0, 2**16))
+    def check(kv, n, cuts, seed):
+        ids = [int(i) for i in np.random.default_rng(seed).integers(3, 200, n)]
+        eng = engines[kv]
+        whole = eng.session().prefill(ids, chunk=n, all_logits=True)
+        s = eng.session()
+        bounds = sorted({0, n, *(c for c in cuts if c < n)})
+        parts = [s.prefill(ids[a:b], chunk=b - a, all_logits=True) for a, b in zip(bounds, bounds[1:])]
+        got = np.concatenate(parts)
+        tol = 1e-4 if kv == "f32" else 1e-3
+        assert np.abs(got - whole).max() <= tol * max(1.0, np.abs(whole).max())
+
+    check()
+
+
+def test_kv_bytes_per_token_counts_the_cache(tiny, tiny_q8):
+    cfg = tiny.config.llm
+    hd = cfg.head_dim or cfg.hidden // cfg.heads
+    f32, i8 = Engine(tiny_q8, kv_cache="f32"), Engine(tiny_q8, kv_cache="int8")
+    assert f32.kv_bytes_per_token == cfg.layers * cfg.kv_heads * 2 * hd * 4
+    groups = hd // 32 if hd % 32 == 0 else 1
+    assert i8.kv_bytes_per_token == cfg.layers * cfg.kv_heads * 2 * (hd + 4 * groups)
+
+
 # ---- SmolLM2-135M (real weights) --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -213,20 +247,26 @@ ENGLISH = ("The history of mathematics deals with the origin of discoveries in m
 
 @pytest.mark.parametrize("activations,kv,floor", [("int16", "f32", 0.99), ("int8", "int8", 0.95)])
 def test_smollm2_top1_agreement_over_256_tokens(smol_pkg, smol_ref, activations, kv, floor):
-    """Teacher-forced top-1 agreement with the reference (dequantized Q4_1 weights in float32). The precise mode
-    (two-pass int16 activations, float KV) measured 100%; the deployment mode (int8 activations as llama.cpp,
-    int8 KV cache as the paper) measured 96.5% on this text: both errors are the quantization's, not bugs
-    (docs/engine.md shows a torch emulation of int8 activations giving the same agreement)."""
+    """Teacher-forced top-1 agreement with the reference (dequantized Q4_1 weights in float32), averaged over four
+    rotations of the text. The precise mode (two-pass int16 activations, float KV) measured 100%; the deployment
+    mode (int8 activations as llama.cpp, int8 KV cache as the paper) measured 96.4% (rotations 94.9-97.3%); both
+    errors are the quantization's, not bugs (docs/engine.md shows a torch emulation of int8 activations giving the
+    same agreement). One rotation alone moves by +-2% when attention merely sums in another order, because int8
+    rounding of activations and cached keys amplifies float rounding: hence the average."""
     ids = smol_ref.tokenizer.encode(ENGLISH)[:256]
     assert len(ids) == 256
-    with torch.no_grad():
-        from bluelm_v.models.llm import prefill
+    from bluelm_v.models.llm import prefill
 
-        lm = smol_ref.llm
-        want = prefill(lm, lm.new_cache(1, len(ids)), tokens=torch.tensor([ids]), all_logits=True)[0].numpy()
-    got = Engine(smol_pkg, activations=activations, kv_cache=kv).session().prefill(ids, chunk=128, all_logits=True)
-    agree = (got.argmax(-1) == want.argmax(-1)).mean()
-    assert agree >= floor, agree
+    eng = Engine(smol_pkg, activations=activations, kv_cache=kv)
+    agree = []
+    for shift in (0, 64, 128, 192):
+        text = ids[shift:] + ids[:shift]
+        with torch.no_grad():
+            lm = smol_ref.llm
+            want = prefill(lm, lm.new_cache(1, len(text)), tokens=torch.tensor([text]), all_logits=True)[0].numpy()
+        got = eng.session().prefill(text, chunk=128, all_logits=True)
+        agree.append((got.argmax(-1) == want.argmax(-1)).mean())
+    assert np.mean(agree) >= floor, agree
 
 
 # ---- sessions, streaming, stop strings --------------------------------------------------------------------
@@ -376,6 +416,11 @@ def test_python_and_cpp_run_commands_agree(tiny, tmp_path):
     assert py.returncode == 0, py.stderr
     got = json.loads(py.stdout)
     assert got["timing"]["tiles"] >= 1 and len(got["tokens"]) == 8
+    # tiny: 2 layers x 2 KV heads x (K and V: 16 int8 values + one float scale) per position
+    cfg = tiny.config.llm
+    hd = cfg.head_dim or cfg.hidden // cfg.heads
+    assert got["kv_cache"] == "int8"
+    assert got["kv_bytes_per_token"] == cfg.layers * cfg.kv_heads * 2 * (hd + 4 * (hd // 32 if hd % 32 == 0 else 1))
     cpp = subprocess.run([str(native_program("bluelm")), "run", *args], capture_output=True, text=True, timeout=300)
     assert cpp.returncode == 0, cpp.stderr
     assert cpp.stdout.rstrip("\n") == got["text"].rstrip("\n")

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         from dataclasses import asdict
 
         print(json.dumps({"text": r.text, "tokens": r.tokens, "finish_reason": r.finish_reason,
-                          "timing": asdict(r.timing)}, indent=1))
+                          "timing": asdict(r.timing), "kv_cache": engine.kv_cache, "context": engine.context,
+                          "kv_bytes_per_token": engine.kv_bytes_per_token}, indent=1))
         return 0
     print()
     from rich.console import Console

@@ -145,9 +145,34 @@ void bind_engine(py::module_& m) {
       .def_property_readonly("multimodal", [](const Engine& e) { return e.config().multimodal; })
       .def_property_readonly("vocab", [](const Engine& e) { return e.config().llm.vocab; })
       .def_property_readonly("llm_resident_bytes", [](const Engine& e) { return e.llm().resident_bytes(); })
+      .def_property_readonly("kv_bytes_per_token",
+                             [](const Engine& e) {
+                               const auto& c = e.config().llm;
+                               return KvCache::bytes_per_token(e.kv_type(), c.layers, c.kv_heads, c.head_dim);
+                             })
       .def_property_readonly("llm_stacked_products", [](const Engine& e) { return e.llm().stacked_products(); })
       .def("image_tokens", &Engine::image_tokens, py::arg("width"), py::arg("height"));
 
+  m.def(
+      "attention",
+      [](const py::array_t<float, py::array::c_style | py::array::forcecast>& q,
+         const py::array_t<float, py::array::c_style | py::array::forcecast>& k,
+         const py::array_t<float, py::array::c_style | py::array::forcecast>& v, const std::string& kv_cache) {
+        if (q.ndim() != 3 || k.ndim() != 3 || v.ndim() != 3)
+          throw InvalidArgument("attention takes q [t, heads, hd], k and v [n, kv_heads, hd]");
+        for (int d = 0; d < 3; ++d)
+          if (k.shape(d) != v.shape(d)) throw InvalidArgument("attention: k and v shapes differ");
+        if (q.shape(2) != k.shape(2)) throw InvalidArgument("attention: q and k head sizes differ");
+        const KvType type = parse_kv_type(kv_cache);
+        const int64_t t = q.shape(0), heads = q.shape(1), hd = q.shape(2), n = k.shape(0), kvh = k.shape(1);
+        std::vector<float> out;
+        {
+          py::gil_scoped_release release;
+          out = attend_sequence(type, q.data(), t, heads, k.data(), v.data(), n, kvh, hd);
+        }
+        return to_numpy(std::move(out), {py::ssize_t(t), py::ssize_t(heads), py::ssize_t(hd)});
+      },
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("kv_cache") = "int8");
   m.def("peak_rss_mb", &peak_rss_mb);
   m.def("current_rss_mb", &current_rss_mb);
 }

@@ -1,5 +1,6 @@
-// AVX2 + FMA inner loops of decode attention and the exponentials of softmax and GELU (attention_isa.h). Compiled
-// with -mavx2 -mfma only in this file.
+// AVX2 + FMA inner loops of attention and the exponentials of softmax and GELU (attention_isa.h). Compiled with
+// -mavx2 -mfma only in this file. Every score and output element is one chain of FMAs in ascending i or j, whichever
+// rows or columns share its register tile, so results do not depend on how a call is tiled.
 #include <immintrin.h>
 
 #include "runtime/attention_isa.h"
@@ -17,23 +18,6 @@ float hsum_avx2(__m256 v) {
 
 __m256 load8_i8(const int8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
-}
-
-float dot_f32_i8_avx2(const float* q, const int8_t* k, int64_t n) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load8_i8(k + i), a0);
-    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + 8), load8_i8(k + i + 8), a1);
-  }
-  for (; i < n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load8_i8(k + i), a0);
-  return hsum_avx2(_mm256_add_ps(a0, a1));
-}
-
-void axpy_i8_avx2(float a, const int8_t* v, float* out, int64_t n) {
-  const __m256 va = _mm256_set1_ps(a);
-  for (int64_t i = 0; i < n; i += 8)
-    _mm256_storeu_ps(out + i, _mm256_fmadd_ps(va, load8_i8(v + i), _mm256_loadu_ps(out + i)));
 }
 
 // exp(x) = 2^n * exp(r), n = round(x / ln 2), r = x - n ln 2 in [-ln 2 / 2, ln 2 / 2] (ln 2 split in two so r is
@@ -97,7 +81,164 @@ void gelu_tanh_avx2(float* x, int64_t n) {
   }
 }
 
-const AttentionKernels kAvx2 = {dot_f32_i8_avx2, axpy_i8_avx2, exp_sum_avx2, gelu_tanh_avx2};
+
+float row_max_avx2(const float* x, int64_t n) {
+  int64_t i = 0;
+  float m = x[0];
+  if (n >= 8) {
+    __m256 a = _mm256_loadu_ps(x);
+    for (i = 8; i + 8 <= n; i += 8) a = _mm256_max_ps(a, _mm256_loadu_ps(x + i));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+    m = _mm_cvtss_f32(h);
+  }
+  for (; i < n; ++i) m = m > x[i] ? m : x[i];
+  return m;
+}
+
+// Columns of the 8x8 block r[0..8) (rows in, columns out), in place.
+__attribute__((always_inline)) inline void transpose8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+// The SIMD paths need whole vectors of 8 inside each scale group; other head sizes take the scalar loops.
+bool simd_shape(int64_t hd, int64_t gs) { return hd % 8 == 0 && gs % 8 == 0; }
+
+void keys_i8_t_avx2(const int8_t* k, const float* ks, int64_t nb, int64_t hd, int64_t gs, float* kt, int64_t ldk) {
+  if (!simd_shape(hd, gs)) return attention_kernels_scalar()->keys_i8_t(k, ks, nb, hd, gs, kt, ldk);
+  const int64_t groups = hd / gs;
+  for (int64_t j = 0; j < nb; j += 8) {
+    const int64_t rows = nb - j < 8 ? nb - j : 8;
+    for (int64_t i = 0; i < hd; i += 8) {
+      __m256 r[8];
+      for (int64_t a = 0; a < 8; ++a)
+        r[a] = a < rows ? _mm256_mul_ps(load8_i8(k + (j + a) * hd + i), _mm256_set1_ps(ks[(j + a) * groups + i / gs]))
+                        : _mm256_setzero_ps();
+      transpose8(r);
+      for (int64_t c = 0; c < 8; ++c) _mm256_storeu_ps(kt + (i + c) * ldk + j, r[c]);
+    }
+  }
+}
+
+void keys_f32_t_avx2(const float* k, int64_t nb, int64_t hd, float* kt, int64_t ldk) {
+  if (hd % 8) return attention_kernels_scalar()->keys_f32_t(k, nb, hd, kt, ldk);
+  for (int64_t j = 0; j < nb; j += 8) {
+    const int64_t rows = nb - j < 8 ? nb - j : 8;
+    for (int64_t i = 0; i < hd; i += 8) {
+      __m256 r[8];
+      for (int64_t a = 0; a < 8; ++a) r[a] = a < rows ? _mm256_loadu_ps(k + (j + a) * hd + i) : _mm256_setzero_ps();
+      transpose8(r);
+      for (int64_t c = 0; c < 8; ++c) _mm256_storeu_ps(kt + (i + c) * ldk + j, r[c]);
+    }
+  }
+}
+
+void values_i8_avx2(const int8_t* v, const float* vs, int64_t nb, int64_t hd, int64_t gs, float* vt) {
+  if (!simd_shape(hd, gs)) return attention_kernels_scalar()->values_i8(v, vs, nb, hd, gs, vt);
+  const int64_t groups = hd / gs;
+  for (int64_t j = 0; j < nb; ++j)
+    for (int64_t g = 0; g < groups; ++g) {
+      const __m256 d = _mm256_set1_ps(vs[j * groups + g]);
+      for (int64_t i = g * gs; i < (g + 1) * gs; i += 8)
+        _mm256_storeu_ps(vt + j * hd + i, _mm256_mul_ps(load8_i8(v + j * hd + i), d));
+    }
+}
+
+// R query rows x W vectors of 8 score columns, accumulated over the head dimension.
+template <int R, int W>
+void scores_tile(const float* q, int64_t ldq, const float* kt, int64_t ldk, int64_t hd, float* s, int64_t lds) {
+  __m256 acc[R][W];
+  for (int r = 0; r < R; ++r)
+    for (int w = 0; w < W; ++w) acc[r][w] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < hd; ++i) {
+    __m256 kv[W];
+    for (int w = 0; w < W; ++w) kv[w] = _mm256_loadu_ps(kt + i * ldk + 8 * w);
+    for (int r = 0; r < R; ++r) {
+      const __m256 a = _mm256_broadcast_ss(q + r * ldq + i);
+      for (int w = 0; w < W; ++w) acc[r][w] = _mm256_fmadd_ps(a, kv[w], acc[r][w]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int w = 0; w < W; ++w) _mm256_storeu_ps(s + r * lds + 8 * w, acc[r][w]);
+}
+
+template <int R>
+void scores_rows(const float* q, int64_t ldq, const float* kt, int64_t ldk, int64_t nc, int64_t hd, float* s,
+                 int64_t lds) {
+  int64_t c = 0;
+  for (; c + 16 <= nc; c += 16) scores_tile<R, 2>(q, ldq, kt + c, ldk, hd, s + c, lds);
+  for (; c < nc; c += 8) scores_tile<R, 1>(q, ldq, kt + c, ldk, hd, s + c, lds);
+}
+
+void scores_avx2(const float* q, int64_t ldq, int64_t m, const float* kt, int64_t ldk, int64_t nc, int64_t hd,
+                 float* s, int64_t lds) {
+  int64_t r = 0;
+  for (; r + 4 <= m; r += 4) scores_rows<4>(q + r * ldq, ldq, kt, ldk, nc, hd, s + r * lds, lds);
+  switch (m - r) {
+    case 3: scores_rows<3>(q + r * ldq, ldq, kt, ldk, nc, hd, s + r * lds, lds); break;
+    case 2: scores_rows<2>(q + r * ldq, ldq, kt, ldk, nc, hd, s + r * lds, lds); break;
+    case 1: scores_rows<1>(q + r * ldq, ldq, kt, ldk, nc, hd, s + r * lds, lds); break;
+    default: break;
+  }
+}
+
+// R output rows x W vectors of 8 head-dimension columns, accumulated over the block's positions.
+template <int R, int W>
+void accumulate_tile(const float* p, int64_t ldp, const float* v, int64_t ldv, int64_t nb, float* o, int64_t ldo) {
+  __m256 acc[R][W];
+  for (int r = 0; r < R; ++r)
+    for (int w = 0; w < W; ++w) acc[r][w] = _mm256_loadu_ps(o + r * ldo + 8 * w);
+  for (int64_t j = 0; j < nb; ++j) {
+    __m256 vv[W];
+    for (int w = 0; w < W; ++w) vv[w] = _mm256_loadu_ps(v + j * ldv + 8 * w);
+    for (int r = 0; r < R; ++r) {
+      const __m256 a = _mm256_broadcast_ss(p + r * ldp + j);
+      for (int w = 0; w < W; ++w) acc[r][w] = _mm256_fmadd_ps(a, vv[w], acc[r][w]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int w = 0; w < W; ++w) _mm256_storeu_ps(o + r * ldo + 8 * w, acc[r][w]);
+}
+
+template <int R>
+void accumulate_rows(const float* p, int64_t ldp, const float* v, int64_t ldv, int64_t nb, int64_t hd, float* o,
+                     int64_t ldo) {
+  int64_t c = 0;
+  for (; c + 16 <= hd; c += 16) accumulate_tile<R, 2>(p, ldp, v + c, ldv, nb, o + c, ldo);
+  for (; c < hd; c += 8) accumulate_tile<R, 1>(p, ldp, v + c, ldv, nb, o + c, ldo);
+}
+
+void accumulate_avx2(const float* p, int64_t ldp, int64_t m, const float* v, int64_t ldv, int64_t nb, int64_t hd,
+                     float* o, int64_t ldo) {
+  if (hd % 8) return attention_kernels_scalar()->accumulate(p, ldp, m, v, ldv, nb, hd, o, ldo);
+  int64_t r = 0;
+  for (; r + 4 <= m; r += 4) accumulate_rows<4>(p + r * ldp, ldp, v, ldv, nb, hd, o + r * ldo, ldo);
+  switch (m - r) {
+    case 3: accumulate_rows<3>(p + r * ldp, ldp, v, ldv, nb, hd, o + r * ldo, ldo); break;
+    case 2: accumulate_rows<2>(p + r * ldp, ldp, v, ldv, nb, hd, o + r * ldo, ldo); break;
+    case 1: accumulate_rows<1>(p + r * ldp, ldp, v, ldv, nb, hd, o + r * ldo, ldo); break;
+    default: break;
+  }
+}
+
+const AttentionKernels kAvx2 = {"avx2",          exp_sum_avx2,   gelu_tanh_avx2, row_max_avx2,   keys_i8_t_avx2,
+                                keys_f32_t_avx2, values_i8_avx2, scores_avx2,    accumulate_avx2, nullptr, nullptr};
 
 }  // namespace
 

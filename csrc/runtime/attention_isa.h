@@ -1,23 +1,52 @@
 #pragma once
-// The inner loops of decode attention over the int8 KV cache, and the exponentials of softmax and GELU, per
-// instruction set (scalar in ops.cpp, AVX2 in attention_avx2.cpp); attention_kernels() picks the active tier's
-// (common/isa.h), falling back to scalar.
+// The inner loops of attention (runtime/attention.h) and the exponentials of softmax and GELU, per instruction set:
+// scalar in attention_scalar.cpp (the reference), AVX2 in attention_avx2.cpp, AVX-512 in attention_avx512.cpp (its
+// products; the rest is the AVX2 tier's). attention_kernels() picks the active tier's table (common/isa.h); aarch64
+// runs the scalar table (no NEON tier yet).
 #include <cstdint>
+
+#include "common/isa.h"
 
 namespace bluelm::runtime {
 
 struct AttentionKernels {
-  // sum_i q[i] * k[i] over n values (n a multiple of 8).
-  float (*dot_f32_i8)(const float* q, const int8_t* k, int64_t n);
-  // out[i] += a * v[i] over n values (n a multiple of 8).
-  void (*axpy_i8)(float a, const int8_t* v, float* out, int64_t n);
+  const char* name;
   // x[i] = exp(x[i] - sub) for i < n, returning their sum (any n). The AVX2 exp is within 3e-7 (relative) of std::exp.
   float (*exp_sum)(float* x, int64_t n, float sub);
   // x[i] = GELU with the tanh approximation, written as x * sigmoid(2y) (any n).
   void (*gelu_tanh)(float* x, int64_t n);
+  // max of x[0..n), n >= 1.
+  float (*row_max)(const float* x, int64_t n);
+  // Keys of nb positions dequantized and transposed so dot products reduce vertically:
+  // kt[i * ldk + j] = k[j * hd + i] * ks[j * (hd / gs) + i / gs] for j < nb, 0 for nb <= j < round_up(nb, 8).
+  void (*keys_i8_t)(const int8_t* k, const float* ks, int64_t nb, int64_t hd, int64_t gs, float* kt, int64_t ldk);
+  // The same for float keys (no scales).
+  void (*keys_f32_t)(const float* k, int64_t nb, int64_t hd, float* kt, int64_t ldk);
+  // Values dequantized: vt[j * hd + i] = v[j * hd + i] * vs[j * (hd / gs) + i / gs] for j < nb.
+  void (*values_i8)(const int8_t* v, const float* vs, int64_t nb, int64_t hd, int64_t gs, float* vt);
+  // s [m, nc] (row stride lds) = q [m, hd] (row stride ldq) x kt [hd, nc] (row stride ldk); nc a multiple of 8.
+  void (*scores)(const float* q, int64_t ldq, int64_t m, const float* kt, int64_t ldk, int64_t nc, int64_t hd,
+                 float* s, int64_t lds);
+  // o [m, hd] (row stride ldo) += p [m, nb] (row stride ldp) x v [nb, hd] (row stride ldv).
+  void (*accumulate)(const float* p, int64_t ldp, int64_t m, const float* v, int64_t ldv, int64_t nb, int64_t hd,
+                     float* o, int64_t ldo);
+  // Decode's scores straight from the int8 keys in their cache layout, for the few rows of one GQA group (m <= 8),
+  // where a transposed tile would be used by too few rows to pay for itself:
+  // s[r * lds + j] = sum_i q[r * ldq + i] * k[j * hd + i] * ks[j * (hd / gs) + i / gs] for j < nb. Returns false
+  // (writing nothing) for shapes it does not take; null in tiers without it. Both fall back to keys_i8_t + scores.
+  bool (*scores_i8_direct)(const float* q, int64_t ldq, int64_t m, const int8_t* k, const float* ks, int64_t nb,
+                           int64_t hd, int64_t gs, float* s, int64_t lds);
+  // The same for the values: o [m, hd] (ldo) += sum_j p[r * ldp + j] * v[j * hd + i] * vs[j * (hd / gs) + i / gs]
+  // over j < nb, straight from the int8 values; false (nothing written) for shapes it does not take, null in tiers
+  // without it (then values_i8 + accumulate).
+  bool (*accumulate_i8_direct)(const float* p, int64_t ldp, int64_t m, const int8_t* v, const float* vs, int64_t nb,
+                               int64_t hd, int64_t gs, float* o, int64_t ldo);
 };
 
 const AttentionKernels& attention_kernels();
-const AttentionKernels* attention_kernels_avx2();  // null when not compiled in (non-x86 builds)
+const AttentionKernels* attention_kernels_for(Isa isa);  // null when this build has no table of that tier
+const AttentionKernels* attention_kernels_scalar();
+const AttentionKernels* attention_kernels_avx2();    // null when not compiled in (non-x86 builds)
+const AttentionKernels* attention_kernels_avx512();  // the AVX2 table with 512-bit products; null off x86
 
 }  // namespace bluelm::runtime

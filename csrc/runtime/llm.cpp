@@ -1,7 +1,5 @@
 #include "runtime/llm.h"
 
-#include <Eigen/Core>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -40,6 +38,13 @@ void KvCache::set_length(int64_t n) {
   length_ = n;
 }
 
+int64_t KvCache::bytes_per_token(KvType type, int64_t layers, int64_t kv_heads, int64_t head_dim) {
+  const int64_t groups = head_dim % kKvGroup == 0 ? head_dim / kKvGroup : 1;
+  const int64_t per_head = type == KvType::int8 ? 2 * (head_dim + int64_t(sizeof(float)) * groups)
+                                                : 2 * head_dim * int64_t(sizeof(float));
+  return layers * kv_heads * per_head;
+}
+
 int64_t KvCache::bytes() const {
   return int64_t(k8_.size() + v8_.size()) + int64_t(sizeof(float)) * int64_t(kf_.size() + vf_.size() + ks_.size() + vs_.size());
 }
@@ -71,81 +76,45 @@ void KvCache::store(int64_t layer, int64_t pos, const float* k, const float* v) 
   }
 }
 
-void KvCache::attend(int64_t layer, int64_t kvh, const float* q, int64_t n, float* scores, float* out) const {
+KvHeadView KvCache::head(int64_t layer, int64_t kvh) const {
+  if (layer < 0 || layer >= layers_ || kvh < 0 || kvh >= kv_heads_)
+    throw InvalidArgument(cat("KV head (", layer, ", ", kvh, ") outside a cache of ", layers_, " layers x ", kv_heads_,
+                              " heads"));
   const size_t s0 = slot(layer, kvh, 0);
-  const int64_t hd = hd_;
+  KvHeadView v;
+  v.hd = hd_;
+  v.gs = gs_;
   if (type_ == KvType::int8) {
-    const AttentionKernels& ak = attention_kernels();
-    const bool simd = gs_ % 8 == 0;
-    const int8_t* K = &k8_[s0 * size_t(hd)];
-    const float* ks = &ks_[s0 * size_t(groups_)];
-    for (int64_t j = 0; j < n; ++j) {
-      const int8_t* kr = K + j * hd;
-      float acc = 0.0f;
-      for (int64_t g = 0; g < groups_; ++g) {
-        float part = 0.0f;
-        if (simd) {
-          part = ak.dot_f32_i8(q + g * gs_, kr + g * gs_, gs_);
-        } else {
-          for (int64_t i = g * gs_; i < (g + 1) * gs_; ++i) part += q[i] * float(kr[i]);
-        }
-        acc += part * ks[j * groups_ + g];
-      }
-      scores[j] = acc;
-    }
-    softmax(scores, n);
-    const int8_t* V = &v8_[s0 * size_t(hd)];
-    const float* vs = &vs_[s0 * size_t(groups_)];
-    std::fill(out, out + hd, 0.0f);
-    for (int64_t j = 0; j < n; ++j) {
-      const int8_t* vr = V + j * hd;
-      for (int64_t g = 0; g < groups_; ++g) {
-        const float p = scores[j] * vs[j * groups_ + g];
-        if (simd) {
-          ak.axpy_i8(p, vr + g * gs_, out + g * gs_, gs_);
-        } else {
-          for (int64_t i = g * gs_; i < (g + 1) * gs_; ++i) out[i] += p * float(vr[i]);
-        }
-      }
-    }
+    v.k8 = &k8_[s0 * size_t(hd_)];
+    v.v8 = &v8_[s0 * size_t(hd_)];
+    v.ks = &ks_[s0 * size_t(groups_)];
+    v.vs = &vs_[s0 * size_t(groups_)];
   } else {
-    const float* K = &kf_[s0 * size_t(hd)];
-    for (int64_t j = 0; j < n; ++j) {
-      const float* kr = K + j * hd;
-      float acc = 0.0f;
-      for (int64_t i = 0; i < hd; ++i) acc += q[i] * kr[i];
-      scores[j] = acc;
-    }
-    softmax(scores, n);
-    const float* V = &vf_[s0 * size_t(hd)];
-    std::fill(out, out + hd, 0.0f);
-    for (int64_t j = 0; j < n; ++j) {
-      const float p = scores[j];
-      const float* vr = V + j * hd;
-      for (int64_t i = 0; i < hd; ++i) out[i] += p * vr[i];
-    }
+    v.kf = &kf_[s0 * size_t(hd_)];
+    v.vf = &vf_[s0 * size_t(hd_)];
   }
+  return v;
 }
 
-void KvCache::read(int64_t layer, int64_t kvh, int64_t n, float* k, float* v) const {
-  const size_t s0 = slot(layer, kvh, 0);
-  if (type_ == KvType::f32) {
-    std::memcpy(k, &kf_[s0 * size_t(hd_)], size_t(n * hd_) * sizeof(float));
-    std::memcpy(v, &vf_[s0 * size_t(hd_)], size_t(n * hd_) * sizeof(float));
-    return;
+std::vector<float> attend_sequence(KvType type, const float* q, int64_t t, int64_t heads, const float* k,
+                                   const float* v, int64_t n, int64_t kv_heads, int64_t hd) {
+  if (hd < 1 || kv_heads < 1 || heads < 1 || heads % kv_heads)
+    throw InvalidArgument(cat("attention needs heads (", heads, ") a multiple of KV heads (", kv_heads,
+                              ") and a positive head size (", hd, ")"));
+  if (t < 1 || t > n) throw InvalidArgument(cat("attention of ", t, " queries over ", n, " positions"));
+  KvCache cache(type, 1, kv_heads, n, hd);
+  for (int64_t p = 0; p < n; ++p) cache.store(0, p, k + p * kv_heads * hd, v + p * kv_heads * hd);
+  std::vector<KvHeadView> kv;
+  for (int64_t h = 0; h < kv_heads; ++h) kv.push_back(cache.head(0, h));
+  std::vector<float> out(size_t(t * heads * hd));
+  const float scale = 1.0f / std::sqrt(float(hd));
+  if (t == 1) {
+    DecodeScratch ds;
+    decode_attention(kv.data(), kv_heads, heads / kv_heads, q, scale, n, out.data(), ds);
+  } else {
+    prefill_attention(kv.data(), kv_heads, heads / kv_heads, q, heads * hd, scale, n - t, t, out.data(), heads * hd);
   }
-  const int8_t* K = &k8_[s0 * size_t(hd_)];
-  const int8_t* V = &v8_[s0 * size_t(hd_)];
-  const float* ks = &ks_[s0 * size_t(groups_)];
-  const float* vs = &vs_[s0 * size_t(groups_)];
-  for (int64_t j = 0; j < n; ++j)
-    for (int64_t g = 0; g < groups_; ++g) {
-      const float dk = ks[j * groups_ + g], dv = vs[j * groups_ + g];
-      for (int64_t i = g * gs_; i < (g + 1) * gs_; ++i) {
-        k[j * hd_ + i] = float(K[j * hd_ + i]) * dk;
-        v[j * hd_ + i] = float(V[j * hd_ + i]) * dv;
-      }
-    }
+  return out;
 }
 
 Llm::Llm(const model::Package& pkg, int64_t max_positions, Activations act) : cfg_(pkg.config().llm), act_(act) {
@@ -220,7 +189,6 @@ LlmWorkspace Llm::new_workspace(int64_t max_t) const {
   }
   if (any_gu) ws.gate_up.resize(t * size_t(2 * cfg_.intermediate));
   if (any_split_gu) ws.up.resize(t * size_t(cfg_.intermediate));
-  ws.scores.resize(size_t(std::max(1, num_threads())) * size_t(rope_.positions()));
   ws.logits_row.resize(size_t(cfg_.hidden));
   return ws;
 }
@@ -257,59 +225,12 @@ void Llm::embed(const int32_t* ids, int64_t t, float* out) const {
 
 void Llm::attention(int64_t layer, int64_t start, int64_t t, const float* qp, int64_t ldq, const KvCache& cache,
                     LlmWorkspace& ws) const {
-  const int64_t heads = cfg_.heads, hd = cfg_.head_dim, groups = cfg_.heads / cfg_.kv_heads;
-  const int64_t qd = cfg_.q_dim(), cap = rope_.positions();
+  const int64_t hd = cfg_.head_dim, kvh_n = cfg_.kv_heads, groups = cfg_.heads / kvh_n;
+  std::vector<KvHeadView> kv(static_cast<size_t>(kvh_n));
+  for (int64_t h = 0; h < kvh_n; ++h) kv[size_t(h)] = cache.head(layer, h);
   const float scale = 1.0f / std::sqrt(float(hd));
-  if (t == 1) {
-    // Decode: one query per head, read straight from the (int8) cache.
-    const size_t need = size_t(std::max(1, num_threads())) * size_t(cap);
-    if (ws.scores.size() < need) ws.scores.resize(need);
-    ThreadPool::global().run(heads, [&](int64_t b, int64_t e, int worker) {
-      float* scores = ws.scores.data() + size_t(worker) * size_t(cap);
-      thread_local std::vector<float> qs;
-      qs.resize(size_t(hd));
-      for (int64_t h = b; h < e; ++h) {
-        const float* q = qp + h * hd;
-        for (int64_t i = 0; i < hd; ++i) qs[size_t(i)] = q[i] * scale;
-        cache.attend(layer, h / groups, qs.data(), start + 1, scores, ws.att.data() + h * hd);
-      }
-    });
-    return;
-  }
-  // A prefill chunk: per KV head, the cache's keys and values as float, then two matrix products per query head
-  // (scores = Q K^T over positions [0, start + t), causal mask inside the chunk, softmax, out = P V).
-  using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  using CMap = Eigen::Map<const RowMat, 0, Eigen::OuterStride<>>;
-  using MMap = Eigen::Map<RowMat, 0, Eigen::OuterStride<>>;
-  const int64_t n = start + t;
-  ThreadPool::global().run(cfg_.kv_heads * groups, [&](int64_t b, int64_t e, int) {
-    thread_local std::vector<float> kbuf, vbuf, sbuf;
-    kbuf.resize(size_t(n * hd));
-    vbuf.resize(size_t(n * hd));
-    sbuf.resize(size_t(t * n));
-    int64_t loaded = -1;
-    for (int64_t task = b; task < e; ++task) {
-      const int64_t kvh = task / groups, h = kvh * groups + task % groups;
-      if (kvh != loaded) {
-        cache.read(layer, kvh, n, kbuf.data(), vbuf.data());
-        loaded = kvh;
-      }
-      const CMap Q(qp + h * hd, t, hd, Eigen::OuterStride<>(ldq));
-      const CMap K(kbuf.data(), n, hd, Eigen::OuterStride<>(hd));
-      const CMap V(vbuf.data(), n, hd, Eigen::OuterStride<>(hd));
-      MMap S(sbuf.data(), t, n, Eigen::OuterStride<>(n));
-      S.noalias() = Q * K.transpose();
-      for (int64_t r = 0; r < t; ++r) {
-        float* row = sbuf.data() + r * n;
-        const int64_t valid = start + r + 1;
-        for (int64_t j = 0; j < valid; ++j) row[j] *= scale;
-        softmax(row, valid);
-        std::fill(row + valid, row + n, 0.0f);
-      }
-      MMap O(ws.att.data() + h * hd, t, hd, Eigen::OuterStride<>(qd));
-      O.noalias() = S * V;
-    }
-  }, 0);
+  if (t == 1) decode_attention(kv.data(), kvh_n, groups, qp, scale, start + 1, ws.att.data(), ws.decode);
+  else prefill_attention(kv.data(), kvh_n, groups, qp, ldq, scale, start, t, ws.att.data(), cfg_.q_dim());
 }
 
 void Llm::forward(const float* x, int64_t t, KvCache& cache, LlmWorkspace& ws, float* logits, float* all_logits) const {
@@ -317,6 +238,10 @@ void Llm::forward(const float* x, int64_t t, KvCache& cache, LlmWorkspace& ws, f
   const int64_t start = cache.length();
   if (t < 1) throw InvalidArgument("an LLM chunk needs at least one position");
   if (t > ws.max_t) throw InvalidArgument(cat("chunk of ", t, " positions exceeds the workspace's ", ws.max_t));
+  if (cache.layers() != cfg_.layers || cache.kv_heads() != cfg_.kv_heads || cache.head_dim() != cfg_.head_dim)
+    throw InvalidArgument(cat("a KV cache of ", cache.layers(), " layers x ", cache.kv_heads(), " heads x ",
+                              cache.head_dim(), " does not fit this model's ", cfg_.layers, " x ", cfg_.kv_heads,
+                              " x ", cfg_.head_dim));
   if (start + t > cache.capacity())
     throw InvalidArgument(cat("positions ", start, "..", start + t - 1, " exceed the KV cache capacity of ",
                               cache.capacity(), " (model context ", cfg_.max_context, ")"));

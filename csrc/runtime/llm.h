@@ -5,15 +5,16 @@
 //
 // KV cache (int8): per layer, KV head and position, the hd values of a key (after RoPE) or a value are stored
 // as int8 in groups of kKvGroup values, each with a float32 scale d = max|x| / 127 (q = round(x / d)); attention
-// dequantizes on the fly (score = sum over groups of d_k * sum q_i k8_i). Keys have outlier channels, so one
-// scale per head vector loses the small ones (measured in docs/engine.md). The f32 cache stores the values as
-// they are (for checking against the reference).
+// (runtime/attention.h) dequantizes blocks of positions on the fly. Keys have outlier channels, so one scale per
+// head vector loses the small ones (measured in docs/engine.md). The f32 cache stores the values as they are (for
+// checking against the reference). Layout and bytes per token: docs/engine.md.
 #include <cstdint>
 #include <memory>
 #include <vector>
 
 #include "kernels/kernels.h"
 #include "model/package.h"
+#include "runtime/attention.h"
 #include "runtime/linear.h"
 #include "runtime/ops.h"
 
@@ -31,13 +32,16 @@ class KvCache {
   int64_t length() const { return length_; }
   void set_length(int64_t n);  // truncate (n <= length) to reuse a prefix, or 0 to reset
   int64_t bytes() const;
+  // Bytes one position adds over all layers: keys, values and their scales (the cache holds capacity of them).
+  int64_t bytes_per_token() const { return bytes_per_token(type_, layers_, kv_heads_, hd_); }
+  static int64_t bytes_per_token(KvType type, int64_t layers, int64_t kv_heads, int64_t head_dim);
+  int64_t layers() const { return layers_; }
+  int64_t kv_heads() const { return kv_heads_; }
+  int64_t head_dim() const { return hd_; }
   // k, v: [kv_heads, hd] of one position.
   void store(int64_t layer, int64_t pos, const float* k, const float* v);
-  // Attention output of one query head: q [hd] (already scaled), positions [0, n) of KV head `kvh`; out [hd];
-  // scores: n floats of scratch.
-  void attend(int64_t layer, int64_t kvh, const float* q, int64_t n, float* scores, float* out) const;
-  // Keys and values of positions [0, n) of KV head `kvh` as float32: k, v [n, hd].
-  void read(int64_t layer, int64_t kvh, int64_t n, float* k, float* v) const;
+  // The cache of one (layer, KV head), for attention (checked indices).
+  KvHeadView head(int64_t layer, int64_t kvh) const;
 
  private:
   friend class Llm;
@@ -50,10 +54,17 @@ class KvCache {
   }
 };
 
+// Attention of t query positions over a sequence of n positions (the last t of them are the queries' own), through a
+// one-layer cache of `type`, as the LLM runs it: decode (t = 1) or a prefill chunk. q [t, heads, hd] (unscaled),
+// k, v [n, kv_heads, hd] -> [t, heads, hd]. For tests against other implementations; lengths are checked.
+std::vector<float> attend_sequence(KvType type, const float* q, int64_t t, int64_t heads, const float* k,
+                                   const float* v, int64_t n, int64_t kv_heads, int64_t hd);
+
 // Per-request working memory of the LLM (activations of one chunk), sized for chunks of up to max_t positions.
 struct LlmWorkspace {
   int64_t max_t = 0;
-  std::vector<float> h, xn, q, k, v, att, tmp, gate, up, scores, logits_row;
+  std::vector<float> h, xn, q, k, v, att, tmp, gate, up, logits_row;
+  DecodeScratch decode;
   std::vector<float> qkv, gate_up;  // outputs of the stacked products [max_t, q + 2 kv], [max_t, 2 * ffn]
   kernels::Scratch scratch;
 };

@@ -111,43 +111,6 @@ void softmax(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
-namespace {
-float dot_f32_i8_scalar(const float* q, const int8_t* k, int64_t n) {
-  float acc = 0.0f;
-  for (int64_t i = 0; i < n; ++i) acc += q[i] * float(k[i]);
-  return acc;
-}
-void axpy_i8_scalar(float a, const int8_t* v, float* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] += a * float(v[i]);
-}
-float exp_sum_scalar(float* x, int64_t n, float sub) {
-  float s = 0.0f;
-  for (int64_t i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - sub);
-    s += x[i];
-  }
-  return s;
-}
-void gelu_tanh_scalar(float* x, int64_t n) {
-  constexpr float k = 0.79788456080286536f;  // sqrt(2 / pi)
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i];
-    x[i] = 0.5f * v * (1.0f + std::tanh(k * (v + 0.044715f * v * v * v)));
-  }
-}
-const AttentionKernels kScalar = {dot_f32_i8_scalar, axpy_i8_scalar, exp_sum_scalar, gelu_tanh_scalar};
-}  // namespace
-
-#if !(defined(__x86_64__) || defined(_M_X64))
-const AttentionKernels* attention_kernels_avx2() { return nullptr; }
-#endif
-
-const AttentionKernels& attention_kernels() {
-  const Isa isa = active_isa();
-  if ((isa == Isa::avx2 || isa == Isa::avx512) && attention_kernels_avx2()) return *attention_kernels_avx2();
-  return kScalar;
-}
-
 Rope::Rope(int64_t head_dim, double theta, int64_t positions) : half_(head_dim / 2), positions_(positions) {
   if (head_dim < 2 || head_dim % 2) throw InvalidArgument(cat("RoPE head_dim ", head_dim, " must be even"));
   const size_t n = size_t(positions) * size_t(half_);

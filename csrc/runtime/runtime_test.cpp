@@ -76,29 +76,6 @@ BLUELM_TEST(rope_rotates_pairs) {
   for (int64_t i = 0; i < hd; ++i) CHECK_NEAR(z[size_t(i)], x[size_t(i)], 0.0);
 }
 
-BLUELM_TEST(int8_kv_cache_matches_f32) {
-  const int64_t hd = 64, n = 37;
-  KvCache f(KvType::f32, 1, 2, 64, hd), q(KvType::int8, 1, 2, 64, hd);
-  std::mt19937 rng(5);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (int64_t p = 0; p < n; ++p) {
-    std::vector<float> k(size_t(2 * hd)), v(size_t(2 * hd));
-    for (auto& x : k) x = nd(rng);
-    for (auto& x : v) x = nd(rng);
-    f.store(0, p, k.data(), v.data());
-    q.store(0, p, k.data(), v.data());
-  }
-  std::vector<float> query(static_cast<size_t>(hd)), s1(static_cast<size_t>(n)), s2(static_cast<size_t>(n)), o1(static_cast<size_t>(hd)), o2(static_cast<size_t>(hd));
-  for (auto& x : query) x = nd(rng) * 0.125f;
-  f.attend(0, 1, query.data(), n, s1.data(), o1.data());
-  q.attend(0, 1, query.data(), n, s2.data(), o2.data());
-  // int8 with one scale per 64 values: relative error of each K/V entry <= 1/254 of the row's max.
-  for (int64_t i = 0; i < hd; ++i) CHECK_NEAR(o1[size_t(i)], o2[size_t(i)], 0.03);
-  CHECK(q.bytes() < f.bytes() / 3);
-  CHECK_THROWS(KvCache(KvType::int8, 1, 1, 0, 8), InvalidArgument);
-  CHECK_THROWS(parse_kv_type("f16"), InvalidArgument);
-}
-
 BLUELM_TEST(vector_exp_softmax_and_gelu_match_libm) {
   // Every tier's exp_sum and gelu_tanh against std::exp / std::tanh, over the range softmax and GELU see (softmax
   // arguments are <= 0 after the max is taken), with lengths that leave a tail.
@@ -131,30 +108,4 @@ BLUELM_TEST(vector_exp_softmax_and_gelu_match_libm) {
     }
   }
   set_active_isa(saved);
-}
-
-BLUELM_TEST(int8_attention_simd_matches_scalar) {
-  const int64_t hd = 64, n = 53;
-  KvCache c(KvType::int8, 1, 1, 64, hd);
-  std::mt19937 rng(9);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (int64_t p = 0; p < n; ++p) {
-    std::vector<float> k(static_cast<size_t>(hd)), v(static_cast<size_t>(hd));
-    for (auto& x : k) x = nd(rng);
-    for (auto& x : v) x = nd(rng);
-    c.store(0, p, k.data(), v.data());
-  }
-  std::vector<float> q(static_cast<size_t>(hd)), s(static_cast<size_t>(n));
-  for (auto& x : q) x = nd(rng) * 0.125f;
-  const Isa saved = active_isa();
-  std::vector<std::vector<float>> outs;
-  for (Isa isa : supported_isas()) {
-    set_active_isa(isa);
-    std::vector<float> o(static_cast<size_t>(hd));
-    c.attend(0, 0, q.data(), n, s.data(), o.data());
-    outs.push_back(o);
-  }
-  set_active_isa(saved);
-  for (size_t t = 1; t < outs.size(); ++t)
-    for (int64_t i = 0; i < hd; ++i) CHECK_NEAR(outs[t][size_t(i)], outs[0][size_t(i)], 1e-4);
 }

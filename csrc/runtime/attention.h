@@ -1,0 +1,71 @@
+#pragma once
+// Attention over the KV cache in blocks of positions with an online softmax (flash attention), for decode and for
+// prefill chunks alike. Plain C++ over one KV head's cache; the inner loops per instruction set live in
+// attention_isa.h.
+//
+// A call takes m query rows that share one KV head (the query heads of a GQA group, and in prefill several
+// positions of the chunk), reads each block of kAttnBlock cached positions once for all m rows (int8 keys and
+// values dequantized into a small L1 tile, keys transposed so the dot products reduce vertically), and keeps per
+// row a running max, sum and unnormalized output. No n-length score buffer exists; a partial result over a range
+// of positions merges exactly with others (split-K, flash-decoding).
+#include <cstdint>
+#include <vector>
+
+namespace bluelm::runtime {
+
+constexpr int64_t kAttnBlock = 64;  // cached positions per tile (int8 hd 64: 4 KB of keys, 16 KB as float)
+
+// One (layer, KV head) of the cache: positions contiguous. int8: k8/v8 [capacity, hd], ks/vs [capacity, hd / gs]
+// (one float scale per group of gs values); f32: kf/vf [capacity, hd]. Exactly one of the pairs is set.
+struct KvHeadView {
+  const int8_t *k8 = nullptr, *v8 = nullptr;
+  const float *ks = nullptr, *vs = nullptr;
+  const float *kf = nullptr, *vf = nullptr;
+  int64_t hd = 0, gs = 0;
+};
+
+// Per-thread tiles of one call (grown on demand; reused across calls).
+struct AttnScratch {
+  std::vector<float> kt, vt, s, q;
+};
+
+// Running state of m rows: out [m, hd] unnormalized, mx [m] the max score seen, sum [m] of exp(score - mx).
+// Rows that have seen no position hold mx = -inf, sum = 0, out = 0.
+struct AttnPartial {
+  float* out;
+  int64_t ldo;
+  float* mx;
+  float* sum;
+};
+
+// Attention of m query rows q [m, hd] (row stride ldq, already multiplied by 1/sqrt(hd)) over cached positions
+// [j0, j1) of kv, row r seeing only positions < limit[r] (limit null: all of [j0, j1)). Starts the partial state
+// fresh (start = true) or continues it. The caller checks j1 against the cache's length.
+void attend_block_range(const KvHeadView& kv, const float* q, int64_t ldq, int64_t m, int64_t j0, int64_t j1,
+                        const int64_t* limit, AttnPartial st, bool start, AttnScratch& scratch);
+
+// out[r] = sum_p exp(mx_p[r] - M) out_p[r] / sum_p exp(mx_p[r] - M) sum_p[r] over `parts` partial states of m
+// rows each (M the largest mx): the exact merge of attention over disjoint position ranges. out [m, hd] (ldo).
+void merge_partials(const AttnPartial* parts, int64_t count, int64_t m, int64_t hd, float* out, int64_t ldo);
+
+// Decode: one position's queries q [kv_heads * groups, hd] (unscaled; head h reads KV head h / groups) against
+// positions [0, n) of kv[0..kv_heads) -> out [kv_heads * groups, hd]. The query heads of a KV head read it together;
+// positions split into ranges of kDecodeSplit (split-K over the thread pool), merged exactly.
+constexpr int64_t kDecodeSplit = 8 * kAttnBlock;
+struct DecodeScratch {
+  std::vector<float> q, out, mx, sum;
+};
+void decode_attention(const KvHeadView* kv, int64_t kv_heads, int64_t groups, const float* q, float scale, int64_t n,
+                      float* out, DecodeScratch& scratch);
+
+// A prefill chunk of t positions start .. start + t - 1: q [t, ldq] (head h at columns h * hd, unscaled) -> out
+// [t, ldo] (same columns), position start + i seeing cached positions [0, start + i] (causal). Parallel over
+// (KV head, tile of query positions); the mask costs only the diagonal blocks.
+constexpr int64_t kPrefillRows = 64;  // query rows (positions x heads of a GQA group) per task
+void prefill_attention(const KvHeadView* kv, int64_t kv_heads, int64_t groups, const float* q, int64_t ldq,
+                       float scale, int64_t start, int64_t t, float* out, int64_t ldo);
+
+// The plain reference: softmax(q k^T) v of one query q [hd] (scaled) over positions [0, n), two passes in double.
+void attend_reference(const KvHeadView& kv, const float* q, int64_t n, float* out);
+
+}  // namespace bluelm::runtime

@@ -1,0 +1,258 @@
+// AVX-512 products of attention (attention_isa.h): scores, output accumulation and value dequantization 16 floats
+// at a time; the exponentials, the row max and the key transpose are the AVX2 tier's (8x8 register transposes).
+// Compiled with the AVX-512 flags only in this file. As in the AVX2 tier, each element is one FMA chain in
+// ascending order whatever the tiling, so results do not depend on how a call is split.
+#include <immintrin.h>
+
+#include "runtime/attention_isa.h"
+
+namespace bluelm::runtime {
+
+namespace {
+
+// Mask of the first `n` (1..16) lanes.
+__mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
+
+// R query rows x W vectors of 16 score columns (the last vector masked to `last` lanes).
+template <int R, int W>
+void scores_tile(const float* q, int64_t ldq, const float* kt, int64_t ldk, int64_t hd, __mmask16 last, float* s,
+                 int64_t lds) {
+  __m512 acc[R][W];
+  for (int r = 0; r < R; ++r)
+    for (int w = 0; w < W; ++w) acc[r][w] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < hd; ++i) {
+    __m512 kv[W];
+    for (int w = 0; w < W; ++w) kv[w] = _mm512_maskz_loadu_ps(w == W - 1 ? last : 0xFFFF, kt + i * ldk + 16 * w);
+    for (int r = 0; r < R; ++r) {
+      const __m512 a = _mm512_set1_ps(q[r * ldq + i]);
+      for (int w = 0; w < W; ++w) acc[r][w] = _mm512_fmadd_ps(a, kv[w], acc[r][w]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int w = 0; w < W; ++w) _mm512_mask_storeu_ps(s + r * lds + 16 * w, w == W - 1 ? last : 0xFFFF, acc[r][w]);
+}
+
+template <int R>
+void scores_rows(const float* q, int64_t ldq, const float* kt, int64_t ldk, int64_t nc, int64_t hd, float* s,
+                 int64_t lds) {
+  for (int64_t c = 0; c < nc; c += 64) {
+    const int64_t w = nc - c >= 64 ? 4 : (nc - c + 15) / 16;
+    const __mmask16 last = lanes(nc - c - 16 * (w - 1));
+    switch (w) {
+      case 4: scores_tile<R, 4>(q, ldq, kt + c, ldk, hd, last, s + c, lds); break;
+      case 3: scores_tile<R, 3>(q, ldq, kt + c, ldk, hd, last, s + c, lds); break;
+      case 2: scores_tile<R, 2>(q, ldq, kt + c, ldk, hd, last, s + c, lds); break;
+      default: scores_tile<R, 1>(q, ldq, kt + c, ldk, hd, last, s + c, lds); break;
+    }
+  }
+}
+
+void scores_avx512(const float* q, int64_t ldq, int64_t m, const float* kt, int64_t ldk, int64_t nc, int64_t hd,
+                   float* s, int64_t lds) {
+  int64_t r = 0;
+  for (; r + 4 <= m; r += 4) scores_rows<4>(q + r * ldq, ldq, kt, ldk, nc, hd, s + r * lds, lds);
+  switch (m - r) {
+    case 3: scores_rows<3>(q + r * ldq, ldq, kt, ldk, nc, hd, s + r * lds, lds); break;
+    case 2: scores_rows<2>(q + r * ldq, ldq, kt, ldk, nc, hd, s + r * lds, lds); break;
+    case 1: scores_rows<1>(q + r * ldq, ldq, kt, ldk, nc, hd, s + r * lds, lds); break;
+    default: break;
+  }
+}
+
+// R output rows x W vectors of 16 head-dimension columns (the last masked), accumulated over the block's positions.
+template <int R, int W>
+void accumulate_tile(const float* p, int64_t ldp, const float* v, int64_t ldv, int64_t nb, __mmask16 last, float* o,
+                     int64_t ldo) {
+  __m512 acc[R][W];
+  for (int r = 0; r < R; ++r)
+    for (int w = 0; w < W; ++w) acc[r][w] = _mm512_maskz_loadu_ps(w == W - 1 ? last : 0xFFFF, o + r * ldo + 16 * w);
+  for (int64_t j = 0; j < nb; ++j) {
+    __m512 vv[W];
+    for (int w = 0; w < W; ++w) vv[w] = _mm512_maskz_loadu_ps(w == W - 1 ? last : 0xFFFF, v + j * ldv + 16 * w);
+    for (int r = 0; r < R; ++r) {
+      const __m512 a = _mm512_set1_ps(p[r * ldp + j]);
+      for (int w = 0; w < W; ++w) acc[r][w] = _mm512_fmadd_ps(a, vv[w], acc[r][w]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int w = 0; w < W; ++w) _mm512_mask_storeu_ps(o + r * ldo + 16 * w, w == W - 1 ? last : 0xFFFF, acc[r][w]);
+}
+
+template <int R>
+void accumulate_rows(const float* p, int64_t ldp, const float* v, int64_t ldv, int64_t nb, int64_t hd, float* o,
+                     int64_t ldo) {
+  for (int64_t c = 0; c < hd; c += 64) {
+    const int64_t w = hd - c >= 64 ? 4 : (hd - c + 15) / 16;
+    const __mmask16 last = lanes(hd - c - 16 * (w - 1));
+    switch (w) {
+      case 4: accumulate_tile<R, 4>(p, ldp, v + c, ldv, nb, last, o + c, ldo); break;
+      case 3: accumulate_tile<R, 3>(p, ldp, v + c, ldv, nb, last, o + c, ldo); break;
+      case 2: accumulate_tile<R, 2>(p, ldp, v + c, ldv, nb, last, o + c, ldo); break;
+      default: accumulate_tile<R, 1>(p, ldp, v + c, ldv, nb, last, o + c, ldo); break;
+    }
+  }
+}
+
+void accumulate_avx512(const float* p, int64_t ldp, int64_t m, const float* v, int64_t ldv, int64_t nb, int64_t hd,
+                       float* o, int64_t ldo) {
+  int64_t r = 0;
+  for (; r + 4 <= m; r += 4) accumulate_rows<4>(p + r * ldp, ldp, v, ldv, nb, hd, o + r * ldo, ldo);
+  switch (m - r) {
+    case 3: accumulate_rows<3>(p + r * ldp, ldp, v, ldv, nb, hd, o + r * ldo, ldo); break;
+    case 2: accumulate_rows<2>(p + r * ldp, ldp, v, ldv, nb, hd, o + r * ldo, ldo); break;
+    case 1: accumulate_rows<1>(p + r * ldp, ldp, v, ldv, nb, hd, o + r * ldo, ldo); break;
+    default: break;
+  }
+}
+
+void values_i8_avx512(const int8_t* v, const float* vs, int64_t nb, int64_t hd, int64_t gs, float* vt) {
+  if (gs % 16) return attention_kernels_avx2()->values_i8(v, vs, nb, hd, gs, vt);
+  const int64_t groups = hd / gs;
+  for (int64_t j = 0; j < nb; ++j)
+    for (int64_t g = 0; g < groups; ++g) {
+      const __m512 d = _mm512_set1_ps(vs[j * groups + g]);
+      for (int64_t i = g * gs; i < (g + 1) * gs; i += 16) {
+        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(v + j * hd + i));
+        // (masked forms: gcc 12 warns about the undefined source register of the plain ones)
+        _mm512_storeu_ps(vt + j * hd + i, _mm512_mul_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, _mm512_maskz_cvtepi8_epi32(0xFFFF, b)), d));
+      }
+    }
+}
+
+// 16 vectors of partial sums (one per position) -> one vector of their 16 totals, lane l holding position
+// (l % 4) * 4 + l / 4: a tree of 128-bit and 32-bit shuffles, 45 instructions instead of 16 horizontal reductions
+// (zero-masked forms throughout: gcc 12 warns about the undefined source register of the plain ones).
+__m512 reduce16(const __m512 v[16]) {
+  __m512 a[8], b[4], c[2];
+  for (int i = 0; i < 8; ++i)
+    a[i] = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(0xFFFF, v[2 * i], v[2 * i + 1], 0x44),
+                         _mm512_maskz_shuffle_f32x4(0xFFFF, v[2 * i], v[2 * i + 1], 0xEE));
+  for (int i = 0; i < 4; ++i)
+    b[i] = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(0xFFFF, a[2 * i], a[2 * i + 1], 0x88),
+                         _mm512_maskz_shuffle_f32x4(0xFFFF, a[2 * i], a[2 * i + 1], 0xDD));
+  for (int i = 0; i < 2; ++i)
+    c[i] = _mm512_add_ps(_mm512_maskz_shuffle_ps(0xFFFF, b[2 * i], b[2 * i + 1], 0x88), _mm512_maskz_shuffle_ps(0xFFFF, b[2 * i], b[2 * i + 1], 0xDD));
+  return _mm512_add_ps(_mm512_maskz_shuffle_ps(0xFFFF, c[0], c[1], 0x88), _mm512_maskz_shuffle_ps(0xFFFF, c[0], c[1], 0xDD));
+}
+
+// R rows against 16 positions at a time: each key row dequantized once (scale folded in) for the R queries, one
+// partial-sum vector per (row, position), then one tree reduction per row and 16 positions.
+template <int R>
+void scores_i8_direct_rows(const float* q, int64_t ldq, const int8_t* k, const float* ks, int64_t nb, int64_t hd,
+                           int64_t gs, float* s, int64_t lds) {
+  const int64_t groups = hd / gs;
+  // The tree leaves lane l with position (l % 4) * 4 + l / 4; this index puts position p in lane p.
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  for (int64_t j0 = 0; j0 < nb; j0 += 16) {
+    const int64_t np = nb - j0 < 16 ? nb - j0 : 16;
+    __m512 part[R][16];
+    for (int64_t p = 0; p < 16; ++p) {
+      __m512 acc[R];
+      for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+      if (p < np) {
+        const int8_t* kr = k + (j0 + p) * hd;
+        for (int64_t g = 0; g < groups; ++g) {
+          const __m512 d = _mm512_set1_ps(ks[(j0 + p) * groups + g]);
+          for (int64_t i = g * gs; i < (g + 1) * gs; i += 16) {
+            const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kr + i));
+            const __m512 kv = _mm512_mul_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, _mm512_maskz_cvtepi8_epi32(0xFFFF, b)), d);
+            for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(q + r * ldq + i), kv, acc[r]);
+          }
+        }
+      }
+      for (int r = 0; r < R; ++r) part[r][p] = acc[r];
+    }
+    for (int r = 0; r < R; ++r)
+      _mm512_mask_storeu_ps(s + r * lds + j0, lanes(np), _mm512_maskz_permutexvar_ps(0xFFFF, order, reduce16(part[r])));
+  }
+}
+
+bool scores_i8_direct_avx512(const float* q, int64_t ldq, int64_t m, const int8_t* k, const float* ks, int64_t nb,
+                             int64_t hd, int64_t gs, float* s, int64_t lds) {
+  if (hd % 16 || gs % 16 || m > 8) return false;
+  int64_t r = 0;
+  for (; r + 4 <= m; r += 4) scores_i8_direct_rows<4>(q + r * ldq, ldq, k, ks, nb, hd, gs, s + r * lds, lds);
+  switch (m - r) {
+    case 3: scores_i8_direct_rows<3>(q + r * ldq, ldq, k, ks, nb, hd, gs, s + r * lds, lds); break;
+    case 2: scores_i8_direct_rows<2>(q + r * ldq, ldq, k, ks, nb, hd, gs, s + r * lds, lds); break;
+    case 1: scores_i8_direct_rows<1>(q + r * ldq, ldq, k, ks, nb, hd, gs, s + r * lds, lds); break;
+    default: break;
+  }
+  return true;
+}
+
+// R rows x W vectors of 16 output columns [c, c + 16 W) inside one scale group: each value row converted once for
+// the R rows, its weight p * scale folded into one broadcast per row.
+template <int R, int W>
+void accumulate_i8_tile(const float* p, int64_t ldp, const int8_t* v, const float* vs, int64_t nb, int64_t hd,
+                        int64_t groups, int64_t g, int64_t c, float* o, int64_t ldo) {
+  __m512 acc[R][W];
+  for (int r = 0; r < R; ++r)
+    for (int w = 0; w < W; ++w) acc[r][w] = _mm512_loadu_ps(o + r * ldo + c + 16 * w);
+  for (int64_t j = 0; j < nb; ++j) {
+    __m512 vv[W];
+    for (int w = 0; w < W; ++w) {
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(v + j * hd + c + 16 * w));
+      vv[w] = _mm512_maskz_cvtepi32_ps(0xFFFF, _mm512_maskz_cvtepi8_epi32(0xFFFF, b));
+    }
+    const float d = vs[j * groups + g];
+    for (int r = 0; r < R; ++r) {
+      const __m512 a = _mm512_set1_ps(p[r * ldp + j] * d);
+      for (int w = 0; w < W; ++w) acc[r][w] = _mm512_fmadd_ps(a, vv[w], acc[r][w]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int w = 0; w < W; ++w) _mm512_storeu_ps(o + r * ldo + c + 16 * w, acc[r][w]);
+}
+
+template <int R>
+void accumulate_i8_rows(const float* p, int64_t ldp, const int8_t* v, const float* vs, int64_t nb, int64_t hd,
+                        int64_t gs, float* o, int64_t ldo) {
+  const int64_t groups = hd / gs;
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t c = g * gs; c < (g + 1) * gs;) {
+      const int64_t left = (g + 1) * gs - c;
+      if (left >= 64) {
+        accumulate_i8_tile<R, 4>(p, ldp, v, vs, nb, hd, groups, g, c, o, ldo);
+        c += 64;
+      } else if (left >= 32) {
+        accumulate_i8_tile<R, 2>(p, ldp, v, vs, nb, hd, groups, g, c, o, ldo);
+        c += 32;
+      } else {
+        accumulate_i8_tile<R, 1>(p, ldp, v, vs, nb, hd, groups, g, c, o, ldo);
+        c += 16;
+      }
+    }
+}
+
+bool accumulate_i8_direct_avx512(const float* p, int64_t ldp, int64_t m, const int8_t* v, const float* vs, int64_t nb,
+                                 int64_t hd, int64_t gs, float* o, int64_t ldo) {
+  if (hd % 16 || gs % 16 || m > 8) return false;
+  int64_t r = 0;
+  for (; r + 4 <= m; r += 4) accumulate_i8_rows<4>(p + r * ldp, ldp, v, vs, nb, hd, gs, o + r * ldo, ldo);
+  switch (m - r) {
+    case 3: accumulate_i8_rows<3>(p + r * ldp, ldp, v, vs, nb, hd, gs, o + r * ldo, ldo); break;
+    case 2: accumulate_i8_rows<2>(p + r * ldp, ldp, v, vs, nb, hd, gs, o + r * ldo, ldo); break;
+    case 1: accumulate_i8_rows<1>(p + r * ldp, ldp, v, vs, nb, hd, gs, o + r * ldo, ldo); break;
+    default: break;
+  }
+  return true;
+}
+
+}  // namespace
+
+const AttentionKernels* attention_kernels_avx512() {
+  static const AttentionKernels table = [] {
+    AttentionKernels k = *attention_kernels_avx2();
+    k.name = "avx512";
+    k.values_i8 = values_i8_avx512;
+    k.scores = scores_avx512;
+    k.accumulate = accumulate_avx512;
+    k.scores_i8_direct = scores_i8_direct_avx512;
+    k.accumulate_i8_direct = accumulate_i8_direct_avx512;
+    return k;
+  }();
+  return &table;
+}
+
+}  // namespace bluelm::runtime

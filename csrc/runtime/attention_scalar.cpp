@@ -1,0 +1,115 @@
+// Scalar reference of the attention inner loops (attention_isa.h) and the tier dispatch. Plain loops in the order
+// the SIMD tiers use (each score and output element accumulated over i or j in ascending order).
+#include <algorithm>
+#include <cmath>
+
+#include "runtime/attention_isa.h"
+
+namespace bluelm::runtime {
+
+namespace {
+
+float exp_sum_scalar(float* x, int64_t n, float sub) {
+  float s = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - sub);
+    s += x[i];
+  }
+  return s;
+}
+
+void gelu_tanh_scalar(float* x, int64_t n) {
+  constexpr float k = 0.79788456080286536f;  // sqrt(2 / pi)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    x[i] = 0.5f * v * (1.0f + std::tanh(k * (v + 0.044715f * v * v * v)));
+  }
+}
+
+float row_max_scalar(const float* x, int64_t n) {
+  float m = x[0];
+  for (int64_t i = 1; i < n; ++i) m = std::max(m, x[i]);
+  return m;
+}
+
+int64_t round8(int64_t n) { return (n + 7) / 8 * 8; }
+
+void keys_i8_t_scalar(const int8_t* k, const float* ks, int64_t nb, int64_t hd, int64_t gs, float* kt, int64_t ldk) {
+  const int64_t groups = hd / gs;
+  for (int64_t i = 0; i < hd; ++i) {
+    float* row = kt + i * ldk;
+    for (int64_t j = 0; j < nb; ++j) row[j] = float(k[j * hd + i]) * ks[j * groups + i / gs];
+    for (int64_t j = nb; j < round8(nb); ++j) row[j] = 0.0f;
+  }
+}
+
+void keys_f32_t_scalar(const float* k, int64_t nb, int64_t hd, float* kt, int64_t ldk) {
+  for (int64_t i = 0; i < hd; ++i) {
+    float* row = kt + i * ldk;
+    for (int64_t j = 0; j < nb; ++j) row[j] = k[j * hd + i];
+    for (int64_t j = nb; j < round8(nb); ++j) row[j] = 0.0f;
+  }
+}
+
+void values_i8_scalar(const int8_t* v, const float* vs, int64_t nb, int64_t hd, int64_t gs, float* vt) {
+  const int64_t groups = hd / gs;
+  for (int64_t j = 0; j < nb; ++j)
+    for (int64_t i = 0; i < hd; ++i) vt[j * hd + i] = float(v[j * hd + i]) * vs[j * groups + i / gs];
+}
+
+void scores_scalar(const float* q, int64_t ldq, int64_t m, const float* kt, int64_t ldk, int64_t nc, int64_t hd,
+                   float* s, int64_t lds) {
+  for (int64_t r = 0; r < m; ++r) {
+    float* sr = s + r * lds;
+    std::fill(sr, sr + nc, 0.0f);
+    for (int64_t i = 0; i < hd; ++i) {
+      const float a = q[r * ldq + i];
+      const float* kr = kt + i * ldk;
+      for (int64_t j = 0; j < nc; ++j) sr[j] += a * kr[j];
+    }
+  }
+}
+
+void accumulate_scalar(const float* p, int64_t ldp, int64_t m, const float* v, int64_t ldv, int64_t nb, int64_t hd,
+                       float* o, int64_t ldo) {
+  for (int64_t r = 0; r < m; ++r) {
+    float* orow = o + r * ldo;
+    for (int64_t j = 0; j < nb; ++j) {
+      const float a = p[r * ldp + j];
+      const float* vr = v + j * ldv;
+      for (int64_t i = 0; i < hd; ++i) orow[i] += a * vr[i];
+    }
+  }
+}
+
+const AttentionKernels kScalar = {"scalar",          exp_sum_scalar,   gelu_tanh_scalar, row_max_scalar,
+                                  keys_i8_t_scalar,  keys_f32_t_scalar, values_i8_scalar, scores_scalar,
+                                  accumulate_scalar, nullptr, nullptr};
+
+}  // namespace
+
+const AttentionKernels* attention_kernels_scalar() { return &kScalar; }
+
+#if !(defined(__x86_64__) || defined(_M_X64))
+const AttentionKernels* attention_kernels_avx2() { return nullptr; }
+const AttentionKernels* attention_kernels_avx512() { return nullptr; }
+#endif
+
+const AttentionKernels* attention_kernels_for(Isa isa) {
+  switch (isa) {
+    case Isa::scalar: return &kScalar;
+    case Isa::avx2: return attention_kernels_avx2();
+    case Isa::avx512: return attention_kernels_avx512();
+    default: return nullptr;
+  }
+}
+
+const AttentionKernels& attention_kernels() {
+  // aarch64 runs the scalar table (no NEON tier yet).
+  const Isa isa = active_isa();
+  if (isa == Isa::avx512 && attention_kernels_avx512()) return *attention_kernels_avx512();
+  if ((isa == Isa::avx2 || isa == Isa::avx512) && attention_kernels_avx2()) return *attention_kernels_avx2();
+  return kScalar;
+}
+
+}  // namespace bluelm::runtime

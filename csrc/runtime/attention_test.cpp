@@ -1,0 +1,148 @@
+// Attention over the KV cache (runtime/attention.h): every tier against the double-precision reference and against
+// the scalar tier, on awkward lengths, head sizes and GQA ratios; split-K merging; the causal limit of prefill.
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "common/error.h"
+#include "common/isa.h"
+#include "common/testing.h"
+#include "runtime/attention.h"
+#include "runtime/attention_isa.h"
+#include "runtime/llm.h"
+
+using namespace bluelm;
+using namespace bluelm::runtime;
+
+namespace {
+
+// A one-layer cache of kv_heads heads holding n random positions (keys with a few large channels, as real keys).
+KvCache random_cache(KvType type, int64_t kv_heads, int64_t n, int64_t hd, uint32_t seed) {
+  KvCache c(type, 1, kv_heads, n, hd);
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> k(size_t(kv_heads * hd)), v(size_t(kv_heads * hd));
+  for (int64_t p = 0; p < n; ++p) {
+    for (size_t i = 0; i < k.size(); ++i) k[i] = nd(rng) * (i % 17 == 3 ? 6.0f : 1.0f);
+    for (auto& x : v) x = nd(rng);
+    c.store(0, p, k.data(), v.data());
+  }
+  return c;
+}
+
+std::vector<float> random_rows(int64_t rows, int64_t hd, uint32_t seed, float s) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, s);
+  std::vector<float> q(size_t(rows * hd));
+  for (auto& x : q) x = nd(rng);
+  return q;
+}
+
+// m rows over [0, n) in ranges of `split` positions merged (split >= n: one range).
+std::vector<float> attend_split(const KvHeadView& kv, const float* q, int64_t m, int64_t n, int64_t split,
+                                const int64_t* limit) {
+  const int64_t hd = kv.hd, parts = (n + split - 1) / split;
+  std::vector<float> out(size_t(parts * m * hd)), mx(size_t(parts * m)), sum(size_t(parts * m));
+  std::vector<AttnPartial> st;
+  AttnScratch scratch;
+  for (int64_t p = 0; p < parts; ++p) {
+    st.push_back({out.data() + p * m * hd, hd, mx.data() + p * m, sum.data() + p * m});
+    attend_block_range(kv, q, hd, m, p * split, std::min(n, (p + 1) * split), limit, st.back(), true, scratch);
+  }
+  std::vector<float> res(size_t(m * hd));
+  merge_partials(st.data(), parts, m, hd, res.data(), hd);
+  return res;
+}
+
+double max_abs(const std::vector<float>& a) {
+  double m = 0;
+  for (float x : a) m = std::max(m, double(std::fabs(x)));
+  return m;
+}
+
+}  // namespace
+
+BLUELM_TEST(attention_tiers_match_reference_on_awkward_sizes) {
+  const Isa saved = active_isa();
+  uint32_t seed = 1;
+  for (KvType type : {KvType::int8, KvType::f32})
+    for (int64_t hd : {64, 80, 128})
+      for (int64_t n : {1, 31, 33, 4097}) {
+        const KvCache c = random_cache(type, 1, n, hd, seed++);
+        const KvHeadView kv = c.head(0, 0);
+        for (int64_t groups : {1, 3, 4, 8}) {
+          const std::vector<float> q = random_rows(groups, hd, seed++, 1.0f / std::sqrt(float(hd)));
+          std::vector<float> want(size_t(groups * hd));
+          for (int64_t r = 0; r < groups; ++r) attend_reference(kv, q.data() + r * hd, n, want.data() + r * hd);
+          std::vector<float> scalar;
+          for (Isa isa : supported_isas()) {
+            if (!attention_kernels_for(isa)) continue;
+            set_active_isa(isa);
+            for (int64_t split : {n, int64_t(512), int64_t(100)}) {  // 100: ranges not aligned to blocks
+              const std::vector<float> got = attend_split(kv, q.data(), groups, n, split, nullptr);
+              for (size_t i = 0; i < got.size(); ++i) CHECK_NEAR(got[i], want[i], 2e-5 * (1 + std::fabs(want[i])));
+              if (isa == Isa::scalar && split == n) scalar = got;
+              if (isa != Isa::scalar && split == n)
+                for (size_t i = 0; i < got.size(); ++i) CHECK_NEAR(got[i], scalar[i], 1e-5 * (1 + std::fabs(scalar[i])));
+            }
+          }
+        }
+      }
+  set_active_isa(saved);
+}
+
+BLUELM_TEST(attention_causal_limit_and_decode_driver) {
+  // Rows with their own limits (prefill's diagonal) equal the reference over [0, limit); the decode driver (GQA
+  // groups over KV heads, split-K over the pool) equals it over [0, n).
+  const int64_t hd = 64, n = 1100, kv_heads = 3, groups = 3;
+  const KvCache c = random_cache(KvType::int8, kv_heads, n, hd, 77);
+  const Isa saved = active_isa();
+  for (Isa isa : supported_isas()) {
+    if (!attention_kernels_for(isa)) continue;
+    set_active_isa(isa);
+    const int64_t m = 7;
+    const std::vector<float> q = random_rows(m, hd, 5, 0.125f);
+    const std::vector<int64_t> limit = {1, 2, 63, 64, 65, 700, n};
+    const std::vector<float> got = attend_split(c.head(0, 1), q.data(), m, n, n, limit.data());
+    for (int64_t r = 0; r < m; ++r) {
+      std::vector<float> want(static_cast<size_t>(hd));
+      attend_reference(c.head(0, 1), q.data() + r * hd, limit[size_t(r)], want.data());
+      for (int64_t i = 0; i < hd; ++i) CHECK_NEAR(got[size_t(r * hd + i)], want[size_t(i)], 2e-5);
+    }
+    const std::vector<float> qd = random_rows(kv_heads * groups, hd, 6, 1.0f);
+    std::vector<KvHeadView> kv;
+    for (int64_t h = 0; h < kv_heads; ++h) kv.push_back(c.head(0, h));
+    std::vector<float> out(size_t(kv_heads * groups * hd));
+    DecodeScratch ds;
+    decode_attention(kv.data(), kv_heads, groups, qd.data(), 0.125f, n, out.data(), ds);
+    for (int64_t h = 0; h < kv_heads * groups; ++h) {
+      std::vector<float> qs(static_cast<size_t>(hd)), want(static_cast<size_t>(hd));
+      for (int64_t i = 0; i < hd; ++i) qs[size_t(i)] = qd[size_t(h * hd + i)] * 0.125f;
+      attend_reference(kv[size_t(h / groups)], qs.data(), n, want.data());
+      for (int64_t i = 0; i < hd; ++i) CHECK_NEAR(out[size_t(h * hd + i)], want[size_t(i)], 2e-5);
+    }
+  }
+  set_active_isa(saved);
+}
+
+BLUELM_TEST(int8_kv_cache_close_to_f32_and_sized_honestly) {
+  const int64_t hd = 64, n = 37;
+  const KvCache f = random_cache(KvType::f32, 2, n, hd, 5), q = random_cache(KvType::int8, 2, n, hd, 5);
+  const std::vector<float> query = random_rows(1, hd, 9, 0.125f);
+  std::vector<float> o1(static_cast<size_t>(hd)), o2(static_cast<size_t>(hd));
+  attend_reference(f.head(0, 1), query.data(), n, o1.data());
+  attend_reference(q.head(0, 1), query.data(), n, o2.data());
+  // int8 per group of 32: each K/V entry within 1/254 of its group's max.
+  for (int64_t i = 0; i < hd; ++i) CHECK_NEAR(o1[size_t(i)], o2[size_t(i)], 0.03);
+  CHECK(max_abs(o2) > 0.01);
+  // Bytes per token: K and V, hd int8 plus one float scale per 32 values, per layer and KV head.
+  CHECK_EQ(q.bytes_per_token(), 2 * 2 * (64 + 4 * 2));
+  CHECK_EQ(f.bytes_per_token(), 2 * 2 * 64 * 4);
+  CHECK_EQ(q.bytes(), q.bytes_per_token() * q.capacity());
+  CHECK_EQ(f.bytes(), f.bytes_per_token() * f.capacity());
+  CHECK_THROWS(q.head(1, 0), InvalidArgument);
+  CHECK_THROWS(q.head(0, 2), InvalidArgument);
+  CHECK_THROWS(KvCache(KvType::int8, 1, 1, 0, 8), InvalidArgument);
+  CHECK_THROWS(parse_kv_type("f16"), InvalidArgument);
+}

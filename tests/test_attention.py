@@ -1,0 +1,108 @@
+"""Attention over the KV cache (csrc/runtime/attention.h) against torch's scaled_dot_product_attention.
+
+Every tier this machine runs (scalar, and AVX2 on x86) on awkward sizes: lengths 1, 31, 33, 4097 (tails of the
+64-position blocks and of the 512-position split-K ranges), head sizes 64, 80, 128, GQA ratios 1, 3, 4, 8, decode
+(one query) and prefill (a chunk of queries, causal). The int8 cache is compared with SDPA over the values it stores
+(quantized here as the engine does: per group of 32, d = max|x| / 127, round half to even), so both caches are held
+to float rounding; the int8 cache's own error against float keys is bounded separately.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from bluelm_v import _core  # noqa: E402
+
+TIERS = [t for t in ("scalar", "avx2", "avx512") if _core.isa_supported(t)]
+
+
+@pytest.fixture(params=TIERS)
+def tier(request):
+    saved = _core.active_isa()
+    _core.set_active_isa(request.param)
+    yield request.param
+    _core.set_active_isa(saved)
+
+
+def quantize_i8(x: np.ndarray) -> np.ndarray:
+    """What the int8 cache holds for x [..., hd], dequantized."""
+    hd = x.shape[-1]
+    gs = 32 if hd % 32 == 0 else hd
+    g = x.reshape(*x.shape[:-1], hd // gs, gs).astype(np.float32)
+    d = np.abs(g).max(-1, keepdims=True) / np.float32(127)
+    inv = np.where(d > 0, np.float32(1) / np.where(d > 0, d, 1), 0).astype(np.float32)
+    q = np.rint(g * inv)
+    return (q * d).reshape(x.shape).astype(np.float32)
+
+
+def sdpa(q, k, v):
+    """q [t, H, hd], k/v [n, Hkv, hd]: query i is position n - t + i and sees positions <= its own."""
+    t, heads, _ = q.shape
+    n, kvh, _ = k.shape
+    rep = heads // kvh
+    qt = torch.from_numpy(q).transpose(0, 1).double()
+    kt = torch.from_numpy(k).transpose(0, 1).repeat_interleave(rep, 0).double()
+    vt = torch.from_numpy(v).transpose(0, 1).repeat_interleave(rep, 0).double()
+    mask = torch.arange(n)[None, :] <= (n - t + torch.arange(t))[:, None]
+    out = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask)
+    return out.transpose(0, 1).float().numpy()
+
+
+def draw(n, t, heads, kvh, hd, seed):
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((t, heads, hd), dtype=np.float32)
+    k = rng.standard_normal((n, kvh, hd), dtype=np.float32)
+    k[..., 3::17] *= 6  # outlier channels, as real keys have
+    v = rng.standard_normal((n, kvh, hd), dtype=np.float32)
+    return q, k, v
+
+
+@pytest.mark.parametrize("n", [1, 31, 33, 4097])
+@pytest.mark.parametrize("hd", [64, 80, 128])
+@pytest.mark.parametrize("ratio", [1, 3, 4, 8])
+@pytest.mark.parametrize("kv", ["f32", "int8"])
+def test_attention_matches_sdpa(tier, n, hd, ratio, kv):
+    kvh = 2 if ratio < 8 else 1
+    for t in sorted({1, min(n, 37)}):
+        q, k, v = draw(n, t, kvh * ratio, kvh, hd, seed=n * 1000 + hd + ratio + t)
+        got = _core.attention(q, k, v, kv)
+        stored = (k, v) if kv == "f32" else (quantize_i8(k), quantize_i8(v))
+        want = sdpa(q, *stored)
+        np.testing.assert_allclose(got, want, rtol=0, atol=3e-5 * max(1.0, np.abs(want).max()))
+
+
+def test_tiers_agree_with_scalar():
+    q, k, v = draw(1100, 70, 9, 3, 64, seed=3)
+    saved = _core.active_isa()
+    try:
+        outs = {}
+        for t in TIERS:
+            _core.set_active_isa(t)
+            outs[t] = (_core.attention(q, k, v, "int8"), _core.attention(q[-1:], k, v, "int8"))
+    finally:
+        _core.set_active_isa(saved)
+    for t in TIERS:
+        for a, b in zip(outs[t], outs["scalar"]):
+            np.testing.assert_allclose(a, b, rtol=0, atol=2e-5)
+
+
+def test_int8_cache_error_is_bounded():
+    q, k, v = draw(500, 8, 9, 3, 64, seed=4)
+    exact = sdpa(q, k, v)
+    got = _core.attention(q, k, v, "int8")
+    err = np.abs(got - exact).max()
+    assert 1e-5 < err < 0.05, err  # quantized (not the float path), within a few 1/254 steps of the values
+
+
+def test_attention_refuses_bad_shapes():
+    q, k, v = draw(8, 2, 4, 2, 64, seed=5)
+    with pytest.raises(ValueError, match="multiple"):
+        _core.attention(q[:, :3], k, v, "int8")
+    with pytest.raises(ValueError, match="queries"):
+        _core.attention(np.zeros((9, 4, 64), np.float32), k, v, "int8")
+    with pytest.raises(ValueError, match="head sizes"):
+        _core.attention(q[..., :32], k, v, "int8")
+    with pytest.raises(ValueError, match="KV cache type"):
+        _core.attention(q, k, v, "f16")
