@@ -1,6 +1,8 @@
-"""bluelm-v run --model PKG [--image IMG ...] --prompt TEXT: answer with the native engine, then the timing table.
+"""bluelm-v run --model MODEL [--image IMG ...] (--prompt TEXT | --file F): answer with the native engine, then the
+timing table.
 
-PKG is a model package folder (``bluelm-v package``). The answer streams as it is generated; the table gives the
+MODEL is a model package folder (``bluelm-v package``), or a .gguf file, an HF folder, a config name or the
+``smollm2-135m-gguf`` alias, packaged once into the cache and reused (``bluelm_v.export.cached``). The answer streams as it is generated; the table gives the
 request's timing in the paper's terms (init, preprocessing, ViT, prefill, TTFT, decode tokens/s, peak memory).
 """
 from __future__ import annotations
@@ -11,9 +13,14 @@ import sys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model package folder (manifest.json + weights.bin)")
+    p.add_argument("--model", required=True,
+                   help="model package folder, .gguf file, HF folder, config name or smollm2-135m-gguf (packaged "
+                        "once into ~/.cache/bluelm-v, then reused)")
+    p.add_argument("--quant", default="q4_0", help="weights of a package made from --model (default q4_0)")
     p.add_argument("--image", action="append", default=[], help="image file (repeat for several)")
-    p.add_argument("--prompt", required=True)
+    prompt = p.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", help="the question")
+    prompt.add_argument("--file", help="read the question from this file ('-' for standard input)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-k", type=int, default=0)
@@ -28,10 +35,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the answer and timing as one JSON object instead")
 
 
+def read_prompt(args: argparse.Namespace) -> str:
+    if args.prompt is not None:
+        return args.prompt
+    if args.file == "-":
+        return sys.stdin.read()
+    from pathlib import Path
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise FileNotFoundError(f"--file {args.file}: no such file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--file {args.file} is not UTF-8 text ({exc})") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from bluelm_v.engine import Engine
+    from bluelm_v.export.cached import cached_package
 
-    engine = Engine(args.model, threads=args.threads, chunk=args.chunk, tile_batch=args.tile_batch,
+    prompt = read_prompt(args)
+    model = cached_package(args.model, quant=args.quant, progress=not args.json)
+    engine = Engine(model, threads=args.threads, chunk=args.chunk, tile_batch=args.tile_batch,
                     kv_cache=args.kv_cache, context=args.context)
     s = engine.session()
     for img in args.image:
@@ -42,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         return True
 
-    r = s.generate(args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+    r = s.generate(prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                    top_p=args.top_p, seed=args.seed, stop=args.stop, on_text=None if args.json else show)
     if args.json:
         from dataclasses import asdict
