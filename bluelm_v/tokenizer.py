@@ -244,12 +244,40 @@ _CONTENT = ("\u2063c0\u2063", "\u2063c1\u2063", "\u2063c2\u2063")
 
 def render_template(template: str, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool,
                     **extra: Any) -> str:
-    """A chat template rendered with jinja2 as transformers does (sandbox, trim_blocks, lstrip_blocks)."""
+    """A chat template rendered with jinja2 as transformers does (sandbox, trim_blocks, lstrip_blocks). Templates come
+    from model files, so any failure of the template itself is a ValueError saying so, and ``*`` / ``**`` that would
+    build more than ``_TEMPLATE_MAX_ITEMS`` characters or items are refused before they allocate."""
+    import jinja2
+
+    try:
+        return _template_env().from_string(template).render(
+            messages=list(messages), add_generation_prompt=add_generation_prompt, **extra)
+    except ValueError:
+        raise
+    except (jinja2.TemplateError, TypeError, AttributeError, KeyError, IndexError, ArithmeticError, RecursionError,
+            MemoryError) as exc:
+        raise ValueError(f"chat template cannot be rendered ({type(exc).__name__}: {_short(str(exc))})") from None
+
+
+_TEMPLATE_MAX_ITEMS = 1 << 20
+
+
+def _template_env():
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(template).render(messages=list(messages), add_generation_prompt=add_generation_prompt,
-                                            **extra)
+    class Bounded(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset(["*", "**"])
+
+        def call_binop(self, context, operator, left, right):
+            if operator == "*":
+                for seq, n in ((left, right), (right, left)):
+                    if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > _TEMPLATE_MAX_ITEMS:
+                        raise ValueError(f"chat template builds a sequence of {len(seq)} x {n} items")
+            if operator == "**" and isinstance(right, int) and abs(right) > 1024:
+                raise ValueError(f"chat template raises to the power {right}")
+            return super().call_binop(context, operator, left, right)
+
+    return Bounded(trim_blocks=True, lstrip_blocks=True)
 
 
 def _messages(pairs: Iterable[tuple[str, str]]) -> list[dict[str, str]]:
