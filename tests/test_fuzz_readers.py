@@ -92,7 +92,7 @@ def _child(target, args, queue):
         else:
             end = time.monotonic() + BUDGET_S
             while time.monotonic() < end:
-                settings(max_examples=50, deadline=None, database=None,
+                settings(max_examples=10, deadline=None, database=None,
                          suppress_health_check=list(HealthCheck))(given(strategy)(body))()
         queue.put(("ok", executions[0]))
     except BaseException:
@@ -261,7 +261,7 @@ def test_fuzz_hf_tokenizer_files(tiny_q4_1_gguf, smollm2_gguf, tmp_path):
 
 
 def test_deeply_nested_tokenizer_config_is_a_limit_error(tmp_path):
-    """Found while fuzzing: json.loads of 100,000 nested brackets is a RecursionError."""
+    """Found while writing the fuzzers: json.loads of 100,000 nested brackets is a RecursionError."""
     from bluelm_v.models.tokenizer import Tokenizer
 
     (tmp_path / "tokenizer_config.json").write_text('{"x": ' + "[" * 100_000 + "]" * 100_000 + "}")
@@ -270,7 +270,7 @@ def test_deeply_nested_tokenizer_config_is_a_limit_error(tmp_path):
 
 
 def test_hostile_chat_templates_are_value_errors():
-    """Found while fuzzing: a template that does not parse raised jinja2's TemplateSyntaxError through package();
+    """Found while writing the fuzzers: a template that does not parse raised jinja2's TemplateSyntaxError through package();
     one that multiplies a string by 10^10 would allocate 10 GB before failing."""
     from bluelm_v import tokenizer as T
 
