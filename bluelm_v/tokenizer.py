@@ -130,7 +130,8 @@ def spec_from_gguf(path: str | os.PathLike) -> TokenizerSpec:
         model="byte_level_bpe", pre=GGUF_PRE_TOKENIZERS[pre], tokens=list(tokens), types=[int(t) for t in types],
         merges=split, bos_id=token_id("tokenizer.ggml.bos_token_id"), eos_id=token_id("tokenizer.ggml.eos_token_id"),
         pad_id=token_id("tokenizer.ggml.padding_token_id"), unk_id=token_id("tokenizer.ggml.unknown_token_id"),
-        add_bos=get("tokenizer.ggml.add_bos_token", bool, False), add_eos=get("tokenizer.ggml.add_eos_token", bool, False),
+        add_bos=get("tokenizer.ggml.add_bos_token", bool, False),
+        add_eos=get("tokenizer.ggml.add_eos_token", bool, False),
         chat_template=template,
     )
 
@@ -271,7 +272,8 @@ def _template_env():
         def call_binop(self, context, operator, left, right):
             if operator == "*":
                 for seq, n in ((left, right), (right, left)):
-                    if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > _TEMPLATE_MAX_ITEMS:
+                    sized = isinstance(seq, (str, list, tuple)) and isinstance(n, int)
+                    if sized and len(seq) * n > _TEMPLATE_MAX_ITEMS:
                         raise ValueError(f"chat template builds a sequence of {len(seq)} x {n} items")
             if operator == "**" and isinstance(right, int) and abs(right) > 1024:
                 raise ValueError(f"chat template raises to the power {right}")

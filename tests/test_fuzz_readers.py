@@ -270,8 +270,8 @@ def test_deeply_nested_tokenizer_config_is_a_limit_error(tmp_path):
 
 
 def test_hostile_chat_templates_are_value_errors():
-    """Found while writing the fuzzers: a template that does not parse raised jinja2's TemplateSyntaxError through package();
-    one that multiplies a string by 10^10 would allocate 10 GB before failing."""
+    """Found while writing the fuzzers: a template that does not parse raised jinja2's TemplateSyntaxError through
+    package(); one that multiplies a string by 10^10 would allocate 10 GB before failing."""
     from bluelm_v import tokenizer as T
 
     for template in ("{% for m in messages %}", "{{ 'x' * 10000000000 }}", "{{ messages[0]['content'] }}",

@@ -124,7 +124,8 @@ def test_nan_fp16_scale_is_not_carried_into_a_package(q4_1_file, tmp_path):
 def test_non_finite_f32_value_is_refused(q4_1_file, tmp_path):
     t = next(t for t in GGUFCheckpoint(q4_1_file)._reader.tensors if t.name == "output_norm.weight")
     path = rewrite(q4_1_file, tmp_path / "inf.gguf", [(int(t.data_offset) + 8, np.float32(np.inf).tobytes())])
-    with pytest.raises(FormatError, match="output_norm.weight \\(F32\\) holds 1 non-finite values, the first at index 2"):
+    pattern = "output_norm.weight \\(F32\\) holds 1 non-finite values, the first at index 2"
+    with pytest.raises(FormatError, match=pattern):
         package(path, tmp_path / "pkg", quant="f32")
 
 
@@ -150,11 +151,13 @@ def test_tokenizer_entry_points_name_the_file_and_key(q4_1_file, tmp_path, damag
         edits, pattern = [(pos, b"x" * n)], "tokenizer.ggml.merges: merge 3"
     elif damage == "token_type_kind":
         f = reader.fields["tokenizer.ggml.token_type"]
-        edits, pattern = [(int(f.offset) + sum(int(p.nbytes) for p in f.parts[:2]), (8).to_bytes(4, "little"))], "runs past the end of the file"
+        pos = int(f.offset) + sum(int(p.nbytes) for p in f.parts[:2])  # the array's element type: int32 -> string
+        edits, pattern = [(pos, (8).to_bytes(4, "little"))], "runs past the end of the file"
     elif damage == "eos_out_of_range":
         f = reader.fields["tokenizer.ggml.eos_token_id"]
         pos = int(f.offset) + sum(int(p.nbytes) for p in f.parts[:-1])
-        edits, pattern = [(pos, (10**6).to_bytes(4, "little"))], "tokenizer.ggml.eos_token_id = 1000000 is not a token id"
+        edits = [(pos, (10**6).to_bytes(4, "little"))]
+        pattern = "tokenizer.ggml.eos_token_id = 1000000 is not a token id"
     else:
         f = reader.fields["tokenizer.chat_template"]
         pos = int(f.offset) + sum(int(p.nbytes) for p in f.parts[:-2])
