@@ -94,6 +94,7 @@ def test_unaligned_tensor_offset_is_refused(q4_1_file, tmp_path):
     assert_refused(path, tmp_path, f"tensor {name} offset \\d+ is not a multiple of the file's alignment 32")
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the gguf package's uint64 addition
 def test_tensor_offset_wrapping_around_2_64_is_refused(q4_1_file, tmp_path):
     # 2^64 - 32 landed 32 bytes before the data section (uint64 addition in the gguf package).
     name = GGUFCheckpoint(q4_1_file)._reader.tensors[1].name

@@ -161,5 +161,17 @@ def test_non_finite_scale_in_the_package_is_refused(tiny_pkg, tmp_path):
     assert got.startswith("FormatError") and "down_proj.weight': block 3" in got and "non-finite scale" in got, got
 
 
+def test_prompt_with_a_lone_surrogate_is_a_unicode_error(tiny_pkg):
+    from bluelm_v.engine import Engine
+
+    eng = Engine(tiny_pkg, threads=1)
+    with pytest.raises(UnicodeEncodeError, match="prompt holds a lone surrogate") as info:
+        eng.chat(None, json.loads('"hi \\udc80"'), max_new_tokens=1)
+    assert info.value.start == 3
+    with pytest.raises(UnicodeEncodeError, match="stop string holds a lone surrogate"):
+        eng.chat(None, "hi", max_new_tokens=1, stop=["\ud800"])
+    assert eng.chat(None, "hi", max_new_tokens=1).finish_reason in ("eos", "length", "stop")
+
+
 def test_the_reference_package_still_loads(tiny_pkg):
     assert engine_outcome(tiny_pkg) == "LOADED"
