@@ -87,17 +87,28 @@ bench: setup
 	$(PY) benchmarks/kernels.py --json bench-kernels.json
 	$(PY) benchmarks/engine.py --json bench-engine.json
 
-# libFuzzer on the image readers and the tokenizer for FUZZ_SECONDS each, seeded with samples.
+# Every reader fuzzed for FUZZ_SECONDS per target (docs/reliability.md): the libFuzzer targets (clang, ASan + UBSan
+# over the whole core), seeded from real files by tools/fuzz_seeds.py, then the Python readers under hypothesis.
+# An allocation over 2 GB (-malloc_limit_mb), 4 GB resident, or 10 s on one input is a finding like a crash.
+# Findings and the grown corpora stay in build-fuzz/; each target's counts end build-fuzz/<target>.log.
+FUZZ_TARGETS := image:65536 tokenizer:16384 package:262144 model_config:16384
 fuzz: apt-fuzz $(VENV)/.deps-done
+	$(PIP) install -q --no-build-isolation -e ".[dev]"
 	CC=clang CXX=clang++ $(VENV)/bin/cmake -S . -B build-fuzz -G Ninja -DBLUELM_FUZZ=ON -DBLUELM_TESTS=OFF \
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV))/bin/ninja
-	$(VENV)/bin/cmake --build build-fuzz --target fuzz_image fuzz_tokenizer
-	mkdir -p build-fuzz/corpus
-	$(PY) -c "from bluelm_v.samples import sample_bytes as s; import pathlib; [pathlib.Path(f'build-fuzz/corpus/chart.{f.lower()}').write_bytes(s('chart', f)) for f in ('PNG','JPEG','WEBP')]"
-	build-fuzz/csrc/fuzz_image -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=4096 build-fuzz/corpus
-	mkdir -p build-fuzz/corpus-tokenizer
-	$(PY) -c "from bluelm_v import tokenizer as T; import pathlib; d = pathlib.Path('build-fuzz/corpus-tokenizer'); (d / 'bytes.tok').write_bytes(T.byte_tokenizer().to_bytes()); (d / 'chat.txt').write_text('<|im_start|>user\\n  Hi 123 \\u4f60\\u597d<|im_end|>\\n')"
-	build-fuzz/csrc/fuzz_tokenizer -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -rss_limit_mb=4096 build-fuzz/corpus-tokenizer
+	$(VENV)/bin/cmake --build build-fuzz --target $(foreach t,$(FUZZ_TARGETS),fuzz_$(firstword $(subst :, ,$(t))))
+	$(PY) tools/fuzz_seeds.py build-fuzz/seeds
+	@set -e; for spec in $(FUZZ_TARGETS); do \
+	  t=$${spec%%:*}; len=$${spec##*:}; mkdir -p build-fuzz/corpus/$$t build-fuzz/findings; \
+	  echo "==> fuzz_$$t for $(FUZZ_SECONDS) s"; \
+	  build-fuzz/csrc/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=$$len -rss_limit_mb=4096 \
+	    -malloc_limit_mb=2048 -timeout=10 -print_final_stats=1 -artifact_prefix=build-fuzz/findings/$$t- \
+	    build-fuzz/corpus/$$t build-fuzz/seeds/$$t > build-fuzz/$$t.log 2>&1 || { tail -40 build-fuzz/$$t.log; exit 1; }; \
+	  grep -E "stat::number_of_executed_units|stat::peak_rss_mb" build-fuzz/$$t.log; \
+	done
+	rm -f build-fuzz/python-fuzz.json
+	BLUELM_FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz_readers.py
+	cat build-fuzz/python-fuzz.json
 
 clean:
 	rm -rf build build-native build-arm build-fuzz demo-out

@@ -122,6 +122,10 @@ class Session:
         """Answer ``prompt`` about the submitted images; ``on_text`` gets each piece (return False to stop)."""
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+        _check_text(prompt, "prompt")
+        for s in stop:
+            if isinstance(s, str):  # other types are refused by the binding with a TypeError
+                _check_text(s, "stop string")
         return _result(self._s.generate(prompt, int(max_new_tokens), float(temperature), int(top_k), float(top_p),
                                         int(seed), list(stop), bool(chat), on_text))
 
@@ -225,6 +229,16 @@ class Engine:
     def stream(self, image: Union[None, ImageInput, Sequence[ImageInput]], prompt: str, **kwargs) -> "TextStream":
         """As chat, but an iterator of text pieces; ``.result`` holds the Result once it is exhausted."""
         return TextStream(self, image, prompt, kwargs)
+
+
+def _check_text(text: str, name: str) -> None:
+    """A str with a lone surrogate has no UTF-8 form (pybind11 would fail with "Unable to cast"): refuse it as the
+    tokenizer does (docs/reliability.md), naming the argument."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UnicodeEncodeError("utf-8", text, exc.start, exc.end,
+                                 f"{name} holds a lone surrogate, which is not Unicode text") from None
 
 
 def _images(image) -> list:

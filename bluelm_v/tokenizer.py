@@ -75,45 +75,70 @@ def load(path: str | os.PathLike) -> "_core.Tokenizer":
     return _core.Tokenizer.load(os.fspath(path))
 
 
-def _gguf_field(reader, key: str, default: Any = None) -> Any:
-    f = reader.fields.get(key)
-    return default if f is None else f.contents()
-
-
 def spec_from_gguf(path: str | os.PathLike) -> TokenizerSpec:
-    """The tokenizer metadata of a GGUF file (llama.cpp's keys), checked; ValueError names what is missing."""
-    import gguf
+    """The tokenizer metadata of a GGUF file (llama.cpp's keys), checked; FormatError (a ValueError) names the file
+    and the key. The file is opened through ``GGUFCheckpoint``, so every check of the model loader (header, metadata
+    lengths, tensor extents, overlaps, alignment) runs here too."""
+    from bluelm_v.models.gguf_checkpoint import GGUFCheckpoint
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"GGUF file not found: {path}")
-    reader = gguf.GGUFReader(os.fspath(path))
-    model = _gguf_field(reader, "tokenizer.ggml.model")
+    meta = GGUFCheckpoint(path).metadata
+
+    def get(key: str, kind: type, default: Any = None) -> Any:
+        value = meta.get(key, default)
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if value is not default and not ok:
+            raise _core.FormatError(f"{path}: {key} is {_short(value)}, expected {kind.__name__}")
+        return value
+
+    def str_list(key: str) -> list[str] | None:
+        value = get(key, list)
+        if value is not None and not all(isinstance(v, str) for v in value):
+            raise _core.FormatError(f"{path}: {key} must be a list of strings")
+        return value
+
+    model = get("tokenizer.ggml.model", str)
     if model != "gpt2":
-        raise ValueError(f"{path}: tokenizer.ggml.model is {model!r}; only byte-level BPE ('gpt2') is supported")
-    pre = _gguf_field(reader, "tokenizer.ggml.pre", "default")
+        raise _core.FormatError(f"{path}: tokenizer.ggml.model is {model!r}; only byte-level BPE ('gpt2') is supported")
+    pre = get("tokenizer.ggml.pre", str, "default")
     if pre not in GGUF_PRE_TOKENIZERS:
-        raise ValueError(f"{path}: pre-tokenizer {pre!r} is not supported (supported: {', '.join(GGUF_PRE_TOKENIZERS)})")
-    tokens = _gguf_field(reader, "tokenizer.ggml.tokens")
-    merges = _gguf_field(reader, "tokenizer.ggml.merges")
+        raise _core.FormatError(f"{path}: tokenizer.ggml.pre {pre!r} is not supported "
+                                f"(supported: {', '.join(GGUF_PRE_TOKENIZERS)})")
+    tokens, merges = str_list("tokenizer.ggml.tokens"), str_list("tokenizer.ggml.merges")
     if not tokens or merges is None:
-        raise ValueError(f"{path}: tokenizer.ggml.tokens or tokenizer.ggml.merges is missing")
-    types = _gguf_field(reader, "tokenizer.ggml.token_type") or [NORMAL] * len(tokens)
-    if _gguf_field(reader, "tokenizer.ggml.add_space_prefix", False):
-        raise ValueError(f"{path}: add_space_prefix is not supported for byte-level BPE")
+        raise _core.FormatError(f"{path}: tokenizer.ggml.tokens or tokenizer.ggml.merges is missing")
+    types = get("tokenizer.ggml.token_type", list) or [NORMAL] * len(tokens)
+    if len(types) != len(tokens) or not all(isinstance(t, int) and not isinstance(t, bool) for t in types):
+        raise _core.FormatError(f"{path}: tokenizer.ggml.token_type must hold one integer per token "
+                                f"({len(types)} for {len(tokens)} tokens)")
+    if get("tokenizer.ggml.add_space_prefix", bool, False):
+        raise _core.FormatError(f"{path}: tokenizer.ggml.add_space_prefix is not supported for byte-level BPE")
+
+    def token_id(key: str) -> int:
+        value = get(key, int, -1)
+        if not -1 <= value < len(tokens):
+            raise _core.FormatError(f"{path}: {key} = {value} is not a token id (vocabulary of {len(tokens)})")
+        return value
+
+    try:
+        split = [_split_merge(m, i) for i, m in enumerate(merges)]
+    except _core.FormatError as exc:
+        raise _core.FormatError(f"{path}: tokenizer.ggml.merges: {exc}") from None
+    template = get("tokenizer.chat_template", str)
     return TokenizerSpec(
-        model="byte_level_bpe",
-        pre=GGUF_PRE_TOKENIZERS[pre],
-        tokens=list(tokens),
-        types=[int(t) for t in types],
-        merges=[_split_merge(m, i) for i, m in enumerate(merges)],
-        bos_id=int(_gguf_field(reader, "tokenizer.ggml.bos_token_id", -1)),
-        eos_id=int(_gguf_field(reader, "tokenizer.ggml.eos_token_id", -1)),
-        pad_id=int(_gguf_field(reader, "tokenizer.ggml.padding_token_id", -1)),
-        unk_id=int(_gguf_field(reader, "tokenizer.ggml.unknown_token_id", -1)),
-        add_bos=bool(_gguf_field(reader, "tokenizer.ggml.add_bos_token", False)),
-        add_eos=bool(_gguf_field(reader, "tokenizer.ggml.add_eos_token", False)),
-        chat_template=_gguf_field(reader, "tokenizer.chat_template"),
+        model="byte_level_bpe", pre=GGUF_PRE_TOKENIZERS[pre], tokens=list(tokens), types=[int(t) for t in types],
+        merges=split, bos_id=token_id("tokenizer.ggml.bos_token_id"), eos_id=token_id("tokenizer.ggml.eos_token_id"),
+        pad_id=token_id("tokenizer.ggml.padding_token_id"), unk_id=token_id("tokenizer.ggml.unknown_token_id"),
+        add_bos=get("tokenizer.ggml.add_bos_token", bool, False),
+        add_eos=get("tokenizer.ggml.add_eos_token", bool, False),
+        chat_template=template,
     )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _split_merge(merge: str | Sequence[str], index: int) -> tuple[str, str]:
@@ -127,8 +152,12 @@ def _split_merge(merge: str | Sequence[str], index: int) -> tuple[str, str]:
 
 
 def from_gguf(path: str | os.PathLike) -> "_core.Tokenizer":
-    """The C++ tokenizer of a GGUF file (e.g. ``bluelm_v._paths.smollm2_gguf()``)."""
-    return spec_from_gguf(path).build()
+    """The C++ tokenizer of a GGUF file (e.g. ``bluelm_v._paths.smollm2_gguf()``); FormatError names the file."""
+    spec = spec_from_gguf(path)
+    try:
+        return spec.build()
+    except ValueError as exc:  # merges naming unknown tokens, token types out of range, ...
+        raise _core.FormatError(f"{path}: tokenizer metadata: {exc}") from None
 
 
 def hf_from_gguf(path_or_spec: str | os.PathLike | TokenizerSpec) -> "tokenizers.Tokenizer":
@@ -216,12 +245,41 @@ _CONTENT = ("\u2063c0\u2063", "\u2063c1\u2063", "\u2063c2\u2063")
 
 def render_template(template: str, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool,
                     **extra: Any) -> str:
-    """A chat template rendered with jinja2 as transformers does (sandbox, trim_blocks, lstrip_blocks)."""
+    """A chat template rendered with jinja2 as transformers does (sandbox, trim_blocks, lstrip_blocks). Templates come
+    from model files, so any failure of the template itself is a ValueError saying so, and ``*`` / ``**`` that would
+    build more than ``_TEMPLATE_MAX_ITEMS`` characters or items are refused before they allocate."""
+    import jinja2
+
+    try:
+        return _template_env().from_string(template).render(
+            messages=list(messages), add_generation_prompt=add_generation_prompt, **extra)
+    except ValueError:
+        raise
+    except (jinja2.TemplateError, TypeError, AttributeError, KeyError, IndexError, ArithmeticError, RecursionError,
+            MemoryError) as exc:
+        raise ValueError(f"chat template cannot be rendered ({type(exc).__name__}: {_short(str(exc))})") from None
+
+
+_TEMPLATE_MAX_ITEMS = 1 << 20
+
+
+def _template_env():
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(template).render(messages=list(messages), add_generation_prompt=add_generation_prompt,
-                                            **extra)
+    class Bounded(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset(["*", "**"])
+
+        def call_binop(self, context, operator, left, right):
+            if operator == "*":
+                for seq, n in ((left, right), (right, left)):
+                    sized = isinstance(seq, (str, list, tuple)) and isinstance(n, int)
+                    if sized and len(seq) * n > _TEMPLATE_MAX_ITEMS:
+                        raise ValueError(f"chat template builds a sequence of {len(seq)} x {n} items")
+            if operator == "**" and isinstance(right, int) and abs(right) > 1024:
+                raise ValueError(f"chat template raises to the power {right}")
+            return super().call_binop(context, operator, left, right)
+
+    return Bounded(trim_blocks=True, lstrip_blocks=True)
 
 
 def _messages(pairs: Iterable[tuple[str, str]]) -> list[dict[str, str]]:

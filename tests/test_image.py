@@ -221,3 +221,22 @@ def test_samples_are_deterministic():
         a, b = make_sample(name), make_sample(name)
         assert a.shape == (SAMPLES[name][1], SAMPLES[name][0], 3)
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("transparent", [False, True])
+def test_16bit_grayscale_png_decodes_like_pillow(transparent):
+    """Issue 19: Pillow opens a 16-bit grayscale PNG as I;16 and clips to 255 on conversion to RGB; OpenCV's colour
+    read rescaled (v >> 8), 127/255 off for v = 32768. Every value from 0 to 65535 in steps, and with tRNS."""
+    values = np.concatenate([np.arange(0, 1024), np.arange(1024, 65536, 97), [65535, 32768]]).astype(np.uint16)
+    values = np.concatenate([values, np.full(-len(values) % 32, 32768, np.uint16)])
+    a = values.reshape(-1, 32)
+    buf = io.BytesIO()
+    im = Image.fromarray(a)
+    assert im.mode == "I;16"
+    im.save(buf, "PNG", **({"transparency": 300} if transparent else {}))
+    data = buf.getvalue()
+    assert data[24:26] == bytes([16, 0])  # bit depth 16, colour type 0
+    want = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    got = load_image(data)
+    assert got.shape == want.shape and np.array_equal(got, want)
+    assert got[a == 32768].max() == 255  # the value the report found off by 127

@@ -235,3 +235,23 @@ def test_chat_format_from_template_refuses_other_families():
             "{% if add_generation_prompt %}<assistant>{% endif %}"
     fmt = T.chat_format_from_template(plain)
     assert (fmt.turn_prefix, fmt.turn_suffix, fmt.has_default_system) == ("<{role}>", "</s>", False)
+
+
+def test_lone_surrogate_is_a_clear_unicode_error(trained):
+    """Issue 19: a str holding a lone surrogate (json.loads gives one for "\\ud800") raised pybind's "Unable to cast
+    Python instance of type <class 'str'> to C++ type '?'". It is not Unicode text: refused with a UnicodeEncodeError
+    (a ValueError) naming the argument and position; bytes with the surrogate's encoding go through as bytes."""
+    text = json_loads('"ab\\ud800c"')
+    for tok in (trained[1], T.byte_tokenizer()):
+        with pytest.raises(UnicodeEncodeError, match="text holds a lone surrogate") as info:
+            tok.encode(text)
+        assert isinstance(info.value, ValueError) and (info.value.start, info.value.end) == (2, 3)
+        raw = text.encode("utf-8", "surrogatepass")
+        assert tok.decode(tok.encode(raw, add_special=False)) == raw.decode("utf-8", "replace")
+        assert tok.encode(text.encode("utf-8", "replace")) == tok.encode("ab?c")
+
+
+def json_loads(s):
+    import json
+
+    return json.loads(s)

@@ -255,10 +255,9 @@ def read_dir_config(folder: Path) -> ModelConfig:
     path = folder / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{folder}: no config.json")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path}: malformed JSON ({exc})") from None
+    from bluelm_v.jsonfile import read_json
+
+    raw = read_json(path)
     if not isinstance(raw, dict):
         raise FormatError(f"{path}: top level must be a JSON object")
     if "llm" in raw:

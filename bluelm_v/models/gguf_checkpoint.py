@@ -33,6 +33,9 @@ MAX_CONTEXT = 1 << 20  # RoPE tables are allocated for the whole context
 # GGUF metadata value types: fixed sizes of the scalars, and the two variable-length ones.
 _SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 _GGUF_STRING, _GGUF_ARRAY = 8, 9
+# Block formats carried into packages byte for byte: bytes per block and the byte offsets of its fp16 scale (d)
+# and minimum (m), which must be finite.
+_BLOCK_SCALES = {"Q4_0": (18, (0,)), "Q4_1": (20, (0, 2)), "Q8_0": (34, (0,))}
 _LAYER_TENSORS = {  # GGUF name (blk.{i}.) -> HF name (model.layers.{i}.)
     "attn_norm": "input_layernorm",
     "attn_q": "self_attn.q_proj",
@@ -169,18 +172,36 @@ class GGUFCheckpoint:
                 value(take("<I"), 0)
 
     def _check_tensor_extents(self) -> None:
+        """Every tensor is whole blocks, starts at an offset aligned as ``general.alignment`` says (32 when absent)
+        inside the data section, ends inside the file and shares no byte with another tensor. The gguf package adds
+        offsets in uint64, so 2^64 - 32 wraps to 32 bytes before the data section: offsets are re-read here as
+        Python ints from the tensor info itself."""
         import gguf
 
+        data_start, align = int(self._reader.data_offset), int(self._reader.alignment)
+        extents = []
         for t in self._reader.tensors:
             block, size = gguf.GGML_QUANT_SIZES[t.tensor_type]
             n = int(np.prod([int(d) for d in t.shape]))
             if n % block or int(t.shape[0]) % block:
                 raise FormatError(f"{self.path}: tensor {t.name} of shape {list(t.shape)} is not whole blocks of {block}")
             expected = n // block * size
-            end = int(t.data_offset) + expected
-            if int(t.n_bytes) != expected or t.data.nbytes != expected or end > self.file_size:
-                raise FormatError(f"{self.path}: tensor {t.name} needs bytes {t.data_offset}..{end} but the file has "
-                                  f"{self.file_size} (truncated or corrupt)")
+            offset = int(t.field.parts[-1][0])  # relative to the data section, as stored
+            if offset % align:
+                raise FormatError(f"{self.path}: tensor {t.name} offset {offset} is not a multiple of the file's "
+                                  f"alignment {align}")
+            start = data_start + offset
+            end = start + expected
+            if (int(t.data_offset) != start or int(t.n_bytes) != expected or t.data.nbytes != expected
+                    or end > self.file_size):
+                raise FormatError(f"{self.path}: tensor {t.name} offset {offset} needs bytes {start}..{end} but the "
+                                  f"file has {self.file_size} (truncated or corrupt)")
+            extents.append((start, end, t.name))
+        extents.sort()
+        for (_, end_a, a), (start_b, _, b) in zip(extents, extents[1:]):
+            if start_b < end_a:
+                raise FormatError(f"{self.path}: tensor {b} starts at byte {start_b}, inside tensor {a} (which ends at "
+                                  f"{end_a}): tensors must not overlap")
 
     def _read_metadata(self) -> dict[str, Any]:
         import gguf
@@ -326,10 +347,26 @@ class GGUFCheckpoint:
         data = np.asarray(t.data)
         if data.shape[0] != shape[0] and len(shape) > 1:
             raise FormatError(f"{self.path}: tensor {name} has {data.shape[0]} stored rows for shape {shape}")
+        qtype = t.tensor_type.name
+        if qtype in _BLOCK_SCALES:
+            self._check_scales(name, qtype, data)
         heads = self._rope_heads(name) if hf_layout else None
         if heads is not None:
             data = permute_rows_to_hf(data, heads)
-        return RawTensor(name=name, qtype=t.tensor_type.name, shape=shape, data=data, hf_layout=heads is not None)
+        return RawTensor(name=name, qtype=qtype, shape=shape, data=data, hf_layout=heads is not None)
+
+    def _check_scales(self, name: str, qtype: str, data: np.ndarray) -> None:
+        """Every fp16 scale (and Q4_1 minimum) of a block tensor is finite: one NaN scale is carried into a package
+        byte for byte and the engine then emits token 0 forever."""
+        block_bytes, fields = _BLOCK_SCALES[qtype]
+        blocks = np.ascontiguousarray(data).reshape(-1, block_bytes)
+        for at in fields:
+            bits = blocks[:, at:at + 2].copy().view("<u2").reshape(-1)
+            bad = np.flatnonzero((bits & 0x7C00) == 0x7C00)  # every exponent bit set: infinity or NaN
+            if bad.size:
+                what = "scale" if at == 0 else "minimum"
+                raise FormatError(f"{self.path}: tensor {name} ({qtype}) block {int(bad[0])} has a non-finite fp16 "
+                                  f"{what} ({bad.size} such blocks): every scale must be finite")
 
     def dequantize(self, name: str, hf_layout: bool = True) -> np.ndarray:
         """Tensor ``name`` as float32 in torch order ([out, in] for matrices), via ``gguf.quants``."""
@@ -341,6 +378,10 @@ class GGUFCheckpoint:
         except NotImplementedError:
             raise FormatError(f"{self.path}: tensor {name} has type {raw.qtype}, which gguf cannot dequantize") from None
         values = np.asarray(values, dtype=np.float32).reshape(raw.shape)
+        bad = np.flatnonzero(~np.isfinite(values.reshape(-1)))
+        if bad.size:
+            raise FormatError(f"{self.path}: tensor {name} ({raw.qtype}) holds {bad.size} non-finite values, the first "
+                              f"at index {int(bad[0])}: every value must be finite")
         return values if values.flags.writeable and values.flags.c_contiguous else values.copy()
 
     def hf_state_dict(self, cfg: Optional[LLMConfig] = None) -> dict[str, "torch.Tensor"]:  # noqa: F821

@@ -93,10 +93,9 @@ class Tokenizer:
         conf_path = folder / CONFIG_FILE
         conf: dict = {}
         if conf_path.is_file():
-            try:
-                conf = json.loads(conf_path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise FormatError(f"{conf_path}: malformed JSON ({exc})") from None
+            from bluelm_v.jsonfile import read_json
+
+            conf = read_json(conf_path)
             if not isinstance(conf, dict):
                 raise FormatError(f"{conf_path}: expected a JSON object")
 

@@ -364,7 +364,9 @@ inline void q8_step_p2m4(const uint8_t* w0p, const uint8_t* w1p, const int8_t* x
             [b2] "+x"(b[2]), [b3] "+x"(b[3]), [w0] "=&x"(w0), [w1] "=&x"(w1), [u0] "=&x"(u0), [u1] "=&x"(u1),
             [x] "=&x"(xv), [t] "=&x"(t)
           : [m0] "m"(bytes_at<32>(w0p)), [m1] "m"(bytes_at<32>(w1p)), [xp] "r"(x), [k] "r"(k), [k3] "r"(k3),
-            [ones] "x"(ones), "m"(*reinterpret_cast<const int8_t(*)[]>(x)));  // reads x[0 .. 3k + 4)
+            // reads x[0 .. 3k + 4); the bound only tells the compiler which memory the assembly reads (clang, which
+            // builds `make fuzz`, wants a complete array type where gcc takes an unsized one)
+            [ones] "x"(ones), "m"(*reinterpret_cast<const int8_t(*)[1 << 30]>(x)));
 }
 #undef BLUELM_Q8P_TOKEN
 

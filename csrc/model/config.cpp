@@ -1,8 +1,11 @@
 #include "model/config.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "model/guard.h"
 
 namespace bluelm::model {
 
@@ -161,12 +164,31 @@ dynres::Params parse_dynres(const Reader& r, int64_t tile) {
 
 }  // namespace
 
+int64_t session_bytes(const LlmConfig& c, int64_t context, int64_t chunk) {
+  // Prefill workspace (llm.cpp new_workspace), at most float rows of 3 hidden, 3 q, 4 kv and 4 intermediate;
+  // KV cache: keys and values of every layer, at most 4 bytes a value. All factors are bounded by the parser
+  // (dimensions <= 2^20, layers <= 4096, context <= 2^22), so the sums fit in a double exactly enough.
+  const double per_token = 4.0 * double(3 * c.hidden + 3 * c.q_dim() + 4 * c.kv_dim() + 4 * c.intermediate);
+  const double kv = 4.0 * 2.0 * double(c.layers) * double(c.kv_dim()) * double(context);
+  const double total = per_token * double(chunk) + kv;
+  return total >= 9.0e18 ? INT64_MAX : int64_t(total);
+}
+
+void check_session_fits(const LlmConfig& c, int64_t context, int64_t chunk, const std::string& what) {
+  const int64_t need = session_bytes(c, context, chunk), have = memory_budget_bytes();
+  if (need > have)
+    throw LimitError(cat(what, ": a session needs about ", need >> 20, " MiB (KV cache for ", context,
+                         " positions and a prefill workspace for ", chunk, " tokens), more than the ", have >> 20,
+                         " MiB this process may use"));
+}
+
 int64_t ModelConfig::image_tokens_per_tile() const {
   const int64_t side = (vision.grid() + projector.merge - 1) / projector.merge;
   return side * side;
 }
 
 ModelConfig parse_model_config(const std::string& json_text, const std::string& where) {
+  check_json_text(json_text, where);
   json j;
   try {
     j = json::parse(json_text);
@@ -197,6 +219,12 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
       dr.fail("kv_cache", "must be 'int8', 'f16' or 'f32'");
     c.deploy.tile_batch = dr.integer_or("tile_batch", 1, 1024, 4);
     c.deploy.chunk = dr.integer_or("chunk", 1, int64_t(1) << 20, 128);
+    // A chunk longer than the context can never be filled, and the prefill workspace is sized by it.
+    if (dr.find("chunk") && c.deploy.chunk > c.llm.max_context)
+      throw LimitError(cat(where, ": model.deploy.chunk = ", c.deploy.chunk, " exceeds model.llm.max_context = ",
+                           c.llm.max_context));
+    check_session_fits(c.llm, std::min<int64_t>(c.llm.max_context, 4096), c.deploy.chunk,
+                       cat(where, ": model.deploy.chunk = ", c.deploy.chunk));
   }
   return c;
 }

@@ -62,6 +62,12 @@ struct ModelConfig {
   int64_t image_tokens_per_tile() const;  // ceil(grid / merge)^2
 };
 
+// Upper bound of the bytes one engine session allocates: the KV cache for `context` positions and the prefill
+// workspace for `chunk` tokens.
+int64_t session_bytes(const LlmConfig& c, int64_t context, int64_t chunk);
+// LimitError starting with `what` when session_bytes exceeds what this process may allocate (memory_budget_bytes).
+void check_session_fits(const LlmConfig& c, int64_t context, int64_t chunk, const std::string& what);
+
 // text: the manifest's "model" object as JSON text; where: the file name for messages. Throws FormatError.
 ModelConfig parse_model_config(const std::string& json_text, const std::string& where);
 

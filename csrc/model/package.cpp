@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -13,6 +15,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "model/guard.h"
 
 namespace bluelm::model {
 
@@ -21,20 +24,6 @@ using nlohmann::json;
 
 constexpr int64_t kMaxManifestBytes = int64_t(64) << 20;
 constexpr int64_t kMaxElements = int64_t(1) << 40;
-
-std::string read_small_file(const std::string& path, int64_t limit) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw FormatError(cat(path, ": cannot open (", std::strerror(errno), ")"));
-  f.seekg(0, std::ios::end);
-  const std::streamoff size = f.tellg();
-  if (size < 0) throw FormatError(cat(path, ": cannot read its size"));
-  if (size > limit) throw LimitError(cat(path, ": ", size, " bytes exceeds the limit of ", limit));
-  f.seekg(0);
-  std::string s(size_t(size), '\0');
-  f.read(s.data(), size);
-  if (f.gcount() != size) throw FormatError(cat(path, ": short read"));
-  return s;
-}
 
 const json& member(const json& obj, const char* key, const std::string& where) {
   auto it = obj.find(key);
@@ -54,6 +43,8 @@ std::string dims(const std::vector<int64_t>& s) {
   os << "]";
   return os.str();
 }
+
+void check_finite(const TensorInfo& t, const std::string& at);
 
 TensorInfo parse_tensor(const std::string& name, const json& t, const std::string& where, const Mapping& map) {
   const std::string at = cat(where, ": tensor '", name, "'");
@@ -105,7 +96,47 @@ TensorInfo parse_tensor(const std::string& name, const json& t, const std::strin
     throw FormatError(cat(at, ": bytes [", info.offset, ", ", info.offset + info.bytes, ") run past the end of the ",
                           map.size(), "-byte weights file"));
   info.data = map.data() + info.offset;
+  check_finite(info, at);
+  map.release(info.offset, info.bytes);  // the check paged the tensor in; whoever uses it pages it in again
   return info;
+}
+
+// Every float a tensor's values are scaled by must be finite: one NaN scale turns a whole block, and then every
+// activation downstream, into NaN (the engine then emits token 0 forever).
+void check_finite(const TensorInfo& t, const std::string& at) {
+  if (t.is_f32) {
+    const int64_t n = t.bytes / 4;
+    for (int64_t i = 0; i < n; ++i) {
+      float v;
+      std::memcpy(&v, t.data + 4 * i, 4);
+      if (!std::isfinite(v)) throw FormatError(cat(at, ": value ", i, " is ", v, " (every value must be finite)"));
+    }
+    return;
+  }
+  const quant::FormatInfo& fi = quant::format_info(t.format);
+  const int64_t blocks = t.bytes / fi.block_bytes;
+  for (int64_t b = 0; b < blocks; ++b)
+    for (int off = 0; off < fi.scale_offset_bytes; off += 2) {
+      // fp16 with every exponent bit set is an infinity or a NaN.
+      if ((quant::load_u16(t.data + b * fi.block_bytes + off) & 0x7C00) == 0x7C00)
+        throw FormatError(cat(at, ": block ", b, " (row ", b * fi.group / t.stored_k, ") has a non-finite ",
+                              off == 0 ? "scale" : "minimum", " (every scale must be finite)"));
+    }
+}
+
+// No two tensors may share bytes: an offset pointing into another tensor would silently run the model with
+// other weights.
+void check_disjoint(const std::map<std::string, TensorInfo>& tensors, const std::string& where) {
+  std::vector<const TensorInfo*> order;
+  for (const auto& [name, t] : tensors) order.push_back(&t);
+  std::sort(order.begin(), order.end(), [](const TensorInfo* a, const TensorInfo* b) { return a->offset < b->offset; });
+  for (size_t i = 1; i < order.size(); ++i) {
+    const TensorInfo& a = *order[i - 1];
+    const TensorInfo& b = *order[i];
+    if (b.offset < a.offset + a.bytes)
+      throw FormatError(cat(where, ": tensor '", b.name, "' offset ", b.offset, " lies inside tensor '", a.name,
+                            "' (bytes [", a.offset, ", ", a.offset + a.bytes, "))"));
+  }
 }
 
 }  // namespace
@@ -121,8 +152,7 @@ std::string TensorInfo::describe() const {
 }
 
 Mapping::Mapping(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw FormatError(cat(path, ": cannot open (", std::strerror(errno), ")"));
+  const int fd = open_regular(path);
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     ::close(fd);
@@ -156,8 +186,10 @@ std::shared_ptr<Package> Package::open(const std::string& dir) {
   pkg->dir_ = dir;
   const std::string mpath = dir + "/manifest.json";
   json m;
+  const std::string text = read_regular(mpath, kMaxManifestBytes);
+  check_json_text(text, mpath);
   try {
-    m = json::parse(read_small_file(mpath, kMaxManifestBytes));
+    m = json::parse(text);
   } catch (const json::exception& e) {
     throw FormatError(cat(mpath, ": not valid JSON (", e.what(), ")"));
   }
@@ -175,10 +207,9 @@ std::shared_ptr<Package> Package::open(const std::string& dir) {
   const json& tok = member(m, "tokenizer", mpath);
   if (!tok.is_object()) throw FormatError(cat(mpath, ": tokenizer must be an object"));
   const json& tfile = member(tok, "file", mpath + ": tokenizer");
-  if (!tfile.is_string() || tfile.get<std::string>().find('/') != std::string::npos)
-    throw FormatError(cat(mpath, ": tokenizer.file must be a file name inside the package"));
-  const std::string tpath = dir + "/" + tfile.get<std::string>();
-  const std::string tbytes = read_small_file(tpath, int64_t(1) << 30);
+  if (!tfile.is_string()) throw FormatError(cat(mpath, ": tokenizer.file must be a file name inside the package"));
+  const std::string tpath = path_inside(dir, tfile.get<std::string>(), "tokenizer.file");
+  const std::string tbytes = read_regular(tpath, int64_t(1) << 30);
   try {
     pkg->tokenizer_ = std::make_unique<tokenizer::Tokenizer>(
         tokenizer::Tokenizer::from_bytes(reinterpret_cast<const uint8_t*>(tbytes.data()), tbytes.size()));
@@ -222,9 +253,8 @@ std::shared_ptr<Package> Package::open(const std::string& dir) {
   const json& w = member(m, "weights", mpath);
   if (!w.is_object()) throw FormatError(cat(mpath, ": weights must be an object"));
   const json& wfile = member(w, "file", mpath + ": weights");
-  if (!wfile.is_string() || wfile.get<std::string>().find('/') != std::string::npos)
-    throw FormatError(cat(mpath, ": weights.file must be a file name inside the package"));
-  const std::string wpath = dir + "/" + wfile.get<std::string>();
+  if (!wfile.is_string()) throw FormatError(cat(mpath, ": weights.file must be a file name inside the package"));
+  const std::string wpath = path_inside(dir, wfile.get<std::string>(), "weights.file");
   pkg->weights_ = std::make_unique<Mapping>(wpath);
   if (w.contains("bytes")) {
     const int64_t want = nonneg_int(w["bytes"], mpath + ": weights.bytes");
@@ -236,6 +266,7 @@ std::shared_ptr<Package> Package::open(const std::string& dir) {
   if (!tensors.is_object()) throw FormatError(cat(mpath, ": tensors must be an object"));
   for (auto it = tensors.begin(); it != tensors.end(); ++it)
     pkg->tensors_.emplace(it.key(), parse_tensor(it.key(), it.value(), mpath, *pkg->weights_));
+  check_disjoint(pkg->tensors_, mpath);
   return pkg;
 }
 

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include "common/error.h"
@@ -109,4 +110,87 @@ BLUELM_TEST(package_refuses_damage) {
   write(dir + "/manifest.json", "{\"format\": ");
   CHECK_THROWS(model::Package::open(dir), FormatError);
   CHECK_THROWS(model::Package::open(dir + "/nope"), FormatError);
+}
+
+namespace {
+// Opening the package must throw an exception of type E (not hang, crash or succeed).
+template <class E>
+bool refused_with(const std::string& dir, const char* needle) {
+  try {
+    model::Package::open(dir);
+  } catch (const E& e) {
+    return std::string(e.what()).find(needle) != std::string::npos;
+  } catch (...) {
+  }
+  return false;
+}
+}  // namespace
+
+// Issue 19: each finding of the hostile-file run, as it was reproduced.
+BLUELM_TEST(package_refuses_hostile_files) {
+  {  // an array nested 100,000 deep inside "model" (segfaulted in dump())
+    json m = manifest(256);
+    std::string text = m.dump();
+    const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+    text.replace(text.find("\"model\":{") + 9, 0, "\"x\":" + deep + ",");
+    const std::string dir = make_package(m, 256);
+    write(dir + "/manifest.json", text);
+    CHECK(refused_with<LimitError>(dir, "nested deeper than 64"));
+  }
+  for (const char* file : {"weights.bin", "tokenizer.bin"}) {  // a FIFO (hung in open())
+    const std::string dir = make_package(manifest(256), 256);
+    ::unlink((dir + "/" + file).c_str());
+    CHECK(::mkfifo((dir + "/" + file).c_str(), 0600) == 0);
+    CHECK(refused_with<FormatError>(dir, "not a regular file"));
+  }
+  {  // a symlink out of the package folder
+    const std::string dir = make_package(manifest(256), 256), other = make_package(manifest(256), 256);
+    ::unlink((dir + "/weights.bin").c_str());
+    CHECK(::symlink((other + "/weights.bin").c_str(), (dir + "/weights.bin").c_str()) == 0);
+    CHECK(refused_with<FormatError>(dir, "outside the package folder"));
+  }
+  {  // a folder where the weights file goes
+    json m = manifest(256);
+    m["weights"]["file"] = "..";
+    CHECK(refused_with<FormatError>(make_package(m, 256), "weights.file"));
+  }
+  {  // "deploy": {"chunk": 1048576} (std::bad_alloc in the session workspace)
+    json m = manifest(256);
+    m["model"]["deploy"] = {{"chunk", 1048576}};
+    CHECK(refused_with<LimitError>(make_package(m, 256), "model.deploy.chunk = 1048576"));
+  }
+  {  // a tensor whose offset points inside another (silently ran other weights)
+    json m = manifest(256);
+    m["tensors"]["c"] = {{"format", "f32"}, {"shape", {16}}, {"offset", 0}, {"bytes", 64}};
+    CHECK(refused_with<FormatError>(make_package(m, 256), "lies inside tensor"));
+  }
+  {  // invalid UTF-8 in manifest.json
+    const std::string dir = make_package(manifest(256), 256);
+    std::string text = manifest(256).dump();
+    text.replace(text.find("\"t\""), 3, "\"\xff\xfe\"");
+    write(dir + "/manifest.json", text);
+    CHECK(refused_with<FormatError>(dir, "not UTF-8 text"));
+  }
+  {  // a NaN fp16 scale in a quantized block, and an infinite f32 value
+    const std::string dir = make_package(manifest(256), 256);
+    std::string w(256, '\0');
+    w[34] = '\x00', w[35] = '\x7e';  // row 1's block scale: fp16 0x7E00 is a NaN
+    write(dir + "/weights.bin", w);
+    CHECK(refused_with<FormatError>(dir, "non-finite scale"));
+    w[35] = 0;
+    w[128 + 2] = '\x80', w[128 + 3] = '\x7f';  // b[0] = +inf (float bits 0x7F800000)
+    write(dir + "/weights.bin", w);
+    CHECK(refused_with<FormatError>(dir, "must be finite"));
+  }
+}
+
+BLUELM_TEST(model_config_bounds_depth_before_parsing) {
+  const std::string deep = "{\"llm\":" + std::string(10000, '[') + std::string(10000, ']') + "}";
+  CHECK_THROWS(model::parse_model_config(deep, "m.json"), LimitError);
+  CHECK_THROWS(model::parse_model_config("{\"name\":\"\xc3\"}", "m.json"), FormatError);
+  // Brackets inside strings do not count as nesting.
+  const std::string text = manifest(256)["model"].dump();
+  json m = json::parse(text);
+  m["name"] = std::string(1000, '[');
+  CHECK_EQ(model::parse_model_config(m.dump(), "m.json").name.size(), size_t(1000));
 }

@@ -1,3 +1,5 @@
+#include <algorithm>
+
 #include "common/error.h"
 #include "python/bindings.h"
 #include "tokenizer/tokenizer.h"
@@ -8,11 +10,34 @@ namespace bluelm::python {
 namespace {
 using namespace bluelm::tokenizer;
 
-// str (UTF-8) or bytes (taken as they are, possibly invalid UTF-8) -> std::string
+// str (UTF-8) or bytes (taken as they are, possibly invalid UTF-8) -> std::string. A str holding a lone surrogate
+// ('\ud800', which json.loads gives for "\\ud800") is not Unicode text and has no UTF-8 form: it is refused with a
+// UnicodeEncodeError (a ValueError) naming the argument and the position, as HF tokenizers refuse it too. Callers
+// who mean raw bytes pass text.encode("utf-8", "surrogatepass"); text.encode("utf-8", "replace") drops them.
 std::string text_arg(const py::handle& obj, const char* name) {
   if (py::isinstance<py::bytes>(obj)) return obj.cast<std::string>();
-  if (py::isinstance<py::str>(obj)) return obj.cast<std::string>();
-  throw py::type_error(std::string(name) + " must be str or bytes");
+  if (!py::isinstance<py::str>(obj)) throw py::type_error(std::string(name) + " must be str or bytes");
+  Py_ssize_t n = 0;
+  const char* p = PyUnicode_AsUTF8AndSize(obj.ptr(), &n);
+  if (p) return std::string(p, size_t(n));
+  PyErr_Clear();
+  const Py_ssize_t len = PyUnicode_GetLength(obj.ptr());
+  Py_ssize_t at = 0;
+  while (at < len) {
+    const Py_UCS4 c = PyUnicode_ReadChar(obj.ptr(), at);
+    if (c >= 0xD800 && c <= 0xDFFF) break;
+    ++at;
+  }
+  const std::string reason = std::string(name) +
+                             " holds a lone surrogate, which is not Unicode text; pass bytes to tokenize raw bytes "
+                             "(text.encode('utf-8', 'surrogatepass')) or text.encode('utf-8', 'replace')";
+  PyObject* err = PyObject_CallFunction(PyExc_UnicodeEncodeError, "sOnns", "utf-8", obj.ptr(), at,
+                                        std::min(at + 1, len), reason.c_str());
+  if (err) {
+    PyErr_SetObject(PyExc_UnicodeEncodeError, err);
+    Py_DECREF(err);
+  }
+  throw py::error_already_set();
 }
 
 std::vector<int32_t> ids_arg(const py::iterable& ids) {

@@ -68,6 +68,8 @@ std::shared_ptr<Engine> Engine::load(const std::string& package_dir, const Engin
   if (e->opt_.context > cfg.llm.max_context)
     throw InvalidArgument(cat("context ", e->opt_.context, " exceeds the model's max_context ", cfg.llm.max_context));
   e->act_ = parse_activations(e->opt_.activations);
+  model::check_session_fits(cfg.llm, e->opt_.context, e->opt_.chunk,
+                            cat(package_dir, ": chunk ", e->opt_.chunk, " with context ", e->opt_.context));
   e->llm_ = std::make_unique<Llm>(*e->pkg_, e->opt_.context, e->act_);
   if (cfg.multimodal && !e->opt_.release_vit) e->vit_ = std::make_unique<VisionEncoder>(*e->pkg_, e->act_);
   e->init_s_ = since(t0);
