@@ -65,6 +65,14 @@ class Timing:
     def table(self) -> str:
         return "\n".join(f"{k:<22} {v}" for k, v in self.rows())
 
+    def to_frame(self):
+        """The timing as a one-row pandas DataFrame (seconds, tokens, tokens/s): runs concatenate into a table."""
+        import dataclasses
+
+        import pandas as pd
+
+        return pd.DataFrame([dataclasses.asdict(self)])
+
 
 @dataclass
 class Result:

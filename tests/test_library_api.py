@@ -41,6 +41,16 @@ def test_results_come_back_as_dataframes():
     assert list(result.records_frame()["hit"]) == [1, 0, 1]
 
 
+def test_engine_timing_is_a_dataframe_row(tmp_path):
+    from bluelm_v.export.package import package
+    from bluelm_v.samples import make_sample
+
+    engine = bluelm_v.Engine(package("tiny", tmp_path / "pkg", random=True))
+    runs = [engine.chat(make_sample("chart"), "What is it?", max_new_tokens=4).timing.to_frame() for _ in range(2)]
+    table = pd.concat(runs, ignore_index=True)
+    assert len(table) == 2 and (table["ttft_s"] > 0).all() and (table["tiles"] >= 1).all()
+
+
 def test_library_calls_draw_no_progress_bars(capsys):
     from bluelm_v.ablation.chunk import chunk_sweep
 
