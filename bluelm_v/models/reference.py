@@ -4,7 +4,7 @@ A spec is one of
 - a shipped config name (``tiny``, ``bluelm-v-3b``, ``smollm2-135m``) or a config JSON path: random weights,
   seeded (``seed=0`` by default), with the byte-level tokenizer;
 - a ``.gguf`` file: a text-only LLaMA-family LLM with the file's tokenizer and chat template;
-- a folder with ``config.json`` (ours, or HF's for model_type llama), ``*.safetensors`` and optionally
+- a folder with ``config.json`` (ours, or HF's of a family in bluelm_v.models.families), ``*.safetensors`` and optionally
   ``tokenizer.bin`` (ours) or HF ``tokenizer.json``, with ``tokenizer_config.json`` (else the byte-level
   tokenizer); ``save_pretrained`` writes one.
 
@@ -23,8 +23,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from bluelm_v.models.checkpoint import (config_to_json, load_llm_safetensors, load_vlm_safetensors, random_model,
-                                        read_dir_config, save_safetensors)
+from bluelm_v.models.checkpoint import (config_to_json, load_safetensors, random_model, read_dir_config,
+                                        save_safetensors)
 from bluelm_v.models.config import ModelConfig, load_model_config
 from bluelm_v.models.generate import GenerationStream, SamplingConfig, Timing, generate
 from bluelm_v.models.llm import LlamaForCausalLM
@@ -113,7 +113,7 @@ def _load_dir(folder: Path) -> LoadedModel:
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{folder}: no *.safetensors files")
-    model = load_vlm_safetensors(files, cfg) if cfg.multimodal else load_llm_safetensors(files, cfg.llm)
+    model = load_safetensors(files, cfg)
     has_tok = any((folder / f).is_file() for f in ("tokenizer.bin", "tokenizer.json"))
     tok = Tokenizer.from_dir(folder) if has_tok else Tokenizer.byte_level(cfg.llm.vocab)
     if tok.vocab_size > cfg.llm.vocab:

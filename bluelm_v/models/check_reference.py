@@ -1,0 +1,110 @@
+"""The torch reference against HF transformers on the same inputs (``bluelm-v check-reference``).
+
+Both sides load the same folder: HF through its Auto class (the code path a user's checkpoint takes), ours
+through ``load_model``. The prompt's token ids and, for VLMs, the pixel values are the same on both sides, so
+the logit figures measure the models alone; the preprocessing is measured apart, as ``max_abs_pixel_diff``
+between the family's preprocessing here and the HF processor's on the same image.
+
+Greedy agreement is teacher-forced: HF generates ``tokens`` greedy tokens, then both models score the prompt
+plus those tokens in one pass, and each step counts when our argmax equals HF's token.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from bluelm_v import FormatError
+from bluelm_v.models.families import FAMILIES, family, family_for
+
+DEFAULT_PROMPT = "Describe the image in one sentence."
+PRECISIONS = ("f32",)
+
+
+def check_reference(model: Optional[str] = None, arch: Optional[str] = None, random: bool = False,
+                    prompt: str = DEFAULT_PROMPT, tokens: int = 16, precision: str = "f32", image: Any = None,
+                    seed: int = 0, dynres: Optional[dict] = None, workdir: Optional[str] = None) -> dict:
+    """The comparison's JSON record (see docs/models.md for the fields)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: the torch reference runs only {', '.join(PRECISIONS)}; the "
+                         f"deployed precisions belong to the native engine, which check-reference does not drive yet")
+    if tokens < 1:
+        raise ValueError(f"tokens must be at least 1, got {tokens}")
+    if random == (model is not None):
+        raise ValueError("give either --model HF_DIR or --arch ARCH --random")
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        if random:
+            if arch not in FAMILIES:
+                raise ValueError(f"--arch {arch!r} is not one of {', '.join(FAMILIES)}")
+            folder = family(arch).random_hf(Path(tmp) / arch, seed)
+        else:
+            folder = Path(model)
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{folder}: not an HF checkpoint folder (GGUF files are not compared yet)")
+        fam = family_for(folder)  # refuses an unsupported model_type before any weights are read
+        return _compare(folder, fam, prompt, tokens, precision, image, seed, dynres, random)
+
+
+@torch.no_grad()
+def _compare(folder: Path, fam, prompt: str, n: int, precision: str, image, seed: int, dynres, random: bool) -> dict:
+    import transformers
+
+    from bluelm_v.models.reference import load_model
+
+    ours = load_model(folder)  # config and tensor checks name the file before HF reads anything
+    hf = getattr(transformers, fam.HF_AUTO).from_pretrained(str(folder), dtype=torch.float32).eval()
+    inputs = fam.reference_inputs(folder, ours, prompt, image, seed, dynres or {}) if ours.vlm else \
+        text_inputs(ours, prompt)
+    ids = torch.tensor([inputs["ids"]])
+    pad = ours.config.llm.eos_token_ids[0] if ours.config.llm.eos_token_ids else 0
+    out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                      do_sample=False, pad_token_id=pad, **inputs.get("hf_kwargs", {}))
+    generated = out[0, ids.shape[1]:].tolist()
+    full = torch.cat([ids, torch.tensor([generated])], dim=1)
+    ref_logits = hf(input_ids=full, attention_mask=torch.ones_like(full), **inputs.get("hf_kwargs", {})).logits[0]
+    our_logits = ours_logits(ours, inputs["our_ids"] + generated, inputs.get("our_tiles"))
+    t = ids.shape[1]
+    steps = slice(t - 1, t - 1 + n)  # the position before each generated token predicts it
+    agree = (our_logits[steps].argmax(-1) == torch.tensor(generated)).float().mean().item()
+    cfg = ours.config
+    reason = cfg.engine_unsupported() or "check-reference compares the torch reference only; the native engine's " \
+        "comparison is not implemented yet"
+    return {
+        "reference": f"transformers {transformers.__version__}",
+        "arch": cfg.family,
+        "model": "random (save_pretrained)" if random else str(folder),
+        "precision": precision,
+        "compared": "torch reference",
+        "engine": {"compared": False, "reason": reason},
+        "max_abs_logit_diff": float((our_logits[t - 1] - ref_logits[t - 1]).abs().max()),
+        "max_abs_logit_diff_all_steps": float((our_logits[steps] - ref_logits[steps]).abs().max()),
+        "greedy_agreement": agree,
+        "tokens": n,
+        "prompt_tokens": t,
+        "image_tokens": inputs.get("image_tokens", 0),
+        "max_abs_pixel_diff": inputs.get("max_abs_pixel_diff"),
+        "preprocessing": inputs.get("preprocessing"),
+    }
+
+
+def text_inputs(loaded, prompt: str) -> dict:
+    ids = loaded.tokenizer.encode(prompt)
+    if not ids:
+        raise ValueError("the prompt encodes to no tokens")
+    return {"ids": ids, "our_ids": list(ids)}
+
+
+def ours_logits(loaded, ids: list, tiles: Optional[torch.Tensor]) -> torch.Tensor:
+    """Our logits [T, V] for every position of ``ids`` (IMAGE_TOKEN_ID runs filled from ``tiles``)."""
+    from bluelm_v.models.llm import prefill
+    from bluelm_v.models.vlm import embed_with_images
+
+    image_embeds = None if tiles is None else loaded.vlm.encode_tiles(tiles).flatten(0, 1)
+    embeds = embed_with_images(loaded.llm, ids, image_embeds)
+    cache = loaded.llm.new_cache(1, len(ids))
+    return prefill(loaded.llm, cache, embeds=embeds, all_logits=True)[0]
+
+
+__all__ = ["DEFAULT_PROMPT", "PRECISIONS", "check_reference"]
