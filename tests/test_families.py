@@ -107,3 +107,62 @@ def test_check_reference_cli_writes_json(tmp_path):
     assert r["greedy_agreement"] == 1.0 and r["tokens"] == 4
     assert main(["check-reference", "--arch", "llama", "--tokens", "4"]) == 1  # --arch without --random
     assert main(["check-reference", "--arch", "llama", "--random", "--precision", "int8"]) == 1
+
+
+# ---- VLM families ------------------------------------------------------------------------------------------------
+INTERNVIT_300M = dict(attention_bias=True, use_qk_norm=False, norm_type="layer_norm", use_mean_pooling=True)
+
+
+@pytest.mark.parametrize("variant", [{}, INTERNVIT_300M], ids=["6B-flags", "300M-flags"])
+def test_internvl_matches_hf(variant, tmp_path):
+    from bluelm_v.models.reference import load_model
+
+    folder = family("internvl").random_hf(tmp_path / "ivl", seed=2, **variant)
+    cfg = load_model(folder).config
+    assert cfg.vision.arch == "intern_vit" and cfg.vision.post_layernorm == (not variant)
+    assert cfg.vision.qk_norm == (not variant) and cfg.vision.norm == ("layer_norm" if variant else "rms_norm")
+    r = check_reference(model=str(folder), tokens=8)
+    assert r["arch"] == "internvl" and r["greedy_agreement"] == 1.0 and r["max_abs_logit_diff"] <= 1e-3
+    # 200x120 image, 56-px tiles, max 6: 3x2 tiles + thumbnail, 4 tokens each
+    assert r["preprocessing"]["tiles_hf"] == r["preprocessing"]["tiles_ours"] == 7 and r["image_tokens"] == 28
+    assert r["max_abs_pixel_diff"] <= 1e-5  # the same Pillow bicubic resize; normalization order rounds
+    assert "intern_vit" in r["engine"]["reason"]
+
+
+def test_internvl_with_our_scheme_runs_both_models_on_our_tiles(tmp_path):
+    from bluelm_v.dynres import plan
+
+    r = check_reference(arch="internvl", random=True, tokens=6, workdir=str(tmp_path),
+                        dynres={"scheme": "llava_next", "candidates": [(1, 1), (1, 2), (2, 1), (2, 2)]})
+    expected = plan(200, 120, "llava_next", tile=56, candidates=[(1, 1), (1, 2), (2, 1), (2, 2)]).patches
+    assert r["preprocessing"]["tiles_ours"] == expected != r["preprocessing"]["tiles_hf"]
+    assert r["image_tokens"] == 4 * expected and r["max_abs_pixel_diff"] is None
+    assert r["greedy_agreement"] == 1.0 and r["max_abs_logit_diff"] <= 1e-3
+
+
+def test_mismatched_files_are_refused_before_weights_are_read(tmp_path, monkeypatch):
+    import bluelm_v.models.checkpoint as ck
+    from bluelm_v.models.reference import load_model
+
+    folder = family("internvl").random_hf(tmp_path / "ivl", seed=0)
+    raw = json.loads((folder / "config.json").read_text())
+    raw["vision_config"]["intermediate_size"] = 128  # the ViT file was written for 64
+    (folder / "config.json").write_text(json.dumps(raw))
+
+    def no_read(paths):
+        raise AssertionError("tensor data read before the shape check")
+    monkeypatch.setattr(ck, "read_safetensors", no_read)
+    with pytest.raises(FormatError, match=r"model\.safetensors: tensor vision_tower\.encoder\.layers\.0\.mlp\.fc1"
+                                          r"\.weight has shape \[64, 32\], but .*config\.json gives \[128, 32\]"):
+        load_model(folder)
+    raw["vision_config"]["intermediate_size"] = 64
+    raw["image_token_id"] = 5000
+    (folder / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(FormatError, match=r"config\.json: field image_token_id 5000"):
+        load_model(folder)
+    raw["image_token_id"] = 299
+    (folder / "config.json").write_text(json.dumps(raw))
+    proc = json.loads((folder / "preprocessor_config.json").read_text())
+    (folder / "preprocessor_config.json").write_text(json.dumps({**proc, "size": {"height": 448, "width": 448}}))
+    with pytest.raises(FormatError, match=r"preprocessor_config\.json: field size .* vision_config\.image_size 56"):
+        load_model(folder)

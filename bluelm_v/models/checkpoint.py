@@ -256,8 +256,32 @@ def canonical_state(state: Mapping[str, torch.Tensor], cfg: ModelConfig) -> dict
 def load_safetensors(paths: Iterable[Union[str, Path]], cfg: ModelConfig) -> nn.Module:
     """The reference module of ``cfg`` with the weights of these safetensors files (any registered family)."""
     paths = list(paths)
+    check_shapes(paths, cfg)
     state = canonical_state(read_safetensors(paths), cfg)
     return assign_state(build(lambda: model_for(cfg)), state, where=_where(paths))
+
+
+def check_shapes(paths: list[Path], cfg: ModelConfig) -> None:
+    """Tensor names and shapes from the files' headers against the config's modules, before any tensor data is
+    read: a vision tower or LLM file that does not belong with config.json is refused up front, by tensor."""
+    from safetensors import SafetensorError, safe_open
+
+    header: dict[str, torch.Tensor] = {}
+    for path in paths:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                for name in f.keys():
+                    header[name] = torch.empty(f.get_slice(name).get_shape(), device="meta")
+        except (SafetensorError, OSError, ValueError, RuntimeError):
+            return  # unreadable header: read_safetensors names the file and the fault
+    with torch.device("meta"):
+        module = model_for(cfg)
+    state = canonical_state(header, cfg)
+    source = cfg.sources.get("all") or cfg.sources.get("llm") or "config.json"
+    for name, p in module.named_parameters():
+        if name in state and tuple(state[name].shape) != tuple(p.shape):
+            raise FormatError(f"{_where(paths)}: tensor {name} has shape {list(state[name].shape)}, but {source} "
+                              f"gives {list(p.shape)}: the weights do not belong with this config")
 
 
 __all__ = ["assign_state", "build", "config_to_json", "init_random", "llm_config_from_hf", "load_llm_safetensors",

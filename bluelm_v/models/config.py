@@ -166,6 +166,8 @@ class ModelConfig:
     def engine_unsupported(self) -> Optional[str]:
         """Why the native engine cannot run this model yet (None when it can): it runs the plain LLaMA decoder."""
         llm = self.llm
+        if self.vision is not None and self.vision.arch != "siglip":
+            return f"ViT arch {self.vision.arch!r} is not implemented in the native engine"
         if llm.arch != "llama" or llm.qkv_bias:
             return f"LLM arch {llm.arch!r} (biases on Q/K/V) is not implemented in the native engine"
         if llm.rope_scaling.get("rope_type", "default") != "default":

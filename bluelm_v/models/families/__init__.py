@@ -27,6 +27,7 @@ from bluelm_v import FormatError
 FAMILIES = {
     "llama": "bluelm_v.models.families.llama",
     "qwen2": "bluelm_v.models.families.qwen2",
+    "internvl": "bluelm_v.models.families.internvl",
 }
 
 
