@@ -166,3 +166,43 @@ def test_mismatched_files_are_refused_before_weights_are_read(tmp_path, monkeypa
     (folder / "preprocessor_config.json").write_text(json.dumps({**proc, "size": {"height": 448, "width": 448}}))
     with pytest.raises(FormatError, match=r"preprocessor_config\.json: field size .* vision_config\.image_size 56"):
         load_model(folder)
+
+
+def test_idefics3_matches_hf(tmp_path):
+    folder = family("idefics3").random_hf(tmp_path / "id3", seed=3)
+    r = check_reference(model=str(folder), tokens=8)
+    assert r["arch"] == "idefics3" and r["greedy_agreement"] == 1.0 and r["max_abs_logit_diff"] <= 1e-3
+    # 200x120 -> longest edge 448 (448x268) -> multiples of 112 (448x336): 3 rows x 4 cols + the global image
+    assert r["preprocessing"]["tiles_hf"] == r["preprocessing"]["tiles_ours"] == 13 and r["image_tokens"] == 52
+    assert r["max_abs_pixel_diff"] <= 1e-5
+    assert "projector 'linear'" in r["engine"]["reason"]
+
+
+@pytest.mark.parametrize("scheme", [{"scheme": "llava_next", "candidates": [(1, 1), (1, 2), (2, 1), (2, 2)]},
+                                    {"scheme": "bluelm", "alpha": 0.1}], ids=["llava_next", "bluelm"])
+def test_idefics3_with_our_scheme(scheme, tmp_path):
+    r = check_reference(arch="idefics3", random=True, tokens=6, workdir=str(tmp_path), dynres=scheme)
+    assert r["preprocessing"]["tiles_ours"] != r["preprocessing"]["tiles_hf"]
+    assert r["image_tokens"] == 4 * r["preprocessing"]["tiles_ours"]
+    assert r["greedy_agreement"] == 1.0 and r["max_abs_logit_diff"] <= 1e-3
+
+
+@pytest.mark.parametrize("rows,cols", [(0, 0), (1, 2), (3, 4)])
+def test_idefics3_image_block_is_the_hf_processors(rows, cols, tmp_path):
+    """Our block of ids, written back as text (reserved ids -> their token strings), equals the HF processor's
+    expansion of one image."""
+    import types
+
+    from bluelm_v.models.families.idefics3 import RESERVED, image_block
+    from bluelm_v.models.reference import load_model
+
+    loaded = load_model(family("idefics3").random_hf(tmp_path / "id3"))
+    names = {RESERVED["image"]: "<image>", RESERVED["fake"]: "<fake_token_around_image>",
+             RESERVED["global"]: "<global-img>"}
+    names.update({RESERVED["row_col"] + 6 * r + c: f"<row_{r + 1}_col_{c + 1}>" for r in range(6) for c in range(6)})
+    ids = image_block(loaded, rows, cols, global_image=rows > 0, image_id=RESERVED["image"])
+    text = "".join(names[i] if i in names else loaded.tokenizer.decode([i]) for i in ids)
+    proc = types.SimpleNamespace(fake_image_token="<fake_token_around_image>", image_token="<image>",
+                                 global_image_tag="<global-img>", image_seq_len=4)
+    expected = transformers.Idefics3Processor.replace_image_token(proc, {"rows": [[rows]], "cols": [[cols]]}, 0)
+    assert text == expected

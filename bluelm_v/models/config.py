@@ -70,8 +70,12 @@ class ProjectorConfig:
     act: Literal["gelu", "gelu_pytorch_tanh"] = "gelu"
     order: Literal["row_major", "column_major"] = "row_major"  # output grid order (older VILA: column-major)
     layer_norm_eps: float = 1e-5  # torch.nn.LayerNorm's default, as in VILA's mlp_downsample
+    kind: Literal["mlp", "linear"] = "mlp"  # "linear": one Linear(4C, d) alone (Idefics3's connector)
+    bias: bool = True  # biases on the projector's linears
 
     def __post_init__(self):
+        if self.kind == "linear" and self.layer_norm:
+            raise ValueError("a linear projector has no LayerNorm; set layer_norm false")
         if self.merge < 1:
             raise ValueError(f"projector merge {self.merge} must be at least 1")
 
@@ -152,6 +156,8 @@ class ModelConfig:
     dynres: dict[str, Union[int, float, str, list]] = field(default_factory=dict)  # bluelm_v.dynres.plan params
     deploy: DeployConfig = field(default_factory=DeployConfig)
     stand_in: str = ""  # what is not the real model's (unpublished) shape
+    processor: dict[str, Union[int, float, str, bool]] = field(default_factory=dict)  # the family's own image
+    # preprocessing, from its preprocessor_config.json (families whose tiling is not one of our schemes)
     family: str = "bluelm_v"  # checkpoint name map: ours, or an HF model_type of bluelm_v.models.families
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -168,6 +174,9 @@ class ModelConfig:
         llm = self.llm
         if self.vision is not None and self.vision.arch != "siglip":
             return f"ViT arch {self.vision.arch!r} is not implemented in the native engine"
+        if self.projector is not None and (self.projector.kind != "mlp" or self.projector.merge != 2):
+            return f"projector {self.projector.kind!r} with merge {self.projector.merge} is not implemented in the " \
+                   f"native engine"
         if llm.arch != "llama" or llm.qkv_bias:
             return f"LLM arch {llm.arch!r} (biases on Q/K/V) is not implemented in the native engine"
         if llm.rope_scaling.get("rope_type", "default") != "default":

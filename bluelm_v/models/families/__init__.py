@@ -28,6 +28,7 @@ FAMILIES = {
     "llama": "bluelm_v.models.families.llama",
     "qwen2": "bluelm_v.models.families.qwen2",
     "internvl": "bluelm_v.models.families.internvl",
+    "idefics3": "bluelm_v.models.families.idefics3",
 }
 
 
