@@ -206,3 +206,33 @@ def test_idefics3_image_block_is_the_hf_processors(rows, cols, tmp_path):
                                  global_image_tag="<global-img>", image_seq_len=4)
     expected = transformers.Idefics3Processor.replace_image_token(proc, {"rows": [[rows]], "cols": [[cols]]}, 0)
     assert text == expected
+
+
+@pytest.mark.parametrize("size", [None, (90, 200)], ids=["wide-pooled", "tall-unpadded"])
+def test_llava_onevision_matches_hf(size, tmp_path):
+    import numpy as np
+
+    from bluelm_v.models.anyres import packed_shape
+
+    image = None
+    if size:
+        image = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    folder = family("llava_onevision").random_hf(tmp_path / "ov", seed=4)
+    r = check_reference(model=str(folder), tokens=8, image=image)
+    assert r["arch"] == "llava_onevision" and r["greedy_agreement"] == 1.0 and r["max_abs_logit_diff"] <= 1e-3
+    assert r["preprocessing"]["tiles_hf"] == r["preprocessing"]["tiles_ours"]
+    # wide images: Pillow-exact; tall ones: Pillow 13 resamples them vertical pass first, our resize horizontal
+    # first (uint8 between the passes), a few levels apart on noise (docs/models.md)
+    assert r["max_abs_pixel_diff"] <= (1e-5 if size is None else 0.3)
+    if size is None:  # 200x120 on 56-px tiles: 3x2 grid, 8x12 map, shrunk (anyres_max_4) to 6x9 + newlines
+        assert packed_shape((3, 2), 4, (120, 200), 4) == (6, 9) and r["image_tokens"] == 16 + 6 * 10
+    else:  # 90x200: 2x3 grid, 12x8 map; the padding's columns cut: 12x6, under 1.1x of 4 tiles, not shrunk
+        assert packed_shape((2, 3), 4, (200, 90), 4) == (12, 6) and r["image_tokens"] == 16 + 12 * 7
+    assert "anyres_unpad" in r["engine"]["reason"]
+
+
+def test_llava_onevision_with_our_scheme(tmp_path):
+    r = check_reference(arch="llava_onevision", random=True, tokens=6, workdir=str(tmp_path),
+                        dynres={"scheme": "internvl", "max_num": 4})
+    assert r["preprocessing"]["tiles_ours"] == 3 != r["preprocessing"]["tiles_hf"]  # 2x1 + thumbnail
+    assert r["greedy_agreement"] == 1.0 and r["max_abs_logit_diff"] <= 1e-3

@@ -57,6 +57,9 @@ def _compare(folder: Path, fam, prompt: str, n: int, precision: str, image, seed
     hf = getattr(transformers, fam.HF_AUTO).from_pretrained(str(folder), dtype=torch.float32).eval()
     inputs = fam.reference_inputs(folder, ours, prompt, image, seed, dynres or {}) if ours.vlm else \
         text_inputs(ours, prompt)
+    for key, value in inputs.get("hf_config", {}).items():  # e.g. LLaVA-OneVision's canvas when ours replaces its
+        setattr(hf.config, key, value)
+        setattr(getattr(hf, "model", hf).config, key, value)
     ids = torch.tensor([inputs["ids"]])
     pad = ours.config.llm.eos_token_ids[0] if ours.config.llm.eos_token_ids else 0
     out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
@@ -64,7 +67,7 @@ def _compare(folder: Path, fam, prompt: str, n: int, precision: str, image, seed
     generated = out[0, ids.shape[1]:].tolist()
     full = torch.cat([ids, torch.tensor([generated])], dim=1)
     ref_logits = hf(input_ids=full, attention_mask=torch.ones_like(full), **inputs.get("hf_kwargs", {})).logits[0]
-    our_logits = ours_logits(ours, inputs["our_ids"] + generated, inputs.get("our_tiles"))
+    our_logits = ours_logits(ours, inputs["our_ids"] + generated, inputs.get("our_tiles"), inputs.get("layout", {}))
     t = ids.shape[1]
     steps = slice(t - 1, t - 1 + n)  # the position before each generated token predicts it
     agree = (our_logits[steps].argmax(-1) == torch.tensor(generated)).float().mean().item()
@@ -96,12 +99,13 @@ def text_inputs(loaded, prompt: str) -> dict:
     return {"ids": ids, "our_ids": list(ids)}
 
 
-def ours_logits(loaded, ids: list, tiles: Optional[torch.Tensor]) -> torch.Tensor:
-    """Our logits [T, V] for every position of ``ids`` (IMAGE_TOKEN_ID runs filled from ``tiles``)."""
+def ours_logits(loaded, ids: list, tiles: Optional[torch.Tensor], layout: dict) -> torch.Tensor:
+    """Our logits [T, V] for every position of ``ids`` (IMAGE_TOKEN_ID runs filled from ``tiles``; ``layout``:
+    the grid and image size an anyres layout needs)."""
     from bluelm_v.models.llm import prefill
     from bluelm_v.models.vlm import embed_with_images
 
-    image_embeds = None if tiles is None else loaded.vlm.encode_tiles(tiles).flatten(0, 1)
+    image_embeds = None if tiles is None else loaded.vlm.image_embeddings(tiles, **layout)
     embeds = embed_with_images(loaded.llm, ids, image_embeds)
     cache = loaded.llm.new_cache(1, len(ids))
     return prefill(loaded.llm, cache, embeds=embeds, all_logits=True)[0]

@@ -158,6 +158,9 @@ class ModelConfig:
     stand_in: str = ""  # what is not the real model's (unpublished) shape
     processor: dict[str, Union[int, float, str, bool]] = field(default_factory=dict)  # the family's own image
     # preprocessing, from its preprocessor_config.json (families whose tiling is not one of our schemes)
+    image_layout: Literal["tiles", "anyres_unpad"] = "tiles"  # how tile embeddings become the image's: in tile
+    # order, or LLaVA-OneVision's stitched, un-padded map with a newline per row (bluelm_v/models/anyres.py)
+    anyres_max_tiles: int = 9  # anyres_unpad: the map is shrunk above this many tiles' worth of features
     family: str = "bluelm_v"  # checkpoint name map: ours, or an HF model_type of bluelm_v.models.families
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -174,6 +177,8 @@ class ModelConfig:
         llm = self.llm
         if self.vision is not None and self.vision.arch != "siglip":
             return f"ViT arch {self.vision.arch!r} is not implemented in the native engine"
+        if self.image_layout != "tiles":
+            return f"image layout {self.image_layout!r} is not implemented in the native engine"
         if self.projector is not None and (self.projector.kind != "mlp" or self.projector.merge != 2):
             return f"projector {self.projector.kind!r} with merge {self.projector.merge} is not implemented in the " \
                    f"native engine"

@@ -29,6 +29,7 @@ FAMILIES = {
     "qwen2": "bluelm_v.models.families.qwen2",
     "internvl": "bluelm_v.models.families.internvl",
     "idefics3": "bluelm_v.models.families.idefics3",
+    "llava_onevision": "bluelm_v.models.families.llava_onevision",
 }
 
 
