@@ -200,7 +200,7 @@ def test_idefics3_image_block_is_the_hf_processors(rows, cols, tmp_path):
     names = {RESERVED["image"]: "<image>", RESERVED["fake"]: "<fake_token_around_image>",
              RESERVED["global"]: "<global-img>"}
     names.update({RESERVED["row_col"] + 6 * r + c: f"<row_{r + 1}_col_{c + 1}>" for r in range(6) for c in range(6)})
-    ids = image_block(loaded, rows, cols, global_image=rows > 0, image_id=RESERVED["image"])
+    ids = [RESERVED["image"] if i < 0 else i for i in image_block(loaded, rows, cols, global_image=rows > 0)]
     text = "".join(names[i] if i in names else loaded.tokenizer.decode([i]) for i in ids)
     proc = types.SimpleNamespace(fake_image_token="<fake_token_around_image>", image_token="<image>",
                                  global_image_tag="<global-img>", image_seq_len=4)
@@ -236,3 +236,20 @@ def test_llava_onevision_with_our_scheme(tmp_path):
                         dynres={"scheme": "internvl", "max_num": 4})
     assert r["preprocessing"]["tiles_ours"] == 3 != r["preprocessing"]["tiles_hf"]  # 2x1 + thumbnail
     assert r["greedy_agreement"] == 1.0 and r["max_abs_logit_diff"] <= 1e-3
+
+
+@pytest.mark.parametrize("arch", ["internvl", "idefics3", "llava_onevision"])
+def test_generate_from_an_hf_folder_follows_hf(arch, tmp_path):
+    """load_vlm on the folder builds the family's prompt and tiles itself; its greedy tokens are HF's."""
+    from bluelm_v.models.families._vlm import test_image
+    from bluelm_v.models.reference import load_vlm
+
+    folder = family(arch).random_hf(tmp_path / arch, seed=6)
+    r = check_reference(model=str(folder), tokens=6, prompt="What is this?")
+    vlm = load_vlm(folder)
+    message = [{"type": "image", "value": test_image(None, 0)}, {"type": "text", "value": "What is this?"}]
+    ids, images = vlm.prepare(message)
+    assert len(ids) == r["prompt_tokens"] and sum(i < 0 for i in ids) == r["image_tokens"]
+    stream = vlm.stream(message, max_new_tokens=6)
+    list(stream)
+    assert stream.tokens and stream.tokens == r["reference_tokens"][:len(stream.tokens)]  # ours stops at EOS

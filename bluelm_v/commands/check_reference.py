@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from bluelm_v.commands import dynres_args
 
 ARCHES = ("llava_onevision", "internvl", "idefics3", "llama", "qwen2")
 
@@ -25,9 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     text.add_argument("--prompt-file", help="file holding the prompt text")
     p.add_argument("--tokens", type=int, default=16, help="greedy steps compared (default 16)")
     p.add_argument("--precision", default="f32", help="f32 (the torch reference)")
-    p.add_argument("--scheme", choices=("bluelm", "internvl", "llava_next"), help="replace the family's tiling")
-    p.add_argument("--alpha", type=float, help="relaxed-matching alpha (--scheme bluelm)")
-    p.add_argument("--grid", type=int, help="candidate grid side k (k x k; max_num k*k for internvl)")
+    dynres_args.add_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", dest="json_out", help="write the JSON here (it is printed too)")
 
@@ -38,15 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if args.random != (args.arch is not None):
         raise ValueError("--arch needs --random (and --random needs --arch)")
     prompt = Path(args.prompt_file).read_text(encoding="utf-8") if args.prompt_file else args.prompt
-    dynres = None
-    if args.scheme or args.alpha is not None or args.grid is not None:
-        from bluelm_v.dynres import grid_params
-
-        if not args.scheme:
-            raise ValueError("--alpha and --grid need --scheme")
-        dynres = {"scheme": args.scheme, **(grid_params(args.scheme, args.grid) if args.grid else {})}
-        if args.alpha is not None:
-            dynres["alpha"] = args.alpha
+    dynres = dynres_args.from_args(args)
     from bluelm_v.models.check_reference import DEFAULT_PROMPT, check_reference
 
     result = check_reference(model=args.model, arch=args.arch, random=args.random, prompt=prompt or DEFAULT_PROMPT,

@@ -61,10 +61,7 @@ def _compare(folder: Path, fam, prompt: str, n: int, precision: str, image, seed
         setattr(hf.config, key, value)
         setattr(getattr(hf, "model", hf).config, key, value)
     ids = torch.tensor([inputs["ids"]])
-    pad = ours.config.llm.eos_token_ids[0] if ours.config.llm.eos_token_ids else 0
-    out = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
-                      do_sample=False, pad_token_id=pad, **inputs.get("hf_kwargs", {}))
-    generated = out[0, ids.shape[1]:].tolist()
+    generated = greedy(hf, ids, n, inputs.get("hf_kwargs", {}))
     full = torch.cat([ids, torch.tensor([generated])], dim=1)
     ref_logits = hf(input_ids=full, attention_mask=torch.ones_like(full), **inputs.get("hf_kwargs", {})).logits[0]
     our_logits = ours_logits(ours, inputs["our_ids"] + generated, inputs.get("our_tiles"), inputs.get("layout", {}))
@@ -85,11 +82,22 @@ def _compare(folder: Path, fam, prompt: str, n: int, precision: str, image, seed
         "max_abs_logit_diff_all_steps": float((our_logits[steps] - ref_logits[steps]).abs().max()),
         "greedy_agreement": agree,
         "tokens": n,
+        "reference_tokens": generated,
         "prompt_tokens": t,
         "image_tokens": inputs.get("image_tokens", 0),
         "max_abs_pixel_diff": inputs.get("max_abs_pixel_diff"),
         "preprocessing": inputs.get("preprocessing"),
     }
+
+
+def greedy(hf, ids: torch.Tensor, n: int, kwargs: dict) -> list[int]:
+    """n greedy tokens from the HF model by plain forward passes over the growing sequence: end-of-sequence ids
+    count like any other token (generate's min_new_tokens would mask them, and its stopping cut the run)."""
+    seq = ids
+    for _ in range(n):
+        logits = hf(input_ids=seq, attention_mask=torch.ones_like(seq), **kwargs).logits[0, -1]
+        seq = torch.cat([seq, logits.argmax().view(1, 1)], dim=1)
+    return seq[0, ids.shape[1]:].tolist()
 
 
 def text_inputs(loaded, prompt: str) -> dict:

@@ -156,8 +156,8 @@ class ModelConfig:
     dynres: dict[str, Union[int, float, str, list]] = field(default_factory=dict)  # bluelm_v.dynres.plan params
     deploy: DeployConfig = field(default_factory=DeployConfig)
     stand_in: str = ""  # what is not the real model's (unpublished) shape
-    processor: dict[str, Union[int, float, str, bool]] = field(default_factory=dict)  # the family's own image
-    # preprocessing, from its preprocessor_config.json (families whose tiling is not one of our schemes)
+    processor: dict[str, Union[int, float, str, bool]] = field(default_factory=dict)  # an HF family's own image
+    # preprocessing and prompt settings (image_token_id, splitting) from its config and preprocessor_config.json
     image_layout: Literal["tiles", "anyres_unpad"] = "tiles"  # how tile embeddings become the image's: in tile
     # order, or LLaVA-OneVision's stitched, un-padded map with a newline per row (bluelm_v/models/anyres.py)
     anyres_max_tiles: int = 9  # anyres_unpad: the map is shrunk above this many tiles' worth of features

@@ -70,10 +70,16 @@ def prompt_text(loaded, prompt: str) -> tuple[str, str]:
     return before, after
 
 
-def both_sides(hf_ids: Sequence[int], image_token_id: int) -> dict:
-    """HF's ids, and ours with each image token replaced by the placeholder our model fills."""
-    ours = [IMAGE_TOKEN_ID if i == image_token_id else int(i) for i in hf_ids]
-    return {"ids": [int(i) for i in hf_ids], "our_ids": ours, "image_tokens": ours.count(IMAGE_TOKEN_ID)}
+def both_sides(loaded, prompt: str, block: dict) -> dict:
+    """The chat-rendered prompt around one image block: our ids (IMAGE_TOKEN_ID placeholders) and HF's (the
+    family's image token there), with the block's tiles and layout."""
+    before, after = prompt_text(loaded, prompt)
+    tok = loaded.tokenizer
+    ours = tok.encode(before) + block["ids"] + tok.encode(after, add_bos=False)
+    image_id = int(loaded.config.processor["image_token_id"])
+    hf = [image_id if i == IMAGE_TOKEN_ID else i for i in ours]
+    return {"ids": hf, "our_ids": ours, "image_tokens": ours.count(IMAGE_TOKEN_ID), "our_tiles": block["tiles"],
+            "layout": block["layout"]}
 
 
 def special_id(loaded, token: str, fallback: int) -> int:

@@ -62,7 +62,7 @@ def config_from_hf(raw: Mapping, where: str) -> ModelConfig:
         raise FormatError(f"{where}: field scale_factor {scale} does not divide the {vision.grid}-patch grid")
     return ModelConfig(name=Path(where).parent.name, description=f"Idefics3 from {where}", llm=llm, vision=vision,
                        projector=ProjectorConfig(merge=scale, layer_norm=False, kind="linear", bias=False),
-                       processor=proc, family=ARCH, sources={"all": str(where)})
+                       processor={**proc, "image_token_id": image_id}, family=ARCH, sources={"all": str(where)})
 
 
 def processor(folder: Path, tile: int) -> dict:
@@ -164,9 +164,10 @@ def canonical_state(state: Mapping, cfg: ModelConfig) -> dict:
     return out
 
 
-def image_block(loaded, rows: int, cols: int, global_image: bool, image_id: int) -> list[int]:
-    """Token ids of one image's block (module doc), ``image_id`` marking every image position."""
+def image_block(loaded, rows: int, cols: int, global_image: bool) -> list[int]:
+    """Token ids of one image's block (module doc), IMAGE_TOKEN_ID at every image position."""
     from bluelm_v.models.families._vlm import special_id
+    from bluelm_v.models.vlm import IMAGE_TOKEN_ID
 
     tok, seq = loaded.tokenizer, loaded.config.image_tokens_per_tile()
     fake = special_id(loaded, "<fake_token_around_image>", RESERVED["fake"])
@@ -177,47 +178,53 @@ def image_block(loaded, rows: int, cols: int, global_image: bool, image_id: int)
             if r >= 6 or c >= 6:
                 raise ValueError(f"Idefics3 has row/column tokens up to 6x6, the tiling gives {rows}x{cols}")
             ids += [fake, special_id(loaded, f"<row_{r + 1}_col_{c + 1}>", RESERVED["row_col"] + 6 * r + c)]
-            ids += [image_id] * seq
+            ids += [IMAGE_TOKEN_ID] * seq
         # the row's newline and the global image's leading one are one piece of text after the last row
         ids += tok.encode("\n\n" if r == rows - 1 and global_image else "\n", add_bos=False)
     if global_image or not rows:
-        ids += [fake, glob] + [image_id] * seq + [fake]
+        ids += [fake, glob] + [IMAGE_TOKEN_ID] * seq + [fake]
     return ids
 
 
-def reference_inputs(folder: Path, loaded, prompt: str, image, seed: int, dynres: dict) -> dict:
-    """Token ids and pixels for both sides (see check_reference): HF's processor's tiles, or ours when
-    ``dynres`` replaces the family's splitting (local tiles row-major, the thumbnail as the global image)."""
+def prepare_image(loaded, rgb, dynres: dict, tiles=None) -> dict:
+    """One image -> its prompt block, tiles and layout: the family's splitting, or ``dynres``'s tiling (local
+    tiles row-major, the thumbnail as the global image). ``tiles`` given (HF's, same splitting): those."""
     import torch
 
     from bluelm_v.dynres import plan
     from bluelm_v.models.families import _vlm
 
     cfg = loaded.config
-    image_id = int(read_json(folder / "config.json").get("image_token_id", 128257))
-    rgb = _vlm.test_image(image, seed)
-    theirs = _vlm.hf_pixels(folder, rgb)[0]  # [P, 3, tile, tile]: one image, no padding
-    ours, rows, cols = family_tiles(cfg, rgb)
-    pixel_diff = _vlm.pixel_diff(ours, theirs)
-    global_image = rows > 0
     if dynres:
-        replaced = _vlm.with_dynres(cfg, dynres)
-        p = plan(rgb.shape[1], rgb.shape[0], **replaced.dynres)
-        ours = _vlm.our_tiles(replaced, rgb)
+        used = _vlm.with_dynres(cfg, dynres)
+        p = plan(rgb.shape[1], rgb.shape[0], **used.dynres)
+        ours = _vlm.our_tiles(used, rgb)
         if p.thumbnail_first:  # Idefics3 puts the global image last
             ours = torch.cat([ours[1:], ours[:1]])
         global_image = p.patches > p.local_patches
         cols, rows = p.grid if p.local_patches > 1 else (0, 0)
-        pixel_diff = None
-    tiles = ours if dynres else theirs
-    before, after = _vlm.prompt_text(loaded, prompt)
-    tok = loaded.tokenizer
-    ids = tok.encode(before) + image_block(loaded, rows, cols, global_image, image_id) + \
-        tok.encode(after, add_bos=False)
-    return {**_vlm.both_sides(ids, image_id), "hf_kwargs": {"pixel_values": tiles[None]}, "our_tiles": tiles,
-            "max_abs_pixel_diff": pixel_diff,
-            "preprocessing": {"ours": dict(replaced.dynres) if dynres else {"idefics3": dict(cfg.processor)},
-                              "tiles_ours": int(ours.shape[0]), "tiles_hf": int(theirs.shape[0])}}
+    else:
+        ours, rows, cols = family_tiles(cfg, rgb)
+        global_image = rows > 0
+    tiles = ours if tiles is None else tiles
+    return {"ids": image_block(loaded, rows, cols, global_image), "tiles": tiles, "layout": {}}
+
+
+def reference_inputs(folder: Path, loaded, prompt: str, image, seed: int, dynres: dict) -> dict:
+    """Token ids and pixels for both sides (see check_reference): HF's processor's tiles, or ours when
+    ``dynres`` replaces the family's splitting."""
+    from bluelm_v.models.families import _vlm
+
+    rgb = _vlm.test_image(image, seed)
+    theirs = _vlm.hf_pixels(folder, rgb)[0]  # [P, 3, tile, tile]: one image, no padding
+    own = family_tiles(loaded.config, rgb)[0]
+    block = prepare_image(loaded, rgb, dynres, None if dynres else theirs)
+    tiles = block["tiles"]
+    replaced = _vlm.with_dynres(loaded.config, dynres).dynres if dynres else {"idefics3": dict(loaded.config.processor)}
+    return {**_vlm.both_sides(loaded, prompt, block), "hf_kwargs": {"pixel_values": tiles[None]},
+            "max_abs_pixel_diff": None if dynres else _vlm.pixel_diff(own, theirs),
+            "preprocessing": {"ours": replaced, "tiles_ours": int(tiles.shape[0]) if dynres else int(own.shape[0]),
+                              "tiles_hf": int(theirs.shape[0])}}
 
 
 def random_hf(folder: Path, seed: int = 0, scale_factor: int = 4) -> Path:

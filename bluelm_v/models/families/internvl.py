@@ -82,7 +82,8 @@ def config_from_hf(raw: Mapping, where: str) -> ModelConfig:
                           f"grid, which pixel shuffle cannot halve")
     return ModelConfig(name=Path(where).parent.name, description=f"InternVL ({kind} LLM) from {where}", llm=llm,
                        vision=vision, projector=projector, family=ARCH, sources={"all": str(where)},
-                       dynres={"scheme": "internvl", "tile": size, "max_num": proc["max_num"], "min_num": proc["min_num"]})
+                       dynres={"scheme": "internvl", "tile": size, "max_num": proc["max_num"], "min_num": proc["min_num"]},
+                       processor={"image_token_id": image_id})
 
 
 def _processor(folder: Path, tile: int) -> dict:
@@ -147,28 +148,36 @@ def canonical_state(state: Mapping, cfg: ModelConfig) -> dict:
     return out
 
 
+def prepare_image(loaded, rgb, dynres: dict, tiles=None) -> dict:
+    """One image -> its prompt block (IMAGE_TOKEN_ID positions), tiles (the family's tiling, or ``dynres``'s;
+    ``tiles`` given: those) and layout."""
+    from bluelm_v.models.families import _vlm
+    from bluelm_v.models.vlm import IMAGE_TOKEN_ID
+
+    cfg = loaded.config
+    tiles = _vlm.our_tiles(_vlm.with_dynres(cfg, dynres), rgb) if tiles is None else tiles
+    image_id = int(cfg.processor["image_token_id"])
+    start = _vlm.special_id(loaded, "<img>", image_id - 2)
+    end = _vlm.special_id(loaded, "</img>", image_id - 1)
+    run = [IMAGE_TOKEN_ID] * (tiles.shape[0] * cfg.image_tokens_per_tile())
+    return {"ids": [start] + run + [end], "tiles": tiles, "layout": {}}
+
+
 def reference_inputs(folder: Path, loaded, prompt: str, image, seed: int, dynres: dict) -> dict:
     """Token ids and pixels for both sides (see check_reference): HF's processor's tiles, or ours when
     ``dynres`` replaces the family's tiling."""
     from bluelm_v.models.families import _vlm
 
     cfg = loaded.config
-    raw = read_json(folder / "config.json")
-    image_id = int(raw.get("image_token_id", 151667))
     rgb = _vlm.test_image(image, seed)
     theirs = _vlm.hf_pixels(folder, rgb)
     ours = _vlm.our_tiles(_vlm.with_dynres(cfg, dynres), rgb)
     tiles = ours if dynres else theirs  # the same pixels go to both models
-    before, after = _vlm.prompt_text(loaded, prompt)
-    tok = loaded.tokenizer
-    start = _vlm.special_id(loaded, "<img>", image_id - 2)
-    end = _vlm.special_id(loaded, "</img>", image_id - 1)
-    run = [image_id] * (tiles.shape[0] * cfg.image_tokens_per_tile())
-    ids = tok.encode(before) + [start] + run + [end] + tok.encode(after, add_bos=False)
-    return {**_vlm.both_sides(ids, image_id), "hf_kwargs": {"pixel_values": tiles}, "our_tiles": tiles,
+    inputs = _vlm.both_sides(loaded, prompt, prepare_image(loaded, rgb, dynres, tiles))
+    return {**inputs, "hf_kwargs": {"pixel_values": tiles},
             "max_abs_pixel_diff": None if dynres else _vlm.pixel_diff(ours, theirs),
-            "preprocessing": {"ours": dict(cfg.dynres) if not dynres else _vlm.with_dynres(cfg, dynres).dynres,
-                              "tiles_ours": int(ours.shape[0]), "tiles_hf": int(theirs.shape[0])}}
+            "preprocessing": {"ours": _vlm.with_dynres(cfg, dynres).dynres, "tiles_ours": int(ours.shape[0]),
+                              "tiles_hf": int(theirs.shape[0])}}
 
 
 def random_hf(folder: Path, seed: int = 0, **vision_overrides) -> Path:

@@ -67,7 +67,8 @@ def config_from_hf(raw: Mapping, where: str) -> ModelConfig:
                        llm=llm, vision=vision, projector=projector, family=ARCH, sources={"all": str(where)},
                        dynres={"scheme": "llava_next", "tile": tile,
                                "candidates": candidates(raw.get("image_grid_pinpoints"), tile, where)},
-                       image_layout="anyres_unpad", anyres_max_tiles=int(ratio.rsplit("_", 1)[1]))
+                       image_layout="anyres_unpad", anyres_max_tiles=int(ratio.rsplit("_", 1)[1]),
+                       processor={"image_token_id": image_id})
 
 
 def candidates(pinpoints, tile: int, where: str) -> list[list[int]]:
@@ -119,40 +120,48 @@ def canonical_state(state: Mapping, cfg: ModelConfig) -> dict:
     return out
 
 
-def reference_inputs(folder: Path, loaded, prompt: str, image, seed: int, dynres: dict) -> dict:
-    """Token ids and pixels for both sides (see check_reference). With ``dynres`` our tiles replace the family's;
-    HF's model then gets our chosen canvas as its only pinpoint, so it stitches the same grid."""
+def prepare_image(loaded, rgb, dynres: dict, tiles=None) -> dict:
+    """One image -> its prompt block (one position per embedding row of the packed layout), tiles (base image
+    first; the family's tiling, or ``dynres``'s; ``tiles`` given: those) and layout (grid, image size)."""
     import torch
 
     from bluelm_v.dynres import plan
     from bluelm_v.models.anyres import image_token_count
     from bluelm_v.models.families import _vlm
+    from bluelm_v.models.vlm import IMAGE_TOKEN_ID
 
     cfg = loaded.config
-    raw = read_json(folder / "config.json")
-    image_id = int(raw.get("image_token_index", raw.get("image_token_id", 151646)))
+    h, w = rgb.shape[:2]
+    used = _vlm.with_dynres(cfg, dynres)
+    p = plan(w, h, **used.dynres)
+    if tiles is None:
+        tiles = _vlm.our_tiles(used, rgb)
+        if p.patches > 1 and not p.thumbnail_first:  # the layout needs the whole-image tile first
+            tiles = torch.cat([tiles[-1:], tiles[:-1]])
+    count = image_token_count(tiles.shape[0], p.grid, cfg.vision.grid, (h, w), cfg.anyres_max_tiles)
+    return {"ids": [IMAGE_TOKEN_ID] * count, "tiles": tiles, "layout": {"grid": tuple(p.grid), "image_hw": (h, w)}}
+
+
+def reference_inputs(folder: Path, loaded, prompt: str, image, seed: int, dynres: dict) -> dict:
+    """Token ids and pixels for both sides (see check_reference). With ``dynres`` our tiles replace the family's;
+    HF's model then gets our chosen canvas as its only pinpoint, so it stitches the same grid."""
+    import torch
+
+    from bluelm_v.models.families import _vlm
+
+    cfg = loaded.config
     rgb = _vlm.test_image(image, seed)
     h, w = rgb.shape[:2]
     theirs = _vlm.hf_pixels(folder, rgb)[0]  # [P, 3, tile, tile], base image first
-    used = _vlm.with_dynres(cfg, dynres)
-    p = plan(w, h, **used.dynres)
-    ours = _vlm.our_tiles(used, rgb)
-    if p.patches > 1 and not p.thumbnail_first:  # the layout needs the whole-image tile first
-        ours = torch.cat([ours[-1:], ours[:-1]])
-    tiles = ours if dynres else theirs
-    side = cfg.vision.grid
-    count = image_token_count(tiles.shape[0], p.grid, side, (h, w), cfg.anyres_max_tiles)
-    before, after = _vlm.prompt_text(loaded, prompt)
-    tok = loaded.tokenizer
-    ids = tok.encode(before) + [image_id] * count + tok.encode(after, add_bos=False)
-    m, n = p.grid
+    own = prepare_image(loaded, rgb, {})["tiles"]
+    block = prepare_image(loaded, rgb, dynres, None if dynres else theirs)
+    tiles, (m, n) = block["tiles"], block["layout"]["grid"]
     tile = cfg.vision.image_size
-    hf_kwargs = {"pixel_values": tiles[None], "image_sizes": torch.tensor([[h, w]])}
-    return {**_vlm.both_sides(ids, image_id), "hf_kwargs": hf_kwargs, "our_tiles": tiles,
-            "layout": {"grid": tuple(p.grid), "image_hw": (h, w)},
+    return {**_vlm.both_sides(loaded, prompt, block),
+            "hf_kwargs": {"pixel_values": tiles[None], "image_sizes": torch.tensor([[h, w]])},
             "hf_config": {"image_grid_pinpoints": [[n * tile, m * tile]]} if dynres else {},
-            "max_abs_pixel_diff": None if dynres else _vlm.pixel_diff(ours, theirs),
-            "preprocessing": {"ours": dict(used.dynres), "tiles_ours": int(ours.shape[0]),
+            "max_abs_pixel_diff": None if dynres else _vlm.pixel_diff(own, theirs),
+            "preprocessing": {"ours": _vlm.with_dynres(cfg, dynres).dynres, "tiles_ours": int(tiles.shape[0]),
                               "tiles_hf": int(theirs.shape[0])}}
 
 
