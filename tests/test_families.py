@@ -253,3 +253,41 @@ def test_generate_from_an_hf_folder_follows_hf(arch, tmp_path):
     stream = vlm.stream(message, max_new_tokens=6)
     list(stream)
     assert stream.tokens and stream.tokens == r["reference_tokens"][:len(stream.tokens)]  # ours stops at EOS
+
+
+@pytest.mark.parametrize("w,h", [(200, 120), (120, 200), (1000, 999), (2000, 300), (300, 2000), (384, 384),
+                                 (1920, 1080), (777, 5000)])
+def test_llava_onevision_token_count_is_the_hf_processors(w, h):
+    """The prompt's image positions equal LLaVA-OneVision's processor's count at the real model's shapes
+    (384-px tiles of 27x27 patches, pinpoints 1..6 tiles a side, anyres_max_9)."""
+    import types
+
+    from bluelm_v.dynres import plan
+    from bluelm_v.models.anyres import image_token_count
+    from bluelm_v.models.families.llava_onevision import candidates
+
+    pinpoints = [[384 * i, 384 * j] for i in range(1, 7) for j in range(1, 7)]
+    p = plan(w, h, "llava_next", tile=384, candidates=candidates(pinpoints, 384, "x"))
+    proc_cls = transformers.LlavaOnevisionProcessor
+    proc = types.SimpleNamespace(image_processor=types.SimpleNamespace(image_grid_pinpoints=pinpoints),
+                                 num_image_tokens=729, vision_aspect_ratio="anyres_max_9")
+    proc._get_unpadded_features = lambda *a: proc_cls._get_unpadded_features(proc, *a)
+    expected = proc_cls._get_number_of_features(proc, h, w, 384, 384)
+    assert image_token_count(p.patches, p.grid, 27, (h, w), 9) == expected
+
+
+def test_internvl_image_block_is_the_hf_processors(tmp_path):
+    import types
+
+    from bluelm_v.models.families import _vlm
+    from bluelm_v.models.reference import load_model
+
+    loaded = load_model(family("internvl").random_hf(tmp_path / "ivl"))
+    block = family("internvl").prepare_image(loaded, _vlm.test_image(None, 0), {})
+    names = {297: "<img>", 298: "</img>", -200: "<IMG_CONTEXT>"}
+    text = "".join(names[i] for i in block["ids"])
+    proc = types.SimpleNamespace(start_image_token="<img>", end_image_token="</img>", image_token="<IMG_CONTEXT>",
+                                 image_seq_length=4)
+    expected = transformers.InternVLProcessor.replace_image_token(
+        proc, {"num_patches": [block["tiles"].shape[0]]}, 0)
+    assert text == expected
