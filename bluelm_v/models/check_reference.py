@@ -54,6 +54,8 @@ def _compare(folder: Path, fam, prompt: str, n: int, precision: str, image, seed
     from bluelm_v.models.reference import load_model
 
     ours = load_model(folder)  # config and tensor checks name the file before HF reads anything
+    if dynres and not ours.vlm:
+        raise ValueError(f"--scheme/--alpha/--grid tile images; {ours.config.family} is a text-only model")
     hf = getattr(transformers, fam.HF_AUTO).from_pretrained(str(folder), dtype=torch.float32).eval()
     inputs = fam.reference_inputs(folder, ours, prompt, image, seed, dynres or {}) if ours.vlm else \
         text_inputs(ours, prompt)
