@@ -291,3 +291,66 @@ def test_internvl_image_block_is_the_hf_processors(tmp_path):
     expected = transformers.InternVLProcessor.replace_image_token(
         proc, {"num_patches": [block["tiles"].shape[0]]}, 0)
     assert text == expected
+
+
+def write_tokenizer(folder, specials):
+    """A small byte-level BPE tokenizer.json trained here (vocab 290 + specials), with its config and a ChatML
+    chat_template.jinja, as transformers writes them; returns the HF fast tokenizer over the same file."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=290, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["Describe the image in one sentence. What is this? The quick brown fox."] * 20, trainer)
+    tok.add_special_tokens(["<|im_start|>", "<|im_end|>", *specials])
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}))
+    (folder / "chat_template.jinja").write_text(
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+    return transformers.PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
+
+
+def test_internvl_folder_with_its_tokenizer_builds_hfs_prompt(tmp_path):
+    """With tokenizer files the special tokens come from the tokenizer and the template from
+    chat_template.jinja; the prompt equals HF's tokenization of the processor's expanded text."""
+    from bluelm_v.models.families._vlm import test_image
+    from bluelm_v.models.reference import load_vlm
+
+    folder = family("internvl").random_hf(tmp_path / "ivl", seed=7)
+    fast = write_tokenizer(folder, ["<img>", "</img>", "<IMG_CONTEXT>"])
+    raw = json.loads((folder / "config.json").read_text())
+    raw["image_token_id"] = fast.convert_tokens_to_ids("<IMG_CONTEXT>")
+    (folder / "config.json").write_text(json.dumps(raw))
+    vlm = load_vlm(folder)
+    assert vlm.tokenizer.source == str(folder)
+    ids, images = vlm.prepare([{"type": "image", "value": test_image(None, 0)}, {"type": "text", "value": "What is this?"}])
+    n = images[0][0].shape[0] * 4
+    text = ("<|im_start|>user\n<img>" + "<IMG_CONTEXT>" * n + "</img>\nWhat is this?<|im_end|>\n"
+            "<|im_start|>assistant\n")
+    assert [raw["image_token_id"] if i < 0 else i for i in ids] == fast(text)["input_ids"]
+    r = check_reference(model=str(folder), tokens=6, prompt="What is this?")
+    assert r["greedy_agreement"] == 1.0 and r["prompt_tokens"] == len(ids)
+
+
+def test_idefics3_folder_with_its_tokenizer_builds_hfs_prompt(tmp_path):
+    import types
+
+    from bluelm_v.models.families._vlm import test_image
+    from bluelm_v.models.reference import load_vlm
+
+    folder = family("idefics3").random_hf(tmp_path / "id3", seed=8)
+    rows_cols = [f"<row_{r}_col_{c}>" for r in range(1, 4) for c in range(1, 5)]
+    fast = write_tokenizer(folder, ["<fake_token_around_image>", "<global-img>", "<image>", *rows_cols])
+    raw = json.loads((folder / "config.json").read_text())
+    raw["image_token_id"] = fast.convert_tokens_to_ids("<image>")
+    (folder / "config.json").write_text(json.dumps(raw))
+    vlm = load_vlm(folder)
+    ids, _ = vlm.prepare([{"type": "image", "value": test_image(None, 0)}, {"type": "text", "value": "What is this?"}])
+    proc = types.SimpleNamespace(fake_image_token="<fake_token_around_image>", image_token="<image>",
+                                 global_image_tag="<global-img>", image_seq_len=4)
+    block = transformers.Idefics3Processor.replace_image_token(proc, {"rows": [[3]], "cols": [[4]]}, 0)
+    text = "<|im_start|>user\n" + block + "\nWhat is this?<|im_end|>\n<|im_start|>assistant\n"
+    assert [raw["image_token_id"] if i < 0 else i for i in ids] == fast(text)["input_ids"]
+    assert check_reference(model=str(folder), tokens=6, prompt="What is this?")["greedy_agreement"] == 1.0
