@@ -106,7 +106,7 @@ def test_check_reference_cli_writes_json(tmp_path):
     r = json.loads(out.read_text())
     assert r["greedy_agreement"] == 1.0 and r["tokens"] == 4
     assert main(["check-reference", "--arch", "llama", "--tokens", "4"]) == 1  # --arch without --random
-    assert main(["check-reference", "--arch", "llama", "--random", "--precision", "int8"]) == 1
+    assert main(["check-reference", "--arch", "llama", "--random", "--precision", "int8"]) == 1  # not a precision
 
 
 # ---- VLM families ------------------------------------------------------------------------------------------------
@@ -354,3 +354,20 @@ def test_idefics3_folder_with_its_tokenizer_builds_hfs_prompt(tmp_path):
     text = "<|im_start|>user\n" + block + "\nWhat is this?<|im_end|>\n<|im_start|>assistant\n"
     assert [raw["image_token_id"] if i < 0 else i for i in ids] == fast(text)["input_ids"]
     assert check_reference(model=str(folder), tokens=6, prompt="What is this?")["greedy_agreement"] == 1.0
+
+
+def test_engine_precision_compares_the_native_engine(tmp_path):
+    r = check_reference(arch="llama", random=True, tokens=16, precision="q8_0", activations="int16",
+                        workdir=str(tmp_path))
+    assert r["compared"] == "native engine" and r["engine"]["compared"] is True
+    assert r["engine"]["weights"] == "q8_0" and r["engine"]["activations"] == "int16"
+    assert r["torch_reference"]["greedy_agreement"] == 1.0
+    # q8_0 weights and activations on N(0, 0.1) weights: measured 0.05-0.1 on logits of magnitude ~5-10
+    assert 0 < r["max_abs_logit_diff_all_steps"] < 0.3 and r["greedy_agreement"] >= 0.8
+
+
+def test_engine_precision_on_an_architecture_it_lacks_says_so(tmp_path):
+    r = check_reference(arch="qwen2", random=True, tokens=4, precision="default", workdir=str(tmp_path))
+    assert r["compared"] == "native engine" and r["engine"]["compared"] is False
+    assert "qwen2" in r["engine"]["reason"] and r["greedy_agreement"] is None and r["max_abs_logit_diff"] is None
+    assert r["torch_reference"]["greedy_agreement"] == 1.0

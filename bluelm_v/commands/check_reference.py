@@ -25,7 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     text.add_argument("--prompt", help="prompt text")
     text.add_argument("--prompt-file", help="file holding the prompt text")
     p.add_argument("--tokens", type=int, default=16, help="greedy steps compared (default 16)")
-    p.add_argument("--precision", default="f32", help="f32 (the torch reference)")
+    p.add_argument("--precision", default="f32",
+                   help="f32: the torch reference; default (q4_0) / q4_0 / q4_1 / q8_0: the native engine")
+    p.add_argument("--activations", default="int8", choices=("int8", "int16"), help="engine activations")
+    p.add_argument("--kv-cache", choices=("int8", "f16", "f32"), help="engine KV cache (default: the package's)")
     dynres_args.add_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", dest="json_out", help="write the JSON here (it is printed too)")
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = check_reference(model=args.model, arch=args.arch, random=args.random, prompt=prompt or DEFAULT_PROMPT,
                              tokens=args.tokens, precision=args.precision, image=args.image, seed=args.seed,
-                             dynres=dynres)
+                             dynres=dynres, activations=args.activations, kv_cache=args.kv_cache)
     text = json.dumps(result, indent=1)
     if args.json_out:
         Path(args.json_out).write_text(text + "\n", encoding="utf-8")

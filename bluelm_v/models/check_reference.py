@@ -20,16 +20,20 @@ from bluelm_v import FormatError
 from bluelm_v.models.families import FAMILIES, family, family_for
 
 DEFAULT_PROMPT = "Describe the image in one sentence."
-PRECISIONS = ("f32",)
+ENGINE_WEIGHTS = ("q4_0", "q4_1", "q8_0")  # LLM weight formats a --precision may name for the engine
+PRECISIONS = ("f32", "default", *ENGINE_WEIGHTS)
 
 
 def check_reference(model: Optional[str] = None, arch: Optional[str] = None, random: bool = False,
                     prompt: str = DEFAULT_PROMPT, tokens: int = 16, precision: str = "f32", image: Any = None,
-                    seed: int = 0, dynres: Optional[dict] = None, workdir: Optional[str] = None) -> dict:
-    """The comparison's JSON record (see docs/models.md for the fields)."""
+                    seed: int = 0, dynres: Optional[dict] = None, workdir: Optional[str] = None,
+                    activations: str = "int8", kv_cache: Optional[str] = None) -> dict:
+    """The comparison's JSON record (see docs/models.md for the fields). ``precision`` f32 compares the torch
+    reference; the others (``default``: the package's q4_0 LLM weights, or a weight format) compare the native
+    engine at that precision with ``activations`` and ``kv_cache`` (the package's int8 by default), the torch
+    reference's figures beside them."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: the torch reference runs only {', '.join(PRECISIONS)}; the "
-                         f"deployed precisions belong to the native engine, which check-reference does not drive yet")
+        raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if tokens < 1:
         raise ValueError(f"tokens must be at least 1, got {tokens}")
     if random == (model is not None):
@@ -44,11 +48,15 @@ def check_reference(model: Optional[str] = None, arch: Optional[str] = None, ran
             if not folder.is_dir():
                 raise FileNotFoundError(f"{folder}: not an HF checkpoint folder (GGUF files are not compared yet)")
         fam = family_for(folder)  # refuses an unsupported model_type before any weights are read
-        return _compare(folder, fam, prompt, tokens, precision, image, seed, dynres, random)
+        engine = None if precision == "f32" else {"weights": "q4_0" if precision == "default" else precision,
+                                                  "activations": activations, "kv_cache": kv_cache,
+                                                  "workdir": Path(tmp) / "package"}
+        return _compare(folder, fam, prompt, tokens, precision, image, seed, dynres, random, engine)
 
 
 @torch.no_grad()
-def _compare(folder: Path, fam, prompt: str, n: int, precision: str, image, seed: int, dynres, random: bool) -> dict:
+def _compare(folder: Path, fam, prompt: str, n: int, precision: str, image, seed: int, dynres, random: bool,
+             engine: Optional[dict]) -> dict:
     import transformers
 
     from bluelm_v.models.reference import load_model
@@ -68,21 +76,15 @@ def _compare(folder: Path, fam, prompt: str, n: int, precision: str, image, seed
     ref_logits = hf(input_ids=full, attention_mask=torch.ones_like(full), **inputs.get("hf_kwargs", {})).logits[0]
     our_logits = ours_logits(ours, inputs["our_ids"] + generated, inputs.get("our_tiles"), inputs.get("layout", {}))
     t = ids.shape[1]
-    steps = slice(t - 1, t - 1 + n)  # the position before each generated token predicts it
-    agree = (our_logits[steps].argmax(-1) == torch.tensor(generated)).float().mean().item()
     cfg = ours.config
-    reason = cfg.engine_unsupported() or "check-reference compares the torch reference only; the native engine's " \
-        "comparison is not implemented yet"
-    return {
+    torch_ref = figures(our_logits, ref_logits, generated, t)
+    record = {
         "reference": f"transformers {transformers.__version__}",
         "arch": cfg.family,
         "model": "random (save_pretrained)" if random else str(folder),
         "precision": precision,
         "compared": "torch reference",
-        "engine": {"compared": False, "reason": reason},
-        "max_abs_logit_diff": float((our_logits[t - 1] - ref_logits[t - 1]).abs().max()),
-        "max_abs_logit_diff_all_steps": float((our_logits[steps] - ref_logits[steps]).abs().max()),
-        "greedy_agreement": agree,
+        **torch_ref,
         "tokens": n,
         "reference_tokens": generated,
         "prompt_tokens": t,
@@ -90,6 +92,41 @@ def _compare(folder: Path, fam, prompt: str, n: int, precision: str, image, seed
         "max_abs_pixel_diff": inputs.get("max_abs_pixel_diff"),
         "preprocessing": inputs.get("preprocessing"),
     }
+    reason = cfg.engine_unsupported() or (
+        "the engine runs text-only LLaMA packages and BlueLM-V's own VLMs, not this family's" if ours.vlm else None)
+    if engine is None:
+        record["engine"] = {"compared": False, "reason": "precision f32 compares the torch reference (the engine "
+                            "has no float32 LLM weights)" if reason is None else reason}
+        return record
+    record.update(compared="native engine", torch_reference=torch_ref)
+    if reason is not None:  # no engine figures are made up: the record says why there are none
+        record.update({k: None for k in torch_ref}, engine={"compared": False, "reason": reason})
+        return record
+    logits = engine_logits(ours, inputs["our_ids"] + generated, engine)
+    record.update(figures(logits, ref_logits, generated, t))
+    record["engine"] = {"compared": True, "weights": engine["weights"], "activations": engine["activations"],
+                        "kv_cache": engine["kv_cache"] or cfg.deploy.kv_cache}
+    return record
+
+
+def figures(logits: torch.Tensor, ref_logits: torch.Tensor, generated: list, t: int) -> dict:
+    """max |logit diff| at the first generated step and over all, and the teacher-forced greedy agreement."""
+    steps = slice(t - 1, t - 1 + len(generated))  # the position before each generated token predicts it
+    return {"max_abs_logit_diff": float((logits[t - 1] - ref_logits[t - 1]).abs().max()),
+            "max_abs_logit_diff_all_steps": float((logits[steps] - ref_logits[steps]).abs().max()),
+            "greedy_agreement": (logits[steps].argmax(-1) == torch.tensor(generated)).float().mean().item()}
+
+
+def engine_logits(loaded, ids: list, engine: dict) -> torch.Tensor:
+    """The native engine's logits [T, V] for every position of ``ids``, from a package of ``loaded`` written at
+    the requested weight format (the ViT, if any, at q8_0)."""
+    from bluelm_v.engine import Engine
+    from bluelm_v.export.package import package
+
+    pkg = package(loaded, engine["workdir"], quant=engine["weights"])
+    session = Engine(pkg, kv_cache=engine["kv_cache"], activations=engine["activations"],
+                     context=len(ids)).session()
+    return torch.from_numpy(session.prefill(ids, all_logits=True).copy()).float()
 
 
 def greedy(hf, ids: torch.Tensor, n: int, kwargs: dict) -> list[int]:
