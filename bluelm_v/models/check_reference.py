@@ -44,10 +44,13 @@ def check_reference(model: Optional[str] = None, arch: Optional[str] = None, ran
                 raise ValueError(f"--arch {arch!r} is not one of {', '.join(FAMILIES)}")
             folder = family(arch).random_hf(Path(tmp) / arch, seed)
         else:
-            folder = Path(model)
-            if not folder.is_dir():
-                raise FileNotFoundError(f"{folder}: not an HF checkpoint folder (GGUF files are not compared yet)")
-        fam = family_for(folder)  # refuses an unsupported model_type before any weights are read
+            from bluelm_v._paths import resolve_model_spec
+
+            folder = Path(resolve_model_spec(model))
+            if not folder.exists():
+                raise FileNotFoundError(f"{folder}: no such HF checkpoint folder or GGUF file")
+        # a GGUF file is a LLaMA-family LLM (its loader refuses other architectures by name)
+        fam = family("llama") if folder.is_file() else family_for(folder)  # before any weights are read
         engine = None if precision == "f32" else {"weights": "q4_0" if precision == "default" else precision,
                                                   "activations": activations, "kv_cache": kv_cache,
                                                   "workdir": Path(tmp) / "package"}
@@ -64,7 +67,11 @@ def _compare(folder: Path, fam, prompt: str, n: int, precision: str, image, seed
     ours = load_model(folder)  # config and tensor checks name the file before HF reads anything
     if dynres and not ours.vlm:
         raise ValueError(f"--scheme/--alpha/--grid tile images; {ours.config.family} is a text-only model")
-    hf = getattr(transformers, fam.HF_AUTO).from_pretrained(str(folder), dtype=torch.float32).eval()
+    if folder.is_file():  # transformers dequantizes the GGUF's tensors itself
+        hf = transformers.AutoModelForCausalLM.from_pretrained(str(folder.parent), gguf_file=folder.name,
+                                                               dtype=torch.float32).eval()
+    else:
+        hf = getattr(transformers, fam.HF_AUTO).from_pretrained(str(folder), dtype=torch.float32).eval()
     inputs = fam.reference_inputs(folder, ours, prompt, image, seed, dynres or {}) if ours.vlm else \
         text_inputs(ours, prompt)
     for key, value in inputs.get("hf_config", {}).items():  # e.g. LLaVA-OneVision's canvas when ours replaces its
@@ -80,7 +87,7 @@ def _compare(folder: Path, fam, prompt: str, n: int, precision: str, image, seed
     torch_ref = figures(our_logits, ref_logits, generated, t)
     record = {
         "reference": f"transformers {transformers.__version__}",
-        "arch": cfg.family,
+        "arch": fam.ARCH,
         "model": "random (save_pretrained)" if random else str(folder),
         "precision": precision,
         "compared": "torch reference",
@@ -102,7 +109,7 @@ def _compare(folder: Path, fam, prompt: str, n: int, precision: str, image, seed
     if reason is not None:  # no engine figures are made up: the record says why there are none
         record.update({k: None for k in torch_ref}, engine={"compared": False, "reason": reason})
         return record
-    logits = engine_logits(ours, inputs["our_ids"] + generated, engine)
+    logits = engine_logits(folder if folder.is_file() else ours, inputs["our_ids"] + generated, engine)
     record.update(figures(logits, ref_logits, generated, t))
     record["engine"] = {"compared": True, "weights": engine["weights"], "activations": engine["activations"],
                         "kv_cache": engine["kv_cache"] or cfg.deploy.kv_cache}
@@ -117,13 +124,13 @@ def figures(logits: torch.Tensor, ref_logits: torch.Tensor, generated: list, t: 
             "greedy_agreement": (logits[steps].argmax(-1) == torch.tensor(generated)).float().mean().item()}
 
 
-def engine_logits(loaded, ids: list, engine: dict) -> torch.Tensor:
-    """The native engine's logits [T, V] for every position of ``ids``, from a package of ``loaded`` written at
-    the requested weight format (the ViT, if any, at q8_0)."""
+def engine_logits(source, ids: list, engine: dict) -> torch.Tensor:
+    """The native engine's logits [T, V] for every position of ``ids``, from a package of ``source`` (a loaded
+    model, or a GGUF file packaged as ``bluelm-v package`` does) at the requested weight format."""
     from bluelm_v.engine import Engine
     from bluelm_v.export.package import package
 
-    pkg = package(loaded, engine["workdir"], quant=engine["weights"])
+    pkg = package(source if not isinstance(source, Path) else str(source), engine["workdir"], quant=engine["weights"])
     session = Engine(pkg, kv_cache=engine["kv_cache"], activations=engine["activations"],
                      context=len(ids)).session()
     return torch.from_numpy(session.prefill(ids, all_logits=True).copy()).float()
