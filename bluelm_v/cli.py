@@ -20,6 +20,8 @@ COMMANDS = {
     "generate": ("bluelm_v.commands.generate", "generate with the PyTorch reference model (streams the text)"),
     "export": ("bluelm_v.commands.export", "static-shape ONNX graphs (ViT, projector, LLM prefill/decode) for NPU toolchains"),
     "run": ("bluelm_v.commands.run", "answer a prompt (and images) with the native engine and print the timing table"),
+    "check-reference": ("bluelm_v.commands.check_reference",
+                        "compare the torch reference with HF transformers on the same inputs (JSON)"),
     "data": ("bluelm_v.commands.data", "benchmark data: `data fetch NAME` downloads a VLMEvalKit TSV with MD5 check"),
     "bench": ("bluelm_v.commands.bench", "llama-bench's table for the native engine: pp/tg tokens/s with spread"),
 }

@@ -114,7 +114,7 @@ def test_hf_config_translation_refuses_what_the_reference_lacks():
     with pytest.raises(FormatError, match="model_type"):
         llm_config_from_hf({**base, "model_type": "mistral"}, "x")
     with pytest.raises(FormatError, match="RoPE scaling"):
-        llm_config_from_hf({**base, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "x")
+        llm_config_from_hf({**base, "rope_scaling": {"rope_type": "yarn", "factor": 8.0}}, "x")
     with pytest.raises(FormatError, match="missing field 'hidden_size'"):
         llm_config_from_hf({k: v for k, v in base.items() if k != "hidden_size"}, "x")
     assert dataclasses.asdict(llm_config_from_hf(base, "x"))["rms_norm_eps"] == base["rms_norm_eps"]

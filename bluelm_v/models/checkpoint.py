@@ -46,7 +46,7 @@ def reset_buffers(module: nn.Module) -> None:
 
     for m in module.modules():
         if isinstance(m, LlamaForCausalLM):
-            cos, sin = rope_tables(m.cfg.dim_head, m.cfg.rope_theta, m.cfg.max_context)
+            cos, sin = rope_tables(m.cfg.dim_head, m.cfg.rope_theta, m.cfg.max_context, m.cfg.rope_scaling)
             m.rope_cos.copy_(cos)
             m.rope_sin.copy_(sin)
         elif isinstance(m, SiglipEmbeddings):
@@ -221,52 +221,69 @@ def config_to_json(cfg: ModelConfig) -> dict:
 
 
 def llm_config_from_hf(hf: Mapping, where: str) -> LLMConfig:
-    """An HF ``config.json`` of model_type llama -> LLMConfig (unsupported features are refused)."""
-    if hf.get("model_type") != "llama":
-        raise FormatError(f"{where}: model_type {hf.get('model_type')!r} is not supported (expected 'llama')")
-    if hf.get("hidden_act", "silu") != "silu" or hf.get("attention_bias") or hf.get("mlp_bias"):
-        raise FormatError(f"{where}: only SiLU MLPs without biases are supported")
-    rope = hf.get("rope_parameters") or {}
-    scaling = hf.get("rope_scaling") or {}
-    if rope.get("rope_type", "default") != "default" or scaling.get("rope_type", scaling.get("type", "default")) != "default":
-        raise FormatError(f"{where}: RoPE scaling is not supported by the reference model")
-    eos = hf.get("eos_token_id")
-    try:
-        return LLMConfig(
-            hidden=int(hf["hidden_size"]), intermediate=int(hf["intermediate_size"]),
-            layers=int(hf["num_hidden_layers"]), heads=int(hf["num_attention_heads"]),
-            kv_heads=int(hf.get("num_key_value_heads") or hf["num_attention_heads"]), vocab=int(hf["vocab_size"]),
-            max_context=int(hf.get("max_position_embeddings", 2048)), head_dim=hf.get("head_dim"),
-            rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
-            rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-            tie_embeddings=bool(hf.get("tie_word_embeddings", False)), bos_token_id=hf.get("bos_token_id"),
-            eos_token_ids=tuple(eos if isinstance(eos, list) else ([] if eos is None else [eos])),
-        )
-    except KeyError as exc:
-        raise FormatError(f"{where}: missing field {exc.args[0]!r}") from None
-    except (TypeError, ValueError) as exc:
-        raise FormatError(f"{where}: {exc}") from None
+    """An HF decoder ``config.json`` (a registered text family: llama, qwen2) -> LLMConfig."""
+    from bluelm_v.models.families import family_of_config
+
+    fam = family_of_config(dict(hf), where)
+    cfg = fam.config_from_hf(hf, where)
+    if cfg.multimodal:
+        raise FormatError(f"{where}: field model_type {hf.get('model_type')!r} is a VLM, not a text-only LLM")
+    return cfg.llm
 
 
 def read_dir_config(folder: Path) -> ModelConfig:
-    """``config.json`` of a checkpoint folder: ours (a models config with "llm") or HF's (model_type llama)."""
+    """``config.json`` of a checkpoint folder: ours (a models config with "llm") or HF's, translated by the
+    family registered for its model_type (bluelm_v.models.families)."""
     from bluelm_v.config import from_dict
+    from bluelm_v.models.families import family_of_config, read_json
 
     path = folder / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder}: no config.json")
-    from bluelm_v.jsonfile import read_json
-
     raw = read_json(path)
-    if not isinstance(raw, dict):
-        raise FormatError(f"{path}: top level must be a JSON object")
     if "llm" in raw:
         return from_dict(ModelConfig, raw, where=str(path))
-    llm = llm_config_from_hf(raw, str(path))
-    return ModelConfig(name=folder.name, description=f"text-only LLM from {folder}", llm=llm,
-                       sources={"llm": str(path)})
+    return family_of_config(raw, path).config_from_hf(raw, str(path))
+
+
+def canonical_state(state: Mapping[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Checkpoint names -> the module's canonical names, by the config's family."""
+    if cfg.family == "bluelm_v":
+        return canonical_vlm_names(state, cfg) if cfg.multimodal else canonical_llm_names(state, cfg.llm)
+    from bluelm_v.models.families import family
+
+    return family(cfg.family).canonical_state(state, cfg)
+
+
+def load_safetensors(paths: Iterable[Union[str, Path]], cfg: ModelConfig) -> nn.Module:
+    """The reference module of ``cfg`` with the weights of these safetensors files (any registered family)."""
+    paths = list(paths)
+    check_shapes(paths, cfg)
+    state = canonical_state(read_safetensors(paths), cfg)
+    return assign_state(build(lambda: model_for(cfg)), state, where=_where(paths))
+
+
+def check_shapes(paths: list[Path], cfg: ModelConfig) -> None:
+    """Tensor names and shapes from the files' headers against the config's modules, before any tensor data is
+    read: a vision tower or LLM file that does not belong with config.json is refused up front, by tensor."""
+    from safetensors import SafetensorError, safe_open
+
+    header: dict[str, torch.Tensor] = {}
+    for path in paths:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                for name in f.keys():
+                    header[name] = torch.empty(f.get_slice(name).get_shape(), device="meta")
+        except (SafetensorError, OSError, ValueError, RuntimeError):
+            return  # unreadable header: read_safetensors names the file and the fault
+    with torch.device("meta"):
+        module = model_for(cfg)
+    state = canonical_state(header, cfg)
+    source = cfg.sources.get("all") or cfg.sources.get("llm") or "config.json"
+    for name, p in module.named_parameters():
+        if name in state and tuple(state[name].shape) != tuple(p.shape):
+            raise FormatError(f"{_where(paths)}: tensor {name} has shape {list(state[name].shape)}, but {source} "
+                              f"gives {list(p.shape)}: the weights do not belong with this config")
 
 
 __all__ = ["assign_state", "build", "config_to_json", "init_random", "llm_config_from_hf", "load_llm_safetensors",
-           "load_siglip_safetensors", "load_vlm_safetensors", "model_for", "random_model", "read_dir_config",
+           "load_safetensors", "load_siglip_safetensors", "load_vlm_safetensors", "model_for", "random_model", "read_dir_config",
            "read_safetensors", "save_safetensors"]

@@ -15,7 +15,9 @@ from bluelm_v.config import load
 
 @dataclass(frozen=True)
 class VisionConfig:
-    """SigLIP-style ViT (HF SiglipVisionModel numerics)."""
+    """SigLIP-style ViT (HF SiglipVisionModel numerics); InternViT is the same encoder with flags: a class token
+    (its position first, dropped from the features), layer scale on both residual branches, RMSNorm, optional
+    QK norm and no Q/K/V biases."""
 
     image_size: int  # tile side (384)
     patch_size: int  # 14: stride-14 conv without padding -> floor(384/14)^2 = 729 tokens per tile
@@ -23,7 +25,7 @@ class VisionConfig:
     intermediate: int
     layers: int
     heads: int
-    arch: Literal["siglip"] = "siglip"
+    arch: Literal["siglip", "intern_vit"] = "siglip"
     layer_norm_eps: float = 1e-6
     act: Literal["gelu_pytorch_tanh", "gelu"] = "gelu_pytorch_tanh"
     channels: int = 3
@@ -31,6 +33,11 @@ class VisionConfig:
     post_layernorm: bool = True  # apply the final LayerNorm (only meaningful with select_layer == -1)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    class_token: bool = False  # InternViT: a learned token before the patches
+    layer_scale: bool = False  # InternViT: per-channel scales on the attention and MLP outputs
+    norm: Literal["layer_norm", "rms_norm"] = "layer_norm"
+    qk_norm: bool = False  # RMSNorm over the whole q and k before the head split (InternViT-6B)
+    qkv_bias: bool = True
 
     def __post_init__(self):
         if self.hidden % self.heads:
@@ -63,8 +70,12 @@ class ProjectorConfig:
     act: Literal["gelu", "gelu_pytorch_tanh"] = "gelu"
     order: Literal["row_major", "column_major"] = "row_major"  # output grid order (older VILA: column-major)
     layer_norm_eps: float = 1e-5  # torch.nn.LayerNorm's default, as in VILA's mlp_downsample
+    kind: Literal["mlp", "linear"] = "mlp"  # "linear": one Linear(4C, d) alone (Idefics3's connector)
+    bias: bool = True  # biases on the projector's linears
 
     def __post_init__(self):
+        if self.kind == "linear" and self.layer_norm:
+            raise ValueError("a linear projector has no LayerNorm; set layer_norm false")
         if self.merge < 1:
             raise ValueError(f"projector merge {self.merge} must be at least 1")
 
@@ -73,9 +84,13 @@ class ProjectorConfig:
         return side * side
 
 
+ROPE_TYPES = ("default", "linear", "llama3")  # what bluelm_v.models.llm.rope_tables computes
+
+
 @dataclass(frozen=True)
 class LLMConfig:
-    """LLaMA-family decoder: GQA, RoPE, RMSNorm, SwiGLU."""
+    """LLaMA-family decoder: GQA, RoPE, RMSNorm, SwiGLU. Qwen2 is the same decoder with biases on Q/K/V
+    (``qkv_bias``); ``rope_scaling`` holds HF's ``rope_parameters`` for the scaled RoPE types (empty: plain)."""
 
     hidden: int
     intermediate: int
@@ -84,15 +99,22 @@ class LLMConfig:
     kv_heads: int
     vocab: int
     max_context: int
-    arch: Literal["llama"] = "llama"
+    arch: Literal["llama", "qwen2"] = "llama"
     head_dim: Optional[int] = None  # default hidden // heads
     rope_theta: float = 10000.0
     rms_norm_eps: float = 1e-5
     tie_embeddings: bool = True
     bos_token_id: Optional[int] = None
     eos_token_ids: tuple[int, ...] = ()
+    qkv_bias: bool = False  # Qwen2: q/k/v projections carry biases (o_proj does not)
+    rope_scaling: dict[str, Union[float, int, str]] = field(default_factory=dict)  # {"rope_type": "linear", ...}
 
     def __post_init__(self):
+        kind = self.rope_scaling.get("rope_type", "default")
+        if kind not in ROPE_TYPES:
+            raise ValueError(f"llm rope_scaling type {kind!r} is not supported (known: {', '.join(ROPE_TYPES)})")
+        if kind != "default" and "factor" not in self.rope_scaling:
+            raise ValueError(f"llm rope_scaling of type {kind!r} needs a 'factor'")
         if self.heads % self.kv_heads:
             raise ValueError(f"llm heads {self.heads} is not a multiple of kv_heads {self.kv_heads}")
         if self.head_dim is None and self.hidden % self.heads:
@@ -108,7 +130,7 @@ class LLMConfig:
 
     def param_count(self, include_embeddings: bool = True) -> int:
         d, f, q, kv = self.hidden, self.intermediate, self.heads * self.dim_head, self.kv_dim
-        per_layer = d * q + 2 * d * kv + q * d + 3 * d * f + 2 * d
+        per_layer = d * q + 2 * d * kv + q * d + 3 * d * f + 2 * d + ((q + 2 * kv) if self.qkv_bias else 0)
         emb = self.vocab * d * (1 if self.tie_embeddings else 2)
         return self.layers * per_layer + d + (emb if include_embeddings else 0)
 
@@ -134,6 +156,12 @@ class ModelConfig:
     dynres: dict[str, Union[int, float, str, list]] = field(default_factory=dict)  # bluelm_v.dynres.plan params
     deploy: DeployConfig = field(default_factory=DeployConfig)
     stand_in: str = ""  # what is not the real model's (unpublished) shape
+    processor: dict[str, Union[int, float, str, bool]] = field(default_factory=dict)  # an HF family's own image
+    # preprocessing and prompt settings (image_token_id, splitting) from its config and preprocessor_config.json
+    image_layout: Literal["tiles", "anyres_unpad"] = "tiles"  # how tile embeddings become the image's: in tile
+    # order, or LLaVA-OneVision's stitched, un-padded map with a newline per row (bluelm_v/models/anyres.py)
+    anyres_max_tiles: int = 9  # anyres_unpad: the map is shrunk above this many tiles' worth of features
+    family: str = "bluelm_v"  # checkpoint name map: ours, or an HF model_type of bluelm_v.models.families
     sources: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -143,6 +171,22 @@ class ModelConfig:
     @property
     def multimodal(self) -> bool:
         return self.vision is not None
+
+    def engine_unsupported(self) -> Optional[str]:
+        """Why the native engine cannot run this model yet (None when it can): it runs the plain LLaMA decoder."""
+        llm = self.llm
+        if self.vision is not None and self.vision.arch != "siglip":
+            return f"ViT arch {self.vision.arch!r} is not implemented in the native engine"
+        if self.image_layout != "tiles":
+            return f"image layout {self.image_layout!r} is not implemented in the native engine"
+        if self.projector is not None and (self.projector.kind != "mlp" or self.projector.merge != 2):
+            return f"projector {self.projector.kind!r} with merge {self.projector.merge} is not implemented in the " \
+                   f"native engine"
+        if llm.arch != "llama" or llm.qkv_bias:
+            return f"LLM arch {llm.arch!r} (biases on Q/K/V) is not implemented in the native engine"
+        if llm.rope_scaling.get("rope_type", "default") != "default":
+            return f"RoPE scaling {llm.rope_scaling.get('rope_type')!r} is not implemented in the native engine"
+        return None
 
     def image_tokens_per_tile(self) -> int:
         if not self.multimodal:

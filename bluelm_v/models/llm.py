@@ -1,5 +1,8 @@
 """LLaMA-family decoder (GQA, RoPE, RMSNorm, SwiGLU, tied embeddings) with a KV cache and chunked prefill.
 
+Qwen2 is this decoder with ``cfg.qkv_bias`` (q/k/v_proj.bias [H*hd] / [KVH*hd]); scaled RoPE is
+``cfg.rope_scaling``.
+
 Module names follow HF ``LlamaForCausalLM`` exactly, so its state dict loads by name:
 
     model.embed_tokens.weight                                  [V, d]
@@ -16,7 +19,8 @@ All arithmetic is float32 in the reference. A forward call processes one chunk o
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+import math
+from typing import Literal, Mapping, Optional
 
 import torch
 import torch.nn as nn
@@ -40,12 +44,39 @@ class RMSNorm(nn.Module):
         return self.weight * xf.to(x.dtype)
 
 
-def rope_tables(head_dim: int, theta: float, positions: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin tables [positions, head_dim] for HF's rotate_half RoPE (frequencies repeated in both halves)."""
+def rope_tables(head_dim: int, theta: float, positions: int,
+                scaling: Optional[Mapping] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin tables [positions, head_dim] for HF's rotate_half RoPE (frequencies repeated in both halves).
+
+    ``scaling`` (HF ``rope_parameters``): "linear" divides every frequency by ``factor``; "llama3" divides only
+    the long wavelengths, blending smoothly between ``high_freq_factor`` and ``low_freq_factor`` bands."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))  # [hd/2]
+    inv_freq = scale_frequencies(inv_freq, scaling or {})
     freqs = torch.arange(positions, dtype=torch.int64).float()[:, None] * inv_freq[None, :]  # [P, hd/2]
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos(), emb.sin()
+
+
+def scale_frequencies(inv_freq: torch.Tensor, scaling: Mapping) -> torch.Tensor:
+    """inv_freq [hd/2] -> the scaled RoPE frequencies of ``scaling["rope_type"]`` (see rope_tables)."""
+    kind = scaling.get("rope_type", "default")
+    if kind == "default":
+        return inv_freq
+    factor = float(scaling["factor"])
+    if kind == "linear":
+        return inv_freq / factor
+    if kind != "llama3":
+        raise ValueError(f"RoPE scaling {kind!r} is not supported")
+    old_context = float(scaling["original_max_position_embeddings"])
+    low, high = float(scaling.get("low_freq_factor", 1.0)), float(scaling.get("high_freq_factor", 4.0))
+    wavelen = 2 * math.pi / inv_freq
+    # long wavelengths (beyond old_context / low) are stretched by factor, short ones (below old_context / high)
+    # kept; in between, interpolate on old_context / wavelen
+    scaled = torch.where(wavelen > old_context / low, inv_freq / factor, inv_freq)
+    smooth = (old_context / wavelen - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_context / high) & (wavelen <= old_context / low)
+    return torch.where(medium, blended, scaled)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -116,9 +147,9 @@ class LlamaAttention(nn.Module):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = cfg.heads, cfg.kv_heads, cfg.dim_head
         self.scale = self.head_dim**-0.5
-        self.q_proj = nn.Linear(cfg.hidden, cfg.heads * cfg.dim_head, bias=False)
-        self.k_proj = nn.Linear(cfg.hidden, cfg.kv_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.hidden, cfg.kv_dim, bias=False)
+        self.q_proj = nn.Linear(cfg.hidden, cfg.heads * cfg.dim_head, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.hidden, cfg.kv_dim, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.hidden, cfg.kv_dim, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(cfg.heads * cfg.dim_head, cfg.hidden, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
@@ -183,7 +214,7 @@ class LlamaForCausalLM(nn.Module):
         self.cfg = cfg
         self.model = LlamaModel(cfg)
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.hidden, cfg.vocab, bias=False)
-        cos, sin = rope_tables(cfg.dim_head, cfg.rope_theta, cfg.max_context)
+        cos, sin = rope_tables(cfg.dim_head, cfg.rope_theta, cfg.max_context, cfg.rope_scaling)
         self.register_buffer("rope_cos", cos, persistent=False)  # [max_context, hd]
         self.register_buffer("rope_sin", sin, persistent=False)
 

@@ -9,6 +9,8 @@ the tiny model's 5x5 becomes 3x3. For merge 2 the output cell (r, c) is
 and cells are emitted row-major (``order="column_major"`` emits them column by column, as older VILA did).
 ``Projector`` then maps each folded token to the LLM's width: [LayerNorm(m*m*C)] -> Linear(m*m*C, d) -> act ->
 Linear(d, d). Parameter names: ``norm.{weight,bias}``, ``linear_1.{weight,bias}``, ``linear_2.{weight,bias}``.
+``kind="linear"`` keeps ``linear_1`` alone (Idefics3 / SmolVLM: pixel shuffle by ``merge``, then one Linear
+without bias); its merge is any factor, in the same row-major [dy][dx] channel order.
 """
 from __future__ import annotations
 
@@ -51,9 +53,10 @@ class Projector(nn.Module):
         self.grid = vision.grid
         width = cfg.merge * cfg.merge * vision.hidden
         self.norm = nn.LayerNorm(width, eps=cfg.layer_norm_eps) if cfg.layer_norm else nn.Identity()
-        self.linear_1 = nn.Linear(width, llm_hidden)
-        self.act = activation(cfg.act)
-        self.linear_2 = nn.Linear(llm_hidden, llm_hidden)
+        self.linear_1 = nn.Linear(width, llm_hidden, bias=cfg.bias)
+        mlp = cfg.kind == "mlp"
+        self.act = activation(cfg.act) if mlp else nn.Identity()
+        self.linear_2 = nn.Linear(llm_hidden, llm_hidden, bias=cfg.bias) if mlp else nn.Identity()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         # features: [B, grid*grid, C] -> [B, ceil(grid/merge)^2, d]

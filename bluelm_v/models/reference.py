@@ -4,7 +4,7 @@ A spec is one of
 - a shipped config name (``tiny``, ``bluelm-v-3b``, ``smollm2-135m``) or a config JSON path: random weights,
   seeded (``seed=0`` by default), with the byte-level tokenizer;
 - a ``.gguf`` file: a text-only LLaMA-family LLM with the file's tokenizer and chat template;
-- a folder with ``config.json`` (ours, or HF's for model_type llama), ``*.safetensors`` and optionally
+- a folder with ``config.json`` (ours, or HF's of a family in bluelm_v.models.families), ``*.safetensors`` and optionally
   ``tokenizer.bin`` (ours) or HF ``tokenizer.json``, with ``tokenizer_config.json`` (else the byte-level
   tokenizer); ``save_pretrained`` writes one.
 
@@ -23,8 +23,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from bluelm_v.models.checkpoint import (config_to_json, load_llm_safetensors, load_vlm_safetensors, random_model,
-                                        read_dir_config, save_safetensors)
+from bluelm_v.models.checkpoint import (config_to_json, load_safetensors, random_model, read_dir_config,
+                                        save_safetensors)
 from bluelm_v.models.config import ModelConfig, load_model_config
 from bluelm_v.models.generate import GenerationStream, SamplingConfig, Timing, generate
 from bluelm_v.models.llm import LlamaForCausalLM
@@ -72,10 +72,11 @@ def load_model(spec: Spec, *, seed: int = 0) -> LoadedModel:
     return loaded
 
 
-def load_vlm(spec: Spec, *, seed: int = 0, chunk: Optional[int] = None,
-             tile_batch: Optional[int] = None) -> "ReferenceVLM":
-    """A generator over ``load_model(spec)``; ``chunk`` and ``tile_batch`` default to the config's deploy values."""
-    return ReferenceVLM(load_model(spec, seed=seed), chunk=chunk, tile_batch=tile_batch)
+def load_vlm(spec: Spec, *, seed: int = 0, chunk: Optional[int] = None, tile_batch: Optional[int] = None,
+             dynres: Optional[dict] = None) -> "ReferenceVLM":
+    """A generator over ``load_model(spec)``; ``chunk`` and ``tile_batch`` default to the config's deploy values;
+    ``dynres`` (an HF family's folder) replaces the family's own tiling by one of our schemes."""
+    return ReferenceVLM(load_model(spec, seed=seed), chunk=chunk, tile_batch=tile_batch, dynres=dynres)
 
 
 def save_pretrained(loaded: LoadedModel, folder: Union[str, Path]) -> Path:
@@ -113,7 +114,7 @@ def _load_dir(folder: Path) -> LoadedModel:
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{folder}: no *.safetensors files")
-    model = load_vlm_safetensors(files, cfg) if cfg.multimodal else load_llm_safetensors(files, cfg.llm)
+    model = load_safetensors(files, cfg)
     has_tok = any((folder / f).is_file() for f in ("tokenizer.bin", "tokenizer.json"))
     tok = Tokenizer.from_dir(folder) if has_tok else Tokenizer.byte_level(cfg.llm.vocab)
     if tok.vocab_size > cfg.llm.vocab:
@@ -124,8 +125,10 @@ def _load_dir(folder: Path) -> LoadedModel:
 class ReferenceVLM:
     """``generate(message, ...) -> str`` over a loaded reference model (text-only models refuse images)."""
 
-    def __init__(self, loaded: LoadedModel, chunk: Optional[int] = None, tile_batch: Optional[int] = None):
+    def __init__(self, loaded: LoadedModel, chunk: Optional[int] = None, tile_batch: Optional[int] = None,
+                 dynres: Optional[dict] = None):
         self.loaded = loaded
+        self.dynres = dict(dynres or {})  # one of our schemes in place of an HF family's own tiling
         self.config = loaded.config
         self.tokenizer = loaded.tokenizer
         self.chunk = chunk or self.config.deploy.chunk
@@ -133,8 +136,9 @@ class ReferenceVLM:
         self.last_timing: Optional[Timing] = None
 
     # ---- prompt building --------------------------------------------------------------------------------------
-    def prepare(self, message: Message) -> tuple[list[int], list[torch.Tensor]]:
-        """Token ids with IMAGE_TOKEN_ID runs, and each image's tiles [P, 3, S, S], for one user message."""
+    def prepare(self, message: Message) -> tuple[list[int], list[tuple[torch.Tensor, dict]]]:
+        """Token ids with IMAGE_TOKEN_ID runs, and each image's (tiles [P, 3, S, S], layout), for one user
+        message. An HF family's images take its own preprocessing and prompt block (bluelm_v.models.families)."""
         items = [{"type": "text", "value": message}] if isinstance(message, str) else list(message)
         parts, images = [], []
         for i, item in enumerate(items):
@@ -147,26 +151,37 @@ class ReferenceVLM:
                     raise ValueError(f"message item {i}: text must not contain the image marker {IMAGE_MARKER!r}")
                 parts.append(item["value"])
             else:
-                images.append(image_tiles(self.config, item["value"]))
+                images.append(self._image(item["value"]))
                 parts.append(IMAGE_MARKER + "\n")
         prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": "".join(parts)}])
         pieces = prompt.split(IMAGE_MARKER)
         if len(pieces) != len(images) + 1:
             raise ValueError(f"the chat template produced {len(pieces) - 1} image markers for {len(images)} images")
-        per_tile = self.config.image_tokens_per_tile() if images else 0
         ids = self.tokenizer.encode(pieces[0])
-        for tiles, piece in zip(images, pieces[1:]):
-            ids += [IMAGE_TOKEN_ID] * (tiles.shape[0] * per_tile)
-            ids += self.tokenizer.encode(piece, add_bos=False)
-        return ids, images
+        for (block, _, _), piece in zip(images, pieces[1:]):
+            ids += block + self.tokenizer.encode(piece, add_bos=False)
+        return ids, [(tiles, layout) for _, tiles, layout in images]
 
-    def embed(self, ids: Sequence[int], images: Sequence[torch.Tensor], timing: Timing) -> torch.Tensor:
-        """Prompt embeddings [1, T, d]: images encoded (ViT in batches of tile_batch) and spliced in."""
+    def _image(self, value) -> tuple[list[int], torch.Tensor, dict]:
+        """One image -> (its prompt block with IMAGE_TOKEN_ID positions, tiles, layout)."""
+        if self.config.family == "bluelm_v":
+            tiles = image_tiles(self.config, value)
+            return [IMAGE_TOKEN_ID] * (tiles.shape[0] * self.config.image_tokens_per_tile()), tiles, {}
+        from bluelm_v.image import load_image
+        from bluelm_v.models.families import family
+
+        if not self.config.multimodal:
+            raise ValueError(f"model {self.config.name} is text-only and cannot take images")
+        block = family(self.config.family).prepare_image(self.loaded, load_image(value), self.dynres)
+        return block["ids"], block["tiles"], block["layout"]
+
+    def embed(self, ids: Sequence[int], images: Sequence[tuple[torch.Tensor, dict]], timing: Timing) -> torch.Tensor:
+        """Prompt embeddings [1, T, d]: images encoded (ViT in batches of tile_batch), laid out and spliced in."""
         image_embeds = None
         if images:
             t0 = time.perf_counter()
             vlm = self.loaded.vlm
-            image_embeds = torch.cat([vlm.encode_tiles(t, self.tile_batch).flatten(0, 1) for t in images])
+            image_embeds = torch.cat([vlm.image_embeddings(t, batch=self.tile_batch, **layout) for t, layout in images])
             timing.extra["vision_s"] = time.perf_counter() - t0
         with torch.no_grad():
             return embed_with_images(self.loaded.llm, ids, image_embeds)

@@ -31,6 +31,23 @@ CHATML_TEMPLATE = (
 NATIVE_FILE, CONFIG_FILE = "tokenizer.bin", "tokenizer_config.json"
 
 
+def _template_file(folder: Path) -> Optional[str]:
+    """The chat template transformers >= 4.43 writes beside the tokenizer (``chat_template.jinja``) or with a
+    processor (``chat_template.json``)."""
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    path = folder / "chat_template.json"
+    if path.is_file():
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise FormatError(f"{path}: malformed JSON ({exc})") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("chat_template"), str):
+            raise FormatError(f"{path}: field chat_template must be a string")
+        return raw["chat_template"]
+    return None
+
+
 class Tokenizer:
     """Text <-> ids, streaming decode and chat formatting for one model (``core``: the C++ tokenizer)."""
 
@@ -128,7 +145,8 @@ class Tokenizer:
             eos_ids.append(i)
         if core.eos_id >= 0:
             eos_ids.append(core.eos_id)
-        return cls(core, eos_ids=eos_ids, chat_template=conf.get("chat_template"), source=str(folder))
+        return cls(core, eos_ids=eos_ids, chat_template=conf.get("chat_template") or _template_file(folder),
+                   source=str(folder))
 
     def save(self, folder: Path) -> None:
         """Write ``tokenizer.bin`` and ``tokenizer_config.json`` (read back by ``from_dir``)."""

@@ -35,6 +35,8 @@ class BlueLMV(nn.Module):
         self.vision_tower = SiglipVisionTower(cfg.vision)
         self.mm_projector = Projector(cfg.projector, cfg.vision, cfg.llm.hidden)
         self.language_model = LlamaForCausalLM(cfg.llm)
+        # LLaVA-OneVision's learned end-of-row embedding, only in that layout
+        self.image_newline = nn.Parameter(torch.zeros(cfg.llm.hidden)) if cfg.image_layout == "anyres_unpad" else None
 
     @property
     def tokens_per_tile(self) -> int:
@@ -49,6 +51,20 @@ class BlueLMV(nn.Module):
             raise ValueError(f"tile batch must be positive, got {batch}")
         out = [self.mm_projector(self.vision_tower(tiles[i:i + batch])) for i in range(0, tiles.shape[0], batch)]
         return torch.cat(out, dim=0)
+
+    @torch.no_grad()
+    def image_embeddings(self, tiles: torch.Tensor, grid: Optional[tuple[int, int]] = None,
+                         image_hw: Optional[tuple[int, int]] = None, batch: Optional[int] = None) -> torch.Tensor:
+        """One image's tiles [P, 3, S, S] -> its embedding rows [M, d] in the config's image layout ("tiles":
+        tile after tile; "anyres_unpad" needs the tiling ``grid`` (m, n) and the original ``image_hw``)."""
+        features = self.encode_tiles(tiles, batch)
+        if self.cfg.image_layout == "tiles":
+            return features.flatten(0, 1)
+        from bluelm_v.models.anyres import pack_anyres
+
+        if grid is None or image_hw is None:
+            raise ValueError("the anyres_unpad image layout needs the tiling grid and the image's size")
+        return pack_anyres(features, grid, image_hw, self.image_newline, self.cfg.anyres_max_tiles)
 
     def embed_inputs(self, ids: Union[Sequence[int], torch.Tensor],
                      image_embeds: Optional[torch.Tensor] = None) -> torch.Tensor:
