@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
-    print(f"| model | size | backend | threads | test | t/s |")
+    print("| model | size | backend | threads | test | t/s |")
     print("|---|---:|---|---:|---:|---:|")
     for r in out:
         print(f"| {r['model']} | {r['size_bytes'] / 2**20:.2f} MiB | {r['backend']} | {r['threads']} | {r['test']} | "
