@@ -16,11 +16,15 @@ refused before anything heavy is loaded.
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 from types import ModuleType
-from typing import Union
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence, Union
 
 from bluelm_v import FormatError
+
+if TYPE_CHECKING:
+    from bluelm_v.models.config import ModelConfig
 
 # HF model_type -> family module; the keys are also check-reference's --arch names
 FAMILIES = {
@@ -50,6 +54,37 @@ def read_json(path: Path) -> dict:
     if not isinstance(raw, dict):
         raise FormatError(f"{path}: top level must be a JSON object")
     return raw
+
+
+# text_config.model_type -> the decoder flags it needs (bluelm_v.models.families.llama.decoder_config)
+TEXT_FLAGS = {"qwen2": {"arch": "qwen2", "qkv_bias": True}, "llama": {"arch": "llama", "qkv_bias": False}}
+
+
+def vision_and_text(raw: Mapping, where: str, default_text: str = "qwen2", note: str = "") -> tuple[dict, dict, str]:
+    """(vision_config, text_config, text model_type) of a VLM's config.json; FormatError naming the field."""
+    vc, tc = raw.get("vision_config"), raw.get("text_config")
+    if not isinstance(vc, dict) or not isinstance(tc, dict):
+        raise FormatError(f"{where}: fields vision_config and text_config must both be objects")
+    kind = tc.get("model_type", default_text)
+    if kind not in TEXT_FLAGS:
+        raise FormatError(f"{where}: field text_config.model_type {kind!r} is not supported "
+                          f"(supported: {', '.join(TEXT_FLAGS)}{note})")
+    return vc, tc, kind
+
+
+def renamed(state: Mapping, cfg: ModelConfig, name_map: Sequence[tuple[str, str]]) -> Iterator[tuple[str, Any]]:
+    """(canonical name, tensor) per checkpoint tensor: the first pattern of ``name_map`` that matches renames it;
+    the output head is kept only when the config does not tie it to the embeddings."""
+    for name, t in state.items():
+        if name in ("lm_head.weight", "language_model.lm_head.weight"):
+            if not cfg.llm.tie_embeddings:
+                yield "language_model.lm_head.weight", t
+            continue
+        for pattern, repl in name_map:
+            name, n = re.subn(pattern, repl, name)
+            if n:
+                break
+        yield name, t
 
 
 def family_of_config(raw: dict, where: Union[str, Path]) -> ModuleType:

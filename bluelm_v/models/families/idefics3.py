@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from pathlib import Path
 from typing import Mapping
 
@@ -24,7 +23,7 @@ import numpy as np
 
 from bluelm_v import FormatError
 from bluelm_v.models.config import ModelConfig, ProjectorConfig, VisionConfig
-from bluelm_v.models.families import llama, read_json
+from bluelm_v.models.families import llama, read_json, renamed
 
 ARCH = "idefics3"
 HF_AUTO = "AutoModelForImageTextToText"
@@ -150,18 +149,7 @@ NAME_MAP = [
 
 
 def canonical_state(state: Mapping, cfg: ModelConfig) -> dict:
-    out = {}
-    for name, t in state.items():
-        if name in ("lm_head.weight", "language_model.lm_head.weight"):
-            if not cfg.llm.tie_embeddings:
-                out["language_model.lm_head.weight"] = t
-            continue
-        for pattern, repl in NAME_MAP:
-            name, n = re.subn(pattern, repl, name)
-            if n:
-                break
-        out[name] = t
-    return out
+    return dict(renamed(state, cfg, NAME_MAP))
 
 
 def image_block(loaded, rows: int, cols: int, global_image: bool) -> list[int]:

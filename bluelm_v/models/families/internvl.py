@@ -17,13 +17,12 @@ from typing import Mapping
 
 from bluelm_v import FormatError
 from bluelm_v.models.config import ModelConfig, ProjectorConfig, VisionConfig
-from bluelm_v.models.families import llama, read_json
+from bluelm_v.models.families import TEXT_FLAGS, llama, read_json, renamed, vision_and_text
 
 ARCH = "internvl"
 HF_AUTO = "AutoModelForImageTextToText"
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)  # GotOcr2 defaults
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # InternVL's released processors
-TEXT_FLAGS = {"qwen2": {"arch": "qwen2", "qkv_bias": True}, "llama": {"arch": "llama", "qkv_bias": False}}
 
 
 def _square(value, field: str, where: str) -> int:
@@ -41,13 +40,7 @@ def select_layer(hf_layer, where: str) -> int:
 
 
 def config_from_hf(raw: Mapping, where: str) -> ModelConfig:
-    vc, tc = raw.get("vision_config"), raw.get("text_config")
-    if not isinstance(vc, dict) or not isinstance(tc, dict):
-        raise FormatError(f"{where}: fields vision_config and text_config must both be objects")
-    kind = tc.get("model_type", "qwen2")
-    if kind not in TEXT_FLAGS:
-        raise FormatError(f"{where}: field text_config.model_type {kind!r} is not supported (supported: "
-                          f"{', '.join(TEXT_FLAGS)}; InternLM2's packed wqkv is not)")
+    vc, tc, kind = vision_and_text(raw, where, note="; InternLM2's packed wqkv is not")
     if raw.get("vision_feature_select_strategy", "default") != "default":
         raise FormatError(f"{where}: field vision_feature_select_strategy must be 'default' (class token dropped)")
     if float(raw.get("downsample_ratio", 0.5)) != 0.5:
@@ -124,15 +117,7 @@ VISION_MAP = [
 
 def canonical_state(state: Mapping, cfg: ModelConfig) -> dict:
     out = {}
-    for name, t in state.items():
-        if name in ("lm_head.weight", "language_model.lm_head.weight"):
-            if not cfg.llm.tie_embeddings:
-                out["language_model.lm_head.weight"] = t
-            continue
-        for pattern, repl in NAME_MAP:
-            name, n = re.subn(pattern, repl, name)
-            if n:
-                break
+    for name, t in renamed(state, cfg, NAME_MAP):
         if name.startswith("vision_tower."):
             rest = name[len("vision_tower."):]
             if rest == "embeddings.mask_token":

@@ -17,24 +17,17 @@ from typing import Mapping
 
 from bluelm_v import FormatError
 from bluelm_v.models.config import ModelConfig, ProjectorConfig, VisionConfig
-from bluelm_v.models.families import llama, read_json
+from bluelm_v.models.families import TEXT_FLAGS, llama, read_json, vision_and_text
 
 ARCH = "llava_onevision"
 HF_AUTO = "AutoModelForImageTextToText"
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)  # HF defaults
-TEXT_FLAGS = {"qwen2": {"arch": "qwen2", "qkv_bias": True}, "llama": {"arch": "llama", "qkv_bias": False}}
 
 
 def config_from_hf(raw: Mapping, where: str) -> ModelConfig:
     from bluelm_v.models.families.internvl import select_layer
 
-    vc, tc = raw.get("vision_config"), raw.get("text_config")
-    if not isinstance(vc, dict) or not isinstance(tc, dict):
-        raise FormatError(f"{where}: fields vision_config and text_config must both be objects")
-    kind = tc.get("model_type", "qwen2")
-    if kind not in TEXT_FLAGS:
-        raise FormatError(f"{where}: field text_config.model_type {kind!r} is not supported "
-                          f"(supported: {', '.join(TEXT_FLAGS)})")
+    vc, tc, kind = vision_and_text(raw, where)
     if vc.get("model_type", "siglip_vision_model") != "siglip_vision_model":
         raise FormatError(f"{where}: field vision_config.model_type {vc.get('model_type')!r}: only SigLIP is supported")
     if raw.get("vision_feature_select_strategy", "full") != "full":
