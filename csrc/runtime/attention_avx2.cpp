@@ -160,81 +160,56 @@ void values_i8_avx2(const int8_t* v, const float* vs, int64_t nb, int64_t hd, in
     }
 }
 
-// R query rows x W vectors of 8 score columns, accumulated over the head dimension.
-template <int R, int W>
-void scores_tile(const float* q, int64_t ldq, const float* kt, int64_t ldk, int64_t hd, float* s, int64_t lds) {
+// C [R, 8W] (+)= A [R, k] * B [k, 8W], all row-major: the one micro-kernel of both attention products. Scores are
+// q [m, hd] * k^T [hd, n] into a fresh tile (Acc = false); values add p [m, nb] * v [nb, hd] to the output (true).
+template <int R, int W, bool Acc>
+void product_tile(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t k, float* c, int64_t ldc) {
   __m256 acc[R][W];
   for (int r = 0; r < R; ++r)
-    for (int w = 0; w < W; ++w) acc[r][w] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < hd; ++i) {
-    __m256 kv[W];
-    for (int w = 0; w < W; ++w) kv[w] = _mm256_loadu_ps(kt + i * ldk + 8 * w);
+    for (int w = 0; w < W; ++w) acc[r][w] = Acc ? _mm256_loadu_ps(c + r * ldc + 8 * w) : _mm256_setzero_ps();
+  for (int64_t i = 0; i < k; ++i) {
+    __m256 bv[W];
+    for (int w = 0; w < W; ++w) bv[w] = _mm256_loadu_ps(b + i * ldb + 8 * w);
     for (int r = 0; r < R; ++r) {
-      const __m256 a = _mm256_broadcast_ss(q + r * ldq + i);
-      for (int w = 0; w < W; ++w) acc[r][w] = _mm256_fmadd_ps(a, kv[w], acc[r][w]);
+      const __m256 x = _mm256_broadcast_ss(a + r * lda + i);
+      for (int w = 0; w < W; ++w) acc[r][w] = _mm256_fmadd_ps(x, bv[w], acc[r][w]);
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int w = 0; w < W; ++w) _mm256_storeu_ps(s + r * lds + 8 * w, acc[r][w]);
+    for (int w = 0; w < W; ++w) _mm256_storeu_ps(c + r * ldc + 8 * w, acc[r][w]);
 }
 
-template <int R>
-void scores_rows(const float* q, int64_t ldq, const float* kt, int64_t ldk, int64_t nc, int64_t hd, float* s,
-                 int64_t lds) {
-  int64_t c = 0;
-  for (; c + 16 <= nc; c += 16) scores_tile<R, 2>(q, ldq, kt + c, ldk, hd, s + c, lds);
-  for (; c < nc; c += 8) scores_tile<R, 1>(q, ldq, kt + c, ldk, hd, s + c, lds);
+template <int R, bool Acc>
+void product_rows(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t n, int64_t k, float* c,
+                  int64_t ldc) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) product_tile<R, 2, Acc>(a, lda, b + j, ldb, k, c + j, ldc);
+  for (; j < n; j += 8) product_tile<R, 1, Acc>(a, lda, b + j, ldb, k, c + j, ldc);
 }
 
-void scores_avx2(const float* q, int64_t ldq, int64_t m, const float* kt, int64_t ldk, int64_t nc, int64_t hd,
-                 float* s, int64_t lds) {
+// C [m, n] (+)= A [m, k] * B [k, n], n a multiple of 8: rows in fours, then the remainder.
+template <bool Acc>
+void product(const float* a, int64_t lda, int64_t m, const float* b, int64_t ldb, int64_t n, int64_t k, float* c,
+             int64_t ldc) {
   int64_t r = 0;
-  for (; r + 4 <= m; r += 4) scores_rows<4>(q + r * ldq, ldq, kt, ldk, nc, hd, s + r * lds, lds);
+  for (; r + 4 <= m; r += 4) product_rows<4, Acc>(a + r * lda, lda, b, ldb, n, k, c + r * ldc, ldc);
   switch (m - r) {
-    case 3: scores_rows<3>(q + r * ldq, ldq, kt, ldk, nc, hd, s + r * lds, lds); break;
-    case 2: scores_rows<2>(q + r * ldq, ldq, kt, ldk, nc, hd, s + r * lds, lds); break;
-    case 1: scores_rows<1>(q + r * ldq, ldq, kt, ldk, nc, hd, s + r * lds, lds); break;
+    case 3: product_rows<3, Acc>(a + r * lda, lda, b, ldb, n, k, c + r * ldc, ldc); break;
+    case 2: product_rows<2, Acc>(a + r * lda, lda, b, ldb, n, k, c + r * ldc, ldc); break;
+    case 1: product_rows<1, Acc>(a + r * lda, lda, b, ldb, n, k, c + r * ldc, ldc); break;
     default: break;
   }
 }
 
-// R output rows x W vectors of 8 head-dimension columns, accumulated over the block's positions.
-template <int R, int W>
-void accumulate_tile(const float* p, int64_t ldp, const float* v, int64_t ldv, int64_t nb, float* o, int64_t ldo) {
-  __m256 acc[R][W];
-  for (int r = 0; r < R; ++r)
-    for (int w = 0; w < W; ++w) acc[r][w] = _mm256_loadu_ps(o + r * ldo + 8 * w);
-  for (int64_t j = 0; j < nb; ++j) {
-    __m256 vv[W];
-    for (int w = 0; w < W; ++w) vv[w] = _mm256_loadu_ps(v + j * ldv + 8 * w);
-    for (int r = 0; r < R; ++r) {
-      const __m256 a = _mm256_broadcast_ss(p + r * ldp + j);
-      for (int w = 0; w < W; ++w) acc[r][w] = _mm256_fmadd_ps(a, vv[w], acc[r][w]);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int w = 0; w < W; ++w) _mm256_storeu_ps(o + r * ldo + 8 * w, acc[r][w]);
-}
-
-template <int R>
-void accumulate_rows(const float* p, int64_t ldp, const float* v, int64_t ldv, int64_t nb, int64_t hd, float* o,
-                     int64_t ldo) {
-  int64_t c = 0;
-  for (; c + 16 <= hd; c += 16) accumulate_tile<R, 2>(p, ldp, v + c, ldv, nb, o + c, ldo);
-  for (; c < hd; c += 8) accumulate_tile<R, 1>(p, ldp, v + c, ldv, nb, o + c, ldo);
+void scores_avx2(const float* q, int64_t ldq, int64_t m, const float* kt, int64_t ldk, int64_t nc, int64_t hd,
+                 float* s, int64_t lds) {
+  product<false>(q, ldq, m, kt, ldk, nc, hd, s, lds);
 }
 
 void accumulate_avx2(const float* p, int64_t ldp, int64_t m, const float* v, int64_t ldv, int64_t nb, int64_t hd,
                      float* o, int64_t ldo) {
   if (hd % 8) return attention_kernels_scalar()->accumulate(p, ldp, m, v, ldv, nb, hd, o, ldo);
-  int64_t r = 0;
-  for (; r + 4 <= m; r += 4) accumulate_rows<4>(p + r * ldp, ldp, v, ldv, nb, hd, o + r * ldo, ldo);
-  switch (m - r) {
-    case 3: accumulate_rows<3>(p + r * ldp, ldp, v, ldv, nb, hd, o + r * ldo, ldo); break;
-    case 2: accumulate_rows<2>(p + r * ldp, ldp, v, ldv, nb, hd, o + r * ldo, ldo); break;
-    case 1: accumulate_rows<1>(p + r * ldp, ldp, v, ldv, nb, hd, o + r * ldo, ldo); break;
-    default: break;
-  }
+  product<true>(p, ldp, m, v, ldv, hd, nb, o, ldo);
 }
 
 const AttentionKernels kAvx2 = {"avx2",          exp_sum_avx2,   gelu_tanh_avx2, row_max_avx2,   keys_i8_t_avx2,

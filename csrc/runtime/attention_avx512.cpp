@@ -13,96 +13,65 @@ namespace {
 // Mask of the first `n` (1..16) lanes.
 __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
 
-// R query rows x W vectors of 16 score columns (the last vector masked to `last` lanes).
-template <int R, int W>
-void scores_tile(const float* q, int64_t ldq, const float* kt, int64_t ldk, int64_t hd, __mmask16 last, float* s,
-                 int64_t lds) {
+// C [R, 16W] (+)= A [R, k] * B [k, 16W], all row-major, the last vector masked to `last` lanes: the one
+// micro-kernel of both attention products. Scores are q [m, hd] * k^T [hd, n] into a fresh tile (Acc = false);
+// values add p [m, nb] * v [nb, hd] to the output (true).
+template <int R, int W, bool Acc>
+void product_tile(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t k, __mmask16 last, float* c,
+                  int64_t ldc) {
   __m512 acc[R][W];
   for (int r = 0; r < R; ++r)
-    for (int w = 0; w < W; ++w) acc[r][w] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < hd; ++i) {
-    __m512 kv[W];
-    for (int w = 0; w < W; ++w) kv[w] = _mm512_maskz_loadu_ps(w == W - 1 ? last : 0xFFFF, kt + i * ldk + 16 * w);
+    for (int w = 0; w < W; ++w)
+      acc[r][w] = Acc ? _mm512_maskz_loadu_ps(w == W - 1 ? last : 0xFFFF, c + r * ldc + 16 * w) : _mm512_setzero_ps();
+  for (int64_t i = 0; i < k; ++i) {
+    __m512 bv[W];
+    for (int w = 0; w < W; ++w) bv[w] = _mm512_maskz_loadu_ps(w == W - 1 ? last : 0xFFFF, b + i * ldb + 16 * w);
     for (int r = 0; r < R; ++r) {
-      const __m512 a = _mm512_set1_ps(q[r * ldq + i]);
-      for (int w = 0; w < W; ++w) acc[r][w] = _mm512_fmadd_ps(a, kv[w], acc[r][w]);
+      const __m512 x = _mm512_set1_ps(a[r * lda + i]);
+      for (int w = 0; w < W; ++w) acc[r][w] = _mm512_fmadd_ps(x, bv[w], acc[r][w]);
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int w = 0; w < W; ++w) _mm512_mask_storeu_ps(s + r * lds + 16 * w, w == W - 1 ? last : 0xFFFF, acc[r][w]);
+    for (int w = 0; w < W; ++w) _mm512_mask_storeu_ps(c + r * ldc + 16 * w, w == W - 1 ? last : 0xFFFF, acc[r][w]);
 }
 
-template <int R>
-void scores_rows(const float* q, int64_t ldq, const float* kt, int64_t ldk, int64_t nc, int64_t hd, float* s,
-                 int64_t lds) {
-  for (int64_t c = 0; c < nc; c += 64) {
-    const int64_t w = nc - c >= 64 ? 4 : (nc - c + 15) / 16;
-    const __mmask16 last = lanes(nc - c - 16 * (w - 1));
+template <int R, bool Acc>
+void product_rows(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t n, int64_t k, float* c,
+                  int64_t ldc) {
+  for (int64_t j = 0; j < n; j += 64) {
+    const int64_t w = n - j >= 64 ? 4 : (n - j + 15) / 16;
+    const __mmask16 last = lanes(n - j - 16 * (w - 1));
     switch (w) {
-      case 4: scores_tile<R, 4>(q, ldq, kt + c, ldk, hd, last, s + c, lds); break;
-      case 3: scores_tile<R, 3>(q, ldq, kt + c, ldk, hd, last, s + c, lds); break;
-      case 2: scores_tile<R, 2>(q, ldq, kt + c, ldk, hd, last, s + c, lds); break;
-      default: scores_tile<R, 1>(q, ldq, kt + c, ldk, hd, last, s + c, lds); break;
+      case 4: product_tile<R, 4, Acc>(a, lda, b + j, ldb, k, last, c + j, ldc); break;
+      case 3: product_tile<R, 3, Acc>(a, lda, b + j, ldb, k, last, c + j, ldc); break;
+      case 2: product_tile<R, 2, Acc>(a, lda, b + j, ldb, k, last, c + j, ldc); break;
+      default: product_tile<R, 1, Acc>(a, lda, b + j, ldb, k, last, c + j, ldc); break;
     }
+  }
+}
+
+// C [m, n] (+)= A [m, k] * B [k, n]: rows in fours, then the remainder; any n (masked tails).
+template <bool Acc>
+void product(const float* a, int64_t lda, int64_t m, const float* b, int64_t ldb, int64_t n, int64_t k, float* c,
+             int64_t ldc) {
+  int64_t r = 0;
+  for (; r + 4 <= m; r += 4) product_rows<4, Acc>(a + r * lda, lda, b, ldb, n, k, c + r * ldc, ldc);
+  switch (m - r) {
+    case 3: product_rows<3, Acc>(a + r * lda, lda, b, ldb, n, k, c + r * ldc, ldc); break;
+    case 2: product_rows<2, Acc>(a + r * lda, lda, b, ldb, n, k, c + r * ldc, ldc); break;
+    case 1: product_rows<1, Acc>(a + r * lda, lda, b, ldb, n, k, c + r * ldc, ldc); break;
+    default: break;
   }
 }
 
 void scores_avx512(const float* q, int64_t ldq, int64_t m, const float* kt, int64_t ldk, int64_t nc, int64_t hd,
                    float* s, int64_t lds) {
-  int64_t r = 0;
-  for (; r + 4 <= m; r += 4) scores_rows<4>(q + r * ldq, ldq, kt, ldk, nc, hd, s + r * lds, lds);
-  switch (m - r) {
-    case 3: scores_rows<3>(q + r * ldq, ldq, kt, ldk, nc, hd, s + r * lds, lds); break;
-    case 2: scores_rows<2>(q + r * ldq, ldq, kt, ldk, nc, hd, s + r * lds, lds); break;
-    case 1: scores_rows<1>(q + r * ldq, ldq, kt, ldk, nc, hd, s + r * lds, lds); break;
-    default: break;
-  }
-}
-
-// R output rows x W vectors of 16 head-dimension columns (the last masked), accumulated over the block's positions.
-template <int R, int W>
-void accumulate_tile(const float* p, int64_t ldp, const float* v, int64_t ldv, int64_t nb, __mmask16 last, float* o,
-                     int64_t ldo) {
-  __m512 acc[R][W];
-  for (int r = 0; r < R; ++r)
-    for (int w = 0; w < W; ++w) acc[r][w] = _mm512_maskz_loadu_ps(w == W - 1 ? last : 0xFFFF, o + r * ldo + 16 * w);
-  for (int64_t j = 0; j < nb; ++j) {
-    __m512 vv[W];
-    for (int w = 0; w < W; ++w) vv[w] = _mm512_maskz_loadu_ps(w == W - 1 ? last : 0xFFFF, v + j * ldv + 16 * w);
-    for (int r = 0; r < R; ++r) {
-      const __m512 a = _mm512_set1_ps(p[r * ldp + j]);
-      for (int w = 0; w < W; ++w) acc[r][w] = _mm512_fmadd_ps(a, vv[w], acc[r][w]);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int w = 0; w < W; ++w) _mm512_mask_storeu_ps(o + r * ldo + 16 * w, w == W - 1 ? last : 0xFFFF, acc[r][w]);
-}
-
-template <int R>
-void accumulate_rows(const float* p, int64_t ldp, const float* v, int64_t ldv, int64_t nb, int64_t hd, float* o,
-                     int64_t ldo) {
-  for (int64_t c = 0; c < hd; c += 64) {
-    const int64_t w = hd - c >= 64 ? 4 : (hd - c + 15) / 16;
-    const __mmask16 last = lanes(hd - c - 16 * (w - 1));
-    switch (w) {
-      case 4: accumulate_tile<R, 4>(p, ldp, v + c, ldv, nb, last, o + c, ldo); break;
-      case 3: accumulate_tile<R, 3>(p, ldp, v + c, ldv, nb, last, o + c, ldo); break;
-      case 2: accumulate_tile<R, 2>(p, ldp, v + c, ldv, nb, last, o + c, ldo); break;
-      default: accumulate_tile<R, 1>(p, ldp, v + c, ldv, nb, last, o + c, ldo); break;
-    }
-  }
+  product<false>(q, ldq, m, kt, ldk, nc, hd, s, lds);
 }
 
 void accumulate_avx512(const float* p, int64_t ldp, int64_t m, const float* v, int64_t ldv, int64_t nb, int64_t hd,
                        float* o, int64_t ldo) {
-  int64_t r = 0;
-  for (; r + 4 <= m; r += 4) accumulate_rows<4>(p + r * ldp, ldp, v, ldv, nb, hd, o + r * ldo, ldo);
-  switch (m - r) {
-    case 3: accumulate_rows<3>(p + r * ldp, ldp, v, ldv, nb, hd, o + r * ldo, ldo); break;
-    case 2: accumulate_rows<2>(p + r * ldp, ldp, v, ldv, nb, hd, o + r * ldo, ldo); break;
-    case 1: accumulate_rows<1>(p + r * ldp, ldp, v, ldv, nb, hd, o + r * ldo, ldo); break;
-    default: break;
-  }
+  product<true>(p, ldp, m, v, ldv, hd, nb, o, ldo);
 }
 
 void values_i8_avx512(const int8_t* v, const float* vs, int64_t nb, int64_t hd, int64_t gs, float* vt) {
