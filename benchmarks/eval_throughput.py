@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         server.wait()
     base = next((r for r in rows if r["api_nproc"] == 1), rows[0])
     print(f"\n{args.samples} samples, server latency {args.latency} s, server in its own process\n")
-    print(f"| api_nproc | samples/s | vs N x rate(1) (target >= 0.8) | harness CPU ms/sample (target < 5) | "
-          f"whole run s | peak RSS growth MB | same answers as N=1 |")
+    print("| api_nproc | samples/s | vs N x rate(1) (target >= 0.8) | harness CPU ms/sample (target < 5) | "
+          "whole run s | peak RSS growth MB | same answers as N=1 |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         r["scaling"] = round(r["samples_per_s"] / (r["api_nproc"] * base["samples_per_s"]), 3)

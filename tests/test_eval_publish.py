@@ -81,7 +81,7 @@ def test_two_of_eight_server_failures_count_as_wrong(tmp_path):
         asked.append(number)
         if number in (0, 1):  # two questions the server cannot answer: a 200 without choices, never retried
             return b'{"error": {"message": "model overloaded"}}'
-        return "A" if number % 2 == 0 else rows[number]["answer"]  # 3 right (1, 3, 5, 7 minus 1) of 6 answered
+        return "A" if number % 2 == 0 else rows[number]["answer"]  # odd numbers right, even ones only if A
 
     work = tmp_path / "out"
     with FakeOpenAI(reply) as server:

@@ -11,7 +11,7 @@ from bluelm_v.cli import main
 from bluelm_v.evaluation.adapters import ADAPTERS, ModelAdapter
 from bluelm_v.evaluation.store import RunLock, read_log
 from bluelm_v.evaluation.runner import write_json_atomic
-from eval_helpers import FakeOpenAI, mcq_rows, png_base64, vqa_rows, write_replay, write_tsv
+from eval_helpers import FakeOpenAI, png_base64, vqa_rows, write_replay, write_tsv
 
 
 def run_dirs(work: Path) -> list[Path]:

@@ -16,7 +16,6 @@ from typing import Any, Optional
 
 import torch
 
-from bluelm_v import FormatError
 from bluelm_v.models.families import FAMILIES, family, family_for
 
 DEFAULT_PROMPT = "Describe the image in one sentence."
