@@ -15,7 +15,7 @@ JOBS ?= 2
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(JOBS)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_BUILD := g++ make pkg-config libopencv-dev libeigen3-dev nlohmann-json3-dev libsimde-dev
+APT_BUILD := g++ make pkg-config libjpeg62-turbo-dev libpng-dev libwebp-dev libeigen3-dev nlohmann-json3-dev libsimde-dev
 APT_ARM := g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 APT_FUZZ := clang libclang-rt-14-dev
 FUZZ_SECONDS ?= 60
