@@ -67,3 +67,4 @@ def test_a_missing_extra_is_one_line():
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install 'bluelm-v[torch]'" in lines[0] and "Traceback" not in done.stderr
+    assert "--index-url https://download.pytorch.org/whl/cpu" in lines[0]  # the CPU build, not CUDA
