@@ -4,6 +4,7 @@
 #   make setup     set-up only
 #   make test-arm  cross-build the portable C++ core for aarch64 and run its tests under qemu
 #   make native    the C++ library and CLI alone, without Python (build-native/csrc/bluelm)
+#   make wheel     the sdist and a manylinux wheel in dist/ (the image codecs vendored by auditwheel)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,12 +16,12 @@ JOBS ?= 2
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(JOBS)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_BUILD := g++ make pkg-config libopencv-dev libeigen3-dev nlohmann-json3-dev libsimde-dev
+APT_BUILD := g++ make pkg-config libjpeg62-turbo-dev libpng-dev libwebp-dev libeigen3-dev nlohmann-json3-dev libsimde-dev
 APT_ARM := g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 APT_FUZZ := clang libclang-rt-14-dev
 FUZZ_SECONDS ?= 60
 
-.PHONY: setup demo test test-py test-arm native fuzz bench clean apt-build apt-arm apt-fuzz
+.PHONY: setup demo test test-py test-arm native wheel fuzz bench clean apt-build apt-arm apt-fuzz
 
 define apt_install
 	@missing=""; for p in $(1); do \
@@ -81,6 +82,11 @@ native: apt-build $(VENV)/.deps-done
 	$(VENV)/bin/cmake --build build-native
 	@echo "C++ CLI: build-native/csrc/bluelm"
 
+# The sdist and a manylinux wheel in dist/: the wheel is built from the sdist, then auditwheel copies the image codecs
+# it links (libjpeg-turbo, libpng, libwebp) into it (tools/build_wheel.py; tests/test_wheel.py runs the same).
+wheel: setup
+	$(PY) tools/build_wheel.py --outdir dist
+
 # Speed: the benchmarks (llama-cpp-python, their baseline, is installed by the set-up).
 bench: setup
 	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PIP) install -q "llama-cpp-python[server]==$(LLAMA_CPP_VERSION)"
@@ -111,4 +117,4 @@ fuzz: apt-fuzz $(VENV)/.deps-done
 	cat build-fuzz/python-fuzz.json
 
 clean:
-	rm -rf build build-native build-arm build-fuzz demo-out
+	rm -rf build build-native build-arm build-fuzz demo-out dist

@@ -33,13 +33,17 @@ EXTRAS = {"torch": "torch", "safetensors": "models", "gguf": "models", "tokenize
           "scipy": "sim", "llama_cpp": "server", "transformers": "dev"}
 
 
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
 def missing_extra(exc: ModuleNotFoundError) -> str:
     """One line for a missing optional package: which one, and what to install."""
     top = (exc.name or "").split(".")[0]
     extra = EXTRAS.get(top)
     if extra is None:
         return f"the Python package {top!r} is not installed ({exc})"
-    hint = " (a CPU-only build: use the CPU wheel index PyTorch documents)" if top == "torch" else ""
+    # A bare torch requirement pulls the CUDA build on Linux (several GB); the CPU build has its own index.
+    hint = f" (for the CPU build first: pip install torch --index-url {TORCH_CPU_INDEX})" if top == "torch" else ""
     return f"this needs the Python package {top!r}: pip install 'bluelm-v[{extra}]'{hint}"
 
 

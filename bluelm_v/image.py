@@ -1,4 +1,4 @@
-"""Images in, normalized ViT tiles out (C++ with OpenCV; see csrc/image).
+"""Images in, normalized ViT tiles out (C++ over libpng, libjpeg-turbo and libwebp; see csrc/image).
 
 ``load_image`` decodes JPEG/PNG/WebP bytes, files, base64 / data URLs, PIL images and arrays to an RGB uint8
 array [H, W, 3], refusing corrupt, truncated or oversized input with ``FormatError`` / ``LimitError`` (both

@@ -12,11 +12,26 @@ if(NOT BLUELM_KERNELS_ONLY)
     message(FATAL_ERROR "nlohmann/json not found: install it with `apt-get install nlohmann-json3-dev` (or run `make setup`).")
   endif()
 
-  find_package(OpenCV QUIET COMPONENTS core imgproc imgcodecs)
-  if(NOT OpenCV_FOUND)
-    message(FATAL_ERROR "OpenCV (core, imgproc, imgcodecs) not found: install it with `apt-get install libopencv-dev` (or run `make setup`).")
+  # Image codecs: the libraries Pillow itself decodes with, called directly (csrc/image/decode.cpp).
+  find_package(JPEG QUIET)
+  if(NOT JPEG_FOUND)
+    message(FATAL_ERROR "libjpeg not found: install it with `apt-get install libjpeg62-turbo-dev` (or run `make setup`).")
   endif()
-  message(STATUS "bluelm: Eigen ${Eigen3_VERSION}, nlohmann_json ${nlohmann_json_VERSION}, OpenCV ${OpenCV_VERSION}")
+  find_package(PNG 1.6 QUIET)
+  if(NOT PNG_FOUND)
+    message(FATAL_ERROR "libpng 1.6 not found: install it with `apt-get install libpng-dev` (or run `make setup`).")
+  endif()
+  # libwebp ships no CMake package on Debian bookworm (1.2.4): its header and library are looked up directly.
+  find_path(BLUELM_WEBP_INCLUDE webp/decode.h)
+  find_library(BLUELM_WEBP_LIBRARY webp)
+  if(NOT BLUELM_WEBP_INCLUDE OR NOT BLUELM_WEBP_LIBRARY)
+    message(FATAL_ERROR "libwebp not found: install it with `apt-get install libwebp-dev` (or run `make setup`).")
+  endif()
+  add_library(bluelm_webp UNKNOWN IMPORTED)
+  set_target_properties(bluelm_webp PROPERTIES IMPORTED_LOCATION "${BLUELM_WEBP_LIBRARY}"
+                        INTERFACE_INCLUDE_DIRECTORIES "${BLUELM_WEBP_INCLUDE}")
+  message(STATUS "bluelm: Eigen ${Eigen3_VERSION}, nlohmann_json ${nlohmann_json_VERSION}, "
+                 "libjpeg ${JPEG_VERSION}, libpng ${PNG_VERSION_STRING}, libwebp ${BLUELM_WEBP_LIBRARY}")
 endif()
 
 if(BLUELM_PYTHON)

@@ -240,3 +240,74 @@ def test_16bit_grayscale_png_decodes_like_pillow(transparent):
     got = load_image(data)
     assert got.shape == want.shape and np.array_equal(got, want)
     assert got[a == 32768].max() == 255  # the value the report found off by 127
+
+
+def png_chunks(width: int, height: int, depth: int, colour: int, raw: bytes, interlace: int = 0) -> bytes:
+    """A PNG written by hand (Pillow writes no 16-bit RGB/RGBA or interlaced files): IHDR, one IDAT, IEND."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, interlace)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def adam7(img: np.ndarray) -> bytes:
+    """Scanlines of an Adam7-interlaced PNG (filter 0), pass by pass."""
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    return b"".join(b"\0" + row.tobytes() for x0, y0, dx, dy in passes for row in img[y0::dy, x0::dx] if row.size)
+
+
+def png_layouts() -> dict:
+    rgb = Image.fromarray(random_image(np.random.default_rng(4), 67, 45))
+    gray = rgb.convert("L")
+    rgba = Image.fromarray(np.dstack([np.asarray(rgb), np.asarray(gray)]), "RGBA")
+    rng = np.random.default_rng(5)
+    rgb16 = rng.integers(0, 65536, (13, 11, 3)).astype(">u2")
+    rgba16 = rng.integers(0, 65536, (13, 11, 4)).astype(">u2")
+    la16 = rng.integers(0, 65536, (13, 11, 2)).astype(">u2")
+    gray16 = rng.integers(0, 65536, (13, 11)).astype(">u2")
+    return {
+        "1-bit": encode(np.asarray(gray.convert("1")), "PNG"),
+        "gray 2-bit": encode(np.asarray(gray) // 64 * 64, "PNG", bits=2),
+        "gray 4-bit": encode(np.asarray(gray) // 16 * 16, "PNG", bits=4),
+        "gray tRNS": encode(np.asarray(gray), "PNG", transparency=7),
+        "gray+alpha": encode(np.asarray(rgba.convert("LA")), "PNG"),
+        "RGB tRNS": encode(np.asarray(rgb), "PNG", transparency=(10, 20, 30)),
+        "palette 2-bit": encode_pil(rgb.convert("P", palette=Image.ADAPTIVE, colors=4), "PNG", bits=2),
+        "palette tRNS": encode_pil(rgb.convert("P"), "PNG", transparency=3),
+        "RGB 16-bit": png_chunks(11, 13, 16, 2, b"".join(b"\0" + r.tobytes() for r in rgb16)),
+        "RGBA 16-bit": png_chunks(11, 13, 16, 6, b"".join(b"\0" + r.tobytes() for r in rgba16)),
+        "gray+alpha 16-bit": png_chunks(11, 13, 16, 4, b"".join(b"\0" + r.tobytes() for r in la16)),
+        "RGB interlaced": png_chunks(67, 45, 8, 2, adam7(np.asarray(rgb)), interlace=1),
+        "gray 16-bit interlaced": png_chunks(11, 13, 16, 0, adam7(gray16), interlace=1),
+    }
+
+
+def encode_pil(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("layout", list(png_layouts()))
+def test_png_layouts_decode_like_pillow(layout):
+    """Bit depths 1-16, palettes, gray, alpha, tRNS and interlacing: the same pixels as Pillow's convert("RGB")."""
+    data = png_layouts()[layout]
+    want = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert np.array_equal(load_image(data), want)
+
+
+def test_cmyk_jpeg_decodes_like_pillow():
+    """Pillow reads CMYK JPEGs Adobe-inverted and converts with its own rounding; ours gives the same pixels."""
+    cmyk = Image.fromarray(random_image(np.random.default_rng(6), 67, 45)).convert("CMYK")
+    data = encode_pil(cmyk, "JPEG", quality=90)
+    want = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert np.array_equal(load_image(data), want)
+
+
+def test_jpeg_with_hundreds_of_scans_is_refused_quickly():
+    """A small progressive JPEG repeating one scan 600 times (each scan a pass over the whole image) is refused."""
+    data = encode(random_image(np.random.default_rng(7), 64, 64), "JPEG", progressive=True)
+    last_scan = data.rindex(b"\xff\xda")
+    many = data[:-2] + data[last_scan:-2] * 600 + data[-2:]
+    with pytest.raises(FormatError, match="more than 500 progressive scans"):
+        load_image(many)

@@ -60,6 +60,15 @@ def test_library_calls_draw_no_progress_bars(capsys):
     assert "%" in capsys.readouterr().err  # asked for: a bar
 
 
+def test_a_missing_torch_names_the_cpu_index():
+    """PyPI's torch for Linux is the CUDA build; the one-line error points at PyTorch's CPU index."""
+    from bluelm_v.cli import missing_extra
+
+    line = missing_extra(ModuleNotFoundError("No module named 'torch'", name="torch"))
+    assert "pip install 'bluelm-v[torch]'" in line and "--index-url https://download.pytorch.org/whl/cpu" in line
+    assert "index-url" not in missing_extra(ModuleNotFoundError("No module named 'gguf'", name="gguf"))
+
+
 def test_a_missing_extra_is_one_line():
     code = ("import sys; sys.modules['torch'] = None; from bluelm_v.cli import main; "
             "sys.exit(main(['generate', '--model', 'tiny', '--prompt', 'hi']))")

@@ -1,4 +1,9 @@
-#include <opencv2/imgcodecs.hpp>
+#include <cstdio>
+#include <cstdlib>
+
+#include <jpeglib.h>
+#include <png.h>
+#include <webp/encode.h>
 
 #include "common/error.h"
 #include "common/testing.h"
@@ -8,12 +13,56 @@ using namespace bluelm;
 using namespace bluelm::image;
 
 namespace {
+// A w x h RGB test pattern encoded with the codec libraries themselves (PNG, JPEG at quality 95, lossless WebP).
 std::vector<uint8_t> encode(const std::string& ext, int w, int h) {
-  cv::Mat m(h, w, CV_8UC3);
+  std::vector<uint8_t> rgb(size_t(w) * size_t(h) * 3);
   for (int y = 0; y < h; ++y)
-    for (int x = 0; x < w; ++x) m.at<cv::Vec3b>(y, x) = cv::Vec3b(uint8_t(x * 7), uint8_t(y * 5), uint8_t(x + y));
+    for (int x = 0; x < w; ++x) {
+      uint8_t* p = &rgb[(size_t(y) * w + x) * 3];
+      p[0] = uint8_t(x + y), p[1] = uint8_t(y * 5), p[2] = uint8_t(x * 7);
+    }
   std::vector<uint8_t> out;
-  cv::imencode(ext, m, out);
+  if (ext == ".png") {
+    png_image img{};
+    img.version = PNG_IMAGE_VERSION;
+    img.width = png_uint_32(w);
+    img.height = png_uint_32(h);
+    img.format = PNG_FORMAT_RGB;
+    png_alloc_size_t size = 0;
+    png_image_write_to_memory(&img, nullptr, &size, 0, rgb.data(), 0, nullptr);
+    out.resize(size);
+    if (!png_image_write_to_memory(&img, out.data(), &size, 0, rgb.data(), 0, nullptr)) std::abort();
+    out.resize(size);
+  } else if (ext == ".jpg") {
+    jpeg_compress_struct c;
+    jpeg_error_mgr err;
+    c.err = jpeg_std_error(&err);
+    jpeg_create_compress(&c);
+    unsigned char* mem = nullptr;
+    unsigned long size = 0;
+    jpeg_mem_dest(&c, &mem, &size);
+    c.image_width = JDIMENSION(w);
+    c.image_height = JDIMENSION(h);
+    c.input_components = 3;
+    c.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, 95, TRUE);
+    jpeg_start_compress(&c, TRUE);
+    while (c.next_scanline < c.image_height) {
+      JSAMPROW row = &rgb[size_t(c.next_scanline) * w * 3];
+      jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    out.assign(mem, mem + size);
+    std::free(mem);
+  } else {
+    uint8_t* mem = nullptr;
+    const size_t size = WebPEncodeLosslessRGB(rgb.data(), w, h, w * 3, &mem);
+    if (size == 0) std::abort();
+    out.assign(mem, mem + size);
+    WebPFree(mem);
+  }
   return out;
 }
 }  // namespace
