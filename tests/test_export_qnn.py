@@ -1,4 +1,4 @@
-"""QNN: the ONNX export's ViT tile batch quantized to QDQ, compiled for Snapdragon 8 Gen 3's HTP by the
+"""QNN: the ONNX export's ViT tile batch and projector quantized to QDQ, compiled for Snapdragon 8 Gen 3's HTP by the
 onnxruntime-qnn wheel, reloaded from its context binary and run on the HTP emulator against float ONNX Runtime;
 what QNN does not take is refused unless allowed, and named."""
 import json
@@ -37,18 +37,43 @@ def test_vit_compiles_wholly_for_sm8650_and_matches_float(tiny_graphs, tmp_path)
     json.dumps(report)  # the report is plain JSON
 
 
-def test_projector_fallback_is_refused_unless_allowed_and_named(tiny_graphs, tmp_path):
+def test_projector_compiles_wholly_for_sm8650_and_matches_float(tiny_graphs, tmp_path):
+    # the 2x2 merge is written in 4-D (with its zero padding) and LayerNorm's gamma is uint8: all of it on the HTP
     import onnxruntime as ort
 
     loaded, out = tiny_graphs
     vit = ort.InferenceSession(str(out / "vit.onnx"), providers=["CPUExecutionProvider"])
     feats = [{"features": vit.run(None, {"pixel_values": t})[0]} for t in vision_inputs(loaded.config, 2)]
-    with pytest.raises(RuntimeError, match="QNN did not take the whole graph for sm8650"):
-        compile_graph(out / "projector.onnx", tmp_path, "projector", calibration=feats[:2])
-    report = compile_graph(out / "projector.onnx", tmp_path / "allowed", "projector", calibration=feats[:2],
-                           checks=feats[2:], allow_fallback=True)
-    ops = {n["op"] for n in report["fallback_nodes"]}
-    assert report["nodes_on_qnn"] < report["nodes"] and {"Reshape", "Transpose"} <= ops
+    report = compile_graph(out / "projector.onnx", tmp_path, "projector", calibration=feats[:2], checks=feats[2:])
+    assert report["nodes"] > 20 and report["nodes_on_qnn"] == report["nodes"] and report["fallback_nodes"] == []
+    assert report["cosine"] >= 0.99
+
+
+def _graph_with(op: str, path):
+    """x [1, 8, 16] -> MatMul -> op -> MatMul -> y: a float graph with one operator of the caller's choice."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node(op, ["h"], ["c"]),
+                           helper.make_node("MatMul", ["c", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16])], [w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return [{"x": np.random.default_rng(i).standard_normal((1, 8, 16)).astype(np.float32)} for i in range(3)]
+
+
+def test_fallback_is_refused_unless_allowed_and_named_with_qnns_reason(tmp_path):
+    feeds = _graph_with("Hardmax", tmp_path / "hardmax.onnx")  # QNN has no Hardmax
+    with pytest.raises(RuntimeError, match="QNN did not take the whole graph for sm8650.*Hardmax.*not supported"):
+        compile_graph(tmp_path / "hardmax.onnx", tmp_path / "refused", "g", calibration=feeds[:2])
+    report = compile_graph(tmp_path / "hardmax.onnx", tmp_path / "allowed", "g", calibration=feeds[:2],
+                           checks=feeds[2:], allow_fallback=True)
+    assert report["nodes_on_qnn"] == report["nodes"] - 1
+    [node] = report["fallback_nodes"]
+    assert node["op"] == "Hardmax" and node["ep"] == "CPUExecutionProvider" and "not supported" in node["reason"]
     assert report["cosine"] >= 0.99  # the mixed HTP + CPU run is still right
 
 

@@ -13,11 +13,10 @@ The steps for one static graph (``compile_graph``):
 4. **Numerics**: the context reloads with only the HTP backend named and runs calibration-like inputs; its
    dequantized outputs are compared with the float graph on ONNX Runtime's CPU provider.
 
-Where this stands (onnxruntime-qnn 2.7.0, sm8650): the ONNX export's ViT tile batch compiles wholly for the HTP
-(tested); its projector does not yet: the 2x2 down-sampler's 5-D Reshape/Transpose and Pad, and LayerNorm with a
-dequantized gamma, stay on the CPU, so it needs a 4-D form of the merge first. The LLM graphs (prefill, decode)
-need a quantization plan for their additive -inf mask and KV inputs. ``bluelm-v export --target qnn`` comes with
-them; until then this module is the tested building block.
+Where this stands (onnxruntime-qnn 2.7.0, sm8650): the ONNX export's ViT tile batch and projector compile wholly
+for the HTP (tested): the projector's 2x2 merge is written with 4-D tensors (``models.projector.downsample``) and
+LayerNorm's gamma is quantized to uint8 (with an int8 gamma QNN leaves LayerNorm to the CPU). A rejected node is
+named in the report with QNN's own reason, from its framework op trace.
 """
 from __future__ import annotations
 
@@ -88,6 +87,18 @@ def drop_identity_casts(path: Path, dst: Path) -> None:
     onnx.save_model(model, str(dst))
 
 
+def _norm_overrides(path: Path) -> dict:
+    """LayerNormalization's scale (gamma) as uint8: QNN's HTP leaves a LayerNorm with an int8 gamma to the CPU
+    (onnxruntime-qnn 2.7.0, sm8650)."""
+    import onnx
+    from onnxruntime.quantization import QuantType
+
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    return {n.input[1]: [{"quant_type": QuantType.QUInt8}] for n in model.graph.node
+            if n.op_type == "LayerNormalization" and n.input[1] in inits}
+
+
 def qdq_quantize(src: Path, dst: Path, calibration: Sequence[dict], activations: str = "uint8") -> None:
     """Float graph -> QDQ graph for QNN, calibrated on ``calibration`` (input name -> array dicts)."""
     if activations not in ACTIVATIONS:
@@ -105,7 +116,7 @@ def qdq_quantize(src: Path, dst: Path, calibration: Sequence[dict], activations:
         config = get_qnn_qdq_config(
             str(source), _Reader(calibration),
             activation_type=QuantType.QUInt16 if activations == "uint16" else QuantType.QUInt8,
-            weight_type=QuantType.QInt8, per_channel=PER_CHANNEL)
+            weight_type=QuantType.QInt8, per_channel=PER_CHANNEL, init_overrides=_norm_overrides(source))
         quantize(str(source), str(dst), config)
 
 
@@ -118,6 +129,33 @@ def _initializer(model, name: str) -> np.ndarray:
     raise ValueError(f"quantization parameter {name!r} is not an initializer")
 
 
+_MOVES = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")  # data movement: Q(move(x)) == move(Q(x))
+
+
+def _hoist_input_quantize(g, name: str) -> None:
+    """An input read only by a data-movement node whose output goes only to a per-tensor QuantizeLinear (the
+    quantizer leaves Reshape's input float): give the move its own QDQ pair on the input, with the same scale and
+    zero point, so the input can be quantized by the runtime and the move runs on the NPU as a QDQ unit."""
+    from onnx import helper
+
+    users = [n for n in g.node if name in n.input]
+    if len(users) != 1 or users[0].op_type not in _MOVES or users[0].input[0] != name:
+        return
+    move = users[0]
+    qs = [n for n in g.node if move.output[0] in n.input]
+    if len(qs) != 1 or qs[0].op_type != "QuantizeLinear" or qs[0].input[0] != move.output[0]:
+        return
+    params = list(qs[0].input[1:])
+    q = helper.make_node("QuantizeLinear", [name, *params], [f"{name}_q"], name=f"{name}_QuantizeLinear")
+    dq = helper.make_node("DequantizeLinear", [f"{name}_q", *params], [f"{name}_dq"], name=f"{name}_DequantizeLinear")
+    move.input[0] = dq.output[0]
+    nodes = list(g.node)  # topological order: Q, DQ, then the move
+    at = nodes.index(move)
+    nodes[at:at] = [q, dq]
+    del g.node[:]
+    g.node.extend(nodes)
+
+
 def strip_io_qdq(path: Path) -> dict:
     """Remove the QuantizeLinear reading each graph input and the DequantizeLinear writing each graph output, so
     the graph's I/O is quantized; returns {tensor: {"dtype", "scale", "zero_point"}} for the runtime."""
@@ -127,6 +165,7 @@ def strip_io_qdq(path: Path) -> dict:
     g = model.graph
     io: dict[str, dict] = {}
     for inp in g.input:
+        _hoist_input_quantize(g, inp.name)
         users = [n for n in g.node if inp.name in n.input]
         if len(users) != 1 or users[0].op_type != "QuantizeLinear" or users[0].input[0] != inp.name:
             continue
@@ -187,26 +226,36 @@ def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name:
     qdq_quantize(Path(float_path), qdq, calibration, activations)
     io = strip_io_qdq(qdq)
     ctx = out / f"{name}_ctx.onnx"
+    for old in [ctx, *out.glob(f"{name}_ctx*.bin")]:  # QNN refuses to overwrite a context it wrote before
+        old.unlink(missing_ok=True)
+    trace_dir = out / f"{name}_trace"
+    trace_dir.mkdir(exist_ok=True)
     so = ort.SessionOptions()
     so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
     so.add_session_config_entry("session.disable_cpu_ep_fallback", "0" if allow_fallback else "1")
     so.add_session_config_entry("ep.context_enable", "1")
     so.add_session_config_entry("ep.context_file_path", str(ctx))
     so.add_session_config_entry("ep.context_embed_mode", "0")
-    so.add_provider_for_devices(_qnn_devices(ort), {"backend_type": "htp", **SOCS[soc]})
+    so.add_provider_for_devices(_qnn_devices(ort), {"backend_type": "htp", **SOCS[soc],
+                                                    "enable_framework_op_trace": "1",
+                                                    "framework_op_trace_dir": str(trace_dir)})
     t0 = time.perf_counter()
     try:
         session = ort.InferenceSession(str(qdq), sess_options=so)
     except Exception as exc:  # noqa: BLE001 - QNN's refusal is the report's answer, with its message
-        raise RuntimeError(f"{name}: QNN did not take the whole graph for {soc} ({exc}); "
+        rejected = "; ".join(f"{n['op']} {n['name']}: {n['reason']}" for n in _rejections(trace_dir).values())
+        raise RuntimeError(f"{name}: QNN did not take the whole graph for {soc} ({rejected or exc}); "
                            "pass allow_fallback to let ONNX Runtime's CPU run the rest") from None
     compile_s = time.perf_counter() - t0
+    reasons = _rejections(trace_dir)
     on_qnn, fallback = 0, []
     for sub in session.get_provider_graph_assignment_info():
         if sub.ep_name == "QNNExecutionProvider":
             on_qnn += len(sub.get_nodes())
         else:
-            fallback += [{"op": n.op_type, "name": n.name, "ep": sub.ep_name} for n in sub.get_nodes()]
+            fallback += [{"op": n.op_type, "name": n.name, "ep": sub.ep_name,
+                          "reason": reasons.get(n.name, {}).get("reason", "not claimed by QNN")}
+                         for n in sub.get_nodes()]
     nodes = on_qnn + len(fallback)  # the graph as ONNX Runtime runs it (constants folded)
     binaries = sorted(out.glob(f"{name}_ctx*.bin"))
     report: dict[str, Any] = {
@@ -217,6 +266,23 @@ def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name:
     if checks:
         report.update(check_context(ctx, Path(float_path), checks, io))
     return report
+
+
+def _rejections(trace_dir: Path) -> dict:
+    """QNN's own reasons for the nodes it rejected, from its framework op trace ({node name: {op, name, reason}})."""
+    import json
+
+    out = {}
+    for path in sorted(trace_dir.glob("*.json")):
+        try:
+            trace = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for n in trace.get("unsupported_nodes", []) if isinstance(trace, dict) else []:
+            if isinstance(n, dict) and "node_name" in n:
+                out[n["node_name"]] = {"op": n.get("op_type", "?"), "name": n["node_name"],
+                                       "reason": str(n.get("reason", "?"))}
+    return out
 
 
 def check_context(ctx: Path, float_path: Path, checks: Sequence[dict], io: dict) -> dict:
