@@ -162,3 +162,30 @@ def test_lpbq_with_8bit_block_scales_is_refused_and_4bit_passes(tmp_path):
         refuse_8bit_lpbq(tmp_path / "lpbq8.onnx")
     _lpbq_graph(tmp_path / "lpbq4.onnx", TensorProto.UINT4)
     refuse_8bit_lpbq(tmp_path / "lpbq4.onnx")  # the 4-bit block scales QNN computes right
+
+
+def test_cli_export_target_qnn_compiles_every_graph_and_writes_the_report(tmp_path, capsys):
+    from bluelm_v.cli import main
+
+    out = tmp_path / "qnn"
+    assert main(["export", "--target", "qnn", "--model", "tiny", "--out", str(out), "--soc", "sm8650",
+                 "--chunk", "16", "--max-context", "64", "--tile-batch", "2", "--weights", "int8",
+                 "--no-progress"]) == 0
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["soc"] == "sm8650" and report["htp_arch"] == "v75"
+    assert set(report["graphs"]) == {"vit", "projector", "llm_prefill", "llm_decode"}
+    for name, r in report["graphs"].items():
+        assert r["nodes_on_qnn"] == r["nodes"] and r["fallback_nodes"] == [], name
+        assert (out / r["context"]).is_file() and r["context_bytes"] > 0 and r["compile_s"] > 0
+        assert r["cosine"] >= 0.99, name
+    assert 0 <= report["graphs"]["llm_decode"]["greedy_agreement"] <= 1
+    printed = capsys.readouterr().out
+    assert "llm_prefill: " in printed and "nodes on the HTP (sm8650)" in printed
+
+
+def test_export_qnn_refuses_an_unknown_soc_before_any_work(tmp_path):
+    from bluelm_v.export import export_qnn
+
+    with pytest.raises(ValueError, match="unknown SoC 'sm1234'"):
+        export_qnn("tiny", tmp_path / "x", soc="sm1234")
+    assert not (tmp_path / "x").exists()

@@ -158,5 +158,59 @@ def compile_llm(loaded, float_dir: Union[str, Path], out_dir: Union[str, Path], 
     return reports
 
 
-__all__ = ["GRAPHS", "MASK_VALUE", "PromptSet", "QuantizedSession", "compile_llm", "greedy_agreement",
+
+
+def export_qnn(source: Any, out_dir: Union[str, Path], *, soc: str = "sm8650", chunk: int = 128,
+               tile_batch: int = 4, max_context: int = 2048, weights: str = "int4", allow_fallback: bool = False,
+               progress: bool = False) -> Path:
+    """Every static graph of ``source`` compiled for ``soc``'s HTP (docs/export.md): the float export in
+    ``out_dir/float``, per graph a QDQ model, its context binary (``<graph>_ctx.onnx`` + ``.bin``), and
+    ``export_report.json`` with each graph's report. Any CPU fallback fails the export unless ``allow_fallback``."""
+    import json
+
+    from tqdm import tqdm
+
+    from bluelm_v.export.onnx_export import export_onnx
+    from bluelm_v.export.qnn import SOCS, WEIGHTS, vision_inputs
+    from bluelm_v.models.reference import LoadedModel, load_model
+
+    if soc not in SOCS:  # before any work
+        raise ValueError(f"unknown SoC {soc!r}; supported: {', '.join(SOCS)}")
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    require_qnn()
+    loaded = source if isinstance(source, LoadedModel) else load_model(source)
+    out = Path(out_dir)
+    float_dir = export_onnx(loaded, out / "float", chunk=chunk, tile_batch=tile_batch, max_context=max_context,
+                            quant="fp32", progress=False)
+    steps = ["vit", "projector", "llm"] if loaded.config.multimodal else ["llm"]
+    bar = tqdm(steps, desc="qnn", disable=not progress, leave=False)
+    reports: dict[str, dict] = {}
+    if loaded.config.multimodal:
+        import onnxruntime as ort
+
+        tiles = [{"pixel_values": t} for t in vision_inputs(loaded.config, tile_batch)]
+        half = max(1, len(tiles) // 2)
+        bar.set_postfix_str("vit")
+        reports["vit"] = compile_graph(float_dir / "vit.onnx", out, "vit", soc=soc, calibration=tiles[:half],
+                                       checks=tiles[half:], allow_fallback=allow_fallback)
+        bar.update()
+        vit = ort.InferenceSession(str(float_dir / "vit.onnx"), providers=["CPUExecutionProvider"])
+        feats = [{"features": vit.run(None, t)[0]} for t in tiles]
+        bar.set_postfix_str("projector")
+        reports["projector"] = compile_graph(float_dir / "projector.onnx", out, "projector", soc=soc,
+                                             calibration=feats[:half], checks=feats[half:],
+                                             allow_fallback=allow_fallback)
+        bar.update()
+    bar.set_postfix_str("llm")
+    reports.update(compile_llm(loaded, float_dir, out, soc=soc, weights=weights, allow_fallback=allow_fallback))
+    bar.update()
+    bar.close()
+    summary = {"soc": soc, "htp_arch": f"v{SOCS[soc]['htp_arch']}", "source": loaded.source, "weights": weights,
+               "float_export": "float/manifest.json", "graphs": reports}
+    (out / "export_report.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return out
+
+
+__all__ = ["GRAPHS", "MASK_VALUE", "PromptSet", "QuantizedSession", "compile_llm", "export_qnn", "greedy_agreement",
            "npu_prompts", "record_llm_feeds", "reference_argmax"]
