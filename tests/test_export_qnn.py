@@ -164,13 +164,25 @@ def test_lpbq_with_8bit_block_scales_is_refused_and_4bit_passes(tmp_path):
     refuse_8bit_lpbq(tmp_path / "lpbq4.onnx")  # the 4-bit block scales QNN computes right
 
 
-def test_cli_export_target_qnn_compiles_every_graph_and_writes_the_report(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def qnn_export(tmp_path_factory):
+    """tiny compiled for sm8650 through the CLI (int8 weights), and what the CLI printed."""
+    import contextlib
+    import io
+
     from bluelm_v.cli import main
 
-    out = tmp_path / "qnn"
-    assert main(["export", "--target", "qnn", "--model", "tiny", "--out", str(out), "--soc", "sm8650",
-                 "--chunk", "16", "--max-context", "64", "--tile-batch", "2", "--weights", "int8",
-                 "--no-progress"]) == 0
+    out = tmp_path_factory.mktemp("qnn") / "tiny"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["export", "--target", "qnn", "--model", "tiny", "--out", str(out), "--soc", "sm8650",
+                     "--chunk", "16", "--max-context", "160", "--tile-batch", "2", "--weights", "int8",
+                     "--no-progress"]) == 0
+    return out, printed.getvalue()
+
+
+def test_cli_export_target_qnn_compiles_every_graph_and_writes_the_report(qnn_export):
+    out, printed = qnn_export
     report = json.loads((out / "export_report.json").read_text())
     assert report["soc"] == "sm8650" and report["htp_arch"] == "v75"
     assert set(report["graphs"]) == {"vit", "projector", "llm_prefill", "llm_decode"}
@@ -179,8 +191,30 @@ def test_cli_export_target_qnn_compiles_every_graph_and_writes_the_report(tmp_pa
         assert (out / r["context"]).is_file() and r["context_bytes"] > 0 and r["compile_s"] > 0
         assert r["cosine"] >= 0.99, name
     assert 0 <= report["graphs"]["llm_decode"]["greedy_agreement"] <= 1
-    printed = capsys.readouterr().out
     assert "llm_prefill: " in printed and "nodes on the HTP (sm8650)" in printed
+
+
+def test_qnn_runner_serves_an_image_request_from_the_compiled_graphs(qnn_export):
+    import torch
+
+    from bluelm_v.evaluation.adapters import make_adapter
+    from bluelm_v.export.qnn_runner import QnnModel
+    from bluelm_v.models.vlm import image_tiles
+    from bluelm_v.samples import sample_bytes
+
+    out, _ = qnn_export
+    adapter = make_adapter(f"qnn:{out}", max_new_tokens=6)
+    message = [{"type": "image", "value": sample_bytes("screenshot")}, {"type": "text", "value": "What is shown?"}]
+    answer = adapter.generate(message, dataset="x", index=0)
+    assert isinstance(answer, str)
+    # the image went through the compiled ViT and projector: close to the reference's image embeddings
+    loaded = adapter.model.loaded
+    tiles = image_tiles(loaded.config, sample_bytes("screenshot"))
+    got = QnnModel(out).encode_tiles(tiles.numpy()).ravel().astype(np.float64)
+    with torch.no_grad():
+        want = loaded.vlm.encode_tiles(tiles).numpy().ravel().astype(np.float64)
+    assert got.shape == want.shape
+    assert float(got @ want / np.linalg.norm(got) / np.linalg.norm(want)) >= 0.99
 
 
 def test_export_qnn_refuses_an_unknown_soc_before_any_work(tmp_path):

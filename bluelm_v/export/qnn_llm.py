@@ -206,7 +206,9 @@ def export_qnn(source: Any, out_dir: Union[str, Path], *, soc: str = "sm8650", c
     reports.update(compile_llm(loaded, float_dir, out, soc=soc, weights=weights, allow_fallback=allow_fallback))
     bar.update()
     bar.close()
-    summary = {"soc": soc, "htp_arch": f"v{SOCS[soc]['htp_arch']}", "source": loaded.source, "weights": weights,
+    spec = None if isinstance(source, LoadedModel) else str(source)  # what load_model reloads (the runner's tokenizer)
+    summary = {"soc": soc, "htp_arch": f"v{SOCS[soc]['htp_arch']}", "source": loaded.source, "spec": spec,
+               "weights": weights,
                "float_export": "float/manifest.json", "graphs": reports}
     (out / "export_report.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return out
