@@ -25,7 +25,8 @@ def tiny_graphs(tmp_path_factory):
 def test_vit_compiles_wholly_for_sm8650_and_matches_float(tiny_graphs, tmp_path):
     loaded, out = tiny_graphs
     tiles = vision_inputs(loaded.config, 2)
-    assert len(tiles) >= 4 and tiles[0].shape == (2, 3, loaded.config.vision.image_size, loaded.config.vision.image_size)
+    side = loaded.config.vision.image_size
+    assert len(tiles) >= 4 and tiles[0].shape == (2, 3, side, side)
     report = compile_graph(out / "vit.onnx", tmp_path, "vit", soc="sm8650",
                            calibration=[{"pixel_values": t} for t in tiles[:2]],
                            checks=[{"pixel_values": t} for t in tiles[2:]])

@@ -380,5 +380,5 @@ def vision_inputs(cfg, tile_batch: int, images: Sequence[Any] = (), count: int =
     return [b.astype(np.float32) for b in batches[:count * 2]]
 
 
-__all__ = ["ACTIVATIONS", "SOCS", "WEIGHTS", "refuse_8bit_lpbq", "check_context", "compile_graph", "drop_identity_casts", "qdq_quantize",
-           "require_qnn", "strip_io_qdq", "vision_inputs"]
+__all__ = ["ACTIVATIONS", "SOCS", "WEIGHTS", "check_context", "compile_graph", "drop_identity_casts", "qdq_quantize",
+           "refuse_8bit_lpbq", "require_qnn", "strip_io_qdq", "vision_inputs"]
