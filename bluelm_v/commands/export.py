@@ -1,29 +1,63 @@
-"""bluelm-v export --model SPEC --out DIR --target onnx [--chunk 128] [--tile-batch 4] [--max-context 2048]
-[--quant w4a16|w8a16|fp32]: static-shape graphs for NPU toolchains (docs/export.md)."""
+"""bluelm-v export --model SPEC --out DIR --target onnx|qnn|executorch [--chunk 128] [--tile-batch 4]
+[--max-context 2048] [--quant w4a16|w8a16|fp32] [--soc sm8650|sm8550|sm8750] [--weights int4|int8]
+[--allow-fallback]: static-shape graphs for NPU toolchains (docs/export.md)."""
 from __future__ import annotations
 
 import argparse
 
 from bluelm_v.export.onnx_export import QUANTS
 
+SOCS = ("sm8650", "sm8550", "sm8750")  # bluelm_v.export.qnn.SOCS, without importing onnxruntime here
+QNN_WEIGHTS = ("int4", "int8")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="config name, smollm2-135m-gguf, a .gguf file or an HF folder")
     p.add_argument("--out", required=True)
-    p.add_argument("--target", default="onnx", choices=("onnx",))
+    p.add_argument("--target", default="onnx", choices=("onnx", "qnn", "executorch"),
+                   help="onnx: static ONNX graphs; qnn: context binaries for a Snapdragon's HTP (onnxruntime-qnn); "
+                        "executorch: .pte programs with the XNNPACK delegate")
     p.add_argument("--chunk", type=int, default=128, help="prefill chunk T of the prefill graph")
     p.add_argument("--tile-batch", type=int, default=4, help="tiles B per ViT call")
     p.add_argument("--max-context", type=int, default=2048, help="positions of the graphs (past = max - chunk)")
-    p.add_argument("--quant", default="w4a16", choices=tuple(QUANTS))
+    p.add_argument("--quant", default="w4a16", choices=tuple(QUANTS), help="--target onnx: weight format")
+    p.add_argument("--soc", default="sm8650", choices=SOCS, help="--target qnn: the Snapdragon to compile for")
+    p.add_argument("--weights", default="int4", choices=QNN_WEIGHTS,
+                   help="--target qnn: LLM MatMul weights per output channel (activations uint16)")
+    p.add_argument("--allow-fallback", action="store_true",
+                   help="--target qnn: let nodes QNN rejects run on the CPU instead of failing the export")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     from bluelm_v.commands.generate import resolve_spec
-    from bluelm_v.export import export_onnx
 
-    out = export_onnx(resolve_spec(args.model), args.out, chunk=args.chunk, tile_batch=args.tile_batch,
-                      max_context=args.max_context, quant=args.quant, progress=not args.no_progress)
-    size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
+    spec = resolve_spec(args.model)
+    if args.target == "qnn":
+        import json
+
+        from bluelm_v.export import export_qnn
+
+        out = export_qnn(spec, args.out, soc=args.soc, chunk=args.chunk, tile_batch=args.tile_batch,
+                         max_context=args.max_context, weights=args.weights, allow_fallback=args.allow_fallback,
+                         progress=not args.no_progress)
+        report = json.loads((out / "export_report.json").read_text(encoding="utf-8"))
+        for name, r in report["graphs"].items():
+            agree = f", greedy agreement {r['greedy_agreement']:.3f}" if "greedy_agreement" in r else ""
+            print(f"{name}: {r['nodes_on_qnn']}/{r['nodes']} nodes on the HTP ({report['soc']}), "
+                  f"{r['context_bytes'] / 1e6:.2f} MB context, cosine {r['cosine']:.4f}{agree}")
+        print(f"wrote {out / 'export_report.json'}")
+        return 0
+    if args.target == "executorch":
+        from bluelm_v.export import export_executorch
+
+        out = export_executorch(spec, args.out, chunk=args.chunk, tile_batch=args.tile_batch,
+                                max_context=args.max_context)
+    else:
+        from bluelm_v.export import export_onnx
+
+        out = export_onnx(spec, args.out, chunk=args.chunk, tile_batch=args.tile_batch,
+                          max_context=args.max_context, quant=args.quant, progress=not args.no_progress)
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file()) / 1e6
     print(f"wrote {out} ({size:.1f} MB): " + ", ".join(sorted(f.name for f in out.iterdir())))
     return 0

@@ -76,10 +76,16 @@ def _llm_module(lm, t: int, past: int):
                 q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
                 new_k.append(k[0])
                 new_v.append(v[0])
-                keys = torch.cat([past_keys[i:i + 1], k], dim=2).repeat_interleave(groups, dim=1)
-                vals = torch.cat([past_values[i:i + 1], v], dim=2).repeat_interleave(groups, dim=1)
-                scores = torch.matmul(q, keys.transpose(2, 3)) * a.scale + attention_mask
-                out = torch.matmul(torch.softmax(scores, dim=-1), vals).transpose(1, 2).reshape(1, t, -1)
+                keys = torch.cat([past_keys[i:i + 1], k], dim=2)  # [1, KVH, past + t, hd]
+                vals = torch.cat([past_values[i:i + 1], v], dim=2)
+                # GQA without repeating the cache and with no tensor above 4-D (NPU compilers take no 5-D): the
+                # query heads sharing a KV head are stacked as rows, [1, KVH, groups * t, hd]
+                qg = q.reshape(1, cfg.kv_heads, groups * t, cfg.dim_head)
+                scores = torch.matmul(qg, keys.transpose(2, 3)) * a.scale  # [1, KVH, groups * t, past + t]
+                scores = scores.reshape(cfg.kv_heads, groups, t, past + t) + attention_mask[0]
+                probs = torch.softmax(scores, dim=-1).reshape(1, cfg.kv_heads, groups * t, past + t)
+                out = torch.matmul(probs, vals).reshape(1, cfg.heads, t, cfg.dim_head)
+                out = out.transpose(1, 2).reshape(1, t, -1)
                 h = h + a.o_proj(out)
                 h = h + layer.mlp(layer.post_attention_layernorm(h))
             logits = self.lm.output_logits(self.lm.model.norm(h))

@@ -17,6 +17,8 @@ IMAGE_TOKEN_ID = -200
 
 
 class OnnxModel:
+    mask_value = -np.inf  # hidden keys in the additive mask (a QNN graph takes a finite value instead)
+
     def __init__(self, folder: Union[str, Path], threads: Optional[int] = None):
         import onnxruntime as ort
 
@@ -63,9 +65,9 @@ class OnnxModel:
             raise ValueError(f"the prompt needs {start + valid} positions; this export holds {self.past} "
                              f"(max_context - chunk)")
         pos = (start + np.arange(t, dtype=np.int64))[None]
-        mask = np.full((1, 1, t, self.past + t), -np.inf, np.float32)
+        mask = np.full((1, 1, t, self.past + t), self.mask_value, np.float32)
         mask[0, 0, :, :start] = 0.0
-        mask[0, 0, :, self.past:] = np.triu(np.full((t, t), -np.inf, np.float32), 1)
+        mask[0, 0, :, self.past:] = np.triu(np.full((t, t), self.mask_value, np.float32), 1)
         logits, nk, nv = self.sessions[graph].run(None, {
             "inputs_embeds": embeds[None].astype(np.float32), "position_ids": pos, "attention_mask": mask,
             "past_keys": self.keys, "past_values": self.values})

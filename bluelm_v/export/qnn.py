@@ -4,7 +4,9 @@ ships, run on its x86 emulation and checked against float ONNX Runtime.
 The steps for one static graph (``compile_graph``):
 
 1. **QDQ quantization** calibrated on real inputs (onnxruntime's QNN QDQ config): activations uint8 or uint16,
-   weights int8 per tensor (``PER_CHANNEL`` says why), the form QNN takes whole.
+   MatMul weights int8 or int4 per output channel, Conv weights int8 per tensor (``PER_CHANNEL`` says why),
+   LayerNorm gamma uint8: the form QNN takes whole. The LPBQ pattern with 8-bit block scales is refused
+   (``refuse_8bit_lpbq``).
 2. **Quantized inputs and outputs**: the QuantizeLinear on each graph input and the DequantizeLinear on each output
    are removed, so the graph reads and writes uint8/uint16 and every node runs on the NPU; their scale and zero
    point go to the report (the runtime quantizes inputs and dequantizes outputs with them).
@@ -13,11 +15,10 @@ The steps for one static graph (``compile_graph``):
 4. **Numerics**: the context reloads with only the HTP backend named and runs calibration-like inputs; its
    dequantized outputs are compared with the float graph on ONNX Runtime's CPU provider.
 
-Where this stands (onnxruntime-qnn 2.7.0, sm8650): the ONNX export's ViT tile batch compiles wholly for the HTP
-(tested); its projector does not yet: the 2x2 down-sampler's 5-D Reshape/Transpose and Pad, and LayerNorm with a
-dequantized gamma, stay on the CPU, so it needs a 4-D form of the merge first. The LLM graphs (prefill, decode)
-need a quantization plan for their additive -inf mask and KV inputs. ``bluelm-v export --target qnn`` comes with
-them; until then this module is the tested building block.
+Where this stands (onnxruntime-qnn 2.7.0, sm8650): the ONNX export's ViT tile batch and projector compile wholly
+for the HTP (tested): the projector's 2x2 merge is written with 4-D tensors (``models.projector.downsample``) and
+LayerNorm's gamma is quantized to uint8 (with an int8 gamma QNN leaves LayerNorm to the CPU). A rejected node is
+named in the report with QNN's own reason, from its framework op trace.
 """
 from __future__ import annotations
 
@@ -88,10 +89,36 @@ def drop_identity_casts(path: Path, dst: Path) -> None:
     onnx.save_model(model, str(dst))
 
 
-def qdq_quantize(src: Path, dst: Path, calibration: Sequence[dict], activations: str = "uint8") -> None:
-    """Float graph -> QDQ graph for QNN, calibrated on ``calibration`` (input name -> array dicts)."""
+WEIGHTS = ("int8", "int4")
+
+
+def _overrides(path: Path, weights: str) -> dict:
+    """Tensor overrides for the quantizer: every constant MatMul weight [K, N] per output channel (axis 1,
+    symmetric) in ``weights``; LayerNormalization's gamma as uint8 (with an int8 gamma QNN's HTP leaves LayerNorm
+    to the CPU; onnxruntime-qnn 2.7.0, sm8650)."""
+    import onnx
+    from onnxruntime.quantization import QuantType
+
+    model = onnx.load(str(path), load_external_data=False)
+    dims = {i.name: list(i.dims) for i in model.graph.initializer}
+    wtype = QuantType.QInt4 if weights == "int4" else QuantType.QInt8
+    out: dict = {}
+    for n in model.graph.node:
+        if n.op_type == "LayerNormalization" and n.input[1] in dims:
+            out[n.input[1]] = [{"quant_type": QuantType.QUInt8}]
+        elif n.op_type == "MatMul" and len(dims.get(n.input[1], [])) == 2:
+            out[n.input[1]] = [{"quant_type": wtype, "axis": 1, "symmetric": True}]
+    return out
+
+
+def qdq_quantize(src: Path, dst: Path, calibration: Sequence[dict], activations: str = "uint8",
+                 weights: str = "int8") -> None:
+    """Float graph -> QDQ graph for QNN, calibrated on ``calibration`` (input name -> array dicts): activations
+    ``activations``, MatMul weights ``weights`` per output channel, other weights int8 per tensor."""
     if activations not in ACTIVATIONS:
         raise ValueError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     if not calibration:
         raise ValueError("QDQ quantization needs at least one calibration input")
     require_qnn()
@@ -105,8 +132,30 @@ def qdq_quantize(src: Path, dst: Path, calibration: Sequence[dict], activations:
         config = get_qnn_qdq_config(
             str(source), _Reader(calibration),
             activation_type=QuantType.QUInt16 if activations == "uint16" else QuantType.QUInt8,
-            weight_type=QuantType.QInt8, per_channel=PER_CHANNEL)
+            weight_type=QuantType.QInt8, per_channel=PER_CHANNEL, init_overrides=_overrides(source, weights))
         quantize(str(source), str(dst), config)
+
+
+def refuse_8bit_lpbq(path: Path) -> None:
+    """Refuse the LPBQ pattern with 8-bit block scales: a DequantizeLinear whose scale is itself the output of a
+    DequantizeLinear of 8-bit integers. QNN (onnxruntime-qnn 2.7.0) accepts it and computes wrong outputs (max
+    error 1.79 measured) without any error; with 4-bit block scales it is right."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    g = model.graph
+    types = {i.name: i.data_type for i in g.initializer}
+    types.update({v.name: v.type.tensor_type.elem_type for v in list(g.value_info) + list(g.input)})
+    made_by = {o: n for n in g.node for o in n.output}
+    eight = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+    for n in g.node:
+        if n.op_type != "DequantizeLinear" or len(n.input) < 2:
+            continue
+        src = made_by.get(n.input[1])
+        if src is not None and src.op_type == "DequantizeLinear" and types.get(src.input[0]) in eight:
+            raise ValueError(f"{path}: node {n.name or n.output[0]!r} is the LPBQ pattern with 8-bit block scales "
+                             f"({src.input[0]!r}), which QNN compiles without error into wrong outputs; use 4-bit "
+                             "block scales or per-channel weights")
 
 
 def _initializer(model, name: str) -> np.ndarray:
@@ -118,6 +167,55 @@ def _initializer(model, name: str) -> np.ndarray:
     raise ValueError(f"quantization parameter {name!r} is not an initializer")
 
 
+_MOVES = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice")  # Q(move(x)) == move(Q(x))
+
+
+def _hoist_input_quantize(model, name: str) -> None:
+    """An input read only by data-movement nodes whose outputs each go only to a per-tensor QuantizeLinear (the
+    quantizer leaves a Reshape's or Slice's input float): give the input one QDQ pair covering the union of their
+    ranges, so the input can be quantized by the runtime and the moves run on the NPU as QDQ units (each
+    re-quantizing to its own output's scale, as before)."""
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    users = [n for n in g.node if name in n.input]
+    if not users or any(n.op_type not in _MOVES or list(n.input).count(name) != 1 or n.input[0] != name
+                        for n in users):
+        return
+    qs = []
+    for move in users:
+        after = [n for n in g.node if move.output[0] in n.input]
+        if len(after) != 1 or after[0].op_type != "QuantizeLinear" or after[0].input[0] != move.output[0]:
+            return
+        qs.append(after[0])
+    params = [(_initializer(model, q.input[1]), _initializer(model, q.input[2])) for q in qs]
+    if any(s.size != 1 for s, _ in params) or len({zp.dtype for _, zp in params}) != 1:
+        return
+    zdtype = params[0][1].dtype
+    if len(qs) == 1:
+        scale_name, zp_name = qs[0].input[1], qs[0].input[2]
+    else:
+        info = np.iinfo(zdtype)
+        lo = min(float(s) * (info.min - int(zp)) for s, zp in params)
+        hi = max(float(s) * (info.max - int(zp)) for s, zp in params)
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+        scale = np.float32(max(hi - lo, 1e-12) / (info.max - info.min))
+        zp = np.array(np.clip(round(info.min - lo / scale), info.min, info.max), dtype=zdtype)
+        scale_name, zp_name = f"{name}_union_scale", f"{name}_union_zero_point"
+        g.initializer.extend([numpy_helper.from_array(np.array(scale, np.float32), scale_name),
+                              numpy_helper.from_array(zp, zp_name)])
+    q = helper.make_node("QuantizeLinear", [name, scale_name, zp_name], [f"{name}_q"], name=f"{name}_QuantizeLinear")
+    dq = helper.make_node("DequantizeLinear", [f"{name}_q", scale_name, zp_name], [f"{name}_dq"],
+                          name=f"{name}_DequantizeLinear")
+    for move in users:
+        move.input[0] = dq.output[0]
+    nodes = list(g.node)  # topological order: Q and DQ before the first move
+    at = min(nodes.index(m) for m in users)
+    nodes[at:at] = [q, dq]
+    del g.node[:]
+    g.node.extend(nodes)
+
+
 def strip_io_qdq(path: Path) -> dict:
     """Remove the QuantizeLinear reading each graph input and the DequantizeLinear writing each graph output, so
     the graph's I/O is quantized; returns {tensor: {"dtype", "scale", "zero_point"}} for the runtime."""
@@ -127,6 +225,7 @@ def strip_io_qdq(path: Path) -> dict:
     g = model.graph
     io: dict[str, dict] = {}
     for inp in g.input:
+        _hoist_input_quantize(model, inp.name)
         users = [n for n in g.node if inp.name in n.input]
         if len(users) != 1 or users[0].op_type != "QuantizeLinear" or users[0].input[0] != inp.name:
             continue
@@ -176,7 +275,7 @@ def dequantize(name: str, y: np.ndarray, io: dict) -> np.ndarray:
 
 def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name: str, *, soc: str = "sm8650",
                   calibration: Sequence[dict], checks: Sequence[dict] = (), activations: str = "uint8",
-                  allow_fallback: bool = False) -> dict:
+                  weights: str = "int8", allow_fallback: bool = False) -> dict:
     """Quantize, compile and check one static graph (see the module doc); returns its report."""
     if soc not in SOCS:
         raise ValueError(f"unknown SoC {soc!r}; supported: {', '.join(SOCS)}")
@@ -184,39 +283,68 @@ def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     qdq = out / f"{name}.qdq.onnx"
-    qdq_quantize(Path(float_path), qdq, calibration, activations)
+    qdq_quantize(Path(float_path), qdq, calibration, activations, weights)
     io = strip_io_qdq(qdq)
+    refuse_8bit_lpbq(qdq)
     ctx = out / f"{name}_ctx.onnx"
+    for old in [ctx, *out.glob(f"{name}_ctx*.bin")]:  # QNN refuses to overwrite a context it wrote before
+        old.unlink(missing_ok=True)
+    trace_dir = out / f"{name}_trace"
+    trace_dir.mkdir(exist_ok=True)
     so = ort.SessionOptions()
     so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
     so.add_session_config_entry("session.disable_cpu_ep_fallback", "0" if allow_fallback else "1")
     so.add_session_config_entry("ep.context_enable", "1")
     so.add_session_config_entry("ep.context_file_path", str(ctx))
     so.add_session_config_entry("ep.context_embed_mode", "0")
-    so.add_provider_for_devices(_qnn_devices(ort), {"backend_type": "htp", **SOCS[soc]})
+    so.add_provider_for_devices(_qnn_devices(ort), {"backend_type": "htp", **SOCS[soc],
+                                                    "enable_framework_op_trace": "1",
+                                                    "framework_op_trace_dir": str(trace_dir)})
     t0 = time.perf_counter()
     try:
         session = ort.InferenceSession(str(qdq), sess_options=so)
     except Exception as exc:  # noqa: BLE001 - QNN's refusal is the report's answer, with its message
-        raise RuntimeError(f"{name}: QNN did not take the whole graph for {soc} ({exc}); "
+        rejected = "; ".join(f"{n['op']} {n['name']}: {n['reason']}" for n in _rejections(trace_dir).values())
+        raise RuntimeError(f"{name}: QNN did not take the whole graph for {soc} ({rejected or exc}); "
                            "pass allow_fallback to let ONNX Runtime's CPU run the rest") from None
     compile_s = time.perf_counter() - t0
+    reasons = _rejections(trace_dir)
     on_qnn, fallback = 0, []
     for sub in session.get_provider_graph_assignment_info():
         if sub.ep_name == "QNNExecutionProvider":
             on_qnn += len(sub.get_nodes())
         else:
-            fallback += [{"op": n.op_type, "name": n.name, "ep": sub.ep_name} for n in sub.get_nodes()]
+            fallback += [{"op": n.op_type, "name": n.name, "ep": sub.ep_name,
+                          "reason": reasons.get(n.name, {}).get("reason", "not claimed by QNN")}
+                         for n in sub.get_nodes()]
     nodes = on_qnn + len(fallback)  # the graph as ONNX Runtime runs it (constants folded)
     binaries = sorted(out.glob(f"{name}_ctx*.bin"))
     report: dict[str, Any] = {
         "graph": name, "soc": soc, "htp_arch": f"v{SOCS[soc]['htp_arch']}", "activations": activations,
-        "weights": "int8 per channel" if PER_CHANNEL else "int8 per tensor", "nodes": nodes, "nodes_on_qnn": on_qnn, "fallback_nodes": fallback,
+        "weights": f"MatMul {weights} per channel, others int8 per tensor", "nodes": nodes, "nodes_on_qnn": on_qnn,
+        "fallback_nodes": fallback,
         "context": ctx.name, "context_bytes": sum(b.stat().st_size for b in binaries),
         "compile_s": round(compile_s, 3), "io_quantization": io}
     if checks:
         report.update(check_context(ctx, Path(float_path), checks, io))
     return report
+
+
+def _rejections(trace_dir: Path) -> dict:
+    """QNN's own reasons for the nodes it rejected, from its framework op trace ({node name: {op, name, reason}})."""
+    import json
+
+    out = {}
+    for path in sorted(trace_dir.glob("*.json")):
+        try:
+            trace = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for n in trace.get("unsupported_nodes", []) if isinstance(trace, dict) else []:
+            if isinstance(n, dict) and "node_name" in n:
+                out[n["node_name"]] = {"op": n.get("op_type", "?"), "name": n["node_name"],
+                                       "reason": str(n.get("reason", "?"))}
+    return out
 
 
 def check_context(ctx: Path, float_path: Path, checks: Sequence[dict], io: dict) -> dict:
@@ -252,5 +380,5 @@ def vision_inputs(cfg, tile_batch: int, images: Sequence[Any] = (), count: int =
     return [b.astype(np.float32) for b in batches[:count * 2]]
 
 
-__all__ = ["ACTIVATIONS", "SOCS", "check_context", "compile_graph", "drop_identity_casts", "qdq_quantize",
-           "require_qnn", "strip_io_qdq", "vision_inputs"]
+__all__ = ["ACTIVATIONS", "SOCS", "WEIGHTS", "check_context", "compile_graph", "drop_identity_casts", "qdq_quantize",
+           "refuse_8bit_lpbq", "require_qnn", "strip_io_qdq", "vision_inputs"]

@@ -25,22 +25,26 @@ from bluelm_v.models.vision import activation
 
 
 def downsample(x: torch.Tensor, grid: int, merge: int = 2, order: str = "row_major") -> torch.Tensor:
-    """x: [B, grid*grid, C] patch features (row-major) -> [B, ceil(grid/merge)^2, merge*merge*C]."""
+    """x: [B, grid*grid, C] patch features (row-major) -> [B, ceil(grid/merge)^2, merge*merge*C].
+
+    Written with tensors of at most 4 dimensions (NPU compilers such as QNN's HTP take no 5-D or 6-D
+    Reshape/Transpose), which is the same data movement as the 6-D view [B, row block, dy, col block, dx, C]."""
     b, n, c = x.shape
     if n != grid * grid:
         raise ValueError(f"downsample expects {grid}x{grid} = {grid * grid} tokens per tile, got {n}")
+    if order not in ("row_major", "column_major"):
+        raise ValueError(f"unknown downsample order {order!r}: expected 'row_major' or 'column_major'")
     side = math.ceil(grid / merge)
     pad = side * merge - grid
-    x = x.view(b, grid, grid, c)
+    x = x.reshape(b, grid, grid, c)
     if pad:
         x = F.pad(x, (0, 0, 0, pad, 0, pad))  # zeros after the last column and the last row
-    x = x.view(b, side, merge, side, merge, c)  # [B, row block, dy, col block, dx, C]
-    if order == "row_major":
-        x = x.permute(0, 1, 3, 2, 4, 5)  # [B, row block, col block, dy, dx, C]
-    elif order == "column_major":
-        x = x.permute(0, 3, 1, 2, 4, 5)  # [B, col block, row block, dy, dx, C]
-    else:
-        raise ValueError(f"unknown downsample order {order!r}: expected 'row_major' or 'column_major'")
+    if order == "column_major":
+        x = x.transpose(1, 2)  # [B, col, row, C]: cells come out column by column, blocks hold [dx][dy]
+    x = x.reshape(b * side, merge, side, merge * c)  # [B * row block, dy, col block, dx * C + c]
+    x = x.transpose(1, 2)  # [B * row block, col block, dy, dx * C + c]
+    if order == "column_major":  # back to the [dy][dx] channel order inside each block
+        x = x.reshape(b * side * side, merge, merge, c).transpose(1, 2)
     return x.reshape(b, side * side, merge * merge * c)
 
 

@@ -5,7 +5,8 @@
   * ``openai:URL#MODEL`` - any OpenAI-compatible chat endpoint, images sent as data URLs;
   * ``hf:PATH`` - a transformers image-text-to-text model saved locally;
   * ``torch:SPEC`` - the project's PyTorch reference model (``bluelm_v.models.reference.load_vlm``);
-  * ``native:PACKAGE`` - the C++ engine over a model package (``bluelm_v.engine``).
+  * ``native:PACKAGE`` - the C++ engine over a model package (``bluelm_v.engine``);
+  * ``qnn:DIR`` - a ``bluelm-v export --target qnn`` folder run on the QNN HTP emulator (``export.qnn_runner``).
 
 The registry is open: other modules add themselves with ``register_adapter``.
 Adapters answer ``generate(message, dataset=..., index=...) -> str`` where ``message`` is VLMEvalKit's list of
@@ -24,6 +25,7 @@ ADAPTERS: dict[str, str] = {
     "hf": "bluelm_v.evaluation.adapters.hf:HFAdapter",
     "torch": "bluelm_v.evaluation.adapters.torch_ref:TorchAdapter",
     "native": "bluelm_v.evaluation.adapters.native:NativeAdapter",
+    "qnn": "bluelm_v.evaluation.adapters.qnn:QnnAdapter",
 }
 
 

@@ -1,0 +1,218 @@
+"""The LLM's prefill-chunk and decode-step graphs compiled for Qualcomm's HTP, and their numerics against the
+PyTorch reference (docs/export.md).
+
+The graphs are the ONNX export's (``export_onnx(..., quant="fp32")``: KV cache, positions and mask as static
+inputs, this chunk's keys and values as outputs, attention in 4-D). For QNN:
+
+- the additive mask holds ``MASK_VALUE`` (a large finite negative) where a key is hidden: a quantized Add cannot
+  hold -inf, and exp(-255) is zero to float32 next to any visible score;
+- activations are uint16 and MatMul weights int4 (or int8) per output channel (the paper's LLM setting: INT4
+  weights, INT16 activations), calibrated on real prompts (configs/suites/npu-prompts.json) run through the float
+  graphs chunk by chunk, so the KV inputs are seen with real past keys;
+- the numerics are teacher-forced: every position of a held-out prompt goes through the compiled graph (prefill:
+  chunk by chunk; decode: the prompt's first part prefilled by the float graph, then one token at a time), and
+  ``greedy_agreement`` is the fraction of positions whose argmax equals the reference's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import numpy as np
+
+from bluelm_v.export.onnx_runner import OnnxModel
+from bluelm_v.export.qnn import compile_graph, dequantize, quantize_feeds, require_qnn, _qnn_devices
+
+MASK_VALUE = -255.0
+GRAPHS = ("llm_prefill", "llm_decode")
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    version: int
+    name: str
+    description: str
+    source: str
+    calibration: list[str]
+    evaluation: list[str]
+
+
+def npu_prompts() -> PromptSet:
+    from bluelm_v.config import load
+
+    return load("suites", "npu-prompts", PromptSet)
+
+
+class _Recorder:
+    """A session whose every run's feeds are kept (the calibration and check inputs of a graph)."""
+
+    def __init__(self, session):
+        self.session, self.feeds = session, []
+
+    def run(self, names, feeds):
+        self.feeds.append({k: v.copy() for k, v in feeds.items()})
+        return self.session.run(names, feeds)
+
+
+class QuantizedSession:
+    """A compiled context on the HTP emulator behind the float session's interface: quantizes the inputs and
+    dequantizes the outputs with the graph's I/O quantization (``io_quantization`` of its report)."""
+
+    def __init__(self, ctx: Union[str, Path], io: dict):
+        ort = require_qnn()
+        so = ort.SessionOptions()
+        so.add_provider_for_devices(_qnn_devices(ort), {"backend_type": "htp"})
+        self.session = ort.InferenceSession(str(ctx), sess_options=so)
+        self.io = io
+        self.names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, names, feeds):
+        out = self.session.run(None, quantize_feeds(feeds, self.io))
+        return [dequantize(n, y, self.io) for n, y in zip(self.names, out)]
+
+
+def finite_mask_model(folder: Union[str, Path]) -> OnnxModel:
+    """The float ONNX runner with the QNN mask convention."""
+    model = OnnxModel(folder)
+    model.mask_value = MASK_VALUE
+    return model
+
+
+def prompt_ids(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    return [tokenizer.encode(p) for p in prompts]
+
+
+def record_llm_feeds(folder: Union[str, Path], prompts: Sequence[Sequence[int]], decode_tokens: int = 4) -> dict:
+    """Run each prompt through the float graphs (all of it chunk by chunk through prefill; then its first part
+    prefilled and its last ``decode_tokens`` tokens decoded one by one) and return {graph: [feeds, ...]}."""
+    model = finite_mask_model(folder)
+    rec = {g: _Recorder(model.sessions[g]) for g in GRAPHS}
+    model.sessions.update(rec)
+    for ids in prompts:
+        model.reset()
+        model.prefill(model.embed(ids))
+        split = max(1, len(ids) - decode_tokens)
+        model.reset()
+        model.prefill(model.embed(ids[:split]))
+        for tok in ids[split:]:
+            model.decode(tok)
+    return {g: r.feeds for g, r in rec.items()}
+
+
+def reference_argmax(loaded, ids: Sequence[int]) -> np.ndarray:
+    """The PyTorch reference's greedy token after every position of ``ids`` (teacher-forced), [len(ids)]."""
+    import torch
+
+    from bluelm_v.models.llm import prefill
+
+    lm = loaded.llm
+    with torch.no_grad():
+        logits = prefill(lm, lm.new_cache(1, len(ids) + 4), tokens=torch.tensor([list(ids)]), all_logits=True)[0]
+    return logits.argmax(-1).numpy()
+
+
+def greedy_agreement(folder: Union[str, Path], graph: str, session, loaded, prompts: Sequence[Sequence[int]],
+                     decode_tokens: int = 4) -> dict:
+    """Teacher-forced agreement of ``session`` (standing in for ``graph``) with the reference over ``prompts``."""
+    model = finite_mask_model(folder)
+    model.sessions[graph] = session
+    same = total = 0
+    for ids in prompts:
+        want = reference_argmax(loaded, ids)
+        model.reset()
+        if graph == "llm_prefill":
+            got = model.prefill(model.embed(ids)).argmax(-1)
+            want_part = want
+        else:
+            split = max(1, len(ids) - decode_tokens)
+            model.prefill(model.embed(ids[:split]))
+            got = np.array([model.decode(t).argmax() for t in ids[split:]])
+            want_part = want[split:]
+        same += int((got == want_part).sum())
+        total += len(want_part)
+    return {"greedy_agreement": same / max(total, 1), "agreement_positions": total}
+
+
+def compile_llm(loaded, float_dir: Union[str, Path], out_dir: Union[str, Path], *, soc: str = "sm8650",
+                weights: str = "int4", activations: str = "uint16", allow_fallback: bool = False,
+                prompts: Any = None, decode_tokens: int = 4) -> dict:
+    """Quantize, compile and check the prefill and decode graphs of a float export in ``float_dir``;
+    returns {graph: report} with ``greedy_agreement`` against the reference."""
+    prompts = prompts or npu_prompts()
+    room = OnnxModel(float_dir).past  # a prompt longer than the cache holds is cut to fit
+    calib_ids = [ids[:room] for ids in prompt_ids(loaded.tokenizer, prompts.calibration)]
+    eval_ids = [ids[:room] for ids in prompt_ids(loaded.tokenizer, prompts.evaluation)]
+    calibration = record_llm_feeds(float_dir, calib_ids, decode_tokens)
+    checks = record_llm_feeds(float_dir, eval_ids[:2], decode_tokens)
+    reports = {}
+    for graph in GRAPHS:
+        report = compile_graph(Path(float_dir) / f"{graph}.onnx", out_dir, graph, soc=soc,
+                               calibration=calibration[graph], checks=checks[graph], activations=activations,
+                               weights=weights, allow_fallback=allow_fallback)
+        session = QuantizedSession(Path(out_dir) / report["context"], report["io_quantization"])
+        report.update(greedy_agreement(float_dir, graph, session, loaded, eval_ids, decode_tokens))
+        report["mask_value"] = MASK_VALUE
+        report["prompts"] = {"set": prompts.name, "calibration": len(calib_ids), "evaluation": len(eval_ids)}
+        reports[graph] = report
+    return reports
+
+
+
+
+def export_qnn(source: Any, out_dir: Union[str, Path], *, soc: str = "sm8650", chunk: int = 128,
+               tile_batch: int = 4, max_context: int = 2048, weights: str = "int4", allow_fallback: bool = False,
+               progress: bool = False) -> Path:
+    """Every static graph of ``source`` compiled for ``soc``'s HTP (docs/export.md): the float export in
+    ``out_dir/float``, per graph a QDQ model, its context binary (``<graph>_ctx.onnx`` + ``.bin``), and
+    ``export_report.json`` with each graph's report. Any CPU fallback fails the export unless ``allow_fallback``."""
+    import json
+
+    from tqdm import tqdm
+
+    from bluelm_v.export.onnx_export import export_onnx
+    from bluelm_v.export.qnn import SOCS, WEIGHTS, vision_inputs
+    from bluelm_v.models.reference import LoadedModel, load_model
+
+    if soc not in SOCS:  # before any work
+        raise ValueError(f"unknown SoC {soc!r}; supported: {', '.join(SOCS)}")
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    require_qnn()
+    loaded = source if isinstance(source, LoadedModel) else load_model(source)
+    out = Path(out_dir)
+    float_dir = export_onnx(loaded, out / "float", chunk=chunk, tile_batch=tile_batch, max_context=max_context,
+                            quant="fp32", progress=False)
+    steps = ["vit", "projector", "llm"] if loaded.config.multimodal else ["llm"]
+    bar = tqdm(steps, desc="qnn", disable=not progress, leave=False)
+    reports: dict[str, dict] = {}
+    if loaded.config.multimodal:
+        import onnxruntime as ort
+
+        tiles = [{"pixel_values": t} for t in vision_inputs(loaded.config, tile_batch)]
+        half = max(1, len(tiles) // 2)
+        bar.set_postfix_str("vit")
+        reports["vit"] = compile_graph(float_dir / "vit.onnx", out, "vit", soc=soc, calibration=tiles[:half],
+                                       checks=tiles[half:], allow_fallback=allow_fallback)
+        bar.update()
+        vit = ort.InferenceSession(str(float_dir / "vit.onnx"), providers=["CPUExecutionProvider"])
+        feats = [{"features": vit.run(None, t)[0]} for t in tiles]
+        bar.set_postfix_str("projector")
+        reports["projector"] = compile_graph(float_dir / "projector.onnx", out, "projector", soc=soc,
+                                             calibration=feats[:half], checks=feats[half:],
+                                             allow_fallback=allow_fallback)
+        bar.update()
+    bar.set_postfix_str("llm")
+    reports.update(compile_llm(loaded, float_dir, out, soc=soc, weights=weights, allow_fallback=allow_fallback))
+    bar.update()
+    bar.close()
+    spec = None if isinstance(source, LoadedModel) else str(source)  # what load_model reloads (the runner's tokenizer)
+    summary = {"soc": soc, "htp_arch": f"v{SOCS[soc]['htp_arch']}", "source": loaded.source, "spec": spec,
+               "weights": weights,
+               "float_export": "float/manifest.json", "graphs": reports}
+    (out / "export_report.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return out
+
+
+__all__ = ["GRAPHS", "MASK_VALUE", "PromptSet", "QuantizedSession", "compile_llm", "export_qnn", "greedy_agreement",
+           "npu_prompts", "record_llm_feeds", "reference_argmax"]
