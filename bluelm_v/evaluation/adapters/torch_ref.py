@@ -51,20 +51,17 @@ class TorchAdapter(ModelAdapter):
 
         from bluelm_v.evaluation.provenance import fingerprint
 
-        path = Path(self.target).expanduser()
-        if not path.exists():
+        files = _weight_files(self.target)
+        if not files:
             return None  # a config name: random weights from a fixed seed, named by the spec itself
-        return fingerprint([p for p in (path.iterdir() if path.is_dir() else [path]) if p.is_file()])
+        return fingerprint(files)
 
     def weights(self, dataset: str | None = None) -> str:
-        from pathlib import Path
-
         from bluelm_v.evaluation.provenance import fingerprint
 
         loaded = getattr(self.model, "loaded", None)
         source = getattr(loaded, "source", None) or self.target
-        path = Path(self.target).expanduser()
-        files = [p for p in (path.iterdir() if path.is_dir() else [path]) if p.is_file()] if path.exists() else []
+        files = _weight_files(self.target)
         return f"{source}; " + fingerprint(files) if files else str(source)
 
     def generate(self, message: list[dict], *, dataset: str, index: Any) -> str:
@@ -95,3 +92,18 @@ class TorchAdapter(ModelAdapter):
 
 def target_stem(target: str) -> str:
     return target.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _weight_files(target: str) -> list:
+    """The files a spec's weights come from: a folder's files, a file, or both files of ``LLM.gguf+mmproj.gguf``
+    (none for a config name)."""
+    from pathlib import Path
+
+    from bluelm_v.models.mmproj import split_spec
+
+    llm, mmproj = split_spec(str(Path(target).expanduser()))
+    files = []
+    for path in (llm, mmproj):
+        if path is not None and path.exists():
+            files += [p for p in (path.iterdir() if path.is_dir() else [path]) if p.is_file()]
+    return files
