@@ -154,3 +154,13 @@ def test_engine_package_refuses_the_pair_naming_the_part(ivl, tmp_path, no_tenso
         package(f"{llm}+{mm}", tmp_path / "pkg")
     with pytest.raises(ValueError, match=r"llm.gguf: cannot package for the engine: LLM arch 'qwen2'"):
         package(str(llm), tmp_path / "pkg2")
+
+
+def test_check_reference_compares_the_files_with_hf_on_their_folder(files):
+    from bluelm_v.models.check_reference import check_reference
+
+    arch, folder, llm, mmproj = files
+    rec = check_reference(model=str(folder), gguf=f"{llm}+{mmproj}", tokens=4)
+    assert rec["compared"].startswith("torch reference from") and rec["arch"] == arch
+    assert rec["max_abs_logit_diff_all_steps"] <= 1e-3 and rec["greedy_agreement"] == 1.0
+    assert rec["image_tokens"] > 0
