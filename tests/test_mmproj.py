@@ -164,3 +164,21 @@ def test_check_reference_compares_the_files_with_hf_on_their_folder(files):
     assert rec["compared"].startswith("torch reference from") and rec["arch"] == arch
     assert rec["max_abs_logit_diff_all_steps"] <= 1e-3 and rec["greedy_agreement"] == 1.0
     assert rec["image_tokens"] > 0
+
+
+def test_generate_cli_takes_mmproj_like_the_plus_spec(ivl):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    d, _, llm, mm = ivl
+    img = d / "x.png"
+    Image.fromarray(_vlm.test_image(None, 3)).save(img)
+    r = subprocess.run([sys.executable, "-m", "bluelm_v", "generate", "--model", str(llm), "--mmproj", str(mm),
+                        "--image", str(img), "--prompt", "Hi", "--max-new-tokens", "4"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    want = load_vlm(f"{llm}+{mm}").generate([{"type": "image", "value": str(img)}, {"type": "text", "value": "Hi"}],
+                                            max_new_tokens=4)
+    assert r.stdout[:-1] == want

@@ -151,9 +151,8 @@ class MmprojCheckpoint(GGUFCheckpoint):
             raise FormatError(f"{self.path}: key {v}projection_dim is {proj_dim} but the LLM {llm_ckpt.path.name} has "
                               f"embedding width {llm.hidden}: this mmproj does not belong with that LLM")
         layers = self._int_hp(v + "block_count", limit=MAX_LAYERS)
-        for i in (layers - 1,):
-            self._need(f"v.blk.{i}.attn_q.weight")
-        if self.shape(f"v.blk.{layers}.attn_q.weight") is not None and self.family != "llava_onevision":
+        self._need(f"v.blk.{layers - 1}.attn_q.weight")
+        if self.shape(f"v.blk.{layers}.attn_q.weight") is not None:
             raise FormatError(f"{self.path}: key {v}block_count is {layers} but tensor v.blk.{layers}.attn_q.weight "
                               f"exists")
         image_size = self._int_hp(v + "image_size", limit=1 << 14)
