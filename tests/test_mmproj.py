@@ -182,3 +182,15 @@ def test_generate_cli_takes_mmproj_like_the_plus_spec(ivl):
     want = load_vlm(f"{llm}+{mm}").generate([{"type": "image", "value": str(img)}, {"type": "text", "value": "Hi"}],
                                             max_new_tokens=4)
     assert r.stdout[:-1] == want
+
+
+def test_eval_torch_adapter_takes_the_pair_and_fingerprints_both_files(ivl):
+    from bluelm_v.evaluation.adapters import make_adapter
+
+    _, _, llm, mm = ivl
+    a = make_adapter(f"torch:{llm}+{mm}", max_new_tokens=2)
+    assert a.takes_images and a.name == "torch-llm.gguf-mm.gguf"
+    assert "2 file(s)" in a.identity()
+    out = a.generate([{"type": "image", "value": _vlm.test_image(None, 0)}, {"type": "text", "value": "x"}],
+                     dataset="d", index=0)
+    assert isinstance(out, str)

@@ -36,7 +36,11 @@ class TorchAdapter(ModelAdapter):
 
     @property
     def name(self) -> str:
-        return safe_name(f"torch-{target_stem(self.target)}")
+        from bluelm_v.models.mmproj import split_spec
+
+        llm, mmproj = split_spec(self.target)  # a GGUF pair is named by both files
+        stem = target_stem(self.target) if mmproj is None else f"{target_stem(str(llm))}-{target_stem(str(mmproj))}"
+        return safe_name(f"torch-{stem}")
 
     @property
     def takes_images(self) -> bool:
