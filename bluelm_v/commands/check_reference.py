@@ -1,6 +1,7 @@
 """bluelm-v check-reference: the torch reference against HF transformers on the same inputs, as JSON.
 
-``--model HF_DIR`` compares a checkpoint folder; ``--arch A --random`` first writes a small random model of
+``--model HF_DIR`` compares a checkpoint folder (``--gguf LLM.gguf+mmproj.gguf``: llama.cpp's files converted
+from it, loaded on our side); ``--arch A --random`` first writes a small random model of
 architecture A with the HF class's ``save_pretrained`` and compares that. ``--scheme/--alpha/--grid`` replace
 the family's own tiling with one of our dynamic-resolution schemes on our side (the pixel diff then measures
 the change). Fields: docs/models.md.
@@ -20,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--model", help="an HF checkpoint folder (config.json, safetensors, tokenizer files)")
     src.add_argument("--arch", choices=ARCHES, help="with --random: a small random model of this architecture")
     p.add_argument("--random", action="store_true", help="build the --arch model with random weights")
+    p.add_argument("--gguf", help="llama.cpp's files converted from --model's folder (LLM.gguf or "
+                                  "LLM.gguf+mmproj.gguf): our side loads them, HF loads the folder")
     p.add_argument("--image", help="image file (VLMs; default: a seeded synthetic image)")
     text = p.add_mutually_exclusive_group()
     text.add_argument("--prompt", help="prompt text")
@@ -45,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     result = check_reference(model=args.model, arch=args.arch, random=args.random, prompt=prompt or DEFAULT_PROMPT,
                              tokens=args.tokens, precision=args.precision, image=args.image, seed=args.seed,
-                             dynres=dynres, activations=args.activations, kv_cache=args.kv_cache)
+                             dynres=dynres, activations=args.activations, kv_cache=args.kv_cache,
+                             gguf=args.gguf)
     text = json.dumps(result, indent=1)
     if args.json_out:
         Path(args.json_out).write_text(text + "\n", encoding="utf-8")

@@ -17,6 +17,7 @@ from bluelm_v import dynres_options as dynres_args
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="config name, smollm2-135m-gguf, a .gguf file or a folder")
+    p.add_argument("--mmproj", help="llama.cpp's vision GGUF for a GGUF --model (same as --model LLM.gguf+MMPROJ)")
     p.add_argument("--image", action="append", default=[], help="image file (repeat for several)")
     p.add_argument("--prompt", required=True)
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_new_tokens < 0:
         raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
-    vlm = load_vlm(resolve_spec(args.model), chunk=args.chunk, dynres=dynres_args.from_args(args))
+    vlm = load_vlm(resolve_spec(args.model), chunk=args.chunk, dynres=dynres_args.from_args(args), mmproj=args.mmproj)
     message = [{"type": "image", "value": img} for img in args.image] + [{"type": "text", "value": args.prompt}]
     t0 = time.perf_counter()
     stream = vlm.stream(message, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,

@@ -181,6 +181,23 @@ def _gguf_tensors(path: Path, quant: str, writer: _Writer, cfg, progress: bool =
             writer.add(hf, rows, quant, values.shape, stored_k, note=f"re-quantized from GGUF {raw.qtype}")
 
 
+def _refuse_pair(llm: Path, mmproj: Path) -> None:
+    """A GGUF LLM + llama.cpp mmproj pair (``LLM.gguf+mmproj.gguf``): checked together from the headers, then
+    refused naming the part the engine lacks. None of the projector types read (InternVL, Idefics3,
+    LLaVA-OneVision) is the engine's design (SigLIP + LayerNorm 2x2 down-sampler + MLP, tiles in order), so no
+    pair packages today; the reference runs them (``load_model('LLM.gguf+mmproj.gguf')``)."""
+    from bluelm_v.models.gguf_checkpoint import GGUFCheckpoint
+    from bluelm_v.models.mmproj import MmprojCheckpoint
+
+    if not mmproj.is_file():
+        raise FileNotFoundError(f"mmproj file not found: {mmproj}")
+    ck = GGUFCheckpoint(llm)
+    cfg = MmprojCheckpoint(mmproj).model_config(ck, ck.tokenizer())
+    reason = cfg.engine_unsupported() or (f"the {cfg.family} prompt and image layout (the engine runs BlueLM-V's "
+                                          f"own VLM design only)")
+    raise ValueError(f"{llm}+{mmproj.name}: cannot package for the engine: {reason}")
+
+
 def package(source: Any, out_dir: Union[str, Path], quant: str = "q4_0", vit_quant: str = "q8_0", *,
             random: bool = False, seed: int = 0, progress: bool = False) -> Path:
     """Write the engine's model package for ``source`` into ``out_dir`` (see the module doc); returns out_dir.
@@ -204,7 +221,11 @@ def package(source: Any, out_dir: Union[str, Path], quant: str = "q4_0", vit_qua
         cfg = load_model_config(source)
         loaded = LoadedModel(cfg, None, Tokenizer.byte_level(cfg.llm.vocab), f"{cfg.name} (random weights, numpy seed {seed})")
     else:
-        p = Path(source)
+        from bluelm_v.models.mmproj import split_spec
+
+        p, mmproj = split_spec(source)
+        if mmproj is not None:
+            _refuse_pair(p, mmproj)
         if p.is_file() and (p.suffix.lower() == ".gguf" or p.read_bytes()[:4] == b"GGUF"):
             gguf_path = p
         if p.is_dir():
@@ -219,6 +240,9 @@ def package(source: Any, out_dir: Union[str, Path], quant: str = "q4_0", vit_qua
 
             ck = GGUFCheckpoint(gguf_path)
             loaded = LoadedModel(ck.model_config(), None, ck.tokenizer(), str(gguf_path))
+            reason = loaded.config.engine_unsupported()  # a Qwen2 GGUF, say: refused before any tensor is read
+            if reason:
+                raise ValueError(f"{gguf_path}: cannot package for the engine: {reason}")
     cfg = loaded.config
     eos = list(loaded.eos_ids)
     tok_entry = _tokenizer_entry(loaded.tokenizer, eos)

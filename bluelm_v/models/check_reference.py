@@ -5,6 +5,10 @@ through ``load_model``. The prompt's token ids and, for VLMs, the pixel values a
 the logit figures measure the models alone; the preprocessing is measured apart, as ``max_abs_pixel_diff``
 between the family's preprocessing here and the HF processor's on the same image.
 
+With ``gguf`` (``--gguf LLM.gguf+mmproj.gguf``, or an LLM GGUF alone) our side loads llama.cpp's files converted
+from the folder instead, and HF transformers still loads the folder: the figures then say whether the files give
+the folder's model.
+
 Greedy agreement is teacher-forced: HF generates ``tokens`` greedy tokens, then both models score the prompt
 plus those tokens in one pass, and each step counts when our argmax equals HF's token.
 """
@@ -26,7 +30,7 @@ PRECISIONS = ("f32", "default", *ENGINE_WEIGHTS)
 def check_reference(model: Optional[str] = None, arch: Optional[str] = None, random: bool = False,
                     prompt: str = DEFAULT_PROMPT, tokens: int = 16, precision: str = "f32", image: Any = None,
                     seed: int = 0, dynres: Optional[dict] = None, workdir: Optional[str] = None,
-                    activations: str = "int8", kv_cache: Optional[str] = None) -> dict:
+                    activations: str = "int8", kv_cache: Optional[str] = None, gguf: Optional[str] = None) -> dict:
     """The comparison's JSON record (see docs/models.md for the fields). ``precision`` f32 compares the torch
     reference; the others (``default``: the package's q4_0 LLM weights, or a weight format) compare the native
     engine at that precision with ``activations`` and ``kv_cache`` (the package's int8 by default), the torch
@@ -37,6 +41,9 @@ def check_reference(model: Optional[str] = None, arch: Optional[str] = None, ran
         raise ValueError(f"tokens must be at least 1, got {tokens}")
     if random == (model is not None):
         raise ValueError("give either --model HF_DIR or --arch ARCH --random")
+    if gguf is not None and (random or precision != "f32"):
+        raise ValueError("--gguf compares the torch reference loaded from llama.cpp's files with --model's HF folder "
+                         "(--precision f32, no --random)")
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         if random:
             if arch not in FAMILIES:
@@ -53,17 +60,21 @@ def check_reference(model: Optional[str] = None, arch: Optional[str] = None, ran
         engine = None if precision == "f32" else {"weights": "q4_0" if precision == "default" else precision,
                                                   "activations": activations, "kv_cache": kv_cache,
                                                   "workdir": Path(tmp) / "package"}
-        return _compare(folder, fam, prompt, tokens, precision, image, seed, dynres, random, engine)
+        if gguf is not None and folder.is_file():
+            raise ValueError(f"--gguf needs --model to be the HF folder the files were converted from, not {folder}")
+        return _compare(folder, fam, prompt, tokens, precision, image, seed, dynres, random, engine, gguf)
 
 
 @torch.no_grad()
 def _compare(folder: Path, fam, prompt: str, n: int, precision: str, image, seed: int, dynres, random: bool,
-             engine: Optional[dict]) -> dict:
+             engine: Optional[dict], gguf: Optional[str] = None) -> dict:
     import transformers
 
     from bluelm_v.models.reference import load_model
 
-    ours = load_model(folder)  # config and tensor checks name the file before HF reads anything
+    ours = load_model(gguf or folder)  # config and tensor checks name the file before HF reads anything
+    if gguf is not None and ours.config.family not in (fam.ARCH, "bluelm_v"):
+        raise ValueError(f"--gguf {gguf} is a {ours.config.family} model but {folder} is {fam.ARCH}")
     if dynres and not ours.vlm:
         raise ValueError(f"--scheme/--alpha/--grid tile images; {ours.config.family} is a text-only model")
     if folder.is_file():  # transformers dequantizes the GGUF's tensors itself
@@ -89,7 +100,7 @@ def _compare(folder: Path, fam, prompt: str, n: int, precision: str, image, seed
         "arch": fam.ARCH,
         "model": "random (save_pretrained)" if random else str(folder),
         "precision": precision,
-        "compared": "torch reference",
+        "compared": "torch reference" if gguf is None else f"torch reference from {gguf}",
         **torch_ref,
         "tokens": n,
         "reference_tokens": generated,

@@ -1,4 +1,4 @@
-"""GGUF checkpoints (llama architecture): hyper-parameters, tensors (dequantized or as raw blocks), tokenizer.
+"""GGUF checkpoints (llama and qwen2 architectures): hyper-parameters, tensors (dequantized or as raw blocks), tokenizer.
 
 Reading is done by the ``gguf`` package; this module checks the file before and after (magic, version, every
 tensor's byte range inside the file, shapes against the hyper-parameters) and turns any failure into
@@ -12,7 +12,9 @@ Layouts the engine and packager rely on:
 - llama.cpp's converter permutes the rows of ``attn_q`` / ``attn_k`` for its RoPE, which rotates adjacent pairs
   (2i, 2i+1) of a head; HF rotates (i, i + hd/2). Within each head, GGUF row 2i is HF row i and GGUF row 2i+1 is
   HF row i + hd/2. ``raw(..., hf_layout=True)`` and ``dequantize(..., hf_layout=True)`` undo it (on whole rows,
-  so it also works on raw quantized blocks).
+  so it also works on raw quantized blocks). Qwen2 files are not permuted: llama.cpp runs that architecture with
+  the rotate-half ("NEOX") RoPE, HF's own layout, and its converter writes the rows as they are.
+- Qwen2 adds ``blk.{i}.attn_{q,k,v}.bias`` (HF ``self_attn.{q,k,v}_proj.bias``).
 """
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ from bluelm_v.models.config import LLMConfig, ModelConfig
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
-SUPPORTED_ARCHS = ("llama",)
+SUPPORTED_ARCHS = ("llama", "qwen2")
+ROPE_PERMUTED = ("llama",)  # architectures whose attn_q / attn_k rows llama.cpp's converter permutes
+QKV_BIAS = ("qwen2",)  # architectures with biases on Q/K/V
 MAX_CONTEXT = 1 << 20  # RoPE tables are allocated for the whole context
 # GGUF metadata value types: fixed sizes of the scalars, and the two variable-length ones.
 _SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
@@ -283,6 +287,7 @@ class GGUFCheckpoint:
             rms_norm_eps=float(self._hp(K.Attention.LAYERNORM_RMS_EPS)),
             tie_embeddings="output.weight" not in self._tensors,
             bos_token_id=None if bos is None else int(bos), eos_token_ids=tuple(dict.fromkeys(eos)),
+            arch=self.arch, qkv_bias=self.arch in QKV_BIAS,
         )
         if not 0 < cfg.max_context <= MAX_CONTEXT or not cfg.rope_theta > 0 or not cfg.rms_norm_eps > 0:
             raise FormatError(f"{self.path}: implausible hyper-parameters (context {cfg.max_context}, rope theta "
@@ -301,6 +306,9 @@ class GGUFCheckpoint:
             expected["output.weight"] = (cfg.vocab, d)
         for i in range(cfg.layers):
             expected.update({f"blk.{i}.{n}.weight": shape for n, shape in per_layer.items()})
+            if cfg.qkv_bias:
+                expected.update({f"blk.{i}.attn_q.bias": (q,), f"blk.{i}.attn_k.bias": (kv,),
+                                 f"blk.{i}.attn_v.bias": (kv,)})
         missing = [n for n in expected if n not in self._tensors]
         if missing:
             raise FormatError(f"{self.path}: missing tensors {', '.join(missing[:5])}"
@@ -328,9 +336,13 @@ class GGUFCheckpoint:
             del names["lm_head.weight"]
         for i in range(cfg.layers):
             names.update({f"model.layers.{i}.{hf}.weight": f"blk.{i}.{g}.weight" for g, hf in _LAYER_TENSORS.items()})
+            if cfg.qkv_bias:
+                names.update({f"model.layers.{i}.self_attn.{x}_proj.bias": f"blk.{i}.attn_{x}.bias" for x in "qkv"})
         return names
 
     def _rope_heads(self, name: str) -> Optional[int]:
+        if self.arch not in ROPE_PERMUTED:
+            return None
         if name.endswith(".attn_q.weight"):
             return int(self._hp("{arch}.attention.head_count"))
         if name.endswith(".attn_k.weight"):

@@ -3,7 +3,9 @@
 A spec is one of
 - a shipped config name (``tiny``, ``bluelm-v-3b``, ``smollm2-135m``) or a config JSON path: random weights,
   seeded (``seed=0`` by default), with the byte-level tokenizer;
-- a ``.gguf`` file: a text-only LLaMA-family LLM with the file's tokenizer and chat template;
+- a ``.gguf`` file: a text-only LLaMA / Qwen2 LLM with the file's tokenizer and chat template;
+- ``LLM.gguf+mmproj.gguf`` (or ``mmproj=``): a GGUF LLM with llama.cpp's vision file of an InternVL, Idefics3
+  (SmolVLM) or LLaVA-OneVision model (bluelm_v.models.mmproj);
 - a folder with ``config.json`` (ours, or HF's of a family in bluelm_v.models.families), ``*.safetensors`` and optionally
   ``tokenizer.bin`` (ours) or HF ``tokenizer.json``, with ``tokenizer_config.json`` (else the byte-level
   tokenizer); ``save_pretrained`` writes one.
@@ -23,6 +25,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
+from bluelm_v import FormatError
 from bluelm_v.models.checkpoint import (config_to_json, load_safetensors, random_model, read_dir_config,
                                         save_safetensors)
 from bluelm_v.models.config import ModelConfig, load_model_config
@@ -57,10 +60,23 @@ class LoadedModel:
         return tuple(dict.fromkeys((*self.config.llm.eos_token_ids, *self.tokenizer.eos_ids)))
 
 
-def load_model(spec: Spec, *, seed: int = 0) -> LoadedModel:
-    """The reference model for ``spec`` (see the module doc), in eval mode, float32."""
-    path = Path(spec)
-    if path.is_file() and (path.suffix.lower() == ".gguf" or _has_gguf_magic(path)):
+def load_model(spec: Spec, *, seed: int = 0, mmproj: Optional[Spec] = None) -> LoadedModel:
+    """The reference model for ``spec`` (see the module doc), in eval mode, float32. ``mmproj``: llama.cpp's
+    vision GGUF for a GGUF LLM (the same as the spec ``LLM.gguf+mmproj.gguf``)."""
+    from bluelm_v.models.mmproj import split_spec
+
+    path, paired = split_spec(spec)
+    if mmproj is not None and paired is not None:
+        raise ValueError(f"{spec}: give the mmproj once, in the spec or as mmproj=")
+    paired = Path(mmproj) if mmproj is not None else paired
+    if paired is not None:
+        from bluelm_v.models.mmproj import load_pair
+
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {path}")
+        cfg, model, tok = load_pair(path, paired)
+        loaded = LoadedModel(cfg, model, tok, f"{path}+{paired}")
+    elif path.is_file() and (path.suffix.lower() == ".gguf" or _has_gguf_magic(path)):
         loaded = _load_gguf(path)
     elif path.is_dir():
         loaded = _load_dir(path)
@@ -73,10 +89,11 @@ def load_model(spec: Spec, *, seed: int = 0) -> LoadedModel:
 
 
 def load_vlm(spec: Spec, *, seed: int = 0, chunk: Optional[int] = None, tile_batch: Optional[int] = None,
-             dynres: Optional[dict] = None) -> "ReferenceVLM":
+             dynres: Optional[dict] = None, mmproj: Optional[Spec] = None) -> "ReferenceVLM":
     """A generator over ``load_model(spec)``; ``chunk`` and ``tile_batch`` default to the config's deploy values;
     ``dynres`` (an HF family's folder) replaces the family's own tiling by one of our schemes."""
-    return ReferenceVLM(load_model(spec, seed=seed), chunk=chunk, tile_batch=tile_batch, dynres=dynres)
+    return ReferenceVLM(load_model(spec, seed=seed, mmproj=mmproj), chunk=chunk, tile_batch=tile_batch,
+                        dynres=dynres)
 
 
 def save_pretrained(loaded: LoadedModel, folder: Union[str, Path]) -> Path:
@@ -102,6 +119,9 @@ def _load_gguf(path: Path) -> LoadedModel:
     from bluelm_v.models.gguf_checkpoint import GGUFCheckpoint
 
     ckpt = GGUFCheckpoint(path)
+    if ckpt.arch == "clip":
+        raise FormatError(f"{path}: key general.architecture is 'clip': this is an mmproj (the vision part of a "
+                          f"llama.cpp VLM); give the LLM GGUF with it: LLM.gguf+{path.name}")
     cfg = ckpt.model_config()
     names = ckpt.hf_names(cfg.llm)
     lm = assign_state(build(lambda: LlamaForCausalLM(cfg.llm)), ckpt.hf_state_dict(cfg.llm), where=str(path),
@@ -165,6 +185,12 @@ class ReferenceVLM:
 
     def _image(self, value) -> tuple[list[int], torch.Tensor, dict]:
         """One image -> (its prompt block with IMAGE_TOKEN_ID positions, tiles, layout)."""
+        if not self.config.multimodal:
+            hint = ""
+            if str(self.loaded.source).lower().endswith(".gguf"):  # a VLM's LLM GGUF without its vision file
+                hint = (f"; a VLM's GGUF LLM needs its mmproj: {self.loaded.source}+mmproj.gguf "
+                        f"(or --mmproj)")
+            raise ValueError(f"model {self.config.name} is text-only and cannot take images{hint}")
         if self.config.family == "bluelm_v":
             from bluelm_v.models.families._vlm import with_dynres
 
@@ -173,8 +199,6 @@ class ReferenceVLM:
         from bluelm_v.image import load_image
         from bluelm_v.models.families import family
 
-        if not self.config.multimodal:
-            raise ValueError(f"model {self.config.name} is text-only and cannot take images")
         block = family(self.config.family).prepare_image(self.loaded, load_image(value), self.dynres)
         return block["ids"], block["tiles"], block["layout"]
 

@@ -36,7 +36,11 @@ class TorchAdapter(ModelAdapter):
 
     @property
     def name(self) -> str:
-        return safe_name(f"torch-{target_stem(self.target)}")
+        from bluelm_v.models.mmproj import split_spec
+
+        llm, mmproj = split_spec(self.target)  # a GGUF pair is named by both files
+        stem = target_stem(self.target) if mmproj is None else f"{target_stem(str(llm))}-{target_stem(str(mmproj))}"
+        return safe_name(f"torch-{stem}")
 
     @property
     def takes_images(self) -> bool:
@@ -51,20 +55,17 @@ class TorchAdapter(ModelAdapter):
 
         from bluelm_v.evaluation.provenance import fingerprint
 
-        path = Path(self.target).expanduser()
-        if not path.exists():
+        files = _weight_files(self.target)
+        if not files:
             return None  # a config name: random weights from a fixed seed, named by the spec itself
-        return fingerprint([p for p in (path.iterdir() if path.is_dir() else [path]) if p.is_file()])
+        return fingerprint(files)
 
     def weights(self, dataset: str | None = None) -> str:
-        from pathlib import Path
-
         from bluelm_v.evaluation.provenance import fingerprint
 
         loaded = getattr(self.model, "loaded", None)
         source = getattr(loaded, "source", None) or self.target
-        path = Path(self.target).expanduser()
-        files = [p for p in (path.iterdir() if path.is_dir() else [path]) if p.is_file()] if path.exists() else []
+        files = _weight_files(self.target)
         return f"{source}; " + fingerprint(files) if files else str(source)
 
     def generate(self, message: list[dict], *, dataset: str, index: Any) -> str:
@@ -95,3 +96,18 @@ class TorchAdapter(ModelAdapter):
 
 def target_stem(target: str) -> str:
     return target.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _weight_files(target: str) -> list:
+    """The files a spec's weights come from: a folder's files, a file, or both files of ``LLM.gguf+mmproj.gguf``
+    (none for a config name)."""
+    from pathlib import Path
+
+    from bluelm_v.models.mmproj import split_spec
+
+    llm, mmproj = split_spec(str(Path(target).expanduser()))
+    files = []
+    for path in (llm, mmproj):
+        if path is not None and path.exists():
+            files += [p for p in (path.iterdir() if path.is_dir() else [path]) if p.is_file()]
+    return files
