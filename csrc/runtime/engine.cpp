@@ -402,7 +402,7 @@ const std::vector<float>& Session::decode_step(int32_t token) {
   const Llm& llm = s_->engine->llm();
   s_->x1.resize(size_t(llm.config().hidden));
   s_->logits.resize(size_t(llm.config().vocab));
-  s_->cached_ids.clear();  // generate() keeps its own record (decode_token)
+  s_->cached_ids.clear();  // a decode outside generate(); generate() sets the record again after its steps
   llm.embed(&token, 1, s_->x1.data());
   llm.forward(s_->x1.data(), 1, s_->cache, s_->ws, s_->logits.data());
   return s_->logits;
