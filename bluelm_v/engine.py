@@ -20,7 +20,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence, Union
+from typing import Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -49,6 +49,7 @@ class Timing:
     decode_tokens_per_s: float
     prefill_tokens_per_s: float
     peak_rss_mb: float
+    reused_tokens: int = 0  # prompt positions kept in the KV cache from the session's previous turn (not prefilled)
 
     def rows(self) -> list[tuple[str, str]]:
         return [
@@ -57,7 +58,8 @@ class Timing:
             ("ViT + projector", f"{self.vit_s:.3f} s ({self.image_tokens} image tokens)"),
             ("waiting for images", f"{self.image_wait_s:.3f} s"),
             ("LLM prefill", f"{self.prefill_s:.3f} s ({self.prompt_tokens} tokens, chunk {self.chunk}, "
-                            f"{self.prefill_tokens_per_s:.1f} tok/s)"),
+                            f"{self.prefill_tokens_per_s:.1f} tok/s"
+                            + (f"; {self.reused_tokens} kept from the last turn)" if self.reused_tokens else ")")),
             ("time to first token", f"{self.ttft_s:.3f} s"),
             ("decode", f"{self.decode_tokens_per_s:.1f} tok/s ({self.new_tokens} tokens)"),
             ("peak resident memory", f"{self.peak_rss_mb:.0f} MB"),
@@ -127,16 +129,27 @@ class Session:
 
     def generate(self, prompt: str, *, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int = 0,
                  top_p: float = 1.0, seed: int = 0, stop: Sequence[str] = (), chat: bool = True,
-                 on_text: Optional[Callable[[str], Optional[bool]]] = None) -> Result:
-        """Answer ``prompt`` about the submitted images; ``on_text`` gets each piece (return False to stop)."""
+                 on_text: Optional[Callable[[str], Optional[bool]]] = None, system: str = "",
+                 history: Sequence[Union[Mapping[str, str], tuple[str, str]]] = ()) -> Result:
+        """Answer ``prompt`` about the submitted images; ``on_text`` gets each piece (return False to stop).
+        ``system`` is a system turn and ``history`` the conversation's earlier turns ({"role": "user" |
+        "assistant", "content": text} or (role, content)), formatted by the package's chat template before the
+        prompt. The KV entries of the prefix shared with the session's previous turn are reused (Timing's
+        ``reused_tokens``), so a chat that passes its history back prefills only the new turn."""
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
         _check_text(prompt, "prompt")
+        _check_text(system, "system")
+        turns = []
+        for i, m in enumerate(history):
+            role, content = (m["role"], m["content"]) if isinstance(m, Mapping) else m
+            _check_text(content, f"history turn {i}")
+            turns.append((str(role), content))
         for s in stop:
             if isinstance(s, str):  # other types are refused by the binding with a TypeError
                 _check_text(s, "stop string")
         return _result(self._s.generate(prompt, int(max_new_tokens), float(temperature), int(top_k), float(top_p),
-                                        int(seed), list(stop), bool(chat), on_text))
+                                        int(seed), list(stop), bool(chat), on_text, system, turns))
 
     def prefill(self, ids: Sequence[int], chunk: Optional[int] = None, all_logits: bool = False) -> np.ndarray:
         """Low level: prompt ids (``IMAGE_TOKEN_ID`` runs for submitted images) -> logits [V] of the last position
@@ -156,18 +169,19 @@ class Session:
 
 
 class Engine:
-    """A loaded model package. Options default to the package's deploy section (chunk 128, tile batch 4, int8
-    KV cache); ``context`` is the KV capacity per session (default min(max_context, 4096)); ``activations``
-    is the precision of the activations in the quantized products: ``int8`` (one int8 pass per group, like
-    llama.cpp) or ``int16`` (two int8 passes, the second on the residual: ~127x smaller activation error, the
-    weights still streamed once; docs/engine.md has the measured agreement and speed of both). ``dynres``
-    replaces the package's image tiling by one of the schemes, with the keys of the manifest's ``model.dynres``
-    (``{"scheme": "bluelm", "alpha": 0.2}``, ``{"scheme": "internvl", "max_num": 6}``; what ``--scheme/--alpha/
-    --grid`` give)."""
+    """A loaded model package. Options default to the package's deploy section (chunk 128, tile batch 4, f16 KV
+    cache, int16 activations unless the package says otherwise); ``context`` is the KV capacity per session (default
+    min(max_context, 4096)); ``kv_cache`` is ``int8``, ``f16`` or ``f32``; ``activations`` is the precision of the
+    activations in the quantized products: ``int8`` (one int8 pass per group, like llama.cpp) or ``int16`` (two int8
+    passes, the second on the residual: ~127x smaller activation error, the weights still streamed once).
+    docs/engine.md has the measured agreement and speed of each. ``dynres`` replaces the package's image tiling by
+    one of the schemes, with the keys of the manifest's ``model.dynres`` (``{"scheme": "bluelm", "alpha": 0.2}``,
+    ``{"scheme": "internvl", "max_num": 6}``; what ``--scheme/--alpha/--grid`` give)."""
 
     def __init__(self, path: Union[str, os.PathLike], *, threads: Optional[int] = None, chunk: Optional[int] = None,
                  tile_batch: Optional[int] = None, kv_cache: Optional[str] = None, context: Optional[int] = None,
-                 release_vit: bool = True, activations: str = "int8", dynres: Optional[dict] = None):
+                 release_vit: bool = True, activations: Optional[str] = None,
+                 dynres: Optional[dict] = None):
         path = Path(path)
         if not (path / "manifest.json").is_file():
             raise FileNotFoundError(f"{path} is not a model package (no manifest.json); write one with "
@@ -180,7 +194,7 @@ class Engine:
             raise TypeError(f"dynres must be a dict of tiling parameters (scheme, alpha, ...), got {type(dynres).__name__}")
         self.dynres = dict(dynres) if dynres else None
         self._e = _core.Engine(str(path), int(threads or 0), int(chunk or 0), int(tile_batch or 0), kv_cache or "",
-                               int(context or 0), bool(release_vit), str(activations),
+                               int(context or 0), bool(release_vit), str(activations or ""),
                                json.dumps(dynres) if dynres else "")
 
     # ---- properties ---------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 Every tier this machine runs (scalar, and AVX2 on x86) on awkward sizes: lengths 1, 31, 33, 4097 (tails of the
 64-position blocks and of the 512-position split-K ranges), head sizes 64, 80, 128, GQA ratios 1, 3, 4, 8, decode
 (one query) and prefill (a chunk of queries, causal). The int8 cache is compared with SDPA over the values it stores
-(quantized here as the engine does: per group of 32, d = max|x| / 127, round half to even), so both caches are held
-to float rounding; the int8 cache's own error against float keys is bounded separately.
+(quantized here as the engine does: per group of 32, d = max|x| / 127, round half to even) and the f16 cache over
+the halves it stores, so every cache is held to float rounding; the int8 cache's own error against float keys is
+bounded separately.
 """
 from __future__ import annotations
 
@@ -37,6 +38,14 @@ def quantize_i8(x: np.ndarray) -> np.ndarray:
     return (q * d).reshape(x.shape).astype(np.float32)
 
 
+def round_f16(x: np.ndarray) -> np.ndarray:
+    """What the f16 cache holds for x, as float32 (IEEE half, round to nearest even)."""
+    return x.astype(np.float16).astype(np.float32)
+
+
+STORED = {"f32": lambda x: x, "int8": quantize_i8, "f16": round_f16}
+
+
 def sdpa(q, k, v):
     """q [t, H, hd], k/v [n, Hkv, hd]: query i is position n - t + i and sees positions <= its own."""
     t, heads, _ = q.shape
@@ -62,13 +71,13 @@ def draw(n, t, heads, kvh, hd, seed):
 @pytest.mark.parametrize("n", [1, 31, 33, 4097])
 @pytest.mark.parametrize("hd", [64, 80, 128])
 @pytest.mark.parametrize("ratio", [1, 3, 4, 8])
-@pytest.mark.parametrize("kv", ["f32", "int8"])
+@pytest.mark.parametrize("kv", ["f32", "int8", "f16"])
 def test_attention_matches_sdpa(tier, n, hd, ratio, kv):
     kvh = 2 if ratio < 8 else 1
     for t in sorted({1, min(n, 37)}):
         q, k, v = draw(n, t, kvh * ratio, kvh, hd, seed=n * 1000 + hd + ratio + t)
         got = _core.attention(q, k, v, kv)
-        stored = (k, v) if kv == "f32" else (quantize_i8(k), quantize_i8(v))
+        stored = (STORED[kv](k), STORED[kv](v))
         want = sdpa(q, *stored)
         np.testing.assert_allclose(got, want, rtol=0, atol=3e-5 * max(1.0, np.abs(want).max()))
 
@@ -80,7 +89,7 @@ def test_tiers_agree_with_scalar():
         outs = {}
         for t in TIERS:
             _core.set_active_isa(t)
-            outs[t] = (_core.attention(q, k, v, "int8"), _core.attention(q[-1:], k, v, "int8"))
+            outs[t] = [_core.attention(q[-rows:], k, v, kv) for kv in ("int8", "f16") for rows in (70, 1)]
     finally:
         _core.set_active_isa(saved)
     for t in TIERS:
@@ -105,4 +114,4 @@ def test_attention_refuses_bad_shapes():
     with pytest.raises(ValueError, match="head sizes"):
         _core.attention(q[..., :32], k, v, "int8")
     with pytest.raises(ValueError, match="KV cache type"):
-        _core.attention(q, k, v, "f16")
+        _core.attention(q, k, v, "f8")

@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", type=int, default=16, help="greedy steps compared (default 16)")
     p.add_argument("--precision", default="f32",
                    help="f32: the torch reference; default (q4_0) / q4_0 / q4_1 / q8_0: the native engine")
-    p.add_argument("--activations", default="int8", choices=("int8", "int16"), help="engine activations")
+    p.add_argument("--activations", choices=("int8", "int16"), help="engine activations (default: the package's)")
     p.add_argument("--kv-cache", choices=("int8", "f16", "f32"), help="engine KV cache (default: the package's)")
     dynres_args.add_arguments(p)
     p.add_argument("--seed", type=int, default=0)

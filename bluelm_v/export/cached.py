@@ -28,8 +28,11 @@ def is_package(path: Path) -> bool:
 
 
 def source_key(source: str, quant: str, vit_quant: str) -> str:
-    """What identifies the package a source makes: its files' paths, sizes and mtimes, and the quantization."""
-    h = hashlib.sha256(f"{quant}\0{vit_quant}\0".encode())
+    """What identifies the package a source makes: its files' paths, sizes and mtimes, the quantization and the
+    default deployed precision (a package records it, so new defaults make a new package)."""
+    from bluelm_v.models.config import DeployConfig
+
+    h = hashlib.sha256(f"{quant}\0{vit_quant}\0{DeployConfig()}\0".encode())
     path = Path(source)
     if path.exists():
         files = sorted(p for p in (path.rglob("*") if path.is_dir() else [path]) if p.is_file())

@@ -19,6 +19,10 @@ rows); other types are dequantized and re-quantized to ``quant``, and the manife
 Which tensors get which format: 2-D weights of the LLM (including the embedding table, which is also the output
 head when tied) ``quant``; the ViT's and projector's linear layers ``vit_quant``; the patch embedding, position
 table, norms and biases f32. ``quant`` / ``vit_quant`` may be ``f32`` (for checking against the reference).
+
+``activations`` and ``kv_cache`` (None: the model config's ``deploy`` values, int16 and f16 unless the config says
+otherwise) set the precision the engine runs the package at by default; they land in the manifest's
+``model.deploy`` (which the engine reads) and ``quantization`` (for people).
 """
 from __future__ import annotations
 
@@ -198,8 +202,13 @@ def _refuse_pair(llm: Path, mmproj: Path) -> None:
     raise ValueError(f"{llm}+{mmproj.name}: cannot package for the engine: {reason}")
 
 
+ACTIVATIONS = ("int8", "int16")
+KV_CACHES = ("int8", "f16", "f32")
+
+
 def package(source: Any, out_dir: Union[str, Path], quant: str = "q4_0", vit_quant: str = "q8_0", *,
-            random: bool = False, seed: int = 0, progress: bool = False) -> Path:
+            random: bool = False, seed: int = 0, activations: Optional[str] = None,
+            kv_cache: Optional[str] = None, progress: bool = False) -> Path:
     """Write the engine's model package for ``source`` into ``out_dir`` (see the module doc); returns out_dir.
     ``progress`` draws a progress bar per tensor (the command line turns it on)."""
     from tqdm import tqdm
@@ -209,6 +218,10 @@ def package(source: Any, out_dir: Union[str, Path], quant: str = "q4_0", vit_qua
 
     _check_quant("quant", quant)
     _check_quant("vit_quant", vit_quant)
+    if activations is not None and activations not in ACTIVATIONS:
+        raise ValueError(f"activations {activations!r} is not one of {', '.join(ACTIVATIONS)}")
+    if kv_cache is not None and kv_cache not in KV_CACHES:
+        raise ValueError(f"kv_cache {kv_cache!r} is not one of {', '.join(KV_CACHES)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     gguf_path = None
@@ -244,6 +257,11 @@ def package(source: Any, out_dir: Union[str, Path], quant: str = "q4_0", vit_qua
             if reason:
                 raise ValueError(f"{gguf_path}: cannot package for the engine: {reason}")
     cfg = loaded.config
+    if activations is not None or kv_cache is not None:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, deploy=dataclasses.replace(
+            cfg.deploy, activations=activations or cfg.deploy.activations, kv_cache=kv_cache or cfg.deploy.kv_cache))
     eos = list(loaded.eos_ids)
     tok_entry = _tokenizer_entry(loaded.tokenizer, eos)
     writer = _Writer(out)
@@ -268,7 +286,8 @@ def package(source: Any, out_dir: Union[str, Path], quant: str = "q4_0", vit_qua
         "format_version": FORMAT_VERSION,
         "created_by": f"bluelm-v {__version__}",
         "source": loaded.source,
-        "quantization": {"llm": quant, "vit": vit_quant, "kv_cache": cfg.deploy.kv_cache},
+        "quantization": {"llm": quant, "vit": vit_quant, "kv_cache": cfg.deploy.kv_cache,
+                         "activations": cfg.deploy.activations},
         "model": config_to_json(cfg),
         "tokenizer": tok_entry,
         "weights": {"file": "weights.bin", "alignment": ALIGNMENT, "bytes": total},
@@ -278,4 +297,4 @@ def package(source: Any, out_dir: Union[str, Path], quant: str = "q4_0", vit_qua
     return out
 
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "package", "quantize"]
+__all__ = ["ACTIVATIONS", "KV_CACHES", "FORMAT_NAME", "FORMAT_VERSION", "package", "quantize"]

@@ -30,10 +30,11 @@ PRECISIONS = ("f32", "default", *ENGINE_WEIGHTS)
 def check_reference(model: Optional[str] = None, arch: Optional[str] = None, random: bool = False,
                     prompt: str = DEFAULT_PROMPT, tokens: int = 16, precision: str = "f32", image: Any = None,
                     seed: int = 0, dynres: Optional[dict] = None, workdir: Optional[str] = None,
-                    activations: str = "int8", kv_cache: Optional[str] = None, gguf: Optional[str] = None) -> dict:
+                    activations: Optional[str] = None, kv_cache: Optional[str] = None,
+                    gguf: Optional[str] = None) -> dict:
     """The comparison's JSON record (see docs/models.md for the fields). ``precision`` f32 compares the torch
     reference; the others (``default``: the package's q4_0 LLM weights, or a weight format) compare the native
-    engine at that precision with ``activations`` and ``kv_cache`` (the package's int8 by default), the torch
+    engine at that precision with ``activations`` and ``kv_cache`` (the package's deployed precision by default), the torch
     reference's figures beside them."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
@@ -119,10 +120,9 @@ def _compare(folder: Path, fam, prompt: str, n: int, precision: str, image, seed
     if reason is not None:  # no engine figures are made up: the record says why there are none
         record.update({k: None for k in torch_ref}, engine={"compared": False, "reason": reason})
         return record
-    logits = engine_logits(folder if folder.is_file() else ours, inputs["our_ids"] + generated, engine)
+    logits, ran = engine_logits(folder if folder.is_file() else ours, inputs["our_ids"] + generated, engine)
     record.update(figures(logits, ref_logits, generated, t))
-    record["engine"] = {"compared": True, "weights": engine["weights"], "activations": engine["activations"],
-                        "kv_cache": engine["kv_cache"] or cfg.deploy.kv_cache}
+    record["engine"] = {"compared": True, "weights": engine["weights"], **ran}
     return record
 
 
@@ -134,16 +134,17 @@ def figures(logits: torch.Tensor, ref_logits: torch.Tensor, generated: list, t: 
             "greedy_agreement": (logits[steps].argmax(-1) == torch.tensor(generated)).float().mean().item()}
 
 
-def engine_logits(source, ids: list, engine: dict) -> torch.Tensor:
+def engine_logits(source, ids: list, engine: dict) -> tuple[torch.Tensor, dict]:
     """The native engine's logits [T, V] for every position of ``ids``, from a package of ``source`` (a loaded
-    model, or a GGUF file packaged as ``bluelm-v package`` does) at the requested weight format."""
+    model, or a GGUF file packaged as ``bluelm-v package`` does) at the requested weight format, and the
+    activations and KV cache it ran with."""
     from bluelm_v.engine import Engine
     from bluelm_v.export.package import package
 
     pkg = package(source if not isinstance(source, Path) else str(source), engine["workdir"], quant=engine["weights"])
-    session = Engine(pkg, kv_cache=engine["kv_cache"], activations=engine["activations"],
-                     context=len(ids)).session()
-    return torch.from_numpy(session.prefill(ids, all_logits=True).copy()).float()
+    eng = Engine(pkg, kv_cache=engine["kv_cache"], activations=engine["activations"], context=len(ids))
+    logits = torch.from_numpy(eng.session().prefill(ids, all_logits=True).copy()).float()
+    return logits, {"activations": eng.activations, "kv_cache": eng.kv_cache}
 
 
 def greedy(hf, ids: torch.Tensor, n: int, kwargs: dict) -> list[int]:

@@ -3,8 +3,9 @@
 //                         [--max-num N] [--json]
 //   bluelm isa            instruction sets this CPU can run and the one in use
 //   bluelm run --model PKG [--image IMG]... --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K]
-//              [--top-p P] [--seed S] [--threads N] [--chunk T] [--tile-batch B] [--kv-cache int8|f32]
-//              [--context N]   the native engine: streams the answer, then prints the timing table
+//              [--top-p P] [--seed S] [--threads N] [--chunk T] [--tile-batch B] [--kv-cache int8|f16|f32]
+//              [--activations int8|int16] [--system TEXT] [--context N]
+//                              the native engine: streams the answer, then prints the timing table
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -30,7 +31,8 @@ int usage() {
                "  bluelm isa\n"
                "  bluelm run --model PKG [--image IMG]... --prompt TEXT [--max-new-tokens N] [--temperature T]\n"
                "             [--top-k K] [--top-p P] [--seed S] [--threads N] [--chunk T] [--tile-batch B]\n"
-               "             [--kv-cache int8|f32] [--context N]\n";
+               "             [--kv-cache int8|f16|f32] [--activations int8|int16] [--context N]\n"
+               "             [--system TEXT]\n";
   return 2;
 }
 
@@ -162,6 +164,8 @@ int cmd_run(int argc, char** argv) {
     else if (a == "--chunk") eo.chunk = to_int(a, need(i, argc, argv));
     else if (a == "--tile-batch") eo.tile_batch = to_int(a, need(i, argc, argv));
     else if (a == "--kv-cache") eo.kv_cache = need(i, argc, argv);
+    else if (a == "--activations") eo.activations = need(i, argc, argv);
+    else if (a == "--system") go.system = need(i, argc, argv);
     else if (a == "--context") eo.context = to_int(a, need(i, argc, argv));
     else throw InvalidArgument(cat("run: unknown option '", a, "'"));
   }
@@ -176,7 +180,7 @@ int cmd_run(int argc, char** argv) {
   const runtime::Timing& t = r.timing;
   std::cout << "\n";
   std::fprintf(stderr,
-               "finish: %s (%s KV, chunk %lld)\n"
+               "finish: %s (%s activations, %s KV, chunk %lld)\n"
                "init (load)            %8.3f s\n"
                "preprocessing          %8.3f s  (%lld tiles)\n"
                "ViT + projector        %8.3f s  (%lld image tokens)\n"
@@ -185,7 +189,8 @@ int cmd_run(int argc, char** argv) {
                "time to first token    %8.3f s\n"
                "decode                 %8.1f tok/s (%lld tokens)\n"
                "peak resident memory   %8.0f MB\n",
-               r.finish_reason.c_str(), engine->options().kv_cache.c_str(), (long long)t.chunk, t.init_s,
+               r.finish_reason.c_str(), engine->options().activations.c_str(), engine->options().kv_cache.c_str(),
+               (long long)t.chunk, t.init_s,
                t.preprocess_s, (long long)t.tiles, t.vit_s, (long long)t.image_tokens, t.image_wait_s, t.prefill_s,
                (long long)t.prompt_tokens, t.prefill_tokens_per_s(), t.ttft_s, t.decode_tokens_per_s(),
                (long long)t.new_tokens, t.peak_rss_mb);

@@ -214,9 +214,12 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   if (const json* d = r.find("deploy")) {
     (void)d;
     const Reader dr = r.sub("deploy");
-    c.deploy.kv_cache = dr.string("kv_cache", "int8");
+    c.deploy.kv_cache = dr.string("kv_cache", "f16");
     if (c.deploy.kv_cache != "int8" && c.deploy.kv_cache != "f32" && c.deploy.kv_cache != "f16")
       dr.fail("kv_cache", "must be 'int8', 'f16' or 'f32'");
+    c.deploy.activations = dr.string("activations", "int16");
+    if (c.deploy.activations != "int8" && c.deploy.activations != "int16")
+      dr.fail("activations", "must be 'int8' or 'int16'");
     c.deploy.tile_batch = dr.integer_or("tile_batch", 1, 1024, 4);
     c.deploy.chunk = dr.integer_or("chunk", 1, int64_t(1) << 20, 128);
     // A chunk longer than the context can never be filled, and the prefill workspace is sized by it.

@@ -47,7 +47,8 @@ struct ProjectorConfig {
 };
 
 struct DeployConfig {
-  std::string kv_cache = "int8";
+  std::string kv_cache = "f16";       // "int8" | "f16" | "f32"
+  std::string activations = "int16";  // of the quantized products: "int8" | "int16" (runtime/linear.h)
   int64_t tile_batch = 4, chunk = 128;
 };
 

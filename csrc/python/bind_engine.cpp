@@ -23,6 +23,7 @@ py::dict timing_dict(const Timing& t) {
   d["image_tokens"] = t.image_tokens;
   d["tiles"] = t.tiles;
   d["new_tokens"] = t.new_tokens;
+  d["reused_tokens"] = t.reused_tokens;
   d["chunk"] = t.chunk;
   d["decode_tokens_per_s"] = t.decode_tokens_per_s();
   d["prefill_tokens_per_s"] = t.prefill_tokens_per_s();
@@ -63,7 +64,8 @@ void bind_engine(py::module_& m) {
       .def(
           "generate",
           [](Session& s, const std::string& prompt, int64_t max_new_tokens, float temperature, int64_t top_k,
-             float top_p, uint64_t seed, std::vector<std::string> stop, bool chat, py::object on_text) {
+             float top_p, uint64_t seed, std::vector<std::string> stop, bool chat, py::object on_text,
+             const std::string& system, const std::vector<std::pair<std::string, std::string>>& history) {
             GenerateOptions opt;
             opt.max_new_tokens = max_new_tokens;
             opt.sampling.temperature = temperature;
@@ -72,6 +74,8 @@ void bind_engine(py::module_& m) {
             opt.sampling.seed = seed;
             opt.stop = std::move(stop);
             opt.chat = chat;
+            opt.system = system;
+            for (const auto& [role, content] : history) opt.history.push_back({role, content});
             TextCallback cb;
             if (!on_text.is_none())
               cb = [&on_text](const std::string& piece) {
@@ -93,7 +97,8 @@ void bind_engine(py::module_& m) {
           },
           py::arg("prompt"), py::arg("max_new_tokens") = 64, py::arg("temperature") = 0.0f, py::arg("top_k") = 0,
           py::arg("top_p") = 1.0f, py::arg("seed") = 0, py::arg("stop") = std::vector<std::string>{},
-          py::arg("chat") = true, py::arg("on_text") = py::none())
+          py::arg("chat") = true, py::arg("on_text") = py::none(), py::arg("system") = "",
+          py::arg("history") = std::vector<std::pair<std::string, std::string>>{})
       .def(
           "prefill",
           [](Session& s, const std::vector<int32_t>& ids, int64_t chunk, bool all_logits) {
@@ -134,7 +139,7 @@ void bind_engine(py::module_& m) {
              return Engine::load(path, o);
            }),
            py::arg("path"), py::arg("threads") = 0, py::arg("chunk") = 0, py::arg("tile_batch") = 0,
-           py::arg("kv_cache") = "", py::arg("context") = 0, py::arg("release_vit") = true, py::arg("activations") = "int8",
+           py::arg("kv_cache") = "", py::arg("context") = 0, py::arg("release_vit") = true, py::arg("activations") = "",
            py::arg("dynres") = "")
       .def("session", &Engine::session)
       .def_property_readonly("init_s", &Engine::init_s)

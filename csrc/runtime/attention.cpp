@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "common/threadpool.h"
+#include "quant/quant.h"
 #include "runtime/attention_isa.h"
 
 namespace bluelm::runtime {
@@ -14,7 +15,7 @@ void attend_block_range(const KvHeadView& kv, const float* q, int64_t ldq, int64
   const int64_t hd = kv.hd, groups = hd / kv.gs, ldk = kAttnBlock;
   if (scratch.kt.size() < size_t(hd * ldk)) scratch.kt.resize(size_t(hd * ldk));
   if (scratch.s.size() < size_t(m * ldk)) scratch.s.resize(size_t(m * ldk));
-  if (kv.k8 && scratch.vt.size() < size_t(kAttnBlock * hd)) scratch.vt.resize(size_t(kAttnBlock * hd));
+  if ((kv.v8 || kv.v16) && scratch.vt.size() < size_t(kAttnBlock * hd)) scratch.vt.resize(size_t(kAttnBlock * hd));
   if (start)
     for (int64_t r = 0; r < m; ++r) {
       std::fill(st.out + r * st.ldo, st.out + r * st.ldo + hd, 0.0f);
@@ -33,6 +34,7 @@ void attend_block_range(const KvHeadView& kv, const float* q, int64_t ldq, int64
                         K.scores_i8_direct(q, ldq, m, kv.k8 + jb * hd, kv.ks + jb * groups, nb, hd, kv.gs, s, ldk);
     if (!direct) {
       if (kv.k8) K.keys_i8_t(kv.k8 + jb * hd, kv.ks + jb * groups, nb, hd, kv.gs, kt, ldk);
+      else if (kv.k16) K.keys_f16_t(kv.k16 + jb * hd, nb, hd, kt, ldk);
       else K.keys_f32_t(kv.kf + jb * hd, nb, hd, kt, ldk);
       K.scores(q, ldq, m, kt, ldk, (nb + 7) / 8 * 8, hd, s, ldk);
     }
@@ -59,6 +61,7 @@ void attend_block_range(const KvHeadView& kv, const float* q, int64_t ldq, int64
       continue;
     const float* v = kv.vf ? kv.vf + jb * hd : scratch.vt.data();
     if (kv.v8) K.values_i8(kv.v8 + jb * hd, kv.vs + jb * groups, nb, hd, kv.gs, scratch.vt.data());
+    if (kv.v16) K.values_f16(kv.v16 + jb * hd, nb, hd, scratch.vt.data());
     K.accumulate(s, ldk, m, v, hd, nb, hd, st.out, st.ldo);
   }
 }
@@ -151,9 +154,11 @@ void prefill_attention(const KvHeadView* kv, int64_t kv_heads, int64_t groups, c
 void attend_reference(const KvHeadView& kv, const float* q, int64_t n, float* out) {
   const int64_t hd = kv.hd, groups = hd / kv.gs;
   auto key = [&](int64_t j, int64_t i) {
+    if (kv.k16) return double(quant::fp16_to_fp32(kv.k16[j * hd + i]));
     return kv.k8 ? double(kv.k8[j * hd + i]) * kv.ks[j * groups + i / kv.gs] : double(kv.kf[j * hd + i]);
   };
   auto value = [&](int64_t j, int64_t i) {
+    if (kv.v16) return double(quant::fp16_to_fp32(kv.v16[j * hd + i]));
     return kv.v8 ? double(kv.v8[j * hd + i]) * kv.vs[j * groups + i / kv.gs] : double(kv.vf[j * hd + i]);
   };
   std::vector<double> s(static_cast<size_t>(n));

@@ -16,10 +16,12 @@ namespace bluelm::runtime {
 constexpr int64_t kAttnBlock = 64;  // cached positions per tile (int8 hd 64: 4 KB of keys, 16 KB as float)
 
 // One (layer, KV head) of the cache: positions contiguous. int8: k8/v8 [capacity, hd], ks/vs [capacity, hd / gs]
-// (one float scale per group of gs values); f32: kf/vf [capacity, hd]. Exactly one of the pairs is set.
+// (one float scale per group of gs values); f16: k16/v16 [capacity, hd] IEEE half bits; f32: kf/vf [capacity, hd].
+// Exactly one of the pairs is set.
 struct KvHeadView {
   const int8_t *k8 = nullptr, *v8 = nullptr;
   const float *ks = nullptr, *vs = nullptr;
+  const uint16_t *k16 = nullptr, *v16 = nullptr;
   const float *kf = nullptr, *vf = nullptr;
   int64_t hd = 0, gs = 0;
 };

@@ -20,6 +20,9 @@ __m256 load8_i8(const int8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
 
+// 8 IEEE halves -> floats (F16C: exact, as quant::fp16_to_fp32).
+__m256 load8_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+
 // exp(x) = 2^n * exp(r), n = round(x / ln 2), r = x - n ln 2 in [-ln 2 / 2, ln 2 / 2] (ln 2 split in two so r is
 // exact), exp(r) by its degree-6 Taylor polynomial (truncation < 1.2e-7 relative). x is clamped to [-87.3, 88.3],
 // where 2^n stays a normal float; below that the result is ~1e-38 instead of a denormal or 0.
@@ -149,6 +152,25 @@ void keys_f32_t_avx2(const float* k, int64_t nb, int64_t hd, float* kt, int64_t 
   }
 }
 
+void keys_f16_t_avx2(const uint16_t* k, int64_t nb, int64_t hd, float* kt, int64_t ldk) {
+  if (hd % 8) return attention_kernels_scalar()->keys_f16_t(k, nb, hd, kt, ldk);
+  for (int64_t j = 0; j < nb; j += 8) {
+    const int64_t rows = nb - j < 8 ? nb - j : 8;
+    for (int64_t i = 0; i < hd; i += 8) {
+      __m256 r[8];
+      for (int64_t a = 0; a < 8; ++a) r[a] = a < rows ? load8_f16(k + (j + a) * hd + i) : _mm256_setzero_ps();
+      transpose8(r);
+      for (int64_t c = 0; c < 8; ++c) _mm256_storeu_ps(kt + (i + c) * ldk + j, r[c]);
+    }
+  }
+}
+
+void values_f16_avx2(const uint16_t* v, int64_t nb, int64_t hd, float* vt) {
+  const int64_t n = nb * hd, whole = n / 8 * 8;
+  for (int64_t i = 0; i < whole; i += 8) _mm256_storeu_ps(vt + i, load8_f16(v + i));
+  if (whole < n) attention_kernels_scalar()->values_f16(v + whole, 1, n - whole, vt + whole);
+}
+
 void values_i8_avx2(const int8_t* v, const float* vs, int64_t nb, int64_t hd, int64_t gs, float* vt) {
   if (!simd_shape(hd, gs)) return attention_kernels_scalar()->values_i8(v, vs, nb, hd, gs, vt);
   const int64_t groups = hd / gs;
@@ -212,8 +234,9 @@ void accumulate_avx2(const float* p, int64_t ldp, int64_t m, const float* v, int
   product<true>(p, ldp, m, v, ldv, hd, nb, o, ldo);
 }
 
-const AttentionKernels kAvx2 = {"avx2",          exp_sum_avx2,   gelu_tanh_avx2, row_max_avx2,   keys_i8_t_avx2,
-                                keys_f32_t_avx2, values_i8_avx2, scores_avx2,    accumulate_avx2, nullptr, nullptr};
+const AttentionKernels kAvx2 = {"avx2",          exp_sum_avx2,    gelu_tanh_avx2,  row_max_avx2,    keys_i8_t_avx2,
+                                keys_f32_t_avx2, keys_f16_t_avx2, values_i8_avx2,  values_f16_avx2, scores_avx2,
+                                accumulate_avx2, nullptr,         nullptr};
 
 }  // namespace
 

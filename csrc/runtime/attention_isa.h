@@ -22,8 +22,12 @@ struct AttentionKernels {
   void (*keys_i8_t)(const int8_t* k, const float* ks, int64_t nb, int64_t hd, int64_t gs, float* kt, int64_t ldk);
   // The same for float keys (no scales).
   void (*keys_f32_t)(const float* k, int64_t nb, int64_t hd, float* kt, int64_t ldk);
+  // The same for IEEE half keys (converted exactly to float).
+  void (*keys_f16_t)(const uint16_t* k, int64_t nb, int64_t hd, float* kt, int64_t ldk);
   // Values dequantized: vt[j * hd + i] = v[j * hd + i] * vs[j * (hd / gs) + i / gs] for j < nb.
   void (*values_i8)(const int8_t* v, const float* vs, int64_t nb, int64_t hd, int64_t gs, float* vt);
+  // Half values converted: vt[j * hd + i] = float(v[j * hd + i]) for j < nb.
+  void (*values_f16)(const uint16_t* v, int64_t nb, int64_t hd, float* vt);
   // s [m, nc] (row stride lds) = q [m, hd] (row stride ldq) x kt [hd, nc] (row stride ldk); nc a multiple of 8.
   void (*scores)(const float* q, int64_t ldq, int64_t m, const float* kt, int64_t ldk, int64_t nc, int64_t hd,
                  float* s, int64_t lds);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "quant/quant.h"
 #include "runtime/attention_isa.h"
 
 namespace bluelm::runtime {
@@ -51,6 +52,18 @@ void keys_f32_t_scalar(const float* k, int64_t nb, int64_t hd, float* kt, int64_
   }
 }
 
+void keys_f16_t_scalar(const uint16_t* k, int64_t nb, int64_t hd, float* kt, int64_t ldk) {
+  for (int64_t i = 0; i < hd; ++i) {
+    float* row = kt + i * ldk;
+    for (int64_t j = 0; j < nb; ++j) row[j] = quant::fp16_to_fp32(k[j * hd + i]);
+    for (int64_t j = nb; j < round8(nb); ++j) row[j] = 0.0f;
+  }
+}
+
+void values_f16_scalar(const uint16_t* v, int64_t nb, int64_t hd, float* vt) {
+  for (int64_t i = 0; i < nb * hd; ++i) vt[i] = quant::fp16_to_fp32(v[i]);
+}
+
 void values_i8_scalar(const int8_t* v, const float* vs, int64_t nb, int64_t hd, int64_t gs, float* vt) {
   const int64_t groups = hd / gs;
   for (int64_t j = 0; j < nb; ++j)
@@ -82,9 +95,10 @@ void accumulate_scalar(const float* p, int64_t ldp, int64_t m, const float* v, i
   }
 }
 
-const AttentionKernels kScalar = {"scalar",          exp_sum_scalar,   gelu_tanh_scalar, row_max_scalar,
-                                  keys_i8_t_scalar,  keys_f32_t_scalar, values_i8_scalar, scores_scalar,
-                                  accumulate_scalar, nullptr, nullptr};
+const AttentionKernels kScalar = {"scalar",          exp_sum_scalar,    gelu_tanh_scalar,  row_max_scalar,
+                                  keys_i8_t_scalar,  keys_f32_t_scalar, keys_f16_t_scalar, values_i8_scalar,
+                                  values_f16_scalar, scores_scalar,     accumulate_scalar, nullptr,
+                                  nullptr};
 
 }  // namespace
 

@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "common/isa.h"
 #include "common/testing.h"
+#include "quant/quant.h"
 #include "runtime/attention.h"
 #include "runtime/attention_isa.h"
 #include "runtime/llm.h"
@@ -66,7 +67,7 @@ double max_abs(const std::vector<float>& a) {
 BLUELM_TEST(attention_tiers_match_reference_on_awkward_sizes) {
   const Isa saved = active_isa();
   uint32_t seed = 1;
-  for (KvType type : {KvType::int8, KvType::f32})
+  for (KvType type : {KvType::int8, KvType::f16, KvType::f32})
     for (int64_t hd : {64, 80, 128})
       for (int64_t n : {1, 31, 33, 4097}) {
         const KvCache c = random_cache(type, 1, n, hd, seed++);
@@ -144,5 +145,22 @@ BLUELM_TEST(int8_kv_cache_close_to_f32_and_sized_honestly) {
   CHECK_THROWS(q.head(1, 0), InvalidArgument);
   CHECK_THROWS(q.head(0, 2), InvalidArgument);
   CHECK_THROWS(KvCache(KvType::int8, 1, 1, 0, 8), InvalidArgument);
-  CHECK_THROWS(parse_kv_type("f16"), InvalidArgument);
+  CHECK_THROWS(parse_kv_type("f8"), InvalidArgument);
+}
+
+BLUELM_TEST(f16_kv_cache_holds_halves_and_is_sized_honestly) {
+  const int64_t hd = 64, n = 37;
+  const KvCache f = random_cache(KvType::f32, 2, n, hd, 5), h = random_cache(KvType::f16, 2, n, hd, 5);
+  // Every stored key and value is its float's nearest half (relative error <= 2^-11 in the normal range).
+  for (int64_t kvh = 0; kvh < 2; ++kvh) {
+    const KvHeadView a = f.head(0, kvh), b = h.head(0, kvh);
+    for (int64_t i = 0; i < n * hd; ++i) {
+      CHECK_EQ(b.k16[i], quant::fp32_to_fp16(a.kf[i]));
+      CHECK_EQ(b.v16[i], quant::fp32_to_fp16(a.vf[i]));
+      CHECK_NEAR(quant::fp16_to_fp32(b.k16[i]), a.kf[i], std::fabs(a.kf[i]) * 0x1p-11f + 1e-7f);
+    }
+  }
+  CHECK_EQ(h.bytes_per_token(), 2 * 2 * 64 * 2);
+  CHECK_EQ(h.bytes(), h.bytes_per_token() * h.capacity());
+  CHECK(parse_kv_type("f16") == KvType::f16);
 }

@@ -62,7 +62,8 @@ std::shared_ptr<Engine> Engine::load(const std::string& package_dir, const Engin
   const model::ModelConfig& cfg = e->pkg_->config();
   if (e->opt_.chunk == 0) e->opt_.chunk = cfg.deploy.chunk;
   if (e->opt_.tile_batch == 0) e->opt_.tile_batch = cfg.deploy.tile_batch;
-  if (e->opt_.kv_cache.empty()) e->opt_.kv_cache = cfg.deploy.kv_cache == "f16" ? "int8" : cfg.deploy.kv_cache;
+  if (e->opt_.kv_cache.empty()) e->opt_.kv_cache = cfg.deploy.kv_cache;
+  if (e->opt_.activations.empty()) e->opt_.activations = cfg.deploy.activations;
   e->kv_ = parse_kv_type(e->opt_.kv_cache);
   if (e->opt_.context == 0) e->opt_.context = std::min<int64_t>(cfg.llm.max_context, 4096);
   if (e->opt_.context > cfg.llm.max_context)
@@ -125,6 +126,7 @@ struct Session::State {
   std::deque<std::shared_ptr<Image>> images;
   std::shared_future<Encoded> last;
   std::vector<float> x1, logits;  // decode step buffers (reused: no allocation per token)
+  std::vector<int32_t> cached_ids;  // the tokens whose KV entries generate() left in the cache, in order
   State(std::shared_ptr<Engine> e)
       : engine(std::move(e)),
         cache(engine->llm().new_cache(engine->kv_type(), engine->options().context)),
@@ -227,7 +229,10 @@ Session::~Session() {
 
 int64_t Session::pending_images() const { return int64_t(s_->images.size()); }
 int64_t Session::cache_length() const { return s_->cache.length(); }
-void Session::reset() { s_->cache.set_length(0); }
+void Session::reset() {
+  s_->cache.set_length(0);
+  s_->cached_ids.clear();
+}
 
 namespace {
 struct Submitted {
@@ -391,6 +396,7 @@ std::vector<float> Session::prefill(const std::vector<int32_t>& ids, int64_t chu
   Timing timing;
   PrefillRun run{s_->engine->llm(), s_->cache, s_->ws, {s_->images.begin(), s_->images.end()}, timing};
   s_->images.clear();
+  s_->cached_ids.clear();
   return run_prefill(run, ids, chunk, all_logits);
 }
 
@@ -398,6 +404,7 @@ const std::vector<float>& Session::decode_step(int32_t token) {
   const Llm& llm = s_->engine->llm();
   s_->x1.resize(size_t(llm.config().hidden));
   s_->logits.resize(size_t(llm.config().vocab));
+  s_->cached_ids.clear();  // a decode outside generate(); generate() sets the record again after its steps
   llm.embed(&token, 1, s_->x1.data());
   llm.forward(s_->x1.data(), 1, s_->cache, s_->ws, s_->logits.data());
   return s_->logits;
@@ -419,7 +426,20 @@ Result Session::generate(const std::string& prompt, const GenerateOptions& opt, 
   std::string content;
   for (size_t i = 0; i < images.size(); ++i) content += std::string(kImageMarker) + "\n";
   content += prompt;
-  const std::string text = opt.chat ? tokenizer::format_chat(pkg.chat(), {{"user", content}}, true) : content;
+  if (!opt.chat && (!opt.system.empty() || !opt.history.empty()))
+    throw InvalidArgument("a system turn and earlier turns need chat = true");
+  std::vector<tokenizer::ChatMessage> messages;
+  if (!opt.system.empty()) messages.push_back({"system", opt.system});
+  for (size_t i = 0; i < opt.history.size(); ++i) {
+    const tokenizer::ChatMessage& m = opt.history[i];
+    if (m.role != "user" && m.role != "assistant")
+      throw InvalidArgument(cat("history turn ", i, " has role '", m.role, "': expected 'user' or 'assistant'"));
+    if (m.content.find(kImageMarker) != std::string::npos)
+      throw InvalidArgument(cat("history turn ", i, " must not contain the image marker ", kImageMarker));
+    messages.push_back(m);
+  }
+  messages.push_back({"user", content});
+  const std::string text = opt.chat ? tokenizer::format_chat(pkg.chat(), messages, true) : content;
   // Split at the image markers; each becomes its image's run of placeholder positions.
   std::vector<int32_t> ids;
   if (pkg.add_bos() && tok.bos_id() >= 0) ids.push_back(tok.bos_id());
@@ -441,15 +461,27 @@ Result Session::generate(const std::string& prompt, const GenerateOptions& opt, 
   Result res;
   res.timing.init_s = e.init_s();
   res.timing.chunk = e.options().chunk;
-  s_->cache.set_length(0);
+  // Keep the KV entries of the text prefix shared with what the cache holds (never image positions, whose entries
+  // depend on the image), and prefill at least the last position, whose logits start the answer.
+  std::vector<int32_t>& kept = s_->cached_ids;
+  size_t common = 0;
+  while (common < kept.size() && common + 1 < ids.size() && kept[common] == ids[common] &&
+         ids[common] != kImageTokenId)
+    ++common;
+  if (int64_t(common) > s_->cache.length()) common = size_t(s_->cache.length());
+  s_->cache.set_length(int64_t(common));
+  kept.clear();
   if (opt.max_new_tokens == 0) {
     for (auto& img : images) img->result.wait();
     res.finish_reason = "length";
     res.timing.peak_rss_mb = peak_rss_mb();
     return res;
   }
+  res.timing.reused_tokens = int64_t(common);
   PrefillRun run{e.llm(), s_->cache, s_->ws, images, res.timing};
-  std::vector<float> first = run_prefill(run, ids, e.options().chunk, false);
+  std::vector<float> first =
+      run_prefill(run, std::vector<int32_t>(ids.begin() + std::ptrdiff_t(common), ids.end()), e.options().chunk, false);
+  std::vector<int32_t> in_cache = ids;  // what the cache holds, position by position
   const float* logits = first.data();
   const int64_t n_vocab = std::min<int64_t>(tok.n_vocab(), e.llm().config().vocab);
   Sampler sampler(opt.sampling);
@@ -482,8 +514,12 @@ Result Session::generate(const std::string& prompt, const GenerateOptions& opt, 
       res.finish_reason = "stop";
       break;
     }
-    if (step + 1 < opt.max_new_tokens) logits = decode_step(token).data();
+    if (step + 1 < opt.max_new_tokens) {
+      logits = decode_step(token).data();
+      in_cache.push_back(token);
+    }
   }
+  s_->cached_ids = std::move(in_cache);
   res.timing.new_tokens = int64_t(res.tokens.size());
   if (!res.tokens.empty()) res.timing.decode_s = since(t_decode);
   if (res.finish_reason != "stop" && res.finish_reason != "cancelled") {

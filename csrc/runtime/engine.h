@@ -31,10 +31,10 @@ struct EngineOptions {
   int threads = 0;            // kernel thread pool size (0: leave as is)
   int64_t chunk = 0;          // prefill chunk t (0: the package's deploy.chunk)
   int64_t tile_batch = 0;     // ViT batch B (0: the package's deploy.tile_batch)
-  std::string kv_cache;       // "int8" | "f32" ("": the package's deploy.kv_cache)
+  std::string kv_cache;       // "int8" | "f16" | "f32" ("": the package's deploy.kv_cache)
   int64_t context = 0;        // KV capacity per session (0: min(max_context, 4096))
   bool release_vit = true;    // free the ViT weights when no image is pending
-  std::string activations = "int8";  // "int8" | "int16" (two int8 passes; see linear.h)
+  std::string activations;    // "int8" | "int16" (two int8 passes; linear.h) ("": the package's deploy.activations)
   std::string dynres;         // JSON object replacing the package's model.dynres ("": the package's tiling)
 };
 
@@ -43,6 +43,10 @@ struct GenerateOptions {
   SamplingOptions sampling;
   std::vector<std::string> stop;  // generation ends before the first occurrence of any of these
   bool chat = true;               // wrap the prompt (and images) in the package's chat format
+  // With chat: a system turn first ("": none, or the format's default system turn), then the earlier turns of the
+  // conversation (roles "user" / "assistant", text only), then the prompt as the last user turn.
+  std::string system;
+  std::vector<tokenizer::ChatMessage> history;
 };
 
 // Per-request timing in the paper's terms (seconds unless named otherwise).
@@ -55,6 +59,9 @@ struct Timing {
   double ttft_s = 0;           // generate() call to the first sampled token
   double decode_s = 0;         // after the first token
   int64_t prompt_tokens = 0, image_tokens = 0, tiles = 0, new_tokens = 0, chunk = 0;
+  // prompt_tokens counts the positions prefilled; reused_tokens those of the prompt whose KV entries the session kept
+  // from its previous generate (the prompt is their sum).
+  int64_t reused_tokens = 0;
   double peak_rss_mb = 0;
   double decode_tokens_per_s() const { return decode_s > 0 && new_tokens > 1 ? double(new_tokens - 1) / decode_s : 0; }
   double prefill_tokens_per_s() const { return prefill_s > 0 ? double(prompt_tokens) / prefill_s : 0; }
@@ -86,7 +93,9 @@ class Session {
   void submit_rgb(const uint8_t* rgb, int64_t width, int64_t height);
   int64_t pending_images() const;
 
-  // Answers `prompt` about the submitted images (which it consumes); the text streams to on_text.
+  // Answers `prompt` about the submitted images (which it consumes); the text streams to on_text. The KV entries of
+  // the longest text prefix this request shares with the previous generate's prompt and answer are kept (a chat's
+  // earlier turns are not prefilled again); prefill(), decode() and reset() forget that prefix.
   Result generate(const std::string& prompt, const GenerateOptions& opt = {}, const TextCallback& on_text = {});
 
   // Lower level (tests, benchmarks): prompt ids (image_token_id marks image positions, which must match the

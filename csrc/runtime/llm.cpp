@@ -6,14 +6,16 @@
 
 #include "common/error.h"
 #include "common/threadpool.h"
+#include "quant/quant.h"
 #include "runtime/attention_isa.h"
 
 namespace bluelm::runtime {
 
 KvType parse_kv_type(const std::string& s) {
   if (s == "int8") return KvType::int8;
+  if (s == "f16") return KvType::f16;
   if (s == "f32") return KvType::f32;
-  throw InvalidArgument(cat("unknown KV cache type '", s, "': expected 'int8' or 'f32'"));
+  throw InvalidArgument(cat("unknown KV cache type '", s, "': expected 'int8', 'f16' or 'f32'"));
 }
 
 KvCache::KvCache(KvType type, int64_t layers, int64_t kv_heads, int64_t capacity, int64_t head_dim)
@@ -27,6 +29,9 @@ KvCache::KvCache(KvType type, int64_t layers, int64_t kv_heads, int64_t capacity
     v8_.assign(slots * size_t(hd_), 0);
     ks_.assign(slots * size_t(groups_), 0.0f);
     vs_.assign(slots * size_t(groups_), 0.0f);
+  } else if (type == KvType::f16) {
+    k16_.assign(slots * size_t(hd_), 0);
+    v16_.assign(slots * size_t(hd_), 0);
   } else {
     kf_.assign(slots * size_t(hd_), 0.0f);
     vf_.assign(slots * size_t(hd_), 0.0f);
@@ -40,13 +45,15 @@ void KvCache::set_length(int64_t n) {
 
 int64_t KvCache::bytes_per_token(KvType type, int64_t layers, int64_t kv_heads, int64_t head_dim) {
   const int64_t groups = head_dim % kKvGroup == 0 ? head_dim / kKvGroup : 1;
-  const int64_t per_head = type == KvType::int8 ? 2 * (head_dim + int64_t(sizeof(float)) * groups)
-                                                : 2 * head_dim * int64_t(sizeof(float));
+  const int64_t per_head = type == KvType::int8  ? 2 * (head_dim + int64_t(sizeof(float)) * groups)
+                           : type == KvType::f16 ? 2 * head_dim * int64_t(sizeof(uint16_t))
+                                                 : 2 * head_dim * int64_t(sizeof(float));
   return layers * kv_heads * per_head;
 }
 
 int64_t KvCache::bytes() const {
-  return int64_t(k8_.size() + v8_.size()) + int64_t(sizeof(float)) * int64_t(kf_.size() + vf_.size() + ks_.size() + vs_.size());
+  return int64_t(k8_.size() + v8_.size()) + int64_t(sizeof(uint16_t)) * int64_t(k16_.size() + v16_.size()) +
+         int64_t(sizeof(float)) * int64_t(kf_.size() + vf_.size() + ks_.size() + vs_.size());
 }
 
 namespace {
@@ -69,6 +76,11 @@ void KvCache::store(int64_t layer, int64_t pos, const float* k, const float* v) 
         quantize_row_i8(k + h * hd_ + o, gs_, &k8_[s * size_t(hd_) + size_t(o)], &ks_[s * size_t(groups_) + size_t(g)]);
         quantize_row_i8(v + h * hd_ + o, gs_, &v8_[s * size_t(hd_) + size_t(o)], &vs_[s * size_t(groups_) + size_t(g)]);
       }
+    } else if (type_ == KvType::f16) {
+      for (int64_t i = 0; i < hd_; ++i) {
+        k16_[s * size_t(hd_) + size_t(i)] = quant::fp32_to_fp16(k[h * hd_ + i]);
+        v16_[s * size_t(hd_) + size_t(i)] = quant::fp32_to_fp16(v[h * hd_ + i]);
+      }
     } else {
       std::memcpy(&kf_[s * size_t(hd_)], k + h * hd_, size_t(hd_) * sizeof(float));
       std::memcpy(&vf_[s * size_t(hd_)], v + h * hd_, size_t(hd_) * sizeof(float));
@@ -89,6 +101,9 @@ KvHeadView KvCache::head(int64_t layer, int64_t kvh) const {
     v.v8 = &v8_[s0 * size_t(hd_)];
     v.ks = &ks_[s0 * size_t(groups_)];
     v.vs = &vs_[s0 * size_t(groups_)];
+  } else if (type_ == KvType::f16) {
+    v.k16 = &k16_[s0 * size_t(hd_)];
+    v.v16 = &v16_[s0 * size_t(hd_)];
   } else {
     v.kf = &kf_[s0 * size_t(hd_)];
     v.vf = &vf_[s0 * size_t(hd_)];

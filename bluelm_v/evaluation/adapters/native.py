@@ -2,7 +2,7 @@
 
 Each message's images are submitted to a fresh session (encoded in the background, in order) and its text parts
 joined into the user turn, so the prompt is ``<image>\\n`` per image followed by the text, as the reference model
-builds it for VLMEvalKit's usual image-then-question messages. ``PACKAGE?threads=N&chunk=T&kv_cache=int8``
+builds it for VLMEvalKit's usual image-then-question messages. ``PACKAGE?threads=N&chunk=T&kv_cache=int8&activations=int8``
 passes engine options.
 """
 from __future__ import annotations
@@ -32,10 +32,11 @@ class NativeAdapter(ModelAdapter):
                     opts[k] = int(v)
                 except ValueError:
                     raise AdapterError(f"native adapter option {k}={v!r} is not an integer") from None
-            elif k == "kv_cache":
+            elif k in ("kv_cache", "activations"):
                 opts[k] = v
             else:
-                raise AdapterError(f"unknown native adapter option {k!r}; known: {', '.join((*_INT_OPTIONS, 'kv_cache'))}")
+                raise AdapterError(f"unknown native adapter option {k!r}; known: "
+                                   f"{', '.join((*_INT_OPTIONS, 'kv_cache', 'activations'))}")
         self.path = path
         try:
             self.engine = Engine(path, dynres=self.dynres, **opts)
@@ -63,7 +64,7 @@ class NativeAdapter(ModelAdapter):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "chunk": self.engine.chunk, "kv_cache": self.engine.kv_cache,
-                "tile_batch": self.engine.tile_batch}
+                "activations": self.engine.activations, "tile_batch": self.engine.tile_batch}
 
     def weights(self, dataset: str | None = None) -> str:
         import json
