@@ -34,7 +34,7 @@ PARAM_NAMES = (
 
 @dataclass(frozen=True)
 class Plan:
-    """How one image is cut. Fields match the records of shared/dynres-vectors.json."""
+    """How one image is cut. Fields match the records of tests/data/dynres-vectors.json."""
 
     width: int
     height: int

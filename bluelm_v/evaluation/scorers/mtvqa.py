@@ -1,4 +1,4 @@
-"""MTVQA (eval-spec §9): score 1 if the answer (strip, lower, every '.' removed) is a substring of the prediction
+"""MTVQA (VLMEvalKit's ``dataset/image_vqa.py``): score 1 if the answer (strip, lower, every '.' removed) is a substring of the prediction
 (same treatment). Metrics x100: one entry per category in first-seen order and ``Average`` over all records (a
 micro-average), inserted right after the first category as VLMEvalKit does.
 """
