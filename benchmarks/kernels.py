@@ -40,7 +40,7 @@ from bluelm_v import _core, kernels, quant  # noqa: E402
 
 FORMATS = ("q4_0", "q4_1", "q8_0")
 ROUNDS = 5  # probe-then-kernel rounds per row (in_rounds)
-LLC_BYTES = 32 << 20  # the last-level cache to exceed in stream mode (the reference machine, docs/sources.md: <= 32 MiB of L3)
+LLC_BYTES = 32 << 20  # the last-level cache to exceed in stream mode (docs/sources.md: <= 32 MiB of L3)
 
 
 def median_time(fn, repeat: int, min_time: float = 0.05) -> float:

@@ -106,7 +106,7 @@ def test_alpha_sweep_properties(sweep):
     ttft = [s.ttft_mean_s for s in relaxed[1:]]
     assert all(a >= b for a, b in zip(ttft, ttft[1:]))
     for s in relaxed[1:]:
-        assert s.more_than_llava_next == 0  # spec §5 invariant: never more tiles than LLaVA-NeXT
+        assert s.more_than_llava_next == 0  # never more tiles than LLaVA-NeXT
     llava, le0 = by["LLaVA-NeXT"], by["relaxed a=0 (<=)"]
     assert le0.fewer_than_llava_next == le0.more_than_llava_next == 0  # the same grids as LLaVA-NeXT...
     assert le0.mean_tokens <= llava.mean_tokens  # ...but no thumbnail on 1x1 grids (LLaVA-NeXT always adds one)

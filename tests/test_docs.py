@@ -248,12 +248,14 @@ def test_parse_reads_markers_through_blank_lines(tmp_path):
 # Documents that users do not have: the project's private notes. Their facts are carried into docs/ with the
 # public source (docs/sources.md).
 OUTSIDE = re.compile(r"facts[ -]sheet|perf-anchors|eval-spec|dynamic-resolution-spec|bluelm-v-facts|"
-                     r"reference-notes|(?:/work/|\.\./|(?<![\w/.-]))shared/", re.IGNORECASE)
+                     r"reference-notes|(?:/work/|\.\./|(?<![\w/.-]))shared/|\bfacts (?:§|[A-E]\d)|\bspec(?:'s)? §",
+                     re.IGNORECASE)
 
 
 def test_the_citation_pattern_catches_outside_documents():
     for text in ("see ../shared/bluelm-v-facts.md", "(eval-spec §3)", "facts sheet A1", "the facts-sheet tag",
-                 "source: perf-anchors", "shared/dynres-vectors.json", "/work/shared/style.md"):
+                 "source: perf-anchors", "shared/dynres-vectors.json", "/work/shared/style.md",
+                 "(facts A1, [V])", "spec §5(a)", "the spec's §5"):
         assert OUTSIDE.search(text), text
     for text in ("--work-dir /nfs/eval-out", "a shared library", "docs/sources.md [P]"):
         assert not OUTSIDE.search(text), text

@@ -49,7 +49,8 @@ def measure_cpu_prefill(chunks: list[int], model: str = "bluelm-v-3b", prompt_to
     engine = Engine(path, threads=threads, context=prompt_tokens)
     if record is not None:
         random_weights = path != Path(model)
-        record.update(model=str(model), package=str(path), weights="seeded random q4_0" if random_weights else "package",
+        record.update(model=str(model), package=str(path),
+                      weights="seeded random q4_0" if random_weights else "package",
                       prompt_tokens=int(prompt_tokens), threads=kernels.get_num_threads(), repeats=int(repeats),
                       cpu=_cpu_name(), how="native engine, best of repeats per chunk size on a fresh KV cache")
     rng = np.random.default_rng(0)

@@ -1,4 +1,5 @@
-"""MMVet (VLMEvalKit's ``dataset/utils/mmvet.py``): every sample is graded 0.0-1.0 by an LLM judge; there is no rule-based path.
+"""MMVet (VLMEvalKit's ``dataset/utils/mmvet.py``): every sample is graded 0.0-1.0 by an LLM judge; there is no
+rule-based path.
 
 Reply parsing: ``float(reply)``, accepted if 0 <= value <= 1 (so 'nan' is accepted, 'inf' and '1.2' are not), up
 to 5 tries at temperature 0.5 * try, else 0.0. Aggregates (x100, sum / count): capability rows rec, ocr, know, gen,
