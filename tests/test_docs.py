@@ -280,3 +280,49 @@ def test_no_tracked_file_cites_a_document_outside_the_repository():
                 hits.append(f"{name}:{n}: {line.strip()[:140]}")
     assert not hits, "citations of documents users do not have:\n" + "\n".join(hits)
 
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_relative_links_point_at_files_and_headings_that_exist():
+    broken = []
+    for doc in DOCS:
+        for target in LINK.findall(doc.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue  # a web address
+            path, _, anchor = target.partition("#")
+            dest = (doc.parent / path).resolve() if path else doc
+            if not dest.exists():
+                broken.append(f"{doc.relative_to(ROOT)} -> {target}")
+            elif anchor and dest.suffix == ".md":
+                headings = {_anchor(h) for h in re.findall(r"^#+ (.+)$", dest.read_text(), re.M)}
+                if anchor not in headings:
+                    broken.append(f"{doc.relative_to(ROOT)} -> {target} (no such heading)")
+    assert not broken, "links to nothing:\n" + "\n".join(broken)
+
+
+def test_named_python_objects_exist():
+    """`bluelm_v.x.y` in the prose names a module or attribute that imports."""
+    import importlib
+
+    missing = []
+    for doc in DOCS:
+        for ref in sorted(set(re.findall(r"`(bluelm_v(?:\.\w+)+)", doc.read_text()))):
+            parts = ref.split(".")
+            for i in range(len(parts), 0, -1):
+                try:
+                    obj = importlib.import_module(".".join(parts[:i]))
+                except ImportError:
+                    continue
+                for attr in parts[i:]:
+                    obj = getattr(obj, attr, None)
+                break
+            if obj is None:
+                missing.append(f"{doc.relative_to(ROOT)}: {ref}")
+    assert not missing, "names that do not exist:\n" + "\n".join(missing)
