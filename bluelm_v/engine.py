@@ -14,6 +14,7 @@ Everything runs in C++ (csrc/runtime) with the GIL released; this module only co
 """
 from __future__ import annotations
 
+import json
 import os
 import queue
 import threading
@@ -159,11 +160,14 @@ class Engine:
     KV cache); ``context`` is the KV capacity per session (default min(max_context, 4096)); ``activations``
     is the precision of the activations in the quantized products: ``int8`` (one int8 pass per group, like
     llama.cpp) or ``int16`` (two int8 passes, the second on the residual: ~127x smaller activation error, the
-    weights still streamed once; docs/engine.md has the measured agreement and speed of both)."""
+    weights still streamed once; docs/engine.md has the measured agreement and speed of both). ``dynres``
+    replaces the package's image tiling by one of the schemes, with the keys of the manifest's ``model.dynres``
+    (``{"scheme": "bluelm", "alpha": 0.2}``, ``{"scheme": "internvl", "max_num": 6}``; what ``--scheme/--alpha/
+    --grid`` give)."""
 
     def __init__(self, path: Union[str, os.PathLike], *, threads: Optional[int] = None, chunk: Optional[int] = None,
                  tile_batch: Optional[int] = None, kv_cache: Optional[str] = None, context: Optional[int] = None,
-                 release_vit: bool = True, activations: str = "int8"):
+                 release_vit: bool = True, activations: str = "int8", dynres: Optional[dict] = None):
         path = Path(path)
         if not (path / "manifest.json").is_file():
             raise FileNotFoundError(f"{path} is not a model package (no manifest.json); write one with "
@@ -172,8 +176,12 @@ class Engine:
             if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         self.path = path
+        if dynres is not None and not isinstance(dynres, dict):
+            raise TypeError(f"dynres must be a dict of tiling parameters (scheme, alpha, ...), got {type(dynres).__name__}")
+        self.dynres = dict(dynres) if dynres else None
         self._e = _core.Engine(str(path), int(threads or 0), int(chunk or 0), int(tile_batch or 0), kv_cache or "",
-                               int(context or 0), bool(release_vit), str(activations))
+                               int(context or 0), bool(release_vit), str(activations),
+                               json.dumps(dynres) if dynres else "")
 
     # ---- properties ---------------------------------------------------------------------------------------
     @property

@@ -204,3 +204,23 @@ def test_image_paths_stay_inside_the_data_folder(tmp_path, echo):
     assert "outside the data folder" in entries[2]["reason"] and entries[2]["kind"] == "data"
     assert "is absolute" in entries[3]["reason"]
     assert "outside the data folder" in entries[4]["reason"]
+
+
+def test_an_xlsx_with_damaged_compressed_data_is_an_input_error(tmp_path, replay, capsys):
+    """Found by the replay-file fuzzer: one flipped bit inside a zip member's deflate stream made openpyxl raise
+    zlib.error, which escaped as a raw exception instead of an error naming the file."""
+    import io
+
+    import pandas as pd
+
+    buf = io.BytesIO()
+    pd.DataFrame({"index": [1, 2], "prediction": ["stop", "stop"]}).to_excel(buf, index=False, engine="xlsxwriter")
+    data = bytearray(buf.getvalue())
+    data[28] ^= 1  # inside the first member's compressed bytes
+    (replay / "m_TextVQA_VAL.xlsx").write_bytes(bytes(data))
+    path = write_tsv(tmp_path / "t.tsv", vqa_rows(2))
+    work = tmp_path / "o"
+    assert main(args(f"replay:{replay}", f"TextVQA={path}", work)) == 1
+    err = capsys.readouterr().err
+    assert "m_TextVQA_VAL.xlsx is unreadable" in err and "Traceback" not in err
+    assert not work.exists()

@@ -2,7 +2,8 @@
 (GGUFCheckpoint with its config, tokenizer and tensors, tokenizer.spec_from_gguf, tokenizer.from_gguf),
 safetensors checkpoints, and HF tokenizer.json / tokenizer_config.json with the chat-template reduction. Mutated
 files must load or give FormatError / LimitError (ValueError for a chat template the engine cannot run), never any
-other exception, a hang or an allocation over the child's 4 GiB address-space cap.
+other exception, a hang or an allocation over 2 GiB (the child's address space may grow by 2 GiB
+past what its imports map).
 
 `make test` runs a short derandomized pass of each target. `make fuzz` sets BLUELM_FUZZ_SECONDS: each target then
 runs rounds of random examples until the budget is spent (the SmolLM2 GGUF seed too) and writes its execution count
@@ -29,6 +30,7 @@ from bluelm_v import FormatError, LimitError  # noqa: E402
 BUDGET_S = float(os.environ.get("BLUELM_FUZZ_SECONDS", "0"))
 QUICK_EXAMPLES = 25
 REPORT = Path(__file__).resolve().parent.parent / "build-fuzz" / "python-fuzz.json"
+ALLOC_CAP = 2 << 30  # the issue's bound: no input may make a reader allocate 2 GiB
 INTERESTING_U64 = [0, 1, 31, 32, 2**31, 2**32 - 1, 2**32, 2**63, 2**64 - 32, 2**64 - 1]
 
 
@@ -70,10 +72,16 @@ def apply(data: bytes, edits) -> bytes:
     return bytes(out)
 
 
+def _vm_size() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmSize in /proc/self/status")
+
+
 def _child(target, args, queue):
     import resource
 
-    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
     torch.set_num_threads(1)
     executions = [0]
 
@@ -85,6 +93,10 @@ def _child(target, args, queue):
 
     try:
         strategy, body = target(*args)
+        # Every library the target needs is imported by now: what is left of the address space is ALLOC_CAP, so
+        # one input that makes a reader allocate more than 2 GiB fails as a MemoryError (a finding), not a swap storm.
+        cap = _vm_size() + ALLOC_CAP
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
         body = counted(body)
         if BUDGET_S <= 0:
             settings(max_examples=QUICK_EXAMPLES, derandomize=True, deadline=None, database=None,
@@ -101,7 +113,7 @@ def _child(target, args, queue):
 
 def run_target(name, target, *args):
     """Runs `target(*args)` -> (strategy, body) in a spawned child (a forked one deadlocks in torch's thread pool
-    once the parent has used it) under a 4 GiB address-space cap."""
+    once the parent has used it) whose address space may grow by at most ALLOC_CAP past its imports."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     child = ctx.Process(target=_child, args=(target, args, queue))
@@ -278,3 +290,103 @@ def test_hostile_chat_templates_are_value_errors():
                      "{{ 1 / 0 }}", "{{ 2 ** 100000000 }}"):
         with pytest.raises(ValueError):
             T.chat_format_from_template(template)
+
+
+# ---- evaluation: benchmark TSVs, replay (prediction) files, run logs -------------------------------------------
+def tsv_target(folder):
+    """A small MMStar-shaped TSV (base64 PNG images, one short reference to another row's image), mutated: loading,
+    the rows and every row's images must work or be DataError (an EvaluationError) naming the file or row."""
+    from bluelm_v.evaluation.data import load_dataset
+    from bluelm_v.evaluation.errors import EvaluationError
+
+    folder = Path(folder)
+    path = folder / "MMStar.tsv"
+    seed = path.read_bytes()
+
+    def body(edits):
+        path.write_bytes(apply(seed, edits))
+
+        def load():
+            ds = load_dataset("MMStar", path, check_md5=False)
+            for row in ds.rows(limit=3):
+                try:
+                    ds.image_bytes(row)
+                except EvaluationError:
+                    pass  # one bad row is that sample's failure, not the file's
+        refused_cleanly(load, f"benchmark TSV, edits {edits}", allowed=(EvaluationError,))
+    return mutations(len(seed), (0, min(len(seed), 2048))), body
+
+
+def test_fuzz_benchmark_tsv(tmp_path):
+    from eval_helpers import mcq_rows, write_tsv
+
+    rows = mcq_rows(4)
+    rows[3]["image"] = "1"  # VLMEvalKit's short reference to row 1's image
+    write_tsv(tmp_path / "MMStar.tsv", rows)
+    run_target("benchmark TSV (MMStar-shaped seed)", tsv_target, tmp_path)
+
+
+def replay_target(folder, seeds):
+    """Prediction files of each type the replay adapter reads, mutated: read_predictions gives {index: prediction}
+    or an AdapterError naming the file."""
+    from bluelm_v.evaluation.adapters.replay import read_predictions
+    from bluelm_v.evaluation.errors import AdapterError
+
+    folder = Path(folder)
+
+    def body(args):
+        suffix, edits = args
+        path = folder / f"model_MMStar{suffix}"
+        path.write_bytes(apply(seeds[suffix], edits))
+        refused_cleanly(lambda: read_predictions(path), f"replay {suffix}, edits {edits}", allowed=(AdapterError,))
+
+    strategy = st.sampled_from(sorted(seeds)).flatmap(
+        lambda suffix: st.tuples(st.just(suffix), mutations(len(seeds[suffix]), (0, len(seeds[suffix])))))
+    return strategy, body
+
+
+def test_fuzz_replay_files(tmp_path):
+    import io
+
+    import pandas as pd
+
+    frame = pd.DataFrame({"index": [1, 2, 3, 10], "prediction": ["A", "The answer is B", "", "[1, 2]"],
+                          "question": ["q1", "q2", "q3", "q4"]})
+    xlsx = io.BytesIO()
+    frame.to_excel(xlsx, index=False, engine="xlsxwriter")
+    records = frame[["index", "prediction"]].to_dict("records")
+    seeds = {".tsv": frame.to_csv(sep="\t", index=False).encode(), ".csv": frame.to_csv(index=False).encode(),
+             ".json": json.dumps(records).encode(),
+             ".jsonl": "".join(json.dumps(r) + "\n" for r in records).encode(), ".xlsx": xlsx.getvalue()}
+    run_target("replay files (.tsv .csv .json .jsonl .xlsx seeds)", replay_target, tmp_path, seeds)
+
+
+def log_target(folder, seed):
+    """A run's prediction log (JSONL, one fsynced entry per sample), mutated as a crash or an editor could leave it:
+    reading and merging it never raises, keeps only whole entries before the first damaged line, and re-opening it
+    for appending cuts the damaged tail so the next entry starts on a clean line."""
+    from bluelm_v.evaluation.store import PredictionLog, merge_logs, read_log
+
+    folder = Path(folder)
+    path = folder / "predictions.jsonl"
+
+    def body(edits):
+        data = apply(seed, edits)
+        path.write_bytes(data)
+        entries, good = read_log(path)
+        assert 0 <= good <= len(data) and (good == 0 or data[good - 1:good] == b"\n"), (edits, good)
+        assert all(isinstance(e, dict) and e["status"] in ("ok", "failed") for e in entries), edits
+        merged = merge_logs([path])
+        assert set(merged) <= {e["index"] for e in entries}, edits
+        with PredictionLog(path) as log:
+            log.append({"index": "new", "status": "ok", "prediction": "x"})
+        again, _ = read_log(path)
+        assert again == entries + [{"index": "new", "status": "ok", "prediction": "x"}], edits
+    return mutations(len(seed), (0, len(seed))), body
+
+
+def test_fuzz_prediction_log(tmp_path):
+    entries = [{"index": i, "status": "ok" if i % 3 else "failed", "prediction": f"answer {i} \u00e9",
+                "data": "md5:0123", "kind": "timeout" if i % 3 == 0 else None} for i in range(1, 7)]
+    seed = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries).encode()
+    run_target("prediction log (JSONL seed)", log_target, tmp_path, seed)

@@ -67,3 +67,18 @@ def test_a_missing_extra_is_one_line():
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install 'bluelm-v[torch]'" in lines[0] and "Traceback" not in done.stderr
+
+
+def test_packaging_draws_a_bar_only_when_asked(tmp_path, capsys):
+    """package() and the GGUF dequantizer drew tqdm bars from library calls; the command line asks for them."""
+    from bluelm_v.cli import main
+    from bluelm_v.export.package import package
+
+    package("tiny", tmp_path / "quiet", random=True)
+    assert "packaging" not in capsys.readouterr().err
+    package("tiny", tmp_path / "loud", random=True, progress=True)
+    assert "packaging tiny" in capsys.readouterr().err
+    assert main(["package", "--model", "tiny", "--random", "--out", str(tmp_path / "cli")]) == 0
+    assert "packaging tiny" in capsys.readouterr().err
+    assert main(["package", "--model", "tiny", "--random", "--out", str(tmp_path / "cli2"), "--no-progress"]) == 0
+    assert "packaging" not in capsys.readouterr().err

@@ -1,6 +1,8 @@
-"""bluelm-v ablate {alpha,chunk}: the resolution scheme's alpha and the prefill chunk size, on the simulator.
+"""bluelm-v ablate {alpha,chunk}: the resolution scheme's alpha and the prefill chunk size, on the simulator
+(and alpha measured on a model with --measure).
 
     bluelm-v ablate alpha --alphas 0,0.05,0.1,0.2,0.5 [--images DIR | --sizes FILE | --tsv FILE] [--device D]
+    bluelm-v ablate alpha --measure --model native:PKG --data MMStar [--limit N] [--alphas ...]
     bluelm-v ablate chunk --chunks 1,16,32,64,128,256,512,2048 [--device D] [--measure]
 
 Each writes a table to the console, JSON (for notebooks) and PNG figures into --out.
@@ -41,6 +43,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("-n", type=int, default=5000, help="sizes drawn from the built-in mixture")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--text-tokens", type=int, default=16, help="text tokens after the image in each prompt")
+    a.add_argument("--measure", action="store_true",
+                   help="measure on a model instead of simulating: accuracy (bootstrap 95%% CI, paired difference "
+                        "against the model's own tiling), image tokens and TTFT per alpha, from eval runs of --data "
+                        "with --model as an eval spec (torch:SPEC or native:PACKAGE; a bare name means torch:)")
+    a.add_argument("--data", metavar="NAME[=PATH]", help="the benchmark for --measure (a VLMEvalKit dataset name)")
+    a.add_argument("--limit", type=int, help="--measure: only the first N questions")
+    a.add_argument("--max-new-tokens", type=int, default=32, help="--measure: answer length (default 32)")
+    a.add_argument("--resamples", type=int, default=2000, help="--measure: bootstrap resamples (default 2000)")
+    a.add_argument("--data-root", help="--measure: LMUData folder (default: $LMUData or ~/LMUData)")
+    a.add_argument("--no-md5", action="store_true", help="--measure: use dataset files whose MD5 does not match")
     _common(a)
     c = sub.add_parser("chunk", help="prefill chunk size: simulated NPU prefill and decode (paper: t128)")
     c.add_argument("--chunks", type=_ints, default=[1, 16, 32, 64, 128, 256, 512, 2048])
@@ -69,8 +81,47 @@ def _console():
     return Console() if sys.stdout.isatty() else Console(width=160)
 
 
+def run_alpha_measured(args) -> int:
+    from rich.table import Table
+
+    from bluelm_v.ablation.measured import measure_alpha, measured_figure
+
+    if not args.data:
+        raise ValueError("ablate alpha --measure needs --data BENCHMARK[=PATH]")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {args.limit}")
+    model = args.model if ":" in args.model.split("/", 1)[0] else f"torch:{args.model}"
+    res = measure_alpha(model, args.data, args.alphas, grid=args.grid, limit=args.limit,
+                        work_dir=args.out / "runs", max_new_tokens=args.max_new_tokens, resamples=args.resamples,
+                        seed=args.seed, progress=not args.no_progress, data_root=args.data_root,
+                        check_md5=not args.no_md5)
+    console = _console()
+    own = res.settings[0]
+    t = Table(title=f"alpha ablation measured: {model} on {res.dataset}, {own.questions} questions "
+                    f"({res.resamples} bootstrap resamples)")
+    for col in ("setting", "accuracy", "95% CI", "vs own (paired)", "95% CI of diff", "image tokens", "TTFT median",
+                "failed"):
+        t.add_column(col, justify="left" if col == "setting" else "right")
+    for s in res.settings:
+        t.add_row(s.label, f"{s.accuracy:.1f}", f"{s.ci_low:.1f} .. {s.ci_high:.1f}",
+                  "" if s.diff is None else f"{s.diff:+.1f}",
+                  "" if s.diff is None else f"{s.diff_ci_low:+.1f} .. {s.diff_ci_high:+.1f}",
+                  f"{s.mean_image_tokens:.0f}", f"{s.ttft_median_s:.3f} s", f"{s.failed} / {s.samples}")
+    console.print(t)
+    for note in res.notes:
+        console.print(f"note: {note}", highlight=False)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "alpha_measured.json").write_text(json.dumps(res.to_dict(), indent=1) + "\n")
+    fig = measured_figure(res, args.out / "alpha_measured.png")
+    console.print(f"wrote {args.out / 'alpha_measured.json'}, {fig}; runs in {args.out / 'runs'}", highlight=False)
+    return 0
+
+
 def run_alpha(args) -> int:
     from rich.table import Table
+
+    if args.measure:
+        return run_alpha_measured(args)
 
     from bluelm_v.ablation import sizes as S
     from bluelm_v.ablation.alpha import alpha_sweep

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from bluelm_v.commands import dynres_args
+from bluelm_v import dynres_options as dynres_args
 
 ARCHES = ("llava_onevision", "internvl", "idefics3", "llama", "qwen2")
 

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from bluelm_v._paths import resolve_model_spec as resolve_spec  # the commands' one name for it
-from bluelm_v.commands import dynres_args
+from bluelm_v import dynres_options as dynres_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -19,6 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vit-quant", default="q8_0", choices=QUANT_NAMES, help="ViT and projector weights (default q8_0)")
     p.add_argument("--random", action="store_true", help="random weights streamed with numpy (config names only)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
 
     from bluelm_v.commands.generate import resolve_spec
 
-    out = package(resolve_spec(args.model), args.out, quant=args.quant, vit_quant=args.vit_quant, random=args.random, seed=args.seed)
+    out = package(resolve_spec(args.model), args.out, quant=args.quant, vit_quant=args.vit_quant, random=args.random, seed=args.seed,
+                  progress=not args.no_progress)
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
     print(f"wrote {out} ({size:.1f} MB)")
     return 0

@@ -80,9 +80,12 @@ class SampleWork:
                 self.example = message_for_record(message)
         return message
 
-    def ok(self, row: dict, prediction: Any, start: float) -> dict:
+    def ok(self, row: dict, prediction: Any, start: float, alone: bool = False) -> dict:
         text, cleaned = clean_text(str(prediction))
         entry = self.entry(row, status="ok", prediction=text, seconds=round(time.perf_counter() - start, 6))
+        timing = getattr(self.adapter, "sample_timing", lambda: None)() if alone else None
+        if timing:
+            entry["timing"] = timing  # measured TTFT and token counts (ablate alpha --measure reads them)
         if cleaned:
             entry["note"] = "lone surrogates in the model's output replaced by U+FFFD"
         return entry
@@ -102,7 +105,7 @@ class SampleWork:
         start = time.perf_counter()
         try:
             return self.ok(row, self.adapter.generate(message, dataset=self.ds.bench.name, index=row["index"]),
-                           start)
+                           start, alone=not getattr(self.adapter, "concurrent", False))
         except SampleError as exc:
             return self.failed(row, "sample", exc, start)
         except Exception as exc:  # noqa: BLE001 - any model error is recorded, then retried next run

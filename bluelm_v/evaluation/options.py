@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from bluelm_v import dynres_options
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="SPEC",
@@ -43,6 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export-xlsx", action="store_true",
                    help="also write predictions as .xlsx, as VLMEvalKit does (needs xlsxwriter)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dynres_options.add_arguments(p)
 
 
 def config_from_args(args: argparse.Namespace, argv: list[str]):
@@ -79,7 +82,7 @@ def config_from_args(args: argparse.Namespace, argv: list[str]):
                      max_model_errors=args.max_model_errors, api_key_env=args.api_key_env,
                      judge_api_key_env=args.judge_api_key_env, api_nproc=args.api_nproc, batch_size=args.batch_size,
                      rate_limit=args.rate_limit, timeout=args.timeout, extra_body=extra,
-                     system_prompt=args.system_prompt, argv=argv)
+                     system_prompt=args.system_prompt, dynres=dynres_options.from_args(args), argv=argv)
 
 
 def argv_of(args: argparse.Namespace, prefix: list[str]) -> list[str]:

@@ -73,6 +73,7 @@ class RunConfig:
     timeout: float | None = None  # seconds per request (HTTP adapters)
     extra_body: dict | None = None  # engine-specific request fields (HTTP adapters)
     system_prompt: str | None = None
+    dynres: dict | None = None  # one of our tiling schemes in place of the model's own (torch:, native:)
     argv: list[str] = field(default_factory=list)
 
 
@@ -108,13 +109,15 @@ def expand_data(items: list[str]) -> list[tuple[str, Path | None]]:
 
 def default_run_id(cfg: RunConfig, content: str | None = None) -> str:
     """From everything that changes an answer: the model spec, the generation settings, the request fields and
-    system prompt, and ``content`` (the adapter's fingerprint of its files: a replay file, a checkpoint, a
+    system prompt, the image tiling, and ``content`` (the adapter's fingerprint of its files: a replay file, a checkpoint, a
     package), so an edited file is a new run, never a silent reuse of old answers."""
     key = {"model": cfg.model, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature}
     if cfg.extra_body:
         key["extra_body"] = cfg.extra_body
     if cfg.system_prompt is not None:
         key["system_prompt"] = cfg.system_prompt
+    if cfg.dynres:
+        key["dynres"] = cfg.dynres
     if content is not None:
         key["content"] = content
     return "run-" + hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
@@ -192,6 +195,8 @@ class Runner:
             raise EvaluationError("--extra-body, --system-prompt and --timeout apply to HTTP endpoints (openai:) only")
         if self.cfg.batch_size > 1:
             options["batch_size"] = self.cfg.batch_size
+        if self.cfg.dynres:
+            options["dynres"] = self.cfg.dynres
         self.adapter = make_adapter(self.cfg.model, **options)
         if self.cfg.batch_size > 1 and not callable(getattr(self.adapter, "generate_batch", None)):
             raise AdapterError(f"--batch-size {self.cfg.batch_size}: the {self.adapter.kind} adapter does not batch "

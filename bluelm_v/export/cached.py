@@ -64,7 +64,7 @@ def cached_package(source: Union[str, os.PathLike], quant: str = "q4_0", vit_qua
             import sys
 
             print(f"packaging {spec} ({quant}) into {out} (once; later runs reuse it)", file=sys.stderr)
-        package(spec, tmp, quant=quant, vit_quant=vit_quant, random=random)
+        package(spec, tmp, quant=quant, vit_quant=vit_quant, random=random, progress=progress)
         try:
             os.rename(tmp, out)
         except OSError:

@@ -161,7 +161,7 @@ def _random_tensors(cfg, seed: int) -> Iterator[tuple[str, np.ndarray]]:
             yield name, (rng.standard_normal(shape, dtype=np.float32) * RANDOM_INIT_STD)
 
 
-def _gguf_tensors(path: Path, quant: str, writer: _Writer, cfg) -> None:
+def _gguf_tensors(path: Path, quant: str, writer: _Writer, cfg, progress: bool = False) -> None:
     from tqdm import tqdm
 
     from bluelm_v.models.gguf_checkpoint import GGUFCheckpoint
@@ -169,7 +169,7 @@ def _gguf_tensors(path: Path, quant: str, writer: _Writer, cfg) -> None:
     ckpt = GGUFCheckpoint(path)
     names = ckpt.hf_names(cfg.llm)
     native = {v: k for k, v in GGUF_NATIVE.items()}
-    for hf, g in tqdm(names.items(), desc=f"packaging {path.name}", unit="tensor", leave=False):
+    for hf, g in tqdm(names.items(), desc=f"packaging {path.name}", unit="tensor", leave=False, disable=not progress):
         raw = ckpt.raw(g)
         if raw.qtype in native and len(raw.shape) == 2 and quant != "f32":
             writer.add(hf, raw.data, native[raw.qtype], raw.shape)
@@ -182,8 +182,9 @@ def _gguf_tensors(path: Path, quant: str, writer: _Writer, cfg) -> None:
 
 
 def package(source: Any, out_dir: Union[str, Path], quant: str = "q4_0", vit_quant: str = "q8_0", *,
-            random: bool = False, seed: int = 0) -> Path:
-    """Write the engine's model package for ``source`` into ``out_dir`` (see the module doc); returns out_dir."""
+            random: bool = False, seed: int = 0, progress: bool = False) -> Path:
+    """Write the engine's model package for ``source`` into ``out_dir`` (see the module doc); returns out_dir.
+    ``progress`` draws a progress bar per tensor (the command line turns it on)."""
     from tqdm import tqdm
 
     from bluelm_v.models.checkpoint import config_to_json
@@ -224,10 +225,10 @@ def package(source: Any, out_dir: Union[str, Path], quant: str = "q4_0", vit_qua
     writer = _Writer(out)
     try:
         if gguf_path is not None:
-            _gguf_tensors(gguf_path, quant, writer, cfg)
+            _gguf_tensors(gguf_path, quant, writer, cfg, progress)
         else:
             tensors = _random_tensors(cfg, seed) if loaded.model is None else _state_tensors(loaded)
-            for name, values in tqdm(tensors, desc=f"packaging {cfg.name}", unit="tensor", leave=False):
+            for name, values in tqdm(tensors, desc=f"packaging {cfg.name}", unit="tensor", leave=False, disable=not progress):
                 if name.startswith("lm_head.") and cfg.llm.tie_embeddings:
                     continue
                 role = _role(name)

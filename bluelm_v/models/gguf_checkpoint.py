@@ -384,8 +384,10 @@ class GGUFCheckpoint:
                               f"at index {int(bad[0])}: every value must be finite")
         return values if values.flags.writeable and values.flags.c_contiguous else values.copy()
 
-    def hf_state_dict(self, cfg: Optional[LLMConfig] = None) -> dict[str, "torch.Tensor"]:  # noqa: F821
-        """Every tensor the reference needs, dequantized to float32 torch tensors under HF names."""
+    def hf_state_dict(self, cfg: Optional[LLMConfig] = None,
+                      progress: bool = False) -> dict[str, "torch.Tensor"]:  # noqa: F821
+        """Every tensor the reference needs, dequantized to float32 torch tensors under HF names (``progress``: a
+        bar per tensor)."""
         import torch
         from tqdm import tqdm
 
@@ -395,7 +397,8 @@ class GGUFCheckpoint:
             raise FormatError(f"{self.path}: missing tensors {', '.join(missing[:5])}"
                               + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
         return {hf: torch.from_numpy(self.dequantize(g))
-                for hf, g in tqdm(names.items(), desc=f"dequantizing {self.path.name}", unit="tensor", leave=False)}
+                for hf, g in tqdm(names.items(), desc=f"dequantizing {self.path.name}", unit="tensor", leave=False,
+                                    disable=not progress)}
 
     def tokenizer(self):
         from bluelm_v.models.tokenizer import Tokenizer

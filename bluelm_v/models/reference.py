@@ -134,6 +134,7 @@ class ReferenceVLM:
         self.chunk = chunk or self.config.deploy.chunk
         self.tile_batch = tile_batch or self.config.deploy.tile_batch
         self.last_timing: Optional[Timing] = None
+        self.last_image_tokens = 0
 
     # ---- prompt building --------------------------------------------------------------------------------------
     def prepare(self, message: Message) -> tuple[list[int], list[tuple[torch.Tensor, dict]]]:
@@ -165,7 +166,9 @@ class ReferenceVLM:
     def _image(self, value) -> tuple[list[int], torch.Tensor, dict]:
         """One image -> (its prompt block with IMAGE_TOKEN_ID positions, tiles, layout)."""
         if self.config.family == "bluelm_v":
-            tiles = image_tiles(self.config, value)
+            from bluelm_v.models.families._vlm import with_dynres
+
+            tiles = image_tiles(with_dynres(self.config, self.dynres), value)
             return [IMAGE_TOKEN_ID] * (tiles.shape[0] * self.config.image_tokens_per_tile()), tiles, {}
         from bluelm_v.image import load_image
         from bluelm_v.models.families import family
@@ -196,6 +199,7 @@ class ReferenceVLM:
         timing.extra["preprocess_s"] = time.perf_counter() - t0
         embeds = self.embed(ids, images, timing)
         self.last_timing = timing
+        self.last_image_tokens = sum(1 for i in ids if i == IMAGE_TOKEN_ID)
         return GenerationStream(
             self.loaded.llm, self.tokenizer, embeds, max_new_tokens=max_new_tokens,
             sampling=SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed), stop=stop,

@@ -229,4 +229,19 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   return c;
 }
 
+dynres::Params parse_dynres_override(const std::string& json_text, const ModelConfig& base, const std::string& where) {
+  if (!base.multimodal) throw FormatError(cat(where, ": the model is text-only; it has no image tiling to replace"));
+  check_json_text(json_text, where);
+  json j;
+  try {
+    j = json::parse(json_text);
+  } catch (const json::exception& e) {
+    throw FormatError(cat(where, ": not valid JSON (", e.what(), ")"));
+  }
+  if (!j.is_object()) throw FormatError(cat(where, ": must be a JSON object of dynres parameters"));
+  dynres::Params p = parse_dynres(Reader{j, "dynres", where}, base.vision.image_size);
+  p.vit_patch = int(base.vision.patch_size);
+  return p;
+}
+
 }  // namespace bluelm::model

@@ -71,4 +71,9 @@ void check_session_fits(const LlmConfig& c, int64_t context, int64_t chunk, cons
 // text: the manifest's "model" object as JSON text; where: the file name for messages. Throws FormatError.
 ModelConfig parse_model_config(const std::string& json_text, const std::string& where);
 
+// One of the dynamic-resolution schemes in place of the package's own (`--scheme/--alpha/--grid`): a JSON object
+// with the keys of the manifest's "model.dynres" (scheme, alpha, candidates, max_num, ...), read as that object is;
+// the tile must be the ViT's. Throws FormatError naming `where` and the key.
+dynres::Params parse_dynres_override(const std::string& json_text, const ModelConfig& base, const std::string& where);
+
 }  // namespace bluelm::model

@@ -120,7 +120,7 @@ void bind_engine(py::module_& m) {
 
   py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine")
       .def(py::init([](const std::string& path, int threads, int64_t chunk, int64_t tile_batch, const std::string& kv,
-                       int64_t context, bool release_vit, const std::string& activations) {
+                       int64_t context, bool release_vit, const std::string& activations, const std::string& dynres) {
              EngineOptions o;
              o.threads = threads;
              o.chunk = chunk;
@@ -129,11 +129,13 @@ void bind_engine(py::module_& m) {
              o.context = context;
              o.release_vit = release_vit;
              o.activations = activations;
+             o.dynres = dynres;
              py::gil_scoped_release release;
              return Engine::load(path, o);
            }),
            py::arg("path"), py::arg("threads") = 0, py::arg("chunk") = 0, py::arg("tile_batch") = 0,
-           py::arg("kv_cache") = "", py::arg("context") = 0, py::arg("release_vit") = true, py::arg("activations") = "int8")
+           py::arg("kv_cache") = "", py::arg("context") = 0, py::arg("release_vit") = true, py::arg("activations") = "int8",
+           py::arg("dynres") = "")
       .def("session", &Engine::session)
       .def_property_readonly("init_s", &Engine::init_s)
       .def_property_readonly("vit_resident", &Engine::vit_resident)

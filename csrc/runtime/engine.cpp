@@ -68,6 +68,8 @@ std::shared_ptr<Engine> Engine::load(const std::string& package_dir, const Engin
   if (e->opt_.context > cfg.llm.max_context)
     throw InvalidArgument(cat("context ", e->opt_.context, " exceeds the model's max_context ", cfg.llm.max_context));
   e->act_ = parse_activations(e->opt_.activations);
+  e->dynres_ = e->opt_.dynres.empty() ? cfg.dynres
+                                      : model::parse_dynres_override(e->opt_.dynres, cfg, "engine option dynres");
   model::check_session_fits(cfg.llm, e->opt_.context, e->opt_.chunk,
                             cat(package_dir, ": chunk ", e->opt_.chunk, " with context ", e->opt_.context));
   e->llm_ = std::make_unique<Llm>(*e->pkg_, e->opt_.context, e->act_);
@@ -82,7 +84,7 @@ bool Engine::vit_resident() const {
 }
 
 int64_t Engine::image_tokens(int64_t width, int64_t height) const {
-  const dynres::Plan plan = dynres::plan(width, height, config().dynres);
+  const dynres::Plan plan = dynres::plan(width, height, dynres_);
   return plan.patches * config().image_tokens_per_tile();
 }
 
@@ -241,7 +243,7 @@ void Session::submit_image(std::vector<uint8_t> encoded) {
   auto in = std::make_shared<Submitted>();
   in->encoded = std::move(encoded);
   auto img = std::make_shared<Image>();
-  img->plan = dynres::plan(info.width, info.height, e.config().dynres);
+  img->plan = dynres::plan(info.width, info.height, e.dynres());
   img->tokens = img->plan.patches * e.config().image_tokens_per_tile();
   std::shared_future<Encoded> prev = s_->last;
   std::shared_ptr<Engine> eng = s_->engine;
@@ -270,7 +272,7 @@ void Session::submit_rgb(const uint8_t* rgb, int64_t width, int64_t height) {
   if (width < 1 || height < 1) throw InvalidArgument(cat("image size ", width, "x", height, " must be >= 1"));
   auto in = std::make_shared<Submitted>();
   auto img = std::make_shared<Image>();
-  img->plan = dynres::plan(width, height, e.config().dynres);  // refuses sizes over max_pixels
+  img->plan = dynres::plan(width, height, e.dynres());  // refuses sizes over max_pixels
   img->tokens = img->plan.patches * e.config().image_tokens_per_tile();
   in->rgb.width = width;
   in->rgb.height = height;

@@ -35,6 +35,7 @@ struct EngineOptions {
   int64_t context = 0;        // KV capacity per session (0: min(max_context, 4096))
   bool release_vit = true;    // free the ViT weights when no image is pending
   std::string activations = "int8";  // "int8" | "int16" (two int8 passes; see linear.h)
+  std::string dynres;         // JSON object replacing the package's model.dynres ("": the package's tiling)
 };
 
 struct GenerateOptions {
@@ -115,6 +116,8 @@ class Engine : public std::enable_shared_from_this<Engine> {
   const model::Package& package() const { return *pkg_; }
   const model::ModelConfig& config() const { return pkg_->config(); }
   const EngineOptions& options() const { return opt_; }
+  // The image tiling in use: the package's model.dynres, or EngineOptions::dynres in its place.
+  const dynres::Params& dynres() const { return dynres_; }
   const Llm& llm() const { return *llm_; }
   KvType kv_type() const { return kv_; }
   double init_s() const { return init_s_; }
@@ -136,6 +139,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   std::unique_ptr<Llm> llm_;
   KvType kv_ = KvType::int8;
   Activations act_ = Activations::int8;
+  dynres::Params dynres_;
   double init_s_ = 0;
   mutable std::mutex vit_mutex_;
   std::unique_ptr<VisionEncoder> vit_;

@@ -34,10 +34,16 @@ class ModelAdapter:
 
     kind = "base"
     concurrent = False
+    takes_dynres = False  # can put one of our tiling schemes in place of the model's own (eval --scheme)
 
-    def __init__(self, target: str, *, max_new_tokens: int = 512, temperature: float = 0.0, batch_size: int = 1):
+    def __init__(self, target: str, *, max_new_tokens: int = 512, temperature: float = 0.0, batch_size: int = 1,
+                 dynres: dict | None = None):
         self.target, self.max_new_tokens, self.temperature = target, max_new_tokens, temperature
         self.batch_size = batch_size
+        if dynres and not self.takes_dynres:
+            raise AdapterError(f"--scheme/--alpha/--grid replace the image tiling of torch: and native: models; a "
+                               f"{self.kind}: model tiles images its own way")
+        self.dynres = dict(dynres) if dynres else None
 
     @classmethod
     def endpoint_for(cls, target: str) -> str | None:
@@ -68,8 +74,16 @@ class ModelAdapter:
         return safe_name(f"{self.kind}-{self.target}")
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "target": self.target, "max_new_tokens": self.max_new_tokens,
-                "temperature": self.temperature}
+        out = {"kind": self.kind, "target": self.target, "max_new_tokens": self.max_new_tokens,
+               "temperature": self.temperature}
+        if self.dynres:
+            out["dynres"] = self.dynres
+        return out
+
+    def sample_timing(self) -> dict | None:
+        """After ``generate``: the last request's measured ``ttft_s`` (request start to first token, images
+        included), ``prompt_tokens`` and ``image_tokens``, for adapters that measure them (torch:, native:)."""
+        return None
 
     def generate(self, message: list[dict], *, dataset: str, index: Any) -> str:
         raise NotImplementedError

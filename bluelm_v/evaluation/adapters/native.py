@@ -18,6 +18,7 @@ _INT_OPTIONS = ("threads", "chunk", "tile_batch", "context")
 
 class NativeAdapter(ModelAdapter):
     kind = "native"
+    takes_dynres = True
 
     def __init__(self, target: str, **options):
         super().__init__(target, **options)
@@ -37,7 +38,7 @@ class NativeAdapter(ModelAdapter):
                 raise AdapterError(f"unknown native adapter option {k!r}; known: {', '.join((*_INT_OPTIONS, 'kv_cache'))}")
         self.path = path
         try:
-            self.engine = Engine(path, **opts)
+            self.engine = Engine(path, dynres=self.dynres, **opts)
         except FileNotFoundError as exc:
             raise AdapterError(str(exc)) from None
 
@@ -78,6 +79,10 @@ class NativeAdapter(ModelAdapter):
             return f"package {folder} (unreadable: {exc})"
 
     def generate(self, message: list[dict], *, dataset: str, index: Any) -> str:
+        import time
+
+        self._timing = None
+        start = time.perf_counter()
         s = self.engine.session()
         texts = []
         for i, item in enumerate(message):
@@ -88,4 +93,13 @@ class NativeAdapter(ModelAdapter):
                 texts.append(item["value"])
             else:
                 raise AdapterError(f"{dataset} row {index}: message part {i} is not an image or text part")
-        return s.generate("".join(texts), max_new_tokens=self.max_new_tokens, temperature=self.temperature).text
+        asked = time.perf_counter()
+        result = s.generate("".join(texts), max_new_tokens=self.max_new_tokens, temperature=self.temperature)
+        t = result.timing
+        # The images were submitted (and began encoding) before generate(): the wait until then counts too.
+        self._timing = {"ttft_s": round(asked - start + t.ttft_s, 6), "prompt_tokens": int(t.prompt_tokens),
+                        "image_tokens": int(t.image_tokens)}
+        return result.text
+
+    def sample_timing(self) -> dict | None:
+        return getattr(self, "_timing", None)

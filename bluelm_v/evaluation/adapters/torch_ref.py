@@ -28,10 +28,11 @@ def load_reference():
 
 class TorchAdapter(ModelAdapter):
     kind = "torch"
+    takes_dynres = True
 
     def __init__(self, target: str, **options):
         super().__init__(target, **options)
-        self.model = load_reference()(target)
+        self.model = load_reference()(target, dynres=self.dynres) if self.dynres else load_reference()(target)
 
     @property
     def name(self) -> str:
@@ -71,6 +72,14 @@ class TorchAdapter(ModelAdapter):
         if not isinstance(out, str):
             raise AdapterError(f"reference model returned {type(out).__name__}, not str")
         return out
+
+    def sample_timing(self) -> dict | None:
+        t = getattr(self.model, "last_timing", None)
+        if t is None:
+            return None
+        extra = getattr(t, "extra", {})
+        return {"ttft_s": round(extra.get("preprocess_s", 0.0) + extra.get("vision_s", 0.0) + t.first_token_s, 6),
+                "prompt_tokens": int(t.prompt_tokens), "image_tokens": int(getattr(self.model, "last_image_tokens", 0))}
 
 
     def check(self, datasets: list[str] | None = None) -> None:

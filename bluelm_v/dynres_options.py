@@ -1,5 +1,6 @@
-"""``--scheme/--alpha/--grid``: one of our dynamic-resolution schemes in place of an HF family's own tiling,
-declared once for the commands that take it (check-reference, generate)."""
+"""``--scheme/--alpha/--grid``: one of our dynamic-resolution schemes in place of a model's own image tiling,
+declared once for the commands that take it (check-reference, generate, eval, ablate alpha --measure); a library
+module, so the evaluation options import it without the command line."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,7 @@ from typing import Optional
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheme", choices=("bluelm", "internvl", "llava_next"),
-                   help="replace an HF family's own tiling with this scheme")
+                   help="replace the model's own image tiling with this scheme")
     p.add_argument("--alpha", type=float, help="relaxed-matching alpha (--scheme bluelm)")
     p.add_argument("--grid", type=int, help="candidate grid side k (k x k; max_num k*k for internvl)")
 
