@@ -40,7 +40,7 @@ from bluelm_v import _core, kernels, quant  # noqa: E402
 
 FORMATS = ("q4_0", "q4_1", "q8_0")
 ROUNDS = 5  # probe-then-kernel rounds per row (in_rounds)
-LLC_BYTES = 32 << 20  # the last-level cache to exceed in stream mode (perf-anchors: <= 32 MiB of L3)
+LLC_BYTES = 32 << 20  # the last-level cache to exceed in stream mode (docs/sources.md: <= 32 MiB of L3)
 
 
 def median_time(fn, repeat: int, min_time: float = 0.05) -> float:
@@ -256,8 +256,8 @@ def main(argv=None) -> int:
                       f"{r['gflops']:.1f}", f"{r['roofline_fraction']:.0%}", r["baseline"],
                       f"{r['speedup_vs_baseline']:.2f}x")
     console.print(table)
-    console.print("llama.cpp on the perf-anchors machine (Zen 5, AVX-512; not this run): q4_0 GEMV 12.5 GB/s "
-                  "(1 thread) / 24.9 GB/s (2), q4_0 GEMM 128 columns ~105 / ~208 GFLOP/s (../shared/perf-anchors.md)")
+    console.print("llama.cpp on the reference machine (Zen 5, AVX-512; not this run): q4_0 GEMV 12.5 GB/s "
+                  "(1 thread) / 24.9 GB/s (2), q4_0 GEMM 128 columns ~105 / ~208 GFLOP/s (docs/sources.md)")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
         console.print(f"wrote {len(rows)} rows to {args.json}")

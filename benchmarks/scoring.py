@@ -250,7 +250,7 @@ def main() -> None:
                         "ratio": base_s / ours_s})
         table.add_row(name, f"{ours_s:.3f}", f"{base_s:.3f}", f"{base_s / ours_s:.2f}x", f"{len(records) / ours_s:,.0f}")
     Console().print(table)
-    print("VLMEvalKit on this machine kind (perf-anchors.md): 100k rows take 7.8 s (OCRBench) to ~2 h (MMStar).")
+    print("VLMEvalKit on the reference machine (docs/sources.md): 100k rows take 7.8 s (OCRBench) to ~2 h (MMStar).")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

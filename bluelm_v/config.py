@@ -27,7 +27,7 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Sourced:
-    """A number with where it comes from: a source tag of shared/bluelm-v-facts.md ("P", "B2", ...),
+    """A number with where it comes from: a source tag of docs/sources.md ("P", "B2", ...),
     "measured" (with what measured it) or "fitted" (with what it was fitted on)."""
 
     value: float

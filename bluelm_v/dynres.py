@@ -34,7 +34,7 @@ PARAM_NAMES = (
 
 @dataclass(frozen=True)
 class Plan:
-    """How one image is cut. Fields match the records of shared/dynres-vectors.json."""
+    """How one image is cut. Fields match the records of tests/data/dynres-vectors.json."""
 
     width: int
     height: int
@@ -158,8 +158,8 @@ def square_grid(k: int, descending: bool = False) -> list[tuple[int, int]]:
 
 
 def grid_params(scheme: str, k: int) -> dict:
-    """Parameters restricting a scheme to a k x k grid, as the spec's ``paper3x3`` (k=3) and ``bluelm4x4`` (k=4):
-    the square grid in the scheme's order for bluelm and llava_next, max_num = k*k for internvl."""
+    """Parameters restricting a scheme to a k x k grid, as the golden vectors' ``paper3x3`` (k=3) and ``bluelm4x4``
+    (k=4): the square grid in the scheme's order for bluelm and llava_next, max_num = k*k for internvl."""
     if scheme == "internvl":
         return {"max_num": k * k}
     if scheme in ("bluelm", "llava_next"):

@@ -106,7 +106,7 @@ def test_alpha_sweep_properties(sweep):
     ttft = [s.ttft_mean_s for s in relaxed[1:]]
     assert all(a >= b for a, b in zip(ttft, ttft[1:]))
     for s in relaxed[1:]:
-        assert s.more_than_llava_next == 0  # spec §5 invariant: never more tiles than LLaVA-NeXT
+        assert s.more_than_llava_next == 0  # never more tiles than LLaVA-NeXT
     llava, le0 = by["LLaVA-NeXT"], by["relaxed a=0 (<=)"]
     assert le0.fewer_than_llava_next == le0.more_than_llava_next == 0  # the same grids as LLaVA-NeXT...
     assert le0.mean_tokens <= llava.mean_tokens  # ...but no thumbnail on 1x1 grids (LLaVA-NeXT always adds one)
@@ -162,7 +162,7 @@ def test_cli_chunk_and_measure(tmp_path):
     assert data["best_chunk"] == 128 and len(data["rows"]) == 5
     assert (out / "chunk_ablation.png").is_file()
     # Measured CPU prefill through the native engine, on the tiny model's package (written to a temporary cache).
-    env = {"HOME": str(tmp_path)}
+    env = {"HOME": str(tmp_path), "BLUELM_CACHE": str(tmp_path / "cache")}
     r = run_cli("ablate", "chunk", "--chunks", "16,64", "--measure", "--measure-model", "tiny", "--measure-tokens",
                 "256", "--out", str(out), "--no-progress", env=env)
     assert r.returncode == 0, r.stderr
@@ -170,9 +170,13 @@ def test_cli_chunk_and_measure(tmp_path):
     rows = data["rows"]
     assert all(row["measured_cpu_prefill_s"] > 0 for row in rows)
     # The JSON says what was measured, not only the simulated sweep's model and prompt.
-    assert data["measured"]["model"] == "tiny" and data["measured"]["prompt_tokens"] == 256
+    m = data["measured"]
+    assert m["model"] == "tiny" and m["prompt_tokens"] == 256 and m["weights"] == "seeded random q4_0"
+    assert isinstance(m["threads"], int) and m["threads"] >= 1 and m["cpu"] and m["repeats"] == 1
     assert data["model"] == "bluelm-v-3b" and data["prompt_tokens"] == 2048
-    assert (tmp_path / ".cache" / "bluelm-v" / "packages" / "tiny-q4_0-random" / "manifest.json").is_file()
+    # The package is cached where every other command caches (BLUELM_CACHE), and the record names it.
+    assert m["package"] == str(tmp_path / "cache" / "packages" / "tiny-q4_0-random")
+    assert (tmp_path / "cache" / "packages" / "tiny-q4_0-random" / "manifest.json").is_file()
 
 
 def test_cli_bad_input_is_one_line(tmp_path):

@@ -22,7 +22,7 @@ def test_paper_examples():
 
 
 def test_alpha_zero_printed_rule_is_not_llava_next():
-    # Spec §5(a): with "<" and alpha 0 the first maximal-R_e candidate (the largest canvas) wins.
+    # docs/dynamic-resolution.md: with "<" and alpha 0 the first maximal-R_e candidate (the largest canvas) wins.
     assert dynres.plan(394, 390, alpha=0).grid == (4, 4)
     assert dynres.plan(394, 390, alpha=0, clause2="<=").grid == dynres.plan(394, 390, "llava_next").grid
 

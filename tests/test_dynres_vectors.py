@@ -1,4 +1,4 @@
-"""The public dynamic-resolution vectors (shared/dynres-vectors.json, copied to tests/data) must pass exactly:
+"""The public dynamic-resolution vectors (tests/data/dynres-vectors.json) must pass exactly:
 every record field, every scheme, every size; through plan(), plan_batch() and the named presets."""
 import numpy as np
 import pytest

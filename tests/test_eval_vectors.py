@@ -1,4 +1,4 @@
-"""The public scoring vectors (shared/eval-vectors, copied to tests/data/eval-vectors) must pass exactly through
+"""The public scoring vectors (produced by VLMEvalKit's own scorers, tests/data/eval-vectors) must pass exactly through
 ``bluelm_v.evaluation.score``: every per-record field we produce, every aggregate value (floats within 1e-9),
 rows compared by key, prompts, judge paths and the spreadsheet round trip."""
 import json

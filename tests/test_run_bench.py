@@ -1,6 +1,7 @@
 """Commands people know from llama.cpp: bluelm-v run and bench take a GGUF (or a config name) directly, packaging it
 once into the cache; bench prints llama-bench's pp/tg table (or JSON); run reads its prompt from a file."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +32,8 @@ def test_run_takes_a_gguf_directly_and_a_prompt_file(cache, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["timing"]["new_tokens"] >= 1 and out["text"]
     assert len(list((cache / "packages").iterdir())) == 1
+    # The JSON names what ran: the cached package of the GGUF and the engine's thread count.
+    assert Path(out["model"]).parent == cache / "packages" and out["threads"] >= 1
     assert main(["run", "--model", "smollm2-135m-gguf", "--file", str(tmp_path / "none.txt")]) == 1
     assert "no such file" in capsys.readouterr().err
 
@@ -47,6 +50,11 @@ def test_bench_prints_a_llama_bench_table_and_json(cache, capsys):
     data = json.loads(capsys.readouterr().out)
     assert [(r["test"], r["threads"]) for r in data] == [("pp16", 1), ("pp16", 2)]
     assert all(r["tokens_per_s"] > 0 and len(r["samples_s"]) == 3 for r in data)
+    assert main(["bench", "--model", "smollm2-135m-gguf", "-p", "8", "-n", "0", "-r", "1", "--json",
+                 "--no-progress"]) == 0
+    row, = json.loads(capsys.readouterr().out)
+    assert isinstance(row["threads"], int) and row["threads"] >= 1  # the count that ran, not "all"
+    assert Path(row["package"]).parent == cache / "packages"
 
 
 @pytest.mark.parametrize("argv,message", [(["-p", "0", "-n", "0"], "nothing to measure"),

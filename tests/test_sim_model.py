@@ -26,7 +26,7 @@ def test_workload_counts_match_the_papers_sizes():
     assert 2.6e9 < w.llm_linear_params + w.head_params < 2.8e9  # "2.7B"
     assert 0.40e9 < w.vit_block_params + w.vit_other_params < 0.42e9  # "400M"
     tile_tflop = (w.vit_linear_flops(1) + w.vit_attention_flops(1)) / 1e12
-    assert 0.64 < tile_tflop < 0.69  # facts A1: about 0.67 TFLOP per tile
+    assert 0.64 < tile_tflop < 0.69  # SigLIP so400m [H4]: about 0.67 TFLOP per tile
     assert w.image_tokens_per_tile == 196 and w.vit_tokens == 729
 
 

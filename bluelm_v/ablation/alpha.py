@@ -1,7 +1,7 @@
 """The alpha ablation: what BlueLM-V's relaxation alpha does to tokens, upscaling, padding and simulated TTFT over
 an image-size distribution, beside LLaVA-NeXT and InternVL on the same grid.
 
-Note (dynamic-resolution-spec §5(a)): under the printed rule (clause 2 with "<") alpha = 0 is *not* LLaVA-NeXT:
+Note (docs/dynamic-resolution.md): under the printed rule (clause 2 with "<") alpha = 0 is *not* LLaVA-NeXT:
 it takes the largest canvas holding the whole image. The "<=" variant at alpha = 0 equals LLaVA-NeXT; the sweep
 shows it as its own row when alpha 0 is asked for (same grids as LLaVA-NeXT; LLaVA-NeXT also adds its base image
 to 1x1 grids, BlueLM does not).
@@ -61,7 +61,7 @@ class AlphaResult:
     grid: int
     text_tokens: int
     schemes: list[SchemeStats]
-    note: str = ("alpha = 0 under the printed rule is not LLaVA-NeXT (dynamic-resolution-spec §5(a)); the '<=' "
+    note: str = ("alpha = 0 under the printed rule is not LLaVA-NeXT (docs/dynamic-resolution.md); the '<=' "
                  "variant at alpha = 0 picks LLaVA-NeXT's grids (its tokens differ only by LLaVA-NeXT's thumbnail "
                  "on 1x1 grids)")
 

@@ -164,17 +164,15 @@ def run_chunk(args) -> int:
     from bluelm_v.ablation.plots import chunk_figure
 
     progress = not args.no_progress
-    measured = None
+    measured, record = None, {}
     if args.measure:
         from bluelm_v.sim.measure import measure_cpu_prefill
 
         measured = measure_cpu_prefill(args.chunks, args.measure_model or args.model,
-                                       args.measure_tokens or args.prompt_tokens, progress=progress)
+                                       args.measure_tokens or args.prompt_tokens, progress=progress, record=record)
     res = chunk_sweep(args.chunks, args.model, args.device, args.prompt_tokens, args.kv_capacity, measured, progress)
     if measured:
-        res.measured = {"model": str(args.measure_model or args.model),
-                        "prompt_tokens": args.measure_tokens or args.prompt_tokens, "threads": "engine default",
-                        "how": "this CPU, native engine; a config name runs seeded random q4_0 weights"}
+        res.measured = record  # what the measured column ran, which need not be the simulated sweep's model
     if args.overhead_sensitivity:
         if res.device != "dimensity-9300":
             raise ValueError("--overhead-sensitivity re-fits the Dimensity 9300 profile; use --device dimensity-9300")

@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from bluelm_v import _core
     from bluelm_v.engine import Engine
     from bluelm_v.export.cached import cached_package
+    from bluelm_v.kernels import get_num_threads
 
     for flag, value in (("--n-prompt", args.n_prompt), ("--n-gen", args.n_gen)):
         if value < 0:
@@ -114,9 +115,10 @@ def run(args: argparse.Namespace) -> int:
     out = []
     for t in threads:
         engine = Engine(pkg, threads=t, chunk=args.chunk, context=max(args.n_prompt, 1) + args.n_gen + 1)
+        used = get_num_threads()  # what ran, also when --threads was left to the default (all cores)
         for row in bench_engine(engine, args.n_prompt, args.n_gen, args.repetitions):
-            out.append({"model": name, "size_bytes": size, "backend": f"CPU ({_core.active_isa()})",
-                        "threads": t or "all", "chunk": engine.chunk, **row})
+            out.append({"model": name, "package": str(pkg), "size_bytes": size,
+                        "backend": f"CPU ({_core.active_isa()})", "threads": used, "chunk": engine.chunk, **row})
     if args.json:
         print(json.dumps(out, indent=1))
         return 0

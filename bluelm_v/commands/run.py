@@ -87,9 +87,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         from dataclasses import asdict
 
+        from bluelm_v.kernels import get_num_threads
+
+        # What ran: the package (a GGUF or HF folder is packaged into the cache first) and the engine's settings.
         print(json.dumps({"text": r.text, "tokens": r.tokens, "finish_reason": r.finish_reason, "system": args.system,
-                          "timing": asdict(r.timing), "kv_cache": engine.kv_cache,
-                          "activations": engine.activations, "context": engine.context,
+                          "timing": asdict(r.timing), "model": str(model), "threads": get_num_threads(),
+                          "kv_cache": engine.kv_cache, "activations": engine.activations, "context": engine.context,
                           "kv_bytes_per_token": engine.kv_bytes_per_token}, indent=1))
         return 0
     print()

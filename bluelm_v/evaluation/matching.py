@@ -1,4 +1,4 @@
-"""Multiple-choice answer extraction as VLMEvalKit does it (``can_infer``; eval-spec §2).
+"""Multiple-choice answer extraction as VLMEvalKit does it (``can_infer`` in ``vlmeval/utils/matching_util.py``).
 
 ``infer_choice(text, options)`` returns an option letter, ``'Z'`` (refusal, or a lone token ``Z``) or ``None``
 (nothing found). Step A looks for a letter token near the end or a verbose "answer is X" phrase (A-D only, no word

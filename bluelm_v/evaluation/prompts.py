@@ -1,4 +1,5 @@
-"""Prompt builders as VLMEvalKit's datasets build them (eval-spec §1), each with a version string.
+"""Prompt builders as VLMEvalKit's datasets build them (``build_prompt`` in ``vlmeval/dataset/image_*.py``), each
+with a version string.
 
 A message is VLMEvalKit's list of ``{"type": "image" | "text", "value": ...}`` parts. Builders take a row (a
 dict of dataset fields) and the row's images (paths, bytes, arrays or placeholders, in dataset order) and return

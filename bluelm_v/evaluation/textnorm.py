@@ -1,11 +1,10 @@
 """Answer normalisation of the official VQA evaluation as VLMEvalKit applies it (TextVQA, HallusionBench).
 
-``normalize_vqa_answer`` = newline/tab -> space, strip, ``strip_punctuation``, ``digits_and_articles``.
-Quirks kept (eval-spec §7): the punctuation rule looks at the *input* string (a character with a space on
-either side anywhere, or any digit-comma-digit, deletes instead of spacing), only the first 32 stray periods
-are removed (VLMEvalKit passes ``re.UNICODE`` as the count), number words stop at ten, and the contraction table
-has keys with capitals that can never match lower-cased words.
-"""
+``normalize_vqa_answer`` = newline/tab -> space, strip, ``strip_punctuation``, ``digits_and_articles``. Quirks kept
+(VLMEvalKit's ``dataset/utils/vqa_eval.py``): the punctuation rule looks at the *input* string (a character with a
+space on either side anywhere, or any digit-comma-digit, deletes instead of spacing), only the first 32 stray
+periods are removed (VLMEvalKit passes ``re.UNICODE`` as the count), number words stop at ten, and the contraction
+table has keys with capitals that can never match lower-cased words."""
 from __future__ import annotations
 
 import re

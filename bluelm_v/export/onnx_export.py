@@ -1,4 +1,5 @@
-"""Static-shape ONNX graphs for NPU toolchains (docs/export.md): the deployed pattern of facts sheet D.
+"""Static-shape ONNX graphs for NPU toolchains (docs/export.md): the pattern Qualcomm AI Hub's and
+ExecuTorch's on-device LLM exports share (docs/export.md).
 
 ``export_onnx(spec_or_loaded, out_dir, chunk=128, tile_batch=4, max_context=2048, quant="w4a16")`` writes
 

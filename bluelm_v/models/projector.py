@@ -1,4 +1,4 @@
-"""Token down-sampler and MLP projector (VILA ``mlp_downsample``; facts sheet A1).
+"""Token down-sampler and MLP projector (VILA ``mlp_downsample``; paper §3).
 
 ``downsample`` folds every merge x merge block of the ViT's patch grid into one token of merge*merge*C channels.
 Odd sides are zero-padded at the bottom and right first, so SigLIP's 27x27 grid becomes 14x14 (729 -> 196) and

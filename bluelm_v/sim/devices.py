@@ -2,7 +2,7 @@
 
 A profile gives memory and storage bandwidth, the peak throughput of the CPU and (optionally) the NPU per compute
 precision, and the efficiency factors of the model (docs/simulator.md). Every number is a ``Sourced``: a tag of
-shared/bluelm-v-facts.md ("B2", "N1", "P", "D" for derived), "measured" (with what and when), "fitted" (on which
+docs/sources.md ("B2", "N1", "P", "D" for derived), "measured" (with what and when), "fitted" (on which
 cells) or "assumed". A profile may take its efficiency factors from another with ``efficiency_from`` (the
 Dimensity 9400 and Snapdragon profiles reuse the factors fitted on the Dimensity 9300).
 """
@@ -21,8 +21,8 @@ UNITS = {
     "fraction": 1.0,
 }
 PRECISIONS = ("int8", "int16", "fp16", "fp32")
-# Where a number comes from: a facts-sheet tag, or one of these words.
-SOURCE_WORDS = ("measured", "fitted", "assumed", "perf-anchors")
+# Where a number comes from: a tag of docs/sources.md, or one of these words.
+SOURCE_WORDS = ("measured", "fitted", "assumed")
 
 
 def si(q: Sourced) -> float:
@@ -36,7 +36,7 @@ def _check_sourced(q: Sourced, where: str, units: tuple[str, ...]) -> None:
     if not q.value > 0:
         raise ConfigError(f"{where}: value must be positive, got {q.value}")
     if not q.source.strip():
-        raise ConfigError(f"{where}: empty source (give a facts-sheet tag, or measured / fitted / assumed)")
+        raise ConfigError(f"{where}: empty source (give a tag of docs/sources.md, or measured / fitted / assumed)")
     first = q.source.split()[0].strip("[],;")
     if first in ("fitted", "measured") and not q.note.strip():
         raise ConfigError(f"{where}: a {first} number must say in its note what it was {first} on")

@@ -22,15 +22,19 @@ import numpy as np
 
 def measure_cpu_prefill(chunks: list[int], model: str = "bluelm-v-3b", prompt_tokens: int = 2048,
                         threads: Optional[int] = None, package_dir: Optional[os.PathLike] = None,
-                        repeats: int = 1, progress: bool = False) -> dict[int, float]:
+                        repeats: int = 1, progress: bool = False, record: Optional[dict] = None) -> dict[int, float]:
     """Measured CPU prefill seconds on this machine per chunk size, through the native engine.
 
     ``model`` is a model package folder, or a config name (``bluelm-v-3b``, ``smollm2-135m``, ``tiny``) whose
     package with seeded random q4_0 weights is written once to ``package_dir`` (default
-    ``~/.cache/bluelm-v/packages/<model>-q4_0-random``). The prompt is ``prompt_tokens`` random text tokens;
+    ``$BLUELM_CACHE/packages/<model>-q4_0-random``). The prompt is ``prompt_tokens`` random text tokens;
     each chunk size runs the whole prefill ``repeats`` times on a fresh KV cache and the best time is kept.
+    ``record``, when given, is filled with what was measured: model, package folder, prompt tokens, the engine's
+    thread count, repeats and this CPU's name (what a result file should say beside the times).
     """
+    from bluelm_v import kernels
     from bluelm_v.engine import Engine
+    from bluelm_v.export.cached import cache_root
     from bluelm_v.export.package import package
 
     if not chunks or any(int(c) < 1 for c in chunks):
@@ -39,11 +43,16 @@ def measure_cpu_prefill(chunks: list[int], model: str = "bluelm-v-3b", prompt_to
         raise ValueError(f"prompt_tokens must be positive, got {prompt_tokens}")
     path = Path(model)
     if not (path / "manifest.json").is_file():
-        path = Path(package_dir) if package_dir else (Path.home() / ".cache" / "bluelm-v" / "packages" /
-                                                       f"{model}-q4_0-random")
+        path = Path(package_dir) if package_dir else cache_root() / "packages" / f"{model}-q4_0-random"
         if not (path / "manifest.json").is_file():
             package(model, path, quant="q4_0", vit_quant="q8_0", random=True)
     engine = Engine(path, threads=threads, context=prompt_tokens)
+    if record is not None:
+        random_weights = path != Path(model)
+        record.update(model=str(model), package=str(path),
+                      weights="seeded random q4_0" if random_weights else "package",
+                      prompt_tokens=int(prompt_tokens), threads=kernels.get_num_threads(), repeats=int(repeats),
+                      cpu=_cpu_name(), how="native engine, best of repeats per chunk size on a fresh KV cache")
     rng = np.random.default_rng(0)
     ids = [int(i) for i in rng.integers(16, min(engine._e.vocab, 30000), prompt_tokens)]
     out: dict[int, float] = {}

@@ -243,7 +243,7 @@ def deployment_for(cfg, device_has_npu: bool, **overrides) -> Deployment:
 
 
 def minicpm_slices(width: int, height: int, max_slices: int = 9, slice_side: int = 448) -> tuple[int, int]:
-    """MiniCPM-V 2.5's slicing (dynamic-resolution-spec §8): (cols, rows) of the slice grid; (1, 1) means no
+    """MiniCPM-V 2.5's slicing ([M1], docs/sources.md): (cols, rows) of the slice grid; (1, 1) means no
     slicing. ViT passes = cols * rows + 1 (the source image) when sliced, else 1."""
     if width < 1 or height < 1:
         raise ValueError(f"image size must be positive, got {width}x{height}")

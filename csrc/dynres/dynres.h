@@ -1,6 +1,6 @@
 #pragma once
 // Dynamic image resolution: which grid of 384x384 tiles an image of w x h pixels is cut into.
-// Three selection rules, as docs/dynamic-resolution.md (from shared/dynamic-resolution-spec.md) states them:
+// Three selection rules, as docs/dynamic-resolution.md states them:
 //   bluelm      BlueLM-V-3B Algorithm 1, relaxed aspect-ratio matching with alpha (paper §3.2, appendix §7)
 //   llava_next  LLaVA-NeXT select_best_resolution (max effective resolution, then min wasted)
 //   internvl    InternVL 1.5/2 find_closest_aspect_ratio (closest ratio, area tie rule)
@@ -36,7 +36,7 @@ struct Params {
   int64_t max_pixels = 178956970;  // w*h above this is refused (Pillow's decompression-bomb limit)
 };
 
-// Each scheme's defaults: the bluelm4x4 entries of shared/dynres-vectors.json.
+// Each scheme's defaults: the bluelm4x4 entries of tests/data/dynres-vectors.json.
 Params default_params(Selection selection);
 Selection parse_selection(const std::string& s);
 Thumbnail parse_thumbnail(const std::string& s);

@@ -17,7 +17,7 @@ Params grid3(Selection s) {
 }
 }  // namespace
 
-// The paper's worked examples (Fig. 3 and Fig. 9; spec §4).
+// The paper's worked examples (Fig. 3 and Fig. 9; docs/dynamic-resolution.md).
 BLUELM_TEST(dynres_paper_examples) {
   Plan a = plan(394, 390, grid3(Selection::llava_next));
   CHECK_EQ(a.grid.m, 2);

@@ -2,7 +2,8 @@
 // This machine's limits, measured by the kernel benchmark in the same run as the kernels (benchmarks/kernels.py):
 // read bandwidth over a buffer of a given size, and the peak throughput of the arithmetic instructions each
 // kernel tier is built on. The peak loops are hand-written assembly (independent accumulator chains, no memory
-// operands), so a compiler's register copies cannot lower them (see perf-anchors.md).
+// operands), so a compiler's register copies cannot lower them (a plain-intrinsics VNNI loop from gcc 12 reached
+// ~600 of ~890 GOPS).
 #include <cstdint>
 #include <string>
 #include <vector>

@@ -1,4 +1,4 @@
-"""ANLS as VLMEvalKit computes it (DocVQA, InfoVQA; eval-spec §8).
+"""ANLS as VLMEvalKit computes it (DocVQA, InfoVQA; ``dataset/utils/vqa_eval.py``).
 
 distance = Levenshtein(norm(answer), norm(prediction)) / max(len(answer.upper()), len(prediction.upper())), with
 norm = strip, lower-case, collapse whitespace; the denominator uses the raw strings. Sample score = 1 - the

@@ -1,4 +1,4 @@
-"""MMBench circular evaluation (eval-spec §4).
+"""MMBench circular evaluation (VLMEvalKit's ``dataset/image_mcq.py`` and ``tools.py``).
 
 Rotation k of question g has index g + k * 1e6 (``g_index`` = index mod 1e6 unless the records carry a
 ``g_index`` column). Only a main row (index == g_index) starts a group; the group is every row with that g_index,

@@ -1,4 +1,5 @@
-"""MathVista testmini (eval-spec §10): rule-based prefetch, then the judge's extracted answer.
+"""MathVista testmini (VLMEvalKit's ``dataset/utils/mathvista.py``): rule-based prefetch, then the judge's extracted
+answer.
 
 Prefetch on the raw prediction: multi_choice -> any letter ``can_infer`` finds over the choices (right or wrong,
 ``'Z'`` included) is taken; integer -> ``int(prediction) == int(answer)`` and non-zero (a correct 0 is falsy);

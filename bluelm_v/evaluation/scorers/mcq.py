@@ -2,7 +2,8 @@
 
 Per record: ``extracted`` (a letter, ``'Z'`` when nothing is found) and ``hit``. MMMU open questions (option A
 empty) become A = gold text, B = "Other Answers", and every gold answer that is not one capital letter counts as
-A (eval-spec §3). The aggregate is one row per ``split`` (``'none'`` without a split column): ``Overall``, then
+A (VLMEvalKit's ``dataset/image_mcq.py``).
+The aggregate is one row per ``split`` (``'none'`` without a split column): ``Overall``, then
 the sorted ``l2-category`` values (only a column with exactly that name; MMBench's names abbreviated), then the
 sorted ``category`` values; fractions in [0, 1], NaN where a split has no such row.
 """

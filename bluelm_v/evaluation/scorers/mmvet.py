@@ -1,4 +1,5 @@
-"""MMVet (eval-spec §11): every sample is graded 0.0-1.0 by an LLM judge; there is no rule-based path.
+"""MMVet (VLMEvalKit's ``dataset/utils/mmvet.py``): every sample is graded 0.0-1.0 by an LLM judge; there is no
+rule-based path.
 
 Reply parsing: ``float(reply)``, accepted if 0 <= value <= 1 (so 'nan' is accepted, 'inf' and '1.2' are not), up
 to 5 tries at temperature 0.5 * try, else 0.0. Aggregates (x100, sum / count): capability rows rec, ocr, know, gen,
@@ -20,7 +21,7 @@ CAPABILITIES = ("rec", "ocr", "know", "gen", "spat", "math")
 TRIES = 5
 
 # VLMEvalKit's MMVet grading prompt (utils/mmvet.py, from the MM-Vet authors), reproduced as text so judged
-# numbers stay comparable; shared/eval-vectors/mmvet.json holds a full example.
+# numbers stay comparable; tests/data/eval-vectors/mmvet.json holds a full example.
 GRADER_PROMPT = """
 Compare the ground truth and prediction from AI models, to give a correctness score for the prediction.
 <AND> in the ground truth means it is totally right

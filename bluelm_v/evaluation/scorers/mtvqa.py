@@ -1,7 +1,6 @@
-"""MTVQA (eval-spec §9): score 1 if the answer (strip, lower, every '.' removed) is a substring of the prediction
-(same treatment). Metrics x100: one entry per category in first-seen order and ``Average`` over all records (a
-micro-average), inserted right after the first category as VLMEvalKit does.
-"""
+"""MTVQA (VLMEvalKit's ``dataset/image_vqa.py``): score 1 if the answer (strip, lower, every '.' removed) is a
+substring of the prediction (same treatment). Metrics x100: one entry per category in first-seen order and
+``Average`` over all records (a micro-average), inserted right after the first category as VLMEvalKit does."""
 from __future__ import annotations
 
 from collections import defaultdict

@@ -1,4 +1,4 @@
-"""OCRBench's 1000-point score (eval-spec §6).
+"""OCRBench's 1000-point score (VLMEvalKit's ``dataset/utils/ocrbench.py``).
 
 A row hits if any listed answer, normalised, is a substring of the normalised prediction: lower-case + strip +
 newline -> space for the ordinary categories; for "Handwritten Mathematical Expression Recognition" no lower-casing

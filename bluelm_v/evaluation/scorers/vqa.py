@@ -1,4 +1,4 @@
-"""VQA accuracy (TextVQA; eval-spec §7) and the shared VQA aggregate table.
+"""VQA accuracy (TextVQA; VLMEvalKit's ``dataset/utils/vqa_eval.py``) and the shared VQA aggregate table.
 
 Prediction and every gold answer are normalised (``textnorm.normalize_vqa_answer``). For gold answer i,
 acc_i = min(1, #(other gold answers equal to the prediction) / 3); the sample score is the mean of acc_i. With a

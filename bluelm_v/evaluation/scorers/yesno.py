@@ -1,4 +1,4 @@
-"""Yes/no questions: HallusionBench (eval-spec §5).
+"""Yes/no questions: HallusionBench (VLMEvalKit's ``dataset/utils/yorn.py``).
 
 ``extracted`` = Yes / No / Unknown by the word rule (``textnorm.yes_no_extract``); a judge, when given, is asked
 only for the Unknowns (up to 5 times, temperature 0.5 * try). ``score`` = (answer == extracted), exact.
