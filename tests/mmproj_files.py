@@ -29,9 +29,8 @@ from safetensors.numpy import load_file
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from bluelm_v.models.gguf_checkpoint import permute_rows_to_gguf
+from test_checkpoints import add_test_tokenizer
 
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 SPECIALS = {  # family -> {id: token}, the ids the random models reserve (bluelm_v.models.families)
     "internvl": {297: "<img>", 298: "</img>", 299: "<IMG_CONTEXT>"},
     "idefics3": {399: "<image>", 398: "<fake_token_around_image>", 397: "<global-img>",
@@ -105,16 +104,7 @@ def write_llm(folder: Path, fam: str, path: Path, qtype=None) -> Path:
     rope = (tc.get("rope_parameters") or {}).get("rope_theta", tc.get("rope_theta", 10000.0))
     w.add_rope_freq_base(float(rope))
     w.add_layer_norm_rms_eps(tc["rms_norm_eps"])
-    tokens, types, merges = vocab(tc["vocab_size"], SPECIALS[fam])
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("smollm")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(257)
-    w.add_eos_token_id(258)
-    w.add_add_bos_token(False)
-    w.add_chat_template(CHATML)
+    add_test_tokenizer(w, *vocab(tc["vocab_size"], SPECIALS[fam]))
     for name, a in text.items():
         if name == "lm_head.weight":
             if not tied:

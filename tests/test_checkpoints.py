@@ -37,6 +37,23 @@ def tiny_vocab(n):
     raise AssertionError("vocabulary too large for this helper")
 
 
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def add_test_tokenizer(w, tokens, types, merges, template=CHATML):
+    """SmolLM2's tokenizer keys (gpt2 BPE, bos 257, eos 258, no added BOS) over a test vocabulary."""
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(257)
+    w.add_eos_token_id(258)
+    w.add_add_bos_token(False)
+    w.add_chat_template(template)
+
+
 def write_gguf(path, lm_state, cfg, qtypes=None, skip=(), extra_kv=None, shape_override=None):
     """lm_state: HF-named float tensors of a LlamaForCausalLM; qtypes: GGUF name -> quant type (default F32)."""
     qtypes = qtypes or {}
@@ -51,17 +68,7 @@ def write_gguf(path, lm_state, cfg, qtypes=None, skip=(), extra_kv=None, shape_o
     w.add_rope_freq_base(cfg.rope_theta)
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     w.add_rope_dimension_count(cfg.dim_head)
-    tokens, types, merges = tiny_vocab(cfg.vocab)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("smollm")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(257)
-    w.add_eos_token_id(258)
-    w.add_add_bos_token(False)
-    w.add_chat_template("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-                        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    add_test_tokenizer(w, *tiny_vocab(cfg.vocab))
     for k, v in (extra_kv or {}).items():
         w.add_string(k, v)
     names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
