@@ -91,3 +91,15 @@ def test_packaging_draws_a_bar_only_when_asked(tmp_path, capsys):
     assert "packaging tiny" in capsys.readouterr().err
     assert main(["package", "--model", "tiny", "--random", "--out", str(tmp_path / "cli2"), "--no-progress"]) == 0
     assert "packaging" not in capsys.readouterr().err
+
+
+def test_run_packages_a_config_quietly_with_no_progress(tmp_path, capsys, monkeypatch):
+    """run packages what it is given into the cache first; --no-progress keeps that quiet, as everywhere else."""
+    from bluelm_v.cli import main
+
+    monkeypatch.setenv("BLUELM_CACHE", str(tmp_path / "cache"))
+    assert main(["run", "--model", "tiny", "--prompt", "hi", "--max-new-tokens", "2", "--no-progress"]) == 0
+    assert "packaging" not in capsys.readouterr().err
+    monkeypatch.setenv("BLUELM_CACHE", str(tmp_path / "cache2"))
+    assert main(["run", "--model", "tiny", "--prompt", "hi", "--max-new-tokens", "2"]) == 0
+    assert "packaging" in capsys.readouterr().err

@@ -45,6 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="activations of the quantized products (default: the package's, int16)")
     p.add_argument("--context", type=int, help="KV cache positions (default: min(max_context, 4096))")
     p.add_argument("--json", action="store_true", help="print the answer and timing as one JSON object instead")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar while a GGUF or folder is packaged")
 
 
 def read_prompt(args: argparse.Namespace) -> str:
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.interactive and args.prompt is None and args.file is None:
         raise ValueError("give the question with --prompt or --file, or chat with --interactive")
     prompt = None if args.prompt is None and args.file is None else read_prompt(args)
-    model = cached_package(args.model, quant=args.quant, progress=not args.json)
+    model = cached_package(args.model, quant=args.quant, progress=not (args.json or args.no_progress))
     engine = Engine(model, threads=args.threads, chunk=args.chunk, tile_batch=args.tile_batch,
                     kv_cache=args.kv_cache, context=args.context, activations=args.activations)
     s = engine.session()
