@@ -314,7 +314,7 @@ def test_named_python_objects_exist():
 
     missing = []
     for doc in DOCS:
-        for ref in sorted(set(re.findall(r"`(bluelm_v(?:\.\w+)+)", doc.read_text()))):
+        for ref in sorted(set(re.findall(r"`(bluelm_v(?:\.\w+)+)(?![\w/])", doc.read_text()))):
             parts = ref.split(".")
             for i in range(len(parts), 0, -1):
                 try:
