@@ -139,30 +139,28 @@ void keys_i8_t_avx2(const int8_t* k, const float* ks, int64_t nb, int64_t hd, in
   }
 }
 
-void keys_f32_t_avx2(const float* k, int64_t nb, int64_t hd, float* kt, int64_t ldk) {
-  if (hd % 8) return attention_kernels_scalar()->keys_f32_t(k, nb, hd, kt, ldk);
+// Rows of 8 positions x 8 dimensions, loaded as floats by load(position, dimension), transposed into kt.
+template <class Load>
+void keys_t_8x8(int64_t nb, int64_t hd, float* kt, int64_t ldk, Load load) {
   for (int64_t j = 0; j < nb; j += 8) {
     const int64_t rows = nb - j < 8 ? nb - j : 8;
     for (int64_t i = 0; i < hd; i += 8) {
       __m256 r[8];
-      for (int64_t a = 0; a < 8; ++a) r[a] = a < rows ? _mm256_loadu_ps(k + (j + a) * hd + i) : _mm256_setzero_ps();
+      for (int64_t a = 0; a < 8; ++a) r[a] = a < rows ? load(j + a, i) : _mm256_setzero_ps();
       transpose8(r);
       for (int64_t c = 0; c < 8; ++c) _mm256_storeu_ps(kt + (i + c) * ldk + j, r[c]);
     }
   }
 }
 
+void keys_f32_t_avx2(const float* k, int64_t nb, int64_t hd, float* kt, int64_t ldk) {
+  if (hd % 8) return attention_kernels_scalar()->keys_f32_t(k, nb, hd, kt, ldk);
+  keys_t_8x8(nb, hd, kt, ldk, [&](int64_t p, int64_t i) { return _mm256_loadu_ps(k + p * hd + i); });
+}
+
 void keys_f16_t_avx2(const uint16_t* k, int64_t nb, int64_t hd, float* kt, int64_t ldk) {
   if (hd % 8) return attention_kernels_scalar()->keys_f16_t(k, nb, hd, kt, ldk);
-  for (int64_t j = 0; j < nb; j += 8) {
-    const int64_t rows = nb - j < 8 ? nb - j : 8;
-    for (int64_t i = 0; i < hd; i += 8) {
-      __m256 r[8];
-      for (int64_t a = 0; a < 8; ++a) r[a] = a < rows ? load8_f16(k + (j + a) * hd + i) : _mm256_setzero_ps();
-      transpose8(r);
-      for (int64_t c = 0; c < 8; ++c) _mm256_storeu_ps(kt + (i + c) * ldk + j, r[c]);
-    }
-  }
+  keys_t_8x8(nb, hd, kt, ldk, [&](int64_t p, int64_t i) { return load8_f16(k + p * hd + i); });
 }
 
 void values_f16_avx2(const uint16_t* v, int64_t nb, int64_t hd, float* vt) {
@@ -213,14 +211,9 @@ void product_rows(const float* a, int64_t lda, const float* b, int64_t ldb, int6
 template <bool Acc>
 void product(const float* a, int64_t lda, int64_t m, const float* b, int64_t ldb, int64_t n, int64_t k, float* c,
              int64_t ldc) {
-  int64_t r = 0;
-  for (; r + 4 <= m; r += 4) product_rows<4, Acc>(a + r * lda, lda, b, ldb, n, k, c + r * ldc, ldc);
-  switch (m - r) {
-    case 3: product_rows<3, Acc>(a + r * lda, lda, b, ldb, n, k, c + r * ldc, ldc); break;
-    case 2: product_rows<2, Acc>(a + r * lda, lda, b, ldb, n, k, c + r * ldc, ldc); break;
-    case 1: product_rows<1, Acc>(a + r * lda, lda, b, ldb, n, k, c + r * ldc, ldc); break;
-    default: break;
-  }
+  for_row_blocks(m, [&](auto rows, int64_t r) {
+    product_rows<decltype(rows)::value, Acc>(a + r * lda, lda, b, ldb, n, k, c + r * ldc, ldc);
+  });
 }
 
 void scores_avx2(const float* q, int64_t ldq, int64_t m, const float* kt, int64_t ldk, int64_t nc, int64_t hd,

@@ -54,14 +54,9 @@ void product_rows(const float* a, int64_t lda, const float* b, int64_t ldb, int6
 template <bool Acc>
 void product(const float* a, int64_t lda, int64_t m, const float* b, int64_t ldb, int64_t n, int64_t k, float* c,
              int64_t ldc) {
-  int64_t r = 0;
-  for (; r + 4 <= m; r += 4) product_rows<4, Acc>(a + r * lda, lda, b, ldb, n, k, c + r * ldc, ldc);
-  switch (m - r) {
-    case 3: product_rows<3, Acc>(a + r * lda, lda, b, ldb, n, k, c + r * ldc, ldc); break;
-    case 2: product_rows<2, Acc>(a + r * lda, lda, b, ldb, n, k, c + r * ldc, ldc); break;
-    case 1: product_rows<1, Acc>(a + r * lda, lda, b, ldb, n, k, c + r * ldc, ldc); break;
-    default: break;
-  }
+  for_row_blocks(m, [&](auto rows, int64_t r) {
+    product_rows<decltype(rows)::value, Acc>(a + r * lda, lda, b, ldb, n, k, c + r * ldc, ldc);
+  });
 }
 
 void scores_avx512(const float* q, int64_t ldq, int64_t m, const float* kt, int64_t ldk, int64_t nc, int64_t hd,
@@ -139,14 +134,9 @@ void scores_i8_direct_rows(const float* q, int64_t ldq, const int8_t* k, const f
 bool scores_i8_direct_avx512(const float* q, int64_t ldq, int64_t m, const int8_t* k, const float* ks, int64_t nb,
                              int64_t hd, int64_t gs, float* s, int64_t lds) {
   if (hd % 16 || gs % 16 || m > 8) return false;
-  int64_t r = 0;
-  for (; r + 4 <= m; r += 4) scores_i8_direct_rows<4>(q + r * ldq, ldq, k, ks, nb, hd, gs, s + r * lds, lds);
-  switch (m - r) {
-    case 3: scores_i8_direct_rows<3>(q + r * ldq, ldq, k, ks, nb, hd, gs, s + r * lds, lds); break;
-    case 2: scores_i8_direct_rows<2>(q + r * ldq, ldq, k, ks, nb, hd, gs, s + r * lds, lds); break;
-    case 1: scores_i8_direct_rows<1>(q + r * ldq, ldq, k, ks, nb, hd, gs, s + r * lds, lds); break;
-    default: break;
-  }
+  for_row_blocks(m, [&](auto rows, int64_t r) {
+    scores_i8_direct_rows<decltype(rows)::value>(q + r * ldq, ldq, k, ks, nb, hd, gs, s + r * lds, lds);
+  });
   return true;
 }
 
@@ -197,14 +187,9 @@ void accumulate_i8_rows(const float* p, int64_t ldp, const int8_t* v, const floa
 bool accumulate_i8_direct_avx512(const float* p, int64_t ldp, int64_t m, const int8_t* v, const float* vs, int64_t nb,
                                  int64_t hd, int64_t gs, float* o, int64_t ldo) {
   if (hd % 16 || gs % 16 || m > 8) return false;
-  int64_t r = 0;
-  for (; r + 4 <= m; r += 4) accumulate_i8_rows<4>(p + r * ldp, ldp, v, vs, nb, hd, gs, o + r * ldo, ldo);
-  switch (m - r) {
-    case 3: accumulate_i8_rows<3>(p + r * ldp, ldp, v, vs, nb, hd, gs, o + r * ldo, ldo); break;
-    case 2: accumulate_i8_rows<2>(p + r * ldp, ldp, v, vs, nb, hd, gs, o + r * ldo, ldo); break;
-    case 1: accumulate_i8_rows<1>(p + r * ldp, ldp, v, vs, nb, hd, gs, o + r * ldo, ldo); break;
-    default: break;
-  }
+  for_row_blocks(m, [&](auto rows, int64_t r) {
+    accumulate_i8_rows<decltype(rows)::value>(p + r * ldp, ldp, v, vs, nb, hd, gs, o + r * ldo, ldo);
+  });
   return true;
 }
 

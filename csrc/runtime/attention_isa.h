@@ -4,6 +4,7 @@
 // products; the rest is the AVX2 tier's). attention_kernels() picks the active tier's table (common/isa.h); aarch64
 // runs the scalar table (no NEON tier yet).
 #include <cstdint>
+#include <type_traits>
 
 #include "common/isa.h"
 
@@ -52,5 +53,19 @@ const AttentionKernels* attention_kernels_for(Isa isa);  // null when this build
 const AttentionKernels* attention_kernels_scalar();
 const AttentionKernels* attention_kernels_avx2();    // null when not compiled in (non-x86 builds)
 const AttentionKernels* attention_kernels_avx512();  // the AVX2 table with 512-bit products; null off x86
+
+// Row blocking of the tiers' register tiles: body(std::integral_constant<int, R>{}, r) for rows [r, r + R) in blocks
+// of 4, then the remainder as one block of 3, 2 or 1 rows.
+template <class Body>
+inline void for_row_blocks(int64_t m, Body&& body) {
+  int64_t r = 0;
+  for (; r + 4 <= m; r += 4) body(std::integral_constant<int, 4>{}, r);
+  switch (m - r) {
+    case 3: body(std::integral_constant<int, 3>{}, r); break;
+    case 2: body(std::integral_constant<int, 2>{}, r); break;
+    case 1: body(std::integral_constant<int, 1>{}, r); break;
+    default: break;
+  }
+}
 
 }  // namespace bluelm::runtime
