@@ -208,6 +208,106 @@ bool accumulate_i8_direct_avx512(const float* p, int64_t ldp, int64_t m, const i
   return true;
 }
 
+// Columns of the 16x16 block of 32-bit lanes r[0..16) (rows in, columns out), in place: 64 shuffles (zero-masked
+// forms: gcc 12 warns about the undefined source register of the plain ones).
+void transpose16_epi32(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_maskz_unpacklo_epi32(0xFFFF, r[i], r[i + 1]);
+    t[i + 1] = _mm512_maskz_unpackhi_epi32(0xFFFF, r[i], r[i + 1]);
+  }
+  // u[4 b + d]: dword d of each 128-bit lane of rows 4b .. 4b + 3.
+  __m512i u[16];
+  for (int b = 0; b < 4; ++b) {
+    u[4 * b + 0] = _mm512_maskz_unpacklo_epi64(0xFF, t[4 * b], t[4 * b + 2]);
+    u[4 * b + 1] = _mm512_maskz_unpackhi_epi64(0xFF, t[4 * b], t[4 * b + 2]);
+    u[4 * b + 2] = _mm512_maskz_unpacklo_epi64(0xFF, t[4 * b + 1], t[4 * b + 3]);
+    u[4 * b + 3] = _mm512_maskz_unpackhi_epi64(0xFF, t[4 * b + 1], t[4 * b + 3]);
+  }
+  for (int d = 0; d < 4; ++d) {
+    const __m512i s1 = _mm512_maskz_shuffle_i32x4(0xFFFF, u[d], u[4 + d], 0x44), s2 = _mm512_maskz_shuffle_i32x4(0xFFFF, u[d], u[4 + d], 0xEE);
+    const __m512i s3 = _mm512_maskz_shuffle_i32x4(0xFFFF, u[8 + d], u[12 + d], 0x44);
+    const __m512i s4 = _mm512_maskz_shuffle_i32x4(0xFFFF, u[8 + d], u[12 + d], 0xEE);
+    r[d] = _mm512_maskz_shuffle_i32x4(0xFFFF, s1, s3, 0x88);
+    r[4 + d] = _mm512_maskz_shuffle_i32x4(0xFFFF, s1, s3, 0xDD);
+    r[8 + d] = _mm512_maskz_shuffle_i32x4(0xFFFF, s2, s4, 0x88);
+    r[12 + d] = _mm512_maskz_shuffle_i32x4(0xFFFF, s2, s4, 0xDD);
+  }
+}
+
+int32_t load_i32(const int8_t* p) {
+  int32_t x;
+  __builtin_memcpy(&x, p, 4);
+  return x;
+}
+
+// R query rows against 16 positions at a time in integers (VNNI): the 16 key rows transposed in 4-byte columns, so
+// lane p of column c holds dimensions 4c .. 4c + 3 of position p; vpdpbusd multiplies the keys offset to unsigned
+// (k + 128) by the broadcast int8 query and sums four products per lane, and 128 x the query's group sum is taken
+// off again before the group's sums are scaled once per position. The columns stay in registers (the loop over
+// a 16-column block is unrolled), and the scales of the 16 positions are laid out per group once per block.
+template <int R>
+void scores_i8q_rows(const int8_t* q8, const float* qd, const int32_t* qsum, const int8_t* k, const float* ks,
+                     int64_t nb, int64_t hd, int64_t gs, float* s, int64_t lds) {
+  const int64_t groups = hd / gs, chunks = hd / 4, per_group = gs / 4;
+  const __m512i flip = _mm512_set1_epi8(char(0x80));
+  alignas(64) float scale[kMaxScaleGroups][16];
+  for (int64_t j0 = 0; j0 < nb; j0 += 16) {
+    const int64_t np = nb - j0 < 16 ? nb - j0 : 16;
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t p = 0; p < 16; ++p) scale[g][p] = p < np ? ks[(j0 + p) * groups + g] : 0.0f;
+    __m512 sc[R];
+    __m512i acc[R];
+    for (int r = 0; r < R; ++r) {
+      sc[r] = _mm512_setzero_ps();
+      acc[r] = _mm512_setzero_si512();
+    }
+    int64_t g = 0, left = per_group;  // the group being summed, and its columns still to come
+    for (int64_t c0 = 0; c0 < chunks; c0 += 16) {
+      const int64_t nc = chunks - c0 < 16 ? chunks - c0 : 16;
+      __m512i t[16];
+      for (int p = 0; p < 16; ++p)
+        t[p] = p < np ? _mm512_maskz_loadu_epi32(lanes(nc), k + (j0 + p) * hd + 4 * c0) : _mm512_setzero_si512();
+      transpose16_epi32(t);
+#pragma GCC unroll 16
+      for (int c = 0; c < 16; ++c) {
+        if (c >= nc) break;
+        const __m512i ku = _mm512_xor_si512(t[c], flip);
+        for (int r = 0; r < R; ++r)
+          acc[r] = _mm512_dpbusd_epi32(acc[r], ku, _mm512_set1_epi32(load_i32(q8 + r * hd + 4 * (c0 + c))));
+        if (--left == 0) {  // the group ends: scale its sums once
+          const __m512 d = _mm512_load_ps(scale[g]);
+          for (int r = 0; r < R; ++r) {
+            const __m512i dot = _mm512_sub_epi32(acc[r], _mm512_set1_epi32(128 * qsum[r * groups + g]));
+            const __m512 w = _mm512_mul_ps(d, _mm512_set1_ps(qd[r * groups + g]));
+            sc[r] = _mm512_add_ps(sc[r], _mm512_mul_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, dot), w));
+            acc[r] = _mm512_setzero_si512();
+          }
+          ++g;
+          left = per_group;
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(s + r * lds + j0, lanes(np), sc[r]);
+  }
+}
+
+bool scores_i8q_avx512(const int8_t* q8, const float* qd, const int32_t* qsum, int64_t m, const int8_t* k,
+                       const float* ks, int64_t nb, int64_t hd, int64_t gs, float* s, int64_t lds) {
+  if (gs % 4 || hd / gs > kMaxScaleGroups) return attention_kernels_avx2()->scores_i8q(q8, qd, qsum, m, k, ks, nb, hd, gs, s, lds);
+  const int64_t groups = hd / gs;
+  int64_t r = 0;
+  for (; r + 4 <= m; r += 4)
+    scores_i8q_rows<4>(q8 + r * hd, qd + r * groups, qsum + r * groups, k, ks, nb, hd, gs, s + r * lds, lds);
+  switch (m - r) {
+    case 3: scores_i8q_rows<3>(q8 + r * hd, qd + r * groups, qsum + r * groups, k, ks, nb, hd, gs, s + r * lds, lds); break;
+    case 2: scores_i8q_rows<2>(q8 + r * hd, qd + r * groups, qsum + r * groups, k, ks, nb, hd, gs, s + r * lds, lds); break;
+    case 1: scores_i8q_rows<1>(q8 + r * hd, qd + r * groups, qsum + r * groups, k, ks, nb, hd, gs, s + r * lds, lds); break;
+    default: break;
+  }
+  return true;
+}
+
 }  // namespace
 
 const AttentionKernels* attention_kernels_avx512() {
@@ -219,6 +319,7 @@ const AttentionKernels* attention_kernels_avx512() {
     k.accumulate = accumulate_avx512;
     k.scores_i8_direct = scores_i8_direct_avx512;
     k.accumulate_i8_direct = accumulate_i8_direct_avx512;
+    k.scores_i8q = scores_i8q_avx512;
     return k;
   }();
   return &table;

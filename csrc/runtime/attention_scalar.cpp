@@ -82,9 +82,26 @@ void accumulate_scalar(const float* p, int64_t ldp, int64_t m, const float* v, i
   }
 }
 
+bool scores_i8q_scalar(const int8_t* q8, const float* qd, const int32_t*, int64_t m, const int8_t* k,
+                       const float* ks, int64_t nb, int64_t hd, int64_t gs, float* s, int64_t lds) {
+  if (gs % 4) return false;
+  const int64_t groups = hd / gs;
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t j = 0; j < nb; ++j) {
+      float a = 0.0f;
+      for (int64_t g = 0; g < groups; ++g) {
+        int32_t t = 0;
+        for (int64_t i = g * gs; i < (g + 1) * gs; ++i) t += int32_t(q8[r * hd + i]) * int32_t(k[j * hd + i]);
+        a += float(t) * (ks[j * groups + g] * qd[r * groups + g]);
+      }
+      s[r * lds + j] = a;
+    }
+  return true;
+}
+
 const AttentionKernels kScalar = {"scalar",          exp_sum_scalar,   gelu_tanh_scalar, row_max_scalar,
                                   keys_i8_t_scalar,  keys_f32_t_scalar, values_i8_scalar, scores_scalar,
-                                  accumulate_scalar, nullptr, nullptr};
+                                  accumulate_scalar, nullptr, scores_i8q_scalar, nullptr};
 
 }  // namespace
 

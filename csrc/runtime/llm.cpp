@@ -49,25 +49,14 @@ int64_t KvCache::bytes() const {
   return int64_t(k8_.size() + v8_.size()) + int64_t(sizeof(float)) * int64_t(kf_.size() + vf_.size() + ks_.size() + vs_.size());
 }
 
-namespace {
-void quantize_row_i8(const float* x, int64_t n, int8_t* q, float* d) {
-  float m = 0.0f;
-  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(x[i]));
-  const float scale = m / 127.0f;
-  const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
-  for (int64_t i = 0; i < n; ++i) q[i] = int8_t(std::nearbyint(x[i] * inv));
-  *d = scale;
-}
-}  // namespace
-
 void KvCache::store(int64_t layer, int64_t pos, const float* k, const float* v) {
   for (int64_t h = 0; h < kv_heads_; ++h) {
     const size_t s = slot(layer, h, pos);
     if (type_ == KvType::int8) {
       for (int64_t g = 0; g < groups_; ++g) {
         const int64_t o = g * gs_;
-        quantize_row_i8(k + h * hd_ + o, gs_, &k8_[s * size_t(hd_) + size_t(o)], &ks_[s * size_t(groups_) + size_t(g)]);
-        quantize_row_i8(v + h * hd_ + o, gs_, &v8_[s * size_t(hd_) + size_t(o)], &vs_[s * size_t(groups_) + size_t(g)]);
+        quantize_group_i8(k + h * hd_ + o, gs_, &k8_[s * size_t(hd_) + size_t(o)], &ks_[s * size_t(groups_) + size_t(g)]);
+        quantize_group_i8(v + h * hd_ + o, gs_, &v8_[s * size_t(hd_) + size_t(o)], &vs_[s * size_t(groups_) + size_t(g)]);
       }
     } else {
       std::memcpy(&kf_[s * size_t(hd_)], k + h * hd_, size_t(hd_) * sizeof(float));
