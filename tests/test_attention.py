@@ -5,7 +5,8 @@ Every tier this machine runs (scalar, and AVX2 on x86) on awkward sizes: lengths
 (one query) and prefill (a chunk of queries, causal). The int8 cache is compared with SDPA over the values it stores
 (quantized here as the engine does: per group of 32, d = max|x| / 127, round half to even), so both caches are held
 to float rounding; the int8 cache's own error against float keys is bounded separately. Decode over the int8 cache
-computes with the query quantized the same way (after the 1/sqrt(hd) scale), so SDPA gets that query there.
+computes with the query quantized the same way (after the 1/sqrt(hd) scale), so SDPA gets that query there
+(its weights of the values in int16 are bounded separately).
 """
 from __future__ import annotations
 
@@ -80,7 +81,10 @@ def test_attention_matches_sdpa(tier, n, hd, ratio, kv):
         got = _core.attention(q, k, v, kv)
         stored = (k, v) if kv == "f32" else (quantize_i8(k), quantize_i8(v))
         want = sdpa(decode_query(q, kv), *stored)
-        np.testing.assert_allclose(got, want, rtol=0, atol=3e-5 * max(1.0, np.abs(want).max()))
+        # Decode over the int8 cache rounds the softmax weights of the values to int16 per block (each within
+        # 1/65534 of the block's largest): a few 1e-5, bounded at 1.5e-4.
+        tol = 1.5e-4 if kv == "int8" and t == 1 else 3e-5
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol * max(1.0, np.abs(want).max()))
 
 
 def test_tiers_agree_with_scalar():

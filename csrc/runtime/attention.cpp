@@ -86,6 +86,10 @@ void attend_block_range(const KvHeadView& kv, const float* q, int64_t ldq, int64
       st.mx[r] = mx;
       std::fill(row + c, row + nb, 0.0f);  // masked positions weigh nothing
     }
+    if (q8 && kv.v8) {  // decode's integer path: int16 weights
+      K.accumulate_i8w(s, ldk, m, kv.v8 + jb * hd, kv.vs + jb * groups, nb, hd, kv.gs, st.out, st.ldo);
+      continue;
+    }
     if (kv.v8 && K.accumulate_i8_direct &&
         K.accumulate_i8_direct(s, ldk, m, kv.v8 + jb * hd, kv.vs + jb * groups, nb, hd, kv.gs, st.out, st.ldo))
       continue;

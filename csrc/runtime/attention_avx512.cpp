@@ -4,6 +4,7 @@
 // ascending order whatever the tiling, so results do not depend on how a call is split.
 #include <immintrin.h>
 
+#include "runtime/attention.h"
 #include "runtime/attention_isa.h"
 
 namespace bluelm::runtime {
@@ -308,6 +309,111 @@ bool scores_i8q_avx512(const int8_t* q8, const float* qd, const int32_t* qsum, i
   return true;
 }
 
+// Decode's values with int16 weights (AttentionKernels::accumulate_i8w). Two value rows j, j + 1 widened to int16
+// and interleaved (vpunpck{l,h}wd) give, per 32 output columns, two vectors of (v_j, v_j+1) pairs, each multiplied
+// by the broadcast pair (wq_j, wq_j+1) and summed into int32 by vpdpwssd; the interleave permutes the columns
+// (lane 4L + e of the low vector is column 8L + e, of the high one 8L + 4 + e), undone once per call.
+constexpr int64_t kWeightsLd = kAttnBlock + 2;  // int16 weights of one (row, group), padded to an even count
+
+template <int R, int W>  // W / 2 halves of 32 columns from column c
+void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, const int8_t* v, int64_t nb,
+                         int64_t hd, int64_t gs, int64_t c, float* o, int64_t ldo) {
+  __m512i acc[R][W];
+  for (int r = 0; r < R; ++r)
+    for (int w = 0; w < W; ++w) acc[r][w] = _mm512_setzero_si512();
+  for (int64_t j = 0; j < nb; j += 2) {
+    __m512i x[W];
+    for (int h = 0; h < W / 2; ++h) {
+      const __m512i a = _mm512_maskz_cvtepi8_epi16(
+          ~__mmask32(0), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + j * hd + c + 32 * h)));
+      const __m512i b = j + 1 < nb ? _mm512_maskz_cvtepi8_epi16(~__mmask32(0), _mm256_loadu_si256(
+                                         reinterpret_cast<const __m256i*>(v + (j + 1) * hd + c + 32 * h)))
+                                   : _mm512_setzero_si512();
+      x[2 * h] = _mm512_maskz_unpacklo_epi16(~__mmask32(0), a, b);
+      x[2 * h + 1] = _mm512_maskz_unpackhi_epi16(~__mmask32(0), a, b);
+    }
+    for (int r = 0; r < R; ++r)
+      for (int h = 0; h < W / 2; ++h) {
+        const int64_t g = (c + 32 * h) / gs;
+        int32_t pair;
+        __builtin_memcpy(&pair, wq + (r * groups + g) * kWeightsLd + j, 4);
+        const __m512i wp = _mm512_set1_epi32(pair);
+        acc[r][2 * h] = _mm512_dpwssd_epi32(acc[r][2 * h], x[2 * h], wp);
+        acc[r][2 * h + 1] = _mm512_dpwssd_epi32(acc[r][2 * h + 1], x[2 * h + 1], wp);
+      }
+  }
+  const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i hi = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+  for (int r = 0; r < R; ++r)
+    for (int h = 0; h < W / 2; ++h) {
+      const __m512 d = _mm512_set1_ps(sw[r * groups + (c + 32 * h) / gs]);
+      const __m512 a = _mm512_maskz_cvtepi32_ps(0xFFFF, acc[r][2 * h]);
+      const __m512 b = _mm512_maskz_cvtepi32_ps(0xFFFF, acc[r][2 * h + 1]);
+      float* out = o + r * ldo + c + 32 * h;
+      _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), _mm512_mul_ps(d, _mm512_permutex2var_ps(a, lo, b))));
+      _mm512_storeu_ps(out + 16,
+                       _mm512_add_ps(_mm512_loadu_ps(out + 16), _mm512_mul_ps(d, _mm512_permutex2var_ps(a, hi, b))));
+    }
+}
+
+// The weights of rows r < R in int16, as the scalar tier rounds them: wq [R, groups, kWeightsLd], sw [R, groups].
+template <int R>
+void weights_i16(const float* p, int64_t ldp, const float* vsg, int64_t nb, int64_t groups, int16_t* wq, float* sw) {
+  for (int r = 0; r < R; ++r)
+    for (int64_t g = 0; g < groups; ++g) {
+      const float* vg = vsg + g * kAttnBlock;
+      __m512 mx = _mm512_setzero_ps();
+      for (int64_t j = 0; j < nb; j += 16) {
+        const __mmask16 k = lanes(nb - j);
+        mx = _mm512_maskz_max_ps(0xFFFF, mx, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p + r * ldp + j), _mm512_maskz_loadu_ps(k, vg + j)));
+      }
+      // (halves by hand: gcc 12 warns inside _mm512_reduce_max_ps about an undefined source register)
+      const __m256 m8 = _mm256_max_ps(_mm512_maskz_extractf32x8_ps(0xFF, mx, 0), _mm512_maskz_extractf32x8_ps(0xFF, mx, 1));
+      __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
+      m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+      m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+      const float s = _mm_cvtss_f32(m4) / 32767.0f, inv = s > 0.0f ? 1.0f / s : 0.0f;
+      sw[r * groups + g] = s;
+      int16_t* out = wq + (r * groups + g) * kWeightsLd;
+      for (int64_t j = 0; j < nb; j += 16) {
+        const __mmask16 k = lanes(nb - j);
+        const __m512 w = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p + r * ldp + j), _mm512_maskz_loadu_ps(k, vg + j));
+        _mm512_mask_cvtepi32_storeu_epi16(out + j, k, _mm512_maskz_cvtps_epi32(0xFFFF, _mm512_mul_ps(w, _mm512_set1_ps(inv))));
+      }
+      out[nb] = 0;  // the pair of an odd last row
+    }
+}
+
+template <int R>
+void accumulate_i8w_rows(const float* p, int64_t ldp, const int8_t* v, const float* vsg, int64_t nb, int64_t hd,
+                         int64_t gs, float* o, int64_t ldo) {
+  const int64_t groups = hd / gs;
+  alignas(64) int16_t wq[R * kMaxScaleGroups * kWeightsLd];
+  float sw[R * kMaxScaleGroups];
+  weights_i16<R>(p, ldp, vsg, nb, groups, wq, sw);
+  int64_t c = 0;
+  for (; c + 64 <= hd; c += 64) accumulate_i8w_tile<R, 4>(wq, sw, groups, v, nb, hd, gs, c, o, ldo);
+  if (c < hd) accumulate_i8w_tile<R, 2>(wq, sw, groups, v, nb, hd, gs, c, o, ldo);
+}
+
+void accumulate_i8w_avx512(const float* p, int64_t ldp, int64_t m, const int8_t* v, const float* vs, int64_t nb,
+                           int64_t hd, int64_t gs, float* o, int64_t ldo) {
+  const int64_t groups = hd / gs;
+  if (hd % 32 || gs % 32 || groups > kMaxScaleGroups || nb > kAttnBlock)
+    return attention_kernels_scalar()->accumulate_i8w(p, ldp, m, v, vs, nb, hd, gs, o, ldo);
+  alignas(64) float vsg[kMaxScaleGroups * kAttnBlock];  // the value scales per group, positions contiguous
+  for (int64_t j = 0; j < nb; ++j)
+    for (int64_t g = 0; g < groups; ++g) vsg[g * kAttnBlock + j] = vs[j * groups + g];
+  int64_t r = 0;
+  for (; r + 4 <= m; r += 4) accumulate_i8w_rows<4>(p + r * ldp, ldp, v, vsg, nb, hd, gs, o + r * ldo, ldo);
+  switch (m - r) {
+    case 3: accumulate_i8w_rows<3>(p + r * ldp, ldp, v, vsg, nb, hd, gs, o + r * ldo, ldo); break;
+    case 2: accumulate_i8w_rows<2>(p + r * ldp, ldp, v, vsg, nb, hd, gs, o + r * ldo, ldo); break;
+    case 1: accumulate_i8w_rows<1>(p + r * ldp, ldp, v, vsg, nb, hd, gs, o + r * ldo, ldo); break;
+    default: break;
+  }
+}
+
 }  // namespace
 
 const AttentionKernels* attention_kernels_avx512() {
@@ -320,6 +426,7 @@ const AttentionKernels* attention_kernels_avx512() {
     k.scores_i8_direct = scores_i8_direct_avx512;
     k.accumulate_i8_direct = accumulate_i8_direct_avx512;
     k.scores_i8q = scores_i8q_avx512;
+    k.accumulate_i8w = accumulate_i8w_avx512;
     return k;
   }();
   return &table;

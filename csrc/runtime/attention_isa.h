@@ -45,6 +45,12 @@ struct AttentionKernels {
   // q8 in [-127, 127]. Returns false (writing nothing) unless gs % 4 == 0; every tier has it.
   bool (*scores_i8q)(const int8_t* q8, const float* qd, const int32_t* qsum, int64_t m, const int8_t* k,
                      const float* ks, int64_t nb, int64_t hd, int64_t gs, float* s, int64_t lds);
+  // Decode's weighted sum of the int8 values with the weights in int16: per row r and scale group g the weights
+  // w_j = p[r ldp + j] * vs[j G + g] are rounded to int16 on the scale sw = max_j w_j / 32767 (round to nearest
+  // even), and o[r ldo + i] += sw * sum_j wq_j v[j hd + i] with the sum in int32, for i in group g, j < nb <=
+  // kAttnBlock. Every tier has it (SIMD tiers hand shapes they do not take to the scalar loops), so all round alike.
+  void (*accumulate_i8w)(const float* p, int64_t ldp, int64_t m, const int8_t* v, const float* vs, int64_t nb,
+                         int64_t hd, int64_t gs, float* o, int64_t ldo);
   // The same for the values: o [m, hd] (ldo) += sum_j p[r * ldp + j] * v[j * hd + i] * vs[j * (hd / gs) + i / gs]
   // over j < nb, straight from the int8 values; false (nothing written) for shapes it does not take, null in tiers
   // without it (then values_i8 + accumulate).
