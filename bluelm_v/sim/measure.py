@@ -22,13 +22,18 @@ import numpy as np
 
 def measure_cpu_prefill(chunks: list[int], model: str = "bluelm-v-3b", prompt_tokens: int = 2048,
                         threads: Optional[int] = None, package_dir: Optional[os.PathLike] = None,
-                        repeats: int = 1, progress: bool = False) -> dict[int, float]:
+                        repeats: int = 1, progress: bool = False, attention: Optional[dict] = None) -> dict[int, float]:
     """Measured CPU prefill seconds on this machine per chunk size, through the native engine.
 
     ``model`` is a model package folder, or a config name (``bluelm-v-3b``, ``smollm2-135m``, ``tiny``) whose
     package with seeded random q4_0 weights is written once to ``package_dir`` (default
     ``~/.cache/bluelm-v/packages/<model>-q4_0-random``). The prompt is ``prompt_tokens`` random text tokens;
     each chunk size runs the whole prefill ``repeats`` times on a fresh KV cache and the best time is kept.
+
+    ``attention`` (a dict) is filled per chunk size with the measured attention over earlier chunks: the prefill
+    time minus that of the same chunks each run alone on an empty cache (so a chunk attends only its own causal
+    triangle; everything else a chunk computes is the same). That is the term the simulator's ``attention`` gives
+    minus its own-chunk part (``ChunkRow.attention_cross_s``).
     """
     from bluelm_v.engine import Engine
     from bluelm_v.export.package import package
@@ -60,6 +65,13 @@ def measure_cpu_prefill(chunks: list[int], model: str = "bluelm-v-3b", prompt_to
             session.prefill(ids, chunk=int(c))
 
         out[int(c)] = _best(run, repeats)
+        if attention is not None:
+            def alone(c=c, session=session):
+                for i in range(0, len(ids), int(c)):
+                    session.reset()
+                    session.prefill(ids[i:i + int(c)], chunk=int(c))
+
+            attention[int(c)] = max(0.0, out[int(c)] - _best(alone, repeats))
     return out
 
 
