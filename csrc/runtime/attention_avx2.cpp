@@ -166,17 +166,24 @@ void values_i8_avx2(const int8_t* v, const float* vs, int64_t nb, int64_t hd, in
 template <int R, int W, bool Acc>
 void product_tile(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t k, float* c, int64_t ldc) {
   __m256 acc[R][W];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int w = 0; w < W; ++w) acc[r][w] = Acc ? _mm256_loadu_ps(c + r * ldc + 8 * w) : _mm256_setzero_ps();
   for (int64_t i = 0; i < k; ++i) {
     __m256 bv[W];
+#pragma GCC unroll 16
     for (int w = 0; w < W; ++w) bv[w] = _mm256_loadu_ps(b + i * ldb + 8 * w);
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const __m256 x = _mm256_broadcast_ss(a + r * lda + i);
+#pragma GCC unroll 16
       for (int w = 0; w < W; ++w) acc[r][w] = _mm256_fmadd_ps(x, bv[w], acc[r][w]);
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int w = 0; w < W; ++w) _mm256_storeu_ps(c + r * ldc + 8 * w, acc[r][w]);
 }
 
@@ -235,6 +242,7 @@ void scores_i8q_rows(const int8_t* q8, const float* qd, const int8_t* k, const f
       for (int64_t p = 0; p < 8; ++p) scale[g][p] = p < np ? ks[(j0 + p) * groups + g] : 0.0f;
     __m256 sc[R];
     __m256i acc[R];
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       sc[r] = _mm256_setzero_ps();
       acc[r] = _mm256_setzero_si256();
@@ -244,6 +252,7 @@ void scores_i8q_rows(const int8_t* q8, const float* qd, const int8_t* k, const f
       const int64_t nc = chunks - c0 < 8 ? chunks - c0 : 8;
       const __m256i cm = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(nc)), lane);
       __m256 t[8];
+#pragma GCC unroll 16
       for (int p = 0; p < 8; ++p)
         t[p] = p < np ? _mm256_castsi256_ps(_mm256_maskload_epi32(
                             reinterpret_cast<const int*>(k + (j0 + p) * hd + 4 * c0), cm))
@@ -253,12 +262,14 @@ void scores_i8q_rows(const int8_t* q8, const float* qd, const int8_t* k, const f
       for (int c = 0; c < 8; ++c) {
         if (c >= nc) break;
         const __m256i kc = _mm256_castps_si256(t[c]), ka = _mm256_abs_epi8(kc);
+#pragma GCC unroll 16
         for (int r = 0; r < R; ++r) {
           const __m256i qb = _mm256_set1_epi32(load_i32(q8 + r * hd + 4 * (c0 + c)));
           acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(_mm256_maddubs_epi16(ka, _mm256_sign_epi8(qb, kc)), ones));
         }
         if (--left == 0) {  // the group ends: scale its sums once
           const __m256 d = _mm256_load_ps(scale[g]);
+#pragma GCC unroll 16
           for (int r = 0; r < R; ++r) {
             const __m256 w = _mm256_mul_ps(d, _mm256_set1_ps(qd[r * groups + g]));
             sc[r] = _mm256_add_ps(sc[r], _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r]), w));
@@ -270,6 +281,7 @@ void scores_i8q_rows(const int8_t* q8, const float* qd, const int8_t* k, const f
       }
     }
     const __m256i sm = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(np)), lane);
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) _mm256_maskstore_ps(s + r * lds + j0, sm, sc[r]);
   }
 }
@@ -301,6 +313,7 @@ __m256i lanes8(int64_t n) {
 
 template <int R>
 void weights_i16(const float* p, int64_t ldp, const float* vsg, int64_t nb, int64_t groups, int16_t* wq, float* sw) {
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
     for (int64_t g = 0; g < groups; ++g) {
       const float* vg = vsg + g * kAttnBlock;
@@ -331,12 +344,14 @@ void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, con
                          int64_t hd, int64_t gs, int64_t c, float* o, int64_t ldo) {
   const int64_t g = c / gs;
   __m256i acc[R][2];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
   for (int64_t j = 0; j < nb; j += 2) {
     const __m256i a = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + j * hd + c)));
     const __m256i b = j + 1 < nb ? _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + (j + 1) * hd + c)))
                                  : _mm256_setzero_si256();
     const __m256i x0 = _mm256_unpacklo_epi16(a, b), x1 = _mm256_unpackhi_epi16(a, b);
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       int32_t pair;
       __builtin_memcpy(&pair, wq + (r * groups + g) * kWeightsLd + j, 4);
@@ -345,6 +360,7 @@ void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, con
       acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(x1, wp));
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
     const __m256 d = _mm256_set1_ps(sw[r * groups + g]);
     const __m256 a = _mm256_cvtepi32_ps(acc[r][0]), b = _mm256_cvtepi32_ps(acc[r][1]);

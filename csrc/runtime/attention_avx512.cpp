@@ -21,18 +21,25 @@ template <int R, int W, bool Acc>
 void product_tile(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t k, __mmask16 last, float* c,
                   int64_t ldc) {
   __m512 acc[R][W];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int w = 0; w < W; ++w)
       acc[r][w] = Acc ? _mm512_maskz_loadu_ps(w == W - 1 ? last : 0xFFFF, c + r * ldc + 16 * w) : _mm512_setzero_ps();
   for (int64_t i = 0; i < k; ++i) {
     __m512 bv[W];
+#pragma GCC unroll 16
     for (int w = 0; w < W; ++w) bv[w] = _mm512_maskz_loadu_ps(w == W - 1 ? last : 0xFFFF, b + i * ldb + 16 * w);
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const __m512 x = _mm512_set1_ps(a[r * lda + i]);
+#pragma GCC unroll 16
       for (int w = 0; w < W; ++w) acc[r][w] = _mm512_fmadd_ps(x, bv[w], acc[r][w]);
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int w = 0; w < W; ++w) _mm512_mask_storeu_ps(c + r * ldc + 16 * w, w == W - 1 ? last : 0xFFFF, acc[r][w]);
 }
 
@@ -94,9 +101,11 @@ void values_i8_avx512(const int8_t* v, const float* vs, int64_t nb, int64_t hd, 
 // (zero-masked forms throughout: gcc 12 warns about the undefined source register of the plain ones).
 __m512 reduce16(const __m512 v[16]) {
   __m512 a[8], b[4], c[2];
+#pragma GCC unroll 16
   for (int i = 0; i < 8; ++i)
     a[i] = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(0xFFFF, v[2 * i], v[2 * i + 1], 0x44),
                          _mm512_maskz_shuffle_f32x4(0xFFFF, v[2 * i], v[2 * i + 1], 0xEE));
+#pragma GCC unroll 16
   for (int i = 0; i < 4; ++i)
     b[i] = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(0xFFFF, a[2 * i], a[2 * i + 1], 0x88),
                          _mm512_maskz_shuffle_f32x4(0xFFFF, a[2 * i], a[2 * i + 1], 0xDD));
@@ -118,6 +127,7 @@ void scores_i8_direct_rows(const float* q, int64_t ldq, const int8_t* k, const f
     __m512 part[R][16];
     for (int64_t p = 0; p < 16; ++p) {
       __m512 acc[R];
+#pragma GCC unroll 16
       for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
       if (p < np) {
         const int8_t* kr = k + (j0 + p) * hd;
@@ -126,12 +136,15 @@ void scores_i8_direct_rows(const float* q, int64_t ldq, const int8_t* k, const f
           for (int64_t i = g * gs; i < (g + 1) * gs; i += 16) {
             const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kr + i));
             const __m512 kv = _mm512_mul_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, _mm512_maskz_cvtepi8_epi32(0xFFFF, b)), d);
+#pragma GCC unroll 16
             for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(q + r * ldq + i), kv, acc[r]);
           }
         }
       }
+#pragma GCC unroll 16
       for (int r = 0; r < R; ++r) part[r][p] = acc[r];
     }
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r)
       _mm512_mask_storeu_ps(s + r * lds + j0, lanes(np), _mm512_maskz_permutexvar_ps(0xFFFF, order, reduce16(part[r])));
   }
@@ -157,21 +170,28 @@ template <int R, int W>
 void accumulate_i8_tile(const float* p, int64_t ldp, const int8_t* v, const float* vs, int64_t nb, int64_t hd,
                         int64_t groups, int64_t g, int64_t c, float* o, int64_t ldo) {
   __m512 acc[R][W];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int w = 0; w < W; ++w) acc[r][w] = _mm512_loadu_ps(o + r * ldo + c + 16 * w);
   for (int64_t j = 0; j < nb; ++j) {
     __m512 vv[W];
+#pragma GCC unroll 16
     for (int w = 0; w < W; ++w) {
       const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(v + j * hd + c + 16 * w));
       vv[w] = _mm512_maskz_cvtepi32_ps(0xFFFF, _mm512_maskz_cvtepi8_epi32(0xFFFF, b));
     }
     const float d = vs[j * groups + g];
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const __m512 a = _mm512_set1_ps(p[r * ldp + j] * d);
+#pragma GCC unroll 16
       for (int w = 0; w < W; ++w) acc[r][w] = _mm512_fmadd_ps(a, vv[w], acc[r][w]);
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int w = 0; w < W; ++w) _mm512_storeu_ps(o + r * ldo + c + 16 * w, acc[r][w]);
 }
 
@@ -213,18 +233,21 @@ bool accumulate_i8_direct_avx512(const float* p, int64_t ldp, int64_t m, const i
 // forms: gcc 12 warns about the undefined source register of the plain ones).
 void transpose16_epi32(__m512i r[16]) {
   __m512i t[16];
+#pragma GCC unroll 16
   for (int i = 0; i < 16; i += 2) {
     t[i] = _mm512_maskz_unpacklo_epi32(0xFFFF, r[i], r[i + 1]);
     t[i + 1] = _mm512_maskz_unpackhi_epi32(0xFFFF, r[i], r[i + 1]);
   }
   // u[4 b + d]: dword d of each 128-bit lane of rows 4b .. 4b + 3.
   __m512i u[16];
+#pragma GCC unroll 16
   for (int b = 0; b < 4; ++b) {
     u[4 * b + 0] = _mm512_maskz_unpacklo_epi64(0xFF, t[4 * b], t[4 * b + 2]);
     u[4 * b + 1] = _mm512_maskz_unpackhi_epi64(0xFF, t[4 * b], t[4 * b + 2]);
     u[4 * b + 2] = _mm512_maskz_unpacklo_epi64(0xFF, t[4 * b + 1], t[4 * b + 3]);
     u[4 * b + 3] = _mm512_maskz_unpackhi_epi64(0xFF, t[4 * b + 1], t[4 * b + 3]);
   }
+#pragma GCC unroll 16
   for (int d = 0; d < 4; ++d) {
     const __m512i s1 = _mm512_maskz_shuffle_i32x4(0xFFFF, u[d], u[4 + d], 0x44), s2 = _mm512_maskz_shuffle_i32x4(0xFFFF, u[d], u[4 + d], 0xEE);
     const __m512i s3 = _mm512_maskz_shuffle_i32x4(0xFFFF, u[8 + d], u[12 + d], 0x44);
@@ -259,6 +282,7 @@ void scores_i8q_rows(const int8_t* q8, const float* qd, const int32_t* qsum, con
       for (int64_t p = 0; p < 16; ++p) scale[g][p] = p < np ? ks[(j0 + p) * groups + g] : 0.0f;
     __m512 sc[R];
     __m512i acc[R];
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       sc[r] = _mm512_setzero_ps();
       acc[r] = _mm512_setzero_si512();
@@ -267,6 +291,7 @@ void scores_i8q_rows(const int8_t* q8, const float* qd, const int32_t* qsum, con
     for (int64_t c0 = 0; c0 < chunks; c0 += 16) {
       const int64_t nc = chunks - c0 < 16 ? chunks - c0 : 16;
       __m512i t[16];
+#pragma GCC unroll 16
       for (int p = 0; p < 16; ++p)
         t[p] = p < np ? _mm512_maskz_loadu_epi32(lanes(nc), k + (j0 + p) * hd + 4 * c0) : _mm512_setzero_si512();
       transpose16_epi32(t);
@@ -274,10 +299,12 @@ void scores_i8q_rows(const int8_t* q8, const float* qd, const int32_t* qsum, con
       for (int c = 0; c < 16; ++c) {
         if (c >= nc) break;
         const __m512i ku = _mm512_xor_si512(t[c], flip);
+#pragma GCC unroll 16
         for (int r = 0; r < R; ++r)
           acc[r] = _mm512_dpbusd_epi32(acc[r], ku, _mm512_set1_epi32(load_i32(q8 + r * hd + 4 * (c0 + c))));
         if (--left == 0) {  // the group ends: scale its sums once
           const __m512 d = _mm512_load_ps(scale[g]);
+#pragma GCC unroll 16
           for (int r = 0; r < R; ++r) {
             const __m512i dot = _mm512_sub_epi32(acc[r], _mm512_set1_epi32(128 * qsum[r * groups + g]));
             const __m512 w = _mm512_mul_ps(d, _mm512_set1_ps(qd[r * groups + g]));
@@ -289,6 +316,7 @@ void scores_i8q_rows(const int8_t* q8, const float* qd, const int32_t* qsum, con
         }
       }
     }
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(s + r * lds + j0, lanes(np), sc[r]);
   }
 }
@@ -319,10 +347,13 @@ template <int R, int W>  // W / 2 halves of 32 columns from column c
 void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, const int8_t* v, int64_t nb,
                          int64_t hd, int64_t gs, int64_t c, float* o, int64_t ldo) {
   __m512i acc[R][W];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int w = 0; w < W; ++w) acc[r][w] = _mm512_setzero_si512();
   for (int64_t j = 0; j < nb; j += 2) {
     __m512i x[W];
+#pragma GCC unroll 16
     for (int h = 0; h < W / 2; ++h) {
       const __m512i a = _mm512_maskz_cvtepi8_epi16(
           ~__mmask32(0), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + j * hd + c + 32 * h)));
@@ -332,7 +363,9 @@ void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, con
       x[2 * h] = _mm512_maskz_unpacklo_epi16(~__mmask32(0), a, b);
       x[2 * h + 1] = _mm512_maskz_unpackhi_epi16(~__mmask32(0), a, b);
     }
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
       for (int h = 0; h < W / 2; ++h) {
         const int64_t g = (c + 32 * h) / gs;
         int32_t pair;
@@ -344,7 +377,9 @@ void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, con
   }
   const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
   const __m512i hi = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int h = 0; h < W / 2; ++h) {
       const __m512 d = _mm512_set1_ps(sw[r * groups + (c + 32 * h) / gs]);
       const __m512 a = _mm512_maskz_cvtepi32_ps(0xFFFF, acc[r][2 * h]);
@@ -359,6 +394,7 @@ void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, con
 // The weights of rows r < R in int16, as the scalar tier rounds them: wq [R, groups, kWeightsLd], sw [R, groups].
 template <int R>
 void weights_i16(const float* p, int64_t ldp, const float* vsg, int64_t nb, int64_t groups, int16_t* wq, float* sw) {
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
     for (int64_t g = 0; g < groups; ++g) {
       const float* vg = vsg + g * kAttnBlock;
