@@ -1,5 +1,6 @@
-// AVX-512 products of attention (attention_isa.h): scores, output accumulation and value dequantization 16 floats
-// at a time; the exponentials, the row max and the key transpose are the AVX2 tier's (8x8 register transposes).
+// AVX-512 products of attention (attention_isa.h): scores, output accumulation, value dequantization and the
+// softmax's exponentials 16 floats at a time; GELU, the row max and the key transpose are the AVX2 tier's (8x8
+// register transposes).
 // Compiled with the AVX-512 flags only in this file. As in the AVX2 tier, each element is one FMA chain in
 // ascending order whatever the tiling, so results do not depend on how a call is split.
 #include <immintrin.h>
@@ -337,6 +338,42 @@ bool scores_i8q_avx512(const int8_t* q8, const float* qd, const int32_t* qsum, i
   return true;
 }
 
+// exp(x) 16 lanes at a time, the AVX2 tier's method (attention_avx2.cpp: 2^n exp(r), ln 2 split in two, degree-6
+// Taylor polynomial, x clamped to [-87.3, 88.3]) in 512-bit registers, masked on the tail.
+__m512 exp_avx512(__m512 x) {
+  x = _mm512_maskz_min_ps(0xFFFF, _mm512_maskz_max_ps(0xFFFF, x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.3f));
+  const __m512 n = _mm512_maskz_roundscale_ps(0xFFFF, _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  const __m512i e =
+      _mm512_maskz_slli_epi32(0xFFFF, _mm512_add_epi32(_mm512_maskz_cvtps_epi32(0xFFFF, n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+float exp_sum_avx512(float* x, int64_t n, float sub) {
+  const __m512 vs = _mm512_set1_ps(sub);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 k = lanes(n - i);
+    const __m512 v = _mm512_maskz_mov_ps(k, exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), vs)));
+    _mm512_mask_storeu_ps(x + i, k, v);
+    acc = _mm512_add_ps(acc, v);
+  }
+  const __m256 a8 = _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xFF, acc, 0), _mm512_maskz_extractf32x8_ps(0xFF, acc, 1));
+  __m128 a4 = _mm_add_ps(_mm256_castps256_ps128(a8), _mm256_extractf128_ps(a8, 1));
+  a4 = _mm_add_ps(a4, _mm_movehl_ps(a4, a4));
+  a4 = _mm_add_ss(a4, _mm_shuffle_ps(a4, a4, 1));
+  return _mm_cvtss_f32(a4);
+}
+
 // Decode's values with int16 weights (AttentionKernels::accumulate_i8w). Two value rows j, j + 1 widened to int16
 // and interleaved (vpunpck{l,h}wd) give, per 32 output columns, two vectors of (v_j, v_j+1) pairs, each multiplied
 // by the broadcast pair (wq_j, wq_j+1) and summed into int32 by vpdpwssd; the interleave permutes the columns
@@ -462,6 +499,7 @@ const AttentionKernels* attention_kernels_avx512() {
     k.scores_i8_direct = scores_i8_direct_avx512;
     k.accumulate_i8_direct = accumulate_i8_direct_avx512;
     k.scores_i8q = scores_i8q_avx512;
+    k.exp_sum = exp_sum_avx512;
     k.accumulate_i8w = accumulate_i8w_avx512;
     return k;
   }();
