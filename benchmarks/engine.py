@@ -145,10 +145,10 @@ def worker_llamacpp(gguf: str, threads: int, repeat: int) -> dict:
                 llm.reset()
                 llm.eval(ids)
                 t0 = time.perf_counter()
-                tok = ids[-1]
-                for _ in range(n):
-                    llm.eval([tok])
-                    tok = int(llm.scores[llm.n_tokens - 1].argmax())
+                # The prompt's tokens again, one per step: llama-cpp-python keeps no logits without logits_all, so
+                # an argmax of llm.scores would read an unfilled buffer (a step costs the same for any token).
+                for i in range(n):
+                    llm.eval([ids[i % len(ids)]])
                 run.t = time.perf_counter() - t0
             times = []
             run()
