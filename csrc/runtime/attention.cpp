@@ -137,14 +137,14 @@ bool decode_query_int8() {
 void set_decode_query_int8(bool on) { g_decode_query.store(on ? 1 : 0, std::memory_order_relaxed); }
 
 void decode_attention(const KvHeadView* kv, int64_t kv_heads, int64_t groups, const float* q, float scale, int64_t n,
-                      float* out, DecodeScratch& ws) {
+                      float* out, DecodeScratch& ws, bool integer) {
   const int64_t hd = kv[0].hd, heads = kv_heads * groups;
   // The split depends on n only, never on the thread count, so results do not either.
   const int64_t splits = (n + kDecodeSplit - 1) / kDecodeSplit, tasks = kv_heads * splits;
   ws.q.resize(size_t(heads * hd));
   for (int64_t i = 0; i < heads * hd; ++i) ws.q[size_t(i)] = q[i] * scale;
   // int8 keys: the queries in int8 per scale group, once per step, for integer dot products.
-  const bool int8 = kv[0].k8 != nullptr && kv[0].gs % 4 == 0 && decode_query_int8();
+  const bool int8 = integer && kv[0].k8 != nullptr && kv[0].gs % 4 == 0 && decode_query_int8();
   if (int8) ws.q8.quantize(ws.q.data(), hd, heads, hd, kv[0].gs);
   ws.out.resize(size_t(tasks * groups * hd));
   ws.mx.resize(size_t(tasks * groups));

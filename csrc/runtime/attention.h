@@ -75,8 +75,10 @@ void merge_partials(const AttnPartial* parts, int64_t count, int64_t m, int64_t 
 
 // Decode: one position's queries q [kv_heads * groups, hd] (unscaled; head h reads KV head h / groups) against
 // positions [0, n) of kv[0..kv_heads) -> out [kv_heads * groups, hd]. The query heads of a KV head read it together;
-// positions split into ranges of kDecodeSplit (split-K over the thread pool), merged exactly. With an int8 cache the
-// queries are quantized per scale group once per step and the key scores are integer dot products.
+// positions split into ranges of kDecodeSplit (split-K over the thread pool), merged exactly. With an int8 cache and
+// `integer` (and decode_query_int8()) the queries are quantized per scale group once per step, the key scores are
+// integer dot products and the values are summed with int16 weights; else float products (a prefill chunk of one
+// position takes this path, so it equals the prefill of longer chunks).
 constexpr int64_t kDecodeSplit = 8 * kAttnBlock;
 struct DecodeScratch {
   std::vector<float> q, out, mx, sum;
@@ -87,7 +89,7 @@ struct DecodeScratch {
 bool decode_query_int8();
 void set_decode_query_int8(bool on);
 void decode_attention(const KvHeadView* kv, int64_t kv_heads, int64_t groups, const float* q, float scale, int64_t n,
-                      float* out, DecodeScratch& scratch);
+                      float* out, DecodeScratch& scratch, bool integer = true);
 
 // A prefill chunk of t positions start .. start + t - 1: q [t, ldq] (head h at columns h * hd, unscaled) -> out
 // [t, ldo] (same columns), position start + i seeing cached positions [0, start + i] (causal). Parallel over
