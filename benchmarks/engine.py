@@ -20,8 +20,10 @@ printed beside the paper's Dimensity 9300 figures (configs/suites/latency-target
 against a phone NPU: the point is the breakdown, not the ratio.
 
 Part 3 (--depth), attention at depth: tg64@d0..d8192 and pp512@d0..d4096 rows for SmolLM2 (and the bluelm-v-3b
-shape with --depth-models smollm2,bluelm-v-3b), with bytes per token, the fraction of a plain read measured in the
-same run, and bootstrap intervals (benchmarks/engine_depth.py says what each field is).
+shape with --depth-models smollm2,bluelm-v-3b), native with the tier the dispatcher picks and with AVX2 forced
+(--isa best,avx2), and llama.cpp on the same GGUF with flash attention on and off, each at every thread count, in
+one run; with bytes per token, the fraction of a plain read measured in the same worker, and bootstrap intervals
+(benchmarks/engine_depth.py says what each field is). --tg-depths and --pp-depths shorten the lists.
 
 Rows (--json): model, test (pp128, pp512, tg64, vit768x1536, prefill768x1536, tg768x1536, ...), threads, engine,
 tokens_per_s or seconds, peak_rss_mb, and for native rows speedup_vs_torch.
@@ -36,7 +38,9 @@ import sys
 import time
 from pathlib import Path
 
-from engine_depth import PP_DEPTHS, TG_DEPTHS, depth_rows, print_depth_rows, worker_depth  # noqa: F401
+from engine_depth import (  # noqa: F401
+    PP_DEPTHS, TG_DEPTHS, depth_rows, llamacpp_kv_bytes_per_token, print_depth_rows, worker_depth,
+    worker_depth_llamacpp)
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = {"pp128": ("pp", 128), "pp512": ("pp", 512), "tg64": ("tg", 64)}
@@ -143,10 +147,10 @@ def worker_llamacpp(gguf: str, threads: int, repeat: int) -> dict:
                 llm.reset()
                 llm.eval(ids)
                 t0 = time.perf_counter()
-                tok = ids[-1]
-                for _ in range(n):
-                    llm.eval([tok])
-                    tok = int(llm.scores[llm.n_tokens - 1].argmax())
+                # The prompt's tokens again, one per step: llama-cpp-python keeps no logits without logits_all, so
+                # an argmax of llm.scores would read an unfilled buffer (a step costs the same for any token).
+                for i in range(n):
+                    llm.eval([ids[i % len(ids)]])
                 run.t = time.perf_counter() - t0
             times = []
             run()
@@ -186,13 +190,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _child(kind: str, *args) -> dict:
-    """Run worker `kind` in a fresh interpreter; returns its dict plus its peak RSS."""
+def _child(kind: str, *args, env: dict | None = None) -> dict:
+    """Run worker `kind` in a fresh interpreter (with `env` added to the environment); returns its dict plus its
+    peak RSS."""
+    import os
+
     code = ("import json, sys; sys.path.insert(0, %r); import engine as b; "
             "r = getattr(b, 'worker_' + %r)(*%r); "
             "r['_peak_rss_mb'] = b.peak_rss_mb(); print(json.dumps(r))"
             % (str(Path(__file__).parent), kind, list(args)))
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **(env or {})})
     if p.returncode != 0:
         raise RuntimeError(f"{kind} worker failed: {p.stderr.strip().splitlines()[-1] if p.stderr else p.returncode}")
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -290,7 +297,12 @@ def resolution_rows(threads: int, resolutions: list[str], decode_tokens: int) ->
     return rows
 
 
-def depth_part(threads: list[int], repeat: int, models: list[str]) -> list[dict]:
+def depth_part(threads: list[int], repeat: int, models: list[str], tg_depths: list[int], pp_depths: list[int],
+               isas: list[str]) -> list[dict]:
+    """Native rows for each model, tier (`best`: the dispatcher's pick; a name forces it with BLUELM_ISA) and thread
+    count, then llama.cpp with flash attention on and off on the SmolLM2 GGUF (the 3B shape has random weights in
+    our package only, no GGUF), all in this run."""
+    from bluelm_v import _core
     from bluelm_v.export import package
 
     pkgs = {}
@@ -304,16 +316,29 @@ def depth_part(threads: list[int], repeat: int, models: list[str]) -> list[dict]
             package("bluelm-v-3b", pkgs["bluelm-v-3b"], quant="q4_0", vit_quant="q8_0", random=True)
     try:
         import llama_cpp  # noqa: F401
-        print("note: llama.cpp depth rows are not implemented in this part; see docs/engine.md")
+        have_llamacpp = True
     except ImportError:
+        have_llamacpp = False
         print("llama-cpp-python is not installed (`make bench` builds it): no llama.cpp rows")
     rows = []
     for name, pkg in pkgs.items():
         llm = json.loads((pkg / "manifest.json").read_text())["model"]["llm"]
         hd = llm.get("head_dim") or llm["hidden"] // llm["heads"]
+        shape = (llm["layers"], llm["heads"], hd)
         for t in threads:
-            res = _child("depth", str(pkg), t, repeat, TG_DEPTHS, PP_DEPTHS)
-            rows += depth_rows(name, res, t, llm["layers"], llm["heads"], hd)
+            for isa in isas:
+                if isa != "best" and not _core.isa_supported(isa):
+                    print(f"{isa}: not supported here, its rows skipped")
+                    continue
+                env = {} if isa == "best" else {"BLUELM_ISA": isa}
+                res = _child("depth", str(pkg), t, repeat, tg_depths, pp_depths, env=env)
+                rows += depth_rows(name, res, t, *shape, engine="native" if isa == "best" else f"native-{isa}")
+            if name == "smollm2-135m" and have_llamacpp:
+                kvb = llamacpp_kv_bytes_per_token(llm["layers"], llm["kv_heads"], hd)
+                for flash in (True, False):
+                    res = _child("depth_llamacpp", str(_smollm2_path()), t, repeat, tg_depths, pp_depths, flash,
+                                 llm["max_context"], kvb)
+                    rows += depth_rows(name, res, t, *shape, engine=f"llama.cpp fa={'on' if flash else 'off'}")
     return rows
 
 
@@ -361,11 +386,16 @@ def main(argv=None) -> int:
     ap.add_argument("--decode-tokens", type=int, default=16, help="decode tokens per resolution row")
     ap.add_argument("--depth", action="store_true", help="only the attention-at-depth rows (part 3)")
     ap.add_argument("--depth-models", default="smollm2", help="smollm2 and/or bluelm-v-3b (random weights)")
+    ap.add_argument("--tg-depths", default=",".join(map(str, TG_DEPTHS)))
+    ap.add_argument("--pp-depths", default=",".join(map(str, PP_DEPTHS)))
+    ap.add_argument("--isa", default="best,avx2", help="native tiers: best (the dispatcher's) and/or forced names")
     args = ap.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
     rows = []
     if args.depth:
-        rows = depth_part(threads, args.repeat, args.depth_models.split(","))
+        ints = lambda x: [int(v) for v in x.split(",")]  # noqa: E731
+        rows = depth_part(threads, args.repeat, args.depth_models.split(","), ints(args.tg_depths),
+                          ints(args.pp_depths), args.isa.split(","))
         print_depth_rows(rows)
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=1))

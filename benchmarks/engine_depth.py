@@ -43,7 +43,7 @@ def worker_depth(pkg: str, threads: int, repeat: int, tg_depths: list, pp_depths
     rng = np.random.default_rng(0)
     vocab = min(30000, e._e.vocab)
     prompt = [int(i) for i in rng.integers(100, vocab, max(need, 1))]
-    out = {"kv_bytes_per_token": e.kv_bytes_per_token, "weight_bytes": e._e.llm_resident_bytes,
+    out = {"kv_bytes_per_token": e.kv_bytes_per_token, "weight_bytes": e._e.llm_resident_bytes, "isa": _core.active_isa(),
            "max_context": max_context, "context": e.context, "tg": {}, "pp": {}}
     s = e.session()
 
@@ -88,6 +88,60 @@ def worker_depth(pkg: str, threads: int, repeat: int, tg_depths: list, pp_depths
     return out
 
 
+def worker_depth_llamacpp(gguf: str, threads: int, repeat: int, tg_depths: list, pp_depths: list, flash: bool,
+                          max_context: int, kv_bytes_per_token: int) -> dict:
+    """The same rows from llama.cpp (llama-cpp-python) on the GGUF file: its default f16 KV cache, flash attention on
+    or off. A depth's prompt is evaluated once and its state saved; each row starts from that state."""
+    import os
+    import time
+
+    import numpy as np
+    from llama_cpp import Llama
+
+    from bluelm_v import _core
+
+    need = max([d + 64 for d in tg_depths] + [d + 512 for d in pp_depths])
+    n_ctx = min(need, max_context)
+    llm = Llama(model_path=gguf, n_ctx=n_ctx, n_batch=512, n_ubatch=512, n_threads=threads, n_threads_batch=threads,
+                flash_attn=flash, verbose=False)
+    rng = np.random.default_rng(0)
+    prompt = [int(i) for i in rng.integers(100, 30000, need)]
+    # A step reads the file's tensors (near enough: its metadata is a few hundred KB) and the f16 cache.
+    out = {"tg": {}, "pp": {}, "context": n_ctx, "weight_bytes": os.path.getsize(gguf),
+           "kv_bytes_per_token": kv_bytes_per_token, "flash_attn": flash}
+    for d in sorted(set(tg_depths) | set(pp_depths)):
+        if d + 64 > n_ctx:
+            if d in tg_depths:
+                out["tg"][str(d)] = {"skipped": f"{d} + 64 positions exceed the model's max_context {max_context}"}
+            continue
+        llm.reset()
+        if d:
+            llm.eval(prompt[:d])
+        state = llm.save_state()
+        if d in tg_depths:
+            # The prompt's next tokens (a step costs the same whatever the token; llama-cpp-python keeps no logits
+            # without logits_all).
+            steps = []
+            for i in range(64):
+                t0 = time.perf_counter()
+                llm.eval([prompt[d + i]])
+                steps.append(time.perf_counter() - t0)
+            out["tg"][str(d)] = {"step_s": steps}
+        if d in pp_depths and d + 512 <= n_ctx:
+            runs = []
+            for _ in range(repeat):
+                llm.load_state(state)
+                t0 = time.perf_counter()
+                llm.eval(prompt[d:d + 512])
+                runs.append(time.perf_counter() - t0)
+            out["pp"][str(d)] = {"run_s": runs}
+    for d, r in out["tg"].items():
+        if "step_s" in r:
+            nbytes = out["weight_bytes"] + kv_bytes_per_token * (int(d) + 32)
+            r["read_gbps"] = _core.read_bandwidth(nbytes, threads, 3)
+    return out
+
+
 def bootstrap_ci(samples: list, stat, draws: int = 2000, seed: int = 0) -> list:
     """95% percentile interval of stat(resample) over `draws` resamples with replacement."""
     import numpy as np
@@ -98,10 +152,17 @@ def bootstrap_ci(samples: list, stat, draws: int = 2000, seed: int = 0) -> list:
     return [round(float(vals[int(0.025 * draws)]), 2), round(float(vals[int(0.975 * draws) - 1]), 2)]
 
 
-def depth_rows(model: str, res: dict, threads: int, layers: int, heads: int, head_dim: int) -> list[dict]:
+def llamacpp_kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int) -> int:
+    """llama.cpp's default cache: f16 keys and values."""
+    return layers * kv_heads * head_dim * 2 * 2
+
+
+def depth_rows(model: str, res: dict, threads: int, layers: int, heads: int, head_dim: int,
+               engine: str = "native") -> list[dict]:
     import numpy as np
 
-    base = {"model": model, "threads": threads, "engine": "native", "kv_cache": "int8",
+    base = {"model": model, "threads": threads, "engine": engine, "isa": res.get("isa"),
+            "kv_cache": "int8" if engine.startswith("native") else "f16",
             "kv_bytes_per_token": res["kv_bytes_per_token"], "peak_rss_mb": round(res["_peak_rss_mb"], 1)}
     rows = []
     tg = {}
@@ -117,12 +178,12 @@ def depth_rows(model: str, res: dict, threads: int, layers: int, heads: int, hea
                "ci95": bootstrap_ci(r["step_s"], lambda x: 1.0 / float(np.median(x))),
                "bytes_per_token": int(nbytes), "read_gbps": round(r["read_gbps"], 2),
                "effective_bw_fraction": round(frac, 3)}
-        if int(d) in (2048, 4096):
+        if int(d) in (2048, 4096) and engine.startswith("native"):
             row["target"] = "effective_bw_fraction >= 0.75"
             if frac < 0.75:
                 row["missed_by"] = round(0.75 - frac, 3)
         rows.append(row)
-    if 0 in tg and 4096 in tg:
+    if 0 in tg and 4096 in tg and engine.startswith("native"):
         ratio = tg[4096] / tg[0]
         row = next(r for r in rows if r["test"] == "tg64@d4096")
         row["vs_d0"] = round(ratio, 3)
@@ -150,7 +211,7 @@ def depth_rows(model: str, res: dict, threads: int, layers: int, heads: int, hea
                     row["fma_probe_gflops"] = round(res["fma_gflops"], 1)
                     row["fma_fraction"] = round(rate / res["fma_gflops"], 3)
             row["vs_d0"] = round(pp_med[0] / med, 3)
-            if d == 4096:
+            if d == 4096 and engine.startswith("native"):
                 row["target_vs_d0"] = ">= 0.35"
                 if pp_med[0] / med < 0.35:
                     row["vs_d0_missed_by"] = round(0.35 - pp_med[0] / med, 3)
@@ -163,15 +224,17 @@ def print_depth_rows(rows: list[dict]) -> None:
     from rich.table import Table
 
     t = Table(title="attention at depth (medians; ci95 is a bootstrap interval of the median)")
-    for c in ("model", "test", "thr", "tok/s", "ci95", "bytes/token", "read GB/s", "bw fraction", "vs d0",
+    for c in ("model", "engine", "isa", "test", "thr", "tok/s", "ci95", "bytes/token", "read GB/s", "bw fraction", "vs d0",
               "attn share", "attn GFLOP/s", "of FMA probe"):
         t.add_column(c, justify="right")
     for r in rows:
         if "skipped" in r:
-            t.add_row(r["model"], r["test"], str(r["threads"]), "skipped: " + r["skipped"], *[""] * 8)
+            t.add_row(r["model"], r["engine"], str(r.get("isa") or ""), r["test"], str(r["threads"]),
+                      "skipped: " + r["skipped"], *[""] * 8)
             continue
         g = lambda k, f="{}": f.format(r[k]) if k in r else ""  # noqa: E731
-        t.add_row(r["model"], r["test"], str(r["threads"]), g("tokens_per_s", "{:.1f}"), g("ci95"),
+        t.add_row(r["model"], r["engine"], str(r.get("isa") or ""), r["test"], str(r["threads"]),
+                  g("tokens_per_s", "{:.1f}"), g("ci95"),
                   g("bytes_per_token"), g("read_gbps"), g("effective_bw_fraction"), g("vs_d0"),
                   g("attention_share"), g("attention_gflops"), g("fma_fraction"))
     Console(width=200).print(t)

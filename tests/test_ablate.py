@@ -169,6 +169,10 @@ def test_cli_chunk_and_measure(tmp_path):
     data = json.loads((out / "chunk_ablation.json").read_text())
     rows = data["rows"]
     assert all(row["measured_cpu_prefill_s"] > 0 for row in rows)
+    # Measured attention over earlier chunks beside it; the simulated part exists only for dynamic (CPU) attention.
+    assert all(row["measured_cpu_attention_s"] >= 0 for row in rows)
+    assert all(row["attention_cross_s"] is None for row in rows)
+    assert "compare them with --device this-cpu" in r.stdout
     # The JSON says what was measured, not only the simulated sweep's model and prompt.
     m = data["measured"]
     assert m["model"] == "tiny" and m["prompt_tokens"] == 256 and m["weights"] == "seeded random q4_0"
@@ -177,6 +181,18 @@ def test_cli_chunk_and_measure(tmp_path):
     # The package is cached where every other command caches (BLUELM_CACHE), and the record names it.
     assert m["package"] == str(tmp_path / "cache" / "packages" / "tiny-q4_0-random")
     assert (tmp_path / "cache" / "packages" / "tiny-q4_0-random" / "manifest.json").is_file()
+
+
+def test_chunk_rows_split_attention_over_earlier_chunks_on_cpu():
+    # this-cpu attends the keys so far: the part over earlier chunks is the attention minus the chunks' own
+    # triangles, all of it bar a t/N share at small t, none of it in one chunk.
+    from bluelm_v.ablation.chunk import chunk_rows
+
+    rows = {r.chunk: r for r in chunk_rows([16, 128, 2048], "smollm2-135m", "this-cpu", 2048, 2048)}
+    for t in (16, 128):
+        assert 0 < rows[t].attention_cross_s < rows[t].attention_s
+    assert rows[16].attention_cross_s / rows[16].attention_s > rows[128].attention_cross_s / rows[128].attention_s
+    assert rows[2048].attention_cross_s == 0.0
 
 
 def test_cli_bad_input_is_one_line(tmp_path):

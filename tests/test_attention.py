@@ -5,7 +5,8 @@ Every tier this machine runs (scalar, and AVX2 on x86) on awkward sizes: lengths
 (one query) and prefill (a chunk of queries, causal). The int8 cache is compared with SDPA over the values it stores
 (quantized here as the engine does: per group of 32, d = max|x| / 127, round half to even) and the f16 cache over
 the halves it stores, so every cache is held to float rounding; the int8 cache's own error against float keys is
-bounded separately.
+bounded separately. Decode over the int8 cache computes with the query quantized the same way (after the
+1/sqrt(hd) scale), so SDPA gets that query there (its weights of the values in int16 are bounded separately).
 """
 from __future__ import annotations
 
@@ -46,6 +47,15 @@ def round_f16(x: np.ndarray) -> np.ndarray:
 STORED = {"f32": lambda x: x, "int8": quantize_i8, "f16": round_f16}
 
 
+def decode_query(q: np.ndarray, kv: str) -> np.ndarray:
+    """The query decode computes with: over the int8 cache (one query position), rounded to int8 per scale group
+    after the 1/sqrt(hd) scale; otherwise q itself."""
+    if kv != "int8" or q.shape[0] != 1:
+        return q
+    scale = np.float32(1 / np.sqrt(q.shape[-1]))
+    return quantize_i8(q * scale) / scale
+
+
 def sdpa(q, k, v):
     """q [t, H, hd], k/v [n, Hkv, hd]: query i is position n - t + i and sees positions <= its own."""
     t, heads, _ = q.shape
@@ -78,8 +88,11 @@ def test_attention_matches_sdpa(tier, n, hd, ratio, kv):
         q, k, v = draw(n, t, kvh * ratio, kvh, hd, seed=n * 1000 + hd + ratio + t)
         got = _core.attention(q, k, v, kv)
         stored = (STORED[kv](k), STORED[kv](v))
-        want = sdpa(q, *stored)
-        np.testing.assert_allclose(got, want, rtol=0, atol=3e-5 * max(1.0, np.abs(want).max()))
+        want = sdpa(decode_query(q, kv), *stored)
+        # Decode over the int8 cache rounds the softmax weights of the values to int16 per block (each within
+        # 1/65534 of the block's largest): a few 1e-5, bounded at 1.5e-4.
+        tol = 1.5e-4 if kv == "int8" and t == 1 else 3e-5
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol * max(1.0, np.abs(want).max()))
 
 
 def test_tiers_agree_with_scalar():
@@ -103,6 +116,9 @@ def test_int8_cache_error_is_bounded():
     got = _core.attention(q, k, v, "int8")
     err = np.abs(got - exact).max()
     assert 1e-5 < err < 0.05, err  # quantized (not the float path), within a few 1/254 steps of the values
+    # Decode adds the query's int8 rounding on top of the cache's.
+    err = np.abs(_core.attention(q[-1:], k, v, "int8") - exact[-1:]).max()
+    assert 1e-5 < err < 0.05, err
 
 
 def test_attention_refuses_bad_shapes():
@@ -115,3 +131,20 @@ def test_attention_refuses_bad_shapes():
         _core.attention(q[..., :32], k, v, "int8")
     with pytest.raises(ValueError, match="KV cache type"):
         _core.attention(q, k, v, "f8")
+
+
+def test_decode_query_f32_path_keeps_float_queries():
+    # set_decode_query("f32") (the A/B switch of benchmarks/attention.py) decodes with the float query: SDPA over the
+    # stored cache with the unrounded query; the default rounds it (the int8 path's difference is visible).
+    q, k, v = draw(300, 1, 6, 2, 64, seed=6)
+    want = sdpa(q, quantize_i8(k), quantize_i8(v))
+    saved = _core.decode_query()
+    try:
+        _core.set_decode_query("f32")
+        np.testing.assert_allclose(_core.attention(q, k, v, "int8"), want, rtol=0, atol=3e-5)
+        _core.set_decode_query("int8")
+        assert np.abs(_core.attention(q, k, v, "int8") - want).max() > 1e-4
+        with pytest.raises(ValueError, match="int8"):
+            _core.set_decode_query("f16")
+    finally:
+        _core.set_decode_query(saved)

@@ -188,6 +188,33 @@ def test_chunked_prefill_equals_one_shot_prefill_property(tiny_f32, tiny_q4):
     check()
 
 
+def test_decode_steps_compute_in_integers_over_the_int8_cache(tiny_q4):
+    """A generation step over the int8 cache quantizes its query (decode's integer attention); a one-token prefill
+    chunk keeps the float query, as every prefill chunk does. With the float query switched on for decode too, the
+    two agree as chunked prefills do."""
+    from bluelm_v import _core
+
+    eng = Engine(tiny_q4, kv_cache="int8")
+    ids = [int(i) for i in np.random.default_rng(7).integers(3, 200, 60)]
+
+    def both():
+        a, b = eng.session(), eng.session()
+        a.prefill(ids[:-1], chunk=64)
+        b.prefill(ids[:-1], chunk=64)
+        return np.asarray(a.decode(ids[-1])), b.prefill(ids[-1:], chunk=1, all_logits=True)[-1]
+
+    step, chunk = both()
+    scale = np.abs(chunk).max()
+    assert 0 < np.abs(step - chunk).max() <= 0.1 * scale
+    saved = _core.decode_query()
+    try:
+        _core.set_decode_query("f32")
+        step, chunk = both()
+    finally:
+        _core.set_decode_query(saved)
+    assert np.abs(step - chunk).max() <= 1e-3 * scale
+
+
 def test_kv_bytes_per_token_counts_the_cache(tiny, tiny_q8):
     cfg = tiny.config.llm
     hd = cfg.head_dim or cfg.hidden // cfg.heads

@@ -23,7 +23,12 @@ class ChunkRow:
     attention_s: float
     attention_flops: float
     decode_tokens_per_s: float
+    # Attention over earlier chunks' keys: attention_s minus what the same chunks cost alone on an empty cache (their
+    # own causal triangles): the part a measurement can isolate (bluelm_v.sim.measure.measure_cpu_prefill). Only
+    # for dynamic attention (CPU runtimes); static NPU graphs attend their whole buffer whatever came before.
+    attention_cross_s: Optional[float] = None
     measured_cpu_prefill_s: Optional[float] = None
+    measured_cpu_attention_s: Optional[float] = None
 
 
 @dataclass
@@ -82,11 +87,18 @@ def chunk_rows(chunks: list[int], model="bluelm-v-3b", device="dimensity-9300", 
         lin, _, lin_mem = _op(pre.calls, "linear")
         att, att_flops, _ = _op(pre.calls, "attention")
         step = cm.decode_step(pre.capacity, prompt_tokens)
+        cross = None
+        if dep.attention == "dynamic":
+            own = 0.0  # the chunks' own triangles: each chunk's length prefilled from an empty cache
+            for n, count in ((t, prompt_tokens // t), (prompt_tokens % t, 1)):
+                if n and count and n < prompt_tokens:
+                    own += count * _op(cm.prefill(n).calls, "attention")[0]
+            cross = att - own if t < prompt_tokens else 0.0
         rows.append(ChunkRow(
             chunk=t, calls=len(pre.calls), padded_tokens=pre.padded_tokens, prefill_s=pre.seconds,
             per_call_ms=1e3 * pre.seconds / len(pre.calls), overhead_s=sum(c.overhead_s for c in pre.calls),
             linear_s=lin, linear_memory_bound=lin_mem, attention_s=att, attention_flops=att_flops,
-            decode_tokens_per_s=1.0 / step.seconds,
+            decode_tokens_per_s=1.0 / step.seconds, attention_cross_s=cross,
         ))
     return rows
 
@@ -117,11 +129,14 @@ def explain(rows: list[ChunkRow], best: int, static: bool = True) -> str:
 
 def chunk_sweep(chunks: list[int], model="bluelm-v-3b", device="dimensity-9300", prompt_tokens: int = 2048,
                 kv_capacity: int = 2048, measured: Optional[dict[int, float]] = None,
-                progress: bool = False) -> ChunkResult:
+                progress: bool = False, measured_attention: Optional[dict[int, float]] = None) -> ChunkResult:
     rows = chunk_rows(chunks, model, device, prompt_tokens, kv_capacity, progress)
     if measured:
         for r in rows:
             r.measured_cpu_prefill_s = measured.get(r.chunk)
+    if measured_attention:
+        for r in rows:
+            r.measured_cpu_attention_s = measured_attention.get(r.chunk)
     best = min(rows, key=lambda r: r.prefill_s).chunk
     paper = [r for r in rows if r.chunk in PAPER_CHUNKS]
     best_paper = min(paper, key=lambda r: r.prefill_s).chunk if paper else None

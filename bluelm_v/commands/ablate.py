@@ -165,12 +165,15 @@ def run_chunk(args) -> int:
 
     progress = not args.no_progress
     measured, record = None, {}
+    attention: dict = {}
     if args.measure:
         from bluelm_v.sim.measure import measure_cpu_prefill
 
         measured = measure_cpu_prefill(args.chunks, args.measure_model or args.model,
-                                       args.measure_tokens or args.prompt_tokens, progress=progress, record=record)
-    res = chunk_sweep(args.chunks, args.model, args.device, args.prompt_tokens, args.kv_capacity, measured, progress)
+                                       args.measure_tokens or args.prompt_tokens, progress=progress, record=record,
+                                       attention=attention)
+    res = chunk_sweep(args.chunks, args.model, args.device, args.prompt_tokens, args.kv_capacity, measured, progress,
+                      attention)
     if measured:
         res.measured = record  # what the measured column ran, which need not be the simulated sweep's model
     if args.overhead_sensitivity:
@@ -180,15 +183,23 @@ def run_chunk(args) -> int:
     console = _console()
     t = Table(title=f"chunked prefill of {res.prompt_tokens} tokens, KV cache {res.kv_capacity}, on {res.device}")
     for col in ("chunk", "calls", "prefill", "per call", "call overheads", "linear", "attention", "decode",
-                *(("measured CPU",) if measured else ())):
+                *(("measured CPU", "attention over earlier chunks: simulated", "measured") if measured else ())):
         t.add_column(col, justify="right")
     for r in res.rows:
         mark = " *" if r.chunk == res.best_chunk else ""
         t.add_row(f"t{r.chunk}{mark}", str(r.calls), f"{r.prefill_s:.2f} s", f"{r.per_call_ms:.1f} ms",
                   f"{r.overhead_s:.2f} s", f"{r.linear_s:.2f} s" + (" (mem)" if r.linear_memory_bound else ""),
                   f"{r.attention_s:.2f} s", f"{r.decode_tokens_per_s:.1f} tok/s",
-                  *((f"{r.measured_cpu_prefill_s:.2f} s" if r.measured_cpu_prefill_s else "-",) if measured else ()))
+                  *((f"{r.measured_cpu_prefill_s:.2f} s" if r.measured_cpu_prefill_s else "-",
+                     f"{r.attention_cross_s:.3f} s" if r.attention_cross_s is not None else "-",
+                     f"{r.measured_cpu_attention_s:.3f} s" if r.measured_cpu_attention_s is not None else "-")
+                    if measured else ()))
     console.print(t)
+    if measured and (res.device != "this-cpu" or res.measured["model"] != res.model
+                     or res.measured["prompt_tokens"] != res.prompt_tokens):
+        console.print(f"note: the simulated columns are {res.model} on {res.device} with {res.prompt_tokens} tokens, "
+                      f"the measured ones {res.measured['model']} on this CPU with {res.measured['prompt_tokens']}: "
+                      "compare them with --device this-cpu and the same model and tokens", highlight=False)
     if res.agrees_with_paper is None:
         verdict = f"the paper's t128 was not among the chunks simulated (paper compared {PAPER_CHUNKS})"
     else:

@@ -22,7 +22,8 @@ import numpy as np
 
 def measure_cpu_prefill(chunks: list[int], model: str = "bluelm-v-3b", prompt_tokens: int = 2048,
                         threads: Optional[int] = None, package_dir: Optional[os.PathLike] = None,
-                        repeats: int = 1, progress: bool = False, record: Optional[dict] = None) -> dict[int, float]:
+                        repeats: int = 1, progress: bool = False, record: Optional[dict] = None,
+                        attention: Optional[dict] = None) -> dict[int, float]:
     """Measured CPU prefill seconds on this machine per chunk size, through the native engine.
 
     ``model`` is a model package folder, or a config name (``bluelm-v-3b``, ``smollm2-135m``, ``tiny``) whose
@@ -31,6 +32,11 @@ def measure_cpu_prefill(chunks: list[int], model: str = "bluelm-v-3b", prompt_to
     each chunk size runs the whole prefill ``repeats`` times on a fresh KV cache and the best time is kept.
     ``record``, when given, is filled with what was measured: model, package folder, prompt tokens, the engine's
     thread count, repeats and this CPU's name (what a result file should say beside the times).
+
+    ``attention`` (a dict) is filled per chunk size with the measured attention over earlier chunks: the prefill
+    time minus that of the same chunks each run alone on an empty cache (so a chunk attends only its own causal
+    triangle; everything else a chunk computes is the same). That is the term the simulator's ``attention`` gives
+    minus its own-chunk part (``ChunkRow.attention_cross_s``).
     """
     from bluelm_v import kernels
     from bluelm_v.engine import Engine
@@ -69,6 +75,13 @@ def measure_cpu_prefill(chunks: list[int], model: str = "bluelm-v-3b", prompt_to
             session.prefill(ids, chunk=int(c))
 
         out[int(c)] = _best(run, repeats)
+        if attention is not None:
+            def alone(c=c, session=session):
+                for i in range(0, len(ids), int(c)):
+                    session.reset()
+                    session.prefill(ids[i:i + int(c)], chunk=int(c))
+
+            attention[int(c)] = max(0.0, out[int(c)] - _best(alone, repeats))
     return out
 
 

@@ -1,8 +1,11 @@
 // Thin bindings of the native engine (csrc/runtime): bluelm_v/engine.py builds the Python API on these.
+#include <chrono>
+#include <cmath>
 #include <cstring>
 
 #include "common/error.h"
 #include "python/bindings.h"
+#include "runtime/attention.h"
 #include "runtime/engine.h"
 
 namespace bluelm::python {
@@ -180,6 +183,49 @@ void bind_engine(py::module_& m) {
         return to_numpy(std::move(out), {py::ssize_t(t), py::ssize_t(heads), py::ssize_t(hd)});
       },
       py::arg("q"), py::arg("k"), py::arg("v"), py::arg("kv_cache") = "int8");
+  m.def(
+      "set_decode_query",
+      [](const std::string& kind) {
+        if (kind != "int8" && kind != "f32")
+          throw InvalidArgument("set_decode_query: kind is \"int8\" or \"f32\", not \"" + kind + "\"");
+        set_decode_query_int8(kind == "int8");
+      },
+      py::arg("kind"));
+  m.def(
+      "time_decode_attention",
+      [](const py::array_t<float, py::array::c_style | py::array::forcecast>& q,
+         const py::array_t<float, py::array::c_style | py::array::forcecast>& k,
+         const py::array_t<float, py::array::c_style | py::array::forcecast>& v, const std::string& kv_cache,
+         int64_t calls) {
+        if (q.ndim() != 2 || k.ndim() != 3 || v.ndim() != 3)
+          throw InvalidArgument("time_decode_attention takes q [heads, hd], k and v [n, kv_heads, hd]");
+        for (int d = 0; d < 3; ++d)
+          if (k.shape(d) != v.shape(d)) throw InvalidArgument("time_decode_attention: k and v shapes differ");
+        const int64_t heads = q.shape(0), hd = q.shape(1), n = k.shape(0), kvh = k.shape(1);
+        if (k.shape(2) != hd || kvh <= 0 || heads % kvh) throw InvalidArgument("time_decode_attention: q [heads, hd] with heads a multiple of k's kv_heads and k's hd");
+        if (n < 1 || calls < 1) throw InvalidArgument("time_decode_attention: n and calls must be >= 1");
+        std::vector<double> times(static_cast<size_t>(calls));
+        {
+          py::gil_scoped_release release;
+          KvCache cache(parse_kv_type(kv_cache), 1, kvh, n, hd);
+          for (int64_t p = 0; p < n; ++p) cache.store(0, p, k.data() + p * kvh * hd, v.data() + p * kvh * hd);
+          std::vector<KvHeadView> kv;
+          for (int64_t h = 0; h < kvh; ++h) kv.push_back(cache.head(0, h));
+          std::vector<float> out(static_cast<size_t>(heads * hd));
+          DecodeScratch ws;
+          const float scale = 1.0f / std::sqrt(float(hd));
+          for (auto& t : times) {
+            const auto t0 = std::chrono::steady_clock::now();
+            decode_attention(kv.data(), kvh, heads / kvh, q.data(), scale, n, out.data(), ws);
+            t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          }
+        }
+        return py::array_t<double>(py::ssize_t(times.size()), times.data());
+      },
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("kv_cache"), py::arg("calls"),
+      "Seconds per decode-attention call (one layer's cache of n positions), timed in C++ call by call "
+      "(benchmarks/attention.py)");
+  m.def("decode_query", [] { return std::string(decode_query_int8() ? "int8" : "f32"); });
   m.def("peak_rss_mb", &peak_rss_mb);
   m.def("current_rss_mb", &current_rss_mb);
 }

@@ -1,7 +1,10 @@
 #include "runtime/attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "common/threadpool.h"
 #include "quant/quant.h"
@@ -9,8 +12,34 @@
 
 namespace bluelm::runtime {
 
+void quantize_group_i8(const float* x, int64_t n, int8_t* q, float* d) {
+  float m = 0.0f;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(x[i]));
+  const float scale = m / 127.0f;
+  const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+  for (int64_t i = 0; i < n; ++i) q[i] = int8_t(std::nearbyint(x[i] * inv));
+  *d = scale;
+}
+
+void QueryI8::quantize(const float* q, int64_t ldq, int64_t m, int64_t hd, int64_t gs) {
+  const int64_t groups = hd / gs;
+  this->hd = hd;
+  this->gs = gs;
+  q8.resize(size_t(m * hd));
+  d.resize(size_t(m * groups));
+  sum.resize(size_t(m * groups));
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t g = 0; g < groups; ++g) {
+      int8_t* qg = q8.data() + r * hd + g * gs;
+      quantize_group_i8(q + r * ldq + g * gs, gs, qg, &d[size_t(r * groups + g)]);
+      int32_t t = 0;
+      for (int64_t i = 0; i < gs; ++i) t += qg[i];
+      sum[size_t(r * groups + g)] = t;
+    }
+}
+
 void attend_block_range(const KvHeadView& kv, const float* q, int64_t ldq, int64_t m, int64_t j0, int64_t j1,
-                        const int64_t* limit, AttnPartial st, bool start, AttnScratch& scratch) {
+                        const int64_t* limit, AttnPartial st, bool start, AttnScratch& scratch, const QueryI8View* q8) {
   const AttentionKernels& K = attention_kernels();
   const int64_t hd = kv.hd, groups = hd / kv.gs, ldk = kAttnBlock;
   if (scratch.kt.size() < size_t(hd * ldk)) scratch.kt.resize(size_t(hd * ldk));
@@ -30,8 +59,11 @@ void attend_block_range(const KvHeadView& kv, const float* q, int64_t ldq, int64
     int64_t seen = 0;
     for (int64_t r = 0; r < m; ++r) seen = std::max(seen, limit ? std::clamp(limit[r] - jb, int64_t(0), nb) : nb);
     if (seen == 0) continue;
-    const bool direct = kv.k8 && K.scores_i8_direct &&
-                        K.scores_i8_direct(q, ldq, m, kv.k8 + jb * hd, kv.ks + jb * groups, nb, hd, kv.gs, s, ldk);
+    const bool direct =
+        kv.k8 && ((q8 && K.scores_i8q(q8->q8, q8->d, q8->sum, m, kv.k8 + jb * hd,
+                                      kv.ks + jb * groups, nb, hd, kv.gs, s, ldk)) ||
+                  (!q8 && K.scores_i8_direct &&
+                   K.scores_i8_direct(q, ldq, m, kv.k8 + jb * hd, kv.ks + jb * groups, nb, hd, kv.gs, s, ldk)));
     if (!direct) {
       if (kv.k8) K.keys_i8_t(kv.k8 + jb * hd, kv.ks + jb * groups, nb, hd, kv.gs, kt, ldk);
       else if (kv.k16) K.keys_f16_t(kv.k16 + jb * hd, nb, hd, kt, ldk);
@@ -55,6 +87,10 @@ void attend_block_range(const KvHeadView& kv, const float* q, int64_t ldq, int64
       st.sum[r] += K.exp_sum(row, c, mx);
       st.mx[r] = mx;
       std::fill(row + c, row + nb, 0.0f);  // masked positions weigh nothing
+    }
+    if (q8 && kv.v8) {  // decode's integer path: int16 weights
+      K.accumulate_i8w(s, ldk, m, kv.v8 + jb * hd, kv.vs + jb * groups, nb, hd, kv.gs, st.out, st.ldo);
+      continue;
     }
     if (kv.v8 && K.accumulate_i8_direct &&
         K.accumulate_i8_direct(s, ldk, m, kv.v8 + jb * hd, kv.vs + jb * groups, nb, hd, kv.gs, st.out, st.ldo))
@@ -87,13 +123,32 @@ void merge_partials(const AttnPartial* parts, int64_t count, int64_t m, int64_t 
   }
 }
 
+namespace {
+std::atomic<int> g_decode_query{-1};  // -1: not yet read from the environment
+}  // namespace
+
+bool decode_query_int8() {
+  int v = g_decode_query.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* e = std::getenv("BLUELM_DECODE_QUERY");
+    v = e && std::string(e) == "f32" ? 0 : 1;
+    g_decode_query.store(v, std::memory_order_relaxed);
+  }
+  return v == 1;
+}
+
+void set_decode_query_int8(bool on) { g_decode_query.store(on ? 1 : 0, std::memory_order_relaxed); }
+
 void decode_attention(const KvHeadView* kv, int64_t kv_heads, int64_t groups, const float* q, float scale, int64_t n,
-                      float* out, DecodeScratch& ws) {
+                      float* out, DecodeScratch& ws, bool integer) {
   const int64_t hd = kv[0].hd, heads = kv_heads * groups;
   // The split depends on n only, never on the thread count, so results do not either.
   const int64_t splits = (n + kDecodeSplit - 1) / kDecodeSplit, tasks = kv_heads * splits;
   ws.q.resize(size_t(heads * hd));
   for (int64_t i = 0; i < heads * hd; ++i) ws.q[size_t(i)] = q[i] * scale;
+  // int8 keys: the queries in int8 per scale group, once per step, for integer dot products.
+  const bool int8 = integer && kv[0].k8 != nullptr && kv[0].gs % 4 == 0 && decode_query_int8();
+  if (int8) ws.q8.quantize(ws.q.data(), hd, heads, hd, kv[0].gs);
   ws.out.resize(size_t(tasks * groups * hd));
   ws.mx.resize(size_t(tasks * groups));
   ws.sum.resize(size_t(tasks * groups));
@@ -105,8 +160,9 @@ void decode_attention(const KvHeadView* kv, int64_t kv_heads, int64_t groups, co
     thread_local AttnScratch scratch;
     for (int64_t task = b; task < e; ++task) {
       const int64_t h = task / splits, j0 = (task % splits) * kDecodeSplit;
+      const QueryI8View qh = int8 ? ws.q8.rows(h * groups) : QueryI8View{};
       attend_block_range(kv[h], ws.q.data() + h * groups * hd, hd, groups, j0, std::min(n, j0 + kDecodeSplit),
-                         nullptr, part(task), true, scratch);
+                         nullptr, part(task), true, scratch, int8 ? &qh : nullptr);
     }
   });
   thread_local std::vector<AttnPartial> parts;

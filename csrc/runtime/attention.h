@@ -40,11 +40,36 @@ struct AttnPartial {
   float* sum;
 };
 
+// x [n] -> q [n] int8 in [-127, 127] and its scale d = max|x| / 127 (x ~ d q): one scale group, as the int8 KV
+// cache stores keys and values and as decode quantizes its queries.
+void quantize_group_i8(const float* x, int64_t n, int8_t* q, float* d);
+
+// m query rows in int8 per scale group of the cache (gs values): q8 [m, hd], d and sum [m, hd / gs] (the group's
+// scale and the sum of its int8 values, which tiers that offset the keys to unsigned bytes subtract again).
+// Decode's scores against int8 keys are then integer dot products per group, scaled once per group.
+struct QueryI8View {
+  const int8_t* q8;
+  const float* d;
+  const int32_t* sum;
+};
+struct QueryI8 {
+  std::vector<int8_t> q8;
+  std::vector<float> d;
+  std::vector<int32_t> sum;
+  int64_t hd = 0, gs = 0;
+  void quantize(const float* q, int64_t ldq, int64_t m, int64_t hd, int64_t gs);
+  QueryI8View rows(int64_t r0) const {  // rows r0, r0 + 1, ...
+    return {q8.data() + r0 * hd, d.data() + r0 * (hd / gs), sum.data() + r0 * (hd / gs)};
+  }
+};
+
 // Attention of m query rows q [m, hd] (row stride ldq, already multiplied by 1/sqrt(hd)) over cached positions
 // [j0, j1) of kv, row r seeing only positions < limit[r] (limit null: all of [j0, j1)). Starts the partial state
-// fresh (start = true) or continues it. The caller checks j1 against the cache's length.
+// fresh (start = true) or continues it. The caller checks j1 against the cache's length. With q8 (the same rows
+// quantized, QueryI8) and an int8 cache, the scores are int8 dot products (decode); else float products.
 void attend_block_range(const KvHeadView& kv, const float* q, int64_t ldq, int64_t m, int64_t j0, int64_t j1,
-                        const int64_t* limit, AttnPartial st, bool start, AttnScratch& scratch);
+                        const int64_t* limit, AttnPartial st, bool start, AttnScratch& scratch,
+                        const QueryI8View* q8 = nullptr);
 
 // out[r] = sum_p exp(mx_p[r] - M) out_p[r] / sum_p exp(mx_p[r] - M) sum_p[r] over `parts` partial states of m
 // rows each (M the largest mx): the exact merge of attention over disjoint position ranges. out [m, hd] (ldo).
@@ -52,13 +77,21 @@ void merge_partials(const AttnPartial* parts, int64_t count, int64_t m, int64_t 
 
 // Decode: one position's queries q [kv_heads * groups, hd] (unscaled; head h reads KV head h / groups) against
 // positions [0, n) of kv[0..kv_heads) -> out [kv_heads * groups, hd]. The query heads of a KV head read it together;
-// positions split into ranges of kDecodeSplit (split-K over the thread pool), merged exactly.
+// positions split into ranges of kDecodeSplit (split-K over the thread pool), merged exactly. With an int8 cache and
+// `integer` (and decode_query_int8()) the queries are quantized per scale group once per step, the key scores are
+// integer dot products and the values are summed with int16 weights; else float products (a prefill chunk of one
+// position takes this path, so it equals the prefill of longer chunks).
 constexpr int64_t kDecodeSplit = 8 * kAttnBlock;
 struct DecodeScratch {
   std::vector<float> q, out, mx, sum;
+  QueryI8 q8;
 };
+// Whether decode quantizes its query for the int8 cache (default; BLUELM_DECODE_QUERY=f32 in the environment or
+// set_decode_query_int8(false) keeps float queries and float products, the path before: for A/B benchmark runs).
+bool decode_query_int8();
+void set_decode_query_int8(bool on);
 void decode_attention(const KvHeadView* kv, int64_t kv_heads, int64_t groups, const float* q, float scale, int64_t n,
-                      float* out, DecodeScratch& scratch);
+                      float* out, DecodeScratch& scratch, bool integer = true);
 
 // A prefill chunk of t positions start .. start + t - 1: q [t, ldq] (head h at columns h * hd, unscaled) -> out
 // [t, ldo] (same columns), position start + i seeing cached positions [0, start + i] (causal). Parallel over

@@ -3,6 +3,7 @@
 // rows or columns share its register tile, so results do not depend on how a call is tiled.
 #include <immintrin.h>
 
+#include "runtime/attention.h"
 #include "runtime/attention_isa.h"
 
 namespace bluelm::runtime {
@@ -185,17 +186,24 @@ void values_i8_avx2(const int8_t* v, const float* vs, int64_t nb, int64_t hd, in
 template <int R, int W, bool Acc>
 void product_tile(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t k, float* c, int64_t ldc) {
   __m256 acc[R][W];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int w = 0; w < W; ++w) acc[r][w] = Acc ? _mm256_loadu_ps(c + r * ldc + 8 * w) : _mm256_setzero_ps();
   for (int64_t i = 0; i < k; ++i) {
     __m256 bv[W];
+#pragma GCC unroll 16
     for (int w = 0; w < W; ++w) bv[w] = _mm256_loadu_ps(b + i * ldb + 8 * w);
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const __m256 x = _mm256_broadcast_ss(a + r * lda + i);
+#pragma GCC unroll 16
       for (int w = 0; w < W; ++w) acc[r][w] = _mm256_fmadd_ps(x, bv[w], acc[r][w]);
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int w = 0; w < W; ++w) _mm256_storeu_ps(c + r * ldc + 8 * w, acc[r][w]);
 }
 
@@ -227,9 +235,179 @@ void accumulate_avx2(const float* p, int64_t ldp, int64_t m, const float* v, int
   product<true>(p, ldp, m, v, ldv, hd, nb, o, ldo);
 }
 
-const AttentionKernels kAvx2 = {"avx2",          exp_sum_avx2,    gelu_tanh_avx2,  row_max_avx2,    keys_i8_t_avx2,
-                                keys_f32_t_avx2, keys_f16_t_avx2, values_i8_avx2,  values_f16_avx2, scores_avx2,
-                                accumulate_avx2, nullptr,         nullptr};
+int32_t load_i32(const int8_t* p) {
+  int32_t x;
+  __builtin_memcpy(&x, p, 4);
+  return x;
+}
+
+// R query rows against 8 positions at a time in integers: the 8 key rows are transposed in 4-byte columns (8x8
+// blocks of 32-bit lanes), so lane p of column c holds dimensions 4c .. 4c + 3 of position p and each row's dot
+// products are vertical: |k| * sign(q, k) in u8 x s8 pairs (vpmaddubsw, at most 2 x 128 x 127, no saturation),
+// widened to 32 bits (vpmaddwd), summed per scale group, then scaled once per group and position.
+template <int R>
+void scores_i8q_rows(const int8_t* q8, const float* qd, const int8_t* k, const float* ks, int64_t nb, int64_t hd,
+                     int64_t gs, float* s, int64_t lds) {
+  const int64_t groups = hd / gs, chunks = hd / 4, per_group = gs / 4;
+  const __m256i ones = _mm256_set1_epi16(1), lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  alignas(32) float scale[kMaxScaleGroups][8];
+  for (int64_t j0 = 0; j0 < nb; j0 += 8) {
+    const int64_t np = nb - j0 < 8 ? nb - j0 : 8;
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t p = 0; p < 8; ++p) scale[g][p] = p < np ? ks[(j0 + p) * groups + g] : 0.0f;
+    __m256 sc[R];
+    __m256i acc[R];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      sc[r] = _mm256_setzero_ps();
+      acc[r] = _mm256_setzero_si256();
+    }
+    int64_t g = 0, left = per_group;  // the group being summed, and its columns still to come
+    for (int64_t c0 = 0; c0 < chunks; c0 += 8) {
+      const int64_t nc = chunks - c0 < 8 ? chunks - c0 : 8;
+      const __m256i cm = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(nc)), lane);
+      __m256 t[8];
+#pragma GCC unroll 16
+      for (int p = 0; p < 8; ++p)
+        t[p] = p < np ? _mm256_castsi256_ps(_mm256_maskload_epi32(
+                            reinterpret_cast<const int*>(k + (j0 + p) * hd + 4 * c0), cm))
+                      : _mm256_setzero_ps();
+      transpose8(t);
+#pragma GCC unroll 8
+      for (int c = 0; c < 8; ++c) {
+        if (c >= nc) break;
+        const __m256i kc = _mm256_castps_si256(t[c]), ka = _mm256_abs_epi8(kc);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+          const __m256i qb = _mm256_set1_epi32(load_i32(q8 + r * hd + 4 * (c0 + c)));
+          acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(_mm256_maddubs_epi16(ka, _mm256_sign_epi8(qb, kc)), ones));
+        }
+        if (--left == 0) {  // the group ends: scale its sums once
+          const __m256 d = _mm256_load_ps(scale[g]);
+#pragma GCC unroll 16
+          for (int r = 0; r < R; ++r) {
+            const __m256 w = _mm256_mul_ps(d, _mm256_set1_ps(qd[r * groups + g]));
+            sc[r] = _mm256_add_ps(sc[r], _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r]), w));
+            acc[r] = _mm256_setzero_si256();
+          }
+          ++g;
+          left = per_group;
+        }
+      }
+    }
+    const __m256i sm = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(np)), lane);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) _mm256_maskstore_ps(s + r * lds + j0, sm, sc[r]);
+  }
+}
+
+bool scores_i8q_avx2(const int8_t* q8, const float* qd, const int32_t* qsum, int64_t m, const int8_t* k,
+                     const float* ks, int64_t nb, int64_t hd, int64_t gs, float* s, int64_t lds) {
+  if (gs % 4 || hd / gs > kMaxScaleGroups)
+    return attention_kernels_scalar()->scores_i8q(q8, qd, qsum, m, k, ks, nb, hd, gs, s, lds);
+  const int64_t groups = hd / gs;
+  for_row_blocks(m, [&](auto rows, int64_t r) {
+    scores_i8q_rows<decltype(rows)::value>(q8 + r * hd, qd + r * groups, k, ks, nb, hd, gs, s + r * lds, lds);
+  });
+  return true;
+}
+
+// Decode's values with int16 weights (AttentionKernels::accumulate_i8w): two value rows widened to int16 and
+// interleaved give (v_j, v_j+1) pairs for 16 columns in two vectors (lane 4L + e of the low one is column 8L + e, of
+// the high one 8L + 4 + e), multiplied by the broadcast weight pair and summed into int32 by vpmaddwd.
+constexpr int64_t kWeightsLd = kAttnBlock + 2;  // int16 weights of one (row, group), padded to an even count
+
+__m256i lanes8(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+template <int R>
+void weights_i16(const float* p, int64_t ldp, const float* vsg, int64_t nb, int64_t groups, int16_t* wq, float* sw) {
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+    for (int64_t g = 0; g < groups; ++g) {
+      const float* vg = vsg + g * kAttnBlock;
+      __m256 mx = _mm256_setzero_ps();
+      for (int64_t j = 0; j < nb; j += 8) {
+        const __m256i k = lanes8(nb - j);
+        mx = _mm256_max_ps(mx, _mm256_mul_ps(_mm256_maskload_ps(p + r * ldp + j, k), _mm256_maskload_ps(vg + j, k)));
+      }
+      __m128 h = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+      h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+      h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+      const float s = _mm_cvtss_f32(h) / 32767.0f, inv = s > 0.0f ? 1.0f / s : 0.0f;
+      sw[r * groups + g] = s;
+      int16_t* out = wq + (r * groups + g) * kWeightsLd;
+      for (int64_t j = 0; j < nb; j += 8) {
+        const __m256i k = lanes8(nb - j);
+        const __m256 w = _mm256_mul_ps(_mm256_maskload_ps(p + r * ldp + j, k), _mm256_maskload_ps(vg + j, k));
+        alignas(32) int32_t t[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(t), _mm256_cvtps_epi32(_mm256_mul_ps(w, _mm256_set1_ps(inv))));
+        for (int64_t e = 0; e < 8 && j + e < nb; ++e) out[j + e] = int16_t(t[e]);
+      }
+      out[nb] = 0;  // the pair of an odd last row
+    }
+}
+
+template <int R>
+void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, const int8_t* v, int64_t nb,
+                         int64_t hd, int64_t gs, int64_t c, float* o, int64_t ldo) {
+  const int64_t g = c / gs;
+  __m256i acc[R][2];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  for (int64_t j = 0; j < nb; j += 2) {
+    const __m256i a = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + j * hd + c)));
+    const __m256i b = j + 1 < nb ? _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + (j + 1) * hd + c)))
+                                 : _mm256_setzero_si256();
+    const __m256i x0 = _mm256_unpacklo_epi16(a, b), x1 = _mm256_unpackhi_epi16(a, b);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      int32_t pair;
+      __builtin_memcpy(&pair, wq + (r * groups + g) * kWeightsLd + j, 4);
+      const __m256i wp = _mm256_set1_epi32(pair);
+      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(x0, wp));
+      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(x1, wp));
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    const __m256 d = _mm256_set1_ps(sw[r * groups + g]);
+    const __m256 a = _mm256_cvtepi32_ps(acc[r][0]), b = _mm256_cvtepi32_ps(acc[r][1]);
+    float* out = o + r * ldo + c;
+    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), _mm256_mul_ps(d, _mm256_permute2f128_ps(a, b, 0x20))));
+    _mm256_storeu_ps(out + 8,
+                     _mm256_add_ps(_mm256_loadu_ps(out + 8), _mm256_mul_ps(d, _mm256_permute2f128_ps(a, b, 0x31))));
+  }
+}
+
+template <int R>
+void accumulate_i8w_rows(const float* p, int64_t ldp, const int8_t* v, const float* vsg, int64_t nb, int64_t hd,
+                         int64_t gs, float* o, int64_t ldo) {
+  const int64_t groups = hd / gs;
+  alignas(32) int16_t wq[R * kMaxScaleGroups * kWeightsLd];
+  float sw[R * kMaxScaleGroups];
+  weights_i16<R>(p, ldp, vsg, nb, groups, wq, sw);
+  for (int64_t c = 0; c < hd; c += 16) accumulate_i8w_tile<R>(wq, sw, groups, v, nb, hd, gs, c, o, ldo);
+}
+
+void accumulate_i8w_avx2(const float* p, int64_t ldp, int64_t m, const int8_t* v, const float* vs, int64_t nb,
+                         int64_t hd, int64_t gs, float* o, int64_t ldo) {
+  const int64_t groups = hd / gs;
+  if (hd % 16 || gs % 16 || groups > kMaxScaleGroups || nb > kAttnBlock)
+    return attention_kernels_scalar()->accumulate_i8w(p, ldp, m, v, vs, nb, hd, gs, o, ldo);
+  alignas(32) float vsg[kMaxScaleGroups * kAttnBlock];  // the value scales per group, positions contiguous
+  for (int64_t j = 0; j < nb; ++j)
+    for (int64_t g = 0; g < groups; ++g) vsg[g * kAttnBlock + j] = vs[j * groups + g];
+  for_row_blocks(m, [&](auto rows, int64_t r) {
+    accumulate_i8w_rows<decltype(rows)::value>(p + r * ldp, ldp, v, vsg, nb, hd, gs, o + r * ldo, ldo);
+  });
+}
+
+const AttentionKernels kAvx2 = {
+    "avx2",          exp_sum_avx2,    gelu_tanh_avx2,  row_max_avx2,        keys_i8_t_avx2,
+    keys_f32_t_avx2, keys_f16_t_avx2, values_i8_avx2,  values_f16_avx2,     scores_avx2,
+    accumulate_avx2, nullptr,         scores_i8q_avx2, accumulate_i8w_avx2, nullptr};
 
 }  // namespace
 

@@ -1,9 +1,11 @@
-// AVX-512 products of attention (attention_isa.h): scores, output accumulation and value dequantization 16 floats
-// at a time; the exponentials, the row max and the key transpose are the AVX2 tier's (8x8 register transposes).
+// AVX-512 products of attention (attention_isa.h): scores, output accumulation, value dequantization and the
+// softmax's exponentials 16 floats at a time; GELU, the row max and the key transpose are the AVX2 tier's (8x8
+// register transposes).
 // Compiled with the AVX-512 flags only in this file. As in the AVX2 tier, each element is one FMA chain in
 // ascending order whatever the tiling, so results do not depend on how a call is split.
 #include <immintrin.h>
 
+#include "runtime/attention.h"
 #include "runtime/attention_isa.h"
 
 namespace bluelm::runtime {
@@ -20,18 +22,25 @@ template <int R, int W, bool Acc>
 void product_tile(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t k, __mmask16 last, float* c,
                   int64_t ldc) {
   __m512 acc[R][W];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int w = 0; w < W; ++w)
       acc[r][w] = Acc ? _mm512_maskz_loadu_ps(w == W - 1 ? last : 0xFFFF, c + r * ldc + 16 * w) : _mm512_setzero_ps();
   for (int64_t i = 0; i < k; ++i) {
     __m512 bv[W];
+#pragma GCC unroll 16
     for (int w = 0; w < W; ++w) bv[w] = _mm512_maskz_loadu_ps(w == W - 1 ? last : 0xFFFF, b + i * ldb + 16 * w);
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const __m512 x = _mm512_set1_ps(a[r * lda + i]);
+#pragma GCC unroll 16
       for (int w = 0; w < W; ++w) acc[r][w] = _mm512_fmadd_ps(x, bv[w], acc[r][w]);
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int w = 0; w < W; ++w) _mm512_mask_storeu_ps(c + r * ldc + 16 * w, w == W - 1 ? last : 0xFFFF, acc[r][w]);
 }
 
@@ -88,9 +97,11 @@ void values_i8_avx512(const int8_t* v, const float* vs, int64_t nb, int64_t hd, 
 // (zero-masked forms throughout: gcc 12 warns about the undefined source register of the plain ones).
 __m512 reduce16(const __m512 v[16]) {
   __m512 a[8], b[4], c[2];
+#pragma GCC unroll 16
   for (int i = 0; i < 8; ++i)
     a[i] = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(0xFFFF, v[2 * i], v[2 * i + 1], 0x44),
                          _mm512_maskz_shuffle_f32x4(0xFFFF, v[2 * i], v[2 * i + 1], 0xEE));
+#pragma GCC unroll 16
   for (int i = 0; i < 4; ++i)
     b[i] = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(0xFFFF, a[2 * i], a[2 * i + 1], 0x88),
                          _mm512_maskz_shuffle_f32x4(0xFFFF, a[2 * i], a[2 * i + 1], 0xDD));
@@ -112,6 +123,7 @@ void scores_i8_direct_rows(const float* q, int64_t ldq, const int8_t* k, const f
     __m512 part[R][16];
     for (int64_t p = 0; p < 16; ++p) {
       __m512 acc[R];
+#pragma GCC unroll 16
       for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
       if (p < np) {
         const int8_t* kr = k + (j0 + p) * hd;
@@ -120,12 +132,15 @@ void scores_i8_direct_rows(const float* q, int64_t ldq, const int8_t* k, const f
           for (int64_t i = g * gs; i < (g + 1) * gs; i += 16) {
             const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kr + i));
             const __m512 kv = _mm512_mul_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, _mm512_maskz_cvtepi8_epi32(0xFFFF, b)), d);
+#pragma GCC unroll 16
             for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(q + r * ldq + i), kv, acc[r]);
           }
         }
       }
+#pragma GCC unroll 16
       for (int r = 0; r < R; ++r) part[r][p] = acc[r];
     }
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r)
       _mm512_mask_storeu_ps(s + r * lds + j0, lanes(np), _mm512_maskz_permutexvar_ps(0xFFFF, order, reduce16(part[r])));
   }
@@ -146,21 +161,28 @@ template <int R, int W>
 void accumulate_i8_tile(const float* p, int64_t ldp, const int8_t* v, const float* vs, int64_t nb, int64_t hd,
                         int64_t groups, int64_t g, int64_t c, float* o, int64_t ldo) {
   __m512 acc[R][W];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int w = 0; w < W; ++w) acc[r][w] = _mm512_loadu_ps(o + r * ldo + c + 16 * w);
   for (int64_t j = 0; j < nb; ++j) {
     __m512 vv[W];
+#pragma GCC unroll 16
     for (int w = 0; w < W; ++w) {
       const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(v + j * hd + c + 16 * w));
       vv[w] = _mm512_maskz_cvtepi32_ps(0xFFFF, _mm512_maskz_cvtepi8_epi32(0xFFFF, b));
     }
     const float d = vs[j * groups + g];
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const __m512 a = _mm512_set1_ps(p[r * ldp + j] * d);
+#pragma GCC unroll 16
       for (int w = 0; w < W; ++w) acc[r][w] = _mm512_fmadd_ps(a, vv[w], acc[r][w]);
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int w = 0; w < W; ++w) _mm512_storeu_ps(o + r * ldo + c + 16 * w, acc[r][w]);
 }
 
@@ -193,6 +215,254 @@ bool accumulate_i8_direct_avx512(const float* p, int64_t ldp, int64_t m, const i
   return true;
 }
 
+// Columns of the 16x16 block of 32-bit lanes r[0..16) (rows in, columns out), in place: 64 shuffles (zero-masked
+// forms: gcc 12 warns about the undefined source register of the plain ones).
+void transpose16_epi32(__m512i r[16]) {
+  __m512i t[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_maskz_unpacklo_epi32(0xFFFF, r[i], r[i + 1]);
+    t[i + 1] = _mm512_maskz_unpackhi_epi32(0xFFFF, r[i], r[i + 1]);
+  }
+  // u[4 b + d]: dword d of each 128-bit lane of rows 4b .. 4b + 3.
+  __m512i u[16];
+#pragma GCC unroll 16
+  for (int b = 0; b < 4; ++b) {
+    u[4 * b + 0] = _mm512_maskz_unpacklo_epi64(0xFF, t[4 * b], t[4 * b + 2]);
+    u[4 * b + 1] = _mm512_maskz_unpackhi_epi64(0xFF, t[4 * b], t[4 * b + 2]);
+    u[4 * b + 2] = _mm512_maskz_unpacklo_epi64(0xFF, t[4 * b + 1], t[4 * b + 3]);
+    u[4 * b + 3] = _mm512_maskz_unpackhi_epi64(0xFF, t[4 * b + 1], t[4 * b + 3]);
+  }
+#pragma GCC unroll 16
+  for (int d = 0; d < 4; ++d) {
+    const __m512i s1 = _mm512_maskz_shuffle_i32x4(0xFFFF, u[d], u[4 + d], 0x44), s2 = _mm512_maskz_shuffle_i32x4(0xFFFF, u[d], u[4 + d], 0xEE);
+    const __m512i s3 = _mm512_maskz_shuffle_i32x4(0xFFFF, u[8 + d], u[12 + d], 0x44);
+    const __m512i s4 = _mm512_maskz_shuffle_i32x4(0xFFFF, u[8 + d], u[12 + d], 0xEE);
+    r[d] = _mm512_maskz_shuffle_i32x4(0xFFFF, s1, s3, 0x88);
+    r[4 + d] = _mm512_maskz_shuffle_i32x4(0xFFFF, s1, s3, 0xDD);
+    r[8 + d] = _mm512_maskz_shuffle_i32x4(0xFFFF, s2, s4, 0x88);
+    r[12 + d] = _mm512_maskz_shuffle_i32x4(0xFFFF, s2, s4, 0xDD);
+  }
+}
+
+int32_t load_i32(const int8_t* p) {
+  int32_t x;
+  __builtin_memcpy(&x, p, 4);
+  return x;
+}
+
+// R query rows against 16 positions at a time in integers (VNNI): the 16 key rows transposed in 4-byte columns, so
+// lane p of column c holds dimensions 4c .. 4c + 3 of position p; vpdpbusd multiplies the keys offset to unsigned
+// (k + 128) by the broadcast int8 query and sums four products per lane, and 128 x the query's group sum is taken
+// off again before the group's sums are scaled once per position. The columns stay in registers (the loop over
+// a 16-column block is unrolled), and the scales of the 16 positions are laid out per group once per block.
+template <int R>
+void scores_i8q_rows(const int8_t* q8, const float* qd, const int32_t* qsum, const int8_t* k, const float* ks,
+                     int64_t nb, int64_t hd, int64_t gs, float* s, int64_t lds) {
+  const int64_t groups = hd / gs, chunks = hd / 4, per_group = gs / 4;
+  const __m512i flip = _mm512_set1_epi8(char(0x80));
+  alignas(64) float scale[kMaxScaleGroups][16];
+  for (int64_t j0 = 0; j0 < nb; j0 += 16) {
+    const int64_t np = nb - j0 < 16 ? nb - j0 : 16;
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t p = 0; p < 16; ++p) scale[g][p] = p < np ? ks[(j0 + p) * groups + g] : 0.0f;
+    __m512 sc[R];
+    __m512i acc[R];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      sc[r] = _mm512_setzero_ps();
+      acc[r] = _mm512_setzero_si512();
+    }
+    int64_t g = 0, left = per_group;  // the group being summed, and its columns still to come
+    for (int64_t c0 = 0; c0 < chunks; c0 += 16) {
+      const int64_t nc = chunks - c0 < 16 ? chunks - c0 : 16;
+      __m512i t[16];
+#pragma GCC unroll 16
+      for (int p = 0; p < 16; ++p)
+        t[p] = p < np ? _mm512_maskz_loadu_epi32(lanes(nc), k + (j0 + p) * hd + 4 * c0) : _mm512_setzero_si512();
+      transpose16_epi32(t);
+#pragma GCC unroll 16
+      for (int c = 0; c < 16; ++c) {
+        if (c >= nc) break;
+        const __m512i ku = _mm512_xor_si512(t[c], flip);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r)
+          acc[r] = _mm512_dpbusd_epi32(acc[r], ku, _mm512_set1_epi32(load_i32(q8 + r * hd + 4 * (c0 + c))));
+        if (--left == 0) {  // the group ends: scale its sums once
+          const __m512 d = _mm512_load_ps(scale[g]);
+#pragma GCC unroll 16
+          for (int r = 0; r < R; ++r) {
+            const __m512i dot = _mm512_sub_epi32(acc[r], _mm512_set1_epi32(128 * qsum[r * groups + g]));
+            const __m512 w = _mm512_mul_ps(d, _mm512_set1_ps(qd[r * groups + g]));
+            sc[r] = _mm512_add_ps(sc[r], _mm512_mul_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, dot), w));
+            acc[r] = _mm512_setzero_si512();
+          }
+          ++g;
+          left = per_group;
+        }
+      }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(s + r * lds + j0, lanes(np), sc[r]);
+  }
+}
+
+bool scores_i8q_avx512(const int8_t* q8, const float* qd, const int32_t* qsum, int64_t m, const int8_t* k,
+                       const float* ks, int64_t nb, int64_t hd, int64_t gs, float* s, int64_t lds) {
+  if (gs % 4 || hd / gs > kMaxScaleGroups)
+    return attention_kernels_avx2()->scores_i8q(q8, qd, qsum, m, k, ks, nb, hd, gs, s, lds);
+  const int64_t groups = hd / gs;
+  for_row_blocks(m, [&](auto rows, int64_t r) {
+    scores_i8q_rows<decltype(rows)::value>(q8 + r * hd, qd + r * groups, qsum + r * groups, k, ks, nb, hd, gs,
+                                           s + r * lds, lds);
+  });
+  return true;
+}
+
+// exp(x) 16 lanes at a time, the AVX2 tier's method (attention_avx2.cpp: 2^n exp(r), ln 2 split in two, degree-6
+// Taylor polynomial, x clamped to [-87.3, 88.3]) in 512-bit registers, masked on the tail.
+__m512 exp_avx512(__m512 x) {
+  x = _mm512_maskz_min_ps(0xFFFF, _mm512_maskz_max_ps(0xFFFF, x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.3f));
+  const __m512 n = _mm512_maskz_roundscale_ps(0xFFFF, _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  const __m512i e =
+      _mm512_maskz_slli_epi32(0xFFFF, _mm512_add_epi32(_mm512_maskz_cvtps_epi32(0xFFFF, n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+float exp_sum_avx512(float* x, int64_t n, float sub) {
+  const __m512 vs = _mm512_set1_ps(sub);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 k = lanes(n - i);
+    const __m512 v = _mm512_maskz_mov_ps(k, exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), vs)));
+    _mm512_mask_storeu_ps(x + i, k, v);
+    acc = _mm512_add_ps(acc, v);
+  }
+  const __m256 a8 = _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xFF, acc, 0), _mm512_maskz_extractf32x8_ps(0xFF, acc, 1));
+  __m128 a4 = _mm_add_ps(_mm256_castps256_ps128(a8), _mm256_extractf128_ps(a8, 1));
+  a4 = _mm_add_ps(a4, _mm_movehl_ps(a4, a4));
+  a4 = _mm_add_ss(a4, _mm_shuffle_ps(a4, a4, 1));
+  return _mm_cvtss_f32(a4);
+}
+
+// Decode's values with int16 weights (AttentionKernels::accumulate_i8w). Two value rows j, j + 1 widened to int16
+// and interleaved (vpunpck{l,h}wd) give, per 32 output columns, two vectors of (v_j, v_j+1) pairs, each multiplied
+// by the broadcast pair (wq_j, wq_j+1) and summed into int32 by vpdpwssd; the interleave permutes the columns
+// (lane 4L + e of the low vector is column 8L + e, of the high one 8L + 4 + e), undone once per call.
+constexpr int64_t kWeightsLd = kAttnBlock + 2;  // int16 weights of one (row, group), padded to an even count
+
+template <int R, int W>  // W / 2 halves of 32 columns from column c
+void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, const int8_t* v, int64_t nb,
+                         int64_t hd, int64_t gs, int64_t c, float* o, int64_t ldo) {
+  __m512i acc[R][W];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int w = 0; w < W; ++w) acc[r][w] = _mm512_setzero_si512();
+  for (int64_t j = 0; j < nb; j += 2) {
+    __m512i x[W];
+#pragma GCC unroll 16
+    for (int h = 0; h < W / 2; ++h) {
+      const __m512i a = _mm512_maskz_cvtepi8_epi16(
+          ~__mmask32(0), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + j * hd + c + 32 * h)));
+      const __m512i b = j + 1 < nb ? _mm512_maskz_cvtepi8_epi16(~__mmask32(0), _mm256_loadu_si256(
+                                         reinterpret_cast<const __m256i*>(v + (j + 1) * hd + c + 32 * h)))
+                                   : _mm512_setzero_si512();
+      x[2 * h] = _mm512_maskz_unpacklo_epi16(~__mmask32(0), a, b);
+      x[2 * h + 1] = _mm512_maskz_unpackhi_epi16(~__mmask32(0), a, b);
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+      for (int h = 0; h < W / 2; ++h) {
+        const int64_t g = (c + 32 * h) / gs;
+        int32_t pair;
+        __builtin_memcpy(&pair, wq + (r * groups + g) * kWeightsLd + j, 4);
+        const __m512i wp = _mm512_set1_epi32(pair);
+        acc[r][2 * h] = _mm512_dpwssd_epi32(acc[r][2 * h], x[2 * h], wp);
+        acc[r][2 * h + 1] = _mm512_dpwssd_epi32(acc[r][2 * h + 1], x[2 * h + 1], wp);
+      }
+  }
+  const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i hi = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int h = 0; h < W / 2; ++h) {
+      const __m512 d = _mm512_set1_ps(sw[r * groups + (c + 32 * h) / gs]);
+      const __m512 a = _mm512_maskz_cvtepi32_ps(0xFFFF, acc[r][2 * h]);
+      const __m512 b = _mm512_maskz_cvtepi32_ps(0xFFFF, acc[r][2 * h + 1]);
+      float* out = o + r * ldo + c + 32 * h;
+      _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), _mm512_mul_ps(d, _mm512_permutex2var_ps(a, lo, b))));
+      _mm512_storeu_ps(out + 16,
+                       _mm512_add_ps(_mm512_loadu_ps(out + 16), _mm512_mul_ps(d, _mm512_permutex2var_ps(a, hi, b))));
+    }
+}
+
+// The weights of rows r < R in int16, as the scalar tier rounds them: wq [R, groups, kWeightsLd], sw [R, groups].
+template <int R>
+void weights_i16(const float* p, int64_t ldp, const float* vsg, int64_t nb, int64_t groups, int16_t* wq, float* sw) {
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+    for (int64_t g = 0; g < groups; ++g) {
+      const float* vg = vsg + g * kAttnBlock;
+      __m512 mx = _mm512_setzero_ps();
+      for (int64_t j = 0; j < nb; j += 16) {
+        const __mmask16 k = lanes(nb - j);
+        mx = _mm512_maskz_max_ps(0xFFFF, mx, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p + r * ldp + j), _mm512_maskz_loadu_ps(k, vg + j)));
+      }
+      // (halves by hand: gcc 12 warns inside _mm512_reduce_max_ps about an undefined source register)
+      const __m256 m8 = _mm256_max_ps(_mm512_maskz_extractf32x8_ps(0xFF, mx, 0), _mm512_maskz_extractf32x8_ps(0xFF, mx, 1));
+      __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
+      m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+      m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+      const float s = _mm_cvtss_f32(m4) / 32767.0f, inv = s > 0.0f ? 1.0f / s : 0.0f;
+      sw[r * groups + g] = s;
+      int16_t* out = wq + (r * groups + g) * kWeightsLd;
+      for (int64_t j = 0; j < nb; j += 16) {
+        const __mmask16 k = lanes(nb - j);
+        const __m512 w = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p + r * ldp + j), _mm512_maskz_loadu_ps(k, vg + j));
+        _mm512_mask_cvtepi32_storeu_epi16(out + j, k, _mm512_maskz_cvtps_epi32(0xFFFF, _mm512_mul_ps(w, _mm512_set1_ps(inv))));
+      }
+      out[nb] = 0;  // the pair of an odd last row
+    }
+}
+
+template <int R>
+void accumulate_i8w_rows(const float* p, int64_t ldp, const int8_t* v, const float* vsg, int64_t nb, int64_t hd,
+                         int64_t gs, float* o, int64_t ldo) {
+  const int64_t groups = hd / gs;
+  alignas(64) int16_t wq[R * kMaxScaleGroups * kWeightsLd];
+  float sw[R * kMaxScaleGroups];
+  weights_i16<R>(p, ldp, vsg, nb, groups, wq, sw);
+  int64_t c = 0;
+  for (; c + 64 <= hd; c += 64) accumulate_i8w_tile<R, 4>(wq, sw, groups, v, nb, hd, gs, c, o, ldo);
+  if (c < hd) accumulate_i8w_tile<R, 2>(wq, sw, groups, v, nb, hd, gs, c, o, ldo);
+}
+
+void accumulate_i8w_avx512(const float* p, int64_t ldp, int64_t m, const int8_t* v, const float* vs, int64_t nb,
+                           int64_t hd, int64_t gs, float* o, int64_t ldo) {
+  const int64_t groups = hd / gs;
+  if (hd % 32 || gs % 32 || groups > kMaxScaleGroups || nb > kAttnBlock)
+    return attention_kernels_scalar()->accumulate_i8w(p, ldp, m, v, vs, nb, hd, gs, o, ldo);
+  alignas(64) float vsg[kMaxScaleGroups * kAttnBlock];  // the value scales per group, positions contiguous
+  for (int64_t j = 0; j < nb; ++j)
+    for (int64_t g = 0; g < groups; ++g) vsg[g * kAttnBlock + j] = vs[j * groups + g];
+  for_row_blocks(m, [&](auto rows, int64_t r) {
+    accumulate_i8w_rows<decltype(rows)::value>(p + r * ldp, ldp, v, vsg, nb, hd, gs, o + r * ldo, ldo);
+  });
+}
+
 }  // namespace
 
 const AttentionKernels* attention_kernels_avx512() {
@@ -204,6 +474,9 @@ const AttentionKernels* attention_kernels_avx512() {
     k.accumulate = accumulate_avx512;
     k.scores_i8_direct = scores_i8_direct_avx512;
     k.accumulate_i8_direct = accumulate_i8_direct_avx512;
+    k.scores_i8q = scores_i8q_avx512;
+    k.exp_sum = exp_sum_avx512;
+    k.accumulate_i8w = accumulate_i8w_avx512;
     return k;
   }();
   return &table;

@@ -10,6 +10,10 @@
 
 namespace bluelm::runtime {
 
+// Scale groups per head vector the SIMD integer scores lay out on the stack (hd 256 at groups of 32); more take the
+// scalar loops.
+constexpr int64_t kMaxScaleGroups = 8;
+
 struct AttentionKernels {
   const char* name;
   // x[i] = exp(x[i] - sub) for i < n, returning their sum (any n). The AVX2 exp is within 3e-7 (relative) of std::exp.
@@ -41,6 +45,17 @@ struct AttentionKernels {
   // (writing nothing) for shapes it does not take; null in tiers without it. Both fall back to keys_i8_t + scores.
   bool (*scores_i8_direct)(const float* q, int64_t ldq, int64_t m, const int8_t* k, const float* ks, int64_t nb,
                            int64_t hd, int64_t gs, float* s, int64_t lds);
+  // Decode's scores as integer dot products: s[r * lds + j] = sum_g qd[r G + g] ks[j G + g] sum_{i in g}
+  // q8[r hd + i] k[j hd + i] for j < nb (G = hd / gs scale groups; qsum[r G + g] = sum_{i in g} q8[r hd + i]).
+  // q8 in [-127, 127]. Returns false (writing nothing) unless gs % 4 == 0; every tier has it.
+  bool (*scores_i8q)(const int8_t* q8, const float* qd, const int32_t* qsum, int64_t m, const int8_t* k,
+                     const float* ks, int64_t nb, int64_t hd, int64_t gs, float* s, int64_t lds);
+  // Decode's weighted sum of the int8 values with the weights in int16: per row r and scale group g the weights
+  // w_j = p[r ldp + j] * vs[j G + g] are rounded to int16 on the scale sw = max_j w_j / 32767 (round to nearest
+  // even), and o[r ldo + i] += sw * sum_j wq_j v[j hd + i] with the sum in int32, for i in group g, j < nb <=
+  // kAttnBlock. Every tier has it (SIMD tiers hand shapes they do not take to the scalar loops), so all round alike.
+  void (*accumulate_i8w)(const float* p, int64_t ldp, int64_t m, const int8_t* v, const float* vs, int64_t nb,
+                         int64_t hd, int64_t gs, float* o, int64_t ldo);
   // The same for the values: o [m, hd] (ldo) += sum_j p[r * ldp + j] * v[j * hd + i] * vs[j * (hd / gs) + i / gs]
   // over j < nb, straight from the int8 values; false (nothing written) for shapes it does not take, null in tiers
   // without it (then values_i8 + accumulate).

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "quant/quant.h"
+#include "runtime/attention.h"
 #include "runtime/attention_isa.h"
 
 namespace bluelm::runtime {
@@ -95,10 +96,45 @@ void accumulate_scalar(const float* p, int64_t ldp, int64_t m, const float* v, i
   }
 }
 
-const AttentionKernels kScalar = {"scalar",          exp_sum_scalar,    gelu_tanh_scalar,  row_max_scalar,
-                                  keys_i8_t_scalar,  keys_f32_t_scalar, keys_f16_t_scalar, values_i8_scalar,
-                                  values_f16_scalar, scores_scalar,     accumulate_scalar, nullptr,
-                                  nullptr};
+bool scores_i8q_scalar(const int8_t* q8, const float* qd, const int32_t*, int64_t m, const int8_t* k,
+                       const float* ks, int64_t nb, int64_t hd, int64_t gs, float* s, int64_t lds) {
+  if (gs % 4) return false;
+  const int64_t groups = hd / gs;
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t j = 0; j < nb; ++j) {
+      float a = 0.0f;
+      for (int64_t g = 0; g < groups; ++g) {
+        int32_t t = 0;
+        for (int64_t i = g * gs; i < (g + 1) * gs; ++i) t += int32_t(q8[r * hd + i]) * int32_t(k[j * hd + i]);
+        a += float(t) * (ks[j * groups + g] * qd[r * groups + g]);
+      }
+      s[r * lds + j] = a;
+    }
+  return true;
+}
+
+void accumulate_i8w_scalar(const float* p, int64_t ldp, int64_t m, const int8_t* v, const float* vs, int64_t nb,
+                           int64_t hd, int64_t gs, float* o, int64_t ldo) {
+  const int64_t groups = hd / gs;
+  int32_t wq[kAttnBlock];
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t g = 0; g < groups; ++g) {
+      float mx = 0.0f;
+      for (int64_t j = 0; j < nb; ++j) mx = std::max(mx, p[r * ldp + j] * vs[j * groups + g]);
+      const float sw = mx / 32767.0f, inv = sw > 0.0f ? 1.0f / sw : 0.0f;
+      for (int64_t j = 0; j < nb; ++j) wq[j] = int32_t(std::nearbyint(p[r * ldp + j] * vs[j * groups + g] * inv));
+      for (int64_t i = g * gs; i < (g + 1) * gs; ++i) {
+        int32_t acc = 0;
+        for (int64_t j = 0; j < nb; ++j) acc += wq[j] * int32_t(v[j * hd + i]);
+        o[r * ldo + i] += sw * float(acc);
+      }
+    }
+}
+
+const AttentionKernels kScalar = {
+    "scalar",          exp_sum_scalar,    gelu_tanh_scalar,  row_max_scalar,    keys_i8_t_scalar,
+    keys_f32_t_scalar, keys_f16_t_scalar, values_i8_scalar,  values_f16_scalar, scores_scalar,
+    accumulate_scalar, nullptr,           scores_i8q_scalar, accumulate_i8w_scalar, nullptr};
 
 }  // namespace
 

@@ -42,18 +42,27 @@ std::vector<float> random_rows(int64_t rows, int64_t hd, uint32_t seed, float s)
 
 // m rows over [0, n) in ranges of `split` positions merged (split >= n: one range).
 std::vector<float> attend_split(const KvHeadView& kv, const float* q, int64_t m, int64_t n, int64_t split,
-                                const int64_t* limit) {
+                                const int64_t* limit, const QueryI8View* q8 = nullptr) {
   const int64_t hd = kv.hd, parts = (n + split - 1) / split;
   std::vector<float> out(size_t(parts * m * hd)), mx(size_t(parts * m)), sum(size_t(parts * m));
   std::vector<AttnPartial> st;
   AttnScratch scratch;
   for (int64_t p = 0; p < parts; ++p) {
     st.push_back({out.data() + p * m * hd, hd, mx.data() + p * m, sum.data() + p * m});
-    attend_block_range(kv, q, hd, m, p * split, std::min(n, (p + 1) * split), limit, st.back(), true, scratch);
+    attend_block_range(kv, q, hd, m, p * split, std::min(n, (p + 1) * split), limit, st.back(), true, scratch, q8);
   }
   std::vector<float> res(size_t(m * hd));
   merge_partials(st.data(), parts, m, hd, res.data(), hd);
   return res;
+}
+
+// The rows decode's int8 path computes with: each group's int8 values times its scale.
+std::vector<float> dequantized(const QueryI8& q, int64_t m) {
+  std::vector<float> out(size_t(m * q.hd));
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t i = 0; i < q.hd; ++i)
+      out[size_t(r * q.hd + i)] = float(q.q8[size_t(r * q.hd + i)]) * q.d[size_t(r * (q.hd / q.gs) + i / q.gs)];
+  return out;
 }
 
 double max_abs(const std::vector<float>& a) {
@@ -93,6 +102,49 @@ BLUELM_TEST(attention_tiers_match_reference_on_awkward_sizes) {
   set_active_isa(saved);
 }
 
+BLUELM_TEST(attention_int8_query_scores_match_reference_on_awkward_sizes) {
+  // Decode's integer path: the query quantized per scale group, integer dot products with the int8 keys, the
+  // softmax weights rounded to int16 per block for the values. Every tier equals the scalar tier (1e-5: the same
+  // integers, scaled in another order) and the double reference fed the dequantized query within the weights'
+  // rounding (each within 1/65534 of its block's largest: measured ~3e-5, bound 1.5e-4); against the float query
+  // the difference is the query's rounding, bounded loosely.
+  const Isa saved = active_isa();
+  uint32_t seed = 100;
+  for (int64_t hd : {64, 80, 128})
+    for (int64_t n : {1, 31, 33, 4097}) {
+      const KvCache c = random_cache(KvType::int8, 1, n, hd, seed++);
+      const KvHeadView kv = c.head(0, 0);
+      for (int64_t groups : {1, 3, 4, 8}) {
+        const std::vector<float> q = random_rows(groups, hd, seed++, 1.0f / std::sqrt(float(hd)));
+        QueryI8 q8;
+        q8.quantize(q.data(), hd, groups, hd, kv.gs);
+        const QueryI8View view = q8.rows(0);
+        const std::vector<float> qdq = dequantized(q8, groups);
+        std::vector<float> want(size_t(groups * hd)), exact(size_t(groups * hd));
+        for (int64_t r = 0; r < groups; ++r) {
+          attend_reference(kv, qdq.data() + r * hd, n, want.data() + r * hd);
+          attend_reference(kv, q.data() + r * hd, n, exact.data() + r * hd);
+        }
+        std::vector<float> scalar;
+        for (Isa isa : supported_isas()) {
+          if (!attention_kernels_for(isa)) continue;
+          set_active_isa(isa);
+          for (int64_t split : {n, int64_t(100)}) {
+            const std::vector<float> got = attend_split(kv, q.data(), groups, n, split, nullptr, &view);
+            for (size_t i = 0; i < got.size(); ++i) {
+              CHECK_NEAR(got[i], want[i], 1.5e-4 * (1 + std::fabs(want[i])));
+              CHECK_NEAR(got[i], exact[i], 0.05);
+            }
+            if (isa == Isa::scalar && split == n) scalar = got;
+            if (isa != Isa::scalar && split == n)
+              for (size_t i = 0; i < got.size(); ++i) CHECK_NEAR(got[i], scalar[i], 1e-5 * (1 + std::fabs(scalar[i])));
+          }
+        }
+      }
+    }
+  set_active_isa(saved);
+}
+
 BLUELM_TEST(attention_causal_limit_and_decode_driver) {
   // Rows with their own limits (prefill's diagonal) equal the reference over [0, limit); the decode driver (GQA
   // groups over KV heads, split-K over the pool) equals it over [0, n).
@@ -117,11 +169,13 @@ BLUELM_TEST(attention_causal_limit_and_decode_driver) {
     std::vector<float> out(size_t(kv_heads * groups * hd));
     DecodeScratch ds;
     decode_attention(kv.data(), kv_heads, groups, qd.data(), 0.125f, n, out.data(), ds);
+    // The int8 cache's decode computes with the query rounded to int8 per scale group (QueryI8) and the weights of
+    // the values rounded to int16 (within 1.5e-4, as in the test above).
+    const std::vector<float> qdq = dequantized(ds.q8, kv_heads * groups);
     for (int64_t h = 0; h < kv_heads * groups; ++h) {
-      std::vector<float> qs(static_cast<size_t>(hd)), want(static_cast<size_t>(hd));
-      for (int64_t i = 0; i < hd; ++i) qs[size_t(i)] = qd[size_t(h * hd + i)] * 0.125f;
+      std::vector<float> qs(qdq.begin() + h * hd, qdq.begin() + (h + 1) * hd), want(static_cast<size_t>(hd));
       attend_reference(kv[size_t(h / groups)], qs.data(), n, want.data());
-      for (int64_t i = 0; i < hd; ++i) CHECK_NEAR(out[size_t(h * hd + i)], want[size_t(i)], 2e-5);
+      for (int64_t i = 0; i < hd; ++i) CHECK_NEAR(out[size_t(h * hd + i)], want[size_t(i)], 1.5e-4);
     }
   }
   set_active_isa(saved);

@@ -406,7 +406,7 @@ const std::vector<float>& Session::decode_step(int32_t token) {
   s_->logits.resize(size_t(llm.config().vocab));
   s_->cached_ids.clear();  // a decode outside generate(); generate() sets the record again after its steps
   llm.embed(&token, 1, s_->x1.data());
-  llm.forward(s_->x1.data(), 1, s_->cache, s_->ws, s_->logits.data());
+  llm.forward(s_->x1.data(), 1, s_->cache, s_->ws, s_->logits.data(), nullptr, /*decoding=*/true);
   return s_->logits;
 }
 

@@ -56,25 +56,14 @@ int64_t KvCache::bytes() const {
          int64_t(sizeof(float)) * int64_t(kf_.size() + vf_.size() + ks_.size() + vs_.size());
 }
 
-namespace {
-void quantize_row_i8(const float* x, int64_t n, int8_t* q, float* d) {
-  float m = 0.0f;
-  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(x[i]));
-  const float scale = m / 127.0f;
-  const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
-  for (int64_t i = 0; i < n; ++i) q[i] = int8_t(std::nearbyint(x[i] * inv));
-  *d = scale;
-}
-}  // namespace
-
 void KvCache::store(int64_t layer, int64_t pos, const float* k, const float* v) {
   for (int64_t h = 0; h < kv_heads_; ++h) {
     const size_t s = slot(layer, h, pos);
     if (type_ == KvType::int8) {
       for (int64_t g = 0; g < groups_; ++g) {
         const int64_t o = g * gs_;
-        quantize_row_i8(k + h * hd_ + o, gs_, &k8_[s * size_t(hd_) + size_t(o)], &ks_[s * size_t(groups_) + size_t(g)]);
-        quantize_row_i8(v + h * hd_ + o, gs_, &v8_[s * size_t(hd_) + size_t(o)], &vs_[s * size_t(groups_) + size_t(g)]);
+        quantize_group_i8(k + h * hd_ + o, gs_, &k8_[s * size_t(hd_) + size_t(o)], &ks_[s * size_t(groups_) + size_t(g)]);
+        quantize_group_i8(v + h * hd_ + o, gs_, &v8_[s * size_t(hd_) + size_t(o)], &vs_[s * size_t(groups_) + size_t(g)]);
       }
     } else if (type_ == KvType::f16) {
       for (int64_t i = 0; i < hd_; ++i) {
@@ -239,16 +228,18 @@ void Llm::embed(const int32_t* ids, int64_t t, float* out) const {
 }
 
 void Llm::attention(int64_t layer, int64_t start, int64_t t, const float* qp, int64_t ldq, const KvCache& cache,
-                    LlmWorkspace& ws) const {
+                    LlmWorkspace& ws, bool decoding) const {
   const int64_t hd = cfg_.head_dim, kvh_n = cfg_.kv_heads, groups = cfg_.heads / kvh_n;
   std::vector<KvHeadView> kv(static_cast<size_t>(kvh_n));
   for (int64_t h = 0; h < kvh_n; ++h) kv[size_t(h)] = cache.head(layer, h);
   const float scale = 1.0f / std::sqrt(float(hd));
-  if (t == 1) decode_attention(kv.data(), kvh_n, groups, qp, scale, start + 1, ws.att.data(), ws.decode);
+  if (t == 1)
+    decode_attention(kv.data(), kvh_n, groups, qp, scale, start + 1, ws.att.data(), ws.decode, decoding);
   else prefill_attention(kv.data(), kvh_n, groups, qp, ldq, scale, start, t, ws.att.data(), cfg_.q_dim());
 }
 
-void Llm::forward(const float* x, int64_t t, KvCache& cache, LlmWorkspace& ws, float* logits, float* all_logits) const {
+void Llm::forward(const float* x, int64_t t, KvCache& cache, LlmWorkspace& ws, float* logits, float* all_logits,
+                  bool decoding) const {
   const int64_t d = cfg_.hidden, f = cfg_.intermediate, qd = cfg_.q_dim(), kvd = cfg_.kv_dim();
   const int64_t start = cache.length();
   if (t < 1) throw InvalidArgument("an LLM chunk needs at least one position");
@@ -284,7 +275,7 @@ void Llm::forward(const float* x, int64_t t, KvCache& cache, LlmWorkspace& ws, f
       rope_.apply(k + r * ldkv, cfg_.kv_heads, start + r);
       cache.store(li, start + r, k + r * ldkv, v + r * ldkv);
     }
-    attention(li, start, t, q, ldq, cache, ws);
+    attention(li, start, t, q, ldq, cache, ws, decoding);
     L.o.forward(ws.att.data(), t, qd, ws.tmp.data(), d, ws.scratch, act_);
     add_inplace(h, ws.tmp.data(), t * d);
     rms_norm(h, L.mlp_norm, ws.xn.data(), t, d, eps);

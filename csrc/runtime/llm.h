@@ -86,9 +86,11 @@ class Llm {
   // Token embeddings: ids [t] -> out [t, hidden] (ids checked against the vocabulary).
   void embed(const int32_t* ids, int64_t t, float* out) const;
   // One chunk of t positions after cache.length(): x [t, hidden] embeddings. logits [vocab] of the last position
-  // when `logits` is not null; all_logits [t, vocab] when not null (for tests).
+  // when `logits` is not null; all_logits [t, vocab] when not null (for tests). `decoding`: a generation step
+  // (t = 1), whose attention over an int8 cache computes in integers (decode_attention); prefill chunks of any
+  // length keep float queries, so any split of a prompt gives the same logits.
   void forward(const float* x, int64_t t, KvCache& cache, LlmWorkspace& ws, float* logits,
-               float* all_logits = nullptr) const;
+               float* all_logits = nullptr, bool decoding = false) const;
 
  private:
   struct Layer {
@@ -99,7 +101,7 @@ class Llm {
   };
   // Queries q [t, heads * head_dim] with rows ldq floats apart; output into ws.att.
   void attention(int64_t layer, int64_t start, int64_t t, const float* q, int64_t ldq, const KvCache& cache,
-                 LlmWorkspace& ws) const;
+                 LlmWorkspace& ws, bool decoding) const;
 
   model::LlmConfig cfg_;
   const model::TensorInfo* embed_ = nullptr;
