@@ -39,3 +39,13 @@ def test_measured_cpu_prefill_through_the_engine(tmp_path):
     # Bad requests are refused before anything runs.
     with pytest.raises(ValueError, match="chunk sizes"):
         measure_cpu_prefill([0], "tiny", package_dir=tmp_path / "pkg")
+
+
+def test_measured_cpu_prefill_packages_a_gguf_with_its_own_weights(smollm2_gguf, tmp_path, monkeypatch):
+    # A checkpoint (here the SmolLM2 GGUF) is packaged with its weights, not replaced by a random config package.
+    monkeypatch.setenv("BLUELM_CACHE", str(tmp_path / "cache"))
+    record: dict = {}
+    got = measure_cpu_prefill([32], str(smollm2_gguf), prompt_tokens=64, record=record)
+    assert set(got) == {32} and got[32] > 0
+    assert record["weights"] == "package" and "random" not in record["package"]
+    assert (tmp_path / "cache" / "packages").is_dir()

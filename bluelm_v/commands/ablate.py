@@ -62,8 +62,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="re-fit the Dimensity 9300 factors with these LLM call overheads (ms) and report each optimum")
     c.add_argument("--measure", action="store_true",
                    help="add measured CPU prefill on this machine per chunk size through the native engine")
-    c.add_argument("--measure-model", help="model package or config name for --measure (default: --model; a 3B "
-                                           "prefill of 2048 tokens takes minutes per chunk size on 2 cores)")
+    c.add_argument("--measure-model",
+                   help="for --measure: a model package, .gguf file, HF folder, smollm2-135m-gguf or a config name "
+                        "(seeded random weights) (default: --model; a 3B prefill of 2048 tokens takes minutes per "
+                        "chunk size on 2 cores)")
     c.add_argument("--measure-tokens", type=int, help="prompt tokens for --measure (default: --prompt-tokens)")
     _common(c)
 

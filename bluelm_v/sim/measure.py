@@ -26,8 +26,9 @@ def measure_cpu_prefill(chunks: list[int], model: str = "bluelm-v-3b", prompt_to
                         attention: Optional[dict] = None) -> dict[int, float]:
     """Measured CPU prefill seconds on this machine per chunk size, through the native engine.
 
-    ``model`` is a model package folder, or a config name (``bluelm-v-3b``, ``smollm2-135m``, ``tiny``) whose
-    package with seeded random q4_0 weights is written once to ``package_dir`` (default
+    ``model`` is a model package folder, a checkpoint ``bluelm-v run`` takes (a .gguf file, an HF folder, the
+    ``smollm2-135m-gguf`` alias; packaged once into the cache), or a config name (``bluelm-v-3b``, ``smollm2-135m``,
+    ``tiny``) whose package with seeded random q4_0 weights is written once to ``package_dir`` (default
     ``$BLUELM_CACHE/packages/<model>-q4_0-random``). The prompt is ``prompt_tokens`` random text tokens;
     each chunk size runs the whole prefill ``repeats`` times on a fresh KV cache and the best time is kept.
     ``record``, when given, is filled with what was measured: model, package folder, prompt tokens, the engine's
@@ -40,21 +41,25 @@ def measure_cpu_prefill(chunks: list[int], model: str = "bluelm-v-3b", prompt_to
     """
     from bluelm_v import kernels
     from bluelm_v.engine import Engine
-    from bluelm_v.export.cached import cache_root
+    from bluelm_v._paths import resolve_model_spec
+    from bluelm_v.export.cached import cache_root, cached_package
     from bluelm_v.export.package import package
 
     if not chunks or any(int(c) < 1 for c in chunks):
         raise ValueError(f"chunk sizes must be positive integers, got {chunks}")
     if prompt_tokens < 1:
         raise ValueError(f"prompt_tokens must be positive, got {prompt_tokens}")
-    path = Path(model)
-    if not (path / "manifest.json").is_file():
+    path, random_weights = Path(model), False
+    spec = resolve_model_spec(str(model))
+    if not (path / "manifest.json").is_file() and Path(spec).exists():  # a GGUF, an HF folder, the SmolLM2 alias
+        path = cached_package(spec)
+    elif not (path / "manifest.json").is_file():
+        random_weights = True
         path = Path(package_dir) if package_dir else cache_root() / "packages" / f"{model}-q4_0-random"
         if not (path / "manifest.json").is_file():
             package(model, path, quant="q4_0", vit_quant="q8_0", random=True)
     engine = Engine(path, threads=threads, context=prompt_tokens)
     if record is not None:
-        random_weights = path != Path(model)
         record.update(model=str(model), package=str(path),
                       weights="seeded random q4_0" if random_weights else "package",
                       prompt_tokens=int(prompt_tokens), threads=kernels.get_num_threads(), repeats=int(repeats),
