@@ -10,7 +10,8 @@ SmolLM2-135M: 576, 1536, 49152) and each weight matrix shape [N, K] of a layer (
     DRAM; timed call by call in C++, as the engine calls it and as the read probe runs, where the hot rows and
     torch's are timed from Python);
   - gemm for a prefill chunk (T = 128);
-for q4_0, q4_1 and q8_0 weights, plus the 2x2 down-sampler fused with LayerNorm + linear for a 27x27x1152 tile.
+for q4_0, q4_1 and q8_0 weights and GGUF's K-quants q4_k, q5_k, q6_k (on the shapes whose K is a multiple of 256;
+`--formats` picks some), plus the 2x2 down-sampler fused with LayerNorm + linear for a 27x27x1152 tile.
 Baselines timed in the same process: torch float32 matmul on the dequantized weights (`torch-f32`) and torch's
 dequantize-then-matmul from the packed blocks (`torch-deq`). The roofline (read bandwidth at each thread count,
 the tier's int8 dot-product peak, FP32 FMA peak) is measured first, by csrc/kernels/roofline.cpp, and printed;
@@ -38,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bluelm_v import _core, kernels, quant  # noqa: E402
 
-FORMATS = ("q4_0", "q4_1", "q8_0")
+FORMATS = ("q4_0", "q4_1", "q8_0", "q4_k", "q5_k", "q6_k")
 ROUNDS = 5  # probe-then-kernel rounds per row (in_rounds)
 LLC_BYTES = 32 << 20  # the last-level cache to exceed in stream mode (docs/sources.md: <= 32 MiB of L3)
 
@@ -77,6 +78,8 @@ def torch_dequant_fn(fmt: str, rows: np.ndarray, n: int, k: int):
     import torch
 
     info = quant.FORMATS[fmt]
+    if info.super_block:
+        return None  # no torch-ops dequantizer for the K-quants: their rows get the torch-f32 baseline only
     g = info.group
     raw = torch.from_numpy(rows.copy()).reshape(n, k // g, info.block_bytes)
     d = raw[..., :2].contiguous().view(torch.float16).float()  # [n, blocks, 1]
@@ -175,9 +178,10 @@ def bench_matrix(shape: dict, fmt: str, threads: int, roof: dict, quick: bool, r
                     "timed_in": "c++" if mode == "stream" else "python", "rounds": ROUNDS}
             if mode == "hot":
                 s_f32 = median_time(lambda: torch.nn.functional.linear(xt, wd), repeat)
-                s_deq = median_time(lambda: torch.nn.functional.linear(xt, deq()), repeat)
                 rows_out.append({**base, "baseline": "torch-f32", "speedup_vs_baseline": s_f32 / s})
-                rows_out.append({**base, "baseline": "torch-deq", "speedup_vs_baseline": s_deq / s})
+                if deq is not None:
+                    s_deq = median_time(lambda: torch.nn.functional.linear(xt, deq()), repeat)
+                    rows_out.append({**base, "baseline": "torch-deq", "speedup_vs_baseline": s_deq / s})
             else:
                 rows_out.append({**base, "baseline": "roofline", "speedup_vs_baseline": frac})
     return rows_out
@@ -225,7 +229,11 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer shapes and copies (a minute)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--formats", default=",".join(FORMATS), help="weight formats to run (default: all)")
     args = ap.parse_args(argv)
+    formats = [f for f in args.formats.split(",") if f]
+    for f in formats:
+        quant.format_info(f)  # an unknown name is an error naming the known ones
     threads = [int(t) for t in args.threads.split(",")]
     console = Console(width=170)
     roof = roofline(threads, args.quick)
@@ -237,7 +245,7 @@ def main(argv=None) -> int:
     shapes = load_shapes(args.quick)
     from tqdm import tqdm
 
-    jobs = [(s, f, t) for t in threads for s in shapes for f in FORMATS]
+    jobs = [(s, f, t) for t in threads for s in shapes for f in formats if s["K"] % quant.FORMATS[f].group == 0]
     for shape, fmt, t in tqdm(jobs, desc="kernels", unit="case"):
         kernels.set_num_threads(t)
         torch.set_num_threads(t)

@@ -9,12 +9,13 @@ from bluelm_v import quant
 gguf = pytest.importorskip("gguf")
 
 GGUF_TYPES = {"q4_0": "Q4_0", "q4_1": "Q4_1", "q8_0": "Q8_0"}
+K_TYPES = {"q4_k": "Q4_K", "q5_k": "Q5_K", "q6_k": "Q6_K"}  # the gguf package dequantizes these, never quantizes
 
 
 def test_registry_mirrors_the_formats():
     assert set(quant.FORMATS) == {"q4_0", "q4_1", "q8_0", "q4_0_g64", "q4_0_g128", "q4_1_g64", "q4_1_g128",
-                                  "q8_0_g64", "q8_0_g128"}
-    for name, ggml in GGUF_TYPES.items():
+                                  "q8_0_g64", "q8_0_g128", "q4_k", "q5_k", "q6_k", "q8_k"}
+    for name, ggml in {**GGUF_TYPES, **K_TYPES, "q8_k": "Q8_K"}.items():
         info = quant.FORMATS[name]
         qt = gguf.GGMLQuantizationType[ggml]
         assert (info.group, info.block_bytes) == gguf.GGML_QUANT_SIZES[qt] and info.gguf_type == int(qt)
@@ -35,8 +36,74 @@ def test_bytes_identical_to_the_gguf_package(fmt):
     np.testing.assert_array_equal(quant.dequantize(ours, fmt, 256), deq_theirs.reshape(37, 256))
 
 
+def _random_k_blocks(fmt: str, n: int, seed: int) -> np.ndarray:
+    """n random blocks of a K-quant with finite fp16 scales (every other byte random)."""
+    info = quant.FORMATS[fmt]
+    rng = np.random.default_rng(seed)
+    raw = rng.integers(0, 256, (n, info.block_bytes), dtype=np.uint8)
+    scales = rng.uniform(-2, 2, (n, 2)).astype(np.float16).view(np.uint8)
+    if fmt == "q6_k":
+        raw[:, 208:210] = scales[:, :2]
+    else:
+        raw[:, 0:4] = scales
+    return raw
+
+
+@pytest.mark.parametrize("fmt", list(K_TYPES))
+def test_k_quant_dequantize_matches_the_gguf_package(fmt):
+    qt = gguf.GGMLQuantizationType[K_TYPES[fmt]]
+    raw = _random_k_blocks(fmt, 64, seed=5).reshape(8, -1)  # 8 rows of 8 super-blocks
+    np.testing.assert_array_equal(quant.dequantize(raw, fmt, 8 * 256), gguf.quants.dequantize(raw, qt).reshape(8, -1))
+    x = (np.random.default_rng(2).standard_normal((6, 512)) * 0.05).astype(np.float32)
+    ours = quant.quantize(x, fmt)
+    np.testing.assert_array_equal(quant.dequantize(ours, fmt, 512), gguf.quants.dequantize(ours, qt).reshape(6, 512))
+
+
+def _k_tensors_match_llama_cpp(original, requantized):
+    """Every K-quant tensor llama.cpp wrote into `requantized` (from `original`'s weights, dequantized by the gguf
+    package as llama.cpp dequantizes them) equals our quantizer's bytes; returns the formats compared."""
+    src = {t.name: t for t in gguf.GGUFReader(original).tensors}
+    seen = set()
+    for t in gguf.GGUFReader(requantized).tensors:
+        fmt = t.tensor_type.name.lower()
+        if fmt not in K_TYPES:
+            continue
+        s = src[t.name]
+        x = np.asarray(gguf.quants.dequantize(s.data, s.tensor_type), np.float32)
+        x = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
+        ours = quant.quantize(x, fmt)
+        theirs = np.asarray(t.data).reshape(ours.shape)
+        assert np.array_equal(ours, theirs), f"{t.name} ({fmt}): bytes differ from llama.cpp's"
+        seen.add(fmt)
+    return seen
+
+
+def test_q4_k_and_q6_k_quantize_like_llama_cpp(smollm2_gguf, smollm2_q4_k_m):
+    assert _k_tensors_match_llama_cpp(smollm2_gguf, smollm2_q4_k_m) == {"q4_k", "q6_k"}
+
+
+def test_q5_k_quantizes_like_llama_cpp(smollm2_gguf, smollm2_q5_k_m):
+    assert _k_tensors_match_llama_cpp(smollm2_gguf, smollm2_q5_k_m) == {"q5_k", "q6_k"}
+
+
 @settings(max_examples=40, deadline=None)
-@given(fmt=st.sampled_from(sorted(quant.FORMATS)), rows=st.integers(1, 9), blocks=st.integers(1, 4),
+@given(fmt=st.sampled_from(["q4_k", "q5_k", "q6_k", "q8_k"]), rows=st.integers(1, 4), blocks=st.integers(1, 3),
+       scale=st.floats(1e-3, 1e3), seed=st.integers(0, 2**31 - 1))
+def test_k_quant_round_trip_error_bound(fmt, rows, blocks, scale, seed):
+    """K-quants: each element within one level of its super-block's coarsest sub-block, a level being the
+    block's span over the format's levels (2 max|x| / 15 for q4_k, / 31 for q5_k; max|x| / 32 for q6_k; half of
+    max|x| / 127 for q8_k), plus the fp16 rounding of the scales."""
+    k = 256 * blocks
+    x = (np.random.default_rng(seed).standard_normal((rows, k)) * scale).astype(np.float32)
+    back = quant.dequantize(quant.quantize(x, fmt), fmt, k)
+    err = np.abs(back - x).reshape(rows, blocks, 256).max(-1)
+    amax = np.abs(x).reshape(rows, blocks, 256).max(-1)
+    level = {"q4_k": 2 * amax / 15, "q5_k": 2 * amax / 31, "q6_k": amax / 32, "q8_k": amax / 254}[fmt]
+    assert (err <= level * 1.02 + amax * 2**-10).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(fmt=st.sampled_from(sorted(f for f in quant.FORMATS if not quant.FORMATS[f].super_block)), rows=st.integers(1, 9), blocks=st.integers(1, 4),
        scale=st.floats(1e-3, 1e3), seed=st.integers(0, 2**31 - 1))
 def test_round_trip_error_bound(fmt, rows, blocks, scale, seed):
     """|w - deq(q(w))| <= d/2 per element (d the block's step), plus fp16 rounding of the scale; int4 symmetric

@@ -11,9 +11,11 @@
 
 ``source`` is a loaded reference model (``bluelm_v.models.reference.LoadedModel``), a spec ``load_model``
 understands (config name, HF folder, ``.gguf`` file), or a config name with ``random=True`` for a model too large
-to build in torch first (seeded numpy weights, streamed tensor by tensor). From a GGUF file, Q4_0 / Q4_1 / Q8_0
-tensors are carried over byte for byte (rows of attn_q / attn_k reordered to HF's RoPE layout, which moves whole
-rows); other types are dequantized and re-quantized to ``quant``, and the manifest says so per tensor;
+to build in torch first (seeded numpy weights, streamed tensor by tensor). From a GGUF file, Q4_0 / Q4_1 / Q8_0 and
+Q4_K / Q5_K / Q6_K tensors (so every matrix of a Q4_K_M, Q5_K_M or Q6_K file that llama.cpp made a K-quant) are
+carried over byte for byte (rows of attn_q / attn_k reordered to HF's RoPE layout, which moves whole rows); other
+types (Q5_0, Q5_1, F16, ...: llama.cpp's fallbacks where a row is not a multiple of 256) are dequantized and
+re-quantized to ``quant``, and the manifest says so per tensor;
 ``quant="f32"`` dequantizes everything (for checking the engine's float path against the reference).
 
 Which tensors get which format: 2-D weights of the LLM (including the embedding table, which is also the output
@@ -38,14 +40,24 @@ from bluelm_v import FormatError, __version__
 FORMAT_NAME = "bluelm-v-package"
 FORMAT_VERSION = 1
 ALIGNMENT = 64
-GGUF_NATIVE = {"q4_0": "Q4_0", "q4_1": "Q4_1", "q8_0": "Q8_0"}
-QUANT_NAMES = ("f32", "q4_0", "q4_1", "q8_0", "q4_0_g64", "q4_0_g128", "q4_1_g64", "q4_1_g128", "q8_0_g64",
-               "q8_0_g128")
 RANDOM_INIT_STD = 0.02
 
 
+def _weight_formats() -> dict:
+    """The registry's weight formats (bluelm_v.quant.FORMATS without q8_k, an activation format)."""
+    from bluelm_v import quant as q
+
+    return {name: info for name, info in q.FORMATS.items() if info.kind != "k8"}
+
+
+# Package formats: f32 and every weight format of the registry; those that are GGUF types (q4_0, q4_1, q8_0,
+# q4_k, q5_k, q6_k) are carried from a GGUF file byte for byte.
+QUANT_NAMES = ("f32", *_weight_formats())
+GGUF_NATIVE = {name: info.gguf_type for name, info in _weight_formats().items() if info.gguf_type >= 0}
+
+
 def group_of(fmt: str) -> int:
-    return 1 if fmt == "f32" else (int(fmt.split("_g")[1]) if "_g" in fmt else 32)
+    return 1 if fmt == "f32" else _weight_formats()[fmt].group
 
 
 def quantize(values: np.ndarray, fmt: str) -> tuple[np.ndarray, int]:
@@ -57,11 +69,8 @@ def quantize(values: np.ndarray, fmt: str) -> tuple[np.ndarray, int]:
     stored_k = -(-k // g) * g
     if stored_k != k:
         values = np.concatenate([values, np.zeros((n, stored_k - k), np.float32)], axis=1)
-    if fmt in GGUF_NATIVE:
-        import gguf
-
-        return np.asarray(gguf.quants.quantize(values, gguf.GGMLQuantizationType[GGUF_NATIVE[fmt]])), stored_k
-    from bluelm_v import quant as q  # the group-64/128 formats exist only in our registry
+    from bluelm_v import quant as q  # GGUF's bytes for q4_0 / q4_1 / q8_0 (the gguf package's) and the K-quants
+                                     # (llama.cpp's), tests/test_quant_py.py; in C++ on the kernel thread pool
 
     return np.asarray(q.quantize(values, fmt)), stored_k
 
@@ -172,7 +181,9 @@ def _gguf_tensors(path: Path, quant: str, writer: _Writer, cfg, progress: bool =
 
     ckpt = GGUFCheckpoint(path)
     names = ckpt.hf_names(cfg.llm)
-    native = {v: k for k, v in GGUF_NATIVE.items()}
+    import gguf
+
+    native = {gguf.GGMLQuantizationType(v).name: k for k, v in GGUF_NATIVE.items()}
     for hf, g in tqdm(names.items(), desc=f"packaging {path.name}", unit="tensor", leave=False, disable=not progress):
         raw = ckpt.raw(g)
         if raw.qtype in native and len(raw.shape) == 2 and quant != "f32":

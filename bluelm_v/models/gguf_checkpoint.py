@@ -38,8 +38,9 @@ MAX_CONTEXT = 1 << 20  # RoPE tables are allocated for the whole context
 _SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 _GGUF_STRING, _GGUF_ARRAY = 8, 9
 # Block formats carried into packages byte for byte: bytes per block and the byte offsets of its fp16 scale (d)
-# and minimum (m), which must be finite.
-_BLOCK_SCALES = {"Q4_0": (18, (0,)), "Q4_1": (20, (0, 2)), "Q8_0": (34, (0,))}
+# and minimum (m), which must be finite (the facts of csrc/quant's FormatInfo.fp16_at; Q6_K's d ends its block).
+_BLOCK_SCALES = {"Q4_0": (18, (0,)), "Q4_1": (20, (0, 2)), "Q8_0": (34, (0,)), "Q4_K": (144, (0, 2)),
+                 "Q5_K": (176, (0, 2)), "Q6_K": (210, (208,))}
 _LAYER_TENSORS = {  # GGUF name (blk.{i}.) -> HF name (model.layers.{i}.)
     "attn_norm": "input_layernorm",
     "attn_q": "self_attn.q_proj",
@@ -376,7 +377,7 @@ class GGUFCheckpoint:
             bits = blocks[:, at:at + 2].copy().view("<u2").reshape(-1)
             bad = np.flatnonzero((bits & 0x7C00) == 0x7C00)  # every exponent bit set: infinity or NaN
             if bad.size:
-                what = "scale" if at == 0 else "minimum"
+                what = "scale" if at == fields[0] else "minimum"
                 raise FormatError(f"{self.path}: tensor {name} ({qtype}) block {int(bad[0])} has a non-finite fp16 "
                                   f"{what} ({bad.size} such blocks): every scale must be finite")
 

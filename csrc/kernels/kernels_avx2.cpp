@@ -481,6 +481,9 @@ PanelsFn pick_group(int group) {
 void gemm_panels_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
                       int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
   const quant::FormatInfo& fi = quant::format_info(w.format);
+  if (fi.super_block && fi.kind != Kind::k8) return gemm_panels_k_avx2(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+  if (fi.super_block)  // q8_k is an activation format: the scalar kernel only
+    return isa_kernels_scalar()->gemm_panels(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
   PanelsFn fn = fi.kind == Kind::int4_sym    ? pick_group<0>(fi.group)
                 : fi.kind == Kind::int4_asym ? pick_group<1>(fi.group)
                                              : pick_group<2>(fi.group);

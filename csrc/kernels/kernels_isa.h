@@ -25,6 +25,10 @@ const IsaKernels* isa_kernels_scalar();
 #if defined(__x86_64__) || defined(_M_X64)
 const IsaKernels* isa_kernels_avx2();
 const IsaKernels* isa_kernels_avx512();
+// K-quant (Q4_K, Q5_K, Q6_K) panels in AVX2 (kquant_avx2.cpp), the gemm_panels signature; the AVX2 and AVX-512
+// tables call it for those formats.
+void gemm_panels_k_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
+                        int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy);
 #endif
 #if defined(__aarch64__)
 const IsaKernels* isa_kernels_neon();

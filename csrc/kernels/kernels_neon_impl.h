@@ -10,6 +10,7 @@
 //            8 products of 15 * 127 before it is widened (15240 < 32767); for int8 every product is widened.
 #include <arm_neon.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/kernels_isa.h"
@@ -170,9 +171,14 @@ PanelsFn pick_group(int group) {
   return group == 32 ? panels_neon<KIND, 32> : group == 64 ? panels_neon<KIND, 64> : panels_neon<KIND, 128>;
 }
 
+#include "kernels/kquant_neon_impl.h"  // gemm_panels_k_neon, in this anonymous namespace
+
 void gemm_panels_neon(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
                       int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
   const quant::FormatInfo& fi = quant::format_info(w.format);
+  if (fi.super_block && fi.kind != Kind::k8) return gemm_panels_k_neon(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+  if (fi.super_block)  // q8_k is an activation format: the scalar kernel only
+    return isa_kernels_scalar()->gemm_panels(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
   PanelsFn fn = fi.kind == Kind::int4_sym    ? pick_group<0>(fi.group)
                 : fi.kind == Kind::int4_asym ? pick_group<1>(fi.group)
                                              : pick_group<2>(fi.group);

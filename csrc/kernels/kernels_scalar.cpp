@@ -48,8 +48,84 @@ int32_t dot_block(int kind, int group, const uint8_t* blk, int r, const int8_t* 
   return isum;
 }
 
+// One K-quant super-block of one row against 256 int8 activations x, in integers: isum = sum_j sc_j *
+// (sum_{i in sub-block j} q_i x_i) and msum = sum_j m_j * (sum_{i in j} x_i) (Q4_K / Q5_K minima; 0 otherwise).
+// The block's value is d * dx * isum - dmin * dx * msum (Q6_K's levels carry their -32; Q8_K has d in float32).
+void dot_super_block(Kind kind, const uint8_t* blk, const int8_t* x, int32_t& isum, int32_t& msum) {
+  isum = msum = 0;
+  if (kind == Kind::k4 || kind == Kind::k5) {
+    const uint8_t* sb = blk + 4;
+    const uint8_t* qh = blk + 16;
+    const uint8_t* qs = blk + (kind == Kind::k4 ? 16 : 48);
+    for (int j = 0; j < 8; ++j) {
+      const int sc = j < 4 ? sb[j] & 63 : (sb[j + 4] & 0x0F) | ((sb[j - 4] >> 6) << 4);
+      const int m = j < 4 ? sb[j + 4] & 63 : (sb[j + 4] >> 4) | ((sb[j] >> 6) << 4);
+      int32_t dot = 0, xs = 0;
+      for (int l = 0; l < 32; ++l) {
+        int q = (qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0x0F;
+        if (kind == Kind::k5) q |= ((qh[l] >> j) & 1) << 4;
+        dot += q * x[32 * j + l];
+        xs += x[32 * j + l];
+      }
+      isum += sc * dot;
+      msum += m * xs;
+    }
+  } else if (kind == Kind::k6) {
+    const int8_t* sc = reinterpret_cast<const int8_t*>(blk + 192);
+    for (int j = 0; j < 16; ++j) {
+      int32_t dot = 0;
+      for (int e = 16 * j; e < 16 * j + 16; ++e) {
+        const int h = e / 128, s = (e % 128) / 32, l = e % 32;
+        const int lo = (blk[64 * h + 32 * (s % 2) + l] >> (4 * (s / 2))) & 0x0F;
+        const int hi = (blk[128 + 32 * h + l] >> (2 * s)) & 3;
+        dot += ((lo | (hi << 4)) - 32) * x[e];
+      }
+      isum += sc[j] * dot;
+    }
+  } else {
+    const int8_t* qs = reinterpret_cast<const int8_t*>(blk + 4);
+    for (int i = 0; i < 256; ++i) isum += qs[i] * x[i];
+  }
+}
+
+void gemm_panels_k_scalar(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0,
+                          int64_t t1, int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
+  const PanelGeometry g = panel_geometry(w.format, w.k);
+  const quant::FormatInfo& fi = quant::format_info(w.format);
+  for (int64_t p = p0; p < p1; ++p) {
+    const uint8_t* panel = w.data + p * g.stride;
+    const int64_t rows = std::min<int64_t>(kPanelRows, w.n - p * kPanelRows);
+    for (int64_t t = t0; t < t1; ++t) {
+      float acc[kPanelRows] = {};
+      for (int64_t b = b0; b < b1; ++b) {
+        const int8_t* x = a.q + t * a.k + b * g.group;
+        const float dx = a.d[t * g.nb + b];
+        for (int r = 0; r < kPanelRows; ++r) {
+          const uint8_t* blk = panel + b * g.qbytes + r * fi.block_bytes;
+          int32_t isum, msum;
+          dot_super_block(fi.kind, blk, x, isum, msum);
+          if (fi.kind == Kind::k8) {
+            float d;
+            std::memcpy(&d, blk, 4);
+            acc[r] += d * (float(isum) * dx);
+          } else if (fi.kind == Kind::k6) {
+            acc[r] += quant::fp16_to_fp32(quant::load_u16(blk + 208)) * (float(isum) * dx);
+          } else {
+            acc[r] += quant::fp16_to_fp32(quant::load_u16(blk)) * (float(isum) * dx) -
+                      quant::fp16_to_fp32(quant::load_u16(blk + 2)) * (float(msum) * dx);
+          }
+        }
+      }
+      float* out = y + t * ldy + p * kPanelRows;
+      for (int64_t r = 0; r < rows; ++r) out[r] = accumulate ? out[r] + acc[r] : acc[r];
+    }
+  }
+}
+
 void gemm_panels_scalar(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
                         int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
+  if (quant::format_info(w.format).super_block)
+    return gemm_panels_k_scalar(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
   const PanelGeometry g = panel_geometry(w.format, w.k);
   for (int64_t p = p0; p < p1; ++p) {
     const uint8_t* panel = w.data + p * g.stride;

@@ -17,6 +17,16 @@ PanelGeometry panel_geometry(Format f, int64_t k) {
   g.group = fi.group;
   g.kind = static_cast<int>(fi.kind);
   g.nb = k / fi.group;
+  if (fi.super_block) {
+    // K-quants: per super-block, the 8 rows' GGUF blocks one after another (row r at r * block_bytes); their
+    // scales stay inside the blocks.
+    g.qbytes = int64_t(fi.block_bytes) * kPanelRows;
+    g.scales = g.nb * g.qbytes;
+    g.minima = 0;
+    g.stride = (g.scales + 63) / 64 * 64;
+    g.span = (g.stride + g.nb - 1) / g.nb;
+    return g;
+  }
   g.qbytes = fi.kind == Kind::int8_sym ? int64_t(fi.group) * kPanelRows : int64_t(fi.group) / 2 * kPanelRows;
   g.scales = g.nb * g.qbytes;
   const int64_t scale_bytes = 2 * kPanelRows * g.nb;
@@ -60,10 +70,27 @@ void for_each_block(Format f, int64_t n, int64_t k, Fn&& fn) {
   }
 }
 
+// K-quants: calls fn(offset in the GGUF rows, offset in the packed matrix) for every block.
+template <class Fn>
+void for_each_super_block(Format f, int64_t n, int64_t k, Fn&& fn) {
+  const quant::FormatInfo& fi = quant::format_info(f);
+  const PanelGeometry g = panel_geometry(f, k);
+  const int64_t rb = quant::row_bytes(f, k);
+  for (int64_t row = 0; row < n; ++row)
+    for (int64_t b = 0; b < g.nb; ++b)
+      fn(row * rb + b * fi.block_bytes,
+         row / kPanelRows * g.stride + b * g.qbytes + row % kPanelRows * fi.block_bytes);
+}
+
 }  // namespace
 
 void pack_weights(Format f, const uint8_t* rows, int64_t n, int64_t k, uint8_t* out) {
   std::memset(out, 0, size_t(packed_bytes(f, n, k)));
+  if (quant::format_info(f).super_block) {
+    const size_t bb = size_t(quant::format_info(f).block_bytes);
+    for_each_super_block(f, n, k, [&](int64_t src, int64_t dst) { std::memcpy(out + dst, rows + src, bb); });
+    return;
+  }
   for_each_block(f, n, k, [&](int64_t src, int64_t src_q, int64_t row_q, int64_t d_off, int64_t m_off, int64_t q_off) {
     std::memcpy(out + d_off, rows + src, 2);
     if (m_off >= 0) std::memcpy(out + m_off, rows + src + 2, 2);
@@ -73,6 +100,11 @@ void pack_weights(Format f, const uint8_t* rows, int64_t n, int64_t k, uint8_t* 
 
 void unpack_weights(Format f, const uint8_t* packed, int64_t n, int64_t k, uint8_t* rows) {
   packed_bytes(f, n, k);  // validates n and k
+  if (quant::format_info(f).super_block) {
+    const size_t bb = size_t(quant::format_info(f).block_bytes);
+    for_each_super_block(f, n, k, [&](int64_t dst, int64_t src) { std::memcpy(rows + dst, packed + src, bb); });
+    return;
+  }
   for_each_block(f, n, k, [&](int64_t src, int64_t src_q, int64_t row_q, int64_t d_off, int64_t m_off, int64_t q_off) {
     std::memcpy(rows + src, packed + d_off, 2);
     if (m_off >= 0) std::memcpy(rows + src + 2, packed + m_off, 2);

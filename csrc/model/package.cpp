@@ -116,11 +116,13 @@ void check_finite(const TensorInfo& t, const std::string& at) {
   const quant::FormatInfo& fi = quant::format_info(t.format);
   const int64_t blocks = t.bytes / fi.block_bytes;
   for (int64_t b = 0; b < blocks; ++b)
-    for (int off = 0; off < fi.scale_offset_bytes; off += 2) {
+    for (int field = 0; field < 2; ++field) {
+      const int off = fi.fp16_at[field];
+      if (off < 0) continue;
       // fp16 with every exponent bit set is an infinity or a NaN.
       if ((quant::load_u16(t.data + b * fi.block_bytes + off) & 0x7C00) == 0x7C00)
         throw FormatError(cat(at, ": block ", b, " (row ", b * fi.group / t.stored_k, ") has a non-finite ",
-                              off == 0 ? "scale" : "minimum", " (every scale must be finite)"));
+                              field == 0 ? "scale" : "minimum", " (every scale must be finite)"));
     }
 }
 

@@ -77,12 +77,14 @@ void bind_kernels(py::module_& m) {
     for (const quant::FormatInfo& f : quant::formats()) {
       py::dict d;
       d["name"] = f.name;
-      d["kind"] = f.kind == quant::Kind::int4_sym ? "int4_sym" : f.kind == quant::Kind::int4_asym ? "int4_asym" : "int8_sym";
+      static const char* const kinds[quant::kKindCount] = {"int4_sym", "int4_asym", "int8_sym", "k4", "k5", "k6", "k8"};
+      d["kind"] = kinds[static_cast<int>(f.kind)];
       d["group"] = f.group;
       d["block_bytes"] = f.block_bytes;
       d["weight_bits"] = f.weight_bits;
       d["bits_per_weight"] = f.bits_per_weight;
       d["gguf_type"] = f.gguf_type;
+      d["super_block"] = f.super_block;
       out.append(d);
     }
     return out;

@@ -22,24 +22,30 @@ float bits_float(uint32_t u) {
 }
 
 const std::vector<FormatInfo>& registry() {
-  // name, kind, group, block bytes, bits, bits/weight, GGML type id, scale bytes
+  // name, kind, group, block bytes, bits, bits/weight, GGML type id, scale bytes, fp16 fields, super-block
   static const std::vector<FormatInfo> r = {
-      {Format::q4_0, "q4_0", Kind::int4_sym, 32, 18, 4, 4.5, 2, 2},
-      {Format::q4_1, "q4_1", Kind::int4_asym, 32, 20, 4, 5.0, 3, 4},
-      {Format::q8_0, "q8_0", Kind::int8_sym, 32, 34, 8, 8.5, 8, 2},
-      {Format::q4_0_g64, "q4_0_g64", Kind::int4_sym, 64, 34, 4, 4.25, -1, 2},
-      {Format::q4_0_g128, "q4_0_g128", Kind::int4_sym, 128, 66, 4, 4.125, -1, 2},
-      {Format::q4_1_g64, "q4_1_g64", Kind::int4_asym, 64, 36, 4, 4.5, -1, 4},
-      {Format::q4_1_g128, "q4_1_g128", Kind::int4_asym, 128, 68, 4, 4.25, -1, 4},
-      {Format::q8_0_g64, "q8_0_g64", Kind::int8_sym, 64, 66, 8, 8.25, -1, 2},
-      {Format::q8_0_g128, "q8_0_g128", Kind::int8_sym, 128, 130, 8, 8.125, -1, 2},
+      {Format::q4_0, "q4_0", Kind::int4_sym, 32, 18, 4, 4.5, 2, 2, {0, -1}, false},
+      {Format::q4_1, "q4_1", Kind::int4_asym, 32, 20, 4, 5.0, 3, 4, {0, 2}, false},
+      {Format::q8_0, "q8_0", Kind::int8_sym, 32, 34, 8, 8.5, 8, 2, {0, -1}, false},
+      {Format::q4_0_g64, "q4_0_g64", Kind::int4_sym, 64, 34, 4, 4.25, -1, 2, {0, -1}, false},
+      {Format::q4_0_g128, "q4_0_g128", Kind::int4_sym, 128, 66, 4, 4.125, -1, 2, {0, -1}, false},
+      {Format::q4_1_g64, "q4_1_g64", Kind::int4_asym, 64, 36, 4, 4.5, -1, 4, {0, 2}, false},
+      {Format::q4_1_g128, "q4_1_g128", Kind::int4_asym, 128, 68, 4, 4.25, -1, 4, {0, 2}, false},
+      {Format::q8_0_g64, "q8_0_g64", Kind::int8_sym, 64, 66, 8, 8.25, -1, 2, {0, -1}, false},
+      {Format::q8_0_g128, "q8_0_g128", Kind::int8_sym, 128, 130, 8, 8.125, -1, 2, {0, -1}, false},
+      {Format::q4_k, "q4_k", Kind::k4, 256, 144, 4, 4.5, 12, 0, {0, 2}, true},
+      {Format::q5_k, "q5_k", Kind::k5, 256, 176, 5, 5.5, 13, 0, {0, 2}, true},
+      {Format::q6_k, "q6_k", Kind::k6, 256, 210, 6, 6.5625, 14, 0, {208, -1}, true},
+      {Format::q8_k, "q8_k", Kind::k8, 256, 292, 8, 9.125, 15, 0, {-1, -1}, true},
   };
   return r;
 }
 
 // One block of `g` floats -> block bytes, per kind.
 void quantize_block(Kind kind, int g, const float* x, uint8_t* out) {
-  if (kind == Kind::int4_sym) {
+  if (is_k_quant(kind)) {
+    quantize_super_block(kind, x, out);
+  } else if (kind == Kind::int4_sym) {
     float amax = std::fabs(x[0]), vmax = x[0];  // numpy argmax: the first element of largest |x|
     for (int i = 1; i < g; ++i)
       if (std::fabs(x[i]) > amax) amax = std::fabs(x[i]), vmax = x[i];
@@ -87,6 +93,7 @@ void quantize_block(Kind kind, int g, const float* x, uint8_t* out) {
 }
 
 void dequantize_block(Kind kind, int g, const uint8_t* in, float* y) {
+  if (is_k_quant(kind)) return dequantize_super_block(kind, in, y);
   const float d = fp16_to_fp32(load_u16(in));
   if (kind == Kind::int4_sym) {
     const uint8_t* qs = in + 2;

@@ -1,4 +1,5 @@
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -39,8 +40,9 @@ BLUELM_TEST(quant_registry_consistent) {
   CHECK_EQ(int(formats().size()), kFormatCount);
   for (const FormatInfo& fi : formats()) {
     CHECK(parse_format(fi.name) == fi.format);
-    const int payload = fi.weight_bits == 4 ? fi.group / 2 : fi.group;
-    CHECK_EQ(fi.block_bytes, fi.scale_offset_bytes + payload);
+    CHECK(fi.super_block == is_k_quant(fi.kind));
+    const int payload = fi.super_block ? 0 : fi.weight_bits == 4 ? fi.group / 2 : fi.group;
+    if (!fi.super_block) CHECK_EQ(fi.block_bytes, fi.scale_offset_bytes + payload);
     CHECK_NEAR(fi.bits_per_weight, fi.block_bytes * 8.0 / fi.group, 1e-12);
     CHECK_EQ(row_bytes(fi.format, 4 * fi.group), int64_t(4 * fi.block_bytes));
     CHECK_THROWS(row_bytes(fi.format, fi.group + 1), InvalidArgument);
@@ -49,7 +51,12 @@ BLUELM_TEST(quant_registry_consistent) {
   CHECK_EQ(format_info(Format::q4_0).block_bytes, int(sizeof(BlockQ4_0)));
   CHECK_EQ(format_info(Format::q4_1).block_bytes, int(sizeof(BlockQ4_1)));
   CHECK_EQ(format_info(Format::q8_0).block_bytes, int(sizeof(BlockQ8_0)));
-  CHECK_THROWS(parse_format("q5_k"), InvalidArgument);
+  CHECK_EQ(format_info(Format::q4_k).block_bytes, int(sizeof(BlockQ4_K)));
+  CHECK_EQ(format_info(Format::q5_k).block_bytes, int(sizeof(BlockQ5_K)));
+  CHECK_EQ(format_info(Format::q6_k).block_bytes, int(sizeof(BlockQ6_K)));
+  CHECK_EQ(format_info(Format::q8_k).block_bytes, int(sizeof(BlockQ8_K)));
+  CHECK_EQ(format_info(Format::q6_k).fp16_at[0], int(offsetof(BlockQ6_K, d)));
+  CHECK_THROWS(parse_format("q3_k"), InvalidArgument);
 }
 
 // |x - dequant(quant(x))| within each format's step, for random and adversarial blocks.
@@ -57,6 +64,7 @@ BLUELM_TEST(quant_round_trip_error_bounds) {
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   for (const FormatInfo& fi : formats()) {
+    if (fi.super_block) continue;  // quant_k_round_trip_error_bounds
     const int64_t k = 4 * fi.group, rows = 5;
     std::vector<float> x(size_t(rows * k));
     for (auto& v : x) v = nd(rng);
@@ -105,4 +113,59 @@ BLUELM_TEST(quant_q4_0_known_block) {
   quantize_rows(Format::q4_0, x, 1, 32, q);
   CHECK_EQ(int(q[0] | (q[1] << 8)), int(fp32_to_fp16(0.5f)));
   for (int i = 0; i < 16; ++i) CHECK_EQ(int(q[2 + i]), i | (i << 4));
+}
+
+// K-quants: every element within half a sub-block step of its value, for the step the stored scales give
+// (d * sc), plus the rounding of the stored minimum (Q4_K / Q5_K), for random, constant, zero and outlier blocks.
+BLUELM_TEST(quant_k_round_trip_error_bounds) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (Format f : {Format::q4_k, Format::q5_k, Format::q6_k, Format::q8_k}) {
+    const int64_t k = 3 * 256, rows = 4;
+    std::vector<float> x(size_t(rows * k));
+    for (auto& v : x) v = nd(rng);
+    for (int i = 0; i < 256; ++i) x[size_t(k + i)] = 3.0f, x[size_t(k + 256 + i)] = 0.0f;
+    x[size_t(2 * k + 7)] = -50.0f;
+    std::vector<uint8_t> q(size_t(rows * row_bytes(f, k)));
+    quantize_rows(f, x.data(), rows, k, q.data());
+    std::vector<float> y(x.size());
+    dequantize_rows(f, q.data(), rows, k, y.data());
+    for (int i = 0; i < 256; ++i) CHECK_EQ(y[size_t(k + 256 + i)], 0.0f);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t b = 0; b < k / 256; ++b) {
+        const float* xb = x.data() + r * k + b * 256;
+        const float* yb = y.data() + r * k + b * 256;
+        float amax = 0.0f;
+        for (int i = 0; i < 256; ++i) amax = std::max(amax, std::fabs(xb[i]));
+        // Largest element error allowed: one level of the coarsest sub-block (levels 15 / 31 / 32 / 127 of
+        // the block's range, 6-bit scales round by up to 1/63 of the largest) plus fp16 rounding of d.
+        const float levels = f == Format::q4_k ? 15.0f : f == Format::q5_k ? 31.0f : f == Format::q6_k ? 32.0f : 127.0f;
+        const float step = (f == Format::q4_k || f == Format::q5_k ? 2.0f : 1.0f) * amax / levels;
+        float worst = 0.0f;
+        for (int i = 0; i < 256; ++i) worst = std::max(worst, std::fabs(xb[i] - yb[i]));
+        CHECK(worst <= step * (f == Format::q8_k ? 0.5f : 1.0f) * 1.02f + 1e-6f);
+      }
+  }
+}
+
+BLUELM_TEST(quant_k_known_bytes) {
+  // Q8_K of 0..255 / 255 * -1: max |x| is x[255] = -1, scale 1/127, q_i = round(-127 x_i); bsums are the sums.
+  float x[256];
+  for (int i = 0; i < 256; ++i) x[i] = -float(i) / 255.0f;
+  BlockQ8_K b;
+  quantize_rows(Format::q8_k, x, 1, 256, reinterpret_cast<uint8_t*>(&b));
+  CHECK_EQ(b.d, 1.0f / 127.0f);
+  for (int i = 0; i < 256; ++i) CHECK_EQ(int(b.qs[i]), -int(std::nearbyint(127.0f * float(i) / 255.0f)));
+  for (int j = 0; j < 16; ++j) {
+    int sum = 0;
+    for (int i = 0; i < 16; ++i) sum += b.qs[16 * j + i];
+    CHECK_EQ(int(b.bsums[j]), sum);
+  }
+  // Q6_K of an all-zero block: every byte 0.
+  std::vector<float> z(256, 0.0f);
+  BlockQ6_K q6;
+  std::memset(&q6, 0xAB, sizeof q6);
+  quantize_rows(Format::q6_k, z.data(), 1, 256, reinterpret_cast<uint8_t*>(&q6));
+  const uint8_t* bytes = reinterpret_cast<const uint8_t*>(&q6);
+  for (size_t i = 0; i < sizeof q6; ++i) CHECK_EQ(int(bytes[i]), 0);
 }

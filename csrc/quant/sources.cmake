@@ -1,2 +1,2 @@
-set(BLUELM_SOURCES quant.cpp)
+set(BLUELM_SOURCES quant.cpp quant_k.cpp)
 set(BLUELM_TEST_SOURCES quant_test.cpp)
