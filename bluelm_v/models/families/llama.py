@@ -101,10 +101,13 @@ TINY_DECODER = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, 
 
 
 def random_hf(folder: Path, seed: int = 0) -> Path:
-    """A small random LlamaForCausalLM (untied head, plain RoPE so the native engine can run it too; the scaled
-    RoPE types are compared in tests/test_families.py) saved with save_pretrained."""
+    """A small random LlamaForCausalLM saved with save_pretrained: untied head and Llama 3.x's llama3 RoPE scaling
+    with an original context of 64, so a prompt and its greedy tokens reach all three frequency bands (linear
+    scaling is compared in tests/test_families.py and tests/test_engine_families.py)."""
     import transformers
 
-    cfg = transformers.LlamaConfig(**TINY_DECODER, tie_word_embeddings=False, rope_theta=500000.0)
+    cfg = transformers.LlamaConfig(**TINY_DECODER, tie_word_embeddings=False, rope_parameters={
+        "rope_theta": 500000.0, "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
     spread_weights(transformers.LlamaForCausalLM(cfg), seed).save_pretrained(folder)
     return folder
