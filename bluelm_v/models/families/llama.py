@@ -7,7 +7,7 @@ text configs reuse it with their flags.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Optional
 
 from bluelm_v import FormatError
 from bluelm_v.models.config import ROPE_TYPES, LLMConfig, ModelConfig
@@ -122,14 +122,16 @@ TINY_DECODER = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, 
                     bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
 
-def random_hf(folder: Path, seed: int = 0) -> Path:
+def random_hf(folder: Path, seed: int = 0, weight_grid: Optional[str] = "q4_0") -> Path:
     """A small random LlamaForCausalLM saved with save_pretrained: untied head and Llama 3.x's llama3 RoPE scaling
     with an original context of 64, so a prompt and its greedy tokens reach all three frequency bands (linear
-    scaling is compared in tests/test_families.py and tests/test_engine_families.py)."""
+    scaling is compared in tests/test_families.py and tests/test_engine_families.py); decoder weights on the
+    ``weight_grid`` format's grid (on_weight_grid; None: as drawn)."""
     import transformers
 
     cfg = transformers.LlamaConfig(**TINY_DECODER, tie_word_embeddings=False, rope_parameters={
         "rope_theta": 500000.0, "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
         "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
-    on_weight_grid(spread_weights(transformers.LlamaForCausalLM(cfg), seed)).save_pretrained(folder)
+    model = spread_weights(transformers.LlamaForCausalLM(cfg), seed)
+    (on_weight_grid(model, weight_grid) if weight_grid else model).save_pretrained(folder)
     return folder
