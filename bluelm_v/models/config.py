@@ -176,8 +176,8 @@ class ModelConfig:
         return self.vision is not None
 
     def engine_unsupported(self) -> Optional[str]:
-        """Why the native engine cannot run this model yet (None when it can): it runs the plain LLaMA decoder."""
-        llm = self.llm
+        """Why the native engine cannot run this model yet (None when it can). Its decoder runs every LLMConfig
+        (LLaMA and Qwen2, the ROPE_TYPES, tied or untied heads); what it lacks is on the vision side."""
         if self.vision is not None and self.vision.arch != "siglip":
             return f"ViT arch {self.vision.arch!r} is not implemented in the native engine"
         if self.image_layout != "tiles":
@@ -185,10 +185,6 @@ class ModelConfig:
         if self.projector is not None and (self.projector.kind != "mlp" or self.projector.merge != 2):
             return f"projector {self.projector.kind!r} with merge {self.projector.merge} is not implemented in the " \
                    f"native engine"
-        if llm.arch != "llama" or llm.qkv_bias:
-            return f"LLM arch {llm.arch!r} (biases on Q/K/V) is not implemented in the native engine"
-        if llm.rope_scaling.get("rope_type", "default") != "default":
-            return f"RoPE scaling {llm.rope_scaling.get('rope_type')!r} is not implemented in the native engine"
         return None
 
     def image_tokens_per_tile(self) -> int:

@@ -74,9 +74,30 @@ Activation parse_act(const Reader& r, const char* key, const std::string& fallba
   r.fail(key, cat("= '", s, "' is not 'gelu' or 'gelu_pytorch_tanh'"));
 }
 
+// model.llm.rope_scaling (HF's rope_parameters as bluelm_v/models/config.py keeps them); {} means plain RoPE.
+void parse_rope_scaling(const Reader& r, LlmConfig& c) {
+  c.rope_type = r.string("rope_type", "default");
+  if (c.rope_type == "default") return;
+  if (c.rope_type != "linear" && c.rope_type != "llama3")
+    r.fail("rope_type", cat("= '", c.rope_type, "' is not 'default', 'linear' or 'llama3'"));
+  if (!r.find("factor")) r.fail("factor", "is missing");
+  c.rope_factor = r.number("factor", 1e-3, 1e6, 1.0);
+  if (c.rope_type == "llama3") {
+    c.rope_low_freq_factor = r.number("low_freq_factor", 1e-3, 1e6, 1.0);
+    c.rope_high_freq_factor = r.number("high_freq_factor", 1e-3, 1e6, 4.0);
+    // The blend divides by high - low and the bands need old_context / high < old_context / low.
+    if (!(c.rope_high_freq_factor > c.rope_low_freq_factor))
+      r.fail("high_freq_factor", cat("= ", c.rope_high_freq_factor, " must exceed low_freq_factor = ",
+                                     c.rope_low_freq_factor));
+    c.rope_original_context = r.integer("original_max_position_embeddings", 1, int64_t(1) << 22);
+  }
+}
+
 LlmConfig parse_llm(const Reader& r) {
   LlmConfig c;
-  if (r.string("arch", "llama") != "llama") r.fail("arch", "must be 'llama'");
+  // Qwen2 is the LLaMA decoder with Q/K/V biases: the engine branches on qkv_bias, the arch is only checked.
+  const std::string arch = r.string("arch", "llama");
+  if (arch != "llama" && arch != "qwen2") r.fail("arch", cat("= '", arch, "' is not 'llama' or 'qwen2'"));
   c.hidden = r.integer("hidden", 1, kMaxDim);
   c.intermediate = r.integer("intermediate", 1, kMaxDim);
   c.layers = r.integer("layers", 1, 4096);
@@ -91,6 +112,8 @@ LlmConfig parse_llm(const Reader& r) {
   c.rope_theta = r.number("rope_theta", 1.0, 1e12, 10000.0);
   c.rms_norm_eps = r.number("rms_norm_eps", 0.0, 1.0, 1e-5);
   c.tie_embeddings = r.boolean("tie_embeddings", true);
+  c.qkv_bias = r.boolean("qkv_bias", false);
+  if (r.find("rope_scaling")) parse_rope_scaling(r.sub("rope_scaling"), c);
   return c;
 }
 

@@ -20,6 +20,12 @@ struct LlmConfig {
   int64_t head_dim = 0;  // resolved (hidden / heads when the config leaves it out)
   double rope_theta = 10000.0, rms_norm_eps = 1e-5;
   bool tie_embeddings = true;
+  bool qkv_bias = false;  // Qwen2: biases on the Q, K and V projections (f32 tensors q/k/v_proj.bias)
+  // RoPE frequency scaling (HF rope_parameters): "default" (none), "linear" (every frequency / factor) or "llama3"
+  // (long wavelengths / factor, short kept, a smooth blend between old_context / low and old_context / high).
+  std::string rope_type = "default";
+  double rope_factor = 1.0, rope_low_freq_factor = 1.0, rope_high_freq_factor = 4.0;
+  int64_t rope_original_context = 0;  // llama3: original_max_position_embeddings
   int64_t q_dim() const { return heads * head_dim; }
   int64_t kv_dim() const { return kv_heads * head_dim; }
 };

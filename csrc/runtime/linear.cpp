@@ -33,6 +33,17 @@ std::shared_ptr<WeightArena> weight_arena(const model::Package& pkg, const std::
   return std::make_shared<WeightArena>(bytes);
 }
 
+namespace {
+// A bias tensor [n], which must be f32 (the package stores biases unquantized).
+const float* f32_bias(const model::Package& pkg, const std::string& name, int64_t n) {
+  const model::TensorInfo& b = pkg.tensor(name, {n});
+  if (!b.is_f32 || b.shape.size() != 1)
+    throw FormatError(cat(pkg.dir(), "/manifest.json: tensor '", name, "' must be an f32 vector of ", n,
+                          " values, is ", b.describe()));
+  return b.f32();
+}
+}  // namespace
+
 Linear::Linear(const model::Package& pkg, const std::string& weight, int64_t n, int64_t k, const std::string& bias,
                std::shared_ptr<WeightArena> arena)
     : n_(n), k_(k) {
@@ -47,8 +58,7 @@ Linear::Linear(const model::Package& pkg, const std::string& weight, int64_t n, 
   } else {
     w_ = w.f32();
   }
-  if (!bias.empty()) bias_ = pkg.tensor(bias, {n}).f32();
-  if (!bias.empty() && !pkg.tensor(bias).is_f32) throw FormatError(cat("bias ", bias, " must be f32"));
+  if (!bias.empty()) bias_ = f32_bias(pkg, bias, n);
 }
 
 bool Linear::can_stack(const model::Package& pkg, const std::vector<std::string>& weights,
@@ -66,7 +76,7 @@ bool Linear::can_stack(const model::Package& pkg, const std::vector<std::string>
 }
 
 Linear::Linear(const model::Package& pkg, const std::vector<std::string>& weights, const std::vector<int64_t>& ns,
-               int64_t k, std::shared_ptr<WeightArena> arena)
+               int64_t k, std::shared_ptr<WeightArena> arena, const std::vector<std::string>& biases)
     : k_(k), quantized_(true) {
   if (!can_stack(pkg, weights, ns, k))
     throw InvalidArgument(cat("weights ", weights.empty() ? std::string("(none)") : weights[0],
@@ -81,6 +91,15 @@ Linear::Linear(const model::Package& pkg, const std::vector<std::string>& weight
   kp_ = ws[0]->stored_k;
   packed_ = kernels::PackedMatrix(ws[0]->format, parts, ns, kp_, std::move(arena));
   for (const model::TensorInfo* w : ws) pkg.mapping().release(w->offset, w->bytes);
+  if (biases.empty()) return;
+  if (biases.size() != weights.size())
+    throw InvalidArgument(cat(biases.size(), " biases for ", weights.size(), " stacked weights"));
+  stacked_bias_ = std::make_shared<std::vector<float>>();
+  for (size_t i = 0; i < biases.size(); ++i) {
+    const float* b = f32_bias(pkg, biases[i], ns[i]);
+    stacked_bias_->insert(stacked_bias_->end(), b, b + ns[i]);
+  }
+  bias_ = stacked_bias_->data();
 }
 
 int64_t Linear::resident_bytes() const {

@@ -33,9 +33,10 @@ class Linear {
          std::shared_ptr<WeightArena> arena = nullptr);
   // Several weights [ns[i], k] stacked into one product (Q, K and V; gate and up): output row = the parts' outputs
   // side by side. One call splits all their rows over the threads (the small K and V of a decode step no longer run
-  // on one thread) and wakes the pool once. Only where can_stack() holds.
+  // on one thread) and wakes the pool once. Only where can_stack() holds. `biases`: none, or one f32 [ns[i]] name
+  // per weight (Qwen2's Q/K/V), copied side by side.
   Linear(const model::Package& pkg, const std::vector<std::string>& weights, const std::vector<int64_t>& ns, int64_t k,
-         std::shared_ptr<WeightArena> arena = nullptr);
+         std::shared_ptr<WeightArena> arena = nullptr, const std::vector<std::string>& biases = {});
   // All quantized, of one format and stored K, every part but the last of whole 8-row panels, and stacking not
   // turned off (BLUELM_STACK=0, read here, for A/B runs). Shapes are checked as the single-weight constructor does.
   static bool can_stack(const model::Package& pkg, const std::vector<std::string>& weights,
@@ -60,6 +61,7 @@ class Linear {
   kernels::PackedMatrix packed_;
   const float* w_ = nullptr;  // f32 [n, k] in the mapping
   const float* bias_ = nullptr;
+  std::shared_ptr<std::vector<float>> stacked_bias_;  // a stacked product's biases side by side (bias_ points here)
 };
 
 }  // namespace bluelm::runtime

@@ -136,13 +136,20 @@ Llm::Llm(const model::Package& pkg, int64_t max_positions, Activations act) : cf
     const std::vector<std::string> qkv = {l + "self_attn.q_proj.weight", l + "self_attn.k_proj.weight",
                                           l + "self_attn.v_proj.weight"};
     const std::vector<std::string> gu = {l + "mlp.gate_proj.weight", l + "mlp.up_proj.weight"};
+    // Qwen2: f32 biases [q_dim], [kv_dim], [kv_dim]; a package without the flag must not carry them either.
+    std::vector<std::string> bias = {l + "self_attn.q_proj.bias", l + "self_attn.k_proj.bias",
+                                     l + "self_attn.v_proj.bias"};
+    for (const std::string& b : bias)
+      if (!cfg_.qkv_bias && pkg.tensors().count(b))
+        throw FormatError(cat(pkg.dir(), "/manifest.json: tensor '", b, "' is present but model.llm.qkv_bias is false"));
+    if (!cfg_.qkv_bias) bias.clear();
     L.stacked_qkv = Linear::can_stack(pkg, qkv, {qd, kvd, kvd}, d);
     if (L.stacked_qkv) {
-      L.qkv = Linear(pkg, qkv, {qd, kvd, kvd}, d, arena);
+      L.qkv = Linear(pkg, qkv, {qd, kvd, kvd}, d, arena, bias);
     } else {
-      L.q = Linear(pkg, qkv[0], qd, d, "", arena);
-      L.k = Linear(pkg, qkv[1], kvd, d, "", arena);
-      L.v = Linear(pkg, qkv[2], kvd, d, "", arena);
+      L.q = Linear(pkg, qkv[0], qd, d, bias.empty() ? "" : bias[0], arena);
+      L.k = Linear(pkg, qkv[1], kvd, d, bias.empty() ? "" : bias[1], arena);
+      L.v = Linear(pkg, qkv[2], kvd, d, bias.empty() ? "" : bias[2], arena);
     }
     L.o = Linear(pkg, l + "self_attn.o_proj.weight", d, qd, "", arena);
     L.stacked_gate_up = Linear::can_stack(pkg, gu, {f, f}, d);
@@ -160,7 +167,15 @@ Llm::Llm(const model::Package& pkg, int64_t max_positions, Activations act) : cf
   norm_ = pkg.tensor(p + "model.norm.weight", {d}).f32();
   lm_head_ = Linear(pkg, cfg_.tie_embeddings ? p + "model.embed_tokens.weight" : p + "lm_head.weight", cfg_.vocab, d,
                     "", arena);
-  rope_ = Rope(cfg_.head_dim, cfg_.rope_theta, std::min(max_positions, cfg_.max_context));
+  RopeScaling rs;
+  if (cfg_.rope_type != "default") {  // the manifest parser admits only "linear" and "llama3" besides
+    rs.type = cfg_.rope_type == "linear" ? RopeScaling::Type::linear : RopeScaling::Type::llama3;
+    rs.factor = float(cfg_.rope_factor);
+    rs.low_freq = float(cfg_.rope_low_freq_factor);
+    rs.high_freq = float(cfg_.rope_high_freq_factor);
+    rs.old_context = float(cfg_.rope_original_context);
+  }
+  rope_ = Rope(cfg_.head_dim, cfg_.rope_theta, std::min(max_positions, cfg_.max_context), rs);
 }
 
 KvCache Llm::new_cache(KvType type, int64_t capacity) const {

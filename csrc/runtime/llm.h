@@ -1,5 +1,6 @@
 #pragma once
-// The LLaMA-family decoder of the engine (GQA, RoPE, RMSNorm, SwiGLU, tied embeddings), bit-for-bit the same
+// The LLaMA-family decoder of the engine (GQA, RoPE, RMSNorm, SwiGLU, tied or untied head), with the flags the
+// families need (model/config.h): biases on Q/K/V (Qwen2), linear and llama3 RoPE scaling. Bit-for-bit the same
 // arithmetic order as bluelm_v/models/llm.py except where the weights are quantized (csrc/kernels: int8
 // activations) and where the KV cache is int8.
 //

@@ -111,17 +111,47 @@ void softmax(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
-Rope::Rope(int64_t head_dim, double theta, int64_t positions) : half_(head_dim / 2), positions_(positions) {
+std::vector<float> Rope::frequencies(int64_t head_dim, double theta, const RopeScaling& sc) {
+  const int64_t half = head_dim / 2;
+  std::vector<float> inv(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) {
+    const float expo = float(2 * i) / float(head_dim);
+    inv[size_t(i)] = 1.0f / std::pow(float(theta), expo);
+  }
+  if (sc.type == RopeScaling::Type::linear)
+    for (float& f : inv) f /= sc.factor;
+  if (sc.type == RopeScaling::Type::llama3) {
+    // float32 throughout, in the reference's order of operations
+    const float long_wave = float(double(sc.old_context) / double(sc.low_freq));
+    const float short_wave = float(double(sc.old_context) / double(sc.high_freq));
+    const float span = float(double(sc.high_freq) - double(sc.low_freq));
+    for (float& f : inv) {
+      const float wavelen = float(6.283185307179586) * (1.0f / f);
+      const float scaled = wavelen > long_wave ? f / sc.factor : f;
+      if (wavelen >= short_wave && wavelen <= long_wave) {
+        const float smooth = (sc.old_context * (1.0f / wavelen) - sc.low_freq) / span;
+        f = (1.0f - smooth) * scaled / sc.factor + smooth * scaled;
+      } else {
+        f = scaled;
+      }
+    }
+  }
+  return inv;
+}
+
+Rope::Rope(int64_t head_dim, double theta, int64_t positions, const RopeScaling& scaling)
+    : half_(head_dim / 2), positions_(positions) {
   if (head_dim < 2 || head_dim % 2) throw InvalidArgument(cat("RoPE head_dim ", head_dim, " must be even"));
+  if (scaling.type != RopeScaling::Type::none && !(scaling.factor > 0.0f))
+    throw InvalidArgument(cat("RoPE scaling factor ", scaling.factor, " must be positive"));
+  if (scaling.type == RopeScaling::Type::llama3 &&
+      !(scaling.high_freq > scaling.low_freq && scaling.low_freq > 0.0f && scaling.old_context > 0.0f))
+    throw InvalidArgument("llama3 RoPE scaling needs 0 < low_freq < high_freq and a positive original context");
   const size_t n = size_t(positions) * size_t(half_);
   table_ = std::shared_ptr<float>(new float[2 * n], std::default_delete<float[]>());
   cos_ = table_.get();
   sin_ = cos_ + n;
-  std::vector<float> inv(static_cast<size_t>(half_));
-  for (int64_t i = 0; i < half_; ++i) {
-    const float expo = float(2 * i) / float(head_dim);
-    inv[size_t(i)] = 1.0f / std::pow(float(theta), expo);
-  }
+  const std::vector<float> inv = frequencies(head_dim, theta, scaling);
   for (int64_t p = 0; p < positions; ++p)
     for (int64_t i = 0; i < half_; ++i) {
       const float a = float(p) * inv[size_t(i)];

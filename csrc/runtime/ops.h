@@ -3,6 +3,7 @@
 // vectorizes; the heavy products live in linear.h and csrc/kernels).
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 namespace bluelm::runtime {
 
@@ -23,12 +24,22 @@ void add_inplace(float* x, const float* y, int64_t n);
 // In place softmax over n floats; returns nothing. Max-subtracted, float32 accumulation.
 void softmax(float* x, int64_t n);
 
+// Scaled RoPE frequencies (HF rope_parameters; bluelm_v.models.llm.scale_frequencies): "linear" divides every
+// frequency by factor; "llama3" divides those of wavelength above old_context / low_freq by factor, keeps those
+// below old_context / high_freq, and blends in between.
+struct RopeScaling {
+  enum class Type { none, linear, llama3 } type = Type::none;
+  float factor = 1.0f, low_freq = 1.0f, high_freq = 4.0f, old_context = 0.0f;
+};
+
 // RoPE tables for HF's rotate_half layout: cos/sin [positions, head_dim / 2] computed as the reference does
-// (inv_freq = 1 / theta^(2i / hd) in float32, angle = position * inv_freq in float32).
+// (inv_freq = 1 / theta^(2i / hd) in float32, scaled, angle = position * inv_freq in float32).
 class Rope {
  public:
   Rope() = default;
-  Rope(int64_t head_dim, double theta, int64_t positions);
+  Rope(int64_t head_dim, double theta, int64_t positions, const RopeScaling& scaling = {});
+  // inv_freq [head_dim / 2] after scaling (for tests).
+  static std::vector<float> frequencies(int64_t head_dim, double theta, const RopeScaling& scaling);
   // x: [heads, head_dim] of one position p (pairs i and i + hd/2 rotate), in place.
   void apply(float* x, int64_t heads, int64_t p) const;
   int64_t positions() const { return positions_; }

@@ -76,6 +76,36 @@ BLUELM_TEST(rope_rotates_pairs) {
   for (int64_t i = 0; i < hd; ++i) CHECK_NEAR(z[size_t(i)], x[size_t(i)], 0.0);
 }
 
+BLUELM_TEST(rope_scaling_frequency_bands) {
+  // hd 16, theta 500000: wavelengths 2 pi theta^(2i/16) = 6.3, 32.5, 168, ... The llama3 bands with an original
+  // context of 64 (low 1, high 4): below 16 kept, above 64 divided by the factor, in between a blend of the two.
+  const int64_t hd = 16;
+  const double theta = 500000.0;
+  const std::vector<float> plain = Rope::frequencies(hd, theta, {});
+  RopeScaling lin;
+  lin.type = RopeScaling::Type::linear;
+  lin.factor = 4.0f;
+  const std::vector<float> l = Rope::frequencies(hd, theta, lin);
+  for (size_t i = 0; i < plain.size(); ++i) CHECK_NEAR(l[i], plain[i] / 4.0f, 0.0);
+  RopeScaling l3;
+  l3.type = RopeScaling::Type::llama3;
+  l3.factor = 8.0f;
+  l3.old_context = 64.0f;
+  const std::vector<float> s = Rope::frequencies(hd, theta, l3);
+  CHECK_NEAR(s[0], plain[0], 0.0);  // wavelength 6.3 < 16: kept
+  CHECK(s[1] < plain[1] && s[1] > plain[1] / 8.0f);  // 32.5: blended
+  for (size_t i = 2; i < plain.size(); ++i) CHECK_NEAR(s[i], plain[i] / 8.0f, 1e-12);  // >= 168 > 64: scaled
+  // The blend at wavelength w: (1 - m) f / factor + m f with m = (64 / w - 1) / 3 (the reference's formula).
+  const double w = 6.283185307179586 / double(plain[1]), m = (64.0 / w - 1.0) / 3.0;
+  CHECK_NEAR(s[1], (1 - m) * plain[1] / 8.0 + m * plain[1], 1e-6 * plain[1]);
+  RopeScaling bad = l3;
+  bad.high_freq = 1.0f;  // no band between low and high
+  CHECK_THROWS(Rope(hd, theta, 8, bad), InvalidArgument);
+  bad = lin;
+  bad.factor = 0.0f;
+  CHECK_THROWS(Rope(hd, theta, 8, bad), InvalidArgument);
+}
+
 BLUELM_TEST(vector_exp_softmax_and_gelu_match_libm) {
   // Every tier's exp_sum and gelu_tanh against std::exp / std::tanh, over the range softmax and GELU see (softmax
   // arguments are <= 0 after the max is taken), with lengths that leave a tail.

@@ -7,7 +7,7 @@ text configs reuse it with their flags.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Optional
 
 from bluelm_v import FormatError
 from bluelm_v.models.config import ROPE_TYPES, LLMConfig, ModelConfig
@@ -95,16 +95,43 @@ def spread_weights(model, seed: int):
     return model
 
 
+def on_weight_grid(model, fmt: str = "q4_0"):
+    """Round every 2-D weight of the decoder (the embedding, the projections, the head) onto the grid of the
+    package's weight format ``fmt`` (a GGUF block format), in place: the float checkpoint then holds the values
+    the engine runs at that format, as a GGUF-derived checkpoint does (SmolLM2's Q4_1 file on both sides). A
+    comparison at that precision then measures the engine (activations, KV cache, kernels), not the rounding of
+    weights the user chose to quantize; docs/models.md gives both figures."""
+    import gguf
+    import numpy as np
+    import torch
+
+    qtype = gguf.GGMLQuantizationType[fmt.upper()]
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() != 2 or p.shape[1] % block:
+                continue
+            values = p.detach().float().numpy()
+            grid = gguf.quants.dequantize(gguf.quants.quantize(values, qtype), qtype).reshape(values.shape)
+            p.copy_(torch.from_numpy(np.ascontiguousarray(grid, dtype=np.float32)))
+    return model
+
+
 TINY_DECODER = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
                     num_key_value_heads=2, vocab_size=300, max_position_embeddings=512, rms_norm_eps=1e-6,
                     bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
 
-def random_hf(folder: Path, seed: int = 0) -> Path:
-    """A small random LlamaForCausalLM (untied head, plain RoPE so the native engine can run it too; the scaled
-    RoPE types are compared in tests/test_families.py) saved with save_pretrained."""
+def random_hf(folder: Path, seed: int = 0, weight_grid: Optional[str] = "q4_0") -> Path:
+    """A small random LlamaForCausalLM saved with save_pretrained: untied head and Llama 3.x's llama3 RoPE scaling
+    with an original context of 64, so a prompt and its greedy tokens reach all three frequency bands (linear
+    scaling is compared in tests/test_families.py and tests/test_engine_families.py); decoder weights on the
+    ``weight_grid`` format's grid (on_weight_grid; None: as drawn)."""
     import transformers
 
-    cfg = transformers.LlamaConfig(**TINY_DECODER, tie_word_embeddings=False, rope_theta=500000.0)
-    spread_weights(transformers.LlamaForCausalLM(cfg), seed).save_pretrained(folder)
+    cfg = transformers.LlamaConfig(**TINY_DECODER, tie_word_embeddings=False, rope_parameters={
+        "rope_theta": 500000.0, "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
+    model = spread_weights(transformers.LlamaForCausalLM(cfg), seed)
+    (on_weight_grid(model, weight_grid) if weight_grid else model).save_pretrained(folder)
     return folder

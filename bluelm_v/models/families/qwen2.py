@@ -6,7 +6,7 @@ The LLM of LLaVA-OneVision and of InternVL 2/2.5/3's small models. Tensor names 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Optional
 
 from bluelm_v.models.config import ModelConfig
 from bluelm_v.models.families import llama
@@ -22,10 +22,12 @@ def config_from_hf(raw: Mapping, where: str) -> ModelConfig:
 canonical_state = llama.canonical_state
 
 
-def random_hf(folder: Path, seed: int = 0) -> Path:
-    """A small random Qwen2ForCausalLM (tied embeddings, as the 0.5B-1.5B models have) via save_pretrained."""
+def random_hf(folder: Path, seed: int = 0, weight_grid: Optional[str] = "q4_0") -> Path:
+    """A small random Qwen2ForCausalLM (tied embeddings, as the 0.5B-1.5B models have) via save_pretrained, its
+    decoder weights on the ``weight_grid`` format's grid (llama.on_weight_grid; None: as drawn)."""
     import transformers
 
     cfg = transformers.Qwen2Config(**llama.TINY_DECODER, tie_word_embeddings=True, rope_theta=1000000.0)
-    llama.spread_weights(transformers.Qwen2ForCausalLM(cfg), seed).save_pretrained(folder)
+    model = llama.spread_weights(transformers.Qwen2ForCausalLM(cfg), seed)
+    (llama.on_weight_grid(model, weight_grid) if weight_grid else model).save_pretrained(folder)
     return folder
