@@ -286,3 +286,46 @@ def test_the_cli_offers_the_roundings_the_export_knows():
     from bluelm_v.export.qnn_weights import ROUNDINGS
 
     assert set(QNN_ROUNDINGS) == set(ROUNDINGS)
+
+
+def test_an_internvl_model_compiles_wholly_for_sm8650(tmp_path):
+    # a real VLM architecture (issue 17's families) on random weights: InternViT (class token, layer scale,
+    # QK-norm, RMSNorm), the pixel-shuffle + MLP projector and the Qwen2 decoder (QKV bias), every graph whole
+    pytest.importorskip("transformers", reason="transformers builds the random InternVL")
+    from bluelm_v.export import export_qnn
+    from bluelm_v.models.families import family
+
+    folder = family("internvl").random_hf(tmp_path / "ivl", seed=0)
+    out = export_qnn(str(folder), tmp_path / "qnn", chunk=16, tile_batch=2, max_context=64, weights="int4")
+    report = json.loads((out / "export_report.json").read_text())
+    assert set(report["graphs"]) == {"vit", "projector", "llm_prefill", "llm_decode"}
+    for name, r in report["graphs"].items():
+        assert r["nodes_on_qnn"] == r["nodes"] and r["fallback_nodes"] == [], name
+        print(name, r["nodes"], "nodes, cosine", round(r["cosine"], 4), r.get("greedy_agreement", ""))
+    assert report["graphs"]["vit"]["nodes"] > 400  # the whole InternViT, not a stub
+    assert report["graphs"]["vit"]["cosine"] >= 0.99 and report["graphs"]["projector"]["cosine"] >= 0.99
+    assert report["graphs"]["llm_prefill"]["cosine"] >= 0.95  # int4 GPTQ on random weights: measured 0.980
+
+
+def test_an_idefics3_vit_and_projector_compile_wholly_for_sm8650(tmp_path):
+    # SigLIP at 112 px and Idefics3's pixel shuffle (a chain of Reshape/Transpose reading the graph input, whose
+    # quantization moves to the runtime as one QDQ pair)
+    pytest.importorskip("transformers", reason="transformers builds the random Idefics3")
+    import onnxruntime as ort
+
+    from bluelm_v.export import export_onnx
+    from bluelm_v.models.families import family
+    from bluelm_v.models.reference import load_model
+
+    loaded = load_model(str(family("idefics3").random_hf(tmp_path / "id3", seed=0)))
+    out = export_onnx(loaded, tmp_path / "float", chunk=1, tile_batch=2, max_context=2, quant="fp32")
+    tiles = vision_inputs(loaded.config, 2)
+    vit_report = compile_graph(out / "vit.onnx", tmp_path, "vit", calibration=[{"pixel_values": t} for t in tiles[:2]],
+                               checks=[{"pixel_values": t} for t in tiles[2:]])
+    vit = ort.InferenceSession(str(out / "vit.onnx"), providers=["CPUExecutionProvider"])
+    feats = [{"features": vit.run(None, {"pixel_values": t})[0]} for t in tiles]
+    proj_report = compile_graph(out / "projector.onnx", tmp_path, "projector", calibration=feats[:2],
+                                checks=feats[2:])
+    for r in (vit_report, proj_report):
+        assert r["nodes_on_qnn"] == r["nodes"] and r["fallback_nodes"] == [] and r["cosine"] >= 0.99, r["graph"]
+    assert set(proj_report["io_quantization"]) == {"features", "image_embeds"}

@@ -175,8 +175,8 @@ _MOVES = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice")  #
 
 
 def _hoist_input_quantize(model, name: str) -> None:
-    """An input read only by data-movement nodes whose outputs each go only to a per-tensor QuantizeLinear (the
-    quantizer leaves a Reshape's or Slice's input float): give the input one QDQ pair covering the union of their
+    """An input read only by data-movement nodes (or chains of them) whose outputs each go only to a per-tensor
+    QuantizeLinear (the quantizer leaves a Reshape's or Slice's input float): give the input one QDQ pair covering the union of their
     ranges, so the input can be quantized by the runtime and the moves run on the NPU as QDQ units (each
     re-quantizing to its own output's scale, as before)."""
     from onnx import helper, numpy_helper
@@ -188,7 +188,12 @@ def _hoist_input_quantize(model, name: str) -> None:
         return
     qs = []
     for move in users:
-        after = [n for n in g.node if move.output[0] in n.input]
+        while True:  # a chain of moves (an HF projector's pixel shuffle: Reshape, Transpose, Reshape) ends in the Q
+            after = [n for n in g.node if move.output[0] in n.input]
+            if len(after) == 1 and after[0].op_type in _MOVES and after[0].input[0] == move.output[0]:
+                move = after[0]
+                continue
+            break
         if len(after) != 1 or after[0].op_type != "QuantizeLinear" or after[0].input[0] != move.output[0]:
             return
         qs.append(after[0])
@@ -391,7 +396,8 @@ def vision_inputs(cfg, tile_batch: int, images: Sequence[Any] = (), count: int =
     from bluelm_v.samples import make_sample
 
     sources = list(images) or [make_sample(n) for n in ("document", "photo", "chart", "screenshot")]
-    tiles = np.concatenate([preprocess(s, tile=cfg.vision.image_size).pixels for s in sources])
+    tiles = np.concatenate([preprocess(s, tile=cfg.vision.image_size, mean=cfg.vision.mean,
+                                       std=cfg.vision.std).pixels for s in sources])
     batches = [tiles[i:i + tile_batch] for i in range(0, len(tiles) - tile_batch + 1, tile_batch)]
     return [b.astype(np.float32) for b in batches[:count * 2]]
 
