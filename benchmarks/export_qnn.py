@@ -64,17 +64,22 @@ def main(argv=None) -> int:
                                 max_context=args.max_context, quant="fp32")
         for weights in args.weights.split(","):
             t0 = time.perf_counter()
-            reports = compile_llm(loaded, float_dir, Path(tmp) / weights, soc=args.soc, weights=weights,
-                                  rounding=args.rounding, allow_fallback=True)
-            for graph, r in reports.items():
+
+            def show(graph, r):
+                r = dict(r)
                 r.pop("io_quantization", None)
                 r["wall_s"] = round(time.perf_counter() - t0, 1)
                 rows[f"{weights}/{graph}"] = r
                 print(f"{args.model} {weights:5s} {args.rounding:6s} {graph:12s} nodes {r['nodes_on_qnn']}/{r['nodes']} "
                       f"context {r['context_bytes'] / 1e6:.1f} MB compile {r['compile_s']:.1f} s "
                       f"cosine {r['cosine']:.4f} max|err| {r['max_abs_err']:.3g} "
-                      f"greedy agreement {r['greedy_agreement']:.3f} ({r['agreement_positions']} positions)",
-                      flush=True)
+                      f"greedy agreement {r['greedy_agreement']:.3f} ({r['agreement_positions']} positions), "
+                      f"{r['wall_s']:.0f} s since the start of this setting", flush=True)
+                if args.json:  # after every graph: a long run stopped early keeps what it measured
+                    Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
+
+            compile_llm(loaded, float_dir, Path(tmp) / weights, soc=args.soc, weights=weights,
+                        rounding=args.rounding, allow_fallback=True, on_report=show)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
     return 0

@@ -173,7 +173,8 @@ def test_lpbq_with_8bit_block_scales_is_refused_and_4bit_passes(tmp_path):
 
 @pytest.fixture(scope="module")
 def qnn_export(tmp_path_factory):
-    """tiny compiled for sm8650 through the CLI (int8 weights), and what the CLI printed."""
+    """tiny compiled for sm8650 through the CLI (int8 weights; 256 cache positions, room for a wide image's 160-token
+    prompt), and what the CLI printed."""
     import contextlib
     import io
 
@@ -183,7 +184,7 @@ def qnn_export(tmp_path_factory):
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert main(["export", "--target", "qnn", "--model", "tiny", "--out", str(out), "--soc", "sm8650",
-                     "--chunk", "16", "--max-context", "160", "--tile-batch", "2", "--weights", "int8",
+                     "--chunk", "16", "--max-context", "272", "--tile-batch", "2", "--weights", "int8",
                      "--no-progress"]) == 0
     return out, printed.getvalue()
 
@@ -222,6 +223,61 @@ def test_qnn_runner_serves_an_image_request_from_the_compiled_graphs(qnn_export)
         want = loaded.vlm.encode_tiles(tiles).numpy().ravel().astype(np.float64)
     assert got.shape == want.shape
     assert float(got @ want / np.linalg.norm(got) / np.linalg.norm(want)) >= 0.99
+
+
+def test_eval_with_a_qnn_model_answers_every_question_from_the_compiled_graphs(qnn_export, tmp_path):
+    # bluelm-v eval --model qnn:DIR end to end: two image questions, answers logged, the adapter named in the run
+    from test_ablate_measured import mmstar
+
+    from bluelm_v.cli import main
+    from bluelm_v.evaluation.store import read_log
+
+    out, _ = qnn_export
+    tsv = mmstar(tmp_path / "MMStar.tsv", 2)
+    work = tmp_path / "work"
+    assert main(["eval", "--model", f"qnn:{out}", "--data", f"MMStar={tsv}", "--work-dir", str(work), "--no-md5",
+                 "--max-new-tokens", "3", "--no-progress"]) == 0
+    (log,) = work.glob("*/*/*.log.jsonl")
+    entries = read_log(log)[0]
+    assert len(entries) == 2 and all(isinstance(e["prediction"], str) for e in entries)
+    assert all(e["timing"]["image_tokens"] > 0 for e in entries)  # the images went through the compiled ViT
+    assert next(work.glob("*")).name.startswith("qnn-")
+
+
+def test_qnn_runner_refuses_a_bad_export_folder_naming_the_field(qnn_export, tmp_path):
+    import shutil
+
+    from bluelm_v.evaluation.adapters import make_adapter
+    from bluelm_v.evaluation.errors import AdapterError
+    from bluelm_v.export.qnn_runner import QnnModel
+
+    out, _ = qnn_export
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    good = json.loads((out / "export_report.json").read_text())
+
+    def broken(change, match):
+        report = json.loads(json.dumps(good))
+        change(report["graphs"])
+        (bad / "export_report.json").write_text(json.dumps(report))
+        with pytest.raises(ValueError, match=match):
+            QnnModel(bad)
+
+    broken(lambda g: g.pop("llm_decode"), r"graphs.llm_decode has no compiled context")
+    broken(lambda g: g["vit"].update(context="../../etc/passwd"), r"graphs.vit.context '../../etc/passwd' is not a f")
+    broken(lambda g: g["vit"].update(context="missing_ctx.onnx"), r"graphs.vit.context 'missing_ctx.onnx'")
+    broken(lambda g: g["llm_prefill"]["io_quantization"]["logits"].update(scale=0),
+           r"io_quantization.logits.scale must be a positive finite number")
+    broken(lambda g: g["llm_prefill"]["io_quantization"]["past_keys"].update(zero_point=70000),
+           r"io_quantization.past_keys.zero_point must be an integer in \[0, 65535\]")
+    broken(lambda g: g["projector"]["io_quantization"]["features"].update(dtype="float32"),
+           r"io_quantization.features.dtype must be one of")
+    (bad / "export_report.json").write_text("{")
+    with pytest.raises(ValueError, match="export_report.json: not an export report"):
+        QnnModel(bad)
+    (bad / "export_report.json").unlink()
+    with pytest.raises(AdapterError, match="qnn:.*has no export_report.json"):
+        make_adapter(f"qnn:{bad}")
 
 
 def test_export_qnn_refuses_an_unknown_soc_before_any_work(tmp_path):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -137,12 +137,12 @@ def greedy_agreement(folder: Union[str, Path], graph: str, session, loaded, prom
 def compile_llm(loaded, float_dir: Union[str, Path], out_dir: Union[str, Path], *, soc: str = "sm8650",
                 weights: str = "int4", activations: str = "uint16", rounding: str = "gptq",
                 head_int8: bool = True, allow_fallback: bool = False, prompts: Any = None,
-                decode_tokens: int = 4) -> dict:
+                decode_tokens: int = 4, on_report: Optional[Callable[[str, dict], None]] = None) -> dict:
     """Quantize, compile and check the prefill and decode graphs of a float export in ``float_dir``;
     returns {graph: report} with ``greedy_agreement`` against the reference. ``rounding`` of the MatMul weights
     (``qnn_weights``; GPTQ's Hessians from the prefill graph's calibration, so both graphs carry the same
     weights); ``head_int8``: the output head (the MatMul writing ``logits``) keeps int8 weights, as deployed
-    w4a16 flows keep it."""
+    w4a16 flows keep it. ``on_report(graph, report)`` is called as each graph is done (a long run's progress)."""
     from bluelm_v.export.qnn_weights import input_hessians
 
     prompts = prompts or npu_prompts()
@@ -164,6 +164,8 @@ def compile_llm(loaded, float_dir: Union[str, Path], out_dir: Union[str, Path], 
         report["mask_value"] = MASK_VALUE
         report["prompts"] = {"set": prompts.name, "calibration": len(calib_ids), "evaluation": len(eval_ids)}
         reports[graph] = report
+        if on_report:
+            on_report(graph, report)
     return reports
 
 
