@@ -327,6 +327,7 @@ def test_requantize_rewrites_the_quantizers_int4_weights_in_place(tmp_path):
         assert len(done) == (0 if rounding == "minmax" else 1)  # one weight, read by both MatMuls
         kinds = {i.data_type for i in onnx.load(str(dst)).graph.initializer if i.name.endswith("_quantized")}
         assert kinds == {onnx.TensorProto.INT4}  # the layout QNN takes is kept
+        assert dst.stat().st_size <= 1.05 * (tmp_path / "minmax.onnx").stat().st_size  # packed, two to a byte
         want = ort.InferenceSession(str(tmp_path / "relu.onnx"), providers=["CPUExecutionProvider"])
         got = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
         errors[rounding] = sum(float(np.abs(want.run(None, f)[0] - got.run(None, f)[0]).mean()) for f in feeds)

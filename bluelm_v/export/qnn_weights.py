@@ -125,12 +125,27 @@ def input_hessians(float_path: Path, feeds: Sequence[dict]) -> dict:
     return out
 
 
+def _integer_tensor(name: str, q: np.ndarray, bits: int):
+    """Integers [K, N] as an INT4 (two to a byte, the low nibble first, as ONNX packs them) or INT8 initializer,
+    stored as raw bytes (a list of int32 values would take 4-8 times the room)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    flat = q.astype(np.int8).ravel()
+    if bits == 8:
+        return numpy_helper.from_array(flat.reshape(q.shape), name)
+    nibbles = (flat & 0x0F).astype(np.uint8)
+    if nibbles.size % 2:
+        nibbles = np.append(nibbles, np.uint8(0))
+    packed = nibbles[0::2] | (nibbles[1::2] << 4)
+    return helper.make_tensor(name, TensorProto.INT4, list(q.shape), packed.tobytes(), raw=True)
+
+
 def requantize(qdq_path: Path, float_path: Path, rounding: str, hessians: Optional[dict] = None) -> dict:
     """Re-round, in the QDQ graph at ``qdq_path``, every per-channel symmetric MatMul weight that the quantizer
     wrote (its DequantizeLinear's integers, scale and zero point 0), from the float graph's weight, with
     ``rounding``; returns {weight name: bits} of what was re-rounded."""
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     if rounding not in ROUNDINGS:
         raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
@@ -167,7 +182,7 @@ def requantize(qdq_path: Path, float_path: Path, rounding: str, hessians: Option
         else:
             scales = mse_scales(wt, bits)
             q = round_to(wt, scales, bits)
-        qi.CopyFrom(helper.make_tensor(qi.name, qi.data_type, list(qi.dims), q.T.astype(np.int64).ravel()))
+        qi.CopyFrom(_integer_tensor(qi.name, q.T, bits))
         si.CopyFrom(numpy_helper.from_array(scales.astype(np.float32), si.name))
         done[wname] = bits
     onnx.save_model(model, str(qdq_path))
