@@ -70,7 +70,8 @@ def main(argv=None) -> int:
                 r.pop("io_quantization", None)
                 r["wall_s"] = round(time.perf_counter() - t0, 1)
                 rows[f"{weights}/{graph}"] = r
-                print(f"{args.model} {weights:5s} {args.rounding:6s} {graph:12s} nodes {r['nodes_on_qnn']}/{r['nodes']} "
+                print(f"{args.model} {weights:5s} {args.rounding:6s} {graph:12s} "
+                      f"nodes {r['nodes_on_qnn']}/{r['nodes']} "
                       f"context {r['context_bytes'] / 1e6:.1f} MB compile {r['compile_s']:.1f} s "
                       f"cosine {r['cosine']:.4f} max|err| {r['max_abs_err']:.3g} "
                       f"greedy agreement {r['greedy_agreement']:.3f} ({r['agreement_positions']} positions), "

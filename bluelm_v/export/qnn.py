@@ -177,9 +177,9 @@ _MOVES = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice")  #
 
 def _hoist_input_quantize(model, name: str) -> None:
     """An input read only by data-movement nodes (or chains of them) whose outputs each go only to a per-tensor
-    QuantizeLinear (the quantizer leaves a Reshape's or Slice's input float): give the input one QDQ pair covering the union of their
-    ranges, so the input can be quantized by the runtime and the moves run on the NPU as QDQ units (each
-    re-quantizing to its own output's scale, as before)."""
+    QuantizeLinear (the quantizer leaves a Reshape's or Slice's input float): give the input one QDQ pair
+    covering the union of their ranges, so the input can be quantized by the runtime and the moves run on the NPU
+    as QDQ units (each re-quantizing to its own output's scale, as before)."""
     from onnx import helper, numpy_helper
 
     g = model.graph

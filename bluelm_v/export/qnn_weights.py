@@ -52,16 +52,17 @@ def round_to(w: np.ndarray, scales: np.ndarray, bits: int) -> np.ndarray:
     return np.clip(np.round(w / scales[:, None]), -qmax - 1, qmax)
 
 
-def gptq(w: np.ndarray, h: np.ndarray, bits: int, damp: float = 0.01, block: int = 128) -> tuple:
+def gptq(w: np.ndarray, h: np.ndarray, bits: int, damp: float = 0.01, block: int = 128,
+         mse: bool = True) -> tuple:
     """GPTQ rounding of w [N, K] (rows = output channels) given H [K, K] = X^T X of its inputs; returns
-    (integers [N, K], scales [N]). Scales are ``mse_scales`` of the float weights; inputs that never vary (a zero
-    diagonal) get weight 0, as in the paper's implementation."""
+    (integers [N, K], scales [N]). Scales are ``mse_scales`` or, without ``mse``, min-max (each row's max |w|); inputs
+    that never vary (a zero diagonal) get weight 0, as in the paper's implementation."""
     w = np.array(w, dtype=np.float64)
     h = np.array(h, dtype=np.float64)
     n, k = w.shape
     if h.shape != (k, k):
         raise ValueError(f"Hessian of shape {h.shape} for a weight of {k} inputs")
-    scales = mse_scales(w, bits)
+    scales = mse_scales(w, bits) if mse else np.maximum(np.abs(w).max(1), 1e-12) / _qmax(bits)
     dead = np.diag(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
