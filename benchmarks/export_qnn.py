@@ -17,7 +17,9 @@ its agreement with itself at fp16 weights and with relative Gaussian noise on ev
 per rounding (min-max, MSE-optimal clipping, GPTQ; the latter two with the output head int8) the prefill graph's
 agreement and the residual stream's relative error after every attention and MLP block, (a) with only the rounded
 weights put back into the float graph and (b) as the QDQ graph (weights + uint16 activations) on ONNX Runtime's
-CPU provider. The emulator's own figures come from the compile runs above (tests/test_export_qnn.py on tiny).
+CPU provider; before those, the torch reference's agreement with its weights rounded per channel or in blocks of 32
+(``--torch-only`` stops there: minutes on SmolLM2). The emulator's own figures come from the compile runs above
+(tests/test_export_qnn.py on tiny).
 ``--spread-weights`` gives tiny the wide random weights of the tests (tests/test_export_onnx.spread).
 """
 from __future__ import annotations
@@ -45,6 +47,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-context", type=int, default=128)
     ap.add_argument("--json", help="write every report here")
     ap.add_argument("--study", action="store_true", help="where INT4 agreement is lost (see the module doc)")
+    ap.add_argument("--torch-only", action="store_true", help="--study: only the torch reference's rows")
     ap.add_argument("--spread-weights", action="store_true", help="the tests' wide random weights (random models)")
     args = ap.parse_args(argv)
     loaded = load_model(resolve_model_spec(args.model))
@@ -54,7 +57,7 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             float_dir = export_onnx(loaded, Path(tmp) / "float", chunk=args.chunk, tile_batch=1,
                                     max_context=args.max_context, quant="fp32")
-            rows = study(loaded, float_dir, Path(tmp))
+            rows = study(loaded, float_dir, Path(tmp), torch_only=args.torch_only)
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
         return 0
@@ -156,14 +159,14 @@ def _weights_only(float_model, qdq_model):
     return m
 
 
-def study(loaded, float_dir: Path, tmp: Path) -> dict:
+def study(loaded, float_dir: Path, tmp: Path, torch_only: bool = False) -> dict:
     import numpy as np
     import onnx
 
     from bluelm_v.export.qnn import qdq_quantize
     from bluelm_v.export.qnn_llm import (greedy_agreement, npu_prompts, prompt_ids, record_llm_feeds,
                                          reference_argmax)
-    from bluelm_v.export.qnn_weights import input_hessians, requantize
+    from bluelm_v.export.qnn_weights import input_hessians, mse_scales, requantize, round_to
 
     prompts = npu_prompts()
     room = onnx.load(str(float_dir / "llm_prefill.onnx"), load_external_data=False)
@@ -191,6 +194,21 @@ def study(loaded, float_dir: Path, tmp: Path) -> dict:
           f"(logit std {rows['logit_std']:.3f}); agreement at fp16 weights {rows['fp16_weights']:.3f}; with "
           "relative weight noise " + ", ".join(f"{e:g}: {rows[f'noise_{e}']:.3f}"
                                                for e in (0.005, 0.01, 0.02, 0.05, 0.1)), flush=True)
+    vocab = loaded.config.llm.vocab
+    for name, bits, block, mse in (("int8 per channel", 8, 0, False), ("int4 per channel, min-max", 4, 0, False),
+                                   ("int4 per channel, MSE scales", 4, 0, True),
+                                   ("int4 blocks of 32, min-max", 4, 32, False),
+                                   ("int4 blocks of 32, MSE scales", 4, 32, True)):
+        def rounded(w, bits=bits, block=block, mse=mse):  # the output head (V rows) int8 per channel
+            b, g = (8, 0) if w.shape[0] == vocab else (bits, block)
+            rows_ = w.reshape(-1, g) if g and w.shape[1] % g == 0 else w
+            s = mse_scales(rows_, b) if mse else np.maximum(np.abs(rows_).max(1), 1e-12) / (2 ** (b - 1) - 1)
+            return (round_to(rows_, s, b) * s[:, None]).reshape(w.shape)
+
+        rows[f"torch {name}"] = _torch_agreement(loaded, ev, ref, rounded)
+        print(f"torch reference, weights only: {name} (head int8): agreement {rows[f'torch {name}']:.3f}", flush=True)
+    if torch_only:
+        return rows
     feeds = record_llm_feeds(float_dir, cal)["llm_prefill"]
     checks = record_llm_feeds(float_dir, ev)["llm_prefill"]
     hessians = input_hessians(float_dir / "llm_prefill.onnx", feeds)
