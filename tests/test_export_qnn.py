@@ -56,8 +56,9 @@ def _graph_with(op: str, path):
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32), "w")
-    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node(op, ["h"], ["c"]),
-                           helper.make_node("MatMul", ["c", "w"], ["y"])], "g",
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"], name="mm0"),
+                           helper.make_node(op, ["h"], ["c"], name="op"),
+                           helper.make_node("MatMul", ["c", "w"], ["y"], name="mm1")], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16])], [w])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
@@ -119,14 +120,19 @@ def test_llm_graphs_compile_wholly_with_int8_weights_and_agree_with_the_referenc
     assert reports["llm_decode"]["greedy_agreement"] >= 0.85  # measured 0.906 over 32 positions
 
 
-def test_llm_graphs_compile_wholly_with_int4_per_channel_weights(tiny_llm, tmp_path):
+def test_llm_graphs_compile_wholly_with_gptq_int4_weights(tiny_llm, tmp_path):
     from bluelm_v.export.qnn_llm import compile_llm
 
     loaded, out = tiny_llm
-    reports = compile_llm(loaded, out, tmp_path, weights="int4")
+    reports = compile_llm(loaded, out, tmp_path, weights="int4")  # GPTQ rounding, int8 head: the defaults
     for graph, r in reports.items():
-        assert r["nodes_on_qnn"] == r["nodes"] and "int4" in r["weights"], graph
-        assert r["cosine"] >= 0.9, graph  # measured 0.947 / 0.965: int4 per channel is coarse (docs/export.md)
+        assert r["nodes_on_qnn"] == r["nodes"] and "int4" in r["weights"] and "logits int8" in r["weights"], graph
+        assert r["rounding"] == "gptq" and r["rerounded_weights"] == 7 * loaded.config.llm.layers + 1, graph
+        print(graph, "cosine", round(r["cosine"], 4), "greedy agreement", round(r["greedy_agreement"], 3))
+    # tiny's Gaussian random weights are the hard case (docs/export.md: no 4-bit rounding reaches 0.95 on them;
+    # min-max rounding measured 0.55 / 0.53, GPTQ + int8 head measured below)
+    assert reports["llm_prefill"]["cosine"] >= 0.97
+    assert reports["llm_prefill"]["greedy_agreement"] >= 0.65
 
 
 def _lpbq_graph(path, scale_type):
@@ -167,7 +173,8 @@ def test_lpbq_with_8bit_block_scales_is_refused_and_4bit_passes(tmp_path):
 
 @pytest.fixture(scope="module")
 def qnn_export(tmp_path_factory):
-    """tiny compiled for sm8650 through the CLI (int8 weights), and what the CLI printed."""
+    """tiny compiled for sm8650 through the CLI (int8 weights; 256 cache positions, room for a wide image's 160-token
+    prompt), and what the CLI printed."""
     import contextlib
     import io
 
@@ -177,7 +184,7 @@ def qnn_export(tmp_path_factory):
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert main(["export", "--target", "qnn", "--model", "tiny", "--out", str(out), "--soc", "sm8650",
-                     "--chunk", "16", "--max-context", "160", "--tile-batch", "2", "--weights", "int8",
+                     "--chunk", "16", "--max-context", "272", "--tile-batch", "2", "--weights", "int8",
                      "--no-progress"]) == 0
     return out, printed.getvalue()
 
@@ -218,9 +225,164 @@ def test_qnn_runner_serves_an_image_request_from_the_compiled_graphs(qnn_export)
     assert float(got @ want / np.linalg.norm(got) / np.linalg.norm(want)) >= 0.99
 
 
+def test_eval_with_a_qnn_model_answers_every_question_from_the_compiled_graphs(qnn_export, tmp_path):
+    # bluelm-v eval --model qnn:DIR end to end: two image questions, answers logged, the adapter named in the run
+    from test_ablate_measured import mmstar
+
+    from bluelm_v.cli import main
+    from bluelm_v.evaluation.store import read_log
+
+    out, _ = qnn_export
+    tsv = mmstar(tmp_path / "MMStar.tsv", 2)
+    work = tmp_path / "work"
+    assert main(["eval", "--model", f"qnn:{out}", "--data", f"MMStar={tsv}", "--work-dir", str(work), "--no-md5",
+                 "--max-new-tokens", "3", "--no-progress"]) == 0
+    (log,) = work.glob("*/*/*.log.jsonl")
+    entries = read_log(log)[0]
+    assert len(entries) == 2 and all(isinstance(e["prediction"], str) for e in entries)
+    assert all(e["timing"]["image_tokens"] > 0 for e in entries)  # the images went through the compiled ViT
+    assert next(work.glob("*")).name.startswith("qnn-")
+
+
+def test_qnn_runner_refuses_a_bad_export_folder_naming_the_field(qnn_export, tmp_path):
+    import shutil
+
+    from bluelm_v.evaluation.adapters import make_adapter
+    from bluelm_v.evaluation.errors import AdapterError
+    from bluelm_v.export.qnn_runner import QnnModel
+
+    out, _ = qnn_export
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    good = json.loads((out / "export_report.json").read_text())
+
+    def broken(change, match):
+        report = json.loads(json.dumps(good))
+        change(report["graphs"])
+        (bad / "export_report.json").write_text(json.dumps(report))
+        with pytest.raises(ValueError, match=match):
+            QnnModel(bad)
+
+    broken(lambda g: g.pop("llm_decode"), r"graphs.llm_decode has no compiled context")
+    broken(lambda g: g["vit"].update(context="../../etc/passwd"), r"graphs.vit.context '../../etc/passwd' is not a f")
+    broken(lambda g: g["vit"].update(context="missing_ctx.onnx"), r"graphs.vit.context 'missing_ctx.onnx'")
+    broken(lambda g: g["llm_prefill"]["io_quantization"]["logits"].update(scale=0),
+           r"io_quantization.logits.scale must be a positive finite number")
+    broken(lambda g: g["llm_prefill"]["io_quantization"]["past_keys"].update(zero_point=70000),
+           r"io_quantization.past_keys.zero_point must be an integer in \[0, 65535\]")
+    broken(lambda g: g["projector"]["io_quantization"]["features"].update(dtype="float32"),
+           r"io_quantization.features.dtype must be one of")
+    (bad / "export_report.json").write_text("{")
+    with pytest.raises(ValueError, match="export_report.json: not an export report"):
+        QnnModel(bad)
+    (bad / "export_report.json").unlink()
+    with pytest.raises(AdapterError, match="qnn:.*has no export_report.json"):
+        make_adapter(f"qnn:{bad}")
+
+
 def test_export_qnn_refuses_an_unknown_soc_before_any_work(tmp_path):
     from bluelm_v.export import export_qnn
 
     with pytest.raises(ValueError, match="unknown SoC 'sm1234'"):
         export_qnn("tiny", tmp_path / "x", soc="sm1234")
     assert not (tmp_path / "x").exists()
+
+
+def test_mse_scales_round_no_worse_than_min_max_and_gptq_lowers_the_output_error():
+    from bluelm_v.export.qnn_weights import gptq, mse_scales, round_to
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((48, 64))  # [N, K]
+    peak = np.abs(w).max(1) / 7
+    for s in (peak, mse_scales(w, 4)):
+        assert s.shape == (48,)
+    err_minmax = ((round_to(w, peak, 4) * peak[:, None] - w) ** 2).sum()
+    s = mse_scales(w, 4)
+    q = round_to(w, s, 4)
+    assert q.min() >= -8 and q.max() <= 7 and np.all(q == np.round(q))
+    assert ((q * s[:, None] - w) ** 2).sum() <= err_minmax
+    # correlated inputs (as a layer's are): GPTQ's output error X (W - Q) is well below round-to-nearest's
+    x = rng.standard_normal((512, 8)) @ rng.standard_normal((8, 64)) + 0.1 * rng.standard_normal((512, 64))
+    qg, sg = gptq(w, x.T @ x, 4)
+    assert np.allclose(sg, s) and qg.min() >= -8 and qg.max() <= 7
+    out_err = lambda qq, ss: float(((x @ (w - qq * ss[:, None]).T) ** 2).sum())  # noqa: E731
+    assert out_err(qg, sg) < 0.5 * out_err(q, s)
+    with pytest.raises(ValueError, match="Hessian of shape"):
+        gptq(w, np.eye(3), 4)
+
+
+def test_requantize_rewrites_the_quantizers_int4_weights_in_place(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from bluelm_v.export.qnn import qdq_quantize
+    from bluelm_v.export.qnn_weights import input_hessians, requantize
+
+    feeds = _graph_with("Relu", tmp_path / "relu.onnx")
+    errors = {}
+    for rounding in ("minmax", "mse", "gptq"):
+        dst = tmp_path / f"{rounding}.onnx"
+        qdq_quantize(tmp_path / "relu.onnx", dst, feeds, "uint16", "int4")
+        done = requantize(dst, tmp_path / "relu.onnx", rounding, input_hessians(tmp_path / "relu.onnx", feeds))
+        assert len(done) == (0 if rounding == "minmax" else 1)  # one weight, read by both MatMuls
+        kinds = {i.data_type for i in onnx.load(str(dst)).graph.initializer if i.name.endswith("_quantized")}
+        assert kinds == {onnx.TensorProto.INT4}  # the layout QNN takes is kept
+        assert dst.stat().st_size <= 1.05 * (tmp_path / "minmax.onnx").stat().st_size  # packed, two to a byte
+        want = ort.InferenceSession(str(tmp_path / "relu.onnx"), providers=["CPUExecutionProvider"])
+        got = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+        errors[rounding] = sum(float(np.abs(want.run(None, f)[0] - got.run(None, f)[0]).mean()) for f in feeds)
+    assert errors["mse"] < errors["minmax"] and errors["gptq"] < errors["minmax"], errors
+    with pytest.raises(ValueError, match="rounding must be one of"):
+        requantize(tmp_path / "gptq.onnx", tmp_path / "relu.onnx", "nearest")
+    with pytest.raises(ValueError, match="needs the Hessians"):
+        requantize(tmp_path / "gptq.onnx", tmp_path / "relu.onnx", "gptq")
+
+
+def test_the_cli_offers_the_roundings_the_export_knows():
+    from bluelm_v.commands.export import QNN_ROUNDINGS
+    from bluelm_v.export.qnn_weights import ROUNDINGS
+
+    assert set(QNN_ROUNDINGS) == set(ROUNDINGS)
+
+
+def test_an_internvl_model_compiles_wholly_for_sm8650(tmp_path):
+    # a real VLM architecture (issue 17's families) on random weights: InternViT (class token, layer scale,
+    # QK-norm, RMSNorm), the pixel-shuffle + MLP projector and the Qwen2 decoder (QKV bias), every graph whole
+    pytest.importorskip("transformers", reason="transformers builds the random InternVL")
+    from bluelm_v.export import export_qnn
+    from bluelm_v.models.families import family
+
+    folder = family("internvl").random_hf(tmp_path / "ivl", seed=0)
+    out = export_qnn(str(folder), tmp_path / "qnn", chunk=16, tile_batch=2, max_context=64, weights="int4")
+    report = json.loads((out / "export_report.json").read_text())
+    assert set(report["graphs"]) == {"vit", "projector", "llm_prefill", "llm_decode"}
+    for name, r in report["graphs"].items():
+        assert r["nodes_on_qnn"] == r["nodes"] and r["fallback_nodes"] == [], name
+        print(name, r["nodes"], "nodes, cosine", round(r["cosine"], 4), r.get("greedy_agreement", ""))
+    assert report["graphs"]["vit"]["nodes"] > 400  # the whole InternViT, not a stub
+    assert report["graphs"]["vit"]["cosine"] >= 0.99 and report["graphs"]["projector"]["cosine"] >= 0.99
+    assert report["graphs"]["llm_prefill"]["cosine"] >= 0.95  # int4 GPTQ on random weights: measured 0.980
+
+
+def test_an_idefics3_vit_and_projector_compile_wholly_for_sm8650(tmp_path):
+    # SigLIP at 112 px and Idefics3's pixel shuffle (a chain of Reshape/Transpose reading the graph input, whose
+    # quantization moves to the runtime as one QDQ pair)
+    pytest.importorskip("transformers", reason="transformers builds the random Idefics3")
+    import onnxruntime as ort
+
+    from bluelm_v.export import export_onnx
+    from bluelm_v.models.families import family
+    from bluelm_v.models.reference import load_model
+
+    loaded = load_model(str(family("idefics3").random_hf(tmp_path / "id3", seed=0)))
+    out = export_onnx(loaded, tmp_path / "float", chunk=1, tile_batch=2, max_context=2, quant="fp32")
+    tiles = vision_inputs(loaded.config, 2)
+    vit_report = compile_graph(out / "vit.onnx", tmp_path, "vit", calibration=[{"pixel_values": t} for t in tiles[:2]],
+                               checks=[{"pixel_values": t} for t in tiles[2:]])
+    vit = ort.InferenceSession(str(out / "vit.onnx"), providers=["CPUExecutionProvider"])
+    feats = [{"features": vit.run(None, {"pixel_values": t})[0]} for t in tiles]
+    proj_report = compile_graph(out / "projector.onnx", tmp_path, "projector", calibration=feats[:2],
+                                checks=feats[2:])
+    for r in (vit_report, proj_report):
+        assert r["nodes_on_qnn"] == r["nodes"] and r["fallback_nodes"] == [] and r["cosine"] >= 0.99, r["graph"]
+    assert set(proj_report["io_quantization"]) == {"features", "image_embeds"}

@@ -9,6 +9,7 @@ graphs (onnxruntime 1.30.0), so every session pins
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -122,8 +123,10 @@ class OnnxModel:
 
     def greedy(self, ids: Sequence[int], max_new_tokens: int, eos: Sequence[int] = (),
                image_embeds: Optional[np.ndarray] = None) -> list[int]:
+        t0 = time.perf_counter()
         self.reset()
         logits = self.prefill(self.embed(ids, image_embeds))[-1]
+        self.first_token_s = time.perf_counter() - t0  # prefill of the whole prompt: its part of the TTFT
         out = []
         for _ in range(max_new_tokens):
             tok = int(np.argmax(logits))

@@ -5,8 +5,9 @@ The steps for one static graph (``compile_graph``):
 
 1. **QDQ quantization** calibrated on real inputs (onnxruntime's QNN QDQ config): activations uint8 or uint16,
    MatMul weights int8 or int4 per output channel, Conv weights int8 per tensor (``PER_CHANNEL`` says why),
-   LayerNorm gamma uint8: the form QNN takes whole. The LPBQ pattern with 8-bit block scales is refused
-   (``refuse_8bit_lpbq``).
+   LayerNorm gamma uint8: the form QNN takes whole; the MatMul weights then re-rounded by GPTQ or MSE-optimal
+   clipping if asked (``rounding``, ``qnn_weights``), in the same layout. The LPBQ pattern with 8-bit block scales
+   is refused (``refuse_8bit_lpbq``).
 2. **Quantized inputs and outputs**: the QuantizeLinear on each graph input and the DequantizeLinear on each output
    are removed, so the graph reads and writes uint8/uint16 and every node runs on the NPU; their scale and zero
    point go to the report (the runtime quantizes inputs and dequantizes outputs with them).
@@ -92,29 +93,32 @@ def drop_identity_casts(path: Path, dst: Path) -> None:
 WEIGHTS = ("int8", "int4")
 
 
-def _overrides(path: Path, weights: str) -> dict:
+def _overrides(path: Path, weights: str, int8_outputs: Sequence[str] = ()) -> dict:
     """Tensor overrides for the quantizer: every constant MatMul weight [K, N] per output channel (axis 1,
-    symmetric) in ``weights``; LayerNormalization's gamma as uint8 (with an int8 gamma QNN's HTP leaves LayerNorm
-    to the CPU; onnxruntime-qnn 2.7.0, sm8650)."""
+    symmetric) in ``weights``, except the MatMuls writing a graph output named in ``int8_outputs`` (the LLM's
+    output head), which stay int8; LayerNormalization's gamma as uint8 (with an int8 gamma QNN's HTP leaves
+    LayerNorm to the CPU; onnxruntime-qnn 2.7.0, sm8650)."""
     import onnx
     from onnxruntime.quantization import QuantType
 
     model = onnx.load(str(path), load_external_data=False)
     dims = {i.name: list(i.dims) for i in model.graph.initializer}
-    wtype = QuantType.QInt4 if weights == "int4" else QuantType.QInt8
     out: dict = {}
     for n in model.graph.node:
         if n.op_type == "LayerNormalization" and n.input[1] in dims:
             out[n.input[1]] = [{"quant_type": QuantType.QUInt8}]
         elif n.op_type == "MatMul" and len(dims.get(n.input[1], [])) == 2:
-            out[n.input[1]] = [{"quant_type": wtype, "axis": 1, "symmetric": True}]
+            four = weights == "int4" and n.output[0] not in int8_outputs
+            out[n.input[1]] = [{"quant_type": QuantType.QInt4 if four else QuantType.QInt8, "axis": 1,
+                                "symmetric": True}]
     return out
 
 
 def qdq_quantize(src: Path, dst: Path, calibration: Sequence[dict], activations: str = "uint8",
-                 weights: str = "int8") -> None:
+                 weights: str = "int8", int8_outputs: Sequence[str] = ()) -> None:
     """Float graph -> QDQ graph for QNN, calibrated on ``calibration`` (input name -> array dicts): activations
-    ``activations``, MatMul weights ``weights`` per output channel, other weights int8 per tensor."""
+    ``activations``, MatMul weights ``weights`` per output channel (int8 for the MatMuls writing
+    ``int8_outputs``), other weights int8 per tensor; min-max rounding (``qnn_weights.requantize`` refines it)."""
     if activations not in ACTIVATIONS:
         raise ValueError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
     if weights not in WEIGHTS:
@@ -132,7 +136,8 @@ def qdq_quantize(src: Path, dst: Path, calibration: Sequence[dict], activations:
         config = get_qnn_qdq_config(
             str(source), _Reader(calibration),
             activation_type=QuantType.QUInt16 if activations == "uint16" else QuantType.QUInt8,
-            weight_type=QuantType.QInt8, per_channel=PER_CHANNEL, init_overrides=_overrides(source, weights))
+            weight_type=QuantType.QInt8, per_channel=PER_CHANNEL,
+            init_overrides=_overrides(source, weights, int8_outputs))
         quantize(str(source), str(dst), config)
 
 
@@ -171,10 +176,10 @@ _MOVES = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice")  #
 
 
 def _hoist_input_quantize(model, name: str) -> None:
-    """An input read only by data-movement nodes whose outputs each go only to a per-tensor QuantizeLinear (the
-    quantizer leaves a Reshape's or Slice's input float): give the input one QDQ pair covering the union of their
-    ranges, so the input can be quantized by the runtime and the moves run on the NPU as QDQ units (each
-    re-quantizing to its own output's scale, as before)."""
+    """An input read only by data-movement nodes (or chains of them) whose outputs each go only to a per-tensor
+    QuantizeLinear (the quantizer leaves a Reshape's or Slice's input float): give the input one QDQ pair
+    covering the union of their ranges, so the input can be quantized by the runtime and the moves run on the NPU
+    as QDQ units (each re-quantizing to its own output's scale, as before)."""
     from onnx import helper, numpy_helper
 
     g = model.graph
@@ -184,7 +189,12 @@ def _hoist_input_quantize(model, name: str) -> None:
         return
     qs = []
     for move in users:
-        after = [n for n in g.node if move.output[0] in n.input]
+        while True:  # a chain of moves (an HF projector's pixel shuffle: Reshape, Transpose, Reshape) ends in the Q
+            after = [n for n in g.node if move.output[0] in n.input]
+            if len(after) == 1 and after[0].op_type in _MOVES and after[0].input[0] == move.output[0]:
+                move = after[0]
+                continue
+            break
         if len(after) != 1 or after[0].op_type != "QuantizeLinear" or after[0].input[0] != move.output[0]:
             return
         qs.append(after[0])
@@ -275,15 +285,25 @@ def dequantize(name: str, y: np.ndarray, io: dict) -> np.ndarray:
 
 def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name: str, *, soc: str = "sm8650",
                   calibration: Sequence[dict], checks: Sequence[dict] = (), activations: str = "uint8",
-                  weights: str = "int8", allow_fallback: bool = False) -> dict:
-    """Quantize, compile and check one static graph (see the module doc); returns its report."""
+                  weights: str = "int8", rounding: str = "minmax", hessians: Optional[dict] = None,
+                  int8_outputs: Sequence[str] = (), allow_fallback: bool = False) -> dict:
+    """Quantize, compile and check one static graph (see the module doc); returns its report. ``rounding`` of
+    the MatMul weights: ``minmax`` (the quantizer's), ``mse`` or ``gptq`` (``qnn_weights``; GPTQ's Hessians from
+    ``hessians`` or, if None, from ``calibration`` on this graph)."""
+    from bluelm_v.export.qnn_weights import ROUNDINGS, input_hessians, requantize
+
     if soc not in SOCS:
         raise ValueError(f"unknown SoC {soc!r}; supported: {', '.join(SOCS)}")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
     ort = require_qnn()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     qdq = out / f"{name}.qdq.onnx"
-    qdq_quantize(Path(float_path), qdq, calibration, activations, weights)
+    qdq_quantize(Path(float_path), qdq, calibration, activations, weights, int8_outputs)
+    if rounding == "gptq" and hessians is None:
+        hessians = input_hessians(Path(float_path), calibration)
+    rerounded = requantize(qdq, Path(float_path), rounding, hessians)
     io = strip_io_qdq(qdq)
     refuse_8bit_lpbq(qdq)
     ctx = out / f"{name}_ctx.onnx"
@@ -321,7 +341,9 @@ def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name:
     binaries = sorted(out.glob(f"{name}_ctx*.bin"))
     report: dict[str, Any] = {
         "graph": name, "soc": soc, "htp_arch": f"v{SOCS[soc]['htp_arch']}", "activations": activations,
-        "weights": f"MatMul {weights} per channel, others int8 per tensor", "nodes": nodes, "nodes_on_qnn": on_qnn,
+        "weights": f"MatMul {weights} per channel" + (f" ({', '.join(int8_outputs)} int8)" if int8_outputs else "")
+                   + ", others int8 per tensor", "rounding": rounding, "rerounded_weights": len(rerounded),
+        "nodes": nodes, "nodes_on_qnn": on_qnn,
         "fallback_nodes": fallback,
         "context": ctx.name, "context_bytes": sum(b.stat().st_size for b in binaries),
         "compile_s": round(compile_s, 3), "io_quantization": io}
@@ -375,7 +397,8 @@ def vision_inputs(cfg, tile_batch: int, images: Sequence[Any] = (), count: int =
     from bluelm_v.samples import make_sample
 
     sources = list(images) or [make_sample(n) for n in ("document", "photo", "chart", "screenshot")]
-    tiles = np.concatenate([preprocess(s, tile=cfg.vision.image_size).pixels for s in sources])
+    tiles = np.concatenate([preprocess(s, tile=cfg.vision.image_size, mean=cfg.vision.mean,
+                                       std=cfg.vision.std).pixels for s in sources])
     batches = [tiles[i:i + tile_batch] for i in range(0, len(tiles) - tile_batch + 1, tile_batch)]
     return [b.astype(np.float32) for b in batches[:count * 2]]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -135,34 +135,45 @@ def greedy_agreement(folder: Union[str, Path], graph: str, session, loaded, prom
 
 
 def compile_llm(loaded, float_dir: Union[str, Path], out_dir: Union[str, Path], *, soc: str = "sm8650",
-                weights: str = "int4", activations: str = "uint16", allow_fallback: bool = False,
-                prompts: Any = None, decode_tokens: int = 4) -> dict:
+                weights: str = "int4", activations: str = "uint16", rounding: str = "gptq",
+                head_int8: bool = True, allow_fallback: bool = False, prompts: Any = None,
+                decode_tokens: int = 4, on_report: Optional[Callable[[str, dict], None]] = None) -> dict:
     """Quantize, compile and check the prefill and decode graphs of a float export in ``float_dir``;
-    returns {graph: report} with ``greedy_agreement`` against the reference."""
+    returns {graph: report} with ``greedy_agreement`` against the reference. ``rounding`` of the MatMul weights
+    (``qnn_weights``; GPTQ's Hessians from the prefill graph's calibration, so both graphs carry the same
+    weights); ``head_int8``: the output head (the MatMul writing ``logits``) keeps int8 weights, as deployed
+    w4a16 flows keep it. ``on_report(graph, report)`` is called as each graph is done (a long run's progress)."""
+    from bluelm_v.export.qnn_weights import input_hessians
+
     prompts = prompts or npu_prompts()
     room = OnnxModel(float_dir).past  # a prompt longer than the cache holds is cut to fit
     calib_ids = [ids[:room] for ids in prompt_ids(loaded.tokenizer, prompts.calibration)]
     eval_ids = [ids[:room] for ids in prompt_ids(loaded.tokenizer, prompts.evaluation)]
     calibration = record_llm_feeds(float_dir, calib_ids, decode_tokens)
     checks = record_llm_feeds(float_dir, eval_ids[:2], decode_tokens)
+    hessians = input_hessians(Path(float_dir) / "llm_prefill.onnx", calibration["llm_prefill"]) \
+        if rounding == "gptq" else None
     reports = {}
     for graph in GRAPHS:
         report = compile_graph(Path(float_dir) / f"{graph}.onnx", out_dir, graph, soc=soc,
                                calibration=calibration[graph], checks=checks[graph], activations=activations,
-                               weights=weights, allow_fallback=allow_fallback)
+                               weights=weights, rounding=rounding, hessians=hessians,
+                               int8_outputs=("logits",) if head_int8 else (), allow_fallback=allow_fallback)
         session = QuantizedSession(Path(out_dir) / report["context"], report["io_quantization"])
         report.update(greedy_agreement(float_dir, graph, session, loaded, eval_ids, decode_tokens))
         report["mask_value"] = MASK_VALUE
         report["prompts"] = {"set": prompts.name, "calibration": len(calib_ids), "evaluation": len(eval_ids)}
         reports[graph] = report
+        if on_report:
+            on_report(graph, report)
     return reports
 
 
 
 
 def export_qnn(source: Any, out_dir: Union[str, Path], *, soc: str = "sm8650", chunk: int = 128,
-               tile_batch: int = 4, max_context: int = 2048, weights: str = "int4", allow_fallback: bool = False,
-               progress: bool = False) -> Path:
+               tile_batch: int = 4, max_context: int = 2048, weights: str = "int4", rounding: str = "gptq",
+               allow_fallback: bool = False, progress: bool = False) -> Path:
     """Every static graph of ``source`` compiled for ``soc``'s HTP (docs/export.md): the float export in
     ``out_dir/float``, per graph a QDQ model, its context binary (``<graph>_ctx.onnx`` + ``.bin``), and
     ``export_report.json`` with each graph's report. Any CPU fallback fails the export unless ``allow_fallback``."""
@@ -172,12 +183,15 @@ def export_qnn(source: Any, out_dir: Union[str, Path], *, soc: str = "sm8650", c
 
     from bluelm_v.export.onnx_export import export_onnx
     from bluelm_v.export.qnn import SOCS, WEIGHTS, vision_inputs
+    from bluelm_v.export.qnn_weights import ROUNDINGS
     from bluelm_v.models.reference import LoadedModel, load_model
 
     if soc not in SOCS:  # before any work
         raise ValueError(f"unknown SoC {soc!r}; supported: {', '.join(SOCS)}")
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
     require_qnn()
     loaded = source if isinstance(source, LoadedModel) else load_model(source)
     out = Path(out_dir)
@@ -203,12 +217,13 @@ def export_qnn(source: Any, out_dir: Union[str, Path], *, soc: str = "sm8650", c
                                              allow_fallback=allow_fallback)
         bar.update()
     bar.set_postfix_str("llm")
-    reports.update(compile_llm(loaded, float_dir, out, soc=soc, weights=weights, allow_fallback=allow_fallback))
+    reports.update(compile_llm(loaded, float_dir, out, soc=soc, weights=weights, rounding=rounding,
+                               allow_fallback=allow_fallback))
     bar.update()
     bar.close()
     spec = None if isinstance(source, LoadedModel) else str(source)  # what load_model reloads (the runner's tokenizer)
     summary = {"soc": soc, "htp_arch": f"v{SOCS[soc]['htp_arch']}", "source": loaded.source, "spec": spec,
-               "weights": weights,
+               "weights": weights, "rounding": rounding,
                "float_export": "float/manifest.json", "graphs": reports}
     (out / "export_report.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return out

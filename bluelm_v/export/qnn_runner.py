@@ -10,12 +10,13 @@ compiled graphs and the float embedding table, as on a phone.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
-from bluelm_v.export.onnx_runner import OnnxModel
+from bluelm_v.export.onnx_runner import IMAGE_TOKEN_ID, OnnxModel
 from bluelm_v.export.qnn_llm import MASK_VALUE, QuantizedSession
 
 
@@ -36,12 +37,39 @@ class QnnModel(OnnxModel):
             graphs = self.report["graphs"]
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: not an export report ({exc})") from None
+        if not isinstance(graphs, dict):
+            raise ValueError(f"{path}: field graphs must be an object")
         super().__init__(folder / "float")
-        for name in self.sessions:
-            r = graphs.get(name) if isinstance(graphs, dict) else None
-            if not isinstance(r, dict) or "context" not in r or "io_quantization" not in r:
-                raise ValueError(f"{path}: graphs.{name} has no compiled context")
-            self.sessions[name] = QuantizedSession(folder / r["context"], r["io_quantization"])
+        checked = {name: _checked_graph(path, name, graphs.get(name)) for name in self.sessions}
+        for name, (context, io) in checked.items():
+            self.sessions[name] = QuantizedSession(context, io)
+
+
+_INT_TYPES = ("uint8", "uint16", "int8", "int16")
+
+
+def _checked_graph(path: Path, name: str, r: Any) -> tuple[Path, dict]:
+    """(context file, io_quantization) of ``graphs.<name>`` in the report at ``path``, checked before ONNX Runtime
+    sees them: a plain file name beside the report, and per tensor an integer dtype, a positive finite scale and a
+    zero point that the dtype holds (ValueError naming the field)."""
+    where = f"{path}: graphs.{name}"
+    if not isinstance(r, dict) or not isinstance(r.get("context"), str) or not isinstance(r.get("io_quantization"),
+                                                                                         dict):
+        raise ValueError(f"{where} has no compiled context (fields context, io_quantization)")
+    context = path.parent / r["context"]
+    if Path(r["context"]).name != r["context"] or not context.is_file():
+        raise ValueError(f"{where}.context {r['context']!r} is not a file beside the report")
+    for tensor, q in r["io_quantization"].items():
+        at = f"{where}.io_quantization.{tensor}"
+        if not isinstance(q, dict) or q.get("dtype") not in _INT_TYPES:
+            raise ValueError(f"{at}.dtype must be one of {', '.join(_INT_TYPES)}")
+        scale, zp = q.get("scale"), q.get("zero_point")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale <= 0:
+            raise ValueError(f"{at}.scale must be a positive finite number, got {scale!r}")
+        info = np.iinfo(np.dtype(q["dtype"]))
+        if isinstance(zp, bool) or not isinstance(zp, int) or not info.min <= zp <= info.max:
+            raise ValueError(f"{at}.zero_point must be an integer in [{info.min}, {info.max}], got {zp!r}")
+    return context, r["io_quantization"]
 
 
 class QnnVLM:
@@ -61,14 +89,21 @@ class QnnVLM:
                              f"not {loaded.config.family}")
         self.reference = ReferenceVLM(loaded)
         self.loaded = loaded
+        self.last_timing: Optional[dict] = None
 
     def generate(self, message: Any, max_new_tokens: int = 64) -> str:
+        """The greedy answer to one message; ``last_timing`` then holds its ``ttft_s`` (preprocessing, the compiled
+        ViT and projector, prefill: on the emulator, not a phone's time), ``prompt_tokens`` and ``image_tokens``."""
+        t0 = time.perf_counter()
         ids, images = self.reference.prepare(message)
         image_embeds = None
         if images:
             image_embeds = np.concatenate([self.model.encode_tiles(tiles.numpy()) for tiles, _ in images])
             image_embeds = image_embeds.reshape(-1, image_embeds.shape[-1])
+        before_prefill = time.perf_counter() - t0
         out = self.model.greedy(ids, max_new_tokens, eos=self.loaded.eos_ids, image_embeds=image_embeds)
+        self.last_timing = {"ttft_s": round(before_prefill + self.model.first_token_s, 6), "prompt_tokens": len(ids),
+                            "image_tokens": sum(1 for i in ids if i == IMAGE_TOKEN_ID)}
         if out and out[-1] in self.loaded.eos_ids:
             out = out[:-1]
         return self.loaded.tokenizer.decode(out)

@@ -43,5 +43,8 @@ class QnnAdapter(ModelAdapter):
         return fingerprint([p for p in Path(self.target).glob("*_ctx*") if p.is_file()]
                            + [Path(self.target) / "export_report.json"])
 
+    def sample_timing(self) -> dict | None:
+        return self.model.last_timing
+
     def generate(self, message: list[dict], *, dataset: str, index: Any) -> str:
         return self.model.generate(message, max_new_tokens=self.max_new_tokens)
