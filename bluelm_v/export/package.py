@@ -74,7 +74,8 @@ def _check_quant(name: str, value: str) -> str:
 
 def _role(name: str) -> str:
     """'llm', 'vit' or 'f32' for a tensor name of the reference model."""
-    if name.endswith(".bias") or "norm" in name.split(".")[-2] or name.endswith("norm.weight"):
+    parts = name.split(".")
+    if len(parts) < 2 or name.endswith(".bias") or "norm" in parts[-2] or name.endswith("norm.weight"):
         return "f32"
     if "patch_embedding" in name or "position_embedding" in name:
         return "f32"
