@@ -86,6 +86,7 @@ bool Engine::vit_resident() const {
 }
 
 int64_t Engine::image_tokens(int64_t width, int64_t height) const {
+  if (!config().multimodal) throw InvalidArgument("this model is text-only and cannot take images");
   const dynres::Plan plan = dynres::plan(width, height, dynres_);
   return layout_tokens(plan.patches, plan.grid.m, plan.grid.n, width, height);
 }
