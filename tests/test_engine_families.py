@@ -27,7 +27,8 @@ LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "hi
 
 
 def random_folder(arch, folder, rope=None, seed=0):
-    """A small random HF model of ``arch`` (the family's own random_hf, or a llama with ``rope`` scaling)."""
+    """A small random HF model of ``arch`` (the family's own random_hf, or a llama with ``rope`` scaling; weights
+    off the q4_0 grid, which the f32 packages do not care about)."""
     if rope is None:
         return family(arch).random_hf(folder, seed)
     from bluelm_v.models.families.llama import TINY_DECODER, spread_weights
@@ -90,10 +91,13 @@ def test_biases_and_scaling_are_not_no_ops(f32_packages, tmp_path):
 
 
 @pytest.mark.parametrize("arch,precision,floor", [("qwen2", "q8_0", 0.95), ("llama", "q8_0", 0.95),
-                                                  ("qwen2", "default", 0.98), ("llama", "default", 0.98)])
+                                                  ("qwen2", "default", 0.99), ("llama", "default", 0.99)])
 def test_check_reference_compares_the_engine_on_random_models(arch, precision, floor, tmp_path):
     """bluelm-v check-reference --arch A --random --precision P over 64 teacher-forced steps against HF
-    transformers (the llama random model has an untied head and llama3 RoPE scaling; qwen2 has Q/K/V biases)."""
+    transformers (the llama random model has an untied head and llama3 RoPE scaling; qwen2 has Q/K/V biases).
+    Their decoder weights lie on the q4_0 grid (families.llama.on_weight_grid), as a GGUF checkpoint's do, so at
+    the default precision the engine's own error is measured: 1.0 on both (docs/models.md). At q8_0 the grid
+    values are rounded again (measured 1.0 and 0.98)."""
     from bluelm_v.models.check_reference import check_reference
 
     r = check_reference(arch=arch, random=True, precision=precision, tokens=64, workdir=str(tmp_path))

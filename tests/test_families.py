@@ -92,10 +92,12 @@ def test_refused_features_name_the_field(tmp_path):
 def test_engine_package_refuses_what_the_engine_cannot_run(tmp_path):
     from bluelm_v.export.package import package
 
-    folder = family("qwen2").random_hf(tmp_path / "q", seed=0)
-    with pytest.raises(ValueError, match="qwen2.*not implemented in the native engine"):
+    folder = family("internvl").random_hf(tmp_path / "i", seed=0)
+    with pytest.raises(ValueError, match="ViT arch 'intern_vit' is not implemented in the native engine"):
         package(str(folder), tmp_path / "pkg")
     assert not any((tmp_path / "pkg").glob("*"))
+    package(str(family("qwen2").random_hf(tmp_path / "q", seed=0)), tmp_path / "qpkg")  # the decoder flags run
+    assert (tmp_path / "qpkg" / "manifest.json").is_file()
 
 
 def test_check_reference_cli_writes_json(tmp_path):
@@ -367,9 +369,9 @@ def test_engine_precision_compares_the_native_engine(tmp_path):
 
 
 def test_engine_precision_on_an_architecture_it_lacks_says_so(tmp_path):
-    r = check_reference(arch="qwen2", random=True, tokens=4, precision="default", workdir=str(tmp_path))
+    r = check_reference(arch="internvl", random=True, tokens=4, precision="default", workdir=str(tmp_path))
     assert r["compared"] == "native engine" and r["engine"]["compared"] is False
-    assert "qwen2" in r["engine"]["reason"] and r["greedy_agreement"] is None and r["max_abs_logit_diff"] is None
+    assert "intern_vit" in r["engine"]["reason"] and r["greedy_agreement"] is None and r["max_abs_logit_diff"] is None
     assert r["torch_reference"]["greedy_agreement"] == 1.0
 
 

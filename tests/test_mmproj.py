@@ -152,8 +152,25 @@ def test_engine_package_refuses_the_pair_naming_the_part(ivl, tmp_path, no_tenso
     _, _, llm, mm = ivl
     with pytest.raises(ValueError, match="cannot package for the engine: ViT arch 'intern_vit'"):
         package(f"{llm}+{mm}", tmp_path / "pkg")
-    with pytest.raises(ValueError, match=r"llm.gguf: cannot package for the engine: LLM arch 'qwen2'"):
-        package(str(llm), tmp_path / "pkg2")
+
+
+def test_qwen2_llm_gguf_alone_packages_and_the_engine_runs_it(ivl, tmp_path):
+    """The pair's Qwen2 LLM GGUF (Q/K/V biases carried as f32 tensors) runs in the engine as the reference runs it."""
+    import numpy as np
+
+    from bluelm_v.engine import Engine
+    from bluelm_v.export.package import package
+    from bluelm_v.models.llm import prefill
+
+    _, _, llm, _ = ivl
+    pkg = package(str(llm), tmp_path / "pkg", quant="f32")
+    assert "model.layers.0.self_attn.q_proj.bias" in (pkg / "manifest.json").read_text()
+    ref = load_model(llm)
+    ids = list(range(3, 60))
+    with torch.no_grad():
+        want = prefill(ref.llm, ref.llm.new_cache(1, len(ids)), tokens=torch.tensor([ids]), all_logits=True)[0]
+    got = Engine(pkg, kv_cache="f32").session().prefill(ids, all_logits=True)
+    assert np.abs(got - want.numpy()).max() <= 1e-4 * max(1.0, float(want.abs().max()))
 
 
 def test_check_reference_compares_the_files_with_hf_on_their_folder(files):

@@ -95,6 +95,28 @@ def spread_weights(model, seed: int):
     return model
 
 
+def on_weight_grid(model, fmt: str = "q4_0"):
+    """Round every 2-D weight of the decoder (the embedding, the projections, the head) onto the grid of the
+    package's weight format ``fmt`` (a GGUF block format), in place: the float checkpoint then holds the values
+    the engine runs at that format, as a GGUF-derived checkpoint does (SmolLM2's Q4_1 file on both sides). A
+    comparison at that precision then measures the engine (activations, KV cache, kernels), not the rounding of
+    weights the user chose to quantize; docs/models.md gives both figures."""
+    import gguf
+    import numpy as np
+    import torch
+
+    qtype = gguf.GGMLQuantizationType[fmt.upper()]
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() != 2 or p.shape[1] % block:
+                continue
+            values = p.detach().float().numpy()
+            grid = gguf.quants.dequantize(gguf.quants.quantize(values, qtype), qtype).reshape(values.shape)
+            p.copy_(torch.from_numpy(np.ascontiguousarray(grid, dtype=np.float32)))
+    return model
+
+
 TINY_DECODER = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
                     num_key_value_heads=2, vocab_size=300, max_position_embeddings=512, rms_norm_eps=1e-6,
                     bos_token_id=1, eos_token_id=2, pad_token_id=0)
@@ -109,5 +131,5 @@ def random_hf(folder: Path, seed: int = 0) -> Path:
     cfg = transformers.LlamaConfig(**TINY_DECODER, tie_word_embeddings=False, rope_parameters={
         "rope_theta": 500000.0, "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
         "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
-    spread_weights(transformers.LlamaForCausalLM(cfg), seed).save_pretrained(folder)
+    on_weight_grid(spread_weights(transformers.LlamaForCausalLM(cfg), seed)).save_pretrained(folder)
     return folder

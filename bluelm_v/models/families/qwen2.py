@@ -23,9 +23,10 @@ canonical_state = llama.canonical_state
 
 
 def random_hf(folder: Path, seed: int = 0) -> Path:
-    """A small random Qwen2ForCausalLM (tied embeddings, as the 0.5B-1.5B models have) via save_pretrained."""
+    """A small random Qwen2ForCausalLM (tied embeddings, as the 0.5B-1.5B models have) via save_pretrained, its
+    decoder weights on the q4_0 grid (llama.on_weight_grid)."""
     import transformers
 
     cfg = transformers.Qwen2Config(**llama.TINY_DECODER, tie_word_embeddings=True, rope_theta=1000000.0)
-    llama.spread_weights(transformers.Qwen2ForCausalLM(cfg), seed).save_pretrained(folder)
+    llama.on_weight_grid(llama.spread_weights(transformers.Qwen2ForCausalLM(cfg), seed)).save_pretrained(folder)
     return folder
