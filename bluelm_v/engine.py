@@ -123,6 +123,14 @@ class Session:
 
         self._s.submit_rgb(np.ascontiguousarray(load_image(image)))
 
+    def submit_tiles(self, tiles: np.ndarray, grid: tuple[int, int] = (1, 1),
+                     image_hw: tuple[int, int] = (1, 1)) -> None:
+        """Queue one image as tiles already normalized, float32 [P, 3, S, S] (a model family's own preprocessing,
+        e.g. its HF processor's pixel_values); returns at once. For the anyres_unpad layout, ``grid`` (m across,
+        n down; the base image first, then the m*n tiles) and the image's (height, width) place the rows."""
+        (m, n), (h, w) = grid, image_hw
+        self._s.submit_tiles(np.ascontiguousarray(tiles, dtype=np.float32), int(m), int(n), int(w), int(h))
+
     @property
     def pending_images(self) -> int:
         return self._s.pending_images
@@ -244,6 +252,11 @@ class Engine:
 
     def image_tokens(self, width: int, height: int) -> int:
         return self._e.image_tokens(int(width), int(height))
+
+    def encode_tiles(self, tiles: np.ndarray) -> np.ndarray:
+        """Normalized tiles float32 [P, 3, S, S] -> the ViT and projector's embeddings [P, tokens_per_tile, d], tile
+        by tile (before any image layout): what the reference's ``encode_tiles`` gives."""
+        return self._e.encode_tiles(np.ascontiguousarray(tiles, dtype=np.float32))
 
     # ---- use ----------------------------------------------------------------------------------------------
     def session(self) -> Session:

@@ -146,12 +146,21 @@ def test_mmproj_of_another_family_misses_the_llms_tokens(ivl, tmp_path, no_tenso
         load_model(llm, mmproj=other)
 
 
-def test_engine_package_refuses_the_pair_naming_the_part(ivl, tmp_path, no_tensor_reads):
+def test_engine_packages_the_pair_and_encodes_as_the_reference(ivl, tmp_path):
+    """LLM.gguf+mmproj.gguf packages from the reference's tensors; the engine's ViT and projector give the tile
+    embeddings the reference loaded from the same files gives."""
+    import numpy as np
+
+    from bluelm_v.engine import Engine
     from bluelm_v.export.package import package
 
     _, _, llm, mm = ivl
-    with pytest.raises(ValueError, match="cannot package for the engine: ViT arch 'intern_vit'"):
-        package(f"{llm}+{mm}", tmp_path / "pkg")
+    pkg = package(f"{llm}+{mm}", tmp_path / "pkg", quant="f32", vit_quant="f32")
+    ref = load_model(llm, mmproj=mm)
+    s = ref.config.vision.image_size
+    tiles = torch.randn(2, 3, s, s, generator=torch.Generator().manual_seed(0))
+    got = Engine(pkg).encode_tiles(tiles.numpy())
+    assert np.abs(got - ref.vlm.encode_tiles(tiles).numpy()).max() <= 1e-4
 
 
 def test_qwen2_llm_gguf_alone_packages_and_the_engine_runs_it(ivl, tmp_path):

@@ -83,7 +83,8 @@ def _check_quant(name: str, value: str) -> str:
 
 def _role(name: str) -> str:
     """'llm', 'vit' or 'f32' for a tensor name of the reference model."""
-    if name.endswith(".bias") or "norm" in name.split(".")[-2] or name.endswith("norm.weight"):
+    parts = name.split(".")
+    if len(parts) < 2 or name.endswith(".bias") or "norm" in parts[-2] or name.endswith("norm.weight"):
         return "f32"
     if "patch_embedding" in name or "position_embedding" in name:
         return "f32"
@@ -196,21 +197,20 @@ def _gguf_tensors(path: Path, quant: str, writer: _Writer, cfg, progress: bool =
             writer.add(hf, rows, quant, values.shape, stored_k, note=f"re-quantized from GGUF {raw.qtype}")
 
 
-def _refuse_pair(llm: Path, mmproj: Path) -> None:
-    """A GGUF LLM + llama.cpp mmproj pair (``LLM.gguf+mmproj.gguf``): checked together from the headers, then
-    refused naming the part the engine lacks. None of the projector types read (InternVL, Idefics3,
-    LLaVA-OneVision) is the engine's design (SigLIP + LayerNorm 2x2 down-sampler + MLP, tiles in order), so no
-    pair packages today; the reference runs them (``load_model('LLM.gguf+mmproj.gguf')``)."""
+def _check_pair(llm: Path, mmproj: Path) -> None:
+    """A GGUF LLM + llama.cpp mmproj pair (``LLM.gguf+mmproj.gguf``): checked together from the headers, and
+    refused naming the part the engine lacks, before any tensor is read. A pair that passes is loaded by the
+    reference (``load_model``) and packaged from its tensors: the LLM's quantized tensors are dequantized and
+    quantized again to ``quant`` (not carried over byte for byte as from an LLM GGUF alone)."""
     from bluelm_v.models.gguf_checkpoint import GGUFCheckpoint
     from bluelm_v.models.mmproj import MmprojCheckpoint
 
     if not mmproj.is_file():
         raise FileNotFoundError(f"mmproj file not found: {mmproj}")
     ck = GGUFCheckpoint(llm)
-    cfg = MmprojCheckpoint(mmproj).model_config(ck, ck.tokenizer())
-    reason = cfg.engine_unsupported() or (f"the {cfg.family} prompt and image layout (the engine runs BlueLM-V's "
-                                          f"own VLM design only)")
-    raise ValueError(f"{llm}+{mmproj.name}: cannot package for the engine: {reason}")
+    reason = MmprojCheckpoint(mmproj).model_config(ck, ck.tokenizer()).engine_unsupported()
+    if reason:
+        raise ValueError(f"{llm}+{mmproj.name}: cannot package for the engine: {reason}")
 
 
 ACTIVATIONS = ("int8", "int16")
@@ -249,8 +249,8 @@ def package(source: Any, out_dir: Union[str, Path], quant: str = "q4_0", vit_qua
 
         p, mmproj = split_spec(source)
         if mmproj is not None:
-            _refuse_pair(p, mmproj)
-        if p.is_file() and (p.suffix.lower() == ".gguf" or p.read_bytes()[:4] == b"GGUF"):
+            _check_pair(p, mmproj)
+        if mmproj is None and p.is_file() and (p.suffix.lower() == ".gguf" or p.read_bytes()[:4] == b"GGUF"):
             gguf_path = p
         if p.is_dir():
             from bluelm_v.models.checkpoint import read_dir_config

@@ -110,8 +110,7 @@ def _compare(folder: Path, fam, prompt: str, n: int, precision: str, image, seed
         "max_abs_pixel_diff": inputs.get("max_abs_pixel_diff"),
         "preprocessing": inputs.get("preprocessing"),
     }
-    reason = cfg.engine_unsupported() or (
-        "the engine runs text-only LLaMA packages and BlueLM-V's own VLMs, not this family's" if ours.vlm else None)
+    reason = cfg.engine_unsupported()
     if engine is None:
         record["engine"] = {"compared": False, "reason": "precision f32 compares the torch reference (the engine "
                             "has no float32 LLM weights)" if reason is None else reason}
@@ -120,7 +119,8 @@ def _compare(folder: Path, fam, prompt: str, n: int, precision: str, image, seed
     if reason is not None:  # no engine figures are made up: the record says why there are none
         record.update({k: None for k in torch_ref}, engine={"compared": False, "reason": reason})
         return record
-    logits, ran = engine_logits(folder if folder.is_file() else ours, inputs["our_ids"] + generated, engine)
+    logits, ran = engine_logits(folder if folder.is_file() else ours, inputs["our_ids"] + generated, engine,
+                                inputs.get("our_tiles"), inputs.get("layout", {}))
     record.update(figures(logits, ref_logits, generated, t))
     record["engine"] = {"compared": True, "weights": engine["weights"], **ran}
     return record
@@ -134,16 +134,21 @@ def figures(logits: torch.Tensor, ref_logits: torch.Tensor, generated: list, t: 
             "greedy_agreement": (logits[steps].argmax(-1) == torch.tensor(generated)).float().mean().item()}
 
 
-def engine_logits(source, ids: list, engine: dict) -> tuple[torch.Tensor, dict]:
+def engine_logits(source, ids: list, engine: dict, tiles: Optional[torch.Tensor] = None,
+                  layout: Optional[dict] = None) -> tuple[torch.Tensor, dict]:
     """The native engine's logits [T, V] for every position of ``ids``, from a package of ``source`` (a loaded
     model, or a GGUF file packaged as ``bluelm-v package`` does) at the requested weight format, and the
-    activations and KV cache it ran with."""
+    activations and KV cache it ran with. ``tiles`` (the same pixels the reference got) go to the engine's ViT
+    through ``Session.submit_tiles``, with the anyres ``layout`` (grid, image_hw) when the model has one."""
     from bluelm_v.engine import Engine
     from bluelm_v.export.package import package
 
     pkg = package(source if not isinstance(source, Path) else str(source), engine["workdir"], quant=engine["weights"])
     eng = Engine(pkg, kv_cache=engine["kv_cache"], activations=engine["activations"], context=len(ids))
-    logits = torch.from_numpy(eng.session().prefill(ids, all_logits=True).copy()).float()
+    session = eng.session()
+    if tiles is not None:
+        session.submit_tiles(tiles.numpy(), **(layout or {}))
+    logits = torch.from_numpy(session.prefill(ids, all_logits=True).copy()).float()
     return logits, {"activations": eng.activations, "kv_cache": eng.kv_cache}
 
 

@@ -177,14 +177,10 @@ class ModelConfig:
 
     def engine_unsupported(self) -> Optional[str]:
         """Why the native engine cannot run this model yet (None when it can). Its decoder runs every LLMConfig
-        (LLaMA and Qwen2, the ROPE_TYPES, tied or untied heads); what it lacks is on the vision side."""
-        if self.vision is not None and self.vision.arch != "siglip":
-            return f"ViT arch {self.vision.arch!r} is not implemented in the native engine"
-        if self.image_layout != "tiles":
-            return f"image layout {self.image_layout!r} is not implemented in the native engine"
-        if self.projector is not None and (self.projector.kind != "mlp" or self.projector.merge != 2):
-            return f"projector {self.projector.kind!r} with merge {self.projector.merge} is not implemented in the " \
-                   f"native engine"
+        (LLaMA and Qwen2, the ROPE_TYPES, tied or untied heads) and every vision side here (SigLIP and InternViT,
+        any token merge, MLP or linear projector, the tiles and anyres_unpad layouts) but column-major merging."""
+        if self.projector is not None and self.projector.order != "row_major":
+            return f"projector order {self.projector.order!r} is not implemented in the native engine (row-major only)"
         return None
 
     def image_tokens_per_tile(self) -> int:

@@ -119,7 +119,8 @@ LlmConfig parse_llm(const Reader& r) {
 
 VisionConfig parse_vision(const Reader& r) {
   VisionConfig c;
-  if (r.string("arch", "siglip") != "siglip") r.fail("arch", "must be 'siglip'");
+  const std::string arch = r.string("arch", "siglip");
+  if (arch != "siglip" && arch != "intern_vit") r.fail("arch", "must be 'siglip' or 'intern_vit'");
   c.image_size = r.integer("image_size", 1, 8192);
   c.patch_size = r.integer("patch_size", 1, c.image_size);
   c.hidden = r.integer("hidden", 1, kMaxDim);
@@ -132,6 +133,13 @@ VisionConfig parse_vision(const Reader& r) {
   c.act = parse_act(r, "act", "gelu_pytorch_tanh");
   c.select_layer = r.integer_or("select_layer", -c.layers, c.layers - 1, -1);
   c.post_layernorm = r.boolean("post_layernorm", true);
+  c.class_token = r.boolean("class_token", false);
+  c.layer_scale = r.boolean("layer_scale", false);
+  const std::string norm = r.string("norm", "layer_norm");
+  if (norm != "layer_norm" && norm != "rms_norm") r.fail("norm", "must be 'layer_norm' or 'rms_norm'");
+  c.norm = norm == "rms_norm" ? Norm::rms_norm : Norm::layer_norm;
+  c.qk_norm = r.boolean("qk_norm", false);
+  c.qkv_bias = r.boolean("qkv_bias", true);
   for (const char* key : {"mean", "std"}) {
     const json* v = r.find(key);
     if (!v) continue;
@@ -146,10 +154,18 @@ VisionConfig parse_vision(const Reader& r) {
   return c;
 }
 
-ProjectorConfig parse_projector(const Reader& r) {
+ProjectorConfig parse_projector(const Reader& r, const VisionConfig& v) {
   ProjectorConfig c;
-  c.merge = r.integer_or("merge", 2, 2, 2);
+  // merge x merge patches fold into one token of merge^2 * hidden channels: at most the grid, and that width bounded
+  c.merge = r.integer_or("merge", 1, v.grid(), 2);
+  if (c.merge * c.merge * v.hidden > kMaxDim)
+    r.fail("merge", cat("= ", c.merge, " folds ", c.merge * c.merge * v.hidden, " channels, more than ", kMaxDim));
+  const std::string kind = r.string("kind", "mlp");
+  if (kind != "mlp" && kind != "linear") r.fail("kind", "must be 'mlp' or 'linear'");
+  c.kind = kind == "linear" ? ProjectorKind::linear : ProjectorKind::mlp;
+  c.bias = r.boolean("bias", true);
   c.layer_norm = r.boolean("layer_norm", true);
+  if (c.kind == ProjectorKind::linear && c.layer_norm) r.fail("layer_norm", "must be false for a linear projector");
   c.act = parse_act(r, "act", "gelu");
   if (r.string("order", "row_major") != "row_major")
     r.fail("order", "must be 'row_major' (the native engine emits down-sampled tokens row by row)");
@@ -228,7 +244,13 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     throw FormatError(cat(where, ": model.vision and model.projector must be given together"));
   if (c.multimodal) {
     c.vision = parse_vision(r.sub("vision"));
-    c.projector = parse_projector(r.sub("projector"));
+    c.projector = parse_projector(r.sub("projector"), c.vision);
+    const std::string layout = r.string("image_layout", "tiles");
+    if (layout != "tiles" && layout != "anyres_unpad")
+      throw FormatError(cat(where, ": model.image_layout = '", layout, "' is not 'tiles' or 'anyres_unpad'"));
+    c.image_layout = layout == "anyres_unpad" ? ImageLayout::anyres_unpad : ImageLayout::tiles;
+    c.anyres_max_tiles = r.integer_or("anyres_max_tiles", 1, 1024, 9);
+    c.family = r.string("family", "bluelm_v");
     const json* d = r.find("dynres");
     c.dynres = d ? parse_dynres(r.sub("dynres"), c.vision.image_size)
                  : parse_dynres(Reader{json::object(), "model.dynres", where}, c.vision.image_size);

@@ -32,6 +32,9 @@ struct LlmConfig {
 
 enum class Activation { gelu, gelu_tanh };
 
+enum class Norm { layer_norm, rms_norm };
+
+// SigLIP; InternViT ("intern_vit") is the same encoder with the flags below (bluelm_v/models/vision.py).
 struct VisionConfig {
   int64_t image_size = 0, patch_size = 0, hidden = 0, intermediate = 0, layers = 0, heads = 0, channels = 3;
   double layer_norm_eps = 1e-6;
@@ -39,18 +42,34 @@ struct VisionConfig {
   int64_t select_layer = -1;
   bool post_layernorm = true;
   std::array<float, 3> mean{0.5f, 0.5f, 0.5f}, std{0.5f, 0.5f, 0.5f};
+  bool class_token = false;   // a learned token before the patches (position row 0), dropped from the features
+  bool layer_scale = false;   // per-channel scales on the attention and MLP outputs (layer_scale1/2)
+  Norm norm = Norm::layer_norm;  // of the encoder layers (rms_norm: weight only)
+  bool qk_norm = false;       // RMSNorm (eps 1e-6) over the whole q and k before the head split
+  bool qkv_bias = true;
   int64_t grid() const { return image_size / patch_size; }
-  int64_t tokens() const { return grid() * grid(); }
+  int64_t tokens() const { return grid() * grid(); }       // patch features per tile
+  int64_t positions() const { return tokens() + (class_token ? 1 : 0); }
   int64_t layers_used() const { return ((select_layer % layers) + layers) % layers + 1; }
   bool apply_post_layernorm() const { return post_layernorm && layers_used() == layers; }
 };
 
+enum class ProjectorKind { mlp, linear };
+
+// Token merge (merge x merge blocks, row-major, [dy][dx] channel order, zero-padded) then the projector:
+// mlp = [LayerNorm] -> linear_1 -> act -> linear_2; linear = linear_1 alone (Idefics3's connector).
 struct ProjectorConfig {
   int64_t merge = 2;
   bool layer_norm = true;
   Activation act = Activation::gelu;
   double layer_norm_eps = 1e-5;
+  ProjectorKind kind = ProjectorKind::mlp;
+  bool bias = true;
 };
+
+// How tile embeddings become an image's rows: tile after tile, or LLaVA-OneVision's stitched, un-padded map with
+// a newline embedding after every row (runtime/anyres.h).
+enum class ImageLayout { tiles, anyres_unpad };
 
 struct DeployConfig {
   std::string kv_cache = "f16";       // "int8" | "f16" | "f32"
@@ -64,6 +83,11 @@ struct ModelConfig {
   bool multimodal = false;
   VisionConfig vision;
   ProjectorConfig projector;
+  ImageLayout image_layout = ImageLayout::tiles;
+  int64_t anyres_max_tiles = 9;
+  // Whose prompt layout the images take: "bluelm_v" (one run of image tokens per image, which generate() builds)
+  // or another family's (row/column tokens, <img> markers), which only Session::prefill with the family's ids runs.
+  std::string family = "bluelm_v";
   dynres::Params dynres;
   DeployConfig deploy;
   int64_t image_tokens_per_tile() const;  // ceil(grid / merge)^2

@@ -51,6 +51,18 @@ void bind_engine(py::module_& m) {
              py::gil_scoped_release release;
              s.submit_image(std::move(bytes));
            })
+      .def(
+          "submit_tiles",
+          [](Session& s, const py::array_t<float, py::array::c_style | py::array::forcecast>& tiles, int64_t m,
+             int64_t n, int64_t width, int64_t height) {
+            if (tiles.ndim() != 4 || tiles.shape(1) != 3 || tiles.shape(2) != tiles.shape(3))
+              throw InvalidArgument("tiles must be float32 [tiles, 3, side, side]");
+            const float* p = tiles.data();
+            const int64_t count = tiles.shape(0), side = tiles.shape(2);
+            py::gil_scoped_release release;
+            s.submit_tiles(p, count, side, {m, n, width, height});
+          },
+          py::arg("tiles"), py::arg("m") = 1, py::arg("n") = 1, py::arg("width") = 1, py::arg("height") = 1)
       .def("submit_rgb",
            [](Session& s, const py::array& rgb) {
              if (rgb.dtype().kind() != 'u' || rgb.itemsize() != 1 || rgb.ndim() != 3 || rgb.shape(2) != 3)
@@ -145,6 +157,35 @@ void bind_engine(py::module_& m) {
            py::arg("kv_cache") = "", py::arg("context") = 0, py::arg("release_vit") = true, py::arg("activations") = "",
            py::arg("dynres") = "")
       .def("session", &Engine::session)
+      .def(
+          "encode_tiles",
+          [](Engine& e, const py::array_t<float, py::array::c_style | py::array::forcecast>& tiles) {
+            // normalized tiles [P, 3, S, S] -> the ViT + projector's embeddings [P, tokens_per_tile, d] (no layout)
+            const auto& c = e.config();
+            if (!c.multimodal) throw InvalidArgument("this model is text-only and has no vision tower");
+            const int64_t s = c.vision.image_size;
+            if (tiles.ndim() != 4 || tiles.shape(1) != 3 || tiles.shape(2) != s || tiles.shape(3) != s)
+              throw InvalidArgument(cat("tiles must be float32 [tiles, 3, ", s, ", ", s, "]"));
+            const int64_t p = tiles.shape(0), per = c.image_tokens_per_tile(), d = c.llm.hidden;
+            if (p < 1 || p > 4096) throw InvalidArgument(cat("tile count ", p, " is outside [1, 4096]"));
+            std::vector<float> out(size_t(p * per * d));
+            const float* src = tiles.data();
+            {
+              py::gil_scoped_release release;
+              e.image_started();
+              struct Done {
+                Engine& e;
+                ~Done() { e.image_done(); }
+              } done{e};
+              const int64_t batch = e.options().tile_batch;
+              e.with_vision([&](VisionEncoder& vit) {
+                for (int64_t i = 0; i < p; i += batch)
+                  vit.encode(src + i * 3 * s * s, std::min(batch, p - i), out.data() + i * per * d);
+              });
+            }
+            return to_numpy(std::move(out), {py::ssize_t(p), py::ssize_t(per), py::ssize_t(d)});
+          },
+          py::arg("tiles"))
       .def_property_readonly("init_s", &Engine::init_s)
       .def_property_readonly("vit_resident", &Engine::vit_resident)
       .def_property_readonly("chunk", [](const Engine& e) { return e.options().chunk; })

@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "common/threadpool.h"
 #include "image/image.h"
+#include "runtime/anyres.h"
 #include "tokenizer/tokenizer.h"
 
 namespace bluelm::runtime {
@@ -85,8 +86,16 @@ bool Engine::vit_resident() const {
 }
 
 int64_t Engine::image_tokens(int64_t width, int64_t height) const {
+  if (!config().multimodal) throw InvalidArgument("this model is text-only and cannot take images");
   const dynres::Plan plan = dynres::plan(width, height, dynres_);
-  return plan.patches * config().image_tokens_per_tile();
+  return layout_tokens(plan.patches, plan.grid.m, plan.grid.n, width, height);
+}
+
+int64_t Engine::layout_tokens(int64_t patches, int64_t m, int64_t n, int64_t width, int64_t height) const {
+  const model::ModelConfig& c = config();
+  if (c.image_layout == model::ImageLayout::tiles) return patches * c.image_tokens_per_tile();
+  const int64_t side = (c.vision.grid() + c.projector.merge - 1) / c.projector.merge;
+  return anyres_tokens(patches, m, n, side, height, width, c.anyres_max_tiles);
 }
 
 void Engine::with_vision(const std::function<void(VisionEncoder&)>& fn) {
@@ -135,23 +144,38 @@ struct Session::State {
 
 namespace {
 
-// Decode (when needed), tile and encode one image; tiles are normalized on a producer thread one batch ahead of
-// the ViT.
-Encoded encode_image(Engine& engine, const image::Image& rgb, const dynres::Plan& plan, double decode_s,
+// Where an image's embedding rows go (anyres_unpad: the grid and the image's size; tiles: nothing to do).
+struct LayoutArgs {
+  int64_t m = 1, n = 1, width = 1, height = 1;
+  bool base_last = false;  // the tiler put the whole-image tile last; the anyres layout wants it first
+};
+
+// Tile embeddings [patches, tokens_per_tile, d] -> the image's rows in the package's image layout.
+void lay_out(Engine& engine, const LayoutArgs& a, Encoded& out) {
+  const model::ModelConfig& cfg = engine.config();
+  if (cfg.image_layout == model::ImageLayout::tiles) return;
+  const int64_t per_tile = cfg.image_tokens_per_tile(), d = cfg.llm.hidden, p = out.tiles;
+  const int64_t side = (cfg.vision.grid() + cfg.projector.merge - 1) / cfg.projector.merge;
+  std::vector<float> tiles = std::move(out.embeds);
+  if (a.base_last && p > 1) std::rotate(tiles.begin(), tiles.end() - per_tile * d, tiles.end());
+  const float* newline = nullptr;
+  engine.with_vision([&](VisionEncoder& vit) { newline = vit.newline(); });
+  const int64_t rows = anyres_tokens(p, a.m, a.n, side, a.height, a.width, cfg.anyres_max_tiles);
+  out.embeds.assign(size_t(rows * d), 0.0f);
+  pack_anyres(tiles.data(), p, a.m, a.n, side, d, a.height, a.width, cfg.anyres_max_tiles, newline, out.embeds.data());
+}
+
+// Encode `patches` tiles; tile_at(i, out [3, S, S]) writes tile i normalized. Tiles are produced on a producer
+// thread one batch ahead of the ViT.
+Encoded encode_tiles(Engine& engine, int64_t patches, const std::function<void(int64_t, float*)>& tile_at,
                      int64_t batch) {
   const model::ModelConfig& cfg = engine.config();
   Encoded out;
-  out.tiles = plan.patches;
-  const auto t0 = Clock::now();
+  out.tiles = patches;
   const int tile = int(cfg.vision.image_size);
-  const image::TileSource src = image::prepare_tiles(rgb.data.data(), rgb.width, rgb.height, rgb.width * 3, plan, tile,
-                                                     std::max(1, num_threads()));
-  out.preprocess_s = decode_s + since(t0);
-  image::Normalize norm;
-  for (int c = 0; c < 3; ++c) norm.mean[c] = cfg.vision.mean[size_t(c)], norm.std[c] = cfg.vision.std[size_t(c)];
   const int64_t tile_floats = 3 * int64_t(tile) * tile, per_tile = cfg.image_tokens_per_tile(), d = cfg.llm.hidden;
-  out.embeds.resize(size_t(plan.patches * per_tile * d));
-  const int64_t batches = (plan.patches + batch - 1) / batch;
+  out.embeds.resize(size_t(patches * per_tile * d));
+  const int64_t batches = (patches + batch - 1) / batch;
   std::vector<float> buf[2] = {std::vector<float>(size_t(batch * tile_floats)), std::vector<float>(size_t(batch * tile_floats))};
   std::mutex m;
   std::condition_variable cv;
@@ -168,8 +192,8 @@ Encoded encode_image(Engine& engine, const image::Image& rgb, const dynres::Plan
           if (failed) return;
         }
         const auto te = Clock::now();
-        const int64_t first = bi * batch, n = std::min(batch, plan.patches - first);
-        for (int64_t i = 0; i < n; ++i) image::extract_tile(src, first + i, norm, buf[bi % 2].data() + i * tile_floats);
+        const int64_t first = bi * batch, n = std::min(batch, patches - first);
+        for (int64_t i = 0; i < n; ++i) tile_at(first + i, buf[bi % 2].data() + i * tile_floats);
         extract_s += since(te);
         std::lock_guard<std::mutex> lock(m);
         ++produced;
@@ -191,7 +215,7 @@ Encoded encode_image(Engine& engine, const image::Image& rgb, const dynres::Plan
           cv.wait(lock, [&] { return failed || produced > bi; });
           if (failed) return;
         }
-        const int64_t first = bi * batch, n = std::min(batch, plan.patches - first);
+        const int64_t first = bi * batch, n = std::min(batch, patches - first);
         vit.encode(buf[bi % 2].data(), n, out.embeds.data() + first * per_tile * d);
         std::lock_guard<std::mutex> lock(m);
         ++consumed;
@@ -210,7 +234,25 @@ Encoded encode_image(Engine& engine, const image::Image& rgb, const dynres::Plan
   producer.join();
   if (producer_error) std::rethrow_exception(producer_error);
   out.vit_s = since(tv);
-  out.preprocess_s += extract_s;
+  out.preprocess_s = extract_s;
+  return out;
+}
+
+// Decode (when needed), tile and encode one image in the package's layout.
+Encoded encode_image(Engine& engine, const image::Image& rgb, const dynres::Plan& plan, double decode_s,
+                     int64_t batch) {
+  const model::ModelConfig& cfg = engine.config();
+  const auto t0 = Clock::now();
+  const int tile = int(cfg.vision.image_size);
+  const image::TileSource src = image::prepare_tiles(rgb.data.data(), rgb.width, rgb.height, rgb.width * 3, plan, tile,
+                                                     std::max(1, num_threads()));
+  const double prepare_s = since(t0);
+  image::Normalize norm;
+  for (int c = 0; c < 3; ++c) norm.mean[c] = cfg.vision.mean[size_t(c)], norm.std[c] = cfg.vision.std[size_t(c)];
+  Encoded out = encode_tiles(engine, plan.patches, [&](int64_t i, float* dst) { image::extract_tile(src, i, norm, dst); },
+                             batch);
+  out.preprocess_s += decode_s + prepare_s;
+  lay_out(engine, {plan.grid.m, plan.grid.n, rgb.width, rgb.height, !plan.thumbnail_first}, out);
   return out;
 }
 
@@ -249,7 +291,7 @@ void Session::submit_image(std::vector<uint8_t> encoded) {
   in->encoded = std::move(encoded);
   auto img = std::make_shared<Image>();
   img->plan = dynres::plan(info.width, info.height, e.dynres());
-  img->tokens = img->plan.patches * e.config().image_tokens_per_tile();
+  img->tokens = e.layout_tokens(img->plan.patches, img->plan.grid.m, img->plan.grid.n, info.width, info.height);
   std::shared_future<Encoded> prev = s_->last;
   std::shared_ptr<Engine> eng = s_->engine;
   const dynres::Plan plan = img->plan;
@@ -278,7 +320,7 @@ void Session::submit_rgb(const uint8_t* rgb, int64_t width, int64_t height) {
   auto in = std::make_shared<Submitted>();
   auto img = std::make_shared<Image>();
   img->plan = dynres::plan(width, height, e.dynres());  // refuses sizes over max_pixels
-  img->tokens = img->plan.patches * e.config().image_tokens_per_tile();
+  img->tokens = e.layout_tokens(img->plan.patches, img->plan.grid.m, img->plan.grid.n, width, height);
   in->rgb.width = width;
   in->rgb.height = height;
   in->rgb.data.assign(rgb, rgb + width * height * 3);
@@ -294,6 +336,45 @@ void Session::submit_rgb(const uint8_t* rgb, int64_t width, int64_t height) {
                   } done{eng.get()};
                   if (prev.valid()) prev.wait();
                   return encode_image(*eng, in->rgb, plan, 0.0, batch);
+                }).share();
+  s_->last = img->result;
+  s_->images.push_back(img);
+}
+
+void Session::submit_tiles(const float* tiles, int64_t patches, int64_t side, const TileLayout& layout) {
+  Engine& e = *s_->engine;
+  const model::ModelConfig& cfg = e.config();
+  if (!cfg.multimodal) throw InvalidArgument("this model is text-only and cannot take images");
+  const int64_t s = cfg.vision.image_size, tile_floats = 3 * s * s;
+  if (patches < 1 || patches > 4096) throw InvalidArgument(cat("tile count ", patches, " is outside [1, 4096]"));
+  if (side != s) throw InvalidArgument(cat("tiles of side ", side, " given; the ViT takes ", s));
+  auto img = std::make_shared<Image>();
+  img->plan.patches = patches;
+  if (cfg.image_layout == model::ImageLayout::anyres_unpad) {
+    if (patches > 1 && patches != 1 + layout.m * layout.n)
+      throw InvalidArgument(cat("anyres layout: ", patches, " tiles for a ", layout.m, "x", layout.n,
+                                " grid (1 + m*n expected, the base image first)"));
+    img->tokens = e.layout_tokens(patches, layout.m, layout.n, layout.width, layout.height);
+  } else {
+    img->tokens = e.layout_tokens(patches, 1, 1, 1, 1);
+  }
+  auto pixels = std::make_shared<std::vector<float>>(tiles, tiles + patches * tile_floats);
+  std::shared_future<Encoded> prev = s_->last;
+  std::shared_ptr<Engine> eng = s_->engine;
+  const int64_t batch = e.options().tile_batch;
+  const LayoutArgs args{layout.m, layout.n, layout.width, layout.height, false};
+  eng->image_started();
+  img->result = std::async(std::launch::async, [eng, pixels, patches, tile_floats, args, prev, batch]() -> Encoded {
+                  struct Done {
+                    Engine* e;
+                    ~Done() { e->image_done(); }
+                  } done{eng.get()};
+                  if (prev.valid()) prev.wait();
+                  Encoded out = encode_tiles(*eng, patches, [&](int64_t i, float* dst) {
+                    std::memcpy(dst, pixels->data() + i * tile_floats, size_t(tile_floats) * sizeof(float));
+                  }, batch);
+                  lay_out(*eng, args, out);
+                  return out;
                 }).share();
   s_->last = img->result;
   s_->images.push_back(img);
@@ -421,6 +502,10 @@ Result Session::generate(const std::string& prompt, const GenerateOptions& opt, 
   if (opt.max_new_tokens < 0) throw InvalidArgument(cat("max_new_tokens must be >= 0, got ", opt.max_new_tokens));
   if (prompt.find(kImageMarker) != std::string::npos)
     throw InvalidArgument(cat("the prompt must not contain the image marker ", kImageMarker, " (submit images instead)"));
+  if (!s_->images.empty() && e.config().family != "bluelm_v")
+    throw InvalidArgument(cat("generate() builds BlueLM-V's image prompt (one run of image tokens per image); the '",
+                              e.config().family, "' prompt layout is not built by the engine: give the family's ids "
+                              "to Session::prefill"));
   std::vector<std::shared_ptr<Image>> images(s_->images.begin(), s_->images.end());
   s_->images.clear();
   std::string content;

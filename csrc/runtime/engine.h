@@ -91,6 +91,13 @@ class Session {
   void submit_image(std::vector<uint8_t> encoded);
   // An RGB image [height, width, 3] uint8 (copied).
   void submit_rgb(const uint8_t* rgb, int64_t width, int64_t height);
+  // Tiles already normalized [patches, 3, side, side] (side must be the ViT's S) (a family's own preprocessing; copied), encoded in the background
+  // like an image. layout: the anyres_unpad layout's grid (m across, n down; the base image first, then m*n tiles)
+  // and the image's size; unused for the tiles layout.
+  struct TileLayout {
+    int64_t m = 1, n = 1, width = 1, height = 1;
+  };
+  void submit_tiles(const float* tiles, int64_t patches, int64_t side, const TileLayout& layout);
   int64_t pending_images() const;
 
   // Answers `prompt` about the submitted images (which it consumes); the text streams to on_text. The KV entries of
@@ -133,6 +140,9 @@ class Engine : public std::enable_shared_from_this<Engine> {
   bool vit_resident() const;
   // Image tokens of one image of width x height (the dynamic-resolution plan's tiles * tokens per tile).
   int64_t image_tokens(int64_t width, int64_t height) const;
+  // Embedding rows of an image of `patches` tiles in the package's image layout (anyres_unpad: grid m x n of an
+  // image width x height).
+  int64_t layout_tokens(int64_t patches, int64_t m, int64_t n, int64_t width, int64_t height) const;
 
   // Used by sessions: runs fn with the ViT (created on first use), and counts images in flight (the ViT is
   // released when the count drops to 0 and release_vit is set).

@@ -17,6 +17,19 @@ from bluelm_v.models.vlm import IMAGE_TOKEN_ID
 SYNTHETIC_SIZE = (200, 120)  # w x h: wider than tall, so every family's tiling cuts more than one tile
 
 
+def on_deployed_grid(model):
+    """A random HF VLM's weights rounded, in place, onto the grids of the package's default formats: the LLM's
+    (``language_model`` / ``text_model`` and the head) onto q4_0's, the ViT's and projector's onto q8_0's, as a
+    GGUF-derived checkpoint's are. check-reference at the default precision then measures the engine, not the
+    rounding of float weights (families.llama.on_weight_grid)."""
+    from bluelm_v.models.families.llama import on_weight_grid
+
+    for name, child in model.model.named_children():
+        on_weight_grid(child, "q4_0" if name in ("language_model", "text_model") else "q8_0")
+    on_weight_grid(model.lm_head)
+    return model
+
+
 def test_image(image: Any, seed: int) -> np.ndarray:
     """RGB uint8 [H, W, 3]: the user's image, or a seeded synthetic one (smooth gradients plus noise, so resizing
     and normalization are exercised on both smooth and sharp content)."""

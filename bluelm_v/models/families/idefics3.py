@@ -220,12 +220,14 @@ def random_hf(folder: Path, seed: int = 0, scale_factor: int = 4) -> Path:
     image processor (longest edge 4 tiles)."""
     import transformers
 
+    from bluelm_v.models.families import _vlm
+
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=112,
                   patch_size=14)
     text = transformers.LlamaConfig(**{**llama.TINY_DECODER, "vocab_size": 400}).to_dict()
     cfg = transformers.Idefics3Config(vision_config=vision, text_config=text, image_token_id=RESERVED["image"],
                                       scale_factor=scale_factor, tie_word_embeddings=False)
-    llama.spread_weights(transformers.Idefics3ForConditionalGeneration(cfg), seed).save_pretrained(folder)
+    _vlm.on_deployed_grid(llama.spread_weights(transformers.Idefics3ForConditionalGeneration(cfg), seed)).save_pretrained(folder)
     transformers.Idefics3ImageProcessorPil(size={"longest_edge": 4 * 112},
                                            max_image_size={"longest_edge": 112}).save_pretrained(folder)
     return folder

@@ -169,6 +169,8 @@ def random_hf(folder: Path, seed: int = 0, **vision_overrides) -> Path:
     """A small random InternVL (Qwen2 LLM, 56-px tiles of 4x4 patches -> 4 tokens) with its GotOcr2 processor."""
     import transformers
 
+    from bluelm_v.models.families import _vlm
+
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                   image_size=56, patch_size=14, attention_bias=True, use_qk_norm=True, norm_type="rms_norm",
                   use_mean_pooling=False)
@@ -176,7 +178,7 @@ def random_hf(folder: Path, seed: int = 0, **vision_overrides) -> Path:
     text = transformers.Qwen2Config(**llama.TINY_DECODER).to_dict()
     cfg = transformers.InternVLConfig(vision_config=vision, text_config=text, image_token_id=299,
                                       image_seq_length=4, tie_word_embeddings=False)
-    model = llama.spread_weights(transformers.InternVLForConditionalGeneration(cfg), seed)
+    model = _vlm.on_deployed_grid(llama.spread_weights(transformers.InternVLForConditionalGeneration(cfg), seed))
     model.save_pretrained(folder)
     transformers.GotOcr2ImageProcessorPil(size={"height": 56, "width": 56}, crop_to_patches=True, min_patches=1,
                                           max_patches=6, image_mean=list(IMAGENET_MEAN),

@@ -163,6 +163,8 @@ def random_hf(folder: Path, seed: int = 0) -> Path:
     image processor."""
     import transformers
 
+    from bluelm_v.models.families import _vlm
+
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=56,
                   patch_size=14, model_type="siglip_vision_model")
     text = transformers.Qwen2Config(**llama.TINY_DECODER).to_dict()
@@ -170,7 +172,8 @@ def random_hf(folder: Path, seed: int = 0) -> Path:
     cfg = transformers.LlavaOnevisionConfig(vision_config=vision, text_config=text, image_token_index=299,
                                             image_grid_pinpoints=pinpoints, tie_word_embeddings=False,
                                             vision_aspect_ratio="anyres_max_4")
-    llama.spread_weights(transformers.LlavaOnevisionForConditionalGeneration(cfg), seed).save_pretrained(folder)
+    _vlm.on_deployed_grid(llama.spread_weights(transformers.LlavaOnevisionForConditionalGeneration(cfg), seed)).save_pretrained(
+        folder)
     transformers.LlavaOnevisionImageProcessorPil(size={"height": 56, "width": 56}, image_grid_pinpoints=pinpoints,
                                                  crop_size={"height": 56, "width": 56}).save_pretrained(folder)
     return folder
