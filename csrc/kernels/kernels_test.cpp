@@ -295,8 +295,25 @@ BLUELM_TEST(kernels_downsample_linear_matches_composition) {
 
 BLUELM_TEST(kernels_roofline_probes_run) {
   CHECK(roofline::read_bandwidth(1 << 20, 1, 1) > 0.1);
-  for (const roofline::Peak& pk : roofline::peaks()) CHECK(roofline::measure_peak(pk.name, 1, 1) > 0.1);
+  for (const roofline::Peak& pk : roofline::peaks()) CHECK(roofline::measure_peak(pk.name, 1, 1, 0.01) > 0.1);
   CHECK_THROWS(roofline::measure_peak("nope", 1, 1), InvalidArgument);
+  CHECK_THROWS(roofline::measure_peak(roofline::peaks().at(0).name, 1, 1, 0.0), InvalidArgument);
+}
+
+// Every mix loop names a format and a probe of its own tier that this CPU also runs (the benchmark divides by it).
+BLUELM_TEST(kernels_mix_loops_name_their_format_and_probe) {
+  int mixes = 0;
+  for (const roofline::Peak& pk : roofline::peaks()) {
+    if (pk.probe.empty()) continue;
+    ++mixes;
+    CHECK(!pk.format.empty());
+    bool found = false;
+    for (const roofline::Peak& q : roofline::peaks()) found = found || (q.name == pk.probe && q.isa == pk.isa);
+    CHECK(found);
+  }
+#if defined(__x86_64__)
+  CHECK(mixes >= 3 || !isa_supported(Isa::avx2));
+#endif
 }
 
 BLUELM_TEST(gemv_call_timer_times_each_call_and_checks_its_stack) {

@@ -264,11 +264,14 @@ void bind_kernels(py::module_& m) {
       d["isa"] = p.isa;
       d["unit"] = p.unit;
       d["instructions"] = p.instructions;
+      d["format"] = p.format;
+      d["probe"] = p.probe;
       out.append(d);
     }
     return out;
   });
   m.def("measure_peak", &roofline::measure_peak, py::arg("name"), py::arg("threads") = 1, py::arg("reps") = 3,
+        py::arg("seconds") = 0.1,
         py::call_guard<py::gil_scoped_release>());
 }
 
