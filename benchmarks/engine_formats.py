@@ -14,7 +14,8 @@ native engine, plus the KV cache at the mean length), read_gbps (a plain read of
 threads, in the same worker right after) and effective_bw_fraction (bytes_per_token x tokens/s over it); native
 rows carry speedup_vs_llamacpp (medians of the two rows).
 
-The bluelm-v-3b LLM shape (--formats-3b; 40 layers, hidden 2304, FFN 5760, 36 heads, vocab 122753, tied head) is
+The bluelm-v-3b LLM shape (--formats-models bluelm-v-3b: 40 layers, hidden 2304, FFN 5760, 36 heads, vocab
+122753, tied head) is
 written once as a Q4_0 GGUF with random weights by the gguf package's writer (random nibbles, scales near 0.02 / 8;
 SmolLM2's byte-level BPE tokenizer padded with unused tokens to the vocabulary), cached, and run the same way.
 
