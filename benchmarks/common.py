@@ -30,3 +30,15 @@ def write_json(rows: list[dict], path: str | Path | None) -> None:
     if path:
         Path(path).write_text(json.dumps(rows, indent=1))
         print(f"wrote {len(rows)} rows to {path}")
+
+
+def median_ci(samples, draws: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """The median of `samples` and a bootstrap 95% percentile interval of it (`draws` resamples with replacement)."""
+    import numpy as np
+
+    x = np.asarray(samples, dtype=float)
+    if x.size == 0:
+        raise ValueError("median_ci needs at least one sample")
+    rng = np.random.default_rng(seed)
+    meds = np.sort(np.median(x[rng.integers(0, x.size, (draws, x.size))], axis=1))
+    return float(np.median(x)), float(meds[int(0.025 * draws)]), float(meds[int(0.975 * draws) - 1])

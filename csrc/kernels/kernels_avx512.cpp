@@ -1,6 +1,7 @@
 // AVX-512 (F/BW/VL/DQ) + VNNI tier (Ice Lake, Zen 4/5 and later). vpdpbusd multiplies unsigned bytes (the
-// weights: nibbles 0..15, or |w| for int8 with the activation's sign moved over by a masked subtract) by signed
-// int8 activations and accumulates in int32, with no int16 stage. A zmm holds two 8-row panels (16 rows, one row
+// weights: nibbles 0..15, or int8 weights made unsigned, w + 128) by signed int8 activations and accumulates in
+// int32, with no int16 stage. The weights' offset is taken out per block with the activations' block sums, as
+// q4_0's 8 is: sum (w + 128) x = sum w x + 128 sum x, and s = -128 d sum(q) (act_s_factor). A zmm holds two 8-row panels (16 rows, one row
 // per 32-bit lane): panels p and p+1 whose outputs are adjacent; an odd last panel is paired with itself.
 //
 // This file is also compiled by the tests through SIMDe (BLUELM_AVX512_SIMDE, kernels_simde_test.cpp), so the
@@ -76,12 +77,14 @@ __m512 load_scales(const uint8_t* pa, const uint8_t* pb) {
 
 inline void prefetch_line(uintptr_t p) { __builtin_prefetch(reinterpret_cast<const void*>(p), 0, 3); }
 
-// acc[m] (16 rows: panel A then panel B) += W[blocks b0..b1) . x[t + m]
-template <int KIND, int G, int M>
+// acc[m] (16 rows: panel A then panel B) += W[blocks b0..b1) . x[t + m]. SIGN: int8 weights through the former
+// sign trick (A/B runs only).
+template <int KIND, int G, int M, bool SIGN>
 void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const QuantizedActs& a, int64_t t, int64_t b0,
           int64_t b1, __m512 (&acc)[M]) {
   const __m512i mask = _mm512_set1_epi8(0x0F);
   const __m512i zero = _mm512_setzero_si512();
+  const __m512i flip = _mm512_set1_epi8(char(0x80));
   const int8_t* xq[M];
   const float* xd[M];
   const float* xs[M];
@@ -102,7 +105,9 @@ void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const Qu
     }
     __m512i s0[M], s1[M];
     for (int m = 0; m < M; ++m) s0[m] = s1[m] = zero;
-    if (KIND == static_cast<int>(Kind::int8_sym)) {
+    if (KIND == static_cast<int>(Kind::int8_sym) && SIGN) {
+      // The former sign trick, kept for in-process A/B runs (set_int8_sign_trick): |w| times the activation with
+      // w's sign moved over, a masked subtract per token and weight vector.
 #pragma GCC unroll 8
       for (int p = 0; p < G / 4; ++p) {
         const __m512i w = load_pair(qa + 32 * p, qb + 32 * p);
@@ -116,6 +121,21 @@ void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const Qu
             s0[m] = _mm512_dpbusd_epi32(s0[m], u, sx);
           else
             s1[m] = _mm512_dpbusd_epi32(s1[m], u, sx);
+        }
+      }
+    } else if (KIND == static_cast<int>(Kind::int8_sym)) {
+      // w + 128 (flipping the top bit) once per weight vector, shared by the M tokens; each token is then one
+      // broadcast and one vpdpbusd. 4 bytes of (w + 128) x stay within int32 exactly (4 * 255 * 127).
+#pragma GCC unroll 8
+      for (int p = 0; p < G / 4; ++p) {
+        const __m512i u = _mm512_xor_si512(load_pair(qa + 32 * p, qb + 32 * p), flip);
+#pragma GCC unroll 4
+        for (int m = 0; m < M; ++m) {
+          const __m512i xv = _mm512_set1_epi32(load_i32(xq[m] + b * G + 4 * p));
+          if (p % 2 == 0)
+            s0[m] = _mm512_dpbusd_epi32(s0[m], u, xv);
+          else
+            s1[m] = _mm512_dpbusd_epi32(s1[m], u, xv);
         }
       }
     } else {
@@ -133,7 +153,7 @@ void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const Qu
       }
     }
     const __m512 dw = load_scales(pa + g.scales + b * 16, pb + g.scales + b * 16);
-    if (KIND == static_cast<int>(Kind::int4_sym)) {
+    if (KIND == static_cast<int>(Kind::int4_sym) || (KIND == static_cast<int>(Kind::int8_sym) && !SIGN)) {
 #pragma GCC unroll 4
       for (int m = 0; m < M; ++m) {
         const __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[m], s1[m]));
@@ -158,12 +178,12 @@ void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const Qu
 }
 
 // Runs one tile and writes (or adds) the first `rows` of its 16 rows.
-template <int KIND, int G, int M>
+template <int KIND, int G, int M, bool SIGN>
 void run_tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const QuantizedActs& a, int64_t t,
               int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy, int64_t rows) {
   __m512 acc[M];
   for (int m = 0; m < M; ++m) acc[m] = _mm512_setzero_ps();
-  tile<KIND, G, M>(pa, pb, g, a, t, b0, b1, acc);
+  tile<KIND, G, M, SIGN>(pa, pb, g, a, t, b0, b1, acc);
   const __mmask16 keep = rows >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rows) - 1u);
   for (int m = 0; m < M; ++m) {
     float* out = y + m * ldy;
@@ -173,7 +193,7 @@ void run_tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, cons
   }
 }
 
-template <int KIND, int G>
+template <int KIND, int G, bool SIGN>
 void panels(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1, int64_t b0,
             int64_t b1, bool accumulate, float* y, int64_t ldy) {
   const PanelGeometry g = panel_geometry(w.format, w.k);
@@ -193,10 +213,10 @@ void panels(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1,
     for (int64_t t = t0; t < t1; t += 4) {
       float* out = y + t * ldy + p * kPanelRows;
       switch (t1 - t) {
-        case 1: run_tile<KIND, G, 1>(pa, pb, g, a, t, b0, b1, accumulate, out, ldy, rows); break;
-        case 2: run_tile<KIND, G, 2>(pa, pb, g, a, t, b0, b1, accumulate, out, ldy, rows); break;
-        case 3: run_tile<KIND, G, 3>(pa, pb, g, a, t, b0, b1, accumulate, out, ldy, rows); break;
-        default: run_tile<KIND, G, 4>(pa, pb, g, a, t, b0, b1, accumulate, out, ldy, rows); break;
+        case 1: run_tile<KIND, G, 1, SIGN>(pa, pb, g, a, t, b0, b1, accumulate, out, ldy, rows); break;
+        case 2: run_tile<KIND, G, 2, SIGN>(pa, pb, g, a, t, b0, b1, accumulate, out, ldy, rows); break;
+        case 3: run_tile<KIND, G, 3, SIGN>(pa, pb, g, a, t, b0, b1, accumulate, out, ldy, rows); break;
+        default: run_tile<KIND, G, 4, SIGN>(pa, pb, g, a, t, b0, b1, accumulate, out, ldy, rows); break;
       }
     }
   }
@@ -205,9 +225,9 @@ void panels(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1,
 using PanelsFn = void (*)(const PackedView&, const QuantizedActs&, int64_t, int64_t, int64_t, int64_t, int64_t,
                           int64_t, bool, float*, int64_t);
 
-template <int KIND>
+template <int KIND, bool SIGN = false>
 PanelsFn pick_group(int group) {
-  return group == 32 ? panels<KIND, 32> : group == 64 ? panels<KIND, 64> : panels<KIND, 128>;
+  return group == 32 ? panels<KIND, 32, SIGN> : group == 64 ? panels<KIND, 64, SIGN> : panels<KIND, 128, SIGN>;
 }
 
 void gemm_panels(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
@@ -221,6 +241,7 @@ void gemm_panels(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_
     return isa_kernels_scalar()->gemm_panels(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
   PanelsFn fn = fi.kind == Kind::int4_sym    ? pick_group<0>(fi.group)
                 : fi.kind == Kind::int4_asym ? pick_group<1>(fi.group)
+                : int8_sign_trick()          ? pick_group<2, true>(fi.group)
                                              : pick_group<2>(fi.group);
   fn(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
 }

@@ -64,6 +64,6 @@ struct ActBuffers {
   float* s;
 };
 ActBuffers act_buffers(Format f, int64_t t, int64_t k, void* base);
-float act_s_factor(Format f);  // -8, 1 or 0 (see QuantizedActs)
+float act_s_factor(Format f);  // -8, 1 or -128 (see QuantizedActs)
 
 }  // namespace bluelm::kernels

@@ -101,7 +101,7 @@ int check_kernel_table(const IsaKernels& table) {
           CHECK(q1 == q2);
           CHECK(std::memcmp(d1.data(), d2.data(), d1.size() * 4) == 0);
           CHECK(std::memcmp(s1.data(), s2.data(), s1.size() * 4) == 0);
-          const float sf = fi.kind == Kind::int4_sym ? -8.0f : fi.kind == Kind::int4_asym ? 1.0f : 0.0f;
+          const float sf = act_s_factor(fi.format);
           for (int64_t i = 0; i < t; ++i)
             ref.quantize_row(p.x.data() + i * k, k, fi.group, sf, q1.data() + i * k, d1.data() + i * nb, s1.data() + i * nb);
           QuantizedActs a{t, k, fi.group, q1.data(), d1.data(), s1.data()};
@@ -153,6 +153,16 @@ BLUELM_TEST(kernels_every_tier_matches_scalar) {
     if (!t || isa == Isa::scalar) continue;
     std::cout << "    tier " << t->name << ": " << bluelm::kernels::testing::check_kernel_table(*t) << " cases\n";
   }
+}
+
+// The AVX-512 int8 tiles' A/B variant (the former sign trick) gives the same sums as the default (w + 128).
+BLUELM_TEST(kernels_int8_sign_trick_variant_matches_scalar) {
+  const IsaKernels* t = kernels_for(Isa::avx512);
+  if (!t || !isa_supported(Isa::avx512)) return;
+  set_int8_sign_trick(true);
+  const int cases = bluelm::kernels::testing::check_kernel_table(*t);
+  set_int8_sign_trick(false);
+  CHECK(cases > 0);
 }
 
 BLUELM_TEST(kernels_pack_unpack_round_trip) {
@@ -285,8 +295,25 @@ BLUELM_TEST(kernels_downsample_linear_matches_composition) {
 
 BLUELM_TEST(kernels_roofline_probes_run) {
   CHECK(roofline::read_bandwidth(1 << 20, 1, 1) > 0.1);
-  for (const roofline::Peak& pk : roofline::peaks()) CHECK(roofline::measure_peak(pk.name, 1, 1) > 0.1);
+  for (const roofline::Peak& pk : roofline::peaks()) CHECK(roofline::measure_peak(pk.name, 1, 1, 0.01) > 0.1);
   CHECK_THROWS(roofline::measure_peak("nope", 1, 1), InvalidArgument);
+  CHECK_THROWS(roofline::measure_peak(roofline::peaks().at(0).name, 1, 1, 0.0), InvalidArgument);
+}
+
+// Every mix loop names a format and a probe of its own tier that this CPU also runs (the benchmark divides by it).
+BLUELM_TEST(kernels_mix_loops_name_their_format_and_probe) {
+  int mixes = 0;
+  for (const roofline::Peak& pk : roofline::peaks()) {
+    if (pk.probe.empty()) continue;
+    ++mixes;
+    CHECK(!pk.format.empty());
+    bool found = false;
+    for (const roofline::Peak& q : roofline::peaks()) found = found || (q.name == pk.probe && q.isa == pk.isa);
+    CHECK(found);
+  }
+#if defined(__x86_64__)
+  CHECK(mixes >= 3 || !isa_supported(Isa::avx2));
+#endif
 }
 
 BLUELM_TEST(gemv_call_timer_times_each_call_and_checks_its_stack) {

@@ -11,6 +11,7 @@
 #include "common/isa.h"
 #include "common/memory.h"
 #include "common/threadpool.h"
+#include "kernels/roofline_loops.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -53,13 +54,6 @@ uint64_t read_bytes(const uint8_t* p, int64_t bytes) {
   return read_portable(p, bytes);
 }
 
-// Each loop body runs `iters` times; ops = iters * ops_per_iter.
-struct Loop {
-  Peak peak;
-  Isa needs;
-  double ops_per_iter;
-  void (*run)(int64_t iters);
-};
 
 #if defined(__x86_64__)
 // 10 independent FMA chains (latency 4-5, 2 pipes): 10 * 8 lanes * 2 flops.
@@ -181,7 +175,9 @@ __attribute__((target("arch=armv8.2-a+dotprod"))) void sdot_neon(int64_t n) {
 }
 #endif
 
-const std::vector<Loop>& loops() {
+}  // namespace
+
+const std::vector<Loop>& probe_loops() {
   static const std::vector<Loop> all = {
 #if defined(__x86_64__)
       {{"fp32_fma_avx2", "avx2", "GFLOP/s", "vfmadd231ps ymm, 10 chains"}, Isa::avx2, 10 * 8 * 2, fma_avx2},
@@ -200,6 +196,14 @@ const std::vector<Loop>& loops() {
   return all;
 }
 
+namespace {
+// Probes, then mix loops (names are unique across both).
+std::vector<const Loop*> loops() {
+  std::vector<const Loop*> out;
+  for (const auto* list : {&probe_loops(), &mix_loops()})
+    for (const Loop& l : *list) out.push_back(&l);
+  return out;
+}
 }  // namespace
 
 double read_bandwidth(int64_t bytes, int threads, int reps) {
@@ -261,21 +265,27 @@ std::vector<double> time_gemv_calls(const std::vector<PackedView>& ws, const flo
 
 std::vector<Peak> peaks() {
   std::vector<Peak> out;
-  for (const Loop& l : loops())
-    if (isa_supported(l.needs)) out.push_back(l.peak);
+  for (const Loop* l : loops())
+    if (isa_supported(l->needs)) out.push_back(l->peak);
   return out;
 }
 
-double measure_peak(const std::string& name, int threads, int reps) {
+double measure_peak(const std::string& name, int threads, int reps, double seconds) {
   if (threads < 1 || reps < 1) throw InvalidArgument("threads and reps must be >= 1");
-  for (const Loop& l : loops()) {
+  if (!(seconds > 0.0 && seconds <= 10.0)) throw InvalidArgument(cat("seconds = ", seconds, " must be in (0, 10]"));
+  for (const Loop* lp : loops()) {
+    const Loop& l = *lp;
     if (l.peak.name != name) continue;
     if (!isa_supported(l.needs)) throw Unsupported(cat("peak ", name, " needs ", isa_name(l.needs), ", which this CPU lacks"));
     ThreadPool& pool = ThreadPool::global();
     const int old = pool.num_threads();
     pool.set_num_threads(threads);
-    const int64_t iters = 20000000;  // ~0.05-0.2 s per pass
-    l.run(iters / 20);               // warm up (clock ramp)
+    // Calibration pass (also the clock ramp): 2^20 ops' worth of iterations, then a pass of about `seconds`.
+    const int64_t probe_iters = std::max<int64_t>(1000, int64_t((1 << 20) / l.ops_per_iter) * 16);
+    const double t_cal = now();
+    l.run(probe_iters);
+    const double per_iter = std::max(1e-12, (now() - t_cal) / double(probe_iters));
+    const int64_t iters = std::clamp<int64_t>(int64_t(seconds / per_iter), 1000, int64_t(1) << 34);
     double best = 0.0;
     for (int r = 0; r < reps; ++r) {
       const double t0 = now();

@@ -16,15 +16,21 @@ namespace bluelm::kernels::roofline {
 // the best of `reps` passes after one warm-up pass. Small buffers measure a cache level.
 double read_bandwidth(int64_t bytes, int threads, int reps);
 
+// A probe (one instruction pair at its peak: the roofline) or a mix loop (a format's exact instruction mix of one
+// tier's GEMM tile, from registers: the ceiling that format can reach on that tier, measured as a fraction of its
+// probe in the same run; roofline_mix.cpp).
 struct Peak {
-  std::string name;         // e.g. "int8_maddubs_paddw_avx2"
+  std::string name;         // e.g. "int8_maddubs_paddw_avx2", "mix_q4_0_avx2"
   std::string isa;          // the tier whose kernels use these instructions
   std::string unit;         // "GOPS" (int8: 2 ops per multiply-add) or "GFLOP/s"
   std::string instructions; // what the loop runs
+  std::string format;       // mix loops: the quant format ("q4_0"); probes: empty
+  std::string probe;        // mix loops: the probe their ceiling is a fraction of; probes: empty
 };
-std::vector<Peak> peaks();  // the peaks this CPU can run
-// Throughput of a peak loop on `threads` threads (all run at once), in its unit; best of `reps`.
-double measure_peak(const std::string& name, int threads, int reps);
+std::vector<Peak> peaks();  // the probes and mix loops this CPU can run
+// Throughput of a loop on `threads` threads (all run at once), in its unit; best of `reps` passes of about
+// `seconds` each (the iteration count is calibrated on a short first pass, which also ramps the clock).
+double measure_peak(const std::string& name, int threads, int reps, double seconds = 0.1);
 
 // Seconds each of `calls` GEMVs took, timed call by call from C++ (as the engine calls them, with no interpreter
 // between calls): call i computes y = ws[i % ws.size()] x, so a stack larger than the last-level cache streams every

@@ -228,6 +228,10 @@ void bind_kernels(py::module_& m) {
     set_num_threads(n);
   });
   m.def("get_num_threads", [] { return num_threads(); });
+  m.def("set_int8_sign_trick", &set_int8_sign_trick, py::arg("on"),
+        "A/B switch for benchmarks: the AVX-512 tier's int8 tiles use the former sign trick instead of unsigned "
+        "weights w + 128 (same integer sums)");
+  m.def("int8_sign_trick", &int8_sign_trick);
   m.def("hugepage_advice", &hugepage_advice_enabled,
         "Whether large buffers (packed weights, the bandwidth probe's) are advised as huge pages; "
         "BLUELM_HUGEPAGES=0 turns it off");
@@ -262,11 +266,14 @@ void bind_kernels(py::module_& m) {
       d["isa"] = p.isa;
       d["unit"] = p.unit;
       d["instructions"] = p.instructions;
+      d["format"] = p.format;
+      d["probe"] = p.probe;
       out.append(d);
     }
     return out;
   });
   m.def("measure_peak", &roofline::measure_peak, py::arg("name"), py::arg("threads") = 1, py::arg("reps") = 3,
+        py::arg("seconds") = 0.1,
         py::call_guard<py::gil_scoped_release>());
 }
 

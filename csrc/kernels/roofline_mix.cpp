@@ -1,0 +1,194 @@
+// Mix loops: for each quant format and tier, one iteration is one 32-weight block of that tier's chunk-GEMM tile
+// (two 8-row panels x 4 tokens = 2048 multiply-adds) with the tile's exact arithmetic instructions, in its order,
+// from registers: the loads and broadcasts are left out (an isolated AVX2 block measured them as free, 0.97-1.06x,
+// docs/kernels.md), so a loop's rate over its tier's probe is the most that format's kernel can reach there: its
+// mix ceiling. Values do not matter (all zeros: no denormals); the float accumulators that live in memory in the
+// kernels live in registers here.
+//
+// Adding a format: write its loop beside the others (its tile's instructions per block, as a comment says where
+// they come from) and add one row to mix_loops() below, naming the probe it is a fraction of. Nothing else reads
+// the list: benchmarks/kernels.py finds the loop by the row's format and tier.
+#include "kernels/roofline_loops.h"
+
+namespace bluelm::kernels::roofline {
+namespace {
+
+constexpr double kBlockOps = 2.0 * 32 * 16 * 4;  // one block: 32 weights x 16 rows x 4 tokens, 2 ops per MAC
+
+#if defined(__x86_64__)
+#define R(x) "%%" #x
+
+// ---- AVX2 tier (kernels_avx2.cpp: tile_int4_pair / q4_sub_p2m4, tile_int8_pair / q8_step_p2m4) ----
+// ymm0-3 / ymm4-7: the int16 (int4) or int32 (int8) sums of tokens 0-3 for panels 0 / 1; ymm8-11 unpacked nibbles
+// or weights; ymm12-13 products; ymm14 the activation, ymm15 masks, ones and scales.
+#define Q4A_UNPACK                                                                                              \
+  "vpand %%ymm15,%%ymm15,%%ymm8\n vpsrlw $4,%%ymm15,%%ymm9\n vpand %%ymm9,%%ymm15,%%ymm9\n"                     \
+  "vpand %%ymm15,%%ymm15,%%ymm10\n vpsrlw $4,%%ymm15,%%ymm11\n vpand %%ymm11,%%ymm15,%%ymm11\n"
+#define Q4A_FIRST(A, B)                                                                                         \
+  "vpmaddubsw %%ymm14,%%ymm8," R(A) "\n vpmaddubsw %%ymm14,%%ymm9,%%ymm12\n vpaddw %%ymm12," R(A) "," R(A) "\n" \
+  "vpmaddubsw %%ymm14,%%ymm10," R(B) "\n vpmaddubsw %%ymm14,%%ymm11,%%ymm13\n vpaddw %%ymm13," R(B) "," R(B) "\n"
+#define Q4A_NEXT(A, B)                                                                                          \
+  "vpmaddubsw %%ymm14,%%ymm8,%%ymm12\n vpaddw %%ymm12," R(A) "," R(A) "\n"                                      \
+  "vpmaddubsw %%ymm14,%%ymm9,%%ymm13\n vpaddw %%ymm13," R(A) "," R(A) "\n"                                      \
+  "vpmaddubsw %%ymm14,%%ymm10,%%ymm12\n vpaddw %%ymm12," R(B) "," R(B) "\n"                                     \
+  "vpmaddubsw %%ymm14,%%ymm11,%%ymm13\n vpaddw %%ymm13," R(B) "," R(B) "\n"
+#define Q4A_STEP(OP) Q4A_UNPACK OP(ymm0, ymm4) OP(ymm1, ymm5) OP(ymm2, ymm6) OP(ymm3, ymm7)
+#define Q4A_PRODUCTS Q4A_STEP(Q4A_FIRST) Q4A_STEP(Q4A_NEXT) Q4A_STEP(Q4A_NEXT) Q4A_STEP(Q4A_NEXT)
+// Per block: the panels' scales converted, then per accumulator widen + convert + the format's float epilogue
+// (fma_into's load and store left out).
+#define A_SCALES "vcvtph2ps %%xmm15,%%ymm12\n vcvtph2ps %%xmm15,%%ymm13\n"
+#define Q4_0A_EPI(X, F)                                                                                         \
+  "vpmaddwd %%ymm15," R(X) "," R(X) "\n vcvtdq2ps " R(X) "," R(X) "\n"                                          \
+  "vfmadd213ps %%ymm15,%%ymm15," R(X) "\n vfmadd231ps " R(X) ",%%ymm12," R(F) "\n"
+#define Q4_1A_EPI(X, F)                                                                                         \
+  "vpmaddwd %%ymm15," R(X) "," R(X) "\n vcvtdq2ps " R(X) "," R(X) "\n vmulps %%ymm15," R(X) "," R(X) "\n"       \
+  "vfmadd231ps " R(X) ",%%ymm12," R(F) "\n vfmadd231ps %%ymm15,%%ymm13," R(F) "\n"
+#define A_EPILOGUE(E)                                                                                           \
+  E(ymm0, ymm8) E(ymm1, ymm9) E(ymm2, ymm10) E(ymm3, ymm11) E(ymm4, ymm8) E(ymm5, ymm9) E(ymm6, ymm10)          \
+  E(ymm7, ymm11)
+#define A_CLOBBERS                                                                                              \
+  "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",     \
+      "xmm13", "xmm14", "xmm15", "cc"
+#define A_PROLOGUE                                                                                              \
+  "vpxor %%ymm14,%%ymm14,%%ymm14\n vpxor %%ymm15,%%ymm15,%%ymm15\n vpxor %%ymm8,%%ymm8,%%ymm8\n"                \
+  "vpxor %%ymm9,%%ymm9,%%ymm9\n vpxor %%ymm10,%%ymm10,%%ymm10\n vpxor %%ymm11,%%ymm11,%%ymm11\n"
+
+void mix_q4_0_avx2(int64_t n) {
+  __asm__ volatile(A_PROLOGUE "1:\n" Q4A_PRODUCTS A_SCALES A_EPILOGUE(Q4_0A_EPI) "dec %0\n jnz 1b\n vzeroupper\n"
+                   : "+r"(n)::A_CLOBBERS);
+}
+void mix_q4_1_avx2(int64_t n) {
+  __asm__ volatile(A_PROLOGUE "1:\n" Q4A_PRODUCTS A_SCALES "vcvtph2ps %%xmm15,%%ymm14\n vcvtph2ps %%xmm15,%%ymm14\n"
+                   A_EPILOGUE(Q4_1A_EPI) "dec %0\n jnz 1b\n vzeroupper\n"
+                   : "+r"(n)::A_CLOBBERS);
+}
+
+// q8_0 on AVX2: per 4-weight step |w| of both panels, then per token the sign trick, vpmaddubsw, and the widening
+// to int32 at once (a pair of int8 x int8 products nearly fills int16). ymm8/9: the weights, ymm10/11: |w|.
+#define Q8A_TOKEN(A, B)                                                                                         \
+  "vpsignb %%ymm8,%%ymm14,%%ymm12\n vpmaddubsw %%ymm12,%%ymm10,%%ymm12\n vpmaddwd %%ymm15,%%ymm12,%%ymm12\n"    \
+  "vpaddd %%ymm12," R(A) "," R(A) "\n"                                                                          \
+  "vpsignb %%ymm9,%%ymm14,%%ymm13\n vpmaddubsw %%ymm13,%%ymm11,%%ymm13\n vpmaddwd %%ymm15,%%ymm13,%%ymm13\n"    \
+  "vpaddd %%ymm13," R(B) "," R(B) "\n"
+#define Q8A_STEP                                                                                                \
+  "vpabsb %%ymm8,%%ymm10\n vpabsb %%ymm9,%%ymm11\n" Q8A_TOKEN(ymm0, ymm4) Q8A_TOKEN(ymm1, ymm5)                \
+      Q8A_TOKEN(ymm2, ymm6) Q8A_TOKEN(ymm3, ymm7)
+#define Q8A_EPI(X, F)                                                                                           \
+  "vcvtdq2ps " R(X) "," R(X) "\n vmulps %%ymm15," R(X) "," R(X) "\n vfmadd231ps " R(X) ",%%ymm10," R(F) "\n"    \
+  "vpxor " R(X) "," R(X) "," R(X) "\n"
+void mix_q8_0_avx2(int64_t n) {
+  __asm__ volatile(A_PROLOGUE "1:\n" Q8A_STEP Q8A_STEP Q8A_STEP Q8A_STEP Q8A_STEP Q8A_STEP Q8A_STEP Q8A_STEP
+                   "vcvtph2ps %%xmm15,%%ymm10\n vcvtph2ps %%xmm15,%%ymm11\n"
+                   Q8A_EPI(ymm0, ymm12) Q8A_EPI(ymm1, ymm13) Q8A_EPI(ymm2, ymm12) Q8A_EPI(ymm3, ymm13)
+                   Q8A_EPI(ymm4, ymm12) Q8A_EPI(ymm5, ymm13) Q8A_EPI(ymm6, ymm12) Q8A_EPI(ymm7, ymm13)
+                   "dec %0\n jnz 1b\n vzeroupper\n"
+                   : "+r"(n)::A_CLOBBERS);
+}
+
+// ---- AVX-512 VNNI tier (kernels_avx512.cpp: tile<KIND, 32, 4>) ----
+// A zmm holds both panels (16 rows). zmm0-3 / zmm4-7: the int32 sums s0 / s1 of tokens 0-3; zmm8 the weight pair,
+// zmm9/10 nibbles or unsigned weights; zmm12 the scales' halves, zmm13 the 0x80 flip, zmm14 the activation, zmm15 masks and scales;
+// zmm16-19 the float accumulators (registers in the kernel too), zmm20-24 temporaries.
+#define Z_PAIR "vinserti64x4 $1,%%ymm15,%%zmm15,%%zmm8\n"
+#define Q4Z_P                                                                                                   \
+  Z_PAIR "vpandd %%zmm15,%%zmm8,%%zmm9\n vpsrlw $4,%%zmm8,%%zmm10\n vpandd %%zmm15,%%zmm10,%%zmm10\n"           \
+  "vpdpbusd %%zmm14,%%zmm9,%%zmm0\n vpdpbusd %%zmm14,%%zmm10,%%zmm4\n"                                          \
+  "vpdpbusd %%zmm14,%%zmm9,%%zmm1\n vpdpbusd %%zmm14,%%zmm10,%%zmm5\n"                                          \
+  "vpdpbusd %%zmm14,%%zmm9,%%zmm2\n vpdpbusd %%zmm14,%%zmm10,%%zmm6\n"                                          \
+  "vpdpbusd %%zmm14,%%zmm9,%%zmm3\n vpdpbusd %%zmm14,%%zmm10,%%zmm7\n"
+// q8_0, shipped: w + 128 once per weight vector, then one vpdpbusd per token (even steps into s0, odd into s1).
+#define Q8Z_P(S0, S1, S2, S3)                                                                                   \
+  Z_PAIR "vpxord %%zmm13,%%zmm8,%%zmm9\n"                                                                       \
+  "vpdpbusd %%zmm14,%%zmm9," R(S0) "\n vpdpbusd %%zmm14,%%zmm9," R(S1) "\n"                                    \
+  "vpdpbusd %%zmm14,%%zmm9," R(S2) "\n vpdpbusd %%zmm14,%%zmm9," R(S3) "\n"
+#define Q8Z_EVEN Q8Z_P(zmm0, zmm1, zmm2, zmm3)
+#define Q8Z_ODD Q8Z_P(zmm4, zmm5, zmm6, zmm7)
+// q8_0 through the former sign trick (the A/B variant): |w| and the sign mask per weight vector, a masked
+// subtract per token.
+#define Q8SZ_TOKEN(X, S) "vpsubb %%zmm14,%%zmm15," R(X) "%{%%k1%}\n vpdpbusd " R(X) ",%%zmm9," R(S) "\n"
+#define Q8SZ_P(S0, S1, S2, S3)                                                                                  \
+  Z_PAIR "vpabsb %%zmm8,%%zmm9\n vpmovb2m %%zmm8,%%k1\n" Q8SZ_TOKEN(zmm21, S0) Q8SZ_TOKEN(zmm22, S1)            \
+      Q8SZ_TOKEN(zmm23, S2) Q8SZ_TOKEN(zmm24, S3)
+#define Q8SZ_EVEN Q8SZ_P(zmm0, zmm1, zmm2, zmm3)
+#define Q8SZ_ODD Q8SZ_P(zmm4, zmm5, zmm6, zmm7)
+// Per block: scales (vinserti128 of the pair's halves + vcvtph2ps into zmm20), then per token s0 + s1, convert,
+// the format's float epilogue, and the sums zeroed for the next block.
+#define Z_SCALES(Z) "vinserti128 $1,%%xmm15,%%ymm15,%%ymm12\n vcvtph2ps %%ymm12," R(Z) "\n"
+#define Z_SUM(A, B, T) "vpaddd " R(B) "," R(A) "," R(T) "\n vcvtdq2ps " R(T) "," R(T) "\n"
+#define Z_ZERO(A, B) "vpxord " R(A) "," R(A) "," R(A) "\n vpxord " R(B) "," R(B) "," R(B) "\n"
+#define SYM_EPI(A, B, T, F)                                                                                     \
+  Z_SUM(A, B, T) "vfmadd213ps %%zmm14,%%zmm15," R(T) "\n vfmadd231ps " R(T) ",%%zmm20," R(F) "\n" Z_ZERO(A, B)
+#define ASYM_EPI(A, B, T, F)                                                                                    \
+  Z_SUM(A, B, T) "vmulps %%zmm15," R(T) "," R(T) "\n vfmadd231ps " R(T) ",%%zmm20," R(F) "\n"                   \
+  "vfmadd231ps %%zmm15,%%zmm25," R(F) "\n" Z_ZERO(A, B)
+#define INT8_EPI(A, B, T, F)                                                                                    \
+  Z_SUM(A, B, T) "vmulps %%zmm15," R(T) "," R(T) "\n vfmadd231ps " R(T) ",%%zmm20," R(F) "\n" Z_ZERO(A, B)
+#define Z_EPILOGUE(E)                                                                                           \
+  E(zmm0, zmm4, zmm21, zmm16) E(zmm1, zmm5, zmm22, zmm17) E(zmm2, zmm6, zmm23, zmm18) E(zmm3, zmm7, zmm24, zmm19)
+#define Z_PROLOGUE                                                                                              \
+  "vpxord %%zmm13,%%zmm13,%%zmm13\n vpxord %%zmm14,%%zmm14,%%zmm14\n vpxord %%zmm15,%%zmm15,%%zmm15\n"          \
+  "vpxord %%zmm16,%%zmm16,%%zmm16\n vpxord %%zmm17,%%zmm17,%%zmm17\n vpxord %%zmm18,%%zmm18,%%zmm18\n"          \
+  "vpxord %%zmm19,%%zmm19,%%zmm19\n vpxord %%zmm21,%%zmm21,%%zmm21\n vpxord %%zmm22,%%zmm22,%%zmm22\n"          \
+  "vpxord %%zmm23,%%zmm23,%%zmm23\n vpxord %%zmm24,%%zmm24,%%zmm24\n kxorq %%k1,%%k1,%%k1\n"
+#define Z_CLOBBERS                                                                                              \
+  "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",     \
+      "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23",         \
+      "xmm24", "xmm25", "k1", "cc"
+#define Z_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+
+Z_TARGET void mix_q4_0_avx512(int64_t n) {
+  __asm__ volatile(Z_PROLOGUE "1:\n" Q4Z_P Q4Z_P Q4Z_P Q4Z_P Z_SCALES(zmm20) Z_EPILOGUE(SYM_EPI)
+                   "dec %0\n jnz 1b\n vzeroupper\n"
+                   : "+r"(n)::Z_CLOBBERS);
+}
+Z_TARGET void mix_q4_1_avx512(int64_t n) {
+  __asm__ volatile(Z_PROLOGUE "1:\n" Q4Z_P Q4Z_P Q4Z_P Q4Z_P Z_SCALES(zmm20) Z_SCALES(zmm25) Z_EPILOGUE(ASYM_EPI)
+                   "dec %0\n jnz 1b\n vzeroupper\n"
+                   : "+r"(n)::Z_CLOBBERS);
+}
+Z_TARGET void mix_q8_0_avx512(int64_t n) {
+  __asm__ volatile(Z_PROLOGUE "1:\n" Q8Z_EVEN Q8Z_ODD Q8Z_EVEN Q8Z_ODD Q8Z_EVEN Q8Z_ODD Q8Z_EVEN Q8Z_ODD
+                   Z_SCALES(zmm20) Z_EPILOGUE(SYM_EPI) "dec %0\n jnz 1b\n vzeroupper\n"
+                   : "+r"(n)::Z_CLOBBERS);
+}
+Z_TARGET void mix_q8_0_signtrick_avx512(int64_t n) {
+  __asm__ volatile(Z_PROLOGUE "1:\n" Q8SZ_EVEN Q8SZ_ODD Q8SZ_EVEN Q8SZ_ODD Q8SZ_EVEN Q8SZ_ODD Q8SZ_EVEN Q8SZ_ODD
+                   Z_SCALES(zmm20) Z_EPILOGUE(INT8_EPI) "dec %0\n jnz 1b\n vzeroupper\n"
+                   : "+r"(n)::Z_CLOBBERS);
+}
+#undef R
+#endif
+
+}  // namespace
+
+// One row per (format, tier): the loop, and the probe of that tier its ceiling is a fraction of. A new format adds
+// its loop above and its row here.
+const std::vector<Loop>& mix_loops() {
+  static const std::vector<Loop> all = {
+#if defined(__x86_64__)
+      {{"mix_q4_0_avx2", "avx2", "GOPS", "q4_0 two-panel x 4-token block, AVX2", "q4_0", "int8_maddubs_paddw_avx2"},
+       Isa::avx2, kBlockOps, mix_q4_0_avx2},
+      {{"mix_q4_1_avx2", "avx2", "GOPS", "q4_1 two-panel x 4-token block, AVX2", "q4_1", "int8_maddubs_paddw_avx2"},
+       Isa::avx2, kBlockOps, mix_q4_1_avx2},
+      {{"mix_q8_0_avx2", "avx2", "GOPS", "q8_0 two-panel x 4-token block, AVX2 (sign trick)", "q8_0",
+        "int8_maddubs_paddw_avx2"},
+       Isa::avx2, kBlockOps, mix_q8_0_avx2},
+      {{"mix_q4_0_avx512", "avx512", "GOPS", "q4_0 panel-pair x 4-token block, AVX-512 VNNI", "q4_0",
+        "int8_vpdpbusd_avx512"},
+       Isa::avx512, kBlockOps, mix_q4_0_avx512},
+      {{"mix_q4_1_avx512", "avx512", "GOPS", "q4_1 panel-pair x 4-token block, AVX-512 VNNI", "q4_1",
+        "int8_vpdpbusd_avx512"},
+       Isa::avx512, kBlockOps, mix_q4_1_avx512},
+      {{"mix_q8_0_avx512", "avx512", "GOPS", "q8_0 panel-pair x 4-token block, AVX-512 VNNI (w + 128)", "q8_0",
+        "int8_vpdpbusd_avx512"},
+       Isa::avx512, kBlockOps, mix_q8_0_avx512},
+      {{"mix_q8_0_signtrick_avx512", "avx512", "GOPS",
+        "q8_0 panel-pair x 4-token block, AVX-512 VNNI, former sign trick (A/B)", "q8_0_signtrick",
+        "int8_vpdpbusd_avx512"},
+       Isa::avx512, kBlockOps, mix_q8_0_signtrick_avx512},
+#endif
+  };
+  return all;
+}
+
+}  // namespace bluelm::kernels::roofline
