@@ -2,7 +2,7 @@
 #   make demo      set up, then run the main job (bluelm-v demo)
 #   make test      set up, then the whole test suite (Python and C++)
 #   make setup     set-up only
-#   make test-arm  cross-build the portable C++ core for aarch64 and run its tests under qemu
+#   make test-arm  cross-build the portable C++ core for aarch64 (kernels, attention) and run its tests under qemu
 #   make native    the C++ library and CLI alone, without Python (build-native/csrc/bluelm)
 #   make wheel     the sdist and a manylinux wheel in dist/ (the image codecs vendored by auditwheel)
 SHELL := /bin/bash
@@ -74,7 +74,7 @@ test-arm: apt-arm $(VENV)/.deps-done
 	  -DBLUELM_KERNELS_ONLY=ON -DCMAKE_BUILD_TYPE=Release -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV))/bin/ninja
 	$(VENV)/bin/cmake --build build-arm
 	qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu max build-arm/csrc/bluelm_tests
-	# Again without the dot-product extension, so the plain NEON paths run too.
+	# Again without the dot-product extension, so the plain NEON paths (kernels and attention) run too.
 	qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a57 build-arm/csrc/bluelm_tests
 
 native: apt-build $(VENV)/.deps-done

@@ -1,8 +1,9 @@
 #pragma once
 // The inner loops of attention (runtime/attention.h) and the exponentials of softmax and GELU, per instruction set:
 // scalar in attention_scalar.cpp (the reference), AVX2 in attention_avx2.cpp, AVX-512 in attention_avx512.cpp (its
-// products; the rest is the AVX2 tier's). attention_kernels() picks the active tier's table (common/isa.h); aarch64
-// runs the scalar table (no NEON tier yet).
+// products; the rest is the AVX2 tier's), NEON in attention_neon.cpp and, with SDOT for the integer scores,
+// attention_dotprod.cpp (both from attention_neon_impl.h). attention_kernels() picks the active tier's table
+// (common/isa.h).
 #include <cstdint>
 #include <type_traits>
 
@@ -68,6 +69,8 @@ const AttentionKernels* attention_kernels_for(Isa isa);  // null when this build
 const AttentionKernels* attention_kernels_scalar();
 const AttentionKernels* attention_kernels_avx2();    // null when not compiled in (non-x86 builds)
 const AttentionKernels* attention_kernels_avx512();  // the AVX2 table with 512-bit products; null off x86
+const AttentionKernels* attention_kernels_neon();     // null off aarch64
+const AttentionKernels* attention_kernels_dotprod();  // the NEON table with SDOT scores; null off aarch64
 
 // Row blocking of the tiers' register tiles: body(std::integral_constant<int, R>{}, r) for rows [r, r + R) in blocks
 // of 4, then the remainder as one block of 3, 2 or 1 rows.

@@ -144,22 +144,26 @@ const AttentionKernels* attention_kernels_scalar() { return &kScalar; }
 const AttentionKernels* attention_kernels_avx2() { return nullptr; }
 const AttentionKernels* attention_kernels_avx512() { return nullptr; }
 #endif
+#if !defined(__aarch64__)
+const AttentionKernels* attention_kernels_neon() { return nullptr; }
+const AttentionKernels* attention_kernels_dotprod() { return nullptr; }
+#endif
 
 const AttentionKernels* attention_kernels_for(Isa isa) {
   switch (isa) {
     case Isa::scalar: return &kScalar;
     case Isa::avx2: return attention_kernels_avx2();
     case Isa::avx512: return attention_kernels_avx512();
+    case Isa::neon: return attention_kernels_neon();
+    case Isa::neon_dotprod: return attention_kernels_dotprod();
     default: return nullptr;
   }
 }
 
 const AttentionKernels& attention_kernels() {
-  // aarch64 runs the scalar table (no NEON tier yet).
-  const Isa isa = active_isa();
-  if (isa == Isa::avx512 && attention_kernels_avx512()) return *attention_kernels_avx512();
-  if ((isa == Isa::avx2 || isa == Isa::avx512) && attention_kernels_avx2()) return *attention_kernels_avx2();
-  return kScalar;
+  // Every tier active_isa() can name has its table in this build (null only for another architecture's tiers).
+  const AttentionKernels* k = attention_kernels_for(active_isa());
+  return k ? *k : kScalar;
 }
 
 }  // namespace bluelm::runtime

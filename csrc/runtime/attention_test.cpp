@@ -11,7 +11,7 @@
 #include "quant/quant.h"
 #include "runtime/attention.h"
 #include "runtime/attention_isa.h"
-#include "runtime/llm.h"
+#include "runtime/kv_cache.h"
 
 using namespace bluelm;
 using namespace bluelm::runtime;
@@ -217,4 +217,38 @@ BLUELM_TEST(f16_kv_cache_holds_halves_and_is_sized_honestly) {
   CHECK_EQ(h.bytes_per_token(), 2 * 2 * 64 * 2);
   CHECK_EQ(h.bytes(), h.bytes_per_token() * h.capacity());
   CHECK(parse_kv_type("f16") == KvType::f16);
+}
+
+BLUELM_TEST(vector_exp_softmax_and_gelu_match_libm) {
+  // Every tier's exp_sum and gelu_tanh against std::exp / std::tanh, over the range softmax and GELU see (softmax
+  // arguments are <= 0 after the max is taken), with lengths that leave a tail.
+  std::vector<float> xs;
+  for (float v = -100.0f; v <= 80.0f; v += 0.0371f) xs.push_back(v);
+  xs.push_back(-INFINITY);
+  const Isa saved = active_isa();
+  for (Isa isa : supported_isas()) {
+    set_active_isa(isa);
+    const AttentionKernels& K = attention_kernels();
+    for (int64_t n : {int64_t(1), int64_t(7), int64_t(xs.size())}) {
+      std::vector<float> y(xs.begin(), xs.begin() + n);
+      const float sum = K.exp_sum(y.data(), n, 0.5f);
+      double ref_sum = 0.0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double ref = std::exp(double(xs[size_t(i)] - 0.5f));  // the argument as the kernels form it
+        ref_sum += ref;
+        if (ref > 1e-37) CHECK_NEAR(y[size_t(i)] / ref, 1.0, 3e-7);
+        else CHECK(y[size_t(i)] >= 0.0f && y[size_t(i)] < 2e-37f);
+      }
+      CHECK_NEAR(sum, ref_sum, 1e-5 * ref_sum + 1e-36);
+    }
+    std::vector<float> g;
+    for (float v = -12.0f; v <= 12.0f; v += 0.013f) g.push_back(v);
+    std::vector<float> gy = g;
+    K.gelu_tanh(gy.data(), int64_t(gy.size()));
+    for (size_t i = 0; i < g.size(); ++i) {
+      const double v = g[i], ref = 0.5 * v * (1.0 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+      CHECK_NEAR(gy[i], ref, 2e-6 * std::max(1.0, std::abs(ref)));
+    }
+  }
+  set_active_isa(saved);
 }
