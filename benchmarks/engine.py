@@ -410,37 +410,33 @@ def main(argv=None) -> int:
     if args.formats:
         rows = formats_rows(_child, _smollm2_path(), threads, args.rounds, args.formats_models.split(","))
         print_formats_rows(rows)
-        if args.json:
-            Path(args.json).write_text(json.dumps(rows, indent=1))
-            print(f"wrote {len(rows)} rows to {args.json}")
-        return 0
+        return _write_json(rows, args.json)
     if args.vit:
         pkg = vit_package()
         for t in threads:
             rows += vit_rows(_child("vit", str(pkg), t, args.rounds), t)
         print_vit_rows(rows)
-        if args.json:
-            Path(args.json).write_text(json.dumps(rows, indent=1))
-            print(f"wrote {len(rows)} rows to {args.json}")
-        return 0
+        return _write_json(rows, args.json)
     if args.depth:
         ints = lambda x: [int(v) for v in x.split(",")]  # noqa: E731
         rows = depth_part(threads, args.repeat, args.depth_models.split(","), ints(args.tg_depths),
                           ints(args.pp_depths), args.isa.split(","))
         print_depth_rows(rows)
-        if args.json:
-            Path(args.json).write_text(json.dumps(rows, indent=1))
-            print(f"wrote {len(rows)} rows to {args.json}")
-        return 0
+        return _write_json(rows, args.json)
     if not args.skip_smollm2:
         rows += smollm2_rows(threads, args.repeat, parse_modes(args.modes))
     if not args.skip_3b:
         rows += resolution_rows(max(threads), args.resolutions.split(","), args.decode_tokens)
         print_paper_comparison(rows)
     print_rows(rows)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
-        print(f"wrote {len(rows)} rows to {args.json}")
+    return _write_json(rows, args.json)
+
+
+def _write_json(rows: list, path) -> int:
+    """The rows as JSON at ``path`` (when given), said on stdout; the exit code of a finished run."""
+    if path:
+        Path(path).write_text(json.dumps(rows, indent=1))
+        print(f"wrote {len(rows)} rows to {path}")
     return 0
 
 
