@@ -63,6 +63,8 @@ def worker_vit(pkg: str, threads: int, rounds: int) -> dict:
     torch.manual_seed(0)
     tower, proj = SiglipVisionTower(cfg.vision).eval(), Projector(cfg.projector, cfg.vision, cfg.llm.hidden).eval()
 
+    saved = _core.int8_sign_trick()
+
     def native(sign_trick: bool) -> tuple[float, int]:
         _core.set_int8_sign_trick(sign_trick)
         t = e.chat(img, "x", max_new_tokens=1, stop=[]).timing
@@ -86,7 +88,7 @@ def worker_vit(pkg: str, threads: int, rounds: int) -> dict:
         order = [("native", False), ("native-signtrick", True), ("torch-f32", None)]
         for name, flag in order[r % 3:] + order[:r % 3]:
             out[name].append(torch_f32() / tiles if flag is None else native(flag)[0] / tiles)
-    _core.set_int8_sign_trick(False)
+    _core.set_int8_sign_trick(saved)
     return out
 
 

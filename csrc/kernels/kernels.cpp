@@ -94,7 +94,7 @@ float act_s_factor(Format f) {
 }
 
 namespace {
-std::atomic<bool> g_int8_sign_trick{false};
+std::atomic<bool> g_int8_sign_trick{true};  // see kernels.h: the unsigned tiles are opt-in
 }
 void set_int8_sign_trick(bool on) { g_int8_sign_trick.store(on, std::memory_order_relaxed); }
 bool int8_sign_trick() { return g_int8_sign_trick.load(std::memory_order_relaxed); }

@@ -155,14 +155,17 @@ BLUELM_TEST(kernels_every_tier_matches_scalar) {
   }
 }
 
-// The AVX-512 int8 tiles' A/B variant (the former sign trick) gives the same sums as the default (w + 128).
+// The AVX-512 int8 tiles' two variants (the sign trick, the default; unsigned weights w + 128) give scalar's sums.
 BLUELM_TEST(kernels_int8_sign_trick_variant_matches_scalar) {
   const IsaKernels* t = kernels_for(Isa::avx512);
   if (!t || !isa_supported(Isa::avx512)) return;
+  const bool saved = int8_sign_trick();
   set_int8_sign_trick(true);
   const int cases = bluelm::kernels::testing::check_kernel_table(*t);
   set_int8_sign_trick(false);
-  CHECK(cases > 0);
+  const int unsigned_cases = bluelm::kernels::testing::check_kernel_table(*t);
+  set_int8_sign_trick(saved);
+  CHECK(cases > 0 && unsigned_cases > 0);
 }
 
 BLUELM_TEST(kernels_pack_unpack_round_trip) {
