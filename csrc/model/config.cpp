@@ -222,6 +222,9 @@ void check_session_fits(const LlmConfig& c, int64_t context, int64_t chunk, cons
 }
 
 int64_t ModelConfig::image_tokens_per_tile() const {
+  // A text-only model's vision section is unset (patch size 0): asking it for image tokens is an error, not a division.
+  if (!multimodal || vision.patch_size < 1 || projector.merge < 1)
+    throw InvalidArgument(cat("model ", name, " is text-only: it has no image tokens per tile"));
   const int64_t side = (vision.grid() + projector.merge - 1) / projector.merge;
   return side * side;
 }

@@ -194,3 +194,15 @@ BLUELM_TEST(model_config_bounds_depth_before_parsing) {
   m["name"] = std::string(1000, '[');
   CHECK_EQ(model::parse_model_config(m.dump(), "m.json").name.size(), size_t(1000));
 }
+
+BLUELM_TEST(text_only_config_has_no_image_tokens_per_tile) {
+  // Its vision section is unset (patch size 0): a clear error, where the fuzzer found a division by zero.
+  model::ModelConfig c;
+  c.name = "text";
+  CHECK_THROWS(c.image_tokens_per_tile(), InvalidArgument);
+  c.multimodal = true;
+  c.vision.image_size = 384;
+  c.vision.patch_size = 16;
+  c.projector.merge = 2;
+  CHECK_EQ(c.image_tokens_per_tile(), int64_t(144));
+}
