@@ -359,7 +359,7 @@ def test_an_internvl_model_compiles_wholly_for_sm8650(tmp_path):
     for name, r in report["graphs"].items():
         assert r["nodes_on_qnn"] == r["nodes"] and r["fallback_nodes"] == [], name
         print(name, r["nodes"], "nodes, cosine", round(r["cosine"], 4), r.get("greedy_agreement", ""))
-    assert report["graphs"]["vit"]["nodes"] > 400  # the whole InternViT, not a stub
+    assert report["graphs"]["vit"]["nodes"] > 400  # every InternViT layer exported (the random model has 439 nodes)
     assert report["graphs"]["vit"]["cosine"] >= 0.99 and report["graphs"]["projector"]["cosine"] >= 0.99
     assert report["graphs"]["llm_prefill"]["cosine"] >= 0.95  # int4 GPTQ on random weights: measured 0.980
 
