@@ -23,7 +23,7 @@ against a phone NPU: the point is the breakdown, not the ratio.
 
 Part 3 (--depth), attention at depth: tg64@d0..d8192 and pp512@d0..d4096 rows for SmolLM2 (and the bluelm-v-3b
 shape with --depth-models smollm2,bluelm-v-3b), native with the tier the dispatcher picks and with AVX2 forced
-(--isa best,avx2), and llama.cpp on the same GGUF with flash attention on and off, each at every thread count, in
+(--isa best,avx2), with the int8 and the f16 KV cache (--depth-kv int8,f16; int8 activations both), and llama.cpp on the same GGUF with flash attention on and off, each at every thread count, in
 one run; with bytes per token, the fraction of a plain read measured in the same worker, and bootstrap intervals
 (benchmarks/engine_depth.py says what each field is). --tg-depths and --pp-depths shorten the lists.
 
@@ -308,9 +308,9 @@ def resolution_rows(threads: int, resolutions: list[str], decode_tokens: int) ->
 
 
 def depth_part(threads: list[int], repeat: int, models: list[str], tg_depths: list[int], pp_depths: list[int],
-               isas: list[str]) -> list[dict]:
-    """Native rows for each model, tier (`best`: the dispatcher's pick; a name forces it with BLUELM_ISA) and thread
-    count, then llama.cpp with flash attention on and off on the SmolLM2 GGUF (the 3B shape has random weights in
+               isas: list[str], kv_caches: tuple[str, ...] = ("int8",)) -> list[dict]:
+    """Native rows for each model, tier (`best`: the dispatcher's pick; a name forces it with BLUELM_ISA), KV cache
+    and thread count, then llama.cpp with flash attention on and off on the SmolLM2 GGUF (the 3B shape has random weights in
     our package only, no GGUF), all in this run."""
     from bluelm_v import _core
     from bluelm_v.export import package
@@ -341,8 +341,9 @@ def depth_part(threads: list[int], repeat: int, models: list[str], tg_depths: li
                     print(f"{isa}: not supported here, its rows skipped")
                     continue
                 env = {} if isa == "best" else {"BLUELM_ISA": isa}
-                res = _child("depth", str(pkg), t, repeat, tg_depths, pp_depths, env=env)
-                rows += depth_rows(name, res, t, *shape, engine="native" if isa == "best" else f"native-{isa}")
+                for kv in kv_caches:
+                    res = _child("depth", str(pkg), t, repeat, tg_depths, pp_depths, kv, env=env)
+                    rows += depth_rows(name, res, t, *shape, engine="native" if isa == "best" else f"native-{isa}")
             if name == "smollm2-135m" and have_llamacpp:
                 kvb = llamacpp_kv_bytes_per_token(llm["layers"], llm["kv_heads"], hd)
                 for flash in (True, False):
@@ -404,6 +405,7 @@ def main(argv=None) -> int:
     ap.add_argument("--formats", action="store_true", help="only the llama.cpp-format rows (part 5)")
     ap.add_argument("--formats-models", default="smollm2-135m",
                     help="smollm2-135m (Q4_0, Q8_0) and/or bluelm-v-3b (a random Q4_0 GGUF of its LLM shape)")
+    ap.add_argument("--depth-kv", default="int8,f16", help="native depth rows' KV caches (int8, f16, f32)")
     args = ap.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
     rows = []
@@ -420,7 +422,7 @@ def main(argv=None) -> int:
     if args.depth:
         ints = lambda x: [int(v) for v in x.split(",")]  # noqa: E731
         rows = depth_part(threads, args.repeat, args.depth_models.split(","), ints(args.tg_depths),
-                          ints(args.pp_depths), args.isa.split(","))
+                          ints(args.pp_depths), args.isa.split(","), tuple(args.depth_kv.split(",")))
         print_depth_rows(rows)
         return _write_json(rows, args.json)
     if not args.skip_smollm2:
