@@ -80,9 +80,10 @@ class PackedMatrix {
 };
 
 // Activations quantized for one weight format (see the header comment). s[b] = d[b] * sum(q in group b) * c with
-// c = -8 (int4 symmetric: folds the nibble offset in), 1 (int4 asymmetric: multiplies the minimum), -128 (int8:
-// the tiers that multiply unsigned weights w + 128, AVX-512 VNNI, take that offset out with it; the others
-// multiply signed bytes and do not read s).
+// c = -8 (int4 symmetric: folds the nibble offset in) or 1 (int4 asymmetric: multiplies the minimum); for int8
+// s[b] = -128 * sum(q in group b), an integer (exact in float), which the tiers that multiply unsigned weights
+// w + 128 (AVX-512 VNNI) add to their integer sum before scaling it; the others multiply signed bytes and do not
+// read s.
 struct QuantizedActs {
   int64_t t = 0, k = 0;
   int group = 32;
