@@ -94,7 +94,7 @@ ActSumRule act_sum_rule(Format f) {
 }
 
 namespace {
-std::atomic<bool> g_int8_sign_trick{true};  // see kernels.h: the unsigned tiles are opt-in
+std::atomic<bool> g_int8_sign_trick{false};  // see kernels.h: unsigned weights by default
 }
 void set_int8_sign_trick(bool on) { g_int8_sign_trick.store(on, std::memory_order_relaxed); }
 bool int8_sign_trick() { return g_int8_sign_trick.load(std::memory_order_relaxed); }
