@@ -163,6 +163,56 @@ def test_chunked_prefill_is_chunk_invariant(tiny, tiny_f32, tiny_q4):
             assert (o.argmax(-1) == outs[0].argmax(-1)).all()
 
 
+def test_chunked_prefill_is_chunk_invariant_with_unsigned_int8_tiles(tiny, tiny_q4):
+    """The same with the AVX-512 int8 tiles' unsigned-weight variant (the ViT's q8_0 products): the tiles equal the
+    sign trick bit for bit, so the chunks agree as closely. Their former float correction moved the image embedding
+    by ~1e-6, which flipped a rounding of the int8 activations downstream: chunk 1 and 16 then differed by 0.046.
+    (With int8 activations any 1e-6 difference can do that: on AVX-512 the attention makes chunks of 1-4 positions
+    differ from longer ones by ~1.5e-6, and 5 of 12 random images move a logit by 0.003-0.05 that way with either
+    variant; image(4) is one that does not.)"""
+    from bluelm_v import _core
+
+    message = [{"type": "image", "value": image(4)}, {"type": "text", "value": PROMPT * 3}]
+    ids, _ = reference_ids_and_logits(tiny, message)
+    saved = _core.int8_sign_trick()
+    _core.set_int8_sign_trick(False)
+    try:
+        eng = Engine(tiny_q4, kv_cache="int8", activations="int8")
+        outs = []
+        for chunk in (1, 16, len(ids)):
+            s = eng.session()
+            s.submit_image(message[0]["value"])
+            outs.append(s.prefill(ids, chunk=chunk, all_logits=True))
+    finally:
+        _core.set_int8_sign_trick(saved)
+    for o in outs[1:]:
+        assert np.abs(o - outs[0]).max() <= 1e-3 * max(1.0, np.abs(outs[0]).max())
+
+
+def test_vit_with_unsigned_int8_tiles_gives_the_sign_tricks_embeddings(tiny_q4):
+    """The q8_0 ViT + projector through the AVX-512 unsigned-weight tiles and through the sign trick: the same bytes
+    (before the fix: 0.078 apart on outputs of up to 10 for the second of these tiles), and the scalar tier's
+    values within float order."""
+    from bluelm_v import _core
+
+    if not _core.isa_supported("avx512"):
+        pytest.skip("the unsigned int8 tiles are the AVX-512 VNNI tier's")
+    tiles = np.random.default_rng(0).standard_normal((2, 3, 70, 70)).astype(np.float32)
+    saved_isa, saved_trick = _core.active_isa(), _core.int8_sign_trick()
+    out = {}
+    try:
+        for isa, trick in (("scalar", True), ("avx512", True), ("avx512", False)):
+            _core.set_active_isa(isa)
+            _core.set_int8_sign_trick(trick)
+            out[isa, trick] = Engine(tiny_q4, activations="int8").encode_tiles(tiles)
+    finally:
+        _core.set_active_isa(saved_isa)
+        _core.set_int8_sign_trick(saved_trick)
+    np.testing.assert_array_equal(out["avx512", False], out["avx512", True])
+    ref = out["scalar", True]
+    assert np.abs(out["avx512", False] - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
 def test_chunked_prefill_equals_one_shot_prefill_property(tiny_f32, tiny_q4):
     """Any split of any prompt into chunks gives the logits of one-shot prefill: blocks of the cache sit at fixed
     positions and each query row sums over them in the same order whatever tile it lands in, so the attention is

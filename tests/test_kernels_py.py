@@ -78,6 +78,38 @@ def test_gemm_property(fmt, n, blocks, t, seed):
     check(fmt, n, blocks * quant.FORMATS[fmt].group, t, seed)
 
 
+@pytest.mark.skipif(not _core.isa_supported("avx512"), reason="the AVX-512 VNNI int8 tiles need an AVX-512 CPU")
+def test_avx512_int8_unsigned_tiles_equal_the_sign_trick_for_every_t():
+    """The unsigned-weight int8 tiles (w + 128) take the offset out of the integer sum, so for every T from 1 to 33
+    (GEMV, every tile width and remainder) they give the sign trick's bytes, and scalar's within float order; on a
+    single block (K = 32) scalar's bytes too. The former float correction missed by ~1e-6 relative, enough for the
+    int8 activation quantization of the next layer to flip and move the tiny ViT's outputs by 0.08."""
+    saved_isa, saved_trick = _core.active_isa(), _core.int8_sign_trick()
+    rng = np.random.default_rng(7)
+    try:
+        for k in (32, 96, 4128):
+            for n in (1, 17, 33):
+                w = rng.standard_normal((n, k)).astype(np.float32)
+                p = kernels.pack(w, "q8_0")
+                x = (rng.standard_normal((33, k)) * rng.uniform(0.1, 10, (33, 1))).astype(np.float32)
+                _core.set_active_isa("scalar")
+                ref = kernels.gemm(x, p)
+                _core.set_active_isa("avx512")
+                for t in range(1, 34):
+                    _core.set_int8_sign_trick(True)
+                    sign = kernels.gemm(x[:t], p)
+                    _core.set_int8_sign_trick(False)
+                    uns = kernels.gemm(x[:t], p) if t > 1 else kernels.gemv(x[0], p)[None]
+                    np.testing.assert_array_equal(uns, sign, err_msg=f"K={k} N={n} T={t}")
+                    if k == 32:
+                        np.testing.assert_array_equal(uns, ref[:t], err_msg=f"K={k} N={n} T={t}")
+                    else:
+                        np.testing.assert_allclose(uns, ref[:t], rtol=0, atol=1e-6 * np.abs(ref).max())
+    finally:
+        _core.set_active_isa(saved_isa)
+        _core.set_int8_sign_trick(saved_trick)
+
+
 def test_gemv_equals_gemm_row_and_reference():
     rng = np.random.default_rng(2)
     w = rng.standard_normal((45, 128)).astype(np.float32)

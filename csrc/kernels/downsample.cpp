@@ -83,7 +83,7 @@ void downsample_linear(const float* x, int64_t h, int64_t w, int64_t c, const Pa
   float* d = buf.d;
   float* s = buf.s;
   float* rows = reinterpret_cast<float*>(base + (act_bytes + 63) / 64 * 64);
-  const float sf = act_s_factor(wt.format);
+  const ActSumRule sf = act_sum_rule(wt.format);
   const IsaKernels& K = active_kernels();
   ThreadPool::global().run(t, [&](int64_t b, int64_t e, int worker) {
     float* row = rows + int64_t(worker) * k;

@@ -85,16 +85,16 @@ Scratch& thread_scratch(Scratch* s) {
 
 }  // namespace
 
-float act_s_factor(Format f) {
+ActSumRule act_sum_rule(Format f) {
   switch (quant::format_info(f).kind) {
-    case Kind::int4_sym: return -8.0f;
-    case Kind::int4_asym: return 1.0f;
-    default: return -128.0f;
+    case Kind::int4_sym: return {-8.0f, true};
+    case Kind::int4_asym: return {1.0f, true};
+    default: return {-128.0f, false};  // an integer, exact in float: |128 * 127 * G| < 2^24 for G <= 128
   }
 }
 
 namespace {
-std::atomic<bool> g_int8_sign_trick{true};  // see kernels.h: the unsigned tiles are opt-in
+std::atomic<bool> g_int8_sign_trick{false};  // see kernels.h: unsigned weights by default
 }
 void set_int8_sign_trick(bool on) { g_int8_sign_trick.store(on, std::memory_order_relaxed); }
 bool int8_sign_trick() { return g_int8_sign_trick.load(std::memory_order_relaxed); }
@@ -129,7 +129,7 @@ QuantizedActs quantize_activations(Format f, const float* x, int64_t t, int64_t 
   QuantizedActs a;
   a.t = t, a.k = k, a.group = group, a.q = q, a.d = d, a.s = s;
   const IsaKernels& K = active_kernels();
-  const float sf = act_s_factor(f);
+  const ActSumRule sf = act_sum_rule(f);
   auto rows = [&](int64_t b, int64_t e, int) {
     for (int64_t i = b; i < e; ++i) K.quantize_row(x + i * ldx, k, group, sf, q + i * k, d + i * nb, s + i * nb);
   };
@@ -206,7 +206,7 @@ void gemm_reference(Format f, const uint8_t* rows, int64_t n, int64_t k, const f
   std::vector<float> d(static_cast<size_t>(nb)), s(static_cast<size_t>(nb));
   std::vector<double> xh(static_cast<size_t>(k));  // d * q exactly
   for (int64_t i = 0; i < t; ++i) {
-    isa_kernels_scalar()->quantize_row(x + i * k, k, group, 0.0f, q.data(), d.data(), s.data());
+    isa_kernels_scalar()->quantize_row(x + i * k, k, group, {0.0f, true}, q.data(), d.data(), s.data());
     for (int64_t j = 0; j < k; ++j) xh[size_t(j)] = double(d[size_t(j / group)]) * q[size_t(j)];
     for (int64_t r = 0; r < n; ++r) {
       double acc = 0.0;

@@ -80,9 +80,10 @@ class PackedMatrix {
 };
 
 // Activations quantized for one weight format (see the header comment). s[b] = d[b] * sum(q in group b) * c with
-// c = -8 (int4 symmetric: folds the nibble offset in), 1 (int4 asymmetric: multiplies the minimum), -128 (int8:
-// the tiers that multiply unsigned weights w + 128, AVX-512 VNNI, take that offset out with it; the others
-// multiply signed bytes and do not read s).
+// c = -8 (int4 symmetric: folds the nibble offset in) or 1 (int4 asymmetric: multiplies the minimum); for int8
+// s[b] = -128 * sum(q in group b), an integer (exact in float), which the tiers that multiply unsigned weights
+// w + 128 (AVX-512 VNNI) add to their integer sum before scaling it; the others multiply signed bytes and do not
+// read s.
 struct QuantizedActs {
   int64_t t = 0, k = 0;
   int group = 32;
@@ -122,11 +123,9 @@ void gemm(const PackedView& w, const float* x /*[t, k]*/, int64_t t, float* y /*
 void gemm_quantized(const PackedView& w, const QuantizedActs& a, float* y /*[t, ldy]*/, int64_t ldy,
                     const float* bias /*[n]*/);
 
-// A/B switch (on by default): the AVX-512 tier's int8 tiles use the sign trick (|w| times the activation with w's
-// sign moved over, a masked subtract per token and weight vector); off, unsigned weights w + 128 with the offset
-// taken out per block. Both give the same integer sums in the kernel tests, but with int8 activations the unsigned
-// tiles make a one-position prefill chunk and longer chunks differ by 1% of the largest logit on tiny's q4_0
-// package (tests/test_engine.py::test_chunked_prefill_is_chunk_invariant), not yet explained: opt-in until it is.
+// A/B switch (off by default): the AVX-512 tier's int8 tiles use unsigned weights w + 128, the offset taken out of
+// each block's integer sum; on, the sign trick (|w| times the activation with w's sign moved over, a masked
+// subtract per token and weight vector). Both give the same bytes (kernels_test.cpp); the switch is for A/B runs.
 void set_int8_sign_trick(bool on);
 bool int8_sign_trick();
 

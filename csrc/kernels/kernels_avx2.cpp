@@ -72,7 +72,7 @@ inline void fma_into(float* acc, __m256 a, __m256 b) {
   _mm256_store_ps(acc, _mm256_fmadd_ps(a, b, _mm256_load_ps(acc)));
 }
 
-void quantize_row_avx2(const float* x, int64_t k, int group, float s_factor, int8_t* q, float* d, float* s) {
+void quantize_row_avx2(const float* x, int64_t k, int group, ActSumRule rule, int8_t* q, float* d, float* s) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   const __m256 lim = _mm256_set1_ps(127.0f);
@@ -95,7 +95,7 @@ void quantize_row_avx2(const float* x, int64_t k, int group, float s_factor, int
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * group + i), _mm256_permutevar8x32_epi32(p8, order));
     }
     d[b] = db;
-    s[b] = db * float(hsum_i32(sum)) * s_factor;
+    s[b] = rule.times_d ? db * float(hsum_i32(sum)) * rule.factor : float(hsum_i32(sum)) * rule.factor;
   }
 }
 

@@ -1,8 +1,10 @@
 // AVX-512 (F/BW/VL/DQ) + VNNI tier (Ice Lake, Zen 4/5 and later). vpdpbusd multiplies unsigned bytes (the
 // weights: nibbles 0..15, or int8 weights made unsigned, w + 128) by signed int8 activations and accumulates in
-// int32, with no int16 stage. The weights' offset is taken out per block with the activations' block sums, as
-// q4_0's 8 is: sum (w + 128) x = sum w x + 128 sum x, and s = -128 d sum(q) (act_s_factor). A zmm holds two 8-row panels (16 rows, one row
-// per 32-bit lane): panels p and p+1 whose outputs are adjacent; an odd last panel is paired with itself.
+// int32, with no int16 stage. The int8 weights' offset is taken out per block with the activations' block sums:
+// sum (w + 128) q = sum w q + 128 sum q, with s = -128 sum(q) (act_sum_rule) added to the integer sum before it
+// is scaled, so the result is exact (q4_0's 8 is taken out the same way, in float, with s = -8 d sum(q)). A zmm
+// holds two 8-row panels (16 rows, one row per 32-bit lane): panels p and p+1 whose outputs are adjacent; an odd
+// last panel is paired with itself.
 //
 // This file is also compiled by the tests through SIMDe (BLUELM_AVX512_SIMDE, kernels_simde_test.cpp), so the
 // exact kernel source is checked against the scalar tier on CPUs without AVX-512; it then lives in namespace
@@ -38,7 +40,7 @@ int32_t load_i32(const int8_t* p) {
   return v;
 }
 
-void quantize_row(const float* x, int64_t k, int group, float s_factor, int8_t* q, float* d, float* s) {
+void quantize_row(const float* x, int64_t k, int group, ActSumRule rule, int8_t* q, float* d, float* s) {
   const __m512 lim = _mm512_set1_ps(127.0f), nlim = _mm512_set1_ps(-127.0f);
   for (int64_t b = 0; b < k / group; ++b) {
     const float* xb = x + b * group;
@@ -55,7 +57,7 @@ void quantize_row(const float* x, int64_t k, int group, float s_factor, int8_t* 
       _mm_storeu_si128(reinterpret_cast<__m128i*>(q + b * group + i), _mm512_cvtsepi32_epi8(v));
     }
     d[b] = db;
-    s[b] = db * float(_mm512_reduce_add_epi32(sum)) * s_factor;
+    s[b] = rule.times_d ? db * float(_mm512_reduce_add_epi32(sum)) * rule.factor : float(_mm512_reduce_add_epi32(sum)) * rule.factor;
   }
 }
 
@@ -153,7 +155,7 @@ void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const Qu
       }
     }
     const __m512 dw = load_scales(pa + g.scales + b * 16, pb + g.scales + b * 16);
-    if (KIND == static_cast<int>(Kind::int4_sym) || (KIND == static_cast<int>(Kind::int8_sym) && !SIGN)) {
+    if (KIND == static_cast<int>(Kind::int4_sym)) {
 #pragma GCC unroll 4
       for (int m = 0; m < M; ++m) {
         const __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[m], s1[m]));
@@ -170,7 +172,10 @@ void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const Qu
     } else {
 #pragma GCC unroll 4
       for (int m = 0; m < M; ++m) {
-        const __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[m], s1[m]));
+        __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[m], s1[m]));
+        // Unsigned weights: s = -128 sum(q), an integer; the sum, s and their total sum(w q) are all below 2^24 in
+        // magnitude, so this float add is exact and the tile gives the sign trick's (and scalar's) integer sum.
+        if (!SIGN) f = _mm512_add_ps(f, _mm512_set1_ps(xs[m][b]));
         acc[m] = _mm512_fmadd_ps(dw, _mm512_mul_ps(f, _mm512_set1_ps(xd[m][b])), acc[m]);
       }
     }

@@ -5,4 +5,7 @@
 
 namespace bluelm::kernels::testing {
 int check_kernel_table(const IsaKernels& table);
+// The AVX-512 int8 tiles (a table whose gemm_panels reads int8_sign_trick()) with unsigned weights against the sign
+// trick and the scalar tier, every T from 1 to 33 on awkward K and N; returns the number of cases run.
+int check_int8_variants_exact(const IsaKernels& table);
 }

@@ -8,11 +8,17 @@
 
 namespace bluelm::kernels {
 
+// What quantize_row writes into QuantizedActs::s per block: factor * sum(q), times the block's d when times_d.
+struct ActSumRule {
+  float factor;
+  bool times_d;
+};
+
 struct IsaKernels {
   const char* name;
-  // x [k] -> q [k], d [k / group], s [k / group] as QuantizedActs describes (s = d * sum(q) * s_factor).
-  // Bit-identical across tiers: d = amax / 127, q = nearest-even(x * (127 / amax)).
-  void (*quantize_row)(const float* x, int64_t k, int group, float s_factor, int8_t* q, float* d, float* s);
+  // x [k] -> q [k], d [k / group], s [k / group] as QuantizedActs describes (s = sum(q) * rule.factor, times d
+  // when rule.times_d). Bit-identical across tiers: d = amax / 127, q = nearest-even(x * (127 / amax)).
+  void (*quantize_row)(const float* x, int64_t k, int group, ActSumRule rule, int8_t* q, float* d, float* s);
   // y[t, 8p + r] for panels p in [p0, p1), tokens t in [t0, t1), weight blocks [b0, b1) of the packed matrix w;
   // accumulate adds to y instead of overwriting. Rows >= w.n are not written.
   void (*gemm_panels)(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
@@ -64,6 +70,6 @@ struct ActBuffers {
   float* s;
 };
 ActBuffers act_buffers(Format f, int64_t t, int64_t k, void* base);
-float act_s_factor(Format f);  // -8, 1 or -128 (see QuantizedActs)
+ActSumRule act_sum_rule(Format f);  // {-8, d}, {1, d} or {-128, no d} (see QuantizedActs)
 
 }  // namespace bluelm::kernels

@@ -28,7 +28,7 @@ int8x16_t dup4(const int8_t* p) {
   return vreinterpretq_s8_s32(vdupq_n_s32(v));
 }
 
-void quantize_row_neon(const float* x, int64_t k, int group, float s_factor, int8_t* q, float* d, float* s) {
+void quantize_row_neon(const float* x, int64_t k, int group, ActSumRule rule, int8_t* q, float* d, float* s) {
   const float32x4_t lim = vdupq_n_f32(127.0f), nlim = vdupq_n_f32(-127.0f);
   for (int64_t b = 0; b < k / group; ++b) {
     const float* xb = x + b * group;
@@ -45,7 +45,7 @@ void quantize_row_neon(const float* x, int64_t k, int group, float s_factor, int
       vst1_s8(q + b * group + i, vqmovn_s16(vcombine_s16(vqmovn_s32(a), vqmovn_s32(c))));
     }
     d[b] = db;
-    s[b] = db * float(vaddvq_s32(sum)) * s_factor;
+    s[b] = rule.times_d ? db * float(vaddvq_s32(sum)) * rule.factor : float(vaddvq_s32(sum)) * rule.factor;
   }
 }
 

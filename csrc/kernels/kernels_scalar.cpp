@@ -9,7 +9,7 @@
 namespace bluelm::kernels {
 namespace {
 
-void quantize_row_scalar(const float* x, int64_t k, int group, float s_factor, int8_t* q, float* d, float* s) {
+void quantize_row_scalar(const float* x, int64_t k, int group, ActSumRule rule, int8_t* q, float* d, float* s) {
   for (int64_t b = 0; b < k / group; ++b) {
     const float* xb = x + b * group;
     float amax = 0.0f;
@@ -26,7 +26,7 @@ void quantize_row_scalar(const float* x, int64_t k, int group, float s_factor, i
       sum += qi;
     }
     d[b] = db;
-    s[b] = db * float(sum) * s_factor;
+    s[b] = rule.times_d ? db * float(sum) * rule.factor : float(sum) * rule.factor;
   }
 }
 

@@ -229,8 +229,8 @@ void bind_kernels(py::module_& m) {
   });
   m.def("get_num_threads", [] { return num_threads(); });
   m.def("set_int8_sign_trick", &set_int8_sign_trick, py::arg("on"),
-        "A/B switch: the AVX-512 tier's int8 tiles use the sign trick (the default) or, off, unsigned weights "
-        "w + 128 (opt-in: see csrc/kernels/kernels.h)");
+        "A/B switch: the AVX-512 tier's int8 tiles use the sign trick (on) or unsigned weights w + 128 (off, the "
+        "default); both give the same bytes (csrc/kernels/kernels.h)");
   m.def("int8_sign_trick", &int8_sign_trick);
   m.def("hugepage_advice", &hugepage_advice_enabled,
         "Whether large buffers (packed weights, the bandwidth probe's) are advised as huge pages; "
