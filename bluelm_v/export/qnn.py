@@ -5,8 +5,10 @@ The steps for one static graph (``compile_graph``):
 
 1. **QDQ quantization** calibrated on real inputs (onnxruntime's QNN QDQ config): activations uint8 or uint16,
    MatMul weights int8 or int4 per output channel, Conv weights int8 per tensor (``PER_CHANNEL`` says why),
-   LayerNorm gamma uint8: the form QNN takes whole; the MatMul weights then re-rounded by GPTQ or MSE-optimal
-   clipping if asked (``rounding``, ``qnn_weights``), in the same layout. The LPBQ pattern with 8-bit block scales
+   LayerNorm gamma uint8: the form QNN takes whole. At int4 the LLM's MatMuls carry the model's own 4-bit blocks
+   exactly by default (``rounding="blocks"``, ``qnn_blocks``: a batched MatMul over the blocks' integers at scale 1,
+   the block scales as a Mul); per channel, the weights are re-rounded by GPTQ or MSE-optimal clipping if asked
+   (``rounding``, ``qnn_weights``), in the same layout. The LPBQ pattern with 8-bit block scales
    is refused (``refuse_8bit_lpbq``).
 2. **Quantized inputs and outputs**: the QuantizeLinear on each graph input and the DequantizeLinear on each output
    are removed, so the graph reads and writes uint8/uint16 and every node runs on the NPU; their scale and zero
