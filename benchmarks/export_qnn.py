@@ -2,11 +2,12 @@
 too slow for the test suite (tens of minutes on 2 shared cores), so its figures live in docs/export.md.
 
     python benchmarks/export_qnn.py [--model smollm2-135m-gguf] [--soc sm8650] [--weights int4,int8]
-                                    [--rounding gptq] [--chunk 32] [--max-context 128] [--json reports.json]
+                                    [--rounding blocks] [--chunk 32] [--max-context 128] [--json reports.json]
 
 For each weight setting: the float export (chunk T, max_context), then bluelm_v.export.qnn_llm.compile_llm:
-uint16 activations calibrated on configs/suites/npu-prompts.json, MatMul weights rounded by --rounding (GPTQ on the
-same prompts by default) with the output head int8, compilation with CPU fallback allowed (so the
+uint16 activations calibrated on configs/suites/npu-prompts.json, int4 MatMul weights carried exactly in the model's own
+blocks (``--rounding blocks``, int4's default: the GGUF's Q4_1 / Q8_0 blocks) or rounded per channel (``gptq`` on the
+same prompts, ``mse``, ``minmax``; the output head int8), compilation with CPU fallback allowed (so the
 report shows what QNN left, if anything), cosine against float ONNX Runtime and teacher-forced greedy agreement
 against the PyTorch reference over the held-out prompts. Prints one row per graph.
 
@@ -42,7 +43,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="smollm2-135m-gguf")
     ap.add_argument("--soc", default="sm8650")
     ap.add_argument("--weights", default="int4,int8")
-    ap.add_argument("--rounding", default="gptq", help="gptq, mse or minmax (bluelm_v.export.qnn_weights)")
+    ap.add_argument("--rounding", default=None,
+                    help="blocks (int4's default), gptq, mse or minmax (int8's default); bluelm_v.export.qnn_weights")
     ap.add_argument("--chunk", type=int, default=32)
     ap.add_argument("--max-context", type=int, default=128)
     ap.add_argument("--json", help="write every report here")
@@ -73,7 +75,7 @@ def main(argv=None) -> int:
                 r.pop("io_quantization", None)
                 r["wall_s"] = round(time.perf_counter() - t0, 1)
                 rows[f"{weights}/{graph}"] = r
-                print(f"{args.model} {weights:5s} {args.rounding:6s} {graph:12s} "
+                print(f"{args.model} {weights:5s} {r['rounding']:6s} {graph:12s} "
                       f"nodes {r['nodes_on_qnn']}/{r['nodes']} "
                       f"context {r['context_bytes'] / 1e6:.1f} MB compile {r['compile_s']:.1f} s "
                       f"cosine {r['cosine']:.4f} max|err| {r['max_abs_err']:.3g} "

@@ -1,6 +1,6 @@
 """bluelm-v export --model SPEC --out DIR --target onnx|qnn|executorch [--chunk 128] [--tile-batch 4]
 [--max-context 2048] [--quant w4a16|w8a16|fp32] [--soc sm8650|sm8550|sm8750] [--weights int4|int8]
-[--rounding gptq|mse|minmax] [--allow-fallback]: static-shape graphs for NPU toolchains (docs/export.md)."""
+[--rounding blocks|gptq|mse|minmax] [--allow-fallback]: static-shape graphs for NPU toolchains (docs/export.md)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ from bluelm_v.export.onnx_export import QUANTS
 
 SOCS = ("sm8650", "sm8550", "sm8750")  # bluelm_v.export.qnn.SOCS, without importing onnxruntime here
 QNN_WEIGHTS = ("int4", "int8")
-QNN_ROUNDINGS = ("gptq", "mse", "minmax")  # bluelm_v.export.qnn_weights.ROUNDINGS
+QNN_ROUNDINGS = ("blocks", "gptq", "mse", "minmax")  # bluelm_v.export.qnn_weights.ROUNDINGS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,10 +24,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quant", default="w4a16", choices=tuple(QUANTS), help="--target onnx: weight format")
     p.add_argument("--soc", default="sm8650", choices=SOCS, help="--target qnn: the Snapdragon to compile for")
     p.add_argument("--weights", default="int4", choices=QNN_WEIGHTS,
-                   help="--target qnn: LLM MatMul weights per output channel (activations uint16)")
-    p.add_argument("--rounding", default="gptq", choices=QNN_ROUNDINGS,
-                   help="--target qnn: how the LLM's MatMul weights are rounded (GPTQ on calibration prompts, "
-                        "MSE-optimal clipping, or plain min-max)")
+                   help="--target qnn: LLM MatMul weight precision (activations uint16)")
+    p.add_argument("--rounding", default=None, choices=QNN_ROUNDINGS,
+                   help="--target qnn: blocks (int4's default: the weights' own 4-bit blocks of 32 carried exactly; "
+                        "a float model is put on q4_0's grid first) or per output channel: GPTQ on calibration "
+                        "prompts, MSE-optimal clipping, or plain min-max (int8's default)")
     p.add_argument("--allow-fallback", action="store_true",
                    help="--target qnn: let nodes QNN rejects run on the CPU instead of failing the export")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -5,8 +5,10 @@ The steps for one static graph (``compile_graph``):
 
 1. **QDQ quantization** calibrated on real inputs (onnxruntime's QNN QDQ config): activations uint8 or uint16,
    MatMul weights int8 or int4 per output channel, Conv weights int8 per tensor (``PER_CHANNEL`` says why),
-   LayerNorm gamma uint8: the form QNN takes whole; the MatMul weights then re-rounded by GPTQ or MSE-optimal
-   clipping if asked (``rounding``, ``qnn_weights``), in the same layout. The LPBQ pattern with 8-bit block scales
+   LayerNorm gamma uint8: the form QNN takes whole. At int4 the LLM's MatMuls carry the model's own 4-bit blocks
+   exactly by default (``rounding="blocks"``, ``qnn_blocks``: a batched MatMul over the blocks' integers at scale 1,
+   the block scales as a Mul); per channel, the weights are re-rounded by GPTQ or MSE-optimal clipping if asked
+   (``rounding``, ``qnn_weights``), in the same layout. The LPBQ pattern with 8-bit block scales
    is refused (``refuse_8bit_lpbq``).
 2. **Quantized inputs and outputs**: the QuantizeLinear on each graph input and the DequantizeLinear on each output
    are removed, so the graph reads and writes uint8/uint16 and every node runs on the NPU; their scale and zero
@@ -93,20 +95,25 @@ def drop_identity_casts(path: Path, dst: Path) -> None:
 WEIGHTS = ("int8", "int4")
 
 
-def _overrides(path: Path, weights: str, int8_outputs: Sequence[str] = ()) -> dict:
+def _overrides(path: Path, weights: str, int8_outputs: Sequence[str] = (), block_bits: Optional[dict] = None) -> dict:
     """Tensor overrides for the quantizer: every constant MatMul weight [K, N] per output channel (axis 1,
     symmetric) in ``weights``, except the MatMuls writing a graph output named in ``int8_outputs`` (the LLM's
-    output head), which stay int8; LayerNormalization's gamma as uint8 (with an int8 gamma QNN's HTP leaves
-    LayerNorm to the CPU; onnxruntime-qnn 2.7.0, sm8650)."""
+    output head), which stay int8; the block integers of ``qnn_blocks`` ({initializer: bits} in ``block_bits``)
+    per tensor, symmetric, in int4 or int8 (their exact values and scale 1 are written afterwards); LayerNorm's
+    gamma as uint8 (with an int8 gamma QNN's HTP leaves LayerNorm to the CPU; onnxruntime-qnn 2.7.0, sm8650)."""
     import onnx
     from onnxruntime.quantization import QuantType
 
     model = onnx.load(str(path), load_external_data=False)
     dims = {i.name: list(i.dims) for i in model.graph.initializer}
+    block_bits = block_bits or {}
     out: dict = {}
     for n in model.graph.node:
         if n.op_type == "LayerNormalization" and n.input[1] in dims:
             out[n.input[1]] = [{"quant_type": QuantType.QUInt8}]
+        elif n.op_type == "MatMul" and n.input[1] in block_bits:
+            out[n.input[1]] = [{"quant_type": QuantType.QInt4 if block_bits[n.input[1]] == 4 else QuantType.QInt8,
+                                "symmetric": True}]
         elif n.op_type == "MatMul" and len(dims.get(n.input[1], [])) == 2:
             four = weights == "int4" and n.output[0] not in int8_outputs
             out[n.input[1]] = [{"quant_type": QuantType.QInt4 if four else QuantType.QInt8, "axis": 1,
@@ -115,10 +122,11 @@ def _overrides(path: Path, weights: str, int8_outputs: Sequence[str] = ()) -> di
 
 
 def qdq_quantize(src: Path, dst: Path, calibration: Sequence[dict], activations: str = "uint8",
-                 weights: str = "int8", int8_outputs: Sequence[str] = ()) -> None:
+                 weights: str = "int8", int8_outputs: Sequence[str] = (), block_bits: Optional[dict] = None) -> None:
     """Float graph -> QDQ graph for QNN, calibrated on ``calibration`` (input name -> array dicts): activations
     ``activations``, MatMul weights ``weights`` per output channel (int8 for the MatMuls writing
-    ``int8_outputs``), other weights int8 per tensor; min-max rounding (``qnn_weights.requantize`` refines it)."""
+    ``int8_outputs``), block integers (``block_bits``) per tensor, other weights int8 per tensor; min-max rounding
+    (``qnn_weights.requantize`` refines it, ``qnn_blocks.write_block_integers`` makes the blocks exact)."""
     if activations not in ACTIVATIONS:
         raise ValueError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
     if weights not in WEIGHTS:
@@ -137,7 +145,7 @@ def qdq_quantize(src: Path, dst: Path, calibration: Sequence[dict], activations:
             str(source), _Reader(calibration),
             activation_type=QuantType.QUInt16 if activations == "uint16" else QuantType.QUInt8,
             weight_type=QuantType.QInt8, per_channel=PER_CHANNEL,
-            init_overrides=_overrides(source, weights, int8_outputs))
+            init_overrides=_overrides(source, weights, int8_outputs, block_bits))
         quantize(str(source), str(dst), config)
 
 
@@ -285,25 +293,42 @@ def dequantize(name: str, y: np.ndarray, io: dict) -> np.ndarray:
 
 def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name: str, *, soc: str = "sm8650",
                   calibration: Sequence[dict], checks: Sequence[dict] = (), activations: str = "uint8",
-                  weights: str = "int8", rounding: str = "minmax", hessians: Optional[dict] = None,
+                  weights: str = "int8", rounding: Optional[str] = None, hessians: Optional[dict] = None,
                   int8_outputs: Sequence[str] = (), allow_fallback: bool = False) -> dict:
     """Quantize, compile and check one static graph (see the module doc); returns its report. ``rounding`` of
-    the MatMul weights: ``minmax`` (the quantizer's), ``mse`` or ``gptq`` (``qnn_weights``; GPTQ's Hessians from
-    ``hessians`` or, if None, from ``calibration`` on this graph)."""
+    the MatMul weights: ``blocks`` (int4's default: every weight's own block grid carried exactly,
+    ``qnn_blocks``; the MatMuls writing ``int8_outputs`` int8 per channel), or per output channel ``minmax``
+    (int8's default: the quantizer's), ``mse`` or ``gptq`` (``qnn_weights``; GPTQ's Hessians from ``hessians``
+    or, if None, from ``calibration`` on this graph)."""
+    from bluelm_v.export.qnn_blocks import block_weight_names, carry_blocks, write_block_integers
     from bluelm_v.export.qnn_weights import ROUNDINGS, input_hessians, requantize
 
+    rounding = rounding or ("blocks" if weights == "int4" else "minmax")
     if soc not in SOCS:
         raise ValueError(f"unknown SoC {soc!r}; supported: {', '.join(SOCS)}")
     if rounding not in ROUNDINGS:
         raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    if rounding == "blocks" and weights != "int4":
+        raise ValueError(f"rounding 'blocks' carries 4-bit block weights: it needs weights 'int4', not {weights!r}")
     ort = require_qnn()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     qdq = out / f"{name}.qdq.onnx"
-    qdq_quantize(Path(float_path), qdq, calibration, activations, weights, int8_outputs)
-    if rounding == "gptq" and hessians is None:
-        hessians = input_hessians(Path(float_path), calibration)
-    rerounded = requantize(qdq, Path(float_path), rounding, hessians)
+    carried: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(float_path)
+        if rounding == "blocks":
+            source = Path(tmp) / "blocks.onnx"
+            carried = carry_blocks(Path(float_path), source, skip_outputs=int8_outputs)
+        qdq_quantize(source, qdq, calibration, activations, weights, int8_outputs,
+                     block_weight_names(source, carried) if carried else None)
+    if rounding == "blocks":
+        rerounded = {}
+        write_block_integers(qdq, carried)
+    else:
+        if rounding == "gptq" and hessians is None:
+            hessians = input_hessians(Path(float_path), calibration)
+        rerounded = requantize(qdq, Path(float_path), rounding, hessians)
     io = strip_io_qdq(qdq)
     refuse_8bit_lpbq(qdq)
     ctx = out / f"{name}_ctx.onnx"
@@ -341,8 +366,10 @@ def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name:
     binaries = sorted(out.glob(f"{name}_ctx*.bin"))
     report: dict[str, Any] = {
         "graph": name, "soc": soc, "htp_arch": f"v{SOCS[soc]['htp_arch']}", "activations": activations,
-        "weights": f"MatMul {weights} per channel" + (f" ({', '.join(int8_outputs)} int8)" if int8_outputs else "")
-                   + ", others int8 per tensor", "rounding": rounding, "rerounded_weights": len(rerounded),
+        "weights": _weights_label(weights, rounding, carried, int8_outputs), "rounding": rounding,
+        "rerounded_weights": len(rerounded),
+        "block_weights": {g: sum(b.grid == g for b in carried.values())
+                          for g in sorted({b.grid for b in carried.values()})},
         "nodes": nodes, "nodes_on_qnn": on_qnn,
         "fallback_nodes": fallback,
         "context": ctx.name, "context_bytes": sum(b.stat().st_size for b in binaries),
@@ -350,6 +377,14 @@ def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name:
     if checks:
         report.update(check_context(ctx, Path(float_path), checks, io))
     return report
+
+
+def _weights_label(weights: str, rounding: str, carried: dict, int8_outputs: Sequence[str]) -> str:
+    head = f" ({', '.join(int8_outputs)} int8 per channel)" if int8_outputs else ""
+    if rounding == "blocks":
+        grids = ", ".join(sorted({b.grid for b in carried.values()})) or "none"
+        return f"MatMul int4: the weights' own blocks of 32 carried exactly ({grids}){head}, others int8 per tensor"
+    return f"MatMul {weights} per channel{head}, others int8 per tensor"
 
 
 def _rejections(trace_dir: Path) -> dict:

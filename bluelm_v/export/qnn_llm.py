@@ -26,6 +26,10 @@ from bluelm_v.export.qnn import compile_graph, dequantize, quantize_feeds, requi
 
 MASK_VALUE = -255.0
 GRAPHS = ("llm_prefill", "llm_decode")
+# The decode graph is calibrated on every token of the calibration prompts (after the first): with only their last
+# 4 (32 steps) its ranges missed the embeddings of tokens in the held-out prompts, which were then clipped (tiny:
+# 7% relative error after the first q_proj, decode agreement 0.78 against the prefill graph's 0.97).
+CALIBRATION_DECODE_TOKENS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -135,21 +139,26 @@ def greedy_agreement(folder: Union[str, Path], graph: str, session, loaded, prom
 
 
 def compile_llm(loaded, float_dir: Union[str, Path], out_dir: Union[str, Path], *, soc: str = "sm8650",
-                weights: str = "int4", activations: str = "uint16", rounding: str = "gptq",
-                head_int8: bool = True, allow_fallback: bool = False, prompts: Any = None,
+                weights: str = "int4", activations: str = "uint16", rounding: Optional[str] = None,
+                head_int8: Optional[bool] = None, allow_fallback: bool = False, prompts: Any = None,
                 decode_tokens: int = 4, on_report: Optional[Callable[[str, dict], None]] = None) -> dict:
     """Quantize, compile and check the prefill and decode graphs of a float export in ``float_dir``;
-    returns {graph: report} with ``greedy_agreement`` against the reference. ``rounding`` of the MatMul weights
-    (``qnn_weights``; GPTQ's Hessians from the prefill graph's calibration, so both graphs carry the same
-    weights); ``head_int8``: the output head (the MatMul writing ``logits``) keeps int8 weights, as deployed
-    w4a16 flows keep it. ``on_report(graph, report)`` is called as each graph is done (a long run's progress)."""
+    returns {graph: report} with ``greedy_agreement`` against the reference. ``rounding`` of the MatMul weights:
+    ``blocks`` (int4's default: the weights' own 4-bit blocks carried exactly, ``qnn_blocks``; the float export's
+    matrices must lie on a block grid, ``qnn_blocks.put_on_block_grid``) or per channel (``qnn_weights``: ``gptq``
+    with the Hessians of the prefill graph's calibration, so both graphs carry the same weights; ``mse``;
+    ``minmax``, int8's default); ``head_int8``: the output head (the MatMul writing ``logits``) int8 per channel,
+    as deployed w4a16 flows keep it (default: yes per channel, no with ``blocks``, which carries it exactly).
+    ``on_report(graph, report)`` is called as each graph is done (a long run's progress)."""
     from bluelm_v.export.qnn_weights import input_hessians
 
+    rounding = rounding or ("blocks" if weights == "int4" else "minmax")
+    head_int8 = rounding != "blocks" if head_int8 is None else head_int8
     prompts = prompts or npu_prompts()
     room = OnnxModel(float_dir).past  # a prompt longer than the cache holds is cut to fit
     calib_ids = [ids[:room] for ids in prompt_ids(loaded.tokenizer, prompts.calibration)]
     eval_ids = [ids[:room] for ids in prompt_ids(loaded.tokenizer, prompts.evaluation)]
-    calibration = record_llm_feeds(float_dir, calib_ids, decode_tokens)
+    calibration = record_llm_feeds(float_dir, calib_ids, CALIBRATION_DECODE_TOKENS)
     checks = record_llm_feeds(float_dir, eval_ids[:2], decode_tokens)
     hessians = input_hessians(Path(float_dir) / "llm_prefill.onnx", calibration["llm_prefill"]) \
         if rounding == "gptq" else None
@@ -169,20 +178,32 @@ def compile_llm(loaded, float_dir: Union[str, Path], out_dir: Union[str, Path], 
     return reports
 
 
+def _grid_note(grid: Optional[dict]) -> str:
+    if grid is None:
+        return "float matrices, rounded per output channel by the export"
+    kept = {g: grid["kept"].count(g) for g in sorted(set(grid["kept"]))}
+    return (f"the checkpoint's own block grids carried exactly ({', '.join(f'{g} x {n}' for g, n in kept.items())})"
+            if not grid["put_on_q4_0"] else
+            f"{grid['put_on_q4_0']} float matrices put on q4_0's grid first (reference included), "
+            f"{len(grid['kept'])} already on a grid; carried exactly")
 
 
 def export_qnn(source: Any, out_dir: Union[str, Path], *, soc: str = "sm8650", chunk: int = 128,
-               tile_batch: int = 4, max_context: int = 2048, weights: str = "int4", rounding: str = "gptq",
+               tile_batch: int = 4, max_context: int = 2048, weights: str = "int4", rounding: Optional[str] = None,
                allow_fallback: bool = False, progress: bool = False) -> Path:
     """Every static graph of ``source`` compiled for ``soc``'s HTP (docs/export.md): the float export in
     ``out_dir/float``, per graph a QDQ model, its context binary (``<graph>_ctx.onnx`` + ``.bin``), and
-    ``export_report.json`` with each graph's report. Any CPU fallback fails the export unless ``allow_fallback``."""
+    ``export_report.json`` with each graph's report. Any CPU fallback fails the export unless ``allow_fallback``.
+    With ``rounding`` ``blocks`` (int4's default) an LLM whose matrices lie on no block grid (a float checkpoint)
+    is put on q4_0's grid first, the reference included (``qnn_blocks.put_on_block_grid``; the report's
+    ``llm_weights`` says so): the graphs then carry that 4-bit block model exactly."""
     import json
 
     from tqdm import tqdm
 
     from bluelm_v.export.onnx_export import export_onnx
     from bluelm_v.export.qnn import SOCS, WEIGHTS, vision_inputs
+    from bluelm_v.export.qnn_blocks import put_on_block_grid
     from bluelm_v.export.qnn_weights import ROUNDINGS
     from bluelm_v.models.reference import LoadedModel, load_model
 
@@ -190,10 +211,14 @@ def export_qnn(source: Any, out_dir: Union[str, Path], *, soc: str = "sm8650", c
         raise ValueError(f"unknown SoC {soc!r}; supported: {', '.join(SOCS)}")
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    rounding = rounding or ("blocks" if weights == "int4" else "minmax")
     if rounding not in ROUNDINGS:
         raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    if rounding == "blocks" and weights != "int4":
+        raise ValueError(f"rounding 'blocks' carries 4-bit block weights: it needs weights 'int4', not {weights!r}")
     require_qnn()
     loaded = source if isinstance(source, LoadedModel) else load_model(source)
+    grid = put_on_block_grid(loaded.llm) if rounding == "blocks" else None
     out = Path(out_dir)
     float_dir = export_onnx(loaded, out / "float", chunk=chunk, tile_batch=tile_batch, max_context=max_context,
                             quant="fp32", progress=False)
@@ -223,7 +248,7 @@ def export_qnn(source: Any, out_dir: Union[str, Path], *, soc: str = "sm8650", c
     bar.close()
     spec = None if isinstance(source, LoadedModel) else str(source)  # what load_model reloads (the runner's tokenizer)
     summary = {"soc": soc, "htp_arch": f"v{SOCS[soc]['htp_arch']}", "source": loaded.source, "spec": spec,
-               "weights": weights, "rounding": rounding,
+               "weights": weights, "rounding": rounding, "llm_weights": _grid_note(grid),
                "float_export": "float/manifest.json", "graphs": reports}
     (out / "export_report.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return out

@@ -23,7 +23,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-ROUNDINGS = ("minmax", "mse", "gptq")
+PER_CHANNEL = ("minmax", "mse", "gptq")  # per-output-channel roundings of float weights (this module)
+ROUNDINGS = ("blocks",) + PER_CHANNEL  # blocks: the weights' own block grid carried exactly (qnn_blocks)
 _CLIPS = np.linspace(0.5, 1.0, 26)
 
 
@@ -148,8 +149,8 @@ def requantize(qdq_path: Path, float_path: Path, rounding: str, hessians: Option
     import onnx
     from onnx import numpy_helper
 
-    if rounding not in ROUNDINGS:
-        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    if rounding not in PER_CHANNEL:
+        raise ValueError(f"rounding must be one of {PER_CHANNEL}, got {rounding!r}")
     if rounding == "minmax":
         return {}
     if rounding == "gptq" and hessians is None:
@@ -190,4 +191,4 @@ def requantize(qdq_path: Path, float_path: Path, rounding: str, hessians: Option
     return done
 
 
-__all__ = ["ROUNDINGS", "gptq", "input_hessians", "mse_scales", "requantize", "round_to"]
+__all__ = ["PER_CHANNEL", "ROUNDINGS", "gptq", "input_hessians", "mse_scales", "requantize", "round_to"]
