@@ -128,7 +128,7 @@ inline __m128i scales_mins_k45(const uint8_t* sb) {
   return _mm_setr_epi32(int(sc_lo), int(sc_hi), int(mn_lo), int(mn_hi));
 }
 
-// vpshufb masks broadcasting int16 word w of each 128-bit lane: kWord[w].
+// vpshufb masks broadcasting int16 word w of each 128-bit lane: kWordMask[w].
 alignas(32) constexpr uint8_t kWordMask[8][32] = {
 #define W(w) {2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, \
                2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1}
@@ -138,7 +138,8 @@ alignas(32) constexpr uint8_t kWordMask[8][32] = {
 // vpshufb masks: low lane word w, high lane word w + 1 (Q6_K: the two sub-blocks of 16 of one vector of 32).
 alignas(32) constexpr uint8_t kPairMask[4][32] = {
 #define P(w) {4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, \
-               4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3}
+               4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3, \
+               4*w+2, 4*w+3, 4*w+2, 4*w+3}
     P(0), P(1), P(2), P(3)
 #undef P
 };
@@ -178,9 +179,11 @@ inline __m256i row_k6(const uint8_t* blk, const __m256i* xv, __m256i sums16) {
   const __m128i s8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192));
   // offsets in activation_sums16's order: sub-blocks 0, 2, .., 14 | 1, 3, .., 15, times 32
   const __m128i even_odd = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-  const __m256i off = _mm256_madd_epi16(sums16, _mm256_slli_epi16(_mm256_cvtepi8_epi16(_mm_shuffle_epi8(s8, even_odd)), 5));
+  const __m256i off32 = _mm256_slli_epi16(_mm256_cvtepi8_epi16(_mm_shuffle_epi8(s8, even_odd)), 5);
+  const __m256i off = _mm256_madd_epi16(sums16, off32);
   const __m256i s16 = _mm256_cvtepi8_epi16(s8);  // sub-blocks 0..7 | 8..15
-  const __m256i lo_half = _mm256_permute2x128_si256(s16, s16, 0x00), hi_half = _mm256_permute2x128_si256(s16, s16, 0x11);
+  const __m256i lo_half = _mm256_permute2x128_si256(s16, s16, 0x00);
+  const __m256i hi_half = _mm256_permute2x128_si256(s16, s16, 0x11);
   __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
   for (int h = 0; h < 2; ++h) {
     const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h));
@@ -191,8 +194,10 @@ inline __m256i row_k6(const uint8_t* blk, const __m256i* xv, __m256i sums16) {
                            _mm256_and_si256(_mm256_srli_epi16(l1, 4), low)};
     const __m256i half = h == 0 ? lo_half : hi_half;
     for (int s = 0; s < 4; ++s) {
-      const __m256i q = _mm256_or_si256(lo[s], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * s), three), 4));
-      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv[4 * h + s]), _mm256_shuffle_epi8(half, mask(kPairMask[s])));
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * s), three);
+      const __m256i q = _mm256_or_si256(lo[s], _mm256_slli_epi16(hi, 4));
+      const __m256i sc = _mm256_shuffle_epi8(half, mask(kPairMask[s]));
+      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv[4 * h + s]), sc);
       if (s & 1)
         d1 = _mm256_add_epi32(d1, p);
       else
@@ -212,7 +217,8 @@ void decode_panels_k(const PackedView& w, const QuantizedActs& a, int64_t p0, in
   const int64_t nt = t1 - t0;
   // One running prefetch kPrefetchBytes ahead of the blocks being read, carried from panel to panel (the panels
   // are contiguous): restarting it per panel re-issued 24 KB of prefetches for every 10 KB panel.
-  uintptr_t pf = (reinterpret_cast<uintptr_t>(w.data + p0 * g.stride + b0 * g.qbytes) + kPrefetchBytes) & ~uintptr_t(63);
+  const uint8_t* first = w.data + p0 * g.stride + b0 * g.qbytes;
+  uintptr_t pf = (reinterpret_cast<uintptr_t>(first) + kPrefetchBytes) & ~uintptr_t(63);
   for (int64_t p = p0; p < p1; ++p) {
     const uint8_t* panel = w.data + p * g.stride;
     __m256 acc[3][kPanelRows];
