@@ -30,8 +30,8 @@ one run; with bytes per token, the fraction of a plain read measured in the same
 Part 4 (--vit), the bluelm-v-3b ViT + projector per tile: the shipped AVX-512 int8 tiles, the former sign trick
 switched on in the same process, and torch float32, in interleaved rounds (benchmarks/engine_vit.py).
 
-Part 5 (--formats), side by side with llama.cpp on its own best formats: SmolLM2 as Q4_0 and Q8_0 made from the
-shipped file by llama.cpp's quantizer, both engines on the same file and threads (benchmarks/engine_formats.py).
+Part 5 (--formats), side by side with llama.cpp on its own best formats: SmolLM2 as Q4_0, Q8_0 and Q4_K_M made from
+the shipped file by llama.cpp's quantizer, both engines on the same file and threads (benchmarks/engine_formats.py).
 
 Rows (--json): model, test (pp128, pp512, tg64, vit768x1536, prefill768x1536, tg768x1536, ...), threads, engine,
 tokens_per_s or seconds, peak_rss_mb, and for native rows speedup_vs_torch.

