@@ -211,10 +211,10 @@ class Engine:
         if dynres is not None and not isinstance(dynres, dict):
             raise TypeError(f"dynres must be a dict of tiling parameters (scheme, alpha, ...), got {type(dynres).__name__}")
         self.dynres = dict(dynres) if dynres else None
-        self._own_tiles = None if dynres else _own_tiling(path)
         self._e = _core.Engine(str(path), int(threads or 0), int(chunk or 0), int(tile_batch or 0), kv_cache or "",
                                int(context or 0), bool(release_vit), str(activations or ""),
                                json.dumps(dynres) if dynres else "")
+        self._own_tiles = None if dynres else _own_tiling(path)  # after the C++ checks of the manifest
 
     # ---- properties ---------------------------------------------------------------------------------------
     @property
