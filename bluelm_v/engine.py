@@ -100,10 +100,12 @@ class Session:
         """Queue an image (path, encoded bytes, data URL, PIL image or RGB uint8 array [H, W, 3]); returns at once.
         The header is checked now (bad files raise here); decoding and encoding run in the background. A family
         whose own tiling is not in C++ (Idefics3's LANCZOS splitting) is tiled here first, in the caller's thread."""
-        if self.engine._own_tiles is not None:
+        own = self.engine._own_tiling
+        if own is not None:
             from bluelm_v.image import load_image
 
-            tiles, grid, global_tile = self.engine._own_tiles(load_image(image))
+            fam, model = own
+            tiles, grid, global_tile = fam.engine_tiles(load_image(image), model)
             self.submit_tiles(tiles, grid=grid, global_tile=bool(global_tile))
             return
         if isinstance(image, np.ndarray):
@@ -214,7 +216,7 @@ class Engine:
         self._e = _core.Engine(str(path), int(threads or 0), int(chunk or 0), int(tile_batch or 0), kv_cache or "",
                                int(context or 0), bool(release_vit), str(activations or ""),
                                json.dumps(dynres) if dynres else "")
-        self._own_tiles = None if dynres else _own_tiling(path)  # after the C++ checks of the manifest
+        self._own_tiling = None if dynres else _own_tiling(path)  # after the C++ checks of the manifest
 
     # ---- properties ---------------------------------------------------------------------------------------
     @property
@@ -263,12 +265,9 @@ class Engine:
 
     def image_tokens(self, width: int, height: int) -> int:
         """Image positions of one image of width x height with the tiling in use."""
-        if self._own_tiles is not None:
-            fam, model = self._own_tiles.func.__module__, self._own_tiles.keywords["model"]
-            import importlib
-
-            patches = importlib.import_module(fam).engine_patches(int(width), int(height), model)
-            return patches * self._e.image_tokens_per_tile
+        if self._own_tiling is not None:
+            fam, model = self._own_tiling
+            return fam.engine_patches(int(width), int(height), model) * self._e.image_tokens_per_tile
         return self._e.image_tokens(int(width), int(height))
 
     def encode_tiles(self, tiles: np.ndarray) -> np.ndarray:
@@ -300,11 +299,9 @@ class Engine:
 
 
 def _own_tiling(path: Path):
-    """The family's own tiling for a package whose family tiles images in Python (its family file's
-    ``engine_tiles``: Idefics3's Pillow LANCZOS splitting, which csrc/image does not have), or None when the C++
-    tiler does the package's tiling."""
-    from functools import partial
-
+    """(family module, manifest model object) for a package whose family tiles images in Python (its family file's
+    ``engine_tiles`` / ``engine_patches``: Idefics3's Pillow LANCZOS splitting, which csrc/image does not have), or
+    None when the C++ tiler does the package's tiling."""
     from bluelm_v.jsonfile import read_json
 
     model = read_json(path / "manifest.json").get("model")
@@ -313,8 +310,8 @@ def _own_tiling(path: Path):
         return None
     from bluelm_v.models.families import FAMILIES, family
 
-    hook = getattr(family(fam), "engine_tiles", None) if fam in FAMILIES else None
-    return partial(hook, model=model) if hook else None
+    module = family(fam) if fam in FAMILIES else None
+    return (module, model) if module is not None and hasattr(module, "engine_tiles") else None
 
 
 def _check_text(text: str, name: str) -> None:
