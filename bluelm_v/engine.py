@@ -98,7 +98,16 @@ class Session:
 
     def submit_image(self, image: ImageInput) -> None:
         """Queue an image (path, encoded bytes, data URL, PIL image or RGB uint8 array [H, W, 3]); returns at once.
-        The header is checked now (bad files raise here); decoding and encoding run in the background."""
+        The header is checked now (bad files raise here); decoding and encoding run in the background. A family
+        whose own tiling is not in C++ (Idefics3's LANCZOS splitting) is tiled here first, in the caller's thread."""
+        own = self.engine._own_tiling
+        if own is not None:
+            from bluelm_v.image import load_image
+
+            fam, model = own
+            tiles, grid, global_tile = fam.engine_tiles(load_image(image), model)
+            self.submit_tiles(tiles, grid=grid, global_tile=bool(global_tile))
+            return
         if isinstance(image, np.ndarray):
             self._s.submit_rgb(np.ascontiguousarray(image))
             return
@@ -124,12 +133,15 @@ class Session:
         self._s.submit_rgb(np.ascontiguousarray(load_image(image)))
 
     def submit_tiles(self, tiles: np.ndarray, grid: tuple[int, int] = (1, 1),
-                     image_hw: tuple[int, int] = (1, 1)) -> None:
+                     image_hw: tuple[int, int] = (1, 1), global_tile: Optional[bool] = None) -> None:
         """Queue one image as tiles already normalized, float32 [P, 3, S, S] (a model family's own preprocessing,
         e.g. its HF processor's pixel_values); returns at once. For the anyres_unpad layout, ``grid`` (m across,
-        n down; the base image first, then the m*n tiles) and the image's (height, width) place the rows."""
+        n down; the base image first, then the m*n tiles) and the image's (height, width) place the rows. For the
+        tiles layout, ``grid`` and ``global_tile`` (the whole image as the last tile; None: when P == m*n + 1) are
+        what a per-tile image block (Idefics3's row/column markers) needs for generate()."""
         (m, n), (h, w) = grid, image_hw
-        self._s.submit_tiles(np.ascontiguousarray(tiles, dtype=np.float32), int(m), int(n), int(w), int(h))
+        g = -1 if global_tile is None else int(bool(global_tile))
+        self._s.submit_tiles(np.ascontiguousarray(tiles, dtype=np.float32), int(m), int(n), int(w), int(h), g)
 
     @property
     def pending_images(self) -> int:
@@ -204,6 +216,7 @@ class Engine:
         self._e = _core.Engine(str(path), int(threads or 0), int(chunk or 0), int(tile_batch or 0), kv_cache or "",
                                int(context or 0), bool(release_vit), str(activations or ""),
                                json.dumps(dynres) if dynres else "")
+        self._own_tiling = None if dynres else _own_tiling(path)  # after the C++ checks of the manifest
 
     # ---- properties ---------------------------------------------------------------------------------------
     @property
@@ -251,6 +264,10 @@ class Engine:
         return self._e.llm_stacked_products
 
     def image_tokens(self, width: int, height: int) -> int:
+        """Image positions of one image of width x height with the tiling in use."""
+        if self._own_tiling is not None:
+            fam, model = self._own_tiling
+            return fam.engine_patches(int(width), int(height), model) * self._e.image_tokens_per_tile
         return self._e.image_tokens(int(width), int(height))
 
     def encode_tiles(self, tiles: np.ndarray) -> np.ndarray:
@@ -269,9 +286,32 @@ class Engine:
             s.submit_image(img)
         return s.generate(prompt, **kwargs)
 
+    def generate(self, prompt: str, images: Union[None, ImageInput, Sequence[ImageInput]] = None,
+                 **kwargs) -> Result:
+        """``prompt`` about ``images`` in a fresh session: chat with the arguments the other way round. Each image
+        takes the package's prompt layout (its ``model.image_block``: BlueLM-V's run of positions, InternVL's
+        ``<img>`` ... ``</img>``, Idefics3's row/column markers and global image, LLaVA-OneVision's anyres rows)."""
+        return self.chat(images, prompt, **kwargs)
+
     def stream(self, image: Union[None, ImageInput, Sequence[ImageInput]], prompt: str, **kwargs) -> "TextStream":
         """As chat, but an iterator of text pieces; ``.result`` holds the Result once it is exhausted."""
         return TextStream(self, image, prompt, kwargs)
+
+
+def _own_tiling(path: Path):
+    """(family module, manifest model object) for a package whose family tiles images in Python (its family file's
+    ``engine_tiles`` / ``engine_patches``: Idefics3's Pillow LANCZOS splitting, which csrc/image does not have), or
+    None when the C++ tiler does the package's tiling."""
+    from bluelm_v.jsonfile import read_json
+
+    model = read_json(path / "manifest.json").get("model")
+    fam = model.get("family", "bluelm_v") if isinstance(model, dict) else "bluelm_v"
+    if fam == "bluelm_v" or not model.get("vision"):
+        return None
+    from bluelm_v.models.families import FAMILIES, family
+
+    module = family(fam) if fam in FAMILIES else None
+    return (module, model) if module is not None and hasattr(module, "engine_tiles") else None
 
 
 def _check_text(text: str, name: str) -> None:

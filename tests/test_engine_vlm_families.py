@@ -67,12 +67,11 @@ def test_prompt_logits_on_the_familys_own_pixels_match_the_reference(vlm):
 @pytest.mark.parametrize("dynres", [None, {"scheme": "internvl", "max_num": 2}, {"scheme": "bluelm", "alpha": 0.1}],
                          ids=["own", "internvl-2", "bluelm-0.1"])
 def test_engine_tiling_of_an_rgb_image_matches_the_reference(vlm, dynres):
-    """The engine's own C++ tiling (the family's scheme, or one of ours in its place through EngineOptions::dynres)
-    and layout against the reference's on the same image. Idefics3's own splitting (Pillow LANCZOS) is not in C++
-    (its tiles reach the engine through submit_tiles, the test above); our schemes put its global image last."""
+    """The engine's own tiling (the family's scheme in C++, or one of ours in its place through EngineOptions::dynres)
+    and layout against the reference's on the same image. Idefics3's own splitting (Pillow LANCZOS) is not in C++:
+    Session.submit_image runs the family file's engine_tiles and submits the tiles; our schemes put its global image
+    last."""
     arch, folder, loaded, pkg = vlm
-    if arch == "idefics3" and dynres is None:
-        pytest.skip("Idefics3's own splitting reaches the engine as tiles (submit_tiles), not through its C++ tiler")
     rgb = _vlm.test_image(None, 0)
     block = family(arch).prepare_image(loaded, rgb, dynres or {})
     inputs = _vlm.both_sides(loaded, PROMPT, block)
@@ -82,15 +81,6 @@ def test_engine_tiling_of_an_rgb_image_matches_the_reference(vlm, dynres):
     assert eng.image_tokens(rgb.shape[1], rgb.shape[0]) == inputs["image_tokens"]
     got = engine_logits(pkg, ids, lambda s: s.submit_image(rgb), dynres=dynres)
     assert np.abs(got - ref).max() <= 1e-3
-
-
-def test_generate_with_images_names_the_prompt_layout_it_does_not_build(vlm):
-    arch, _, loaded, pkg = vlm
-    session = Engine(pkg).session()
-    s = loaded.config.vision.image_size
-    session.submit_tiles(np.zeros((1, 3, s, s), np.float32))
-    with pytest.raises(ValueError, match=f"'{arch}' prompt layout is not built by the engine"):
-        session.generate("hi", max_new_tokens=1)
 
 
 def test_submit_tiles_checks_shapes(vlm):

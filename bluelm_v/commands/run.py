@@ -6,7 +6,10 @@ with the native engine, then the timing table.
 prefilled); ``/reset`` forgets the conversation, ``/exit`` or the end of input ends. An initial ``--prompt`` or
 ``--file`` is the first turn; images go with it.
 
-MODEL is a model package folder (``bluelm-v package``), or a .gguf file, an HF folder, a config name or the
+``--scheme/--alpha/--grid`` tile images with one of our schemes in place of the model's own; each image's block in
+the prompt (a family's markers, docs/models.md) follows the tiles it actually got.
+
+MODEL (``--model`` or ``--package``) is a model package folder (``bluelm-v package``), or a .gguf file, an HF folder, a config name or the
 ``smollm2-135m-gguf`` alias, packaged once into the cache and reused (``bluelm_v.export.cached``). The answer streams as it is generated; the table gives the
 request's timing in the paper's terms (init, preprocessing, ViT, prefill, TTFT, decode tokens/s, peak memory).
 """
@@ -16,11 +19,12 @@ import argparse
 import json
 import sys
 
+from bluelm_v import dynres_options as dynres_args
 from bluelm_v.export.package import ACTIVATIONS, KV_CACHES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True,
+    p.add_argument("--model", "--package", dest="model", required=True,
                    help="model package folder, .gguf file, HF folder, config name or smollm2-135m-gguf (packaged "
                         "once into ~/.cache/bluelm-v, then reused)")
     p.add_argument("--quant", default="q4_0", help="weights of a package made from --model (default q4_0)")
@@ -44,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--activations", choices=ACTIVATIONS,
                    help="activations of the quantized products (default: the package's, int16)")
     p.add_argument("--context", type=int, help="KV cache positions (default: min(max_context, 4096))")
+    dynres_args.add_arguments(p)
     p.add_argument("--json", action="store_true", help="print the answer and timing as one JSON object instead")
     p.add_argument("--no-progress", action="store_true", help="no progress bar while a GGUF or folder is packaged")
 
@@ -75,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     prompt = None if args.prompt is None and args.file is None else read_prompt(args)
     model = cached_package(args.model, quant=args.quant, progress=not (args.json or args.no_progress))
     engine = Engine(model, threads=args.threads, chunk=args.chunk, tile_batch=args.tile_batch,
-                    kv_cache=args.kv_cache, context=args.context, activations=args.activations)
+                    kv_cache=args.kv_cache, context=args.context, activations=args.activations,
+                    dynres=dynres_args.from_args(args))
     s = engine.session()
     for img in args.image:
         s.submit_image(img)
@@ -94,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"text": r.text, "tokens": r.tokens, "finish_reason": r.finish_reason, "system": args.system,
                           "timing": asdict(r.timing), "model": str(model), "threads": get_num_threads(),
                           "kv_cache": engine.kv_cache, "activations": engine.activations, "context": engine.context,
-                          "kv_bytes_per_token": engine.kv_bytes_per_token}, indent=1))
+                          "kv_bytes_per_token": engine.kv_bytes_per_token, "dynres": engine.dynres}, indent=1))
         return 0
     print()
     timing_table(r, engine)

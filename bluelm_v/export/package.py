@@ -2,7 +2,8 @@
 
 ``package(source, out_dir, quant="q4_0", vit_quant="q8_0")`` writes
 
-    manifest.json   format "bluelm-v-package", format_version 1, the model config (configs/models schema), the
+    manifest.json   format "bluelm-v-package", format_version 1, the model config (configs/models schema; a
+                    family's VLM adds ``image_block``, its prompt's image markers as token ids), the
                     tokenizer (eos ids, add_bos, the chat format the engine applies) and one entry per tensor:
                     {"format": "f32" | quant name, "shape": [...], "stored_k": k padded to the group,
                      "offset": 64-byte aligned, "bytes": n}
@@ -213,6 +214,16 @@ def _check_pair(llm: Path, mmproj: Path) -> None:
         raise ValueError(f"{llm}+{mmproj.name}: cannot package for the engine: {reason}")
 
 
+def _image_block(loaded, cfg) -> dict:
+    """``model.image_block``: where a family's images sit in its prompt, as token ids the engine expands from each
+    image's tiles (the family file's ``engine_image_block``); BlueLM-V's own models need none (one run per image)."""
+    if not cfg.multimodal or cfg.family == "bluelm_v":
+        return {}
+    from bluelm_v.models.families import family
+
+    return {"image_block": family(cfg.family).engine_image_block(loaded)}
+
+
 ACTIVATIONS = ("int8", "int16")
 KV_CACHES = ("int8", "f16", "f32")
 
@@ -299,7 +310,7 @@ def package(source: Any, out_dir: Union[str, Path], quant: str = "q4_0", vit_qua
         "source": loaded.source,
         "quantization": {"llm": quant, "vit": vit_quant, "kv_cache": cfg.deploy.kv_cache,
                          "activations": cfg.deploy.activations},
-        "model": config_to_json(cfg),
+        "model": {**config_to_json(cfg), **_image_block(loaded, cfg)},
         "tokenizer": tok_entry,
         "weights": {"file": "weights.bin", "alignment": ALIGNMENT, "bytes": total},
         "tensors": writer.tensors,

@@ -130,6 +130,8 @@ def _load_gguf(path: Path) -> LoadedModel:
 
 
 def _load_dir(folder: Path) -> LoadedModel:
+    from bluelm_v.models.families import read_json
+
     cfg = read_dir_config(folder)
     files = sorted(folder.glob("*.safetensors"))
     if not files:
@@ -139,7 +141,9 @@ def _load_dir(folder: Path) -> LoadedModel:
     tok = Tokenizer.from_dir(folder) if has_tok else Tokenizer.byte_level(cfg.llm.vocab)
     if tok.vocab_size > cfg.llm.vocab:
         raise ValueError(f"{folder}: tokenizer has {tok.vocab_size} tokens, more than the model's {cfg.llm.vocab}")
-    return LoadedModel(cfg, model, tok, str(folder))
+    # a random model of the tests and check-reference (families.llama.spread_weights) says so in config.json
+    marker = read_json(folder / "config.json").get("bluelm_v_random_weights")
+    return LoadedModel(cfg, model, tok, f"{folder} (random weights, {marker})" if marker else str(folder))
 
 
 class ReferenceVLM:

@@ -201,6 +201,54 @@ dynres::Params parse_dynres(const Reader& r, int64_t tile) {
   return p;
 }
 
+constexpr int64_t kMaxMarkerIds = 64;      // ids in one marker list (Idefics3's are 2)
+constexpr int64_t kMaxMarkerGrid = 64;     // rows and columns of the tile-marker table
+
+std::vector<int32_t> token_ids(const Reader& r, const char* key, int64_t vocab) {
+  std::vector<int32_t> out;
+  const json* v = r.find(key);
+  if (!v) return out;
+  if (!v->is_array()) r.fail(key, "must be a list of token ids");
+  if (int64_t(v->size()) > kMaxMarkerIds) r.fail(key, cat("has ", v->size(), " ids, more than ", kMaxMarkerIds));
+  for (const json& id : *v) {
+    if (!id.is_number_integer()) r.fail(key, "must be a list of token ids");
+    const int64_t x = id.get<int64_t>();
+    if (x < 0 || x >= vocab) r.fail(key, cat("holds token id ", x, ", outside the vocabulary [0, ", vocab, ")"));
+    out.push_back(int32_t(x));
+  }
+  return out;
+}
+
+ImageBlock parse_image_block(const Reader& r, int64_t vocab, ImageLayout layout) {
+  ImageBlock b;
+  b.present = true;
+  b.open = token_ids(r, "open", vocab);
+  b.close = token_ids(r, "close", vocab);
+  b.row_end = token_ids(r, "row_end", vocab);
+  b.last_row_end = token_ids(r, "last_row_end", vocab);
+  b.global_open = token_ids(r, "global_open", vocab);
+  b.global_close = token_ids(r, "global_close", vocab);
+  b.global_last = r.boolean("global_last", false);
+  if (r.find("tile_markers")) {
+    const Reader t = r.sub("tile_markers");
+    b.marker_rows = t.integer("rows", 1, kMaxMarkerGrid);
+    b.marker_cols = t.integer("cols", 1, kMaxMarkerGrid);
+    const json* ids = t.find("ids");
+    if (!ids || !ids->is_array() || int64_t(ids->size()) != b.marker_rows * b.marker_cols)
+      t.fail("ids", cat("must be a list of rows * cols = ", b.marker_rows * b.marker_cols, " lists of token ids"));
+    for (size_t i = 0; i < ids->size(); ++i) {
+      const json one = json{{"entry", (*ids)[i]}};
+      b.tile_markers.push_back(token_ids(Reader{one, cat(t.path, ".ids[", i, "]"), r.where}, "entry", vocab));
+    }
+  }
+  // The anyres layout stitches the tiles into one map with its own row ends: only the whole image is wrapped.
+  if (layout == ImageLayout::anyres_unpad &&
+      (b.per_tile() || !b.global_open.empty() || !b.global_close.empty() || b.global_last))
+    throw FormatError(cat(r.where, ": ", r.path, ": the anyres_unpad layout places the image's rows itself; only "
+                          "open and close are taken (tile_markers, row_end, global_* given)"));
+  return b;
+}
+
 }  // namespace
 
 int64_t session_bytes(const LlmConfig& c, int64_t context, int64_t chunk) {
@@ -254,6 +302,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     c.image_layout = layout == "anyres_unpad" ? ImageLayout::anyres_unpad : ImageLayout::tiles;
     c.anyres_max_tiles = r.integer_or("anyres_max_tiles", 1, 1024, 9);
     c.family = r.string("family", "bluelm_v");
+    if (r.find("image_block")) c.image_block = parse_image_block(r.sub("image_block"), c.llm.vocab, c.image_layout);
     const json* d = r.find("dynres");
     c.dynres = d ? parse_dynres(r.sub("dynres"), c.vision.image_size)
                  : parse_dynres(Reader{json::object(), "model.dynres", where}, c.vision.image_size);

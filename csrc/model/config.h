@@ -71,6 +71,22 @@ struct ProjectorConfig {
 // a newline embedding after every row (runtime/anyres.h).
 enum class ImageLayout { tiles, anyres_unpad };
 
+// Where one image's positions sit in the prompt, as token ids (manifest "model.image_block"; absent: one run of image
+// positions, BlueLM-V's). The engine expands it from each image's actual tiles (runtime/image_block.h):
+//   open, then, for an image split into m x n local tiles: tile_markers[r * marker_cols + c] + the tile's positions,
+//   row_end after each row (last_row_end after the last one when a whole-image tile follows, for tokenizers that
+//   merge the two), then global_open + the whole-image tile's positions + global_close; for an image of one tile:
+//   global_open + its positions + global_close; then close. Every id is checked against the vocabulary at load.
+struct ImageBlock {
+  bool present = false;
+  std::vector<int32_t> open, close, row_end, last_row_end, global_open, global_close;
+  int64_t marker_rows = 0, marker_cols = 0;          // the grid the tile_markers table covers
+  std::vector<std::vector<int32_t>> tile_markers;    // [marker_rows * marker_cols], row-major
+  bool global_last = false;  // the whole-image tile goes after the local tiles (a tiler's thumbnail-first is moved)
+  // Markers that depend on the grid: the engine must know each image's m x n to place them.
+  bool per_tile() const { return !tile_markers.empty() || !row_end.empty() || !last_row_end.empty(); }
+};
+
 struct DeployConfig {
   std::string kv_cache = "f16";       // "int8" | "f16" | "f32"
   std::string activations = "int16";  // of the quantized products: "int8" | "int16" (runtime/linear.h)
@@ -85,9 +101,9 @@ struct ModelConfig {
   ProjectorConfig projector;
   ImageLayout image_layout = ImageLayout::tiles;
   int64_t anyres_max_tiles = 9;
-  // Whose prompt layout the images take: "bluelm_v" (one run of image tokens per image, which generate() builds)
-  // or another family's (row/column tokens, <img> markers), which only Session::prefill with the family's ids runs.
+  // The checkpoint family the package came from (for messages); the prompt layout is image_block's.
   std::string family = "bluelm_v";
+  ImageBlock image_block;
   dynres::Params dynres;
   DeployConfig deploy;
   int64_t image_tokens_per_tile() const;  // ceil(grid / merge)^2

@@ -54,15 +54,16 @@ void bind_engine(py::module_& m) {
       .def(
           "submit_tiles",
           [](Session& s, const py::array_t<float, py::array::c_style | py::array::forcecast>& tiles, int64_t m,
-             int64_t n, int64_t width, int64_t height) {
+             int64_t n, int64_t width, int64_t height, int64_t global) {
             if (tiles.ndim() != 4 || tiles.shape(1) != 3 || tiles.shape(2) != tiles.shape(3))
               throw InvalidArgument("tiles must be float32 [tiles, 3, side, side]");
             const float* p = tiles.data();
             const int64_t count = tiles.shape(0), side = tiles.shape(2);
             py::gil_scoped_release release;
-            s.submit_tiles(p, count, side, {m, n, width, height});
+            s.submit_tiles(p, count, side, {m, n, width, height, global});
           },
-          py::arg("tiles"), py::arg("m") = 1, py::arg("n") = 1, py::arg("width") = 1, py::arg("height") = 1)
+          py::arg("tiles"), py::arg("m") = 1, py::arg("n") = 1, py::arg("width") = 1, py::arg("height") = 1,
+          py::arg("global_tiles") = -1)
       .def("submit_rgb",
            [](Session& s, const py::array& rgb) {
              if (rgb.dtype().kind() != 'u' || rgb.itemsize() != 1 || rgb.ndim() != 3 || rgb.shape(2) != 3)
@@ -194,6 +195,12 @@ void bind_engine(py::module_& m) {
       .def_property_readonly("kv_cache", [](const Engine& e) { return e.options().kv_cache; })
       .def_property_readonly("activations", [](const Engine& e) { return e.options().activations; })
       .def_property_readonly("multimodal", [](const Engine& e) { return e.config().multimodal; })
+      .def_property_readonly("image_tokens_per_tile", [](const Engine& e) { return e.config().image_tokens_per_tile(); })
+      .def("image_block",
+           [](const Engine& e, int64_t patches, int64_t m, int64_t n, int64_t global, int64_t positions) {
+             return e.image_block(patches, m, n, global, positions);
+           },
+           py::arg("patches"), py::arg("m"), py::arg("n"), py::arg("global_tiles"), py::arg("positions"))
       .def_property_readonly("vocab", [](const Engine& e) { return e.config().llm.vocab; })
       .def_property_readonly("llm_resident_bytes", [](const Engine& e) { return e.llm().resident_bytes(); })
       .def_property_readonly("kv_bytes_per_token",

@@ -14,6 +14,7 @@
 #include "common/threadpool.h"
 #include "image/image.h"
 #include "runtime/anyres.h"
+#include "runtime/image_block.h"
 #include "tokenizer/tokenizer.h"
 
 namespace bluelm::runtime {
@@ -114,6 +115,17 @@ void Engine::image_done() {
   }
 }
 
+std::vector<int32_t> Engine::image_block(int64_t patches, int64_t m, int64_t n, int64_t global, int64_t positions) const {
+  const model::ModelConfig& c = config();
+  std::vector<int32_t> ids = expand_image_block(c.image_block, c.image_layout, {patches, m, n, global, positions},
+                                                c.image_tokens_per_tile(), Session::kImageTokenId);
+  // Refused before any decoding or encoding: an image whose block alone outgrows the session's context
+  if (int64_t(ids.size()) > opt_.context)
+    throw InvalidArgument(cat("an image of ", patches, " tiles takes ", ids.size(), " prompt positions, more than the "
+                              "context of ", opt_.context, " (a smaller --grid or a larger --context)"));
+  return ids;
+}
+
 // ---- images ------------------------------------------------------------------------------------------------
 
 struct Encoded {
@@ -124,7 +136,9 @@ struct Encoded {
 
 struct Session::Image {
   dynres::Plan plan;
-  int64_t tokens = 0;
+  int64_t tokens = 0;            // image positions
+  std::vector<int32_t> block;    // the image's ids in the prompt (image_block expanded; kImageTokenId positions)
+  std::string block_error;       // why the block is unknown (submit_tiles without the grid a per-tile block needs)
   std::shared_future<Encoded> result;
 };
 
@@ -147,13 +161,18 @@ namespace {
 // Where an image's embedding rows go (anyres_unpad: the grid and the image's size; tiles: nothing to do).
 struct LayoutArgs {
   int64_t m = 1, n = 1, width = 1, height = 1;
-  bool base_last = false;  // the tiler put the whole-image tile last; the anyres layout wants it first
+  bool base_last = false;   // the tiler put the whole-image tile last; the anyres layout wants it first
+  bool global_first = false;  // the tiler put it first; the image block wants it last (tiles layout)
 };
 
 // Tile embeddings [patches, tokens_per_tile, d] -> the image's rows in the package's image layout.
 void lay_out(Engine& engine, const LayoutArgs& a, Encoded& out) {
   const model::ModelConfig& cfg = engine.config();
-  if (cfg.image_layout == model::ImageLayout::tiles) return;
+  if (cfg.image_layout == model::ImageLayout::tiles) {
+    const int64_t row = cfg.image_tokens_per_tile() * cfg.llm.hidden;
+    if (a.global_first && out.tiles > 1) std::rotate(out.embeds.begin(), out.embeds.begin() + row, out.embeds.end());
+    return;
+  }
   const int64_t per_tile = cfg.image_tokens_per_tile(), d = cfg.llm.hidden, p = out.tiles;
   const int64_t side = (cfg.vision.grid() + cfg.projector.merge - 1) / cfg.projector.merge;
   std::vector<float> tiles = std::move(out.embeds);
@@ -252,7 +271,9 @@ Encoded encode_image(Engine& engine, const image::Image& rgb, const dynres::Plan
   Encoded out = encode_tiles(engine, plan.patches, [&](int64_t i, float* dst) { image::extract_tile(src, i, norm, dst); },
                              batch);
   out.preprocess_s += decode_s + prepare_s;
-  lay_out(engine, {plan.grid.m, plan.grid.n, rgb.width, rgb.height, !plan.thumbnail_first}, out);
+  const bool global = plan.patches > plan.local_patches;
+  lay_out(engine, {plan.grid.m, plan.grid.n, rgb.width, rgb.height, !plan.thumbnail_first,
+                   global && plan.thumbnail_first && cfg.image_block.global_last}, out);
   return out;
 }
 
@@ -292,6 +313,8 @@ void Session::submit_image(std::vector<uint8_t> encoded) {
   auto img = std::make_shared<Image>();
   img->plan = dynres::plan(info.width, info.height, e.dynres());
   img->tokens = e.layout_tokens(img->plan.patches, img->plan.grid.m, img->plan.grid.n, info.width, info.height);
+  img->block = e.image_block(img->plan.patches, img->plan.grid.m, img->plan.grid.n,
+                             img->plan.patches > img->plan.local_patches, img->tokens);
   std::shared_future<Encoded> prev = s_->last;
   std::shared_ptr<Engine> eng = s_->engine;
   const dynres::Plan plan = img->plan;
@@ -321,6 +344,8 @@ void Session::submit_rgb(const uint8_t* rgb, int64_t width, int64_t height) {
   auto img = std::make_shared<Image>();
   img->plan = dynres::plan(width, height, e.dynres());  // refuses sizes over max_pixels
   img->tokens = e.layout_tokens(img->plan.patches, img->plan.grid.m, img->plan.grid.n, width, height);
+  img->block = e.image_block(img->plan.patches, img->plan.grid.m, img->plan.grid.n,
+                             img->plan.patches > img->plan.local_patches, img->tokens);
   in->rgb.width = width;
   in->rgb.height = height;
   in->rgb.data.assign(rgb, rgb + width * height * 3);
@@ -355,8 +380,23 @@ void Session::submit_tiles(const float* tiles, int64_t patches, int64_t side, co
       throw InvalidArgument(cat("anyres layout: ", patches, " tiles for a ", layout.m, "x", layout.n,
                                 " grid (1 + m*n expected, the base image first)"));
     img->tokens = e.layout_tokens(patches, layout.m, layout.n, layout.width, layout.height);
+    img->block = e.image_block(patches, layout.m, layout.n, patches > 1 ? 1 : 0, img->tokens);
   } else {
     img->tokens = e.layout_tokens(patches, 1, 1, 1, 1);
+    // The whole-image tile, when the caller does not say: the one beyond an m x n grid
+    if (layout.m < 1 || layout.n < 1 || layout.m > 4096 || layout.n > 4096)
+      throw InvalidArgument(cat("tile grid ", layout.m, "x", layout.n, " is outside [1, 4096]"));
+    int64_t global = layout.global;
+    if (global < 0) global = patches == layout.m * layout.n + 1 ? 1 : 0;
+    if (global > 1) throw InvalidArgument(cat("global tile count ", global, " must be 0 or 1"));
+    if (global == 1 && patches < 2) throw InvalidArgument("one tile given, and said to be beside a global tile");
+    const bool single = patches == 1 || (patches == 2 && global == 1 && layout.m * layout.n == 1);
+    if (cfg.image_block.per_tile() && !single && patches - global != layout.m * layout.n)
+      // prefill() with the caller's own ids needs no block; generate() does, and says so
+      img->block_error = cat("submit_tiles got ", patches, " tiles without their grid, and the package's image block "
+                             "places markers per tile: give grid=(m, n) (and global_tile) to submit_tiles");
+    else
+      img->block = e.image_block(patches, layout.m, layout.n, global, img->tokens);
   }
   auto pixels = std::make_shared<std::vector<float>>(tiles, tiles + patches * tile_floats);
   std::shared_future<Encoded> prev = s_->last;
@@ -502,10 +542,13 @@ Result Session::generate(const std::string& prompt, const GenerateOptions& opt, 
   if (opt.max_new_tokens < 0) throw InvalidArgument(cat("max_new_tokens must be >= 0, got ", opt.max_new_tokens));
   if (prompt.find(kImageMarker) != std::string::npos)
     throw InvalidArgument(cat("the prompt must not contain the image marker ", kImageMarker, " (submit images instead)"));
-  if (!s_->images.empty() && e.config().family != "bluelm_v")
-    throw InvalidArgument(cat("generate() builds BlueLM-V's image prompt (one run of image tokens per image); the '",
-                              e.config().family, "' prompt layout is not built by the engine: give the family's ids "
-                              "to Session::prefill"));
+  // A family package written before model.image_block: its prompt layout is unknown here (never guess BlueLM-V's)
+  if (!s_->images.empty() && !e.config().image_block.present && e.config().family != "bluelm_v")
+    throw InvalidArgument(cat("the package has no model.image_block, so the '", e.config().family, "' prompt layout "
+                              "of its images is unknown: package the model again with this version, or give the "
+                              "family's ids to Session::prefill"));
+  for (const auto& img : s_->images)
+    if (!img->block_error.empty()) throw InvalidArgument(img->block_error);
   std::vector<std::shared_ptr<Image>> images(s_->images.begin(), s_->images.end());
   s_->images.clear();
   std::string content;
@@ -536,7 +579,8 @@ Result Session::generate(const std::string& prompt, const GenerateOptions& opt, 
     ids.insert(ids.end(), piece.begin(), piece.end());
     if (at == std::string::npos) break;
     if (image_i >= images.size()) throw InvalidArgument("the chat format produced more image markers than images");
-    ids.insert(ids.end(), size_t(images[image_i++]->tokens), kImageTokenId);
+    const std::vector<int32_t>& block = images[image_i++]->block;
+    ids.insert(ids.end(), block.begin(), block.end());
     pos = at + std::strlen(kImageMarker);
   }
   const int64_t capacity = s_->cache.capacity();

@@ -94,8 +94,10 @@ class Session {
   // Tiles already normalized [patches, 3, side, side] (side must be the ViT's S) (a family's own preprocessing; copied), encoded in the background
   // like an image. layout: the anyres_unpad layout's grid (m across, n down; the base image first, then m*n tiles)
   // and the image's size; unused for the tiles layout.
+  // tiles layout: m x n local tiles and `global` whole-image tiles after them (-1: 1 when patches == m*n + 1), which
+  // the package's image block places.
   struct TileLayout {
-    int64_t m = 1, n = 1, width = 1, height = 1;
+    int64_t m = 1, n = 1, width = 1, height = 1, global = -1;
   };
   void submit_tiles(const float* tiles, int64_t patches, int64_t side, const TileLayout& layout);
   int64_t pending_images() const;
@@ -143,6 +145,9 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // Embedding rows of an image of `patches` tiles in the package's image layout (anyres_unpad: grid m x n of an
   // image width x height).
   int64_t layout_tokens(int64_t patches, int64_t m, int64_t n, int64_t width, int64_t height) const;
+  // The prompt ids of one image (the package's image block expanded; kImageTokenId at its `positions` image
+  // positions): patches tiles, m x n of them local, `global` whole-image tile. Throws when it cannot fit the context.
+  std::vector<int32_t> image_block(int64_t patches, int64_t m, int64_t n, int64_t global, int64_t positions) const;
 
   // Used by sessions: runs fn with the ViT (created on first use), and counts images in flight (the ViT is
   // released when the count drops to 0 and release_vit is set).

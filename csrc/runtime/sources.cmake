@@ -5,6 +5,6 @@ set(BLUELM_SOURCES attention.cpp attention_scalar.cpp attention_avx2.cpp attenti
     attention_dotprod.cpp kv_cache.cpp)
 set(BLUELM_TEST_SOURCES attention_test.cpp)
 if(NOT BLUELM_KERNELS_ONLY)
-  list(APPEND BLUELM_SOURCES ops.cpp linear.cpp llm.cpp vision.cpp anyres.cpp sampler.cpp engine.cpp)
+  list(APPEND BLUELM_SOURCES ops.cpp linear.cpp llm.cpp vision.cpp anyres.cpp image_block.cpp sampler.cpp engine.cpp)
   list(APPEND BLUELM_TEST_SOURCES runtime_test.cpp)
 endif()

@@ -8,7 +8,9 @@ A family file holds everything that is particular to one architecture, side by s
   names (``vision_tower.*``, ``mm_projector.*``, ``language_model.*``), so the modules never see a family name;
 - ``random_hf(folder, seed)``: a small random model of the architecture built with the HF class and written
   with ``save_pretrained`` (what ``check-reference --random`` and the tests load back);
-- for VLMs: the family's own image preprocessing and where its image tokens sit in the prompt.
+- for VLMs: the family's own image preprocessing and where its image tokens sit in the prompt, and for the native
+  engine ``engine_image_block(loaded)``, that place as token ids (the package's ``model.image_block``), plus
+  ``engine_tiles`` / ``engine_patches`` when its own tiling is not in C++ (Idefics3).
 
 This module does not import torch: ``family_for`` only reads JSON, so a folder of an unsupported architecture is
 refused before anything heavy is loaded.

@@ -112,12 +112,15 @@ def tile_multiple_size(w: int, h: int, tile: int) -> tuple[int, int]:
 def split_image(rgb: np.ndarray, cfg: ModelConfig) -> tuple[list[np.ndarray], int, int]:
     """RGB uint8 [H, W, 3] -> (frames [tile, tile, 3] uint8: tiles row-major, then the global image; rows; cols).
     rows = cols = 0 when the image is not split (one frame)."""
+    return split_frames(rgb, cfg.vision.image_size, cfg.processor["longest_edge"], cfg.processor["splitting"])
+
+
+def split_frames(rgb: np.ndarray, tile: int, longest_edge: int, splitting: bool) -> tuple[list[np.ndarray], int, int]:
     from PIL import Image
 
-    tile, proc = cfg.vision.image_size, cfg.processor
     img = Image.fromarray(rgb)
-    img = img.resize(longest_edge_size(img.width, img.height, proc["longest_edge"]), Image.LANCZOS)
-    if not proc["splitting"]:
+    img = img.resize(longest_edge_size(img.width, img.height, longest_edge), Image.LANCZOS)
+    if not splitting:
         return [np.asarray(img.resize((tile, tile), Image.LANCZOS))], 0, 0
     img = img.resize(tile_multiple_size(img.width, img.height, tile), Image.LANCZOS)
     if img.width <= tile and img.height <= tile:
@@ -172,6 +175,46 @@ def image_block(loaded, rows: int, cols: int, global_image: bool) -> list[int]:
     if global_image or not rows:
         ids += [fake, glob] + [IMAGE_TOKEN_ID] * seq + [fake]
     return ids
+
+
+def engine_image_block(loaded) -> dict:
+    """The package's ``model.image_block`` (csrc/model/config.h ImageBlock), the data image_block above expands:
+    ``<fake_token_around_image><row_r_col_c>`` before each local tile (6 x 6 of them), "\\n" after each row ("\\n\\n"
+    after the last one, one piece of text with the global image's leading newline), the global image last between
+    ``<fake_token_around_image><global-img>`` and ``<fake_token_around_image>``, which also wrap an unsplit image."""
+    from bluelm_v.models.families._vlm import special_id
+
+    tok = loaded.tokenizer
+    fake = special_id(loaded, "<fake_token_around_image>", RESERVED["fake"])
+    glob = special_id(loaded, "<global-img>", RESERVED["global"])
+    markers = [[fake, special_id(loaded, f"<row_{r + 1}_col_{c + 1}>", RESERVED["row_col"] + 6 * r + c)]
+               for r in range(6) for c in range(6)]
+    return {"tile_markers": {"rows": 6, "cols": 6, "ids": markers},
+            "row_end": tok.encode("\n", add_bos=False), "last_row_end": tok.encode("\n\n", add_bos=False),
+            "global_open": [fake, glob], "global_close": [fake], "global_last": True}
+
+
+def engine_patches(width: int, height: int, model: Mapping) -> int:
+    """How many tiles engine_tiles makes of an image of width x height (the sizes alone, no resize)."""
+    tile, proc = int(model["vision"]["image_size"]), model.get("processor") or {}
+    if not proc.get("splitting", True):
+        return 1
+    w, h = longest_edge_size(width, height, int(proc.get("longest_edge", 4 * tile)))
+    w, h = tile_multiple_size(w, h, tile)
+    return 1 if w <= tile and h <= tile else (w // tile) * (h // tile) + 1
+
+
+def engine_tiles(rgb: np.ndarray, model: Mapping) -> tuple[np.ndarray, tuple[int, int], int]:
+    """The family's own splitting for the native engine (Pillow's LANCZOS, which csrc/image does not have), from a
+    package manifest's ``model`` object: (normalized tiles float32 [P, 3, tile, tile], grid (cols, rows), 1 when
+    the global image is last). Without torch, so ``bluelm-v run`` stays light."""
+    tile, proc = int(model["vision"]["image_size"]), model.get("processor") or {}
+    frames, rows, cols = split_frames(rgb, tile, int(proc.get("longest_edge", 4 * tile)),
+                                      bool(proc.get("splitting", True)))
+    x = np.stack(frames).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+    mean = np.asarray(model["vision"]["mean"], np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(model["vision"]["std"], np.float32).reshape(1, 3, 1, 1)
+    return np.ascontiguousarray((x - mean) / std), (max(cols, 1), max(rows, 1)), int(rows > 0)
 
 
 def prepare_image(loaded, rgb, dynres: dict, tiles=None) -> dict:

@@ -148,6 +148,16 @@ def prepare_image(loaded, rgb, dynres: dict, tiles=None) -> dict:
     return {"ids": [start] + run + [end], "tiles": tiles, "layout": {}}
 
 
+def engine_image_block(loaded) -> dict:
+    """The package's ``model.image_block`` (csrc/model/config.h ImageBlock): ``<img>`` + every tile's positions +
+    ``</img>``, what prepare_image builds, as data the engine expands from each image's tiles."""
+    from bluelm_v.models.families import _vlm
+
+    image_id = int(loaded.config.processor["image_token_id"])
+    return {"open": [_vlm.special_id(loaded, "<img>", image_id - 2)],
+            "close": [_vlm.special_id(loaded, "</img>", image_id - 1)]}
+
+
 def reference_inputs(folder: Path, loaded, prompt: str, image, seed: int, dynres: dict) -> dict:
     """Token ids and pixels for both sides (see check_reference): HF's processor's tiles, or ours when
     ``dynres`` replaces the family's tiling."""

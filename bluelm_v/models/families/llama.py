@@ -92,6 +92,8 @@ def spread_weights(model, seed: int):
                 p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen))
             else:
                 p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+    # said in config.json, so whatever is made from the folder (a package, an eval report) can say so too
+    model.config.bluelm_v_random_weights = f"drawn by bluelm-v, seed {seed}"
     return model
 
 

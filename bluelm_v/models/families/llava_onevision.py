@@ -135,6 +135,12 @@ def prepare_image(loaded, rgb, dynres: dict, tiles=None) -> dict:
     return {"ids": [IMAGE_TOKEN_ID] * count, "tiles": tiles, "layout": {"grid": tuple(p.grid), "image_hw": (h, w)}}
 
 
+def engine_image_block(loaded) -> dict:
+    """The package's ``model.image_block``: no markers; the anyres layout's rows (with their newlines) are the
+    image's positions, one ``<image>`` each."""
+    return {}
+
+
 def reference_inputs(folder: Path, loaded, prompt: str, image, seed: int, dynres: dict) -> dict:
     """Token ids and pixels for both sides (see check_reference). With ``dynres`` our tiles replace the family's;
     HF's model then gets our chosen canvas as its only pinpoint, so it stitches the same grid."""
