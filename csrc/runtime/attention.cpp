@@ -60,10 +60,11 @@ void attend_block_range(const KvHeadView& kv, const float* q, int64_t ldq, int64
     for (int64_t r = 0; r < m; ++r) seen = std::max(seen, limit ? std::clamp(limit[r] - jb, int64_t(0), nb) : nb);
     if (seen == 0) continue;
     const bool direct =
-        kv.k8 && ((q8 && K.scores_i8q(q8->q8, q8->d, q8->sum, m, kv.k8 + jb * hd,
-                                      kv.ks + jb * groups, nb, hd, kv.gs, s, ldk)) ||
-                  (!q8 && K.scores_i8_direct &&
-                   K.scores_i8_direct(q, ldq, m, kv.k8 + jb * hd, kv.ks + jb * groups, nb, hd, kv.gs, s, ldk)));
+        (kv.k8 && ((q8 && K.scores_i8q(q8->q8, q8->d, q8->sum, m, kv.k8 + jb * hd,
+                                       kv.ks + jb * groups, nb, hd, kv.gs, s, ldk)) ||
+                   (!q8 && K.scores_i8_direct &&
+                    K.scores_i8_direct(q, ldq, m, kv.k8 + jb * hd, kv.ks + jb * groups, nb, hd, kv.gs, s, ldk)))) ||
+        (kv.k16 && K.scores_f16_direct && K.scores_f16_direct(q, ldq, m, kv.k16 + jb * hd, nb, hd, s, ldk));
     if (!direct) {
       if (kv.k8) K.keys_i8_t(kv.k8 + jb * hd, kv.ks + jb * groups, nb, hd, kv.gs, kt, ldk);
       else if (kv.k16) K.keys_f16_t(kv.k16 + jb * hd, nb, hd, kt, ldk);
@@ -94,6 +95,9 @@ void attend_block_range(const KvHeadView& kv, const float* q, int64_t ldq, int64
     }
     if (kv.v8 && K.accumulate_i8_direct &&
         K.accumulate_i8_direct(s, ldk, m, kv.v8 + jb * hd, kv.vs + jb * groups, nb, hd, kv.gs, st.out, st.ldo))
+      continue;
+    if (kv.v16 && K.accumulate_f16_direct &&
+        K.accumulate_f16_direct(s, ldk, m, kv.v16 + jb * hd, nb, hd, st.out, st.ldo))
       continue;
     const float* v = kv.vf ? kv.vf + jb * hd : scratch.vt.data();
     if (kv.v8) K.values_i8(kv.v8 + jb * hd, kv.vs + jb * groups, nb, hd, kv.gs, scratch.vt.data());

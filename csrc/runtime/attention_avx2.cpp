@@ -404,10 +404,126 @@ void accumulate_i8w_avx2(const float* p, int64_t ldp, int64_t m, const int8_t* v
   });
 }
 
+// Decode over the f16 cache (AttentionKernels::scores_f16_direct, accumulate_f16_direct): the few query rows of
+// one GQA group read each half once, converted by F16C. Scores take 4 positions at a time, their dot products kept
+// as R x 4 vectors of partial sums (each key vector converted once for the R rows), then folded by horizontal adds
+// (two positions per vhaddps) into one vector per row and 8 positions.
+
+// Lane p of the result: the total of a[p]'s 8 lanes (p < 4 from h0123 = fold4 of a[0..4), p >= 4 from h4567).
+__attribute__((always_inline)) inline __m256 fold4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+  return _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));  // [a0..a3 low halves | high halves]
+}
+__attribute__((always_inline)) inline __m256 fold8(__m256 h0123, __m256 h4567) {
+  return _mm256_add_ps(_mm256_permute2f128_ps(h0123, h4567, 0x20), _mm256_permute2f128_ps(h0123, h4567, 0x31));
+}
+
+// R rows x 4 positions from position j of k (np of them real, the rest read as zero): fold4 per row.
+template <int R>
+__attribute__((always_inline)) inline void scores_f16_quad(const float* q, int64_t ldq, const uint16_t* k, int64_t np,
+                                                           int64_t hd, __m256 h[R]) {
+  __m256 acc[R][4];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; ++p) acc[r][p] = _mm256_setzero_ps();
+  if (np >= 4) {
+    for (int64_t i = 0; i < hd; i += 8)
+#pragma GCC unroll 4
+      for (int p = 0; p < 4; ++p) {  // the queries as memory operands: R x 4 accumulators and one key vector live
+        const __m256 kv = load8_f16(k + p * hd + i);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) acc[r][p] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * ldq + i), kv, acc[r][p]);
+      }
+  } else {
+    for (int64_t i = 0; i < hd; i += 8)
+      for (int64_t p = 0; p < np; ++p) {
+        const __m256 kv = load8_f16(k + p * hd + i);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) acc[r][p] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * ldq + i), kv, acc[r][p]);
+      }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) h[r] = fold4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+}
+
+template <int R>
+void scores_f16_rows(const float* q, int64_t ldq, const uint16_t* k, int64_t nb, int64_t hd, float* s, int64_t lds) {
+  for (int64_t j0 = 0; j0 < nb; j0 += 8) {
+    const int64_t np = nb - j0 < 8 ? nb - j0 : 8;
+    __m256 lo[R], hi[R];
+    scores_f16_quad<R>(q, ldq, k + j0 * hd, np < 4 ? np : 4, hd, lo);
+    if (np > 4) {
+      scores_f16_quad<R>(q, ldq, k + (j0 + 4) * hd, np - 4, hd, hi);
+    } else {
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) hi[r] = _mm256_setzero_ps();
+    }
+    const __m256i sm = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(np)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) _mm256_maskstore_ps(s + r * lds + j0, sm, fold8(lo[r], hi[r]));
+  }
+}
+
+bool scores_f16_direct_avx2(const float* q, int64_t ldq, int64_t m, const uint16_t* k, int64_t nb, int64_t hd,
+                            float* s, int64_t lds) {
+  if (hd % 8 || m > 8) return false;
+  for_row_blocks(m, [&](auto rows, int64_t r) {
+    scores_f16_rows<decltype(rows)::value>(q + r * ldq, ldq, k, nb, hd, s + r * lds, lds);
+  });
+  return true;
+}
+
+// R rows x W vectors of output columns from c: each value vector converted once for the R rows (R W + W + 1
+// registers of 16).
+template <int R, int W>
+void accumulate_f16_tile(const float* p, int64_t ldp, const uint16_t* v, int64_t nb, int64_t hd, int64_t c, float* o,
+                         int64_t ldo) {
+  __m256 acc[R][W];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int w = 0; w < W; ++w) acc[r][w] = _mm256_loadu_ps(o + r * ldo + c + 8 * w);
+  for (int64_t j = 0; j < nb; ++j) {
+    __m256 vv[W];
+#pragma GCC unroll 8
+    for (int w = 0; w < W; ++w) vv[w] = load8_f16(v + j * hd + c + 8 * w);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const __m256 a = _mm256_broadcast_ss(p + r * ldp + j);
+#pragma GCC unroll 8
+      for (int w = 0; w < W; ++w) acc[r][w] = _mm256_fmadd_ps(a, vv[w], acc[r][w]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int w = 0; w < W; ++w) _mm256_storeu_ps(o + r * ldo + c + 8 * w, acc[r][w]);
+}
+
+template <int R>
+void accumulate_f16_rows(const float* p, int64_t ldp, const uint16_t* v, int64_t nb, int64_t hd, float* o,
+                         int64_t ldo) {
+  constexpr int W = R <= 2 ? 4 : 3;
+  int64_t c = 0;
+  for (; c + 8 * W <= hd; c += 8 * W) accumulate_f16_tile<R, W>(p, ldp, v, nb, hd, c, o, ldo);
+  for (; c + 16 <= hd; c += 16) accumulate_f16_tile<R, 2>(p, ldp, v, nb, hd, c, o, ldo);
+  for (; c < hd; c += 8) accumulate_f16_tile<R, 1>(p, ldp, v, nb, hd, c, o, ldo);
+}
+
+bool accumulate_f16_direct_avx2(const float* p, int64_t ldp, int64_t m, const uint16_t* v, int64_t nb, int64_t hd,
+                                float* o, int64_t ldo) {
+  if (hd % 8 || m > 8) return false;
+  for_row_blocks(m, [&](auto rows, int64_t r) {
+    accumulate_f16_rows<decltype(rows)::value>(p + r * ldp, ldp, v, nb, hd, o + r * ldo, ldo);
+  });
+  return true;
+}
+
 const AttentionKernels kAvx2 = {
     "avx2",          exp_sum_avx2,    gelu_tanh_avx2,  row_max_avx2,        keys_i8_t_avx2,
     keys_f32_t_avx2, keys_f16_t_avx2, values_i8_avx2,  values_f16_avx2,     scores_avx2,
-    accumulate_avx2, nullptr,         scores_i8q_avx2, accumulate_i8w_avx2, nullptr};
+    accumulate_avx2, nullptr,         scores_i8q_avx2, accumulate_i8w_avx2, nullptr,
+    scores_f16_direct_avx2, accumulate_f16_direct_avx2};
 
 }  // namespace
 
