@@ -269,9 +269,10 @@ void scores_i8q_rows(const int8_t* q8, const float* qd, const int8_t* k, const f
       __m256 t[8];
 #pragma GCC unroll 16
       for (int p = 0; p < 8; ++p)
-        t[p] = p < np ? _mm256_castsi256_ps(_mm256_maskload_epi32(
-                            reinterpret_cast<const int*>(k + (j0 + p) * hd + 4 * c0), cm))
-                      : _mm256_setzero_ps();
+        t[p] = p >= np  ? _mm256_setzero_ps()
+               : nc == 8 ? _mm256_loadu_ps(reinterpret_cast<const float*>(k + (j0 + p) * hd + 4 * c0))
+                         : _mm256_castsi256_ps(_mm256_maskload_epi32(
+                               reinterpret_cast<const int*>(k + (j0 + p) * hd + 4 * c0), cm));
       transpose8(t);
 #pragma GCC unroll 8
       for (int c = 0; c < 8; ++c) {
@@ -321,29 +322,38 @@ __m256i lanes8(int64_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+// 8 floats of x from j, the lanes at or past n zero (a masked load only for the last, partial vector).
+__attribute__((always_inline)) inline __m256 load8_upto(const float* x, int64_t j, int64_t n) {
+  return n - j >= 8 ? _mm256_loadu_ps(x + j) : _mm256_maskload_ps(x + j, lanes8(n - j));
+}
+
 template <int R>
 void weights_i16(const float* p, int64_t ldp, const float* vsg, int64_t nb, int64_t groups, int16_t* wq, float* sw) {
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
     for (int64_t g = 0; g < groups; ++g) {
       const float* vg = vsg + g * kAttnBlock;
+      const float* pr = p + r * ldp;
       __m256 mx = _mm256_setzero_ps();
-      for (int64_t j = 0; j < nb; j += 8) {
-        const __m256i k = lanes8(nb - j);
-        mx = _mm256_max_ps(mx, _mm256_mul_ps(_mm256_maskload_ps(p + r * ldp + j, k), _mm256_maskload_ps(vg + j, k)));
-      }
+      for (int64_t j = 0; j < nb; j += 8) mx = _mm256_max_ps(mx, _mm256_mul_ps(load8_upto(pr, j, nb), load8_upto(vg, j, nb)));
       __m128 h = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
       h = _mm_max_ps(h, _mm_movehl_ps(h, h));
       h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
       const float s = _mm_cvtss_f32(h) / 32767.0f, inv = s > 0.0f ? 1.0f / s : 0.0f;
       sw[r * groups + g] = s;
       int16_t* out = wq + (r * groups + g) * kWeightsLd;
+      const __m256 vinv = _mm256_set1_ps(inv);
       for (int64_t j = 0; j < nb; j += 8) {
-        const __m256i k = lanes8(nb - j);
-        const __m256 w = _mm256_mul_ps(_mm256_maskload_ps(p + r * ldp + j, k), _mm256_maskload_ps(vg + j, k));
-        alignas(32) int32_t t[8];
-        _mm256_store_si256(reinterpret_cast<__m256i*>(t), _mm256_cvtps_epi32(_mm256_mul_ps(w, _mm256_set1_ps(inv))));
-        for (int64_t e = 0; e < 8 && j + e < nb; ++e) out[j + e] = int16_t(t[e]);
+        const __m256 w = _mm256_mul_ps(load8_upto(pr, j, nb), load8_upto(vg, j, nb));
+        // |w * inv| <= 32767: the saturating pack is exact; lanes 0 and 2 of the 64-bit quarters hold the 8 words.
+        const __m256i t = _mm256_cvtps_epi32(_mm256_mul_ps(w, vinv));
+        const __m128i w16 = _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packs_epi32(t, t), 0x08));
+        if (nb - j >= 8) _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), w16);
+        else {
+          alignas(16) int16_t tmp[8];
+          _mm_store_si128(reinterpret_cast<__m128i*>(tmp), w16);
+          __builtin_memcpy(out + j, tmp, size_t(nb - j) * sizeof(int16_t));
+        }
       }
       out[nb] = 0;  // the pair of an odd last row
     }
@@ -356,10 +366,7 @@ void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, con
   __m256i acc[R][2];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-  for (int64_t j = 0; j < nb; j += 2) {
-    const __m256i a = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + j * hd + c)));
-    const __m256i b = j + 1 < nb ? _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + (j + 1) * hd + c)))
-                                 : _mm256_setzero_si256();
+  const auto step = [&](int64_t j, __m256i a, __m256i b) {
     const __m256i x0 = _mm256_unpacklo_epi16(a, b), x1 = _mm256_unpackhi_epi16(a, b);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
@@ -369,7 +376,13 @@ void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, con
       acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(x0, wp));
       acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(x1, wp));
     }
-  }
+  };
+  const auto row16 = [&](int64_t j) {
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + j * hd + c)));
+  };
+  int64_t j = 0;
+  for (; j + 2 <= nb; j += 2) step(j, row16(j), row16(j + 1));
+  if (j < nb) step(j, row16(j), _mm256_setzero_si256());  // an odd last row (its pair weight is 0)
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
     const __m256 d = _mm256_set1_ps(sw[r * groups + g]);
