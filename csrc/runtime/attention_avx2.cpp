@@ -241,28 +241,62 @@ int32_t load_i32(const int8_t* p) {
   return x;
 }
 
-// R query rows against 8 positions at a time in integers: the 8 key rows are transposed in 4-byte columns (8x8
-// blocks of 32-bit lanes), so lane p of column c holds dimensions 4c .. 4c + 3 of position p and each row's dot
-// products are vertical: |k| * sign(q, k) in u8 x s8 pairs (vpmaddubsw, at most 2 x 128 x 127, no saturation),
-// widened to 32 bits (vpmaddwd), summed per scale group, then scaled once per group and position.
+// Query rows against 8 positions at a time in integers: the 8 key rows are transposed once in 4-byte columns (8x8
+// blocks of 32-bit lanes; kept with their absolute values for every block of R rows), so lane p of column c holds
+// dimensions 4c .. 4c + 3 of position p and each row's dot products are vertical: |k| * sign(q, k) in u8 x s8 pairs
+// (vpmaddubsw, at most 2 x 128 x 127, no saturation), widened to 32 bits (vpmaddwd), summed per scale group, then
+// scaled once per group and position.
+constexpr int64_t kMaxKeyColumns = 64;  // hd <= 256
+
 template <int R>
-void scores_i8q_rows(const int8_t* q8, const float* qd, const int8_t* k, const float* ks, int64_t nb, int64_t hd,
-                     int64_t gs, float* s, int64_t lds) {
+void scores_i8q_cols(const __m256i* kc, const __m256i* ka, int64_t chunks, int64_t per_group, int64_t groups,
+                     const float* scale, const int8_t* q8, const float* qd, int64_t hd, int64_t np, float* s,
+                     int64_t lds) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 sc[R];
+  __m256i acc[R];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    sc[r] = _mm256_setzero_ps();
+    acc[r] = _mm256_setzero_si256();
+  }
+  int64_t g = 0, left = per_group;  // the group being summed, and its columns still to come
+  for (int64_t c = 0; c < chunks; ++c) {
+    const __m256i k = _mm256_load_si256(kc + c), a = _mm256_load_si256(ka + c);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const __m256i qb = _mm256_set1_epi32(load_i32(q8 + r * hd + 4 * c));
+      acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(qb, k)), ones));
+    }
+    if (--left == 0) {  // the group ends: scale its sums once
+      const __m256 d = _mm256_load_ps(scale + 8 * g);
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) {
+        const __m256 w = _mm256_mul_ps(d, _mm256_set1_ps(qd[r * groups + g]));
+        sc[r] = _mm256_add_ps(sc[r], _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r]), w));
+        acc[r] = _mm256_setzero_si256();
+      }
+      ++g;
+      left = per_group;
+    }
+  }
+  const __m256i sm = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(np)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) _mm256_maskstore_ps(s + r * lds, sm, sc[r]);
+}
+
+bool scores_i8q_avx2(const int8_t* q8, const float* qd, const int32_t* qsum, int64_t m, const int8_t* k,
+                     const float* ks, int64_t nb, int64_t hd, int64_t gs, float* s, int64_t lds) {
+  if (gs % 4 || hd / gs > kMaxScaleGroups || hd / 4 > kMaxKeyColumns)
+    return attention_kernels_scalar()->scores_i8q(q8, qd, qsum, m, k, ks, nb, hd, gs, s, lds);
   const int64_t groups = hd / gs, chunks = hd / 4, per_group = gs / 4;
-  const __m256i ones = _mm256_set1_epi16(1), lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  alignas(32) float scale[kMaxScaleGroups][8];
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  alignas(32) float scale[kMaxScaleGroups * 8];
+  alignas(32) __m256i kc[kMaxKeyColumns], ka[kMaxKeyColumns];
   for (int64_t j0 = 0; j0 < nb; j0 += 8) {
     const int64_t np = nb - j0 < 8 ? nb - j0 : 8;
     for (int64_t g = 0; g < groups; ++g)
-      for (int64_t p = 0; p < 8; ++p) scale[g][p] = p < np ? ks[(j0 + p) * groups + g] : 0.0f;
-    __m256 sc[R];
-    __m256i acc[R];
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) {
-      sc[r] = _mm256_setzero_ps();
-      acc[r] = _mm256_setzero_si256();
-    }
-    int64_t g = 0, left = per_group;  // the group being summed, and its columns still to come
+      for (int64_t p = 0; p < 8; ++p) scale[g * 8 + p] = p < np ? ks[(j0 + p) * groups + g] : 0.0f;
     for (int64_t c0 = 0; c0 < chunks; c0 += 8) {
       const int64_t nc = chunks - c0 < 8 ? chunks - c0 : 8;
       const __m256i cm = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(nc)), lane);
@@ -275,41 +309,17 @@ void scores_i8q_rows(const int8_t* q8, const float* qd, const int8_t* k, const f
                                reinterpret_cast<const int*>(k + (j0 + p) * hd + 4 * c0), cm));
       transpose8(t);
 #pragma GCC unroll 8
-      for (int c = 0; c < 8; ++c) {
-        if (c >= nc) break;
-        const __m256i kc = _mm256_castps_si256(t[c]), ka = _mm256_abs_epi8(kc);
-#pragma GCC unroll 16
-        for (int r = 0; r < R; ++r) {
-          const __m256i qb = _mm256_set1_epi32(load_i32(q8 + r * hd + 4 * (c0 + c)));
-          acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(_mm256_maddubs_epi16(ka, _mm256_sign_epi8(qb, kc)), ones));
+      for (int c = 0; c < 8; ++c)
+        if (c < nc) {
+          kc[c0 + c] = _mm256_castps_si256(t[c]);
+          ka[c0 + c] = _mm256_abs_epi8(kc[c0 + c]);
         }
-        if (--left == 0) {  // the group ends: scale its sums once
-          const __m256 d = _mm256_load_ps(scale[g]);
-#pragma GCC unroll 16
-          for (int r = 0; r < R; ++r) {
-            const __m256 w = _mm256_mul_ps(d, _mm256_set1_ps(qd[r * groups + g]));
-            sc[r] = _mm256_add_ps(sc[r], _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r]), w));
-            acc[r] = _mm256_setzero_si256();
-          }
-          ++g;
-          left = per_group;
-        }
-      }
     }
-    const __m256i sm = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(np)), lane);
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) _mm256_maskstore_ps(s + r * lds + j0, sm, sc[r]);
+    for_row_blocks(m, [&](auto rows, int64_t r) {
+      scores_i8q_cols<decltype(rows)::value>(kc, ka, chunks, per_group, groups, scale, q8 + r * hd, qd + r * groups,
+                                             hd, np, s + r * lds + j0, lds);
+    });
   }
-}
-
-bool scores_i8q_avx2(const int8_t* q8, const float* qd, const int32_t* qsum, int64_t m, const int8_t* k,
-                     const float* ks, int64_t nb, int64_t hd, int64_t gs, float* s, int64_t lds) {
-  if (gs % 4 || hd / gs > kMaxScaleGroups)
-    return attention_kernels_scalar()->scores_i8q(q8, qd, qsum, m, k, ks, nb, hd, gs, s, lds);
-  const int64_t groups = hd / gs;
-  for_row_blocks(m, [&](auto rows, int64_t r) {
-    scores_i8q_rows<decltype(rows)::value>(q8 + r * hd, qd + r * groups, k, ks, nb, hd, gs, s + r * lds, lds);
-  });
   return true;
 }
 
