@@ -11,6 +11,10 @@ shared host falls on all), and each row gives the median seconds per call, the c
 cache's bytes per position per layer), those bytes over the time (GB/s), that over a plain read of the same bytes
 with the same threads measured in the same round (read_fraction), and its time over the int8 path's (median of
 the per-round ratios: `vs_int8`, above 1 slower).
+
+With --prefill T the same variants time prefill_attention instead: a chunk of T positions after n cached ones (the
+engine's chunk is 128), and each row gives its attention FLOPs (4 hd per query head and visible key) per second
+and that over the f32 FMA probe of the tier (fp32_fma_avx512 / fp32_fma_avx2, measured in the same round).
 """
 from __future__ import annotations
 
@@ -35,6 +39,45 @@ def kv_bytes(n: int, kv_heads: int, hd: int, cache: str = "int8") -> int:
 
 
 VARIANTS = {"int8-f32": ("int8", "f32"), "int8": ("int8", "int8"), "f16": ("f16", "int8")}  # cache, decode query
+
+
+PROBES = {"avx512": "fp32_fma_avx512", "avx2": "fp32_fma_avx2"}
+
+
+def prefill_rows_for(shape: str, n: int, t: int, threads: int, isa: str, calls: int, variants: list[str],
+                     rounds: int = 5) -> list[dict]:
+    kvh, groups, hd = SHAPES[shape]
+    rng = np.random.default_rng(n)
+    k = rng.standard_normal((n + t, kvh, hd), dtype=np.float32)
+    k[..., 3::17] *= 6
+    v = rng.standard_normal((n + t, kvh, hd), dtype=np.float32)
+    q = rng.standard_normal((t, kvh * groups, hd), dtype=np.float32)
+    flops = 4 * hd * kvh * groups * (t * n + t * (t + 1) / 2)
+    per = {name: [] for name in variants}
+    probes = []
+    saved = _core.decode_query()
+    try:
+        for _ in range(rounds):
+            if isa in PROBES:
+                probes.append(_core.measure_peak(PROBES[isa], threads, 3))
+            for name in variants:
+                cache, query = VARIANTS[name]
+                _core.set_decode_query(query)
+                per[name].append(float(np.median(_core.time_prefill_attention(q, k, v, cache, calls))))
+    finally:
+        _core.set_decode_query(saved)
+    out = []
+    for name, times in per.items():
+        med = statistics.median(times)
+        row = {"shape": shape, "n": n, "chunk": t, "threads": threads, "isa": isa, "variant": name, "median_s": med,
+               "gflops": round(flops / med / 1e9, 1)}
+        if probes:
+            row["fma_probe_gflops"] = round(statistics.median(probes), 1)
+            row["fma_fraction"] = round(flops / med / 1e9 / row["fma_probe_gflops"], 3)
+        if "int8" in per and name != "int8":
+            row["vs_int8"] = round(statistics.median(a / b for a, b in zip(times, per["int8"])), 3)
+        out.append(row)
+    return out
 
 
 def rows_for(shape: str, n: int, threads: int, isa: str, calls: int, variants: list[str], rounds: int = 5) -> list[dict]:
@@ -77,6 +120,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--isa", default="best,avx2", help="tiers to run: best (the dispatcher's pick) and/or names")
     ap.add_argument("--kv", default="int8-f32,int8,f16", help="variants, of: " + ", ".join(VARIANTS))
+    ap.add_argument("--prefill", type=int, default=0, metavar="T",
+                    help="time a prefill chunk of T positions after n cached ones instead of decode")
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--json")
     args = ap.parse_args(argv)
@@ -96,10 +141,19 @@ def main(argv=None) -> int:
             for t in (int(x) for x in args.threads.split(",")):
                 _core.set_num_threads(t)
                 for n in (int(x) for x in args.n.split(",")):
-                    rows += rows_for(args.shape, n, t, name, args.calls, variants)
+                    if args.prefill:
+                        rows += prefill_rows_for(args.shape, n, args.prefill, t, name, args.calls, variants)
+                    else:
+                        rows += rows_for(args.shape, n, t, name, args.calls, variants)
     finally:
         _core.set_active_isa(saved)
     for r in rows:
+        if "chunk" in r:
+            print(f"{r['shape']:>11} {r['isa']:>6} t={r['threads']} n={r['n']:>5} +{r['chunk']} {r['variant']:>8}: "
+                  f"{r['median_s'] * 1e3:8.2f} ms  {r['gflops']:6.1f} GFLOP/s"
+                  + (f"  of FMA probe {r['fma_fraction']:.3f}" if "fma_fraction" in r else "")
+                  + (f"  vs int8 x{r['vs_int8']}" if "vs_int8" in r else ""))
+            continue
         print(f"{r['shape']:>11} {r['isa']:>6} t={r['threads']} n={r['n']:>5} {r['variant']:>8}: "
               f"{r['median_s'] * 1e6:8.1f} us  {r['gbps']:6.2f} GB/s  read {r['read_gbps']:6.2f} GB/s  "
               f"fraction {r['read_fraction']:.3f}" + (f"  vs int8 x{r['vs_int8']}" if "vs_int8" in r else ""))
