@@ -238,10 +238,10 @@ def test_chunked_prefill_equals_one_shot_prefill_property(tiny_f32, tiny_q4):
     check()
 
 
-def test_decode_steps_compute_in_integers_over_the_int8_cache(tiny_q4):
-    """A generation step over the int8 cache quantizes its query (decode's integer attention); a one-token prefill
-    chunk keeps the float query, as every prefill chunk does. With the float query switched on for decode too, the
-    two agree as chunked prefills do."""
+def test_int8_cache_attention_computes_in_integers_in_decode_and_prefill(tiny_q4):
+    """Over the int8 cache a generation step and a prefill chunk (of one position or more) both quantize their
+    queries (integer attention), so a decode step equals a one-token prefill chunk; switching the float query on
+    (set_decode_query("f32"), the A/B path) changes both alike."""
     from bluelm_v import _core
 
     eng = Engine(tiny_q4, kv_cache="int8")
@@ -255,14 +255,15 @@ def test_decode_steps_compute_in_integers_over_the_int8_cache(tiny_q4):
 
     step, chunk = both()
     scale = np.abs(chunk).max()
-    assert 0 < np.abs(step - chunk).max() <= 0.1 * scale
+    assert np.abs(step - chunk).max() <= 1e-5 * scale
     saved = _core.decode_query()
     try:
         _core.set_decode_query("f32")
-        step, chunk = both()
+        step_f, chunk_f = both()
     finally:
         _core.set_decode_query(saved)
-    assert np.abs(step - chunk).max() <= 1e-3 * scale
+    assert np.abs(step_f - chunk_f).max() <= 1e-5 * scale
+    assert 0 < np.abs(step_f - step).max() <= 0.1 * scale  # the int8 query is in effect by default
 
 
 def test_kv_bytes_per_token_counts_the_cache(tiny, tiny_q8):

@@ -7,13 +7,13 @@ PyTorch reference (bluelm_v.models.llm on the same GGUF dequantized to float32).
 The text is this repository's README.md and docs/*.md, tokenized (always at hand, varied prose, code and tables).
 The reference prefills the first DEPTH - 1 tokens, then the next STEPS in one pass with every position's logits;
 the engine prefills the same DEPTH - 1 tokens and then decodes the STEPS tokens one at a time (Session.decode, the
-path generation takes: decode_attention over the cache, split-K, the int8 cache's integer scores), so each row
-compares the logits of the same position. Rows:
+path generation takes: decode_attention over the cache, split-K, the int8 cache's integer scores; prefill over the
+int8 cache computes in integers too), so each row compares the logits of the same position. Rows:
   - f32 weights (the GGUF dequantized, as the reference) with the f32 cache: max |logit diff| and top-1 agreement;
     the target is max |diff| <= 1e-3 and agreement >= 0.99;
   - the GGUF's own weights with int16 activations (the package default) and each cache (f16, int8), and the int8
-    cache again with decode's float queries (set_decode_query("f32"): the decode path before the integer scores):
-    top-1 agreement with the reference.
+    cache again with float queries (set_decode_query("f32"): float products in prefill and decode, the path before
+    the integer attention): top-1 agreement with the reference.
 """
 from __future__ import annotations
 

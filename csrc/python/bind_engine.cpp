@@ -273,6 +273,41 @@ void bind_engine(py::module_& m) {
       py::arg("q"), py::arg("k"), py::arg("v"), py::arg("kv_cache"), py::arg("calls"),
       "Seconds per decode-attention call (one layer's cache of n positions), timed in C++ call by call "
       "(benchmarks/attention.py)");
+  m.def(
+      "time_prefill_attention",
+      [](const py::array_t<float, py::array::c_style | py::array::forcecast>& q,
+         const py::array_t<float, py::array::c_style | py::array::forcecast>& k,
+         const py::array_t<float, py::array::c_style | py::array::forcecast>& v, const std::string& kv_cache,
+         int64_t calls) {
+        if (q.ndim() != 3 || k.ndim() != 3 || v.ndim() != 3)
+          throw InvalidArgument("time_prefill_attention takes q [t, heads, hd], k and v [n, kv_heads, hd]");
+        for (int d = 0; d < 3; ++d)
+          if (k.shape(d) != v.shape(d)) throw InvalidArgument("time_prefill_attention: k and v shapes differ");
+        const int64_t t = q.shape(0), heads = q.shape(1), hd = q.shape(2), n = k.shape(0), kvh = k.shape(1);
+        if (k.shape(2) != hd || kvh <= 0 || heads % kvh)
+          throw InvalidArgument("time_prefill_attention: q [t, heads, hd] with heads a multiple of k's kv_heads and k's hd");
+        if (t < 1 || t > n || calls < 1)
+          throw InvalidArgument("time_prefill_attention: 1 <= t <= n (the chunk is the last t positions) and calls >= 1");
+        std::vector<double> times(static_cast<size_t>(calls));
+        {
+          py::gil_scoped_release release;
+          KvCache cache(parse_kv_type(kv_cache), 1, kvh, n, hd);
+          for (int64_t p = 0; p < n; ++p) cache.store(0, p, k.data() + p * kvh * hd, v.data() + p * kvh * hd);
+          std::vector<KvHeadView> kv;
+          for (int64_t h = 0; h < kvh; ++h) kv.push_back(cache.head(0, h));
+          std::vector<float> out(static_cast<size_t>(t * heads * hd));
+          const float scale = 1.0f / std::sqrt(float(hd));
+          for (auto& s : times) {
+            const auto t0 = std::chrono::steady_clock::now();
+            prefill_attention(kv.data(), kvh, heads / kvh, q.data(), heads * hd, scale, n - t, t, out.data(), heads * hd);
+            s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          }
+        }
+        return py::array_t<double>(py::ssize_t(times.size()), times.data());
+      },
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("kv_cache"), py::arg("calls"),
+      "Seconds per prefill-attention call (a chunk of the last t of n positions of one layer's cache), timed in C++ "
+      "call by call (benchmarks/attention.py --prefill)");
   m.def("decode_query", [] { return std::string(decode_query_int8() ? "int8" : "f32"); });
   m.def("peak_rss_mb", &peak_rss_mb);
   m.def("current_rss_mb", &current_rss_mb);

@@ -60,10 +60,11 @@ void attend_block_range(const KvHeadView& kv, const float* q, int64_t ldq, int64
     for (int64_t r = 0; r < m; ++r) seen = std::max(seen, limit ? std::clamp(limit[r] - jb, int64_t(0), nb) : nb);
     if (seen == 0) continue;
     const bool direct =
-        kv.k8 && ((q8 && K.scores_i8q(q8->q8, q8->d, q8->sum, m, kv.k8 + jb * hd,
-                                      kv.ks + jb * groups, nb, hd, kv.gs, s, ldk)) ||
-                  (!q8 && K.scores_i8_direct &&
-                   K.scores_i8_direct(q, ldq, m, kv.k8 + jb * hd, kv.ks + jb * groups, nb, hd, kv.gs, s, ldk)));
+        (kv.k8 && ((q8 && K.scores_i8q(q8->q8, q8->d, q8->sum, m, kv.k8 + jb * hd,
+                                       kv.ks + jb * groups, nb, hd, kv.gs, s, ldk)) ||
+                   (!q8 && K.scores_i8_direct &&
+                    K.scores_i8_direct(q, ldq, m, kv.k8 + jb * hd, kv.ks + jb * groups, nb, hd, kv.gs, s, ldk)))) ||
+        (kv.k16 && K.scores_f16_direct && K.scores_f16_direct(q, ldq, m, kv.k16 + jb * hd, nb, hd, s, ldk));
     if (!direct) {
       if (kv.k8) K.keys_i8_t(kv.k8 + jb * hd, kv.ks + jb * groups, nb, hd, kv.gs, kt, ldk);
       else if (kv.k16) K.keys_f16_t(kv.k16 + jb * hd, nb, hd, kt, ldk);
@@ -94,6 +95,9 @@ void attend_block_range(const KvHeadView& kv, const float* q, int64_t ldq, int64
     }
     if (kv.v8 && K.accumulate_i8_direct &&
         K.accumulate_i8_direct(s, ldk, m, kv.v8 + jb * hd, kv.vs + jb * groups, nb, hd, kv.gs, st.out, st.ldo))
+      continue;
+    if (kv.v16 && K.accumulate_f16_direct &&
+        K.accumulate_f16_direct(s, ldk, m, kv.v16 + jb * hd, nb, hd, st.out, st.ldo))
       continue;
     const float* v = kv.vf ? kv.vf + jb * hd : scratch.vt.data();
     if (kv.v8) K.values_i8(kv.v8 + jb * hd, kv.vs + jb * groups, nb, hd, kv.gs, scratch.vt.data());
@@ -174,14 +178,16 @@ void decode_attention(const KvHeadView* kv, int64_t kv_heads, int64_t groups, co
 }
 
 void prefill_attention(const KvHeadView* kv, int64_t kv_heads, int64_t groups, const float* q, int64_t ldq,
-                       float scale, int64_t start, int64_t t, float* out, int64_t ldo) {
+                       float scale, int64_t start, int64_t t, float* out, int64_t ldo, bool integer) {
   const int64_t hd = kv[0].hd;
+  const bool int8 = integer && kv[0].k8 != nullptr && kv[0].gs % 4 == 0 && decode_query_int8();
   // Row (i, g) of a tile is position start + q0 + i of query head h * groups + g.
   const int64_t tq = std::max<int64_t>(1, kPrefillRows / groups), tiles = (t + tq - 1) / tq;
   ThreadPool::global().run(kv_heads * tiles, [&](int64_t b, int64_t e, int) {
     thread_local AttnScratch scratch;
     thread_local std::vector<float> o, mx, sum;
     thread_local std::vector<int64_t> limit;
+    thread_local QueryI8 q8;
     for (int64_t task = b; task < e; ++task) {
       const int64_t h = task / tiles, q0 = (task % tiles) * tq, q1 = std::min(t, q0 + tq), m = (q1 - q0) * groups;
       scratch.q.resize(size_t(m * hd));
@@ -197,7 +203,10 @@ void prefill_attention(const KvHeadView* kv, int64_t kv_heads, int64_t groups, c
           limit[size_t(r)] = start + i + 1;
         }
       const AttnPartial st{o.data(), hd, mx.data(), sum.data()};
-      attend_block_range(kv[h], scratch.q.data(), hd, m, 0, start + q1, limit.data(), st, true, scratch);
+      if (int8) q8.quantize(scratch.q.data(), hd, m, hd, kv[h].gs);
+      const QueryI8View qv = int8 ? q8.rows(0) : QueryI8View{};
+      attend_block_range(kv[h], scratch.q.data(), hd, m, 0, start + q1, limit.data(), st, true, scratch,
+                         int8 ? &qv : nullptr);
       for (int64_t i = q0; i < q1; ++i) {
         const int64_t r = (i - q0) * groups;
         const AttnPartial row{o.data() + r * hd, hd, mx.data() + r, sum.data() + r};

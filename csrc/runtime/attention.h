@@ -79,15 +79,15 @@ void merge_partials(const AttnPartial* parts, int64_t count, int64_t m, int64_t 
 // positions [0, n) of kv[0..kv_heads) -> out [kv_heads * groups, hd]. The query heads of a KV head read it together;
 // positions split into ranges of kDecodeSplit (split-K over the thread pool), merged exactly. With an int8 cache and
 // `integer` (and decode_query_int8()) the queries are quantized per scale group once per step, the key scores are
-// integer dot products and the values are summed with int16 weights; else float products (a prefill chunk of one
-// position takes this path, so it equals the prefill of longer chunks).
+// integer dot products and the values are summed with int16 weights, as prefill_attention does; else float products.
 constexpr int64_t kDecodeSplit = 8 * kAttnBlock;
 struct DecodeScratch {
   std::vector<float> q, out, mx, sum;
   QueryI8 q8;
 };
-// Whether decode quantizes its query for the int8 cache (default; BLUELM_DECODE_QUERY=f32 in the environment or
-// set_decode_query_int8(false) keeps float queries and float products, the path before: for A/B benchmark runs).
+// Whether decode and prefill quantize their queries for the int8 cache (default; BLUELM_DECODE_QUERY=f32 in the
+// environment or set_decode_query_int8(false) keeps float queries and float products, the path before: for A/B
+// benchmark runs).
 bool decode_query_int8();
 void set_decode_query_int8(bool on);
 void decode_attention(const KvHeadView* kv, int64_t kv_heads, int64_t groups, const float* q, float scale, int64_t n,
@@ -95,10 +95,11 @@ void decode_attention(const KvHeadView* kv, int64_t kv_heads, int64_t groups, co
 
 // A prefill chunk of t positions start .. start + t - 1: q [t, ldq] (head h at columns h * hd, unscaled) -> out
 // [t, ldo] (same columns), position start + i seeing cached positions [0, start + i] (causal). Parallel over
-// (KV head, tile of query positions); the mask costs only the diagonal blocks.
+// (KV head, tile of query positions); the mask costs only the diagonal blocks. With an int8 cache and `integer` (and
+// decode_query_int8()) the tile's queries are quantized per scale group and computed in integers, as decode's.
 constexpr int64_t kPrefillRows = 64;  // query rows (positions x heads of a GQA group) per task
 void prefill_attention(const KvHeadView* kv, int64_t kv_heads, int64_t groups, const float* q, int64_t ldq,
-                       float scale, int64_t start, int64_t t, float* out, int64_t ldo);
+                       float scale, int64_t start, int64_t t, float* out, int64_t ldo, bool integer = true);
 
 // The plain reference: softmax(q k^T) v of one query q [hd] (scaled) over positions [0, n), two passes in double.
 void attend_reference(const KvHeadView& kv, const float* q, int64_t n, float* out);

@@ -241,74 +241,85 @@ int32_t load_i32(const int8_t* p) {
   return x;
 }
 
-// R query rows against 8 positions at a time in integers: the 8 key rows are transposed in 4-byte columns (8x8
-// blocks of 32-bit lanes), so lane p of column c holds dimensions 4c .. 4c + 3 of position p and each row's dot
-// products are vertical: |k| * sign(q, k) in u8 x s8 pairs (vpmaddubsw, at most 2 x 128 x 127, no saturation),
-// widened to 32 bits (vpmaddwd), summed per scale group, then scaled once per group and position.
+// Query rows against 8 positions at a time in integers: the 8 key rows are transposed once in 4-byte columns (8x8
+// blocks of 32-bit lanes; kept with their absolute values for every block of R rows), so lane p of column c holds
+// dimensions 4c .. 4c + 3 of position p and each row's dot products are vertical: |k| * sign(q, k) in u8 x s8 pairs
+// (vpmaddubsw, at most 2 x 128 x 127, no saturation), widened to 32 bits (vpmaddwd), summed per scale group, then
+// scaled once per group and position.
+constexpr int64_t kMaxKeyColumns = 64;  // hd <= 256
+
 template <int R>
-void scores_i8q_rows(const int8_t* q8, const float* qd, const int8_t* k, const float* ks, int64_t nb, int64_t hd,
-                     int64_t gs, float* s, int64_t lds) {
+void scores_i8q_cols(const __m256i* kc, const __m256i* ka, int64_t chunks, int64_t per_group, int64_t groups,
+                     const float* scale, const int8_t* q8, const float* qd, int64_t hd, int64_t np, float* s,
+                     int64_t lds) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 sc[R];
+  __m256i acc[R];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    sc[r] = _mm256_setzero_ps();
+    acc[r] = _mm256_setzero_si256();
+  }
+  int64_t g = 0, left = per_group;  // the group being summed, and its columns still to come
+  for (int64_t c = 0; c < chunks; ++c) {
+    const __m256i k = _mm256_load_si256(kc + c), a = _mm256_load_si256(ka + c);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const __m256i qb = _mm256_set1_epi32(load_i32(q8 + r * hd + 4 * c));
+      acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(qb, k)), ones));
+    }
+    if (--left == 0) {  // the group ends: scale its sums once
+      const __m256 d = _mm256_load_ps(scale + 8 * g);
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) {
+        const __m256 w = _mm256_mul_ps(d, _mm256_set1_ps(qd[r * groups + g]));
+        sc[r] = _mm256_add_ps(sc[r], _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r]), w));
+        acc[r] = _mm256_setzero_si256();
+      }
+      ++g;
+      left = per_group;
+    }
+  }
+  const __m256i sm = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(np)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) _mm256_maskstore_ps(s + r * lds, sm, sc[r]);
+}
+
+bool scores_i8q_avx2(const int8_t* q8, const float* qd, const int32_t* qsum, int64_t m, const int8_t* k,
+                     const float* ks, int64_t nb, int64_t hd, int64_t gs, float* s, int64_t lds) {
+  if (gs % 4 || hd / gs > kMaxScaleGroups || hd / 4 > kMaxKeyColumns)
+    return attention_kernels_scalar()->scores_i8q(q8, qd, qsum, m, k, ks, nb, hd, gs, s, lds);
   const int64_t groups = hd / gs, chunks = hd / 4, per_group = gs / 4;
-  const __m256i ones = _mm256_set1_epi16(1), lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  alignas(32) float scale[kMaxScaleGroups][8];
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  alignas(32) float scale[kMaxScaleGroups * 8];
+  alignas(32) __m256i kc[kMaxKeyColumns], ka[kMaxKeyColumns];
   for (int64_t j0 = 0; j0 < nb; j0 += 8) {
     const int64_t np = nb - j0 < 8 ? nb - j0 : 8;
     for (int64_t g = 0; g < groups; ++g)
-      for (int64_t p = 0; p < 8; ++p) scale[g][p] = p < np ? ks[(j0 + p) * groups + g] : 0.0f;
-    __m256 sc[R];
-    __m256i acc[R];
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) {
-      sc[r] = _mm256_setzero_ps();
-      acc[r] = _mm256_setzero_si256();
-    }
-    int64_t g = 0, left = per_group;  // the group being summed, and its columns still to come
+      for (int64_t p = 0; p < 8; ++p) scale[g * 8 + p] = p < np ? ks[(j0 + p) * groups + g] : 0.0f;
     for (int64_t c0 = 0; c0 < chunks; c0 += 8) {
       const int64_t nc = chunks - c0 < 8 ? chunks - c0 : 8;
       const __m256i cm = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(nc)), lane);
       __m256 t[8];
 #pragma GCC unroll 16
       for (int p = 0; p < 8; ++p)
-        t[p] = p < np ? _mm256_castsi256_ps(_mm256_maskload_epi32(
-                            reinterpret_cast<const int*>(k + (j0 + p) * hd + 4 * c0), cm))
-                      : _mm256_setzero_ps();
+        t[p] = p >= np  ? _mm256_setzero_ps()
+               : nc == 8 ? _mm256_loadu_ps(reinterpret_cast<const float*>(k + (j0 + p) * hd + 4 * c0))
+                         : _mm256_castsi256_ps(_mm256_maskload_epi32(
+                               reinterpret_cast<const int*>(k + (j0 + p) * hd + 4 * c0), cm));
       transpose8(t);
 #pragma GCC unroll 8
-      for (int c = 0; c < 8; ++c) {
-        if (c >= nc) break;
-        const __m256i kc = _mm256_castps_si256(t[c]), ka = _mm256_abs_epi8(kc);
-#pragma GCC unroll 16
-        for (int r = 0; r < R; ++r) {
-          const __m256i qb = _mm256_set1_epi32(load_i32(q8 + r * hd + 4 * (c0 + c)));
-          acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(_mm256_maddubs_epi16(ka, _mm256_sign_epi8(qb, kc)), ones));
+      for (int c = 0; c < 8; ++c)
+        if (c < nc) {
+          kc[c0 + c] = _mm256_castps_si256(t[c]);
+          ka[c0 + c] = _mm256_abs_epi8(kc[c0 + c]);
         }
-        if (--left == 0) {  // the group ends: scale its sums once
-          const __m256 d = _mm256_load_ps(scale[g]);
-#pragma GCC unroll 16
-          for (int r = 0; r < R; ++r) {
-            const __m256 w = _mm256_mul_ps(d, _mm256_set1_ps(qd[r * groups + g]));
-            sc[r] = _mm256_add_ps(sc[r], _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r]), w));
-            acc[r] = _mm256_setzero_si256();
-          }
-          ++g;
-          left = per_group;
-        }
-      }
     }
-    const __m256i sm = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(np)), lane);
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) _mm256_maskstore_ps(s + r * lds + j0, sm, sc[r]);
+    for_row_blocks(m, [&](auto rows, int64_t r) {
+      scores_i8q_cols<decltype(rows)::value>(kc, ka, chunks, per_group, groups, scale, q8 + r * hd, qd + r * groups,
+                                             hd, np, s + r * lds + j0, lds);
+    });
   }
-}
-
-bool scores_i8q_avx2(const int8_t* q8, const float* qd, const int32_t* qsum, int64_t m, const int8_t* k,
-                     const float* ks, int64_t nb, int64_t hd, int64_t gs, float* s, int64_t lds) {
-  if (gs % 4 || hd / gs > kMaxScaleGroups)
-    return attention_kernels_scalar()->scores_i8q(q8, qd, qsum, m, k, ks, nb, hd, gs, s, lds);
-  const int64_t groups = hd / gs;
-  for_row_blocks(m, [&](auto rows, int64_t r) {
-    scores_i8q_rows<decltype(rows)::value>(q8 + r * hd, qd + r * groups, k, ks, nb, hd, gs, s + r * lds, lds);
-  });
   return true;
 }
 
@@ -321,29 +332,38 @@ __m256i lanes8(int64_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+// 8 floats of x from j, the lanes at or past n zero (a masked load only for the last, partial vector).
+__attribute__((always_inline)) inline __m256 load8_upto(const float* x, int64_t j, int64_t n) {
+  return n - j >= 8 ? _mm256_loadu_ps(x + j) : _mm256_maskload_ps(x + j, lanes8(n - j));
+}
+
 template <int R>
 void weights_i16(const float* p, int64_t ldp, const float* vsg, int64_t nb, int64_t groups, int16_t* wq, float* sw) {
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
     for (int64_t g = 0; g < groups; ++g) {
       const float* vg = vsg + g * kAttnBlock;
+      const float* pr = p + r * ldp;
       __m256 mx = _mm256_setzero_ps();
-      for (int64_t j = 0; j < nb; j += 8) {
-        const __m256i k = lanes8(nb - j);
-        mx = _mm256_max_ps(mx, _mm256_mul_ps(_mm256_maskload_ps(p + r * ldp + j, k), _mm256_maskload_ps(vg + j, k)));
-      }
+      for (int64_t j = 0; j < nb; j += 8) mx = _mm256_max_ps(mx, _mm256_mul_ps(load8_upto(pr, j, nb), load8_upto(vg, j, nb)));
       __m128 h = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
       h = _mm_max_ps(h, _mm_movehl_ps(h, h));
       h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
       const float s = _mm_cvtss_f32(h) / 32767.0f, inv = s > 0.0f ? 1.0f / s : 0.0f;
       sw[r * groups + g] = s;
       int16_t* out = wq + (r * groups + g) * kWeightsLd;
+      const __m256 vinv = _mm256_set1_ps(inv);
       for (int64_t j = 0; j < nb; j += 8) {
-        const __m256i k = lanes8(nb - j);
-        const __m256 w = _mm256_mul_ps(_mm256_maskload_ps(p + r * ldp + j, k), _mm256_maskload_ps(vg + j, k));
-        alignas(32) int32_t t[8];
-        _mm256_store_si256(reinterpret_cast<__m256i*>(t), _mm256_cvtps_epi32(_mm256_mul_ps(w, _mm256_set1_ps(inv))));
-        for (int64_t e = 0; e < 8 && j + e < nb; ++e) out[j + e] = int16_t(t[e]);
+        const __m256 w = _mm256_mul_ps(load8_upto(pr, j, nb), load8_upto(vg, j, nb));
+        // |w * inv| <= 32767: the saturating pack is exact; lanes 0 and 2 of the 64-bit quarters hold the 8 words.
+        const __m256i t = _mm256_cvtps_epi32(_mm256_mul_ps(w, vinv));
+        const __m128i w16 = _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packs_epi32(t, t), 0x08));
+        if (nb - j >= 8) _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), w16);
+        else {
+          alignas(16) int16_t tmp[8];
+          _mm_store_si128(reinterpret_cast<__m128i*>(tmp), w16);
+          __builtin_memcpy(out + j, tmp, size_t(nb - j) * sizeof(int16_t));
+        }
       }
       out[nb] = 0;  // the pair of an odd last row
     }
@@ -356,10 +376,7 @@ void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, con
   __m256i acc[R][2];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-  for (int64_t j = 0; j < nb; j += 2) {
-    const __m256i a = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + j * hd + c)));
-    const __m256i b = j + 1 < nb ? _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + (j + 1) * hd + c)))
-                                 : _mm256_setzero_si256();
+  const auto step = [&](int64_t j, __m256i a, __m256i b) {
     const __m256i x0 = _mm256_unpacklo_epi16(a, b), x1 = _mm256_unpackhi_epi16(a, b);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
@@ -369,7 +386,13 @@ void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, con
       acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(x0, wp));
       acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(x1, wp));
     }
-  }
+  };
+  const auto row16 = [&](int64_t j) {
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + j * hd + c)));
+  };
+  int64_t j = 0;
+  for (; j + 2 <= nb; j += 2) step(j, row16(j), row16(j + 1));
+  if (j < nb) step(j, row16(j), _mm256_setzero_si256());  // an odd last row (its pair weight is 0)
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
     const __m256 d = _mm256_set1_ps(sw[r * groups + g]);
@@ -404,10 +427,126 @@ void accumulate_i8w_avx2(const float* p, int64_t ldp, int64_t m, const int8_t* v
   });
 }
 
+// Decode over the f16 cache (AttentionKernels::scores_f16_direct, accumulate_f16_direct): the few query rows of
+// one GQA group read each half once, converted by F16C. Scores take 4 positions at a time, their dot products kept
+// as R x 4 vectors of partial sums (each key vector converted once for the R rows), then folded by horizontal adds
+// (two positions per vhaddps) into one vector per row and 8 positions.
+
+// Lane p of the result: the total of a[p]'s 8 lanes (p < 4 from h0123 = fold4 of a[0..4), p >= 4 from h4567).
+__attribute__((always_inline)) inline __m256 fold4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+  return _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));  // [a0..a3 low halves | high halves]
+}
+__attribute__((always_inline)) inline __m256 fold8(__m256 h0123, __m256 h4567) {
+  return _mm256_add_ps(_mm256_permute2f128_ps(h0123, h4567, 0x20), _mm256_permute2f128_ps(h0123, h4567, 0x31));
+}
+
+// R rows x 4 positions from position j of k (np of them real, the rest read as zero): fold4 per row.
+template <int R>
+__attribute__((always_inline)) inline void scores_f16_quad(const float* q, int64_t ldq, const uint16_t* k, int64_t np,
+                                                           int64_t hd, __m256 h[R]) {
+  __m256 acc[R][4];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; ++p) acc[r][p] = _mm256_setzero_ps();
+  if (np >= 4) {
+    for (int64_t i = 0; i < hd; i += 8)
+#pragma GCC unroll 4
+      for (int p = 0; p < 4; ++p) {  // the queries as memory operands: R x 4 accumulators and one key vector live
+        const __m256 kv = load8_f16(k + p * hd + i);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) acc[r][p] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * ldq + i), kv, acc[r][p]);
+      }
+  } else {
+    for (int64_t i = 0; i < hd; i += 8)
+      for (int64_t p = 0; p < np; ++p) {
+        const __m256 kv = load8_f16(k + p * hd + i);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) acc[r][p] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * ldq + i), kv, acc[r][p]);
+      }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) h[r] = fold4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+}
+
+template <int R>
+void scores_f16_rows(const float* q, int64_t ldq, const uint16_t* k, int64_t nb, int64_t hd, float* s, int64_t lds) {
+  for (int64_t j0 = 0; j0 < nb; j0 += 8) {
+    const int64_t np = nb - j0 < 8 ? nb - j0 : 8;
+    __m256 lo[R], hi[R];
+    scores_f16_quad<R>(q, ldq, k + j0 * hd, np < 4 ? np : 4, hd, lo);
+    if (np > 4) {
+      scores_f16_quad<R>(q, ldq, k + (j0 + 4) * hd, np - 4, hd, hi);
+    } else {
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) hi[r] = _mm256_setzero_ps();
+    }
+    const __m256i sm = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(np)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) _mm256_maskstore_ps(s + r * lds + j0, sm, fold8(lo[r], hi[r]));
+  }
+}
+
+bool scores_f16_direct_avx2(const float* q, int64_t ldq, int64_t m, const uint16_t* k, int64_t nb, int64_t hd,
+                            float* s, int64_t lds) {
+  if (hd % 8 || m > 8) return false;
+  for_row_blocks(m, [&](auto rows, int64_t r) {
+    scores_f16_rows<decltype(rows)::value>(q + r * ldq, ldq, k, nb, hd, s + r * lds, lds);
+  });
+  return true;
+}
+
+// R rows x W vectors of output columns from c: each value vector converted once for the R rows (R W + W + 1
+// registers of 16).
+template <int R, int W>
+void accumulate_f16_tile(const float* p, int64_t ldp, const uint16_t* v, int64_t nb, int64_t hd, int64_t c, float* o,
+                         int64_t ldo) {
+  __m256 acc[R][W];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int w = 0; w < W; ++w) acc[r][w] = _mm256_loadu_ps(o + r * ldo + c + 8 * w);
+  for (int64_t j = 0; j < nb; ++j) {
+    __m256 vv[W];
+#pragma GCC unroll 8
+    for (int w = 0; w < W; ++w) vv[w] = load8_f16(v + j * hd + c + 8 * w);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const __m256 a = _mm256_broadcast_ss(p + r * ldp + j);
+#pragma GCC unroll 8
+      for (int w = 0; w < W; ++w) acc[r][w] = _mm256_fmadd_ps(a, vv[w], acc[r][w]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int w = 0; w < W; ++w) _mm256_storeu_ps(o + r * ldo + c + 8 * w, acc[r][w]);
+}
+
+template <int R>
+void accumulate_f16_rows(const float* p, int64_t ldp, const uint16_t* v, int64_t nb, int64_t hd, float* o,
+                         int64_t ldo) {
+  constexpr int W = R <= 2 ? 4 : 3;
+  int64_t c = 0;
+  for (; c + 8 * W <= hd; c += 8 * W) accumulate_f16_tile<R, W>(p, ldp, v, nb, hd, c, o, ldo);
+  for (; c + 16 <= hd; c += 16) accumulate_f16_tile<R, 2>(p, ldp, v, nb, hd, c, o, ldo);
+  for (; c < hd; c += 8) accumulate_f16_tile<R, 1>(p, ldp, v, nb, hd, c, o, ldo);
+}
+
+bool accumulate_f16_direct_avx2(const float* p, int64_t ldp, int64_t m, const uint16_t* v, int64_t nb, int64_t hd,
+                                float* o, int64_t ldo) {
+  if (hd % 8 || m > 8) return false;
+  for_row_blocks(m, [&](auto rows, int64_t r) {
+    accumulate_f16_rows<decltype(rows)::value>(p + r * ldp, ldp, v, nb, hd, o + r * ldo, ldo);
+  });
+  return true;
+}
+
 const AttentionKernels kAvx2 = {
     "avx2",          exp_sum_avx2,    gelu_tanh_avx2,  row_max_avx2,        keys_i8_t_avx2,
     keys_f32_t_avx2, keys_f16_t_avx2, values_i8_avx2,  values_f16_avx2,     scores_avx2,
-    accumulate_avx2, nullptr,         scores_i8q_avx2, accumulate_i8w_avx2, nullptr};
+    accumulate_avx2, nullptr,         scores_i8q_avx2, accumulate_i8w_avx2, nullptr,
+    scores_f16_direct_avx2, accumulate_f16_direct_avx2};
 
 }  // namespace
 

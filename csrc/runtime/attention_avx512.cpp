@@ -251,29 +251,59 @@ int32_t load_i32(const int8_t* p) {
   return x;
 }
 
-// R query rows against 16 positions at a time in integers (VNNI): the 16 key rows transposed in 4-byte columns, so
-// lane p of column c holds dimensions 4c .. 4c + 3 of position p; vpdpbusd multiplies the keys offset to unsigned
-// (k + 128) by the broadcast int8 query and sums four products per lane, and 128 x the query's group sum is taken
-// off again before the group's sums are scaled once per position. The columns stay in registers (the loop over
-// a 16-column block is unrolled), and the scales of the 16 positions are laid out per group once per block.
+// Query rows against 16 positions at a time in integers (VNNI): the 16 key rows transposed once in 4-byte columns
+// (offset to unsigned, k + 128), so lane p of column c holds dimensions 4c .. 4c + 3 of position p, kept in `cols`
+// for every block of R rows (prefill tiles have up to kPrefillRows of them); vpdpbusd multiplies a column by the
+// broadcast int8 query and sums four products per lane, and 128 x the query's group sum is taken off again before
+// the group's sums are scaled once per position.
+constexpr int64_t kMaxKeyColumns = 64;  // hd <= 256
+
 template <int R>
-void scores_i8q_rows(const int8_t* q8, const float* qd, const int32_t* qsum, const int8_t* k, const float* ks,
-                     int64_t nb, int64_t hd, int64_t gs, float* s, int64_t lds) {
+void scores_i8q_cols(const __m512i* cols, int64_t chunks, int64_t per_group, int64_t groups, const float* scale,
+                     const int8_t* q8, const float* qd, const int32_t* qsum, int64_t hd, int64_t np, float* s,
+                     int64_t lds) {
+  __m512 sc[R];
+  __m512i acc[R];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    sc[r] = _mm512_setzero_ps();
+    acc[r] = _mm512_setzero_si512();
+  }
+  int64_t g = 0, left = per_group;  // the group being summed, and its columns still to come
+  for (int64_t c = 0; c < chunks; ++c) {
+    const __m512i ku = _mm512_load_si512(cols + c);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+      acc[r] = _mm512_dpbusd_epi32(acc[r], ku, _mm512_set1_epi32(load_i32(q8 + r * hd + 4 * c)));
+    if (--left == 0) {  // the group ends: scale its sums once
+      const __m512 d = _mm512_load_ps(scale + 16 * g);
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) {
+        const __m512i dot = _mm512_sub_epi32(acc[r], _mm512_set1_epi32(128 * qsum[r * groups + g]));
+        const __m512 w = _mm512_mul_ps(d, _mm512_set1_ps(qd[r * groups + g]));
+        sc[r] = _mm512_add_ps(sc[r], _mm512_mul_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, dot), w));
+        acc[r] = _mm512_setzero_si512();
+      }
+      ++g;
+      left = per_group;
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(s + r * lds, lanes(np), sc[r]);
+}
+
+bool scores_i8q_avx512(const int8_t* q8, const float* qd, const int32_t* qsum, int64_t m, const int8_t* k,
+                       const float* ks, int64_t nb, int64_t hd, int64_t gs, float* s, int64_t lds) {
+  if (gs % 4 || hd / gs > kMaxScaleGroups || hd / 4 > kMaxKeyColumns)
+    return attention_kernels_avx2()->scores_i8q(q8, qd, qsum, m, k, ks, nb, hd, gs, s, lds);
   const int64_t groups = hd / gs, chunks = hd / 4, per_group = gs / 4;
   const __m512i flip = _mm512_set1_epi8(char(0x80));
-  alignas(64) float scale[kMaxScaleGroups][16];
+  alignas(64) float scale[kMaxScaleGroups * 16];
+  alignas(64) __m512i cols[kMaxKeyColumns];
   for (int64_t j0 = 0; j0 < nb; j0 += 16) {
     const int64_t np = nb - j0 < 16 ? nb - j0 : 16;
     for (int64_t g = 0; g < groups; ++g)
-      for (int64_t p = 0; p < 16; ++p) scale[g][p] = p < np ? ks[(j0 + p) * groups + g] : 0.0f;
-    __m512 sc[R];
-    __m512i acc[R];
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) {
-      sc[r] = _mm512_setzero_ps();
-      acc[r] = _mm512_setzero_si512();
-    }
-    int64_t g = 0, left = per_group;  // the group being summed, and its columns still to come
+      for (int64_t p = 0; p < 16; ++p) scale[g * 16 + p] = p < np ? ks[(j0 + p) * groups + g] : 0.0f;
     for (int64_t c0 = 0; c0 < chunks; c0 += 16) {
       const int64_t nc = chunks - c0 < 16 ? chunks - c0 : 16;
       __m512i t[16];
@@ -282,40 +312,14 @@ void scores_i8q_rows(const int8_t* q8, const float* qd, const int32_t* qsum, con
         t[p] = p < np ? _mm512_maskz_loadu_epi32(lanes(nc), k + (j0 + p) * hd + 4 * c0) : _mm512_setzero_si512();
       transpose16_epi32(t);
 #pragma GCC unroll 16
-      for (int c = 0; c < 16; ++c) {
-        if (c >= nc) break;
-        const __m512i ku = _mm512_xor_si512(t[c], flip);
-#pragma GCC unroll 16
-        for (int r = 0; r < R; ++r)
-          acc[r] = _mm512_dpbusd_epi32(acc[r], ku, _mm512_set1_epi32(load_i32(q8 + r * hd + 4 * (c0 + c))));
-        if (--left == 0) {  // the group ends: scale its sums once
-          const __m512 d = _mm512_load_ps(scale[g]);
-#pragma GCC unroll 16
-          for (int r = 0; r < R; ++r) {
-            const __m512i dot = _mm512_sub_epi32(acc[r], _mm512_set1_epi32(128 * qsum[r * groups + g]));
-            const __m512 w = _mm512_mul_ps(d, _mm512_set1_ps(qd[r * groups + g]));
-            sc[r] = _mm512_add_ps(sc[r], _mm512_mul_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, dot), w));
-            acc[r] = _mm512_setzero_si512();
-          }
-          ++g;
-          left = per_group;
-        }
-      }
+      for (int c = 0; c < 16; ++c)
+        if (c < nc) cols[c0 + c] = _mm512_xor_si512(t[c], flip);
     }
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(s + r * lds + j0, lanes(np), sc[r]);
+    for_row_blocks(m, [&](auto rows, int64_t r) {
+      scores_i8q_cols<decltype(rows)::value>(cols, chunks, per_group, groups, scale, q8 + r * hd, qd + r * groups,
+                                             qsum + r * groups, hd, np, s + r * lds + j0, lds);
+    });
   }
-}
-
-bool scores_i8q_avx512(const int8_t* q8, const float* qd, const int32_t* qsum, int64_t m, const int8_t* k,
-                       const float* ks, int64_t nb, int64_t hd, int64_t gs, float* s, int64_t lds) {
-  if (gs % 4 || hd / gs > kMaxScaleGroups)
-    return attention_kernels_avx2()->scores_i8q(q8, qd, qsum, m, k, ks, nb, hd, gs, s, lds);
-  const int64_t groups = hd / gs;
-  for_row_blocks(m, [&](auto rows, int64_t r) {
-    scores_i8q_rows<decltype(rows)::value>(q8 + r * hd, qd + r * groups, qsum + r * groups, k, ks, nb, hd, gs,
-                                           s + r * lds, lds);
-  });
   return true;
 }
 

@@ -62,6 +62,14 @@ struct AttentionKernels {
   // without it (then values_i8 + accumulate).
   bool (*accumulate_i8_direct)(const float* p, int64_t ldp, int64_t m, const int8_t* v, const float* vs, int64_t nb,
                                int64_t hd, int64_t gs, float* o, int64_t ldo);
+  // Decode over the f16 cache, straight from the halves in their cache layout for the few rows of one GQA group
+  // (m <= 8), each half converted once for all m rows: s[r * lds + j] = sum_i q[r * ldq + i] * k[j * hd + i] and
+  // o[r * ldo + i] += sum_j p[r * ldp + j] * v[j * hd + i], j < nb. False (nothing written) for shapes they do not
+  // take; null in tiers without them (then keys_f16_t + scores, values_f16 + accumulate).
+  bool (*scores_f16_direct)(const float* q, int64_t ldq, int64_t m, const uint16_t* k, int64_t nb, int64_t hd,
+                            float* s, int64_t lds);
+  bool (*accumulate_f16_direct)(const float* p, int64_t ldp, int64_t m, const uint16_t* v, int64_t nb, int64_t hd,
+                                float* o, int64_t ldo);
 };
 
 const AttentionKernels& attention_kernels();

@@ -300,7 +300,8 @@ constexpr const char* kTierName = "neon";
 const AttentionKernels kNeon = {
     kTierName,       exp_sum_neon,    gelu_tanh_neon,  row_max_neon,        keys_i8_t_neon,
     keys_f32_t_neon, keys_f16_t_neon, values_i8_neon,  values_f16_neon,     scores_neon,
-    accumulate_neon, nullptr,         scores_i8q_neon, accumulate_i8w_neon, nullptr};
+    accumulate_neon, nullptr,         scores_i8q_neon, accumulate_i8w_neon, nullptr,
+    nullptr,         nullptr};
 
 }  // namespace
 }  // namespace bluelm::runtime

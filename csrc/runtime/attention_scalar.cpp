@@ -134,7 +134,8 @@ void accumulate_i8w_scalar(const float* p, int64_t ldp, int64_t m, const int8_t*
 const AttentionKernels kScalar = {
     "scalar",          exp_sum_scalar,    gelu_tanh_scalar,  row_max_scalar,    keys_i8_t_scalar,
     keys_f32_t_scalar, keys_f16_t_scalar, values_i8_scalar,  values_f16_scalar, scores_scalar,
-    accumulate_scalar, nullptr,           scores_i8q_scalar, accumulate_i8w_scalar, nullptr};
+    accumulate_scalar, nullptr,           scores_i8q_scalar, accumulate_i8w_scalar, nullptr,
+    nullptr,           nullptr};
 
 }  // namespace
 

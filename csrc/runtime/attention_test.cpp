@@ -181,6 +181,49 @@ BLUELM_TEST(attention_causal_limit_and_decode_driver) {
   set_active_isa(saved);
 }
 
+BLUELM_TEST(attention_integer_prefill_matches_reference_on_awkward_sizes) {
+  // A prefill chunk over the int8 cache computes in integers (each row's query quantized per scale group, int16
+  // weights of the values): every tier equals the double reference fed the dequantized queries over its causal
+  // range and the scalar tier, with tiles of several row blocks (t x groups rows) and diagonal blocks. Bounds on
+  // the chunk's largest output, as tests/test_attention.py's: 1.5e-4 against the reference (the int16 weights,
+  // each within 1/65534 of its block's largest); 5e-5 between tiers, whose scores differ in float rounding, enough
+  // to move a weight to the next int16 step now and then among the chunk's thousands of rows and blocks.
+  const Isa saved = active_isa();
+  uint32_t seed = 300;
+  for (int64_t hd : {64, 80, 128})
+    for (int64_t groups : {1, 3, 8}) {
+      const int64_t kv_heads = 2, n = 130, t = 37, start = n - t, heads = kv_heads * groups;
+      const KvCache c = random_cache(KvType::int8, kv_heads, n, hd, seed++);
+      std::vector<KvHeadView> kv;
+      for (int64_t h = 0; h < kv_heads; ++h) kv.push_back(c.head(0, h));
+      const std::vector<float> q = random_rows(t * heads, hd, seed++, 1.0f);
+      const float scale = 1.0f / std::sqrt(float(hd));
+      std::vector<float> want(size_t(t * heads * hd));
+      for (int64_t i = 0; i < t; ++i)
+        for (int64_t h = 0; h < heads; ++h) {
+          std::vector<float> qs(static_cast<size_t>(hd));
+          for (int64_t d = 0; d < hd; ++d) qs[size_t(d)] = q[size_t((i * heads + h) * hd + d)] * scale;
+          QueryI8 q8;
+          q8.quantize(qs.data(), hd, 1, hd, kv[0].gs);
+          const std::vector<float> qdq = dequantized(q8, 1);
+          attend_reference(kv[size_t(h / groups)], qdq.data(), start + i + 1, want.data() + (i * heads + h) * hd);
+        }
+      std::vector<float> scalar;
+      for (Isa isa : supported_isas()) {
+        if (!attention_kernels_for(isa)) continue;
+        set_active_isa(isa);
+        std::vector<float> got(want.size());
+        prefill_attention(kv.data(), kv_heads, groups, q.data(), heads * hd, scale, start, t, got.data(), heads * hd);
+        const double top = std::max(1.0, max_abs(want));
+        for (size_t i = 0; i < got.size(); ++i) CHECK_NEAR(got[i], want[i], 1.5e-4 * top);
+        if (isa == Isa::scalar) scalar = got;
+        else
+          for (size_t i = 0; i < got.size(); ++i) CHECK_NEAR(got[i], scalar[i], 5e-5 * top);
+      }
+    }
+  set_active_isa(saved);
+}
+
 BLUELM_TEST(int8_kv_cache_close_to_f32_and_sized_honestly) {
   const int64_t hd = 64, n = 37;
   const KvCache f = random_cache(KvType::f32, 2, n, hd, 5), q = random_cache(KvType::int8, 2, n, hd, 5);

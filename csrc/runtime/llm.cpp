@@ -138,9 +138,11 @@ void Llm::attention(int64_t layer, int64_t start, int64_t t, const float* qp, in
   std::vector<KvHeadView> kv(static_cast<size_t>(kvh_n));
   for (int64_t h = 0; h < kvh_n; ++h) kv[size_t(h)] = cache.head(layer, h);
   const float scale = 1.0f / std::sqrt(float(hd));
-  if (t == 1)
-    decode_attention(kv.data(), kvh_n, groups, qp, scale, start + 1, ws.att.data(), ws.decode, decoding);
-  else prefill_attention(kv.data(), kvh_n, groups, qp, ldq, scale, start, t, ws.att.data(), cfg_.q_dim());
+  // Over the int8 cache both compute in integers (int8 queries, int16 weights of the values), so a one-position
+  // prefill chunk (decode_attention) rounds as a longer one (prefill_attention) and as a generation step.
+  (void)decoding;
+  if (t == 1) decode_attention(kv.data(), kvh_n, groups, qp, scale, start + 1, ws.att.data(), ws.decode, true);
+  else prefill_attention(kv.data(), kvh_n, groups, qp, ldq, scale, start, t, ws.att.data(), cfg_.q_dim(), true);
 }
 
 void Llm::forward(const float* x, int64_t t, KvCache& cache, LlmWorkspace& ws, float* logits, float* all_logits,

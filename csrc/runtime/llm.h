@@ -42,8 +42,8 @@ class Llm {
   void embed(const int32_t* ids, int64_t t, float* out) const;
   // One chunk of t positions after cache.length(): x [t, hidden] embeddings. logits [vocab] of the last position
   // when `logits` is not null; all_logits [t, vocab] when not null (for tests). `decoding`: a generation step
-  // (t = 1), whose attention over an int8 cache computes in integers (decode_attention); prefill chunks of any
-  // length keep float queries, so any split of a prompt gives the same logits.
+  // (t = 1). It no longer changes the arithmetic: over an int8 cache decode and prefill chunks of any length both
+  // compute attention in integers (runtime/attention.h), so any split of a prompt gives the same logits.
   void forward(const float* x, int64_t t, KvCache& cache, LlmWorkspace& ws, float* logits,
                float* all_logits = nullptr, bool decoding = false) const;
 
