@@ -46,6 +46,8 @@ import sys
 import time
 from pathlib import Path
 
+from bluelm_v.export.cached import writer_digest
+
 from engine_depth import (  # noqa: F401
     PP_DEPTHS, TG_DEPTHS, depth_rows, llamacpp_kv_bytes_per_token, print_depth_rows, worker_depth,
     worker_depth_llamacpp)
@@ -56,6 +58,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = {"pp128": ("pp", 128), "pp512": ("pp", 512), "tg64": ("tg", 64)}
 RESOLUTIONS = ["384x768", "768x768", "768x1152", "768x1536", "768x1920"]
 CACHE = Path.home() / ".cache" / "bluelm-v" / "packages"
+# package folders carry the writer code's digest: a package made by other code is never reused
+WRITER = writer_digest()[:10]
 
 
 # ---- workers (run in child processes) ---------------------------------------------------------------------
@@ -239,7 +243,7 @@ def smollm2_rows(threads: list[int], repeat: int, modes: dict[str, tuple[str, st
     from bluelm_v.models.reference import load_model  # noqa: F401  (fails early when torch is missing)
 
     gguf = _smollm2_path()
-    pkg = CACHE / "smollm2-135m-gguf"
+    pkg = CACHE / f"smollm2-135m-gguf-{WRITER}"
     if not (pkg / "manifest.json").is_file():
         package(gguf, pkg)
     have_llamacpp = True
@@ -292,7 +296,7 @@ def _fixed_grid_package(pkg: Path, res: str) -> Path:
 def resolution_rows(threads: int, resolutions: list[str], decode_tokens: int) -> list[dict]:
     from bluelm_v.export import package
 
-    pkg = CACHE / "bluelm-v-3b-q4_0-random"
+    pkg = CACHE / f"bluelm-v-3b-q4_0-random-{WRITER}"
     if not (pkg / "manifest.json").is_file():
         print(f"packaging bluelm-v-3b with random weights into {pkg} (once; a few minutes)")
         package("bluelm-v-3b", pkg, quant="q4_0", vit_quant="q8_0", random=True)
@@ -317,11 +321,11 @@ def depth_part(threads: list[int], repeat: int, models: list[str], tg_depths: li
 
     pkgs = {}
     if "smollm2" in models:
-        pkgs["smollm2-135m"] = CACHE / "smollm2-135m-gguf"
+        pkgs["smollm2-135m"] = CACHE / f"smollm2-135m-gguf-{WRITER}"
         if not (pkgs["smollm2-135m"] / "manifest.json").is_file():
             package(_smollm2_path(), pkgs["smollm2-135m"])
     if "bluelm-v-3b" in models:
-        pkgs["bluelm-v-3b"] = CACHE / "bluelm-v-3b-q4_0-random"
+        pkgs["bluelm-v-3b"] = CACHE / f"bluelm-v-3b-q4_0-random-{WRITER}"
         if not (pkgs["bluelm-v-3b"] / "manifest.json").is_file():
             package("bluelm-v-3b", pkgs["bluelm-v-3b"], quant="q4_0", vit_quant="q8_0", random=True)
     try:

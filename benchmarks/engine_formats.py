@@ -31,10 +31,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from bluelm_v.export.cached import writer_digest
+
 from common import median_ci
 
 GGUF_CACHE = Path.home() / ".cache" / "bluelm-v" / "gguf"
 PKG_CACHE = Path.home() / ".cache" / "bluelm-v" / "packages"
+# package folders carry the writer code's digest: a package made by other code is never reused
+WRITER = writer_digest()[:10]
 # quant name -> llama.cpp ftype name (llama_cpp.LLAMA_FTYPE_MOSTLY_<X>), the ggml type name for output/embedding
 # (None: llama.cpp's own choice, not `pure`), and the native package's quant for tensors it cannot carry over.
 FORMATS = {"q4_0": ("Q4_0", "Q4_0", "q4_0"), "q8_0": ("Q8_0", "Q8_0", "q8_0"), "q4_k_m": ("Q4_K_M", None, "q8_0")}
@@ -243,7 +247,7 @@ def formats_rows(child, smollm2_gguf: Path, threads: list[int], rounds: int, mod
         files.append(("bluelm-v-3b", "q4_0", random_gguf_3b(smollm2_gguf)))
     rows = []
     for model, quant, gguf in files:
-        pkg = PKG_CACHE / f"{gguf.stem.lower().replace('.', '-')}-gguf"
+        pkg = PKG_CACHE / f"{gguf.stem.lower().replace('.', '-')}-gguf-{WRITER}"
         if not (pkg / "manifest.json").is_file():
             package(gguf, pkg, quant=FORMATS[quant][2] if quant in FORMATS else quant)
         for t in threads:

@@ -18,9 +18,13 @@ import json
 import time
 from pathlib import Path
 
+from bluelm_v.export.cached import writer_digest
+
 from common import median_ci
 
 CACHE = Path.home() / ".cache" / "bluelm-v" / "packages"
+# package folders carry the writer code's digest: a package made by other code is never reused
+WRITER = writer_digest()[:10]
 VIT_PACKAGE = "bluelm-v-3b-vit-q8_0-random"
 
 
@@ -29,7 +33,7 @@ def vit_package() -> Path:
     from bluelm_v.export import package
 
     root = Path(__file__).resolve().parents[1]
-    out = CACHE / VIT_PACKAGE
+    out = CACHE / f"{VIT_PACKAGE}-{WRITER}"
     if (out / "manifest.json").is_file():
         return out
     cfg = json.loads((root / "configs" / "models" / "bluelm-v-3b.json").read_text())

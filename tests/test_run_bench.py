@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from bluelm_v.cli import main
-from bluelm_v.export.cached import cached_package, is_package
+from bluelm_v.export import cached
+from bluelm_v.export.cached import cached_package, is_package, source_key, writer_digest
 
 
 @pytest.fixture()
@@ -22,6 +23,24 @@ def test_cached_package_is_made_once_and_follows_its_source(cache, tmp_path):
     assert cached_package(str(first)) == first  # a package is itself
     assert cached_package("tiny", quant="q8_0") != first
     assert not [p for p in first.parent.iterdir() if ".tmp" in p.name or p.name.startswith(first.name + ".")]
+
+
+def test_cached_package_key_follows_the_package_writers_code(tmp_path, monkeypatch):
+    """A package made by other writer code (an older bluelm-v without a field the engine now needs) is not reused:
+    the key covers the sources of bluelm_v.export and bluelm_v.models."""
+    root = tmp_path / "pkg"
+    (root / "export").mkdir(parents=True)
+    (root / "models").mkdir()
+    (root / "export" / "package.py").write_text("WRITES = 1\n")
+    (root / "models" / "config.py").write_text("X = 1\n")
+    before = writer_digest(root)
+    (root / "export" / "package.py").write_text("WRITES = 2\n")
+    writer_digest.cache_clear()
+    assert writer_digest(root) != before
+    key = source_key("tiny", "q4_0", "q8_0")
+    monkeypatch.setattr(cached, "writer_digest", lambda: "another writer")
+    assert source_key("tiny", "q4_0", "q8_0") != key
+    writer_digest.cache_clear()
 
 
 def test_run_takes_a_gguf_directly_and_a_prompt_file(cache, tmp_path, capsys):

@@ -3,8 +3,9 @@ without a separate ``bluelm-v package`` step, as llama.cpp's tools take a GGUF d
 
 ``cached_package(source)`` returns ``source`` itself when it is a package folder; otherwise the package made from
 it, kept under ``$BLUELM_CACHE`` (default ``~/.cache/bluelm-v``) ``/packages/<stem>-<quant>-<key>``, where the key
-covers the source's resolved path, size and modification time (every file of a folder) and the quantization, so an
-edited checkpoint is packaged again. A package is written into a temporary folder and renamed into place whole, so
+covers the source's resolved path, size and modification time (every file of a folder), the quantization and the
+code that writes packages (``writer_digest``: the installed bluelm_v.export and bluelm_v.models sources), so an
+edited checkpoint, or an upgraded bluelm-v whose packages carry new fields, is packaged again. A package is written into a temporary folder and renamed into place whole, so
 an interrupted packaging never leaves a half package in the cache.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Union
 
@@ -27,12 +29,27 @@ def is_package(path: Path) -> bool:
     return path.is_dir() and (path / "manifest.json").is_file()
 
 
+WRITER_PACKAGES = ("export", "models")  # subpackages of bluelm_v whose code decides what a package holds
+
+
+@lru_cache(maxsize=None)
+def writer_digest(root: Path = Path(__file__).resolve().parents[1]) -> str:
+    """sha256 over the sources of the code that writes packages (``WRITER_PACKAGES`` under ``root``): a package
+    made by other code (an older bluelm-v, say, without a field the engine now needs) is not reused."""
+    h = hashlib.sha256()
+    for sub in WRITER_PACKAGES:
+        for f in sorted((root / sub).rglob("*.py")):
+            h.update(f"{f.relative_to(root)}\0".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def source_key(source: str, quant: str, vit_quant: str) -> str:
-    """What identifies the package a source makes: its files' paths, sizes and mtimes, the quantization and the
-    default deployed precision (a package records it, so new defaults make a new package)."""
+    """What identifies the package a source makes: its files' paths, sizes and mtimes, the quantization, the
+    default deployed precision (a package records it, so new defaults make a new package) and the writer's code."""
     from bluelm_v.models.config import DeployConfig
 
-    h = hashlib.sha256(f"{quant}\0{vit_quant}\0{DeployConfig()}\0".encode())
+    h = hashlib.sha256(f"{quant}\0{vit_quant}\0{DeployConfig()}\0{writer_digest()}\0".encode())
     path = Path(source)
     if path.exists():
         files = sorted(p for p in (path.rglob("*") if path.is_dir() else [path]) if p.is_file())
@@ -79,4 +96,4 @@ def cached_package(source: Union[str, os.PathLike], quant: str = "q4_0", vit_qua
     return out
 
 
-__all__ = ["cache_root", "cached_package", "is_package", "source_key"]
+__all__ = ["cache_root", "cached_package", "is_package", "source_key", "writer_digest"]

@@ -29,7 +29,7 @@ def measure_cpu_prefill(chunks: list[int], model: str = "bluelm-v-3b", prompt_to
     ``model`` is a model package folder, a checkpoint ``bluelm-v run`` takes (a .gguf file, an HF folder, the
     ``smollm2-135m-gguf`` alias; packaged once into the cache), or a config name (``bluelm-v-3b``, ``smollm2-135m``,
     ``tiny``) whose package with seeded random q4_0 weights is written once to ``package_dir`` (default
-    ``$BLUELM_CACHE/packages/<model>-q4_0-random``). The prompt is ``prompt_tokens`` random text tokens;
+    ``$BLUELM_CACHE/packages/<model>-q4_0-<key>``, as ``cached_package`` keys them). The prompt is ``prompt_tokens`` random text tokens;
     each chunk size runs the whole prefill ``repeats`` times on a fresh KV cache and the best time is kept.
     ``record``, when given, is filled with what was measured: model, package folder, prompt tokens, the engine's
     thread count, repeats and this CPU's name (what a result file should say beside the times).
@@ -42,7 +42,7 @@ def measure_cpu_prefill(chunks: list[int], model: str = "bluelm-v-3b", prompt_to
     from bluelm_v import kernels
     from bluelm_v.engine import Engine
     from bluelm_v._paths import resolve_model_spec
-    from bluelm_v.export.cached import cache_root, cached_package
+    from bluelm_v.export.cached import cached_package
     from bluelm_v.export.package import package
 
     if not chunks or any(int(c) < 1 for c in chunks):
@@ -55,9 +55,12 @@ def measure_cpu_prefill(chunks: list[int], model: str = "bluelm-v-3b", prompt_to
         path = cached_package(spec)
     elif not (path / "manifest.json").is_file():
         random_weights = True
-        path = Path(package_dir) if package_dir else cache_root() / "packages" / f"{model}-q4_0-random"
-        if not (path / "manifest.json").is_file():
-            package(model, path, quant="q4_0", vit_quant="q8_0", random=True)
+        if package_dir:
+            path = Path(package_dir)
+            if not (path / "manifest.json").is_file():
+                package(model, path, quant="q4_0", vit_quant="q8_0", random=True)
+        else:  # seeded random q4_0 weights, cached under a key that covers the package writer's code
+            path = cached_package(model, quant="q4_0", vit_quant="q8_0")
     engine = Engine(path, threads=threads, context=prompt_tokens)
     if record is not None:
         record.update(model=str(model), package=str(path),
