@@ -157,3 +157,18 @@ def test_decode_query_f32_path_keeps_float_queries():
             _core.set_decode_query("f16")
     finally:
         _core.set_decode_query(saved)
+
+
+@pytest.mark.parametrize("kv", ["int8", "f16", "f32"])
+def test_attention_timing_bindings_return_one_time_per_call_and_refuse_bad_shapes(kv):
+    rng = np.random.default_rng(0)
+    k = rng.standard_normal((40, 3, 64)).astype(np.float32)
+    q = rng.standard_normal((9, 64)).astype(np.float32)
+    times = _core.time_decode_attention(q, k, k, kv, 3)
+    assert times.shape == (3,) and (times > 0).all()
+    times = _core.time_prefill_attention(rng.standard_normal((5, 9, 64)).astype(np.float32), k, k, kv, 2)
+    assert times.shape == (2,) and (times > 0).all()
+    with pytest.raises(ValueError, match="multiple of k's kv_heads"):
+        _core.time_decode_attention(q[:8], k, k, kv, 1)
+    with pytest.raises(ValueError, match="1 <= t <= n"):
+        _core.time_prefill_attention(rng.standard_normal((41, 9, 64)).astype(np.float32), k, k, kv, 1)

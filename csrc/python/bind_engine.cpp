@@ -40,6 +40,18 @@ py::array_t<float> to_numpy(std::vector<float>&& v, std::vector<py::ssize_t> sha
   return py::array_t<float>(shape, heap->data(), owner);
 }
 
+// One layer's cache of n positions filled from k, v [n, kv_heads, hd], with a view per KV head: what the attention
+// timing bindings run on.
+struct FilledCache {
+  KvCache cache;
+  std::vector<KvHeadView> heads;
+  FilledCache(const std::string& kv_cache, const float* k, const float* v, int64_t n, int64_t kvh, int64_t hd)
+      : cache(parse_kv_type(kv_cache), 1, kvh, n, hd) {
+    for (int64_t p = 0; p < n; ++p) cache.store(0, p, k + p * kvh * hd, v + p * kvh * hd);
+    for (int64_t h = 0; h < kvh; ++h) heads.push_back(cache.head(0, h));
+  }
+};
+
 }  // namespace
 
 void bind_engine(py::module_& m) {
@@ -255,16 +267,14 @@ void bind_engine(py::module_& m) {
         std::vector<double> times(static_cast<size_t>(calls));
         {
           py::gil_scoped_release release;
-          KvCache cache(parse_kv_type(kv_cache), 1, kvh, n, hd);
-          for (int64_t p = 0; p < n; ++p) cache.store(0, p, k.data() + p * kvh * hd, v.data() + p * kvh * hd);
-          std::vector<KvHeadView> kv;
-          for (int64_t h = 0; h < kvh; ++h) kv.push_back(cache.head(0, h));
+          FilledCache filled(kv_cache, k.data(), v.data(), n, kvh, hd);
+          const KvHeadView* kv = filled.heads.data();
           std::vector<float> out(static_cast<size_t>(heads * hd));
           DecodeScratch ws;
           const float scale = 1.0f / std::sqrt(float(hd));
           for (auto& t : times) {
             const auto t0 = std::chrono::steady_clock::now();
-            decode_attention(kv.data(), kvh, heads / kvh, q.data(), scale, n, out.data(), ws);
+            decode_attention(kv, kvh, heads / kvh, q.data(), scale, n, out.data(), ws);
             t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
           }
         }
@@ -291,15 +301,13 @@ void bind_engine(py::module_& m) {
         std::vector<double> times(static_cast<size_t>(calls));
         {
           py::gil_scoped_release release;
-          KvCache cache(parse_kv_type(kv_cache), 1, kvh, n, hd);
-          for (int64_t p = 0; p < n; ++p) cache.store(0, p, k.data() + p * kvh * hd, v.data() + p * kvh * hd);
-          std::vector<KvHeadView> kv;
-          for (int64_t h = 0; h < kvh; ++h) kv.push_back(cache.head(0, h));
+          FilledCache filled(kv_cache, k.data(), v.data(), n, kvh, hd);
+          const KvHeadView* kv = filled.heads.data();
           std::vector<float> out(static_cast<size_t>(t * heads * hd));
           const float scale = 1.0f / std::sqrt(float(hd));
           for (auto& s : times) {
             const auto t0 = std::chrono::steady_clock::now();
-            prefill_attention(kv.data(), kvh, heads / kvh, q.data(), heads * hd, scale, n - t, t, out.data(), heads * hd);
+            prefill_attention(kv, kvh, heads / kvh, q.data(), heads * hd, scale, n - t, t, out.data(), heads * hd);
             s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
           }
         }
