@@ -182,6 +182,8 @@ HOSTILE = {
                            r"model\.image_block\.tile_markers\.ids must be a list of rows \* cols = 36"),
     "marker-grid-huge": ("idefics3", lambda m: m["image_block"]["tile_markers"].update(rows=1 << 40),
                          r"model\.image_block\.tile_markers\.rows = \d+ is outside \[1, 64\]"),
+    "splitting-unknown": ("idefics3", lambda m: m.update(image_splitting="lanczos"),
+                          r"model\.image_splitting = 'lanczos' is not 'scheme' or 'family'"),
     "anyres-with-tile-markers": ("llava_onevision", _set_block(row_end=[10]),
                                  r"model\.image_block: the anyres_unpad layout places the image's rows itself"),
 }
@@ -202,6 +204,38 @@ def test_hostile_image_block_is_refused_at_load_naming_the_field(packages, case,
     with pytest.raises(FormatError, match=message) as err:
         Engine(_edited(packages[arch], tmp_path, fn))
     assert "manifest.json" in str(err.value)
+
+
+def test_idefics3_package_refuses_cpp_tiling_unless_a_tiling_replaces_it(packages, tmp_path):
+    """Idefics3 tiles its images in Python (Pillow's LANCZOS splitting, which csrc/image does not have): its package
+    says model.image_splitting 'family', so the C++ core alone (no tiles from Python) refuses to tile an image with
+    model.dynres, which is not the family's tiling; with a tiling given in its place it tiles, and the C++ CLI too."""
+    import subprocess
+
+    from bluelm_v._paths import native_program
+
+    pkg = packages["idefics3"]
+    assert json.loads((pkg / "manifest.json").read_text())["model"]["image_splitting"] == "family"
+    for arch in ("internvl", "llava_onevision"):  # tiled by their model.dynres, in C++ too
+        assert "image_splitting" not in json.loads((packages[arch] / "manifest.json").read_text())["model"]
+    refused = r"this idefics3 package tiles images with its family's own splitting"
+    native = Engine(pkg)._e
+    with pytest.raises(ValueError, match=refused):
+        native.image_tokens(64, 48)
+    with pytest.raises(ValueError, match=refused):
+        native.session().submit_rgb(_vlm.test_image(None, 0))
+    assert Engine(pkg).image_tokens(64, 48) > 0  # the Python Engine tiles it the family's way
+    assert Engine(pkg, dynres=SCHEME)._e.image_tokens(64, 48) > 0
+    from PIL import Image
+
+    Image.fromarray(_vlm.test_image(None, 0)).save(tmp_path / "image.png")
+    args = ["run", "--model", str(pkg), "--image", str(tmp_path / "image.png"), "--prompt", PROMPT,
+            "--max-new-tokens", "2"]
+    cpp = subprocess.run([str(native_program("bluelm")), *args], capture_output=True, text=True, timeout=300)
+    assert cpp.returncode == 1 and "its family's own splitting" in cpp.stderr
+    cpp = subprocess.run([str(native_program("bluelm")), *args, "--dynres", json.dumps(SCHEME)],
+                         capture_output=True, text=True, timeout=300)
+    assert cpp.returncode == 0, cpp.stderr
 
 
 def test_family_package_without_an_image_block_is_refused_in_generate_not_guessed(packages, tmp_path):

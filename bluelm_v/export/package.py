@@ -221,7 +221,11 @@ def _image_block(loaded, cfg) -> dict:
         return {}
     from bluelm_v.models.families import family
 
-    return {"image_block": family(cfg.family).engine_image_block(loaded)}
+    fam = family(cfg.family)
+    # A family that tiles its images in Python (engine_tiles: Idefics3's LANCZOS splitting) says so, so the C++ core
+    # alone refuses to tile them with model.dynres, which is not the family's tiling.
+    own = {"image_splitting": "family"} if hasattr(fam, "engine_tiles") else {}
+    return {"image_block": fam.engine_image_block(loaded), **own}
 
 
 ACTIVATIONS = ("int8", "int16")

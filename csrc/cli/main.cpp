@@ -4,7 +4,8 @@
 //   bluelm isa            instruction sets this CPU can run and the one in use
 //   bluelm run --model PKG [--image IMG]... --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K]
 //              [--top-p P] [--seed S] [--threads N] [--chunk T] [--tile-batch B] [--kv-cache int8|f16|f32]
-//              [--activations int8|int16] [--system TEXT] [--context N]
+//              [--activations int8|int16] [--system TEXT] [--context N] [--dynres JSON]
+//                              (--dynres: a tiling in place of the package's, e.g. '{"scheme": "bluelm", "alpha": 0.1}')
 //                              the native engine: streams the answer, then prints the timing table
 #include <cstdio>
 #include <cstring>
@@ -32,7 +33,7 @@ int usage() {
                "  bluelm run --model PKG [--image IMG]... --prompt TEXT [--max-new-tokens N] [--temperature T]\n"
                "             [--top-k K] [--top-p P] [--seed S] [--threads N] [--chunk T] [--tile-batch B]\n"
                "             [--kv-cache int8|f16|f32] [--activations int8|int16] [--context N]\n"
-               "             [--system TEXT]\n";
+               "             [--system TEXT] [--dynres JSON]\n";
   return 2;
 }
 
@@ -167,6 +168,7 @@ int cmd_run(int argc, char** argv) {
     else if (a == "--activations") eo.activations = need(i, argc, argv);
     else if (a == "--system") go.system = need(i, argc, argv);
     else if (a == "--context") eo.context = to_int(a, need(i, argc, argv));
+    else if (a == "--dynres") eo.dynres = need(i, argc, argv);
     else throw InvalidArgument(cat("run: unknown option '", a, "'"));
   }
   if (model.empty() || prompt.empty()) throw InvalidArgument("run needs --model PKG and --prompt TEXT");

@@ -302,6 +302,10 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     c.image_layout = layout == "anyres_unpad" ? ImageLayout::anyres_unpad : ImageLayout::tiles;
     c.anyres_max_tiles = r.integer_or("anyres_max_tiles", 1, 1024, 9);
     c.family = r.string("family", "bluelm_v");
+    const std::string splitting = r.string("image_splitting", "scheme");
+    if (splitting != "scheme" && splitting != "family")
+      throw FormatError(cat(where, ": model.image_splitting = '", splitting, "' is not 'scheme' or 'family'"));
+    c.family_splitting = splitting == "family";
     if (r.find("image_block")) c.image_block = parse_image_block(r.sub("image_block"), c.llm.vocab, c.image_layout);
     const json* d = r.find("dynres");
     c.dynres = d ? parse_dynres(r.sub("dynres"), c.vision.image_size)

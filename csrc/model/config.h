@@ -103,6 +103,10 @@ struct ModelConfig {
   int64_t anyres_max_tiles = 9;
   // The checkpoint family the package came from (for messages); the prompt layout is image_block's.
   std::string family = "bluelm_v";
+  // model.image_splitting: "scheme" (default) when model.dynres tiles the images; "family" when the family tiles them
+  // in its own way that csrc/image does not have (Idefics3's LANCZOS splitting, done in Python): the engine then
+  // refuses to tile an image itself unless a scheme is given in place of the package's (EngineOptions::dynres).
+  bool family_splitting = false;
   ImageBlock image_block;
   dynres::Params dynres;
   DeployConfig deploy;

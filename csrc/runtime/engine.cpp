@@ -73,6 +73,7 @@ std::shared_ptr<Engine> Engine::load(const std::string& package_dir, const Engin
   e->act_ = parse_activations(e->opt_.activations);
   e->dynres_ = e->opt_.dynres.empty() ? cfg.dynres
                                       : model::parse_dynres_override(e->opt_.dynres, cfg, "engine option dynres");
+  e->family_tiles_ = cfg.multimodal && cfg.family_splitting && e->opt_.dynres.empty();
   model::check_session_fits(cfg.llm, e->opt_.context, e->opt_.chunk,
                             cat(package_dir, ": chunk ", e->opt_.chunk, " with context ", e->opt_.context));
   e->llm_ = std::make_unique<Llm>(*e->pkg_, e->opt_.context, e->act_);
@@ -86,8 +87,17 @@ bool Engine::vit_resident() const {
   return vit_ != nullptr;
 }
 
+void Engine::check_own_tiling() const {
+  if (family_tiles_)
+    throw InvalidArgument(cat("this ", config().family, " package tiles images with its family's own splitting, "
+                              "which the C++ core does not have: submit the family's tiles (the Python Engine "
+                              "does), or give a tiling in its place (bluelm run --dynres JSON, EngineOptions::dynres, "
+                              "bluelm-v run --scheme)"));
+}
+
 int64_t Engine::image_tokens(int64_t width, int64_t height) const {
   if (!config().multimodal) throw InvalidArgument("this model is text-only and cannot take images");
+  check_own_tiling();
   const dynres::Plan plan = dynres::plan(width, height, dynres_);
   return layout_tokens(plan.patches, plan.grid.m, plan.grid.n, width, height);
 }
@@ -307,6 +317,7 @@ struct Submitted {
 void Session::submit_image(std::vector<uint8_t> encoded) {
   Engine& e = *s_->engine;
   if (!e.config().multimodal) throw InvalidArgument("this model is text-only and cannot take images");
+  e.check_own_tiling();
   const image::ImageInfo info = image::probe(encoded.data(), encoded.size());
   auto in = std::make_shared<Submitted>();
   in->encoded = std::move(encoded);
@@ -339,6 +350,7 @@ void Session::submit_image(std::vector<uint8_t> encoded) {
 void Session::submit_rgb(const uint8_t* rgb, int64_t width, int64_t height) {
   Engine& e = *s_->engine;
   if (!e.config().multimodal) throw InvalidArgument("this model is text-only and cannot take images");
+  e.check_own_tiling();
   if (width < 1 || height < 1) throw InvalidArgument(cat("image size ", width, "x", height, " must be >= 1"));
   auto in = std::make_shared<Submitted>();
   auto img = std::make_shared<Image>();

@@ -136,6 +136,9 @@ class Engine : public std::enable_shared_from_this<Engine> {
   const EngineOptions& options() const { return opt_; }
   // The image tiling in use: the package's model.dynres, or EngineOptions::dynres in its place.
   const dynres::Params& dynres() const { return dynres_; }
+  // Throws InvalidArgument when the package's family tiles its own images (model.image_splitting "family") and no
+  // scheme was given in its place: the engine would otherwise tile them in a way nobody asked for.
+  void check_own_tiling() const;
   const Llm& llm() const { return *llm_; }
   KvType kv_type() const { return kv_; }
   double init_s() const { return init_s_; }
@@ -164,6 +167,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   KvType kv_ = KvType::int8;
   Activations act_ = Activations::int8;
   dynres::Params dynres_;
+  bool family_tiles_ = false;  // the package's family tiles its own images and no scheme replaced it
   double init_s_ = 0;
   mutable std::mutex vit_mutex_;
   std::unique_ptr<VisionEncoder> vit_;
