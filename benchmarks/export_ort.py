@@ -18,7 +18,8 @@ from pathlib import Path
 from bluelm_v.export.cached import writer_digest
 
 CACHE = Path.home() / ".cache" / "bluelm-v"
-# package folders carry the writer code's digest: a package made by other code is never reused
+# the ONNX and package folders carry the writer code's digest (export/ and models/): files made by other code are
+# never reused
 WRITER = writer_digest()[:10]
 
 
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     gguf = resolve_spec("smollm2-135m-gguf")
-    onnx_dir, pkg = CACHE / "onnx" / "smollm2-w4a16-c128", CACHE / "packages" / f"smollm2-135m-gguf-{WRITER}"
+    onnx_dir, pkg = CACHE / "onnx" / f"smollm2-w4a16-c128-{WRITER}", CACHE / "packages" / f"smollm2-135m-gguf-{WRITER}"
     if not (onnx_dir / "manifest.json").is_file():
         export_onnx(gguf, onnx_dir, chunk=128, max_context=640, quant="w4a16")
     if not (pkg / "manifest.json").is_file():
