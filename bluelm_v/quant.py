@@ -1,6 +1,7 @@
 """Group quantization formats (csrc/quant; layouts in docs/kernels.md): the registry, and quantize / dequantize.
 
-``FORMATS`` mirrors the C++ registry: q4_0, q4_1, q8_0 (GGUF's Q4_0 / Q4_1 / Q8_0 byte for byte), the same kinds
+``FORMATS`` mirrors the C++ registry: q4_0, q4_1, q5_0, q5_1, q8_0 (GGUF's Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 byte
+for byte), the same kinds
 with groups of 64 and 128 (``q4_0_g64``, ...), and GGUF's K-quants q4_k, q5_k, q6_k (Q4_K / Q5_K / Q6_K, quantized
 as llama.cpp's quantizer does without an importance matrix) and q8_k (Q8_K, llama.cpp's activation format). Arrays go in and out without copies: numpy arrays, or CPU torch
 tensors (returned as torch tensors sharing the result's memory).
@@ -21,7 +22,7 @@ from bluelm_v import _core
 @dataclass(frozen=True)
 class FormatInfo:
     name: str
-    kind: str  # int4_sym | int4_asym | int8_sym | k4 | k5 | k6 | k8 (GGUF's Q4_K, Q5_K, Q6_K, Q8_K)
+    kind: str  # int4_sym | int4_asym | int8_sym | int5_sym | int5_asym (Q5_0, Q5_1) | k4 | k5 | k6 | k8 (Q4_K ... Q8_K)
     group: int  # weights per block
     block_bytes: int
     weight_bits: int

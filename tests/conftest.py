@@ -65,3 +65,9 @@ def smollm2_q4_k_m(smollm2_gguf, tmp_path_factory) -> Path:
 def smollm2_q5_k_m(smollm2_gguf, tmp_path_factory) -> Path:
     """The same as Q5_K_M (Q5_K and Q6_K tensors)."""
     return _llama_quantize(smollm2_gguf, tmp_path_factory.mktemp("kquant") / "smollm2-q5_k_m.gguf", "Q5_K_M")
+
+
+@pytest.fixture(scope="session")
+def smollm2_q5_1(smollm2_gguf, tmp_path_factory) -> Path:
+    """The same as Q5_1 (llama.cpp's LLAMA_FTYPE_MOSTLY_Q5_1: Q5_1 matrices, asymmetric 5-bit)."""
+    return _llama_quantize(smollm2_gguf, tmp_path_factory.mktemp("q5") / "smollm2-q5_1.gguf", "Q5_1")

@@ -8,13 +8,13 @@ from bluelm_v import quant
 
 gguf = pytest.importorskip("gguf")
 
-GGUF_TYPES = {"q4_0": "Q4_0", "q4_1": "Q4_1", "q8_0": "Q8_0"}
+GGUF_TYPES = {"q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0", "q5_1": "Q5_1", "q8_0": "Q8_0"}
 K_TYPES = {"q4_k": "Q4_K", "q5_k": "Q5_K", "q6_k": "Q6_K"}  # the gguf package dequantizes these, never quantizes
 
 
 def test_registry_mirrors_the_formats():
     assert set(quant.FORMATS) == {"q4_0", "q4_1", "q8_0", "q4_0_g64", "q4_0_g128", "q4_1_g64", "q4_1_g128",
-                                  "q8_0_g64", "q8_0_g128", "q4_k", "q5_k", "q6_k", "q8_k"}
+                                  "q8_0_g64", "q8_0_g128", "q4_k", "q5_k", "q6_k", "q8_k", "q5_0", "q5_1"}
     for name, ggml in {**GGUF_TYPES, **K_TYPES, "q8_k": "Q8_K"}.items():
         info = quant.FORMATS[name]
         qt = gguf.GGMLQuantizationType[ggml]
@@ -29,6 +29,9 @@ def test_bytes_identical_to_the_gguf_package(fmt):
     x = (rng.standard_normal((37, 256)) * rng.uniform(0.01, 10, (37, 1))).astype(np.float32)
     x[3] = 0.0  # an all-zero row (scale 0)
     x[5, :32] = 7.0  # a constant block
+    x[6, :32] = -7.0  # a constant negative block (Q5_0's clamp at level 31)
+    x[7, 32:64] = np.float32(3e-7)  # a block of subnormal fp16 scales
+    x[8, 64:96] = np.linspace(-6e4, 6e4, 32, dtype=np.float32)  # a block near fp16's largest scale
     ours = quant.quantize(x, fmt)
     theirs = gguf.quants.quantize(x, gguf.GGMLQuantizationType[GGUF_TYPES[fmt]])
     assert ours.tobytes() == np.asarray(theirs).tobytes()
@@ -119,6 +122,10 @@ def test_round_trip_error_bound(fmt, rows, blocks, scale, seed):
         step = 2 * amax / 8  # d = m / -8; values span [-8d, 7d]: error <= d (not d/2) at the clamped end
     elif info.kind == "int4_asym":
         step = (xb.max(-1) - xb.min(-1)) / 15
+    elif info.kind == "int5_sym":
+        step = 2 * amax / 16  # d = m / -16; values span [-16d, 15d]: error <= d at the clamped end, as int4_sym
+    elif info.kind == "int5_asym":
+        step = (xb.max(-1) - xb.min(-1)) / 31
     else:
         step = amax / 127
     # fp16 scales: relative 2^-11 for normal values, absolute 2^-25 per step below 6.1e-5 (subnormal), times q <= 127

@@ -12,11 +12,11 @@
 
 ``source`` is a loaded reference model (``bluelm_v.models.reference.LoadedModel``), a spec ``load_model``
 understands (config name, HF folder, ``.gguf`` file), or a config name with ``random=True`` for a model too large
-to build in torch first (seeded numpy weights, streamed tensor by tensor). From a GGUF file, Q4_0 / Q4_1 / Q8_0 and
-Q4_K / Q5_K / Q6_K tensors (so every matrix of a Q4_K_M, Q5_K_M or Q6_K file that llama.cpp made a K-quant) are
-carried over byte for byte (rows of attn_q / attn_k reordered to HF's RoPE layout, which moves whole rows); other
-types (Q5_0, Q5_1, F16, ...: llama.cpp's fallbacks where a row is not a multiple of 256) are dequantized and
-re-quantized to ``quant``, and the manifest says so per tensor;
+to build in torch first (seeded numpy weights, streamed tensor by tensor). From a GGUF file, Q4_0 / Q4_1 / Q5_0 /
+Q5_1 / Q8_0 and Q4_K / Q5_K / Q6_K tensors (so every matrix of a Q4_K_M, Q5_K_M or Q6_K file, K-quants and the
+Q5_0 / Q5_1 / Q8_0 fallbacks llama.cpp uses where a row is not a multiple of 256) are carried over byte for byte
+(rows of attn_q / attn_k reordered to HF's RoPE layout, which moves whole rows); other types (F16, BF16, ...) are
+dequantized and re-quantized to ``quant``, and the manifest says so per tensor;
 ``quant="f32"`` dequantizes everything (for checking the engine's float path against the reference).
 
 Which tensors get which format: 2-D weights of the LLM (including the embedding table, which is also the output
@@ -51,8 +51,8 @@ def _weight_formats() -> dict:
     return {name: info for name, info in q.FORMATS.items() if info.kind != "k8"}
 
 
-# Package formats: f32 and every weight format of the registry; those that are GGUF types (q4_0, q4_1, q8_0,
-# q4_k, q5_k, q6_k) are carried from a GGUF file byte for byte.
+# Package formats: f32 and every weight format of the registry; those that are GGUF types (q4_0, q4_1, q5_0, q5_1,
+# q8_0, q4_k, q5_k, q6_k) are carried from a GGUF file byte for byte.
 QUANT_NAMES = ("f32", *_weight_formats())
 GGUF_NATIVE = {name: info.gguf_type for name, info in _weight_formats().items() if info.gguf_type >= 0}
 

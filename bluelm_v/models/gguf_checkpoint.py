@@ -39,8 +39,8 @@ _SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 1
 _GGUF_STRING, _GGUF_ARRAY = 8, 9
 # Block formats carried into packages byte for byte: bytes per block and the byte offsets of its fp16 scale (d)
 # and minimum (m), which must be finite (the facts of csrc/quant's FormatInfo.fp16_at; Q6_K's d ends its block).
-_BLOCK_SCALES = {"Q4_0": (18, (0,)), "Q4_1": (20, (0, 2)), "Q8_0": (34, (0,)), "Q4_K": (144, (0, 2)),
-                 "Q5_K": (176, (0, 2)), "Q6_K": (210, (208,))}
+_BLOCK_SCALES = {"Q4_0": (18, (0,)), "Q4_1": (20, (0, 2)), "Q5_0": (22, (0,)), "Q5_1": (24, (0, 2)),
+                 "Q8_0": (34, (0,)), "Q4_K": (144, (0, 2)), "Q5_K": (176, (0, 2)), "Q6_K": (210, (208,))}
 _LAYER_TENSORS = {  # GGUF name (blk.{i}.) -> HF name (model.layers.{i}.)
     "attn_norm": "input_layernorm",
     "attn_q": "self_attn.q_proj",

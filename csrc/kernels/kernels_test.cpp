@@ -233,7 +233,8 @@ BLUELM_TEST(kernels_pack_unpack_round_trip) {
 // against exact float math.
 BLUELM_TEST(kernels_gemm_api_matches_reference_and_bound) {
   const Isa before = active_isa();
-  for (Format f : {Format::q4_0, Format::q4_1, Format::q8_0, Format::q4_0_g128}) {
+  // Q5_0 / Q5_1 run q8_0 panels; Q5_1's minima term is the driver's: only this test covers it.
+  for (Format f : {Format::q4_0, Format::q4_1, Format::q8_0, Format::q4_0_g128, Format::q5_0, Format::q5_1}) {
     for (int64_t t : {1, 129}) {
       const int64_t k = 4096 + quant::format_info(f).group, n = 9;
       Problem p = make_problem(f, n, k, t, 5);
@@ -415,25 +416,27 @@ BLUELM_TEST(packed_matrix_in_an_arena_matches_its_own_allocation_and_falls_back_
 }
 
 BLUELM_TEST(packed_matrix_stacked_from_parts_equals_the_concatenated_rows) {
-  const quant::Format f = quant::Format::q4_1;
-  const int64_t k = 96;
-  const std::vector<int64_t> ns = {16, 8, 5};
-  const int64_t rb = quant::row_bytes(f, k), n = 29;
-  std::vector<float> w(size_t(n * k));
-  for (size_t i = 0; i < w.size(); ++i) w[i] = float(int(i * 7 % 23) - 11) * 0.03f;
-  std::vector<uint8_t> rows(size_t(n * rb));
-  quant::quantize_rows(f, w.data(), n, k, rows.data());
-  const PackedMatrix whole(f, rows.data(), n, k);
-  const PackedMatrix stacked(f, {rows.data(), rows.data() + 16 * rb, rows.data() + 24 * rb}, ns, k);
-  CHECK_EQ(stacked.n(), n);
-  CHECK_EQ(stacked.view().bytes, whole.view().bytes);
-  CHECK(std::memcmp(stacked.view().data, whole.view().data, size_t(whole.view().bytes)) == 0);
-  // A part that ends inside a panel can only come last.
-  bool refused = false;
-  try {
-    PackedMatrix bad(f, {rows.data(), rows.data() + 5 * rb}, {5, 8}, k);
-  } catch (const InvalidArgument& e) {
-    refused = std::string(e.what()).find("whole panels") != std::string::npos;
+  // q5_1 keeps its minima after the last panel of the whole matrix, not of each part
+  for (const quant::Format f : {quant::Format::q4_1, quant::Format::q5_1}) {
+    const int64_t k = 96;
+    const std::vector<int64_t> ns = {16, 8, 5};
+    const int64_t rb = quant::row_bytes(f, k), n = 29;
+    std::vector<float> w(size_t(n * k));
+    for (size_t i = 0; i < w.size(); ++i) w[i] = float(int(i * 7 % 23) - 11) * 0.03f;
+    std::vector<uint8_t> rows(size_t(n * rb));
+    quant::quantize_rows(f, w.data(), n, k, rows.data());
+    const PackedMatrix whole(f, rows.data(), n, k);
+    const PackedMatrix stacked(f, {rows.data(), rows.data() + 16 * rb, rows.data() + 24 * rb}, ns, k);
+    CHECK_EQ(stacked.n(), n);
+    CHECK_EQ(stacked.view().bytes, whole.view().bytes);
+    CHECK(std::memcmp(stacked.view().data, whole.view().data, size_t(whole.view().bytes)) == 0);
+    // A part that ends inside a panel can only come last.
+    bool refused = false;
+    try {
+      PackedMatrix bad(f, {rows.data(), rows.data() + 5 * rb}, {5, 8}, k);
+    } catch (const InvalidArgument& e) {
+      refused = std::string(e.what()).find("whole panels") != std::string::npos;
+    }
+    CHECK(refused);
   }
-  CHECK(refused);
 }

@@ -2,6 +2,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 #include "common/error.h"
 #include "common/memory.h"
@@ -10,9 +11,18 @@
 
 namespace bluelm::kernels {
 
+Format panel_format(Format f) { return quant::is_int5(quant::format_info(f).kind) ? Format::q8_0 : f; }
+
+int64_t q5_minima_bytes(Format f, int64_t n, int64_t k) {
+  if (quant::format_info(f).kind != Kind::int5_asym) return 0;
+  const int64_t panels = (n + kPanelRows - 1) / kPanelRows;
+  return (panels * kPanelRows * (k / 32) * 2 + 63) / 64 * 64;
+}
+
 PanelGeometry panel_geometry(Format f, int64_t k) {
-  const quant::FormatInfo& fi = quant::format_info(f);
   quant::check_k(f, k);
+  f = panel_format(f);  // Q5_0 / Q5_1: their levels sit in q8_0 panels (pack.cpp)
+  const quant::FormatInfo& fi = quant::format_info(f);
   PanelGeometry g{};
   g.group = fi.group;
   g.kind = static_cast<int>(fi.kind);
@@ -43,11 +53,51 @@ int64_t packed_bytes(Format f, int64_t n, int64_t k) {
   if (n < 1) throw InvalidArgument(cat("N = ", n, " rows must be >= 1"));
   const int64_t stride = panel_stride(f, k);
   const int64_t panels = (n + kPanelRows - 1) / kPanelRows;
-  if (panels > (int64_t(1) << 62) / stride) throw InvalidArgument(cat("matrix of ", n, " x ", k, " is too large"));
-  return panels * stride;
+  if (panels > (int64_t(1) << 62) / stride / 2) throw InvalidArgument(cat("matrix of ", n, " x ", k, " is too large"));
+  return panels * stride + q5_minima_bytes(f, n, k);
 }
 
 namespace {
+
+// Q5_0 / Q5_1: each block's 32 levels become int8 in a q8_0 panel (Q5_0: q - 16, so w = level * d as in q8_0;
+// Q5_1: q itself, 0..31, and w = level * d + m), d goes to the panel's scales, and Q5_1's minima m to a region
+// after the last panel, fp16 at ((panel * nb + block) * 8 + row) * 2. Exact both ways: unpack gives the GGUF bytes
+// back. The kernels then run the q8_0 panels unchanged (kernels.cpp adds Q5_1's m * sum(x) per block), so decode
+// streams 8.5 bits per weight, not Q5's 5.5 / 6: the price of not having 5-bit panel kernels in every tier.
+void pack_q5(Format f, uint8_t* gguf, int64_t n, int64_t k, uint8_t* out, bool unpack) {
+  const Kind kind = quant::format_info(f).kind;
+  const bool asym = kind == Kind::int5_asym;
+  const int bb = quant::format_info(f).block_bytes;
+  const PanelGeometry g = panel_geometry(f, k);
+  const int64_t rb = quant::row_bytes(f, k);
+  uint8_t* minima = out + ((n + kPanelRows - 1) / kPanelRows) * g.stride;
+  for (int64_t row = 0; row < n; ++row) {
+    const int64_t p = row / kPanelRows, r = row % kPanelRows;
+    for (int64_t b = 0; b < g.nb; ++b) {
+      const int64_t src = row * rb + b * bb;
+      const int64_t panel = p * g.stride;
+      const int64_t d_off = panel + g.scales + (b * kPanelRows + r) * 2;
+      const int64_t m_off = ((p * g.nb + b) * kPanelRows + r) * 2;
+      const int64_t q_off = panel + b * g.qbytes + r * 4;  // piece j at q_off + j * 32
+      int q[32];
+      if (!unpack) {
+        quant::q5_levels(gguf + src, kind, q);
+        std::memcpy(out + d_off, gguf + src, 2);
+        if (asym) std::memcpy(minima + m_off, gguf + src + 2, 2);
+        for (int i = 0; i < 32; ++i) out[q_off + (i / 4) * 32 + i % 4] = uint8_t(int8_t(asym ? q[i] : q[i] - 16));
+      } else {
+        uint8_t* dst = gguf + src;
+        for (int i = 0; i < 32; ++i) {
+          const int v = int8_t(out[q_off + (i / 4) * 32 + i % 4]);
+          q[i] = asym ? v : v + 16;
+        }
+        std::memcpy(dst, out + d_off, 2);
+        if (asym) std::memcpy(dst + 2, minima + m_off, 2);
+        quant::q5_store_levels(kind, q, dst);
+      }
+    }
+  }
+}
 
 // Calls fn(row block pointer, panel pointer offsets...) for every (row, block) of the matrix.
 template <class Fn>
@@ -86,6 +136,8 @@ void for_each_super_block(Format f, int64_t n, int64_t k, Fn&& fn) {
 
 void pack_weights(Format f, const uint8_t* rows, int64_t n, int64_t k, uint8_t* out) {
   std::memset(out, 0, size_t(packed_bytes(f, n, k)));
+  if (quant::is_int5(quant::format_info(f).kind))  // pack_q5 only reads the rows here
+    return pack_q5(f, const_cast<uint8_t*>(rows), n, k, out, false);
   if (quant::format_info(f).super_block) {
     const size_t bb = size_t(quant::format_info(f).block_bytes);
     for_each_super_block(f, n, k, [&](int64_t src, int64_t dst) { std::memcpy(out + dst, rows + src, bb); });
@@ -100,6 +152,8 @@ void pack_weights(Format f, const uint8_t* rows, int64_t n, int64_t k, uint8_t* 
 
 void unpack_weights(Format f, const uint8_t* packed, int64_t n, int64_t k, uint8_t* rows) {
   packed_bytes(f, n, k);  // validates n and k
+  if (quant::is_int5(quant::format_info(f).kind))
+    return pack_q5(f, rows, n, k, const_cast<uint8_t*>(packed), true);  // and only reads the packed bytes here
   if (quant::format_info(f).super_block) {
     const size_t bb = size_t(quant::format_info(f).block_bytes);
     for_each_super_block(f, n, k, [&](int64_t dst, int64_t src) { std::memcpy(rows + dst, packed + src, bb); });
@@ -150,6 +204,19 @@ PackedMatrix::PackedMatrix(Format f, const std::vector<const uint8_t*>& parts, c
     data_.reset(alloc_large(size_t(bytes_)));
     p = data_.get();
     if (!p) throw LimitError(cat("cannot allocate ", bytes_, " bytes for a packed ", n_, " x ", k, " matrix"));
+  }
+  if (q5_minima_bytes(f, n_, k) && parts.size() > 1) {
+    // Q5_1 keeps its minima after the last panel of the whole matrix: pack the concatenated rows at once.
+    const int64_t rb = quant::row_bytes(f, k);
+    std::vector<uint8_t> all(size_t(n_ * rb));
+    int64_t at = 0;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      std::memcpy(all.data() + at, parts[i], size_t(rows[i] * rb));
+      at += rows[i] * rb;
+    }
+    pack_weights(f, all.data(), n_, k, p);
+    ptr_ = p;
+    return;
   }
   int64_t offset = 0;
   for (size_t i = 0; i < parts.size(); ++i) {

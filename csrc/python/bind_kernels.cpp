@@ -77,7 +77,8 @@ void bind_kernels(py::module_& m) {
     for (const quant::FormatInfo& f : quant::formats()) {
       py::dict d;
       d["name"] = f.name;
-      static const char* const kinds[quant::kKindCount] = {"int4_sym", "int4_asym", "int8_sym", "k4", "k5", "k6", "k8"};
+      static const char* const kinds[quant::kKindCount] = {"int4_sym", "int4_asym", "int8_sym", "k4", "k5", "k6", "k8",
+                                                             "int5_sym", "int5_asym"};
       d["kind"] = kinds[static_cast<int>(f.kind)];
       d["group"] = f.group;
       d["block_bytes"] = f.block_bytes;

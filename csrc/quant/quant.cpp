@@ -37,14 +37,49 @@ const std::vector<FormatInfo>& registry() {
       {Format::q5_k, "q5_k", Kind::k5, 256, 176, 5, 5.5, 13, 0, {0, 2}, true},
       {Format::q6_k, "q6_k", Kind::k6, 256, 210, 6, 6.5625, 14, 0, {208, -1}, true},
       {Format::q8_k, "q8_k", Kind::k8, 256, 292, 8, 9.125, 15, 0, {-1, -1}, true},
+      {Format::q5_0, "q5_0", Kind::int5_sym, 32, 22, 5, 5.5, 6, 2, {0, -1}, false},
+      {Format::q5_1, "q5_1", Kind::int5_asym, 32, 24, 5, 6.0, 7, 4, {0, 2}, false},
   };
   return r;
 }
 
 // One block of `g` floats -> block bytes, per kind.
+void quantize_q5(Kind kind, const float* x, uint8_t* out) {
+  int q[32];
+  if (kind == Kind::int5_sym) {
+    float amax = std::fabs(x[0]), vmax = x[0];
+    for (int i = 1; i < 32; ++i)
+      if (std::fabs(x[i]) > amax) amax = std::fabs(x[i]), vmax = x[i];
+    const float d = vmax / -16.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const uint16_t dh = fp32_to_fp16(d);
+    std::memcpy(out, &dh, 2);
+    for (int i = 0; i < 32; ++i) {
+      const float a = std::trunc(x[i] * id + 16.5f);
+      q[i] = a < 0.0f ? 0 : a > 31.0f ? 31 : int(a);
+    }
+    q5_store_levels(Kind::int5_sym, q, out);
+  } else {
+    float vmin = x[0], vmax = x[0];
+    for (int i = 1; i < 32; ++i) vmin = std::min(vmin, x[i]), vmax = std::max(vmax, x[i]);
+    const float d = (vmax - vmin) / 31.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const uint16_t dh = fp32_to_fp16(d), mh = fp32_to_fp16(vmin);
+    std::memcpy(out, &dh, 2);
+    std::memcpy(out + 2, &mh, 2);
+    for (int i = 0; i < 32; ++i) {
+      const float a = std::trunc((x[i] - vmin) * id + 0.5f);
+      q[i] = a < 0.0f ? 0 : a > 31.0f ? 31 : int(a);
+    }
+    q5_store_levels(Kind::int5_asym, q, out);
+  }
+}
+
 void quantize_block(Kind kind, int g, const float* x, uint8_t* out) {
   if (is_k_quant(kind)) {
     quantize_super_block(kind, x, out);
+  } else if (is_int5(kind)) {
+    quantize_q5(kind, x, out);
   } else if (kind == Kind::int4_sym) {
     float amax = std::fabs(x[0]), vmax = x[0];  // numpy argmax: the first element of largest |x|
     for (int i = 1; i < g; ++i)
@@ -95,7 +130,12 @@ void quantize_block(Kind kind, int g, const float* x, uint8_t* out) {
 void dequantize_block(Kind kind, int g, const uint8_t* in, float* y) {
   if (is_k_quant(kind)) return dequantize_super_block(kind, in, y);
   const float d = fp16_to_fp32(load_u16(in));
-  if (kind == Kind::int4_sym) {
+  if (is_int5(kind)) {
+    int q[32];
+    q5_levels(in, kind, q);
+    const float m = kind == Kind::int5_asym ? fp16_to_fp32(load_u16(in + 2)) : 0.0f;
+    for (int i = 0; i < 32; ++i) y[i] = kind == Kind::int5_sym ? float(q[i] - 16) * d : d * float(q[i]) + m;
+  } else if (kind == Kind::int4_sym) {
     const uint8_t* qs = in + 2;
     for (int i = 0; i < g / 2; ++i) {
       y[i] = float(int(qs[i] & 0x0F) - 8) * d;
@@ -117,6 +157,24 @@ void dequantize_block(Kind kind, int g, const uint8_t* in, float* y) {
 int resolve_threads(int threads) { return threads <= 0 ? num_threads() : threads; }
 
 }  // namespace
+
+void q5_store_levels(Kind kind, const int* q, uint8_t* block) {
+  uint8_t* qh = block + (kind == Kind::int5_asym ? 4 : 2);
+  uint32_t h = 0;
+  for (int i = 0; i < 32; ++i) h |= uint32_t(q[i] >> 4 & 1) << i;
+  for (int i = 0; i < 4; ++i) qh[i] = uint8_t(h >> (8 * i));  // little-endian, whatever the host
+  for (int i = 0; i < 16; ++i) qh[4 + i] = uint8_t((q[i] & 0x0F) | ((q[i + 16] & 0x0F) << 4));
+}
+
+void q5_levels(const uint8_t* block, Kind kind, int* q) {
+  const uint8_t* qh = block + (kind == Kind::int5_asym ? 4 : 2);
+  const uint8_t* qs = qh + 4;
+  const uint32_t h = uint32_t(qh[0]) | uint32_t(qh[1]) << 8 | uint32_t(qh[2]) << 16 | uint32_t(qh[3]) << 24;
+  for (int i = 0; i < 16; ++i) {
+    q[i] = (qs[i] & 0x0F) | int((h >> i) & 1u) << 4;
+    q[i + 16] = (qs[i] >> 4) | int((h >> (i + 16)) & 1u) << 4;
+  }
+}
 
 uint16_t fp32_to_fp16(float f) {
   const uint32_t x = float_bits(f);

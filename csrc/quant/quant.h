@@ -7,12 +7,17 @@
 //   int4 symmetric  (q4_0, q4_0_g64, q4_0_g128): fp16 d, G/2 bytes of nibbles;         w = (q - 8) * d
 //   int4 asymmetric (q4_1, q4_1_g64, q4_1_g128): fp16 d, fp16 m, G/2 bytes of nibbles;  w = q * d + m
 //   int8 symmetric  (q8_0, q8_0_g64, q8_0_g128): fp16 d, G int8;                         w = q * d
+//   int5 symmetric  (q5_0, GGUF Q5_0, 22 bytes): fp16 d, 4 bytes qh, 16 bytes of nibbles; w = (q - 16) * d
+//   int5 asymmetric (q5_1, GGUF Q5_1, 24 bytes): fp16 d, fp16 m, 4 bytes qh, 16 bytes;    w = q * d + m
+//   (q5: the nibbles hold the low 4 bits as in q4_0; qh, a little-endian uint32, has the fifth bit of element i
+//   in its bit i.)
 // Nibble order inside a block: byte i holds element i in its low nibble and element i + G/2 in its high nibble
 // (for G = 32 this is GGUF's Q4_0 / Q4_1 order: low nibbles are elements 0..15, high nibbles 16..31).
 // Rounding (the gguf package's and ggml's reference quantizers, bit for bit; float32 arithmetic, no FMA):
 //   q4_0: m = the element of largest |x| (first on ties), d = m / -8, q = min(15, trunc(x * (1/d) + 8.5))
 //   q4_1: d = (max - min) / 15, q = min(15, trunc((x - min) * (1/d) + 0.5)), m = min
 //   q8_0: d = max|x| / 127, q = round-half-away(x * (1/d))
+//   q5_0: as q4_0 with d = m / -16, q = min(31, trunc(x * (1/d) + 16.5));  q5_1: as q4_1 with 31 in place of 15
 //   (1/d is taken as 0 when d == 0.) d and m are stored as IEEE fp16 rounded to nearest even.
 //
 // GGUF's K-quants (quant_k.cpp): super-blocks of 256 weights, G = 256, GGML's byte layouts:
@@ -36,13 +41,17 @@ float fp16_to_fp32(uint16_t h);
 
 enum class Format : int {
   q4_0 = 0, q4_1, q8_0, q4_0_g64, q4_0_g128, q4_1_g64, q4_1_g128, q8_0_g64, q8_0_g128,
-  q4_k, q5_k, q6_k, q8_k
+  q4_k, q5_k, q6_k, q8_k, q5_0, q5_1
 };
-constexpr int kFormatCount = 13;
+constexpr int kFormatCount = 15;
 // int4/int8 kinds: one scale per block of G. k4 / k5 / k6 / k8: GGUF's super-block formats (Q4_K ... Q8_K).
-enum class Kind : int { int4_sym = 0, int4_asym = 1, int8_sym = 2, k4 = 3, k5 = 4, k6 = 5, k8 = 6 };
-constexpr int kKindCount = 7;
-inline bool is_k_quant(Kind k) { return static_cast<int>(k) >= static_cast<int>(Kind::k4); }
+// int5_sym / int5_asym: GGUF's Q5_0 / Q5_1 (group 32 only).
+enum class Kind : int {
+  int4_sym = 0, int4_asym = 1, int8_sym = 2, k4 = 3, k5 = 4, k6 = 5, k8 = 6, int5_sym = 7, int5_asym = 8
+};
+constexpr int kKindCount = 9;
+inline bool is_k_quant(Kind k) { return k >= Kind::k4 && k <= Kind::k8; }
+inline bool is_int5(Kind k) { return k == Kind::int5_sym || k == Kind::int5_asym; }
 
 // Block structs. `d` and `m` are raw fp16 bits; the structs have no padding (checked), so an array of them is the
 // on-disk layout. Bits per weight are given for each.
@@ -62,6 +71,18 @@ struct BlockInt8Sym {  // (16 + 8G) / G bits per weight: 8.5 (G=32), 8.25 (64), 
   uint16_t d;
   int8_t qs[G];
 };
+struct BlockQ5_0 {  // 5.5 bits per weight (GGUF Q5_0, ggml block_q5_0)
+  uint16_t d;
+  uint8_t qh[4];  // little-endian uint32: bit i is the fifth bit of element i
+  uint8_t qs[16];
+};
+struct BlockQ5_1 {  // 6.0 bits per weight (GGUF Q5_1, ggml block_q5_1)
+  uint16_t d;
+  uint16_t m;
+  uint8_t qh[4];
+  uint8_t qs[16];
+};
+static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24, "Q5_0 / Q5_1 blocks must be 22 / 24 bytes (GGUF)");
 using BlockQ4_0 = BlockInt4Sym<32>;  // GGUF Q4_0 (ggml block_q4_0)
 using BlockQ4_1 = BlockInt4Asym<32>;  // GGUF Q4_1 (ggml block_q4_1)
 using BlockQ8_0 = BlockInt8Sym<32>;  // GGUF Q8_0 (ggml block_q8_0)
@@ -112,7 +133,7 @@ struct FormatInfo {
   int block_bytes;         // bytes per block
   int weight_bits;         // 4 or 8
   double bits_per_weight;  // block_bytes * 8 / group
-  int gguf_type;           // GGML type id (Q4_0 = 2, Q4_1 = 3, Q8_0 = 8) or -1 when GGUF has no such type
+  int gguf_type;           // GGML type id (Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8) or -1 when GGUF has no such type
   int scale_offset_bytes;  // group formats: bytes of fp16 scale (and min) at the start of a block (2 or 4); K: 0
   int fp16_at[2];          // byte offsets of the block's fp16 scale fields (d, then min), -1 when absent
   bool super_block;        // a GGUF K-quant (G = 256, sub-block scales inside the block)
@@ -132,6 +153,11 @@ void check_k(Format f, int64_t k);
 void quantize_rows(Format f, const float* x, int64_t rows, int64_t k, uint8_t* out, int threads = 1);
 // in [rows, row_bytes(f, k)] -> out [rows, k] float32 (w = (q-8)*d, q*d + m or q*d, in float32).
 void dequantize_rows(Format f, const uint8_t* in, int64_t rows, int64_t k, float* out, int threads = 1);
+
+// The 32 levels (0..31) of one Q5_0 / Q5_1 block (kind int5_sym or int5_asym).
+void q5_levels(const uint8_t* block, Kind kind, int* q /*[32]*/);
+// The inverse: writes qh and the nibbles of the block (after its fp16 header) from levels 0..31.
+void q5_store_levels(Kind kind, const int* q /*[32]*/, uint8_t* block);
 
 // One K-quant super-block of 256 floats <-> its GGUF bytes (kind k4, k5, k6 or k8; quant_k.cpp).
 void quantize_super_block(Kind kind, const float* x /*[256]*/, uint8_t* out);

@@ -41,7 +41,8 @@ BLUELM_TEST(quant_registry_consistent) {
   for (const FormatInfo& fi : formats()) {
     CHECK(parse_format(fi.name) == fi.format);
     CHECK(fi.super_block == is_k_quant(fi.kind));
-    const int payload = fi.super_block ? 0 : fi.weight_bits == 4 ? fi.group / 2 : fi.group;
+    // Q5: 4 bytes of fifth bits beside the nibbles
+    const int payload = fi.super_block ? 0 : fi.weight_bits == 4 ? fi.group / 2 : fi.weight_bits == 5 ? 20 : fi.group;
     if (!fi.super_block) CHECK_EQ(fi.block_bytes, fi.scale_offset_bytes + payload);
     CHECK_NEAR(fi.bits_per_weight, fi.block_bytes * 8.0 / fi.group, 1e-12);
     CHECK_EQ(row_bytes(fi.format, 4 * fi.group), int64_t(4 * fi.block_bytes));
@@ -55,6 +56,9 @@ BLUELM_TEST(quant_registry_consistent) {
   CHECK_EQ(format_info(Format::q5_k).block_bytes, int(sizeof(BlockQ5_K)));
   CHECK_EQ(format_info(Format::q6_k).block_bytes, int(sizeof(BlockQ6_K)));
   CHECK_EQ(format_info(Format::q8_k).block_bytes, int(sizeof(BlockQ8_K)));
+  CHECK_EQ(format_info(Format::q5_0).block_bytes, int(sizeof(BlockQ5_0)));
+  CHECK_EQ(format_info(Format::q5_1).block_bytes, int(sizeof(BlockQ5_1)));
+  CHECK_EQ(format_info(Format::q5_1).fp16_at[1], int(offsetof(BlockQ5_1, m)));
   CHECK_EQ(format_info(Format::q6_k).fp16_at[0], int(offsetof(BlockQ6_K, d)));
   CHECK_THROWS(parse_format("q3_k"), InvalidArgument);
 }
@@ -82,10 +86,13 @@ BLUELM_TEST(quant_round_trip_error_bounds) {
         std::memcpy(&dh, blk, 2);
         const float d = std::fabs(fp16_to_fp32(dh));
         float m = 0.0f;
-        if (fi.kind == Kind::int4_asym) std::memcpy(&mh, blk + 2, 2), m = std::fabs(fp16_to_fp32(mh));
-        // symmetric int4 clips the far end of the range to 7d: an error of up to one step there
-        const float step = fi.kind == Kind::int4_sym ? d : d / 2;
-        const float tol = step + d * (fi.kind == Kind::int8_sym ? 127 : 16) * std::ldexp(1.0f, -11) + m * 1e-3f + 1e-6f;
+        const bool asym = fi.kind == Kind::int4_asym || fi.kind == Kind::int5_asym;
+        if (asym) std::memcpy(&mh, blk + 2, 2), m = std::fabs(fp16_to_fp32(mh));
+        // symmetric int4 / int5 clip the far end of the range to 7d / 15d: an error of up to one step there
+        const bool sym45 = fi.kind == Kind::int4_sym || fi.kind == Kind::int5_sym;
+        const float step = sym45 ? d : d / 2;
+        const int levels = fi.kind == Kind::int8_sym ? 127 : fi.weight_bits == 5 ? 32 : 16;
+        const float tol = step + d * levels * std::ldexp(1.0f, -11) + m * 1e-3f + 1e-6f;
         for (int i = 0; i < fi.group; ++i) {
           const size_t at = size_t(r * k + b * fi.group + i);
           CHECK(std::fabs(x[at] - y[at]) <= tol);
