@@ -409,12 +409,14 @@ def main(argv=None) -> int:
     ap.add_argument("--formats", action="store_true", help="only the llama.cpp-format rows (part 5)")
     ap.add_argument("--formats-models", default="smollm2-135m",
                     help="smollm2-135m (Q4_0, Q8_0) and/or bluelm-v-3b (a random Q4_0 GGUF of its LLM shape)")
+    ap.add_argument("--formats-quants", default="", help="only these SmolLM2 files of --formats (q4_0, q8_0, q4_k_m)")
     ap.add_argument("--depth-kv", default="int8,f16", help="native depth rows' KV caches (int8, f16, f32)")
     args = ap.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
     rows = []
     if args.formats:
-        rows = formats_rows(_child, _smollm2_path(), threads, args.rounds, args.formats_models.split(","))
+        rows = formats_rows(_child, _smollm2_path(), threads, args.rounds, args.formats_models.split(","),
+                            [q for q in args.formats_quants.split(",") if q])
         print_formats_rows(rows)
         return _write_json(rows, args.json)
     if args.vit:

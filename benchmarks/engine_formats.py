@@ -21,9 +21,9 @@ SmolLM2's byte-level BPE tokenizer padded with unused tokens to the vocabulary),
 
 SmolLM2 as Q4_K_M is llama.cpp's own mix (`pure` off: Q4_K, Q6_K for half of attn_v / ffn_down and the tied
 embedding); its rows of 576 are not a multiple of 256, so only the ffn_down matrices (K = 1536) are K-quants and
-llama.cpp wrote its fallbacks (Q5_0, Q8_0) for the rest. The native package carries the K-quant tensors byte for
-byte and stores those fallbacks as q8_0 (it has no Q5_0; q8_0 is never less precise), so its rows read somewhat
-more bytes than llama.cpp's. Not here yet: a Q4_K_M writer for the 3B shape (its ffn_down, K = 5760, is not a
+llama.cpp wrote its fallbacks (Q5_0, Q8_0) for the rest. The native package carries every tensor byte for byte;
+in memory the Q5_0 matrices sit in q8_0 panels (docs/kernels.md), so its steps read somewhat more bytes than
+llama.cpp's. Not here yet: a Q4_K_M writer for the 3B shape (its ffn_down, K = 5760, is not a
 multiple of 256 either).
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ PKG_CACHE = Path.home() / ".cache" / "bluelm-v" / "packages"
 WRITER = writer_digest()[:10]
 # quant name -> llama.cpp ftype name (llama_cpp.LLAMA_FTYPE_MOSTLY_<X>), the ggml type name for output/embedding
 # (None: llama.cpp's own choice, not `pure`), and the native package's quant for tensors it cannot carry over.
-FORMATS = {"q4_0": ("Q4_0", "Q4_0", "q4_0"), "q8_0": ("Q8_0", "Q8_0", "q8_0"), "q4_k_m": ("Q4_K_M", None, "q8_0")}
+FORMATS = {"q4_0": ("Q4_0", "Q4_0", "q4_0"), "q8_0": ("Q8_0", "Q8_0", "q8_0"), "q4_k_m": ("Q4_K_M", None, "q4_0")}
 TESTS = {"pp128": ("pp", 128), "pp512": ("pp", 512), "tg64": ("tg", 64)}
 
 
@@ -235,14 +235,19 @@ def worker_formats_llamacpp(gguf: str, threads: int, rounds: int) -> dict:
             "read_gbps": _core.read_bandwidth(max(nbytes, 1 << 20), threads, 3)}
 
 
-def formats_rows(child, smollm2_gguf: Path, threads: list[int], rounds: int, models: list[str]) -> list[dict]:
+def formats_rows(child, smollm2_gguf: Path, threads: list[int], rounds: int, models: list[str],
+                 quants: list[str] | None = None) -> list[dict]:
     """`child(kind, *args)` runs worker_<kind> in a fresh interpreter (engine.py's _child). models: smollm2-135m
-    (Q4_0, Q8_0 and Q4_K_M from the shipped file) and/or bluelm-v-3b (the random Q4_0 GGUF)."""
+    (Q4_0, Q8_0 and Q4_K_M from the shipped file, or those of `quants`) and/or bluelm-v-3b (the random Q4_0
+    GGUF)."""
+    unknown = sorted(set(quants or ()) - set(FORMATS))
+    if unknown:
+        raise SystemExit(f"--formats-quants: unknown {', '.join(unknown)} (known: {', '.join(FORMATS)})")
     from bluelm_v.export import package
 
     files = []
     if "smollm2-135m" in models:
-        files += [("smollm2-135m", q, quantized_gguf(smollm2_gguf, q)) for q in FORMATS]
+        files += [("smollm2-135m", q, quantized_gguf(smollm2_gguf, q)) for q in FORMATS if not quants or q in quants]
     if "bluelm-v-3b" in models:
         files.append(("bluelm-v-3b", "q4_0", random_gguf_3b(smollm2_gguf)))
     rows = []

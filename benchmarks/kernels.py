@@ -10,7 +10,8 @@ SmolLM2-135M: 576, 1536, 49152) and each weight matrix shape [N, K] of a layer (
     DRAM; timed call by call in C++, as the engine calls it and as the read probe runs, where the hot rows and
     torch's are timed from Python);
   - gemm for a prefill chunk (T = 128);
-for q4_0, q4_1 and q8_0 weights and GGUF's K-quants q4_k, q5_k, q6_k (on the shapes whose K is a multiple of 256;
+for q4_0, q4_1, q8_0, q5_0 and q5_1 weights (the Q5 ones run q8_0 panels, so their rows read q8_0's bytes and
+carry q8_0's mix ceiling) and GGUF's K-quants q4_k, q5_k, q6_k (on the shapes whose K is a multiple of 256;
 `--formats` picks some), plus the 2x2 down-sampler fused with LayerNorm + linear for a 27x27x1152 tile.
 Baselines timed in the same process: torch float32 matmul on the dequantized weights (`torch-f32`) and torch's
 dequantize-then-matmul from the packed blocks (`torch-deq`). The roofline (read bandwidth at each thread count,
@@ -51,7 +52,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bluelm_v import _core, kernels, quant  # noqa: E402
 from common import median_ci  # noqa: E402
 
-FORMATS = ("q4_0", "q4_1", "q8_0", "q4_k", "q5_k", "q6_k")
+FORMATS = ("q4_0", "q4_1", "q8_0", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k")
+MIX_OF = {"q5_0": "q8_0", "q5_1": "q8_0"}  # formats whose kernels run another format's tiles
 ROUNDS = 15  # interleaved (probe, mix loop, kernel) rounds per row (in_rounds)
 # A probe or mix loop is the best of PROBE_REPS passes of PROBE_SECONDS each (the read probe: the best of 3 passes
 # over 256 MB). The kernel's time is the median of many calls of a few ms or less, which a busy host's preemption
@@ -97,8 +99,8 @@ def torch_dequant_fn(fmt: str, rows: np.ndarray, n: int, k: int):
     import torch
 
     info = quant.FORMATS[fmt]
-    if info.super_block:
-        return None  # no torch-ops dequantizer for the K-quants: their rows get the torch-f32 baseline only
+    if info.super_block or info.kind.startswith("int5"):
+        return None  # no torch-ops dequantizer for the K-quants and Q5: their rows get the torch-f32 baseline only
     g = info.group
     raw = torch.from_numpy(rows.copy()).reshape(n, k // g, info.block_bytes)
     d = raw[..., :2].contiguous().view(torch.float16).float()  # [n, blocks, 1]
@@ -227,8 +229,9 @@ def bench_matrix(shape: dict, fmt: str, threads: int, roof: dict, quick: bool, r
             else:
                 probe = lambda: _core.measure_peak(probe_name, threads, PROBE_REPS, PROBE_SECONDS)  # noqa: E731
                 mix = None
-                if fmt in mixes:
-                    mix = lambda: _core.measure_peak(mixes[fmt], threads, PROBE_REPS, PROBE_SECONDS)  # noqa: E731
+                loop = mixes.get(MIX_OF.get(fmt, fmt))
+                if loop:
+                    mix = lambda: _core.measure_peak(loop, threads, PROBE_REPS, PROBE_SECONDS)  # noqa: E731
             r = in_rounds(probe, mix, kernel_s, work)
             s, local, frac = r["median_s"], r["roofline_local"], r["fraction_of_probe"]
             gbps = wbytes / s / 1e9

@@ -89,3 +89,21 @@ def test_engine_logits_on_q4_k_m_match_the_reference_on_its_dequantized_weights(
     panels) against the PyTorch reference on the GGUF's weights dequantized by the gguf package."""
     rel, agree = _teacher_forced(smollm2_q4_k_m, q4km_pkg)
     assert rel < 0.02 and agree >= 0.95, (rel, agree)  # measured 0.0004 and 1.0
+
+
+def test_nan_q5_scale_or_minimum_is_refused_before_packaging(smollm2_q5_1, smollm2_q4_k_m, tmp_path):
+    from bluelm_v import FormatError
+
+    for path, name, qtype, block_bytes, fields in (
+            (smollm2_q4_k_m, "blk.2.attn_q.weight", "Q5_0", 22, ((0, "scale"),)),
+            (smollm2_q5_1, "blk.2.ffn_up.weight", "Q5_1", 24, ((0, "scale"), (2, "minimum")))):
+        t = next(t for t in GGUFCheckpoint(path)._reader.tensors if t.name == name)
+        assert t.tensor_type.name == qtype
+        for at, what in fields:
+            data = bytearray(path.read_bytes())
+            pos = int(t.data_offset) + block_bytes * 7 + at  # block 7
+            data[pos:pos + 2] = (0x7E00).to_bytes(2, "little")  # an fp16 NaN
+            bad = tmp_path / f"nan-{qtype}-{at}.gguf"
+            bad.write_bytes(bytes(data))
+            with pytest.raises(FormatError, match=f"{name} \\({qtype}\\) block 7 has a non-finite fp16 {what}"):
+                package(bad, tmp_path / "pkg")

@@ -171,8 +171,12 @@ void gemm_quantized(const PackedView& w, const QuantizedActs& a, float* y, int64
   // Q5_0 / Q5_1: the tiers run their q8_0 panels (pack.cpp); Q5_1's minima follow the panels.
   const quant::Kind kind = quant::format_info(w.format).kind;
   const PackedView tiles = quant::is_int5(kind) ? PackedView{Format::q8_0, w.n, w.k, w.data, panels * g.stride} : w;
-  const uint16_t* minima =
-      kind == Kind::int5_asym ? reinterpret_cast<const uint16_t*>(w.data + panels * g.stride) : nullptr;
+  const float* minima = kind == Kind::int5_asym ? reinterpret_cast<const float*>(w.data + panels * g.stride) : nullptr;
+  std::vector<float> xsum;  // Q5_1: sum(x) per token and block, d * sum(q) of the int8 activations (s = -128 sum(q))
+  if (minima) {
+    xsum.resize(size_t(a.t * g.nb));
+    for (int64_t i = 0; i < a.t * g.nb; ++i) xsum[size_t(i)] = a.d[i] * (a.s[i] * (-1.0f / 128.0f));
+  }
   // Several tokens: take them kTokenBlock at a time (a ViT batch of 4 tiles x 729 tokens would otherwise stream all
   // of its activations from memory past every panel), each block over the whole of K. Chunking K so that a block's
   // activations stay in L2 (192 KB) was slower once the int4 tile covered two panels: A/B in one process on
@@ -182,19 +186,16 @@ void gemm_quantized(const PackedView& w, const QuantizedActs& a, float* y, int64
     for (int64_t t0 = 0; t0 < a.t; t0 += kTokenBlock)
       K.gemm_panels(tiles, a, p0, p1, t0, std::min(a.t, t0 + kTokenBlock), 0, g.nb, false, y, ldy);
     if (minima) {
-      // + m * sum(x) per block, sum(x) = d * sum(q) of the int8 activations (their s is -128 * sum(q)).
-      for (int64_t t = 0; t < a.t; ++t) {
-        const float* ad = a.d + t * g.nb;
-        const float* as = a.s + t * g.nb;
-        for (int64_t p = p0; p < p1; ++p) {
+      // + m * sum(x) per block
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t rows = std::min<int64_t>(kPanelRows, w.n - p * kPanelRows);
+        for (int64_t t = 0; t < a.t; ++t) {
+          const float* xs = xsum.data() + t * g.nb;
+          const float* m = minima + p * g.nb * kPanelRows;
           float acc[kPanelRows] = {};
-          for (int64_t b = 0; b < g.nb; ++b) {
-            const float xs = ad[b] * (as[b] * (-1.0f / 128.0f));
-            const uint16_t* m = minima + (p * g.nb + b) * kPanelRows;
-            for (int r = 0; r < kPanelRows; ++r) acc[r] += quant::fp16_to_fp32(m[r]) * xs;
-          }
-          for (int64_t r = p * kPanelRows; r < std::min(w.n, (p + 1) * kPanelRows); ++r)
-            y[t * ldy + r] += acc[r - p * kPanelRows];
+          for (int64_t b = 0; b < g.nb; ++b, m += kPanelRows)
+            for (int r = 0; r < kPanelRows; ++r) acc[r] += m[r] * xs[b];
+          for (int64_t r = 0; r < rows; ++r) y[t * ldy + p * kPanelRows + r] += acc[r];
         }
       }
     }

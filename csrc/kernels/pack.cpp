@@ -16,7 +16,7 @@ Format panel_format(Format f) { return quant::is_int5(quant::format_info(f).kind
 int64_t q5_minima_bytes(Format f, int64_t n, int64_t k) {
   if (quant::format_info(f).kind != Kind::int5_asym) return 0;
   const int64_t panels = (n + kPanelRows - 1) / kPanelRows;
-  return (panels * kPanelRows * (k / 32) * 2 + 63) / 64 * 64;
+  return (panels * kPanelRows * (k / 32) * 4 + 63) / 64 * 64;
 }
 
 PanelGeometry panel_geometry(Format f, int64_t k) {
@@ -61,8 +61,9 @@ namespace {
 
 // Q5_0 / Q5_1: each block's 32 levels become int8 in a q8_0 panel (Q5_0: q - 16, so w = level * d as in q8_0;
 // Q5_1: q itself, 0..31, and w = level * d + m), d goes to the panel's scales, and Q5_1's minima m to a region
-// after the last panel, fp16 at ((panel * nb + block) * 8 + row) * 2. Exact both ways: unpack gives the GGUF bytes
-// back. The kernels then run the q8_0 panels unchanged (kernels.cpp adds Q5_1's m * sum(x) per block), so decode
+// after the last panel, as float32 (converted once here, not per product) at ((panel * nb + block) * 8 + row) * 4.
+// Exact both ways for finite minima: unpack gives the GGUF bytes back (a NaN minimum keeps no payload; packages
+// and GGUF files with one are refused before they get here). The kernels then run the q8_0 panels unchanged (kernels.cpp adds Q5_1's m * sum(x) per block), so decode
 // streams 8.5 bits per weight, not Q5's 5.5 / 6: the price of not having 5-bit panel kernels in every tier.
 void pack_q5(Format f, uint8_t* gguf, int64_t n, int64_t k, uint8_t* out, bool unpack) {
   const Kind kind = quant::format_info(f).kind;
@@ -77,13 +78,16 @@ void pack_q5(Format f, uint8_t* gguf, int64_t n, int64_t k, uint8_t* out, bool u
       const int64_t src = row * rb + b * bb;
       const int64_t panel = p * g.stride;
       const int64_t d_off = panel + g.scales + (b * kPanelRows + r) * 2;
-      const int64_t m_off = ((p * g.nb + b) * kPanelRows + r) * 2;
+      const int64_t m_off = ((p * g.nb + b) * kPanelRows + r) * 4;
       const int64_t q_off = panel + b * g.qbytes + r * 4;  // piece j at q_off + j * 32
       int q[32];
       if (!unpack) {
         quant::q5_levels(gguf + src, kind, q);
         std::memcpy(out + d_off, gguf + src, 2);
-        if (asym) std::memcpy(minima + m_off, gguf + src + 2, 2);
+        if (asym) {
+          const float m = quant::fp16_to_fp32(quant::load_u16(gguf + src + 2));
+          std::memcpy(minima + m_off, &m, 4);
+        }
         for (int i = 0; i < 32; ++i) out[q_off + (i / 4) * 32 + i % 4] = uint8_t(int8_t(asym ? q[i] : q[i] - 16));
       } else {
         uint8_t* dst = gguf + src;
@@ -92,7 +96,12 @@ void pack_q5(Format f, uint8_t* gguf, int64_t n, int64_t k, uint8_t* out, bool u
           q[i] = asym ? v : v + 16;
         }
         std::memcpy(dst, out + d_off, 2);
-        if (asym) std::memcpy(dst + 2, minima + m_off, 2);
+        if (asym) {
+          float m;
+          std::memcpy(&m, minima + m_off, 4);
+          const uint16_t mh = quant::fp32_to_fp16(m);
+          std::memcpy(dst + 2, &mh, 2);
+        }
         quant::q5_store_levels(kind, q, dst);
       }
     }
