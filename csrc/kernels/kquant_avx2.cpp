@@ -50,6 +50,20 @@ inline __m256i pair16(int lo, int hi) {
   return _mm256_setr_m128i(_mm_set1_epi16(int16_t(lo)), _mm_set1_epi16(int16_t(hi)));
 }
 
+// Q4_K / Q5_K: [8 scales | 8 minima] (each 0..63) from the 12 packed bytes (GGUF's get_scale_min_k4 for j = 0..7),
+// in one xmm. As 32-bit words u0 u1 u2 of the bytes: scales 0..3 = u0 & 0x3f.., minima 0..3 = u1 & 0x3f..,
+// scales 4..7 = (u2 & 0x0f..) | ((u0 >> 6) & 3..) << 4, minima 4..7 = ((u2 >> 4) & 0x0f..) | ((u1 >> 6) & 3..) << 4.
+// Reads 16 bytes from sb: the block goes on past its 12 scale bytes (its levels follow).
+inline __m128i scales_mins_k45(const uint8_t* sb) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sb));
+  const __m128i a = _mm_shuffle_epi32(v, 0x98);  // u0 u2 u1 u2
+  const __m128i b = _mm_shuffle_epi32(v, 0x50);  // u0 u0 u1 u1
+  const __m128i low = _mm_and_si128(_mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)),
+                                    _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+  const __m128i top = _mm_and_si128(_mm_srli_epi32(b, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+  return _mm_or_si128(low, top);  // scales 0..3, 4..7, minima 0..3, 4..7
+}
+
 void unpack_k45(Kind kind, const uint8_t* blk, Unpacked& u) {
   const __m256i low = _mm256_set1_epi8(0x0F);
   const uint8_t* sb = blk + 4;
@@ -68,32 +82,39 @@ void unpack_k45(Kind kind, const uint8_t* blk, Unpacked& u) {
     _mm256_store_si256(reinterpret_cast<__m256i*>(u.q + 64 * i), a);
     _mm256_store_si256(reinterpret_cast<__m256i*>(u.q + 64 * i + 32), b);
   }
+  alignas(16) uint8_t sm[16];  // scales 0..7, minima 0..7
+  _mm_store_si128(reinterpret_cast<__m128i*>(sm), scales_mins_k45(sb));
   int mn16[16];
   for (int j = 0; j < 8; ++j) {
-    const int sc = j < 4 ? sb[j] & 63 : (sb[j + 4] & 0x0F) | ((sb[j - 4] >> 6) << 4);
-    const int m = j < 4 ? sb[j + 4] & 63 : (sb[j + 4] >> 4) | ((sb[j] >> 6) << 4);
-    u.sc[j] = _mm256_set1_epi16(int16_t(sc));
-    mn16[2 * j] = mn16[2 * j + 1] = m;
+    u.sc[j] = _mm256_set1_epi16(int16_t(sm[j]));
+    mn16[2 * j] = mn16[2 * j + 1] = sm[8 + j];
   }
   u.mn = offsets16(mn16);
   u.D = quant::fp16_to_fp32(quant::load_u16(blk));
   u.M = quant::fp16_to_fp32(quant::load_u16(blk + 2));
 }
 
+// The levels (0..63) of Q6_K half h (128 elements) as 4 vectors of 32: q[s] holds elements 128h + 32s .. + 31.
+// Element 128h + 32s + l has its low 4 bits in byte 64h + 32(s % 2) + l (low nibble for s < 2, high for s >= 2)
+// and its top 2 bits in bits 2s..2s+1 of byte 128 + 32h + l; those land on bits 4-5 by one shift and a mask (the
+// 16-bit shifts move no bit across a byte that the mask keeps).
+inline void k6_levels(const uint8_t* blk, int h, __m256i (&q)[4]) {
+  const __m256i low = _mm256_set1_epi8(0x0F), top = _mm256_set1_epi8(0x30);
+  const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h));
+  const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h + 32));
+  const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h));
+  q[0] = _mm256_or_si256(_mm256_and_si256(l0, low), _mm256_and_si256(_mm256_slli_epi16(hb, 4), top));
+  q[1] = _mm256_or_si256(_mm256_and_si256(l1, low), _mm256_and_si256(_mm256_slli_epi16(hb, 2), top));
+  q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low), _mm256_and_si256(hb, top));
+  q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low),
+                         _mm256_and_si256(_mm256_srli_epi16(hb, 2), top));
+}
+
 void unpack_k6(const uint8_t* blk, Unpacked& u) {
-  const __m256i low = _mm256_set1_epi8(0x0F), two = _mm256_set1_epi8(3);
   for (int h = 0; h < 2; ++h) {
-    const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h));
-    const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h + 32));
-    const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h));
-    const __m256i lo[4] = {_mm256_and_si256(l0, low), _mm256_and_si256(l1, low),
-                           _mm256_and_si256(_mm256_srli_epi16(l0, 4), low),
-                           _mm256_and_si256(_mm256_srli_epi16(l1, 4), low)};
-    for (int s = 0; s < 4; ++s) {
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * s), two);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(u.q + 128 * h + 32 * s),
-                         _mm256_or_si256(lo[s], _mm256_slli_epi16(hi, 4)));
-    }
+    __m256i q[4];
+    k6_levels(blk, h, q);
+    for (int s = 0; s < 4; ++s) _mm256_store_si256(reinterpret_cast<__m256i*>(u.q + 128 * h + 32 * s), q[s]);
   }
   const int8_t* sc = reinterpret_cast<const int8_t*>(blk + 192);
   int mn16[16];
@@ -116,25 +137,20 @@ float hsum_f(__m256 v) {
 // bytes to the products in registers: the 12 bytes of 6-bit scales and minima are spread into 16 bytes with a few
 // 32-bit shifts and masks, widened to int16 once, and vpshufb broadcasts a sub-block's scale.
 
-// Q4_K / Q5_K: [8 scales | 8 minima] (each 0..63) from the 12 packed bytes (GGUF's get_scale_min_k4 for j = 0..7).
-inline __m128i scales_mins_k45(const uint8_t* sb) {
-  uint32_t u[3];
-  std::memcpy(u, sb, 12);
-  const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, hi2 = 0x03030303;
-  const uint32_t sc_lo = u[0] & m6;                                  // scales 0..3
-  const uint32_t mn_lo = u[1] & m6;                                  // minima 0..3
-  const uint32_t sc_hi = (u[2] & m4) | (((u[0] >> 6) & hi2) << 4);   // scales 4..7
-  const uint32_t mn_hi = ((u[2] >> 4) & m4) | (((u[1] >> 6) & hi2) << 4);  // minima 4..7
-  return _mm_setr_epi32(int(sc_lo), int(sc_hi), int(mn_lo), int(mn_hi));
-}
-
-// vpshufb masks broadcasting int16 word w of each 128-bit lane: kWordMask[w].
-alignas(32) constexpr uint8_t kWordMask[8][32] = {
-#define W(w) {2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, \
-               2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1, 2*w, 2*w+1}
-    W(0), W(1), W(2), W(3), W(4), W(5), W(6), W(7)
-#undef W
+// vpshufb masks widening byte j of each 128-bit lane into every int16 word (the high byte zeroed): kByteMask[j]
+// gives scale j (j < 8) of scales_mins_k45's bytes, broadcast.
+alignas(32) constexpr uint8_t kByteMask[8][32] = {
+#define B(j) {j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, \
+               j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80}
+    B(0), B(1), B(2), B(3), B(4), B(5), B(6), B(7)
+#undef B
 };
+// The 8 minima (bytes 8..15) as int16 words, in both lanes: activation_sums16's order [S0, S2, .. | S1, S3, ..]
+// pairs sub-block j's two sums of 16 with word j of each lane.
+alignas(32) constexpr uint8_t kMinimaMask[32] = {8, 0x80, 9, 0x80, 10, 0x80, 11, 0x80, 12, 0x80, 13, 0x80, 14, 0x80,
+                                                 15, 0x80, 8, 0x80, 9, 0x80, 10, 0x80, 11, 0x80, 12, 0x80, 13, 0x80,
+                                                 14, 0x80, 15, 0x80};
+
 // vpshufb masks: low lane word w, high lane word w + 1 (Q6_K: the two sub-blocks of 16 of one vector of 32).
 alignas(32) constexpr uint8_t kPairMask[4][32] = {
 #define P(w) {4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, \
@@ -150,9 +166,8 @@ inline __m256i mask(const uint8_t* m) { return _mm256_load_si256(reinterpret_cas
 template <Kind KIND>
 inline void row_k45(const uint8_t* blk, const __m256i* xv, __m256i sums16, __m256i& dot, __m256i& off) {
   const __m256i low = _mm256_set1_epi8(0x0F);
-  const __m256i sm = _mm256_cvtepu8_epi16(scales_mins_k45(blk + 4));  // [8 scales | 8 minima] as int16
-  const __m256i sc = _mm256_permute2x128_si256(sm, sm, 0x00), mn = _mm256_permute2x128_si256(sm, sm, 0x11);
-  off = _mm256_madd_epi16(sums16, mn);
+  const __m256i sm = _mm256_broadcastsi128_si256(scales_mins_k45(blk + 4));  // [8 scales | 8 minima] bytes, twice
+  off = _mm256_madd_epi16(sums16, _mm256_shuffle_epi8(sm, mask(kMinimaMask)));
   const uint8_t* qs = blk + (KIND == Kind::k4 ? 16 : 48);
   __m256i qh = _mm256_setzero_si256();
   if constexpr (KIND == Kind::k5) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16));
@@ -166,16 +181,15 @@ inline void row_k45(const uint8_t* blk, const __m256i* xv, __m256i sums16, __m25
       b = _mm256_or_si256(b, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * i + 1), one), 4));
     }
     d0 = _mm256_add_epi32(d0, _mm256_madd_epi16(_mm256_maddubs_epi16(a, xv[2 * i]),
-                                                _mm256_shuffle_epi8(sc, mask(kWordMask[2 * i]))));
+                                                _mm256_shuffle_epi8(sm, mask(kByteMask[2 * i]))));
     d1 = _mm256_add_epi32(d1, _mm256_madd_epi16(_mm256_maddubs_epi16(b, xv[2 * i + 1]),
-                                                _mm256_shuffle_epi8(sc, mask(kWordMask[2 * i + 1]))));
+                                                _mm256_shuffle_epi8(sm, mask(kByteMask[2 * i + 1]))));
   }
   dot = _mm256_add_epi32(d0, d1);
 }
 
 // Q6_K: dot - off in one vector (the offset 32 * sc_j carries the same factor d).
 inline __m256i row_k6(const uint8_t* blk, const __m256i* xv, __m256i sums16) {
-  const __m256i low = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3);
   const __m128i s8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192));
   // offsets in activation_sums16's order: sub-blocks 0, 2, .., 14 | 1, 3, .., 15, times 32
   const __m128i even_odd = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
@@ -186,18 +200,12 @@ inline __m256i row_k6(const uint8_t* blk, const __m256i* xv, __m256i sums16) {
   const __m256i hi_half = _mm256_permute2x128_si256(s16, s16, 0x11);
   __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
   for (int h = 0; h < 2; ++h) {
-    const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h));
-    const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h + 32));
-    const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h));
-    const __m256i lo[4] = {_mm256_and_si256(l0, low), _mm256_and_si256(l1, low),
-                           _mm256_and_si256(_mm256_srli_epi16(l0, 4), low),
-                           _mm256_and_si256(_mm256_srli_epi16(l1, 4), low)};
+    __m256i q[4];
+    k6_levels(blk, h, q);
     const __m256i half = h == 0 ? lo_half : hi_half;
     for (int s = 0; s < 4; ++s) {
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * s), three);
-      const __m256i q = _mm256_or_si256(lo[s], _mm256_slli_epi16(hi, 4));
       const __m256i sc = _mm256_shuffle_epi8(half, mask(kPairMask[s]));
-      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv[4 * h + s]), sc);
+      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[s], xv[4 * h + s]), sc);
       if (s & 1)
         d1 = _mm256_add_epi32(d1, p);
       else
@@ -219,6 +227,22 @@ void decode_panels_k(const PackedView& w, const QuantizedActs& a, int64_t p0, in
   // are contiguous): restarting it per panel re-issued 24 KB of prefetches for every 10 KB panel.
   const uint8_t* first = w.data + p0 * g.stride + b0 * g.qbytes;
   uintptr_t pf = (reinterpret_cast<uintptr_t>(first) + kPrefetchBytes) & ~uintptr_t(63);
+  // The activations' 16 sums of 16 per token and super-block, taken once per call rather than once per panel
+  // (31 instructions per panel, block and token: ~4 per row and super-block). Up to kCached super-blocks (K up
+  // to 16384); beyond that they are taken per panel.
+  constexpr int64_t kCached = 64;
+  alignas(32) __m256i cached[3][kCached];
+  const bool cache = b1 - b0 <= kCached;
+  auto sums_of = [&](int64_t t, int64_t b) {
+    const int8_t* x = a.q + (t0 + t) * a.k + b * g.group;
+    __m256i xs[8];
+    for (int v = 0; v < 8; ++v)
+      xs[v] = _mm256_maddubs_epi16(ones, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * v)));
+    return activation_sums16(xs);
+  };
+  if (cache)
+    for (int64_t t = 0; t < nt; ++t)
+      for (int64_t b = b0; b < b1; ++b) cached[t][b - b0] = sums_of(t, b);
   for (int64_t p = p0; p < p1; ++p) {
     const uint8_t* panel = w.data + p * g.stride;
     __m256 acc[3][kPanelRows];
@@ -231,12 +255,9 @@ void decode_panels_k(const PackedView& w, const QuantizedActs& a, int64_t p0, in
       for (int64_t t = 0; t < nt; ++t) {
         const int8_t* x = a.q + (t0 + t) * a.k + b * g.group;
         const float dx = a.d[(t0 + t) * g.nb + b];
-        __m256i xv[8], xs[8];
-        for (int v = 0; v < 8; ++v) {
-          xv[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * v));
-          xs[v] = _mm256_maddubs_epi16(ones, xv[v]);
-        }
-        const __m256i sums16 = activation_sums16(xs);
+        __m256i xv[8];
+        for (int v = 0; v < 8; ++v) xv[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * v));
+        const __m256i sums16 = cache ? cached[t][b - b0] : sums_of(t, b);
         for (int r = 0; r < kPanelRows; ++r) {
           const uint8_t* blk = blocks + r * bb;
           if constexpr (KIND == Kind::k6) {
