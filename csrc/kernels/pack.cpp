@@ -63,8 +63,9 @@ namespace {
 // Q5_1: q itself, 0..31, and w = level * d + m), d goes to the panel's scales, and Q5_1's minima m to a region
 // after the last panel, as float32 (converted once here, not per product) at ((panel * nb + block) * 8 + row) * 4.
 // Exact both ways for finite minima: unpack gives the GGUF bytes back (a NaN minimum keeps no payload; packages
-// and GGUF files with one are refused before they get here). The kernels then run the q8_0 panels unchanged (kernels.cpp adds Q5_1's m * sum(x) per block), so decode
-// streams 8.5 bits per weight, not Q5's 5.5 / 6: the price of not having 5-bit panel kernels in every tier.
+// and GGUF files with one are refused before they get here). The kernels then run the q8_0 panels unchanged
+// (kernels.cpp adds Q5_1's m * sum(x) per block), so decode streams 8.5 bits per weight (Q5_1: 9.5), not Q5's
+// 5.5 / 6: the price of not having 5-bit panel kernels in every tier.
 void pack_q5(Format f, uint8_t* gguf, int64_t n, int64_t k, uint8_t* out, bool unpack) {
   const Kind kind = quant::format_info(f).kind;
   const bool asym = kind == Kind::int5_asym;
