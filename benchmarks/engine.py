@@ -31,7 +31,8 @@ Part 4 (--vit), the bluelm-v-3b ViT + projector per tile: the shipped AVX-512 in
 switched on in the same process, and torch float32, in interleaved rounds (benchmarks/engine_vit.py).
 
 Part 5 (--formats), side by side with llama.cpp on its own best formats: SmolLM2 as Q4_0, Q8_0 and Q4_K_M made from
-the shipped file by llama.cpp's quantizer, both engines on the same file and threads (benchmarks/engine_formats.py).
+the shipped file by llama.cpp's quantizer, and the bluelm-v-3b shape as a random Q4_0 GGUF and its Q4_K_M, both
+engines on the same file and threads (benchmarks/engine_formats.py).
 
 Rows (--json): model, test (pp128, pp512, tg64, vit768x1536, prefill768x1536, tg768x1536, ...), threads, engine,
 tokens_per_s or seconds, peak_rss_mb, and for native rows speedup_vs_torch.
@@ -408,8 +409,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=9, help="rounds of the --vit and --formats rows")
     ap.add_argument("--formats", action="store_true", help="only the llama.cpp-format rows (part 5)")
     ap.add_argument("--formats-models", default="smollm2-135m",
-                    help="smollm2-135m (Q4_0, Q8_0) and/or bluelm-v-3b (a random Q4_0 GGUF of its LLM shape)")
-    ap.add_argument("--formats-quants", default="", help="only these SmolLM2 files of --formats (q4_0, q8_0, q4_k_m)")
+                    help="smollm2-135m (Q4_0, Q8_0, Q4_K_M) and/or bluelm-v-3b (a random Q4_0 GGUF of its LLM shape "
+                         "and its Q4_K_M re-quantization)")
+    ap.add_argument("--formats-quants", default="",
+                    help="only these files of --formats (SmolLM2: q4_0, q8_0, q4_k_m; bluelm-v-3b: q4_0, q4_k_m)")
     ap.add_argument("--depth-kv", default="int8,f16", help="native depth rows' KV caches (int8, f16, f32)")
     args = ap.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]

@@ -23,8 +23,10 @@ SmolLM2 as Q4_K_M is llama.cpp's own mix (`pure` off: Q4_K, Q6_K for half of att
 embedding); its rows of 576 are not a multiple of 256, so only the ffn_down matrices (K = 1536) are K-quants and
 llama.cpp wrote its fallbacks (Q5_0, Q8_0) for the rest. The native package carries every tensor byte for byte;
 in memory the Q5_0 matrices sit in q8_0 panels (docs/kernels.md), so its steps read somewhat more bytes than
-llama.cpp's. Not here yet: a Q4_K_M writer for the 3B shape (its ffn_down, K = 5760, is not a
-multiple of 256 either).
+llama.cpp's.
+
+The 3B shape as Q4_K_M is that random Q4_0 file re-quantized by the same llama.cpp call (`pure` off): its
+ffn_down matrices (K = 5760, not a multiple of 256) get llama.cpp's fallbacks, Q5_0 for Q4_K and Q8_0 for Q6_K.
 """
 from __future__ import annotations
 
@@ -239,7 +241,7 @@ def formats_rows(child, smollm2_gguf: Path, threads: list[int], rounds: int, mod
                  quants: list[str] | None = None) -> list[dict]:
     """`child(kind, *args)` runs worker_<kind> in a fresh interpreter (engine.py's _child). models: smollm2-135m
     (Q4_0, Q8_0 and Q4_K_M from the shipped file, or those of `quants`) and/or bluelm-v-3b (the random Q4_0
-    GGUF)."""
+    GGUF and its Q4_K_M re-quantization, or those of `quants`)."""
     unknown = sorted(set(quants or ()) - set(FORMATS))
     if unknown:
         raise SystemExit(f"--formats-quants: unknown {', '.join(unknown)} (known: {', '.join(FORMATS)})")
@@ -249,7 +251,10 @@ def formats_rows(child, smollm2_gguf: Path, threads: list[int], rounds: int, mod
     if "smollm2-135m" in models:
         files += [("smollm2-135m", q, quantized_gguf(smollm2_gguf, q)) for q in FORMATS if not quants or q in quants]
     if "bluelm-v-3b" in models:
-        files.append(("bluelm-v-3b", "q4_0", random_gguf_3b(smollm2_gguf)))
+        for q in ("q4_0", "q4_k_m"):  # Q4_K_M: llama.cpp's quantizer over the random Q4_0 file's weights
+            if not quants or q in quants:
+                base = random_gguf_3b(smollm2_gguf)
+                files.append(("bluelm-v-3b", q, base if q == "q4_0" else quantized_gguf(base, q)))
     rows = []
     for model, quant, gguf in files:
         pkg = PKG_CACHE / f"{gguf.stem.lower().replace('.', '-')}-gguf-{WRITER}"
