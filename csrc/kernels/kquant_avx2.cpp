@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "kernels/kernels_isa.h"
 
@@ -284,6 +285,254 @@ void decode_panels_k(const PackedView& w, const QuantizedActs& a, int64_t p0, in
   }
 }
 
+// ---- Prefill GEMM of Q4_K / Q5_K: the panel's 8 rows interleaved as the int4 panels are. ----
+// The per-row GEMM below (Q6_K's) spends a vpmaddwd per 32 weights, row and token applying the sub-block scale in
+// integers: two multiplies per 32 products, which caps it near half of the vpmaddubsw + vpaddw probe. Here each
+// panel super-block is unpacked once per 128 tokens into a tile whose 32-byte vectors hold 4 levels of each of the
+// 8 rows, so one broadcast of 4 activations feeds all 8 rows (and, two panels at a time, 16): per sub-block of 32
+// weights and token, 8 vpmaddubsw per panel sum in int16 (a pair is at most 2 * 15 * 128 = 3840 for Q4_K, eight of
+// them 30720 < 32767; Q5_K's 2 * 31 * 128 = 7936 allows four, so two vpmaddwd), one vpmaddwd widens them to one
+// int32 lane per row, and the rows' sub-block scales D * sc (exact in float: 11 x 6 bits) are applied in float by
+// one FMA; the minima term is one FMA of the rows' M * mn with the sub-block's activation sum, taken once per call.
+// A/B in one process (T = 128, 1 thread, 2304 x 2304 and 5760 x 2304, median of 7): the per-row GEMM 83-96 GOPS,
+// this one 147-189 (Q4_K) and 134-178 (Q5_K).
+inline int32_t load_i32(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+struct InterleavedK45 {
+  alignas(32) uint8_t q[8][8][32];  // [sub-block j][step s][4 r + e]: level of weight 32 j + 4 s + e of row r
+  alignas(32) float d[8][8];        // [j][r]: D_r * sc_{r,j}
+  alignas(32) float m[8][8];        // [j][r]: M_r * mn_{r,j}
+};
+
+// Rows' 32-bit lane s of a[0..8) -> lane r of a[s] (an 8 x 8 transpose of 32-bit lanes), in place.
+inline void transpose8_epi32(__m256i (&a)[8]) {
+  __m256 r[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_castsi256_ps(a[i]);
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  a[0] = _mm256_castps_si256(_mm256_permute2f128_ps(u0, u4, 0x20));
+  a[1] = _mm256_castps_si256(_mm256_permute2f128_ps(u1, u5, 0x20));
+  a[2] = _mm256_castps_si256(_mm256_permute2f128_ps(u2, u6, 0x20));
+  a[3] = _mm256_castps_si256(_mm256_permute2f128_ps(u3, u7, 0x20));
+  a[4] = _mm256_castps_si256(_mm256_permute2f128_ps(u0, u4, 0x31));
+  a[5] = _mm256_castps_si256(_mm256_permute2f128_ps(u1, u5, 0x31));
+  a[6] = _mm256_castps_si256(_mm256_permute2f128_ps(u2, u6, 0x31));
+  a[7] = _mm256_castps_si256(_mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+// The `rows` (<= 8) blocks of one panel super-block into the interleaved tile (missing rows: zero).
+void interleave_k45(Kind kind, const uint8_t* blocks, int bb, int64_t rows, InterleavedK45& tile) {
+  Unpacked u;
+  alignas(32) __m256i lv[8][8];  // [j][r]: row r's 32 levels of sub-block j
+  alignas(16) uint8_t sm[16];
+  for (int r = 0; r < kPanelRows; ++r) {
+    if (r >= rows) {
+      for (int j = 0; j < 8; ++j) {
+        lv[j][r] = _mm256_setzero_si256();
+        tile.d[j][r] = tile.m[j][r] = 0.0f;
+      }
+      continue;
+    }
+    const uint8_t* blk = blocks + r * bb;
+    unpack_k45(kind, blk, u);
+    _mm_store_si128(reinterpret_cast<__m128i*>(sm), scales_mins_k45(blk + 4));
+    for (int j = 0; j < 8; ++j) {
+      lv[j][r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(u.q + 32 * j));
+      tile.d[j][r] = u.D * float(sm[j]);
+      tile.m[j][r] = u.M * float(sm[8 + j]);
+    }
+  }
+  for (int j = 0; j < 8; ++j) {
+    transpose8_epi32(lv[j]);
+    for (int s = 0; s < 8; ++s) _mm256_store_si256(reinterpret_cast<__m256i*>(tile.q[j][s]), lv[j][s]);
+  }
+}
+
+// Four tokens x N steps of 4 levels (N = 8: a Q4_K sub-block; N = 4: half of a Q5_K one) of two interleaved tiles:
+// a[m] / b[m] (int16 lanes, one row per 32-bit lane pair) = sum of levels x activations of token m for the tile at
+// w0 / w1. In assembly because gcc 12 computes every product of the intrinsics version before adding any and spills
+// half of them to the stack (the int4 panels' GEMM in kernels_avx2.cpp met the same). Uses 12 ymm registers.
+template <int N>
+struct K45Bytes {
+  uint8_t b[N];
+};
+template <int N>
+const K45Bytes<N>& k45_bytes(const void* p) {
+  return *static_cast<const K45Bytes<N>*>(p);
+}
+#define K45_LOAD(J) "vmovdqa " #J "*32(%[w0]), %[l0]\n\t vmovdqa " #J "*32(%[w1]), %[l1]\n\t"
+#define K45_FIRST(J, XA, A, B)                                                                                   \
+  "vpbroadcastd " #J "*4" XA ", %[t]\n\t vpmaddubsw %[t], %[l0], %[" A "]\n\t vpmaddubsw %[t], %[l1], %[" B "]\n\t"
+#define K45_NEXT(J, XA, A, B)                                                                                    \
+  "vpbroadcastd " #J "*4" XA ", %[t]\n\t vpmaddubsw %[t], %[l0], %[p]\n\t vpaddw %[p], %[" A "], %[" A "]\n\t"     \
+  "vpmaddubsw %[t], %[l1], %[t]\n\t vpaddw %[t], %[" B "], %[" B "]\n\t"
+#define K45_STEP(J, OP)                                                                                          \
+  K45_LOAD(J) OP(J, "(%[x])", "a0", "b0") OP(J, "(%[x],%[k],1)", "a1", "b1") OP(J, "(%[x],%[k],2)", "a2", "b2")  \
+      OP(J, "(%[x],%[k3],1)", "a3", "b3")
+#define K45_OPERANDS                                                                                             \
+  : [a0] "=&x"(a[0]), [a1] "=&x"(a[1]), [a2] "=&x"(a[2]), [a3] "=&x"(a[3]), [b0] "=&x"(b[0]), [b1] "=&x"(b[1]),  \
+    [b2] "=&x"(b[2]), [b3] "=&x"(b[3]), [l0] "=&x"(l0), [l1] "=&x"(l1), [t] "=&x"(t), [p] "=&x"(p)              \
+  : [w0] "r"(w0), [w1] "r"(w1), [x] "r"(x), [k] "r"(k), [k3] "r"(k3), "m"(k45_bytes<32 * N>(w0)),                \
+    "m"(k45_bytes<32 * N>(w1)), "m"(k45_bytes<4 * N>(x)), "m"(k45_bytes<4 * N>(x + k)),                           \
+    "m"(k45_bytes<4 * N>(x + 2 * k)), "m"(k45_bytes<4 * N>(x + k3))
+template <int N>
+inline void k45_p2m4(const uint8_t* w0, const uint8_t* w1, const int8_t* x, int64_t k, __m256i (&a)[4],
+                     __m256i (&b)[4]) {
+  static_assert(N == 4 || N == 8, "a Q4_K sub-block or half a Q5_K one");
+  __m256i l0, l1, t, p;
+  const int64_t k3 = 3 * k;
+  if constexpr (N == 8)
+    __asm__(K45_STEP(0, K45_FIRST) K45_STEP(1, K45_NEXT) K45_STEP(2, K45_NEXT) K45_STEP(3, K45_NEXT)
+                K45_STEP(4, K45_NEXT) K45_STEP(5, K45_NEXT) K45_STEP(6, K45_NEXT) K45_STEP(7, K45_NEXT) K45_OPERANDS);
+  else
+    __asm__(K45_STEP(0, K45_FIRST) K45_STEP(1, K45_NEXT) K45_STEP(2, K45_NEXT) K45_STEP(3, K45_NEXT) K45_OPERANDS);
+}
+#undef K45_LOAD
+#undef K45_FIRST
+#undef K45_NEXT
+#undef K45_STEP
+#undef K45_OPERANDS
+
+// NT tokens t..t+NT against NP panels' super-block b: acc[pn][u] (rows as lanes) += the products. As in the int4
+// panels' GEMM, one broadcast of 4 activations feeds both panels' `vpmaddubsw` and one load of a panel's levels feeds
+// the NT tokens, so per multiply the loop issues half a broadcast, a quarter of a load and one `vpaddw` (the
+// per-panel, per-token loop issued a broadcast and a load per multiply). Per token, panel and sub-block the int16
+// sums are widened by one `vpmaddwd` and converted; one FMA applies the rows' D * sc and one subtracts the rows'
+// M * mn times the sub-block's activation sum, both in units of the token's scale, applied once per super-block.
+template <Kind KIND, int NT, int NP>
+inline void k45_block(const InterleavedK45* tiles, const QuantizedActs& a, const PanelGeometry& g, int64_t b,
+                      int64_t t, const float* xs, int64_t xs_stride, float* const* acc) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int8_t* x[NT];
+  for (int u = 0; u < NT; ++u) x[u] = a.q + (t + u) * a.k + b * g.group;
+  __m256 o[NT][NP];
+  for (int u = 0; u < NT; ++u)
+    for (int pn = 0; pn < NP; ++pn) o[u][pn] = _mm256_setzero_ps();
+#pragma GCC unroll 1
+  for (int j = 0; j < 8; ++j) {
+    __m256i isum[NT][NP];
+    constexpr int kSteps = KIND == Kind::k4 ? 8 : 4;  // vpmaddubsw summed in int16 before widening
+    for (int half = 0; half < 8 / kSteps; ++half) {
+      __m256i s16[NT][NP];
+      if constexpr (NT == 4 && NP == 2) {
+        __m256i sa[4], sb[4];
+        k45_p2m4<kSteps>(tiles[0].q[j][half * kSteps], tiles[1].q[j][half * kSteps], x[0] + 32 * j + 4 * half * kSteps,
+                         a.k, sa, sb);
+        for (int u = 0; u < 4; ++u) {
+          s16[u][0] = sa[u];
+          s16[u][NP - 1] = sb[u];
+        }
+      } else {
+      for (int u = 0; u < NT; ++u)
+        for (int pn = 0; pn < NP; ++pn) s16[u][pn] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+      for (int st = half * kSteps; st < (half + 1) * kSteps; ++st) {
+        __m256i lv[NP];
+        for (int pn = 0; pn < NP; ++pn)
+          lv[pn] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tiles[pn].q[j][st]));
+        for (int u = 0; u < NT; ++u) {
+          const __m256i xv = _mm256_set1_epi32(load_i32(x[u] + 32 * j + 4 * st));
+          for (int pn = 0; pn < NP; ++pn)
+            s16[u][pn] = _mm256_add_epi16(s16[u][pn], _mm256_maddubs_epi16(lv[pn], xv));
+        }
+      }
+      }
+      for (int u = 0; u < NT; ++u)
+        for (int pn = 0; pn < NP; ++pn) {
+          const __m256i w32 = _mm256_madd_epi16(s16[u][pn], ones);
+          isum[u][pn] = half == 0 ? w32 : _mm256_add_epi32(isum[u][pn], w32);
+        }
+    }
+    for (int pn = 0; pn < NP; ++pn) {
+      const __m256 dj = _mm256_load_ps(tiles[pn].d[j]), mj = _mm256_load_ps(tiles[pn].m[j]);
+      for (int u = 0; u < NT; ++u) {
+        o[u][pn] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[u][pn]), dj, o[u][pn]);
+        o[u][pn] = _mm256_fnmadd_ps(mj, _mm256_set1_ps(xs[u * xs_stride + j]), o[u][pn]);
+      }
+    }
+  }
+  for (int u = 0; u < NT; ++u) {
+    const __m256 dx = _mm256_set1_ps(a.d[(t + u) * g.nb + b]);
+    for (int pn = 0; pn < NP; ++pn) {
+      float* out = acc[pn] + u * kPanelRows;
+      _mm256_store_ps(out, _mm256_fmadd_ps(o[u][pn], dx, _mm256_load_ps(out)));
+    }
+  }
+}
+
+template <Kind KIND>
+void gemm_panels_k45_interleaved(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0,
+                                 int64_t t1, int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
+  const PanelGeometry g = panel_geometry(w.format, w.k);
+  const int bb = quant::format_info(w.format).block_bytes;
+  const __m256i ones = _mm256_set1_epi16(1), ones8 = _mm256_set1_epi8(1);
+  const int64_t nbb = b1 - b0;
+  // Each token's 8 sub-block activation sums (as floats, exact: |sum| <= 32 * 128), once per call: [t][b][j].
+  thread_local std::vector<float> xsum;
+  xsum.resize(size_t((t1 - t0) * nbb * 8));
+  for (int64_t t = t0; t < t1; ++t)
+    for (int64_t b = b0; b < b1; ++b) {
+      const int8_t* x = a.q + t * a.k + b * g.group;
+      __m256i s4[8];  // sums of 4 activations, per vector of 32
+      for (int j = 0; j < 8; ++j)
+        s4[j] = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(ones8, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * j))), ones);
+      // [S0 S1 S2 S3 | S0 S1 S2 S3] halves of the vectors' sums (j < 4), then of j >= 4; lane j of lo + hi is S_j
+      const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(s4[0], s4[1]), _mm256_hadd_epi32(s4[2], s4[3]));
+      const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(s4[4], s4[5]), _mm256_hadd_epi32(s4[6], s4[7]));
+      const __m256i sums = _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20),
+                                            _mm256_permute2x128_si256(h0, h1, 0x31));
+      _mm256_storeu_ps(xsum.data() + ((t - t0) * nbb + (b - b0)) * 8, _mm256_cvtepi32_ps(sums));
+    }
+  // Tiles are unpacked once per 128 tokens (a chunk of prefill): the unpacking costs about a token's products.
+  constexpr int64_t kTokens = 128;
+  InterleavedK45 tiles[2];
+  alignas(32) float acc[2][kTokens][kPanelRows];
+  for (int64_t p = p0; p < p1; p += 2) {
+    const int np = p + 1 < p1 ? 2 : 1;
+    for (int64_t tb = t0; tb < t1; tb += kTokens) {
+      const int64_t te = std::min(t1, tb + kTokens);
+      std::memset(acc, 0, sizeof(acc));
+      for (int64_t b = b0; b < b1; ++b) {
+        for (int pn = 0; pn < np; ++pn) {
+          const int64_t rows = std::min<int64_t>(kPanelRows, w.n - (p + pn) * kPanelRows);
+          interleave_k45(KIND, w.data + (p + pn) * g.stride + b * g.qbytes, bb, rows, tiles[pn]);
+        }
+        const auto xs = [&](int64_t tt) { return xsum.data() + ((tt - t0) * nbb + (b - b0)) * 8; };
+        int64_t t = tb;
+        for (; t + 4 <= te; t += 4) {
+          float* const out[2] = {acc[0][t - tb], acc[1][t - tb]};
+          if (np == 2) k45_block<KIND, 4, 2>(tiles, a, g, b, t, xs(t), nbb * 8, out);
+          else k45_block<KIND, 4, 1>(tiles, a, g, b, t, xs(t), nbb * 8, out);
+        }
+        for (; t < te; ++t) {
+          float* const out[2] = {acc[0][t - tb], acc[1][t - tb]};
+          if (np == 2) k45_block<KIND, 1, 2>(tiles, a, g, b, t, xs(t), nbb * 8, out);
+          else k45_block<KIND, 1, 1>(tiles, a, g, b, t, xs(t), nbb * 8, out);
+        }
+      }
+      for (int pn = 0; pn < np; ++pn) {
+        const int64_t rows = std::min<int64_t>(kPanelRows, w.n - (p + pn) * kPanelRows);
+        for (int64_t t = tb; t < te; ++t) {
+          float* out = y + t * ldy + (p + pn) * kPanelRows;
+          const float* r = acc[pn][t - tb];
+          for (int64_t i = 0; i < rows; ++i) out[i] = accumulate ? out[i] + r[i] : r[i];
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void gemm_panels_k_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
@@ -294,6 +543,10 @@ void gemm_panels_k_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0,
     if (fi.kind == Kind::k5) return decode_panels_k<Kind::k5>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
     return decode_panels_k<Kind::k6>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
   }
+  if (fi.kind == Kind::k4)
+    return gemm_panels_k45_interleaved<Kind::k4>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+  if (fi.kind == Kind::k5)
+    return gemm_panels_k45_interleaved<Kind::k5>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
   const PanelGeometry g = panel_geometry(w.format, w.k);
   const __m256i ones = _mm256_set1_epi8(1);
   Unpacked u[kPanelRows];

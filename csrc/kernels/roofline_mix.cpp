@@ -85,14 +85,13 @@ void mix_q8_0_avx2(int64_t n) {
                    : "+r"(n)::A_CLOBBERS);
 }
 
-// ---- K-quants, AVX2 (kquant_avx2.cpp: gemm_panels_k_avx2's token x row loop; the AVX-512 tier runs it too) ----
-// One iteration is one token against one super-block of one 8-row panel (256 weights x 8 rows). Per token: the 16
-// activation sums (8 vpmaddubsw with ones, 8 vpmaddwd, 6 vphaddd, vpackssdw); per row: 8 x (vpmaddubsw levels x
-// activations, vpmaddwd by the sub-block scales, vpaddd), the offset's vpmaddwd, then the float epilogue (Q4_K /
-// Q5_K: two conversions, two scalar products broadcast, fma and fnmadd; Q6_K: vpsubd, one conversion, one
-// product, one fma). The unpacking into levels and scale vectors is shared by 32 tokens and left out, as are the
-// loads (levels, scales and float accumulators are memory operands in the kernel). Q5_K's loop is Q4_K's: they
-// differ only in that unpacking. ymm0-7 the activations, ymm8 products, ymm10 the row's int32 sum, ymm11 the
+// ---- K-quants, AVX2 (kquant_avx2.cpp; the AVX-512 tier runs the same code) ----
+// Q6_K (gemm_panels_k_avx2's token x row loop): one iteration is one token against one super-block of one 8-row
+// panel (256 weights x 8 rows). Per token: the 16 activation sums (8 vpmaddubsw with ones, 8 vpmaddwd, 6 vphaddd,
+// vpackssdw); per row: 8 x (vpmaddubsw levels x activations, vpmaddwd by the sub-block scales, vpaddd), the offset's
+// vpmaddwd, then the float epilogue (vpsubd, one conversion, one product, one fma). The unpacking into levels and
+// scale vectors is shared by 32 tokens and left out, as are the loads (levels, scales and float accumulators are
+// memory operands in the kernel). ymm0-7 the activations, ymm8 products, ymm10 the row's int32 sum, ymm11 the
 // activation sums, ymm12 the offset, ymm13 the float accumulator, ymm9 / ymm14 the broadcast factors.
 #define KA_SUMS                                                                                                 \
   "vpmaddubsw %%ymm0,%%ymm15,%%ymm8\n vpmaddwd %%ymm15,%%ymm8,%%ymm8\n vpmaddubsw %%ymm1,%%ymm15,%%ymm9\n"       \
@@ -108,10 +107,6 @@ void mix_q8_0_avx2(int64_t n) {
 #define KA_DOT                                                                                                  \
   "vpmaddubsw %%ymm0,%%ymm15,%%ymm8\n vpmaddwd %%ymm15,%%ymm8,%%ymm10\n" KA_V(ymm1) KA_V(ymm2) KA_V(ymm3)        \
       KA_V(ymm4) KA_V(ymm5) KA_V(ymm6) KA_V(ymm7) "vpmaddwd %%ymm15,%%ymm11,%%ymm12\n"
-#define K45A_ROW                                                                                                \
-  KA_DOT "vcvtdq2ps %%ymm10,%%ymm10\n vcvtdq2ps %%ymm12,%%ymm12\n"                                              \
-  "vmulss %%xmm15,%%xmm15,%%xmm9\n vbroadcastss %%xmm9,%%ymm9\n vmulss %%xmm15,%%xmm15,%%xmm14\n"                \
-  "vbroadcastss %%xmm14,%%ymm14\n vfmadd231ps %%ymm9,%%ymm10,%%ymm13\n vfnmadd231ps %%ymm14,%%ymm12,%%ymm13\n"
 #define K6A_ROW                                                                                                 \
   KA_DOT "vpsubd %%ymm12,%%ymm10,%%ymm10\n vcvtdq2ps %%ymm10,%%ymm10\n"                                          \
   "vmulss %%xmm15,%%xmm15,%%xmm9\n vbroadcastss %%xmm9,%%ymm9\n vfmadd231ps %%ymm9,%%ymm10,%%ymm13\n"
@@ -121,11 +116,53 @@ void mix_q8_0_avx2(int64_t n) {
   "vpxor %%ymm6,%%ymm6,%%ymm6\n vpxor %%ymm7,%%ymm7,%%ymm7\n vpxor %%ymm13,%%ymm13,%%ymm13\n"                   \
   "vpxor %%ymm15,%%ymm15,%%ymm15\n"
 
+// Q4_K / Q5_K (k45_block / k45_p2m4: two 8-row panels' interleaved tiles x 4 tokens): one iteration is one
+// super-block of both panels for the 4 tokens (256 weights x 16 rows x 4 tokens). Per sub-block of 32 and per step
+// of 4 levels, each token's activations (broadcast; left out, as are the tiles' loads) feed one vpmaddubsw per panel,
+// summed in int16 (Q4_K: 8 steps, Q5_K: two runs of 4, each widened); then per token and panel one vpmaddwd, a
+// conversion, the FMA by the rows' D * sc and the FNMADD of the minima; per super-block one FMA by the token's scale.
+// The tiles' unpacking (once per 128 tokens) and the activation sums (once per call) are left out. ymm0-3 / ymm4-7
+// the int16 sums of tokens 0-3 for panels 0 / 1; ymm8 / 9 the levels; ymm14 the activations; ymm12 / 13 products,
+// then with ymm10 / 11 the float accumulators; ymm15 ones and the scales.
+#define K45T_FIRST(A, B) "vpmaddubsw %%ymm14,%%ymm8," R(A) "\n vpmaddubsw %%ymm14,%%ymm9," R(B) "\n"
+#define K45T_NEXT(A, B)                                                                                         \
+  "vpmaddubsw %%ymm14,%%ymm8,%%ymm12\n vpaddw %%ymm12," R(A) "," R(A) "\n"                                      \
+  "vpmaddubsw %%ymm14,%%ymm9,%%ymm13\n vpaddw %%ymm13," R(B) "," R(B) "\n"
+#define K45T_STEP(OP) OP(ymm0, ymm4) OP(ymm1, ymm5) OP(ymm2, ymm6) OP(ymm3, ymm7)
+#define K45T_WIDEN                                                                                              \
+  "vpmaddwd %%ymm15,%%ymm0,%%ymm0\n vpmaddwd %%ymm15,%%ymm1,%%ymm1\n vpmaddwd %%ymm15,%%ymm2,%%ymm2\n"          \
+  "vpmaddwd %%ymm15,%%ymm3,%%ymm3\n vpmaddwd %%ymm15,%%ymm4,%%ymm4\n vpmaddwd %%ymm15,%%ymm5,%%ymm5\n"          \
+  "vpmaddwd %%ymm15,%%ymm6,%%ymm6\n vpmaddwd %%ymm15,%%ymm7,%%ymm7\n"
+#define K45T_EPI(X, F)                                                                                          \
+  "vcvtdq2ps " R(X) "," R(X) "\n vfmadd231ps %%ymm15," R(X) "," R(F) "\n vfnmadd231ps %%ymm15,%%ymm15," R(F) "\n"
+#define K45T_FLOAT                                                                                              \
+  K45T_EPI(ymm0, ymm10) K45T_EPI(ymm1, ymm11) K45T_EPI(ymm2, ymm12) K45T_EPI(ymm3, ymm13) K45T_EPI(ymm4, ymm10) \
+      K45T_EPI(ymm5, ymm11) K45T_EPI(ymm6, ymm12) K45T_EPI(ymm7, ymm13)
+// Q4_K: 8 steps in int16, one widening.
+#define K4T_SUB                                                                                                 \
+  K45T_STEP(K45T_FIRST) K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT)     \
+      K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_WIDEN K45T_FLOAT
+// Q5_K: two runs of 4 steps, each widened; the second run's sums added to the first's (vpaddd; the kernel keeps the
+// first run's int32 sums in memory meanwhile: here its FIRST step accumulates instead, the same count of adds).
+#define K5T_SUB                                                                                                 \
+  K45T_STEP(K45T_FIRST) K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_WIDEN               \
+      K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_WIDEN K45T_FLOAT
+#define K45T_DX                                                                                                 \
+  "vfmadd231ps %%ymm15,%%ymm10,%%ymm11\n vfmadd231ps %%ymm15,%%ymm11,%%ymm10\n"                                 \
+  "vfmadd231ps %%ymm15,%%ymm12,%%ymm13\n vfmadd231ps %%ymm15,%%ymm13,%%ymm12\n"                                 \
+  "vfmadd231ps %%ymm15,%%ymm10,%%ymm11\n vfmadd231ps %%ymm15,%%ymm11,%%ymm10\n"                                 \
+  "vfmadd231ps %%ymm15,%%ymm12,%%ymm13\n vfmadd231ps %%ymm15,%%ymm13,%%ymm12\n"
 void mix_q4_k_avx2(int64_t n) {
-  __asm__ volatile(KA_PROLOGUE "1:\n" KA_SUMS K45A_ROW K45A_ROW K45A_ROW K45A_ROW K45A_ROW K45A_ROW K45A_ROW
-                   K45A_ROW "dec %0\n jnz 1b\n vzeroupper\n"
+  __asm__ volatile(A_PROLOGUE "1:\n" K4T_SUB K4T_SUB K4T_SUB K4T_SUB K4T_SUB K4T_SUB K4T_SUB K4T_SUB K45T_DX
+                   "dec %0\n jnz 1b\n vzeroupper\n"
                    : "+r"(n)::A_CLOBBERS);
 }
+void mix_q5_k_avx2(int64_t n) {
+  __asm__ volatile(A_PROLOGUE "1:\n" K5T_SUB K5T_SUB K5T_SUB K5T_SUB K5T_SUB K5T_SUB K5T_SUB K5T_SUB K45T_DX
+                   "dec %0\n jnz 1b\n vzeroupper\n"
+                   : "+r"(n)::A_CLOBBERS);
+}
+constexpr double kK45TileOps = 2.0 * 256 * 16 * 4;  // one super-block: 256 weights x 16 rows x 4 tokens
 void mix_q6_k_avx2(int64_t n) {
   __asm__ volatile(KA_PROLOGUE "1:\n" KA_SUMS K6A_ROW K6A_ROW K6A_ROW K6A_ROW K6A_ROW K6A_ROW K6A_ROW K6A_ROW
                    "dec %0\n jnz 1b\n vzeroupper\n"
@@ -221,20 +258,21 @@ const std::vector<Loop>& mix_loops() {
       {{"mix_q8_0_avx2", "avx2", "GOPS", "q8_0 two-panel x 4-token block, AVX2 (sign trick)", "q8_0",
         "int8_maddubs_paddw_avx2"},
        Isa::avx2, kBlockOps, mix_q8_0_avx2},
-      {{"mix_q4_k_avx2", "avx2", "GOPS", "q4_k panel x 1-token super-block, AVX2", "q4_k", "int8_maddubs_paddw_avx2"},
-       Isa::avx2, kSuperBlockOps, mix_q4_k_avx2},
-      {{"mix_q5_k_avx2", "avx2", "GOPS", "q5_k panel x 1-token super-block, AVX2 (q4_k's loop)", "q5_k",
+      {{"mix_q4_k_avx2", "avx2", "GOPS", "q4_k two-panel x 4-token super-block, AVX2", "q4_k",
         "int8_maddubs_paddw_avx2"},
-       Isa::avx2, kSuperBlockOps, mix_q4_k_avx2},
+       Isa::avx2, kK45TileOps, mix_q4_k_avx2},
+      {{"mix_q5_k_avx2", "avx2", "GOPS", "q5_k two-panel x 4-token super-block, AVX2", "q5_k",
+        "int8_maddubs_paddw_avx2"},
+       Isa::avx2, kK45TileOps, mix_q5_k_avx2},
       {{"mix_q6_k_avx2", "avx2", "GOPS", "q6_k panel x 1-token super-block, AVX2", "q6_k", "int8_maddubs_paddw_avx2"},
        Isa::avx2, kSuperBlockOps, mix_q6_k_avx2},
       // The AVX-512 tier runs the AVX2 K-quant kernel: the same loops, as a fraction of that tier's probe.
-      {{"mix_q4_k_avx512", "avx512", "GOPS", "q4_k panel x 1-token super-block, AVX2 code on the AVX-512 tier", "q4_k",
-        "int8_vpdpbusd_avx512"},
-       Isa::avx512, kSuperBlockOps, mix_q4_k_avx2},
-      {{"mix_q5_k_avx512", "avx512", "GOPS", "q5_k panel x 1-token super-block, AVX2 code on the AVX-512 tier", "q5_k",
-        "int8_vpdpbusd_avx512"},
-       Isa::avx512, kSuperBlockOps, mix_q4_k_avx2},
+      {{"mix_q4_k_avx512", "avx512", "GOPS", "q4_k two-panel x 4-token super-block, AVX2 code on the AVX-512 tier",
+        "q4_k", "int8_vpdpbusd_avx512"},
+       Isa::avx512, kK45TileOps, mix_q4_k_avx2},
+      {{"mix_q5_k_avx512", "avx512", "GOPS", "q5_k two-panel x 4-token super-block, AVX2 code on the AVX-512 tier",
+        "q5_k", "int8_vpdpbusd_avx512"},
+       Isa::avx512, kK45TileOps, mix_q5_k_avx2},
       {{"mix_q6_k_avx512", "avx512", "GOPS", "q6_k panel x 1-token super-block, AVX2 code on the AVX-512 tier", "q6_k",
         "int8_vpdpbusd_avx512"},
        Isa::avx512, kSuperBlockOps, mix_q6_k_avx2},
