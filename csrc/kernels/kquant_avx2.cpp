@@ -294,8 +294,7 @@ void decode_panels_k(const PackedView& w, const QuantizedActs& a, int64_t p0, in
 // them 30720 < 32767; Q5_K's 2 * 31 * 128 = 7936 allows four, so two vpmaddwd), one vpmaddwd widens them to one
 // int32 lane per row, and the rows' sub-block scales D * sc (exact in float: 11 x 6 bits) are applied in float by
 // one FMA; the minima term is one FMA of the rows' M * mn with the sub-block's activation sum, taken once per call.
-// A/B in one process (T = 128, 1 thread, 2304 x 2304 and 5760 x 2304, median of 7): the per-row GEMM 83-96 GOPS,
-// this one 147-189 (Q4_K) and 134-178 (Q5_K).
+// Measured in docs/kernels.md ("Chunk-128 GEMM against its mix ceiling"): 0.25-0.29 -> 0.53-0.56 of the probe.
 inline int32_t load_i32(const int8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
