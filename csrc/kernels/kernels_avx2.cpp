@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/asm_bytes.h"
 #include "kernels/kernels_isa.h"
 
 namespace bluelm::kernels {
@@ -99,16 +100,6 @@ void quantize_row_avx2(const float* x, int64_t k, int group, ActSumRule rule, in
   }
 }
 
-// The bytes an assembly block reads, declared as memory inputs (instead of a "memory" clobber, which made gcc keep
-// the caller's accumulators on the stack and reload loop invariants after every block).
-template <int N>
-struct Bytes {
-  uint8_t b[N];
-};
-template <int N>
-const Bytes<N>& bytes_at(const void* p) {
-  return *static_cast<const Bytes<N>*>(p);
-}
 
 
 // Four tokens x one 32-weight sub-block of two int4 panels (16 rows): a[m] / b[m] (int16 lanes, one row per 32-bit

@@ -6,7 +6,8 @@
 // row's 8 int32 lanes are converted to float once per super-block (fused into 8 float accumulators, summed at the
 // end). The offset term (Q4_K / Q5_K minima, Q6_K's -32) is one vpmaddwd of the row's 16 offsets with the 16 sums
 // of 16 activations, taken once per token. Same panel layout and result as the scalar kernel
-// (kernels_scalar.cpp) up to float rounding.
+// (kernels_scalar.cpp) up to float rounding. That is the decode GEMV (T <= 3) and Q6_K's GEMM; the Q4_K / Q5_K
+// GEMM interleaves the 8 rows' levels instead and applies the sub-block scales in float (gemm_panels_k45_interleaved).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -14,6 +15,8 @@
 #include <cstring>
 #include <vector>
 
+#include "common/transpose_avx2.h"
+#include "kernels/asm_bytes.h"
 #include "kernels/kernels_isa.h"
 
 namespace bluelm::kernels {
@@ -307,28 +310,6 @@ struct InterleavedK45 {
   alignas(32) float m[8][8];        // [j][r]: M_r * mn_{r,j}
 };
 
-// Rows' 32-bit lane s of a[0..8) -> lane r of a[s] (an 8 x 8 transpose of 32-bit lanes), in place.
-inline void transpose8_epi32(__m256i (&a)[8]) {
-  __m256 r[8];
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_castsi256_ps(a[i]);
-  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  a[0] = _mm256_castps_si256(_mm256_permute2f128_ps(u0, u4, 0x20));
-  a[1] = _mm256_castps_si256(_mm256_permute2f128_ps(u1, u5, 0x20));
-  a[2] = _mm256_castps_si256(_mm256_permute2f128_ps(u2, u6, 0x20));
-  a[3] = _mm256_castps_si256(_mm256_permute2f128_ps(u3, u7, 0x20));
-  a[4] = _mm256_castps_si256(_mm256_permute2f128_ps(u0, u4, 0x31));
-  a[5] = _mm256_castps_si256(_mm256_permute2f128_ps(u1, u5, 0x31));
-  a[6] = _mm256_castps_si256(_mm256_permute2f128_ps(u2, u6, 0x31));
-  a[7] = _mm256_castps_si256(_mm256_permute2f128_ps(u3, u7, 0x31));
-}
-
 // The `rows` (<= 8) blocks of one panel super-block into the interleaved tile (missing rows: zero).
 void interleave_k45(Kind kind, const uint8_t* blocks, int bb, int64_t rows, InterleavedK45& tile) {
   Unpacked u;
@@ -352,8 +333,10 @@ void interleave_k45(Kind kind, const uint8_t* blocks, int bb, int64_t rows, Inte
     }
   }
   for (int j = 0; j < 8; ++j) {
-    transpose8_epi32(lv[j]);
-    for (int s = 0; s < 8; ++s) _mm256_store_si256(reinterpret_cast<__m256i*>(tile.q[j][s]), lv[j][s]);
+    __m256 f[8];  // rows' 32-bit lane s -> lane r of vector s
+    for (int r = 0; r < 8; ++r) f[r] = _mm256_castsi256_ps(lv[j][r]);
+    transpose8(f);
+    for (int s = 0; s < 8; ++s) _mm256_store_ps(reinterpret_cast<float*>(tile.q[j][s]), f[s]);
   }
 }
 
@@ -361,14 +344,6 @@ void interleave_k45(Kind kind, const uint8_t* blocks, int bb, int64_t rows, Inte
 // a[m] / b[m] (int16 lanes, one row per 32-bit lane pair) = sum of levels x activations of token m for the tile at
 // w0 / w1. In assembly because gcc 12 computes every product of the intrinsics version before adding any and spills
 // half of them to the stack (the int4 panels' GEMM in kernels_avx2.cpp met the same). Uses 12 ymm registers.
-template <int N>
-struct K45Bytes {
-  uint8_t b[N];
-};
-template <int N>
-const K45Bytes<N>& k45_bytes(const void* p) {
-  return *static_cast<const K45Bytes<N>*>(p);
-}
 #define K45_LOAD(J) "vmovdqa " #J "*32(%[w0]), %[l0]\n\t vmovdqa " #J "*32(%[w1]), %[l1]\n\t"
 #define K45_FIRST(J, XA, A, B)                                                                                   \
   "vpbroadcastd " #J "*4" XA ", %[t]\n\t vpmaddubsw %[t], %[l0], %[" A "]\n\t vpmaddubsw %[t], %[l1], %[" B "]\n\t"
@@ -381,9 +356,9 @@ const K45Bytes<N>& k45_bytes(const void* p) {
 #define K45_OPERANDS                                                                                             \
   : [a0] "=&x"(a[0]), [a1] "=&x"(a[1]), [a2] "=&x"(a[2]), [a3] "=&x"(a[3]), [b0] "=&x"(b[0]), [b1] "=&x"(b[1]),  \
     [b2] "=&x"(b[2]), [b3] "=&x"(b[3]), [l0] "=&x"(l0), [l1] "=&x"(l1), [t] "=&x"(t), [p] "=&x"(p)              \
-  : [w0] "r"(w0), [w1] "r"(w1), [x] "r"(x), [k] "r"(k), [k3] "r"(k3), "m"(k45_bytes<32 * N>(w0)),                \
-    "m"(k45_bytes<32 * N>(w1)), "m"(k45_bytes<4 * N>(x)), "m"(k45_bytes<4 * N>(x + k)),                           \
-    "m"(k45_bytes<4 * N>(x + 2 * k)), "m"(k45_bytes<4 * N>(x + k3))
+  : [w0] "r"(w0), [w1] "r"(w1), [x] "r"(x), [k] "r"(k), [k3] "r"(k3), "m"(bytes_at<32 * N>(w0)),                \
+    "m"(bytes_at<32 * N>(w1)), "m"(bytes_at<4 * N>(x)), "m"(bytes_at<4 * N>(x + k)),                           \
+    "m"(bytes_at<4 * N>(x + 2 * k)), "m"(bytes_at<4 * N>(x + k3))
 template <int N>
 inline void k45_p2m4(const uint8_t* w0, const uint8_t* w1, const int8_t* x, int64_t k, __m256i (&a)[4],
                      __m256i (&b)[4]) {
