@@ -71,6 +71,27 @@ def test_every_tier_agrees_with_scalar():
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * np.abs(b).max())
 
 
+@pytest.mark.parametrize("fmt", ["q4_k", "q5_k", "q6_k"])
+def test_kquant_gemm_at_top_levels_and_full_scale_activations_has_no_int16_overflow(isa, fmt):
+    """Rows at +1 but for one -1 per 32 put almost every level at its top (15 / 31 / 63); activations +-1 scale to
+    +-127 where the levels are highest: the int16 sums the GEMM keeps before widening are at their largest (a wrong
+    run length, e.g. Q5_K summed over 8 steps, wraps them and misses the bound by orders of magnitude)."""
+    n, k, t = 24, 512, 9  # three 8-row panels (a pair and a single), two 4-token blocks and a tail
+    w = np.ones((n, k), np.float32)
+    w[:, ::32] = -1.0
+    w[1::2] *= -1.0  # odd rows at the bottom levels instead
+    x = np.ones((t, k), np.float32)
+    x[:, ::32] = -1.0
+    x[1::2] *= -1.0  # odd tokens negative
+    rows = quant.quantize(w, fmt)
+    wd = quant.dequantize(rows, fmt, k)
+    got = kernels.gemm(x, kernels.PackedWeights.from_rows(rows, fmt, n, k))
+    exact = x.astype(np.float64) @ wd.astype(np.float64).T
+    tol = bound(wd, x, quant.FORMATS[fmt].group) + 1e-5 * (np.abs(x) @ np.abs(wd).T) + 1e-6
+    assert (np.abs(got - exact) <= tol).all(), np.abs(got - exact).max()
+    assert np.abs(exact).max() > 0.9 * k  # the products are at full scale, not cancelled
+
+
 @settings(max_examples=30, deadline=None)
 @given(fmt=st.sampled_from(FORMATS), n=st.integers(1, 70), blocks=st.integers(1, 5), t=st.integers(1, 9),
        seed=st.integers(0, 2**31 - 1))

@@ -400,26 +400,26 @@ inline void k45_block(const InterleavedK45* tiles, const QuantizedActs& a, const
       __m256i s16[NT][NP];
       if constexpr (NT == 4 && NP == 2) {
         __m256i sa[4], sb[4];
-        k45_p2m4<kSteps>(tiles[0].q[j][half * kSteps], tiles[1].q[j][half * kSteps], x[0] + 32 * j + 4 * half * kSteps,
-                         a.k, sa, sb);
+        k45_p2m4<kSteps>(tiles[0].q[j][half * kSteps], tiles[1].q[j][half * kSteps],
+                         x[0] + 32 * j + 4 * half * kSteps, a.k, sa, sb);
         for (int u = 0; u < 4; ++u) {
           s16[u][0] = sa[u];
           s16[u][NP - 1] = sb[u];
         }
-      } else {
-      for (int u = 0; u < NT; ++u)
-        for (int pn = 0; pn < NP; ++pn) s16[u][pn] = _mm256_setzero_si256();
+      } else {  // the tails: a single panel or fewer than 4 tokens
+        for (int u = 0; u < NT; ++u)
+          for (int pn = 0; pn < NP; ++pn) s16[u][pn] = _mm256_setzero_si256();
 #pragma GCC unroll 8
-      for (int st = half * kSteps; st < (half + 1) * kSteps; ++st) {
-        __m256i lv[NP];
-        for (int pn = 0; pn < NP; ++pn)
-          lv[pn] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tiles[pn].q[j][st]));
-        for (int u = 0; u < NT; ++u) {
-          const __m256i xv = _mm256_set1_epi32(load_i32(x[u] + 32 * j + 4 * st));
+        for (int st = half * kSteps; st < (half + 1) * kSteps; ++st) {
+          __m256i lv[NP];
           for (int pn = 0; pn < NP; ++pn)
-            s16[u][pn] = _mm256_add_epi16(s16[u][pn], _mm256_maddubs_epi16(lv[pn], xv));
+            lv[pn] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tiles[pn].q[j][st]));
+          for (int u = 0; u < NT; ++u) {
+            const __m256i xv = _mm256_set1_epi32(load_i32(x[u] + 32 * j + 4 * st));
+            for (int pn = 0; pn < NP; ++pn)
+              s16[u][pn] = _mm256_add_epi16(s16[u][pn], _mm256_maddubs_epi16(lv[pn], xv));
+          }
         }
-      }
       }
       for (int u = 0; u < NT; ++u)
         for (int pn = 0; pn < NP; ++pn) {
