@@ -79,13 +79,16 @@ class OnnxModel:
         return logits[0, :valid]
 
     def prefill(self, embeds: np.ndarray) -> np.ndarray:
-        """embeds [T, d] -> logits [T, V], chunk by chunk through the prefill graph (the last chunk padded)."""
+        """embeds [T, d] -> logits [T, V], chunk by chunk through the prefill graph. The last chunk is padded with
+        copies of its last row: padded rows come after the real ones (which never attend to them) and are
+        dropped, but in a quantized graph they share the tensors' calibrated ranges, and all-zero rows are not
+        a token (SmolLM2 writes up to 1.6e4 into their residual stream, against ~100 for a real token)."""
         out = []
         for s in range(0, embeds.shape[0], self.chunk):
             part = embeds[s:s + self.chunk]
             valid = part.shape[0]
             if valid < self.chunk:
-                part = np.concatenate([part, np.zeros((self.chunk - valid, part.shape[1]), np.float32)])
+                part = np.concatenate([part, np.repeat(part[-1:], self.chunk - valid, axis=0)])
             out.append(self._step("llm_prefill", part, valid))
         return np.concatenate(out)
 

@@ -122,11 +122,13 @@ def _overrides(path: Path, weights: str, int8_outputs: Sequence[str] = (), block
 
 
 def qdq_quantize(src: Path, dst: Path, calibration: Sequence[dict], activations: str = "uint8",
-                 weights: str = "int8", int8_outputs: Sequence[str] = (), block_bits: Optional[dict] = None) -> None:
+                 weights: str = "int8", int8_outputs: Sequence[str] = (), block_bits: Optional[dict] = None) -> int:
     """Float graph -> QDQ graph for QNN, calibrated on ``calibration`` (input name -> array dicts): activations
     ``activations``, MatMul weights ``weights`` per output channel (int8 for the MatMuls writing
     ``int8_outputs``), block integers (``block_bits``) per tensor, other weights int8 per tensor; min-max rounding
-    (``qnn_weights.requantize`` refines it, ``qnn_blocks.write_block_integers`` makes the blocks exact)."""
+    (``qnn_weights.requantize`` refines it, ``qnn_blocks.write_block_integers`` makes the blocks exact). Spelled-out
+    RMSNorms become single nodes first (``fuse_rms_norm``, after onnxruntime's QNN preprocessing, whose GELU
+    fusion expects the graph's own opset); returns how many."""
     if activations not in ACTIVATIONS:
         raise ValueError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
     if weights not in WEIGHTS:
@@ -141,12 +143,122 @@ def qdq_quantize(src: Path, dst: Path, calibration: Sequence[dict], activations:
         plain, pre = Path(tmp) / "plain.onnx", Path(tmp) / "pre.onnx"
         drop_identity_casts(src, plain)
         source = pre if qnn_preprocess_model(str(plain), str(pre)) else plain
+        fused = Path(tmp) / "fused.onnx"
+        rms_norms = fuse_rms_norm(source, fused)
+        source = fused
         config = get_qnn_qdq_config(
             str(source), _Reader(calibration),
             activation_type=QuantType.QUInt16 if activations == "uint16" else QuantType.QUInt8,
             weight_type=QuantType.QInt8, per_channel=PER_CHANNEL,
             init_overrides=_overrides(source, weights, int8_outputs, block_bits))
         quantize(str(source), str(dst), config)
+    return rms_norms
+
+
+def _rms_norm_chains(model) -> list:
+    """[(x, eps, gamma initializer, [node indices])] of each RMSNorm spelled out as torch's export writes it
+    (``fuse_rms_norm``), the indices into ``model.graph.node``."""
+    from onnx import numpy_helper
+
+    g = model.graph
+    all_nodes = list(g.node)  # one wrapper per node, kept alive: ids below stay those of these wrappers
+    index = {id(n): k for k, n in enumerate(all_nodes)}
+    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    root = {i.name: i.name for i in g.initializer}
+    for n in all_nodes:  # Constant nodes, and Identity aliases of a constant (torch's export of a shared weight)
+        if n.op_type == "Constant":
+            consts.update({n.output[0]: numpy_helper.to_array(a.t) for a in n.attribute if a.name == "value"})
+        elif n.op_type == "Identity" and n.input[0] in consts:
+            consts[n.output[0]] = consts[n.input[0]]
+            root[n.output[0]] = root.get(n.input[0], n.input[0])
+    users: dict[str, list] = {}
+    for n in all_nodes:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    outputs = {o.name for o in g.output}
+
+    def sole(t: str, op: str):
+        u = users.get(t, [])
+        return u[0] if len(u) == 1 and u[0].op_type == op and t not in outputs else None
+
+    def scalar(name: str) -> Optional[float]:
+        v = consts.get(name)
+        return float(v.ravel()[0]) if v is not None and v.size == 1 else None
+
+    def last_axis_only(node) -> bool:
+        axes = [list(a.ints) for a in node.attribute if a.name == "axes"]
+        if len(node.input) > 1:
+            axes = [[int(a) for a in consts.get(node.input[1], np.array([0])).ravel()]]
+        keep = next((a.i for a in node.attribute if a.name == "keepdims"), 1)
+        return keep == 1 and axes == [[-1]]
+
+    def chain_of(pw):
+        if pw.op_type != "Pow" or scalar(pw.input[1]) != 2.0:
+            return None
+        mean = sole(pw.output[0], "ReduceMean")
+        add = sole(mean.output[0], "Add") if mean is not None and last_axis_only(mean) else None
+        if add is None:
+            return None
+        eps = scalar(add.input[1] if add.input[0] == mean.output[0] else add.input[0])
+        sqrt = sole(add.output[0], "Sqrt") if eps is not None else None
+        div = sole(sqrt.output[0], "Div") if sqrt is not None else None
+        if div is None or div.input[1] != sqrt.output[0] or scalar(div.input[0]) != 1.0:
+            return None
+        mul = sole(div.output[0], "Mul")
+        if mul is None or pw.input[0] not in mul.input:
+            return None
+        nodes, t = [pw, mean, add, sqrt, div, mul], mul.output[0]
+        cast = sole(t, "Cast")
+        if cast is not None:
+            nodes.append(cast)
+            t = cast.output[0]
+        scale = sole(t, "Mul")
+        gamma = next((i for i in scale.input if i != t), None) if scale is not None else None
+        if gamma is None or gamma not in root or consts[gamma].ndim != 1:
+            return None
+        return pw.input[0], eps, root[gamma], [index[id(n)] for n in nodes + [scale]]
+
+    return [c for c in map(chain_of, all_nodes) if c is not None]
+
+
+def fuse_rms_norm(src: Path, dst: Path) -> int:
+    """Rewrite each RMSNorm that torch's export spells out (Pow 2 -> ReduceMean over the last axis -> Add eps ->
+    Sqrt -> Div 1 by it -> Mul, an optional Cast, then Mul by a constant gamma) as one ONNX RMSNormalization
+    (opset 23; the graph is converted to it first), and save to ``dst``; returns how many. Spelled out, each
+    intermediate tensor gets its own uint16 scale, and x^2 and its mean span the square of the residual stream's
+    range: SmolLM2's massive activations (2.5e4 in one channel of the first token) leave a step of ~5 on the mean
+    of squares, so every other token's norm was noise (logits cosine -0.17 on ONNX Runtime's CPU). One
+    RMSNormalization node is quantized only at its input and output (gamma uint16), and QNN compiles it whole for
+    the HTP (onnxruntime-qnn 2.7.0, sm8650)."""
+    import onnx
+    from onnx import helper, version_converter
+
+    model = onnx.load(str(src))
+    if not _rms_norm_chains(model):
+        onnx.save_model(model, str(dst))
+        return 0
+    if next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) < 23:
+        model = version_converter.convert_version(model, 23)  # Reduce* take axes as an input from opset 18
+    g = model.graph
+    old = list(g.node)
+    replace, drop = {}, set()
+    for x, eps, gamma, chain in _rms_norm_chains(model):
+        pw = old[chain[0]]
+        name = (pw.name.rsplit("/", 1)[0] if "/" in pw.name else pw.name) + "/rms_norm"
+        drop.update(chain)
+        replace[chain[-1]] = helper.make_node("RMSNormalization", [x, gamma], list(old[chain[-1]].output), axis=-1,
+                                              epsilon=float(eps), name=name)
+    nodes = [replace.get(k, n) for k, n in enumerate(old) if k in replace or k not in drop]
+    used = {i for n in nodes for i in n.input} | {o.name for o in g.output}
+    nodes = [n for n in nodes if n.op_type not in ("Constant", "Identity") or n.output[0] in used]  # the chains'
+    used = {i for n in nodes for i in n.input} | {o.name for o in g.output}  # (their constants, gamma's aliases)
+    del g.node[:]
+    g.node.extend(nodes)
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    onnx.save_model(model, str(dst))
+    return len(replace)
 
 
 def refuse_8bit_lpbq(path: Path) -> None:
@@ -300,7 +412,8 @@ def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name:
     ``qnn_blocks``; the MatMuls writing ``int8_outputs`` int8 per channel), or per output channel ``minmax``
     (int8's default: the quantizer's), ``mse`` or ``gptq`` (``qnn_weights``; GPTQ's Hessians from ``hessians``
     or, if None, from ``calibration`` on this graph)."""
-    from bluelm_v.export.qnn_blocks import block_weight_names, carry_blocks, write_block_integers
+    from bluelm_v.export.qnn_blocks import (block_input_peaks, block_weight_names, carry_blocks, hot_blocks,
+                                            write_block_integers)
     from bluelm_v.export.qnn_weights import ROUNDINGS, input_hessians, requantize
 
     rounding = rounding or ("blocks" if weights == "int4" else "minmax")
@@ -319,9 +432,10 @@ def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name:
         source = Path(float_path)
         if rounding == "blocks":
             source = Path(tmp) / "blocks.onnx"
-            carried = carry_blocks(Path(float_path), source, skip_outputs=int8_outputs)
-        qdq_quantize(source, qdq, calibration, activations, weights, int8_outputs,
-                     block_weight_names(source, carried) if carried else None)
+            carried = carry_blocks(Path(float_path), source, skip_outputs=int8_outputs,
+                                   hot=hot_blocks(block_input_peaks(Path(float_path), calibration)))
+        rms_norms = qdq_quantize(source, qdq, calibration, activations, weights, int8_outputs,
+                                 block_weight_names(source, carried) if carried else None)
     if rounding == "blocks":
         rerounded = {}
         write_block_integers(qdq, carried)
@@ -368,8 +482,9 @@ def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name:
         "graph": name, "soc": soc, "htp_arch": f"v{SOCS[soc]['htp_arch']}", "activations": activations,
         "weights": _weights_label(weights, rounding, carried, int8_outputs), "rounding": rounding,
         "rerounded_weights": len(rerounded),
-        "block_weights": {g: sum(b.grid == g for b in carried.values())
+        "block_weights": {g: sum(b.grid == g for k, b in carried.items() if not k.endswith("/hot/matmul"))
                           for g in sorted({b.grid for b in carried.values()})},
+        "hot_block_splits": sum(k.endswith("/hot/matmul") for k in carried), "rms_norms_fused": rms_norms,
         "nodes": nodes, "nodes_on_qnn": on_qnn,
         "fallback_nodes": fallback,
         "context": ctx.name, "context_bytes": sum(b.stat().st_size for b in binaries),
@@ -438,5 +553,5 @@ def vision_inputs(cfg, tile_batch: int, images: Sequence[Any] = (), count: int =
     return [b.astype(np.float32) for b in batches[:count * 2]]
 
 
-__all__ = ["ACTIVATIONS", "SOCS", "WEIGHTS", "check_context", "compile_graph", "drop_identity_casts", "qdq_quantize",
-           "refuse_8bit_lpbq", "require_qnn", "strip_io_qdq", "vision_inputs"]
+__all__ = ["ACTIVATIONS", "SOCS", "WEIGHTS", "check_context", "compile_graph", "drop_identity_casts", "fuse_rms_norm",
+           "qdq_quantize", "refuse_8bit_lpbq", "require_qnn", "strip_io_qdq", "vision_inputs"]
