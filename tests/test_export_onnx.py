@@ -135,3 +135,24 @@ def test_cli_export(tmp_path):
     r = subprocess.run([sys.executable, "-m", "bluelm_v", "export", "--model", "tiny", "--out", str(tmp_path / "p"),
                         "--chunk", "512", "--max-context", "64"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 1 and "max_context" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_prompt_from_its_first_tokens_cache_gives_the_same_logits_as_the_whole_prompt(tiny, tmp_path):
+    # the QNN export keeps a prompt's first token out of its graphs (docs/export.md): the runtime starts from that
+    # token's cache, computed beforehand, which must be what the whole prompt's prefill would have written
+    from bluelm_v.export import export_onnx
+    from bluelm_v.export.onnx_runner import OnnxModel
+
+    folder = export_onnx(tiny, tmp_path / "f", chunk=4, tile_batch=1, max_context=32, quant="fp32", progress=False)
+    model = OnnxModel(folder)
+    ids = [1, 40, 41, 42, 43, 44, 45, 46, 47]  # nine tokens: the rest spans two chunks of 4 after the first
+    model.reset()
+    whole = model.prefill(model.embed(ids))
+    model.set_prefix(ids[0], *model.prefix_cache(ids[0]))
+    assert model.length == 1
+    np.testing.assert_allclose(model.prefill(model.embed(model.after_prefix(ids))), whole[1:], rtol=1e-4, atol=1e-4)
+    assert model.greedy(ids, 3) == OnnxModel(folder).greedy(ids, 3)
+    with pytest.raises(ValueError, match="must be finite, of shape"):
+        model.set_prefix(1, np.zeros((1, 1, 1), np.float32), np.zeros((1, 1, 1), np.float32))
+    model.set_prefix(None)
+    assert model.length == 0 and model.after_prefix([7, 8]) == [7, 8]

@@ -326,6 +326,26 @@ def test_cli_export_target_qnn_compiles_every_graph_and_writes_the_report(qnn_ex
     assert "llm_prefill: " in printed and "nodes on the HTP (sm8650)" in printed
 
 
+def test_the_llm_graphs_start_from_the_first_tokens_float_cache_and_refuse_other_prompts(qnn_export):
+    from bluelm_v.export.onnx_runner import OnnxModel
+    from bluelm_v.export.qnn_runner import QnnModel
+
+    out, _ = qnn_export
+    report = json.loads((out / "export_report.json").read_text())
+    prefix = report["graphs"]["llm_prefill"]["prefix"]
+    assert prefix == report["graphs"]["llm_decode"]["prefix"] and prefix["file"] == "llm_prefix.npz"
+    model = QnnModel(out)
+    assert model.prefix[0] == prefix["token"] and model.length == 1  # reset holds it at position 0
+    float_model = OnnxModel(out / "float")
+    keys, values = float_model.prefix_cache(prefix["token"])
+    np.testing.assert_array_equal(model.prefix[1], keys)  # the float graphs' own cache of that token
+    np.testing.assert_array_equal(model.prefix[2], values)
+    with pytest.raises(ValueError, match=rf"keeps the first token {prefix['token']} out of its graphs"):
+        model.greedy([prefix["token"] + 1, 5, 6], 2)
+    with pytest.raises(ValueError, match="a prompt must start with it and go on"):
+        model.greedy([prefix["token"]], 2)
+
+
 def test_qnn_runner_serves_an_image_request_from_the_compiled_graphs(qnn_export):
     import torch
 
@@ -396,6 +416,19 @@ def test_qnn_runner_refuses_a_bad_export_folder_naming_the_field(qnn_export, tmp
            r"io_quantization.past_keys.zero_point must be an integer in \[0, 65535\]")
     broken(lambda g: g["projector"]["io_quantization"]["features"].update(dtype="float32"),
            r"io_quantization.features.dtype must be one of")
+    broken(lambda g: g["llm_prefill"]["prefix"].update(file="../x.npz"), r"prefix.file '../x.npz' is not a file")
+    broken(lambda g: g["llm_prefill"]["prefix"].update(token=10 ** 9), r"prefix.token 1000000000 is outside")
+    broken(lambda g: g["llm_prefill"]["prefix"].update(token="1"), r"prefix must be an object with an integer token")
+    token = good["graphs"]["llm_prefill"]["prefix"]["token"]
+    broken(lambda g: g["llm_prefill"]["prefix"].update(token=token + 1), rf"holds token {token}, the report names")
+    (bad / "export_report.json").write_text(json.dumps(good))
+    (bad / "llm_prefix.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="llm_prefix.npz: not a prefix cache"):
+        QnnModel(bad)
+    np.savez(bad / "llm_prefix.npz", token=np.int64(token), keys=np.zeros((1, 2, 3), np.float32),
+             values=np.zeros((1, 2, 3), np.float32))
+    with pytest.raises(ValueError, match="the prefix's keys must be finite, of shape"):
+        QnnModel(bad)
     (bad / "export_report.json").write_text("{")
     with pytest.raises(ValueError, match="export_report.json: not an export report"):
         QnnModel(bad)

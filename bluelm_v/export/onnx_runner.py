@@ -50,6 +50,7 @@ class OnnxModel:
         if path.stat().st_size != vocab * d * 4:
             raise ValueError(f"{path}: {path.stat().st_size} bytes, expected {vocab * d * 4} for {e['shape']}")
         self.embeddings = np.fromfile(path, dtype=np.float32).reshape(vocab, d)
+        self.prefix: Optional[tuple] = None  # (token, keys, values) held at position 0 by reset (set_prefix)
         self.reset()
 
     # ---- KV cache ---------------------------------------------------------------------------------------------
@@ -58,6 +59,48 @@ class OnnxModel:
         self.keys = np.zeros(shape, np.float32)
         self.values = np.zeros(shape, np.float32)
         self.length = 0
+        if self.prefix is not None:
+            _, self.keys[:, :, 0], self.values[:, :, 0] = self.prefix
+            self.length = 1
+
+    def set_prefix(self, token: Optional[int], keys: Optional[np.ndarray] = None,
+                   values: Optional[np.ndarray] = None) -> None:
+        """Start every prompt from a cache holding ``token`` at position 0 (keys / values [layers, kv_heads,
+        head_dim], computed beforehand: ``prefix_cache``); prompts then begin with that token, which the graphs never
+        see (``after_prefix``). None removes it."""
+        if token is None:
+            self.prefix = None
+        else:
+            want = (self.layers, self.kv_heads, self.head_dim)
+            for name, a in (("keys", keys), ("values", values)):
+                if not isinstance(a, np.ndarray) or a.shape != want or not np.isfinite(a).all():
+                    raise ValueError(f"the prefix's {name} must be finite, of shape {list(want)}")
+            self.prefix = (int(token), keys.astype(np.float32), values.astype(np.float32))
+        self.reset()
+
+    def prefix_cache(self, token: int) -> tuple[np.ndarray, np.ndarray]:
+        """The keys and values [layers, kv_heads, head_dim] that ``token`` writes at position 0 (this model's
+        graphs, an empty cache)."""
+        held, self.prefix = self.prefix, None
+        try:
+            self.reset()
+            self.prefill(self.embed([int(token)]))
+            return self.keys[:, :, 0].copy(), self.values[:, :, 0].copy()
+        finally:
+            self.prefix = held
+            self.reset()
+
+    def after_prefix(self, ids: Sequence[int]) -> list[int]:
+        """The prompt's ids after its first token when a prefix holds that token (ValueError if the prompt starts
+        with another), else all of them."""
+        ids = [int(i) for i in ids]
+        if self.prefix is None:
+            return ids
+        if len(ids) < 2 or ids[0] != self.prefix[0]:
+            raise ValueError(f"this export keeps the first token {self.prefix[0]} out of its graphs (its cache is "
+                             f"computed beforehand): a prompt must start with it and go on; this one is "
+                             f"{ids[:4]}{'...' if len(ids) > 4 else ''}")
+        return ids[1:]
 
     def _step(self, graph: str, embeds: np.ndarray, valid: int) -> np.ndarray:
         """embeds [t, d] padded to the graph's t; the first `valid` rows are real. Returns logits [valid, V]."""
@@ -128,7 +171,7 @@ class OnnxModel:
                image_embeds: Optional[np.ndarray] = None) -> list[int]:
         t0 = time.perf_counter()
         self.reset()
-        logits = self.prefill(self.embed(ids, image_embeds))[-1]
+        logits = self.prefill(self.embed(self.after_prefix(ids), image_embeds))[-1]
         self.first_token_s = time.perf_counter() - t0  # prefill of the whole prompt: its part of the TTFT
         out = []
         for _ in range(max_new_tokens):

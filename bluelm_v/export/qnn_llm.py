@@ -26,6 +26,7 @@ from bluelm_v.export.qnn import compile_graph, dequantize, quantize_feeds, requi
 
 MASK_VALUE = -255.0
 GRAPHS = ("llm_prefill", "llm_decode")
+PREFIX_FILE = "llm_prefix.npz"  # the first token's keys and values, computed in float (compile_llm's prefix)
 # The decode graph is calibrated on every token of the calibration prompts (after the first): with only their last
 # 4 (32 steps) its ranges missed the embeddings of tokens in the held-out prompts, which were then clipped (tiny:
 # 7% relative error after the first q_proj, decode agreement 0.78 against the prefill graph's 0.97).
@@ -83,23 +84,39 @@ def finite_mask_model(folder: Union[str, Path]) -> OnnxModel:
     return model
 
 
-def prompt_ids(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
-    return [tokenizer.encode(p) for p in prompts]
+def prompt_ids(tokenizer, prompts: Sequence[str], first: Optional[int] = None) -> list[list[int]]:
+    """Token ids of each prompt, starting with ``first`` (prepended where the tokenizer did not put it)."""
+    out = [list(tokenizer.encode(p)) for p in prompts]
+    return [ids if first is None or (ids and ids[0] == first) else [int(first)] + ids for ids in out]
 
 
-def record_llm_feeds(folder: Union[str, Path], prompts: Sequence[Sequence[int]], decode_tokens: int = 4) -> dict:
+def first_token(loaded) -> int:
+    """The token every chat prompt of the model starts with (its template's first: ``<bos>``, ``<|im_start|>``)."""
+    tok = loaded.tokenizer
+    ids = tok.encode(tok.apply_chat_template([{"role": "user", "content": "?"}]))
+    if not ids:
+        raise ValueError("the chat template gives no tokens")
+    return int(ids[0])
+
+
+def record_llm_feeds(folder: Union[str, Path], prompts: Sequence[Sequence[int]], decode_tokens: int = 4,
+                     prefix: Optional[tuple] = None) -> dict:
     """Run each prompt through the float graphs (all of it chunk by chunk through prefill; then its first part
-    prefilled and its last ``decode_tokens`` tokens decoded one by one) and return {graph: [feeds, ...]}."""
+    prefilled and its last ``decode_tokens`` tokens decoded one by one) and return {graph: [feeds, ...]}. With
+    ``prefix`` (token, keys, values) every prompt starts from a cache holding it (``OnnxModel.set_prefix``)."""
     model = finite_mask_model(folder)
+    if prefix is not None:
+        model.set_prefix(*prefix)
     rec = {g: _Recorder(model.sessions[g]) for g in GRAPHS}
     model.sessions.update(rec)
     for ids in prompts:
+        rest = model.after_prefix(ids)
         model.reset()
-        model.prefill(model.embed(ids))
-        split = max(1, len(ids) - decode_tokens)
+        model.prefill(model.embed(rest))
+        split = max(1, len(rest) - decode_tokens)
         model.reset()
-        model.prefill(model.embed(ids[:split]))
-        for tok in ids[split:]:
+        model.prefill(model.embed(rest[:split]))
+        for tok in rest[split:]:
             model.decode(tok)
     return {g: r.feeds for g, r in rec.items()}
 
@@ -117,21 +134,25 @@ def reference_argmax(loaded, ids: Sequence[int]) -> np.ndarray:
 
 
 def greedy_agreement(folder: Union[str, Path], graph: str, session, loaded, prompts: Sequence[Sequence[int]],
-                     decode_tokens: int = 4) -> dict:
-    """Teacher-forced agreement of ``session`` (standing in for ``graph``) with the reference over ``prompts``."""
+                     decode_tokens: int = 4, prefix: Optional[tuple] = None) -> dict:
+    """Teacher-forced agreement of ``session`` (standing in for ``graph``) with the reference over ``prompts``
+    (with ``prefix``, every position after the first token, which the reference computes too)."""
     model = finite_mask_model(folder)
+    if prefix is not None:
+        model.set_prefix(*prefix)
     model.sessions[graph] = session
     same = total = 0
     for ids in prompts:
-        want = reference_argmax(loaded, ids)
+        rest = model.after_prefix(ids)
+        want = reference_argmax(loaded, ids)[len(ids) - len(rest):]
         model.reset()
         if graph == "llm_prefill":
-            got = model.prefill(model.embed(ids)).argmax(-1)
+            got = model.prefill(model.embed(rest)).argmax(-1)
             want_part = want
         else:
-            split = max(1, len(ids) - decode_tokens)
-            model.prefill(model.embed(ids[:split]))
-            got = np.array([model.decode(t).argmax() for t in ids[split:]])
+            split = max(1, len(rest) - decode_tokens)
+            model.prefill(model.embed(rest[:split]))
+            got = np.array([model.decode(t).argmax() for t in rest[split:]])
             want_part = want[split:]
         same += int((got == want_part).sum())
         total += len(want_part)
@@ -141,7 +162,8 @@ def greedy_agreement(folder: Union[str, Path], graph: str, session, loaded, prom
 def compile_llm(loaded, float_dir: Union[str, Path], out_dir: Union[str, Path], *, soc: str = "sm8650",
                 weights: str = "int4", activations: str = "uint16", rounding: Optional[str] = None,
                 head_int8: Optional[bool] = None, allow_fallback: bool = False, prompts: Any = None,
-                decode_tokens: int = 4, on_report: Optional[Callable[[str, dict], None]] = None) -> dict:
+                decode_tokens: int = 4, prefix: bool = True,
+                on_report: Optional[Callable[[str, dict], None]] = None) -> dict:
     """Quantize, compile and check the prefill and decode graphs of a float export in ``float_dir``;
     returns {graph: report} with ``greedy_agreement`` against the reference. ``rounding`` of the MatMul weights:
     ``blocks`` (int4's default: the weights' own 4-bit blocks carried exactly, ``qnn_blocks``; the float export's
@@ -149,17 +171,28 @@ def compile_llm(loaded, float_dir: Union[str, Path], out_dir: Union[str, Path], 
     with the Hessians of the prefill graph's calibration, so both graphs carry the same weights; ``mse``;
     ``minmax``, int8's default); ``head_int8``: the output head (the MatMul writing ``logits``) int8 per channel,
     as deployed w4a16 flows keep it (default: yes per channel, no with ``blocks``, which carries it exactly).
-    ``on_report(graph, report)`` is called as each graph is done (a long run's progress)."""
+    ``prefix``: the model's first chat token (``first_token``) is kept out of the graphs: its keys and values are
+    computed in float here and written to ``llm_prefix.npz``, every prompt starts from a cache holding them, and
+    calibration and agreement run on prompts that start with it. A first token carries massive activations
+    (SmolLM2: 2.5e4 in one residual channel, against at most ~240 for any other token) that would set every
+    tensor's uint16 range. ``on_report(graph, report)`` is called as each graph is done (a long run's progress)."""
     from bluelm_v.export.qnn_weights import input_hessians
 
     rounding = rounding or ("blocks" if weights == "int4" else "minmax")
     head_int8 = rounding != "blocks" if head_int8 is None else head_int8
     prompts = prompts or npu_prompts()
     room = OnnxModel(float_dir).past  # a prompt longer than the cache holds is cut to fit
-    calib_ids = [ids[:room] for ids in prompt_ids(loaded.tokenizer, prompts.calibration)]
-    eval_ids = [ids[:room] for ids in prompt_ids(loaded.tokenizer, prompts.evaluation)]
-    calibration = record_llm_feeds(float_dir, calib_ids, CALIBRATION_DECODE_TOKENS)
-    checks = record_llm_feeds(float_dir, eval_ids[:2], decode_tokens)
+    first, held = None, None
+    if prefix:
+        first = first_token(loaded)
+        keys, values = finite_mask_model(float_dir).prefix_cache(first)
+        held = (first, keys, values)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        np.savez(Path(out_dir) / PREFIX_FILE, token=np.int64(first), keys=keys, values=values)
+    calib_ids = [ids[:room] for ids in prompt_ids(loaded.tokenizer, prompts.calibration, first)]
+    eval_ids = [ids[:room] for ids in prompt_ids(loaded.tokenizer, prompts.evaluation, first)]
+    calibration = record_llm_feeds(float_dir, calib_ids, CALIBRATION_DECODE_TOKENS, held)
+    checks = record_llm_feeds(float_dir, eval_ids[:2], decode_tokens, held)
     hessians = input_hessians(Path(float_dir) / "llm_prefill.onnx", calibration["llm_prefill"]) \
         if rounding == "gptq" else None
     reports = {}
@@ -169,7 +202,8 @@ def compile_llm(loaded, float_dir: Union[str, Path], out_dir: Union[str, Path], 
                                weights=weights, rounding=rounding, hessians=hessians,
                                int8_outputs=("logits",) if head_int8 else (), allow_fallback=allow_fallback)
         session = QuantizedSession(Path(out_dir) / report["context"], report["io_quantization"])
-        report.update(greedy_agreement(float_dir, graph, session, loaded, eval_ids, decode_tokens))
+        report.update(greedy_agreement(float_dir, graph, session, loaded, eval_ids, decode_tokens, held))
+        report["prefix"] = {"token": first, "file": PREFIX_FILE} if prefix else None
         report["mask_value"] = MASK_VALUE
         report["prompts"] = {"set": prompts.name, "calibration": len(calib_ids), "evaluation": len(eval_ids)}
         reports[graph] = report
@@ -254,5 +288,5 @@ def export_qnn(source: Any, out_dir: Union[str, Path], *, soc: str = "sm8650", c
     return out
 
 
-__all__ = ["GRAPHS", "MASK_VALUE", "PromptSet", "QuantizedSession", "compile_llm", "export_qnn", "greedy_agreement",
-           "npu_prompts", "record_llm_feeds", "reference_argmax"]
+__all__ = ["GRAPHS", "MASK_VALUE", "PREFIX_FILE", "PromptSet", "QuantizedSession", "compile_llm", "export_qnn",
+           "first_token", "greedy_agreement", "npu_prompts", "record_llm_feeds", "reference_argmax"]

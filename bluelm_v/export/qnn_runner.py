@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -43,6 +44,29 @@ class QnnModel(OnnxModel):
         checked = {name: _checked_graph(path, name, graphs.get(name)) for name in self.sessions}
         for name, (context, io) in checked.items():
             self.sessions[name] = QuantizedSession(context, io)
+        prefix = graphs.get("llm_prefill", {}).get("prefix")
+        if prefix is not None:
+            self._load_prefix(path, prefix)
+
+    def _load_prefix(self, path: Path, prefix: Any) -> None:
+        """The first token's cache that the compiled graphs start from (``compile_llm``'s prefix)."""
+        where = f"{path}: graphs.llm_prefill.prefix"
+        if not isinstance(prefix, dict) or not isinstance(prefix.get("file"), str) \
+                or isinstance(prefix.get("token"), bool) or not isinstance(prefix.get("token"), int):
+            raise ValueError(f"{where} must be an object with an integer token and a file")
+        file = path.parent / prefix["file"]
+        if Path(prefix["file"]).name != prefix["file"] or not file.is_file():
+            raise ValueError(f"{where}.file {prefix['file']!r} is not a file beside the report")
+        if not 0 <= prefix["token"] < self.embeddings.shape[0]:
+            raise ValueError(f"{where}.token {prefix['token']} is outside the vocabulary")
+        try:
+            with np.load(file, allow_pickle=False) as z:
+                keys, values, token = z["keys"], z["values"], int(z["token"])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{file}: not a prefix cache ({exc})") from None
+        if token != prefix["token"]:
+            raise ValueError(f"{file} holds token {token}, the report names {prefix['token']}")
+        self.set_prefix(token, keys, values)
 
 
 _INT_TYPES = ("uint8", "uint16", "int8", "int16")
