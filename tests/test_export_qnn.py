@@ -115,7 +115,8 @@ def test_llm_graphs_compile_wholly_with_int8_weights_and_agree_with_the_referenc
         assert r["activations"] == "uint16" and r["mask_value"] == MASK_VALUE > -1e4
         assert {"past_keys", "past_values", "inputs_embeds", "logits", "new_keys"} <= set(r["io_quantization"])
         assert r["cosine"] >= 0.999, graph  # measured 0.9997 (prefill), 0.9994 (decode)
-        print(graph, r["nodes"], "nodes, cosine", round(r["cosine"], 5), "greedy agreement", round(r["greedy_agreement"], 3))
+        print(graph, r["nodes"], "nodes, cosine", round(r["cosine"], 5), "greedy agreement", round(r["greedy_agreement"], 3),
+              "over", r["agreement_positions"])
     assert reports["llm_prefill"]["agreement_positions"] >= 8 * 40
     assert reports["llm_prefill"]["greedy_agreement"] >= 0.93  # measured 0.951
     assert reports["llm_decode"]["greedy_agreement"] >= 0.85  # measured 0.969 over 32 positions
@@ -148,9 +149,10 @@ def test_llm_graphs_carry_int4_block_weights_exactly_and_agree_with_the_referenc
         assert r["rounding"] == "blocks" and r["block_weights"] == {"q4_0": 7 * loaded.config.llm.layers + 1}
         assert r["rms_norms_fused"] == 2 * loaded.config.llm.layers + 1, graph  # each block's two and the final
         assert r["cosine"] >= 0.999, graph  # measured 0.9998 (prefill), 0.9999 (decode)
-        print(graph, r["nodes"], "nodes, cosine", round(r["cosine"], 5), "greedy agreement", round(r["greedy_agreement"], 3))
+        print(graph, r["nodes"], "nodes, cosine", round(r["cosine"], 5), "greedy agreement", round(r["greedy_agreement"], 3),
+              "over", r["agreement_positions"])
     assert reports["llm_prefill"]["agreement_positions"] >= 8 * 40
-    assert reports["llm_prefill"]["greedy_agreement"] >= 0.95  # measured 0.974 over 384 positions
+    assert reports["llm_prefill"]["greedy_agreement"] >= 0.95  # measured 0.965 (0.974 with the first token)
     assert reports["llm_decode"]["greedy_agreement"] >= 0.95  # measured 1.000 over 32 positions
 
 
