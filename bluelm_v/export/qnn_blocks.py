@@ -213,27 +213,16 @@ def carry_blocks(src: Path, dst: Path, skip_outputs: Sequence[str] = (), hot: Op
 def block_input_peaks(path: Path, feeds: Sequence[dict]) -> dict:
     """{MatMul node name: [K/32] max |x| of each block of its input over ``feeds``} for every MatMul of the float
     graph at ``path`` with a constant 2-D weight whose K is whole blocks (what ``hot_blocks`` reads)."""
-    import onnx
-    import onnxruntime as ort
-    from onnx import helper
+    from bluelm_v.export.qnn_weights import weight_matmul_inputs
 
-    model = onnx.load(str(path))
-    dims = {i.name: list(i.dims) for i in model.graph.initializer}
-    inputs = {n.name or n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "MatMul"
-              and len(n.input) == 2 and len(dims.get(n.input[1], [])) == 2 and dims[n.input[1]][0] % BLOCK == 0}
-    tensors = sorted(set(inputs.values()))
-    have = {o.name for o in model.graph.output}
-    model.graph.output.extend(helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
-                              for t in tensors if t not in have)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    matmuls, values = weight_matmul_inputs(path, feeds)
     peak: dict[str, np.ndarray] = {}
-    for feed in feeds:
-        for t, v in zip(tensors, session.run(tensors, feed)):
+    for feed in values:
+        for t, v in feed.items():
             m = np.abs(v.reshape(-1, v.shape[-1])).max(axis=0)
             peak[t] = m if t not in peak else np.maximum(peak[t], m)
-    return {node: peak[t].reshape(-1, BLOCK).max(axis=1) for node, t in inputs.items()}
+    return {node: peak[a].reshape(-1, BLOCK).max(axis=1) for node, (a, _) in matmuls.items()
+            if a in peak and peak[a].size % BLOCK == 0}
 
 
 def hot_blocks(peaks: dict, factor: float = HOT_FACTOR) -> dict:

@@ -19,7 +19,7 @@ so both graphs get the same rounded weights from the prefill graph's calibration
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -103,9 +103,9 @@ def _weight_matmuls(model) -> dict:
     return out
 
 
-def input_hessians(float_path: Path, feeds: Sequence[dict]) -> dict:
-    """{weight initializer name: H [K, K] = sum of x^T x over every row of its MatMuls' inputs in ``feeds``},
-    from the float graph on ONNX Runtime's CPU provider."""
+def weight_matmul_inputs(float_path: Path, feeds: Sequence[dict]) -> tuple[dict, Iterator[dict]]:
+    """(``_weight_matmuls`` of the float graph at ``float_path``, an iterator giving per feed {activation input
+    name: its value}): the graph run on ONNX Runtime's CPU provider with those inputs as extra outputs."""
     import onnx
     import onnxruntime as ort
 
@@ -114,15 +114,24 @@ def input_hessians(float_path: Path, feeds: Sequence[dict]) -> dict:
     acts = sorted({a for a, _ in matmuls.values()})
     have = {o.name for o in model.graph.output}
     model.graph.output.extend([onnx.ValueInfoProto(name=a) for a in acts if a not in have])
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    sums = {a: None for a in acts}
-    for f in feeds:
-        for a, x in zip(acts, session.run(acts, f)):
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return matmuls, (dict(zip(acts, session.run(acts, f))) for f in feeds)
+
+
+def input_hessians(float_path: Path, feeds: Sequence[dict]) -> dict:
+    """{weight initializer name: H [K, K] = sum of x^T x over every row of its MatMuls' inputs in ``feeds``},
+    from the float graph on ONNX Runtime's CPU provider."""
+    matmuls, values = weight_matmul_inputs(float_path, feeds)
+    sums: dict = {}
+    for feed in values:
+        for a, x in feed.items():
             x = x.reshape(-1, x.shape[-1]).astype(np.float64)
-            sums[a] = x.T @ x if sums[a] is None else sums[a] + x.T @ x
+            sums[a] = x.T @ x if a not in sums else sums[a] + x.T @ x
     out: dict = {}
     for a, wname in matmuls.values():  # a weight read by several MatMuls: the sum of their inputs' Hessians
-        if sums[a] is not None:
+        if a in sums:
             out[wname] = sums[a] if wname not in out else out[wname] + sums[a]
     return out
 
@@ -191,4 +200,5 @@ def requantize(qdq_path: Path, float_path: Path, rounding: str, hessians: Option
     return done
 
 
-__all__ = ["PER_CHANNEL", "ROUNDINGS", "gptq", "input_hessians", "mse_scales", "requantize", "round_to"]
+__all__ = ["PER_CHANNEL", "ROUNDINGS", "gptq", "input_hessians", "mse_scales", "requantize", "round_to",
+           "weight_matmul_inputs"]
