@@ -156,3 +156,26 @@ def test_a_prompt_from_its_first_tokens_cache_gives_the_same_logits_as_the_whole
         model.set_prefix(1, np.zeros((1, 1, 1), np.float32), np.zeros((1, 1, 1), np.float32))
     model.set_prefix(None)
     assert model.length == 0 and model.after_prefix([7, 8]) == [7, 8]
+
+
+def test_the_last_prefill_chunk_is_padded_with_copies_of_its_last_row_not_zeros(tiny, tmp_path):
+    # padded rows are dropped, but a quantized graph's ranges see them: zero rows are no token (docs/export.md)
+    from bluelm_v.export import export_onnx
+    from bluelm_v.export.onnx_runner import OnnxModel
+
+    folder = export_onnx(tiny, tmp_path / "f", chunk=4, tile_batch=1, max_context=16, quant="fp32", progress=False)
+    model = OnnxModel(folder)
+    seen = []
+    session = model.sessions["llm_prefill"]
+
+    class Recording:
+        def run(self, names, feeds):
+            seen.append(feeds["inputs_embeds"][0].copy())
+            return session.run(names, feeds)
+
+    model.sessions["llm_prefill"] = Recording()
+    embeds = model.embed([1, 40, 41, 42, 43, 44])  # a full chunk, then 2 real rows and 2 padded
+    logits = model.prefill(embeds)
+    assert logits.shape[0] == 6 and len(seen) == 2
+    np.testing.assert_array_equal(seen[1][:2], embeds[4:])
+    np.testing.assert_array_equal(seen[1][2:], np.repeat(embeds[5:], 2, axis=0))
