@@ -403,6 +403,74 @@ def dequantize(name: str, y: np.ndarray, io: dict) -> np.ndarray:
     return y.astype(np.float32) if p is None else ((y.astype(np.float32) - p["zero_point"]) * p["scale"])
 
 
+def int16_inputs(qdq_path: Path, inputs: dict) -> int:
+    """Put a QuantizeLinear / DequantizeLinear pair to int16 with zero point 0 after the uint16 DequantizeLinear
+    feeding each of ``inputs`` ({node name: [input indices]}) in the quantized graph at ``qdq_path`` (QNN
+    compiles the pair to one Convert); returns how many inputs were converted. The int16 scale covers the uint16
+    range's larger end, max(|lo|, |hi|) / 32767, at most one bit coarser than the uint16 step. Why
+    (docs/export.md, "int16 into the HTP's MatMuls"): the HTP's MatMul of a uint16 input errs by a fixed fraction of
+    that input's whole range, of an int16 one (zero point 0) by a fraction of each value, as float16 does. An input
+    not read through a uint16 DequantizeLinear is an error naming the node."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(qdq_path))
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    made_by = {o: n for n in g.node for o in n.output}
+    inserted: dict[int, list] = {}
+    done = 0
+    for at, node in enumerate(g.node):
+        for index in inputs.get(node.name, ()):
+            dq = made_by.get(node.input[index]) if index < len(node.input) else None
+            if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or \
+                    dq.input[1] not in inits or dq.input[2] not in inits:
+                raise ValueError(f"{qdq_path}: input {index} of {node.name!r} is not a quantized activation")
+            zero = numpy_helper.to_array(inits[dq.input[2]])
+            if zero.dtype != np.uint16:
+                raise ValueError(f"{qdq_path}: input {index} of {node.name!r} is {zero.dtype}, not uint16")
+            scale, z = float(numpy_helper.to_array(inits[dq.input[1]])), float(zero)
+            s16 = max(abs(z * scale), abs((65535.0 - z) * scale), 1e-30) / 32767.0
+            stem = f"{node.name}/int16_{index}"
+            g.initializer.extend([numpy_helper.from_array(np.array(s16, np.float32), f"{stem}/scale"),
+                                  numpy_helper.from_array(np.array(0, np.int16), f"{stem}/zero_point")])
+            inserted.setdefault(at, []).extend([
+                helper.make_node("QuantizeLinear", [node.input[index], f"{stem}/scale", f"{stem}/zero_point"],
+                                 [f"{stem}/q"], name=f"{stem}/quantize"),
+                helper.make_node("DequantizeLinear", [f"{stem}/q", f"{stem}/scale", f"{stem}/zero_point"],
+                                 [f"{stem}/x"], name=f"{stem}/dequantize")])
+            node.input[index] = f"{stem}/x"
+            done += 1
+    nodes = []
+    for at, node in enumerate(g.node):
+        nodes += inserted.get(at, [])
+        nodes.append(node)
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.save_model(model, str(qdq_path))
+    return done
+
+
+def activation_matmuls(qdq_path: Path) -> dict:
+    """{MatMul name: [0, 1]} of the quantized graph's MatMuls whose two inputs are both activations read through
+    a uint16 DequantizeLinear (attention's scores and weighted values), for ``int16_inputs``."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(qdq_path), load_external_data=False)
+    inits = {i.name: i for i in model.graph.initializer}
+    made_by = {o: n for n in model.graph.node for o in n.output}
+
+    def uint16_activation(t: str) -> bool:
+        dq = made_by.get(t)
+        return (dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] not in inits
+                and len(dq.input) > 2 and dq.input[2] in inits
+                and numpy_helper.to_array(inits[dq.input[2]]).dtype == np.uint16)
+
+    return {n.name: [0, 1] for n in model.graph.node
+            if n.op_type == "MatMul" and len(n.input) == 2 and all(uint16_activation(t) for t in n.input)}
+
+
 def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name: str, *, soc: str = "sm8650",
                   calibration: Sequence[dict], checks: Sequence[dict] = (), activations: str = "uint8",
                   weights: str = "int8", rounding: Optional[str] = None, hessians: Optional[dict] = None,
@@ -413,7 +481,7 @@ def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name:
     (int8's default: the quantizer's), ``mse`` or ``gptq`` (``qnn_weights``; GPTQ's Hessians from ``hessians``
     or, if None, from ``calibration`` on this graph)."""
     from bluelm_v.export.qnn_blocks import (block_input_peaks, block_weight_names, carry_blocks, hot_blocks,
-                                            write_block_integers)
+                                            int16_block_inputs, write_block_integers)
     from bluelm_v.export.qnn_weights import ROUNDINGS, input_hessians, requantize
 
     rounding = rounding or ("blocks" if weights == "int4" else "minmax")
@@ -439,10 +507,13 @@ def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name:
     if rounding == "blocks":
         rerounded = {}
         write_block_integers(qdq, carried)
+        block_int16 = int16_block_inputs(qdq, carried)
     else:
+        block_int16 = 0
         if rounding == "gptq" and hessians is None:
             hessians = input_hessians(Path(float_path), calibration)
         rerounded = requantize(qdq, Path(float_path), rounding, hessians)
+    attention_int16 = int16_inputs(qdq, activation_matmuls(qdq)) if activations == "uint16" else 0
     io = strip_io_qdq(qdq)
     refuse_8bit_lpbq(qdq)
     ctx = out / f"{name}_ctx.onnx"
@@ -484,7 +555,9 @@ def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name:
         "rerounded_weights": len(rerounded),
         "block_weights": {g: sum(b.grid == g for k, b in carried.items() if not k.endswith("/hot/matmul"))
                           for g in sorted({b.grid for b in carried.values()})},
-        "hot_block_splits": sum(k.endswith("/hot/matmul") for k in carried), "rms_norms_fused": rms_norms,
+        "hot_block_splits": sum(k.endswith("/hot/matmul") for k in carried), "int16_block_inputs": block_int16,
+        "int16_activation_matmul_inputs": attention_int16,
+        "rms_norms_fused": rms_norms,
         "nodes": nodes, "nodes_on_qnn": on_qnn,
         "fallback_nodes": fallback,
         "context": ctx.name, "context_bytes": sum(b.stat().st_size for b in binaries),
