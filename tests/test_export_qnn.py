@@ -644,7 +644,7 @@ def test_int16_block_inputs_converts_the_4_bit_block_matmuls_inputs_and_keeps_th
     write_block_integers(qdq, carried)
     before = ort.InferenceSession(str(qdq), providers=["CPUExecutionProvider"])
     ys = [before.run(None, f)[0] for f in feeds]
-    assert int16_block_inputs(qdq, carried) == 1
+    assert int16_block_inputs(qdq, carried) == (1, [])
     model = onnx.load(str(qdq))
     made_by = {o: n for n in model.graph.node for o in n.output}
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -663,6 +663,12 @@ def test_int16_block_inputs_converts_the_4_bit_block_matmuls_inputs_and_keeps_th
     onnx.save(graph, str(tmp_path / "bad.onnx"))
     with pytest.raises(ValueError, match="input 0 of 'mm/blocks/matmul' is not a quantized activation"):
         int16_block_inputs(tmp_path / "bad.onnx", carried)
+    # a MatMul whose calibrated output reaches the limit stays uint16 (float16 on the HTP would overflow) and is named
+    graph.graph.node[[n.name for n in graph.graph.node].index("mm/blocks/matmul")].input[0] = dq.output[0]
+    onnx.save(graph, str(tmp_path / "wide.onnx"))
+    from bluelm_v.export.qnn import int16_inputs
+
+    assert int16_inputs(tmp_path / "wide.onnx", {"mm/blocks/matmul": [0]}, max_output=1e-3) == (0, ["mm/blocks/matmul"])
 
 
 def test_a_matmul_of_two_activations_reads_int16_and_stays_right_on_the_htp(tmp_path):
@@ -720,7 +726,17 @@ def test_a_massive_input_channel_gets_a_hot_block_and_ordinary_rows_stay_right_o
     report = compile_graph(tmp_path / "f.onnx", tmp_path / "out", "g", calibration=feeds, activations="uint16",
                            weights="int4")
     assert report["nodes_on_qnn"] == report["nodes"] and report["hot_block_splits"] == 1
-    assert report["int16_block_inputs"] == 2  # the ordinary blocks' MatMul and the hot one's
+    # both read int16; the hot one's partial sums reach 3000 x 8, beyond INT16_MAX_OUTPUT, so its integers' scale
+    # is 2^-m (and its partial sums' and block scales' scales divided and multiplied by 2^m)
+    assert report["int16_block_inputs"] == 2 and report["uint16_matmuls_for_range"] == []
+    import onnx
+    from onnx import numpy_helper
+
+    qdq = onnx.load(str(tmp_path / "out" / "g.qdq.onnx"))
+    made_by = {o: n for n in qdq.graph.node for o in n.output}
+    inits = {i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer}
+    scale_of = {n.name: float(inits[made_by[n.input[1]].input[1]]) for n in qdq.graph.node if n.op_type == "MatMul"}
+    assert scale_of["mm/blocks/matmul"] == 1.0 and scale_of["mm/blocks/hot/matmul"] in (2.0 ** -1, 2.0 ** -2)
     ort = require_qnn()
     so = ort.SessionOptions()
     so.add_provider_for_devices(_qnn_devices(ort), {"backend_type": "htp"})

@@ -403,14 +403,20 @@ def dequantize(name: str, y: np.ndarray, io: dict) -> np.ndarray:
     return y.astype(np.float32) if p is None else ((y.astype(np.float32) - p["zero_point"]) * p["scale"])
 
 
-def int16_inputs(qdq_path: Path, inputs: dict) -> int:
+# The HTP computes a MatMul of int16 inputs like float16: outputs beyond its 65504 overflow (relative error 0.28-0.74
+# in benchmarks/htp_matmul.py's full-range int16 rows), so a MatMul whose calibrated output reaches this stays uint16.
+INT16_MAX_OUTPUT = 16384.0
+
+
+def int16_inputs(qdq_path: Path, inputs: dict, max_output: float = INT16_MAX_OUTPUT) -> tuple[int, list]:
     """Put a QuantizeLinear / DequantizeLinear pair to int16 with zero point 0 after the uint16 DequantizeLinear
     feeding each of ``inputs`` ({node name: [input indices]}) in the quantized graph at ``qdq_path`` (QNN
-    compiles the pair to one Convert); returns how many inputs were converted. The int16 scale covers the uint16
-    range's larger end, max(|lo|, |hi|) / 32767, at most one bit coarser than the uint16 step. Why
-    (docs/export.md, "int16 into the HTP's MatMuls"): the HTP's MatMul of a uint16 input errs by a fixed fraction of
-    that input's whole range, of an int16 one (zero point 0) by a fraction of each value, as float16 does. An input
-    not read through a uint16 DequantizeLinear is an error naming the node."""
+    compiles the pair to one Convert); returns (how many inputs were converted, [names of the nodes left uint16
+    because their calibrated output range reaches ``max_output``]). The int16 scale covers the uint16 range's larger
+    end, max(|lo|, |hi|) / 32767, at most one bit coarser than the uint16 step. Why (docs/export.md, "int16 into
+    the HTP's MatMuls"): the HTP's MatMul of a uint16 input errs by a fixed fraction of that input's whole range,
+    of an int16 one (zero point 0) by a fraction of each value, as float16 does (and so overflows as float16
+    does). An input not read through a uint16 DequantizeLinear is an error naming the node."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -418,9 +424,25 @@ def int16_inputs(qdq_path: Path, inputs: dict) -> int:
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     made_by = {o: n for n in g.node for o in n.output}
+    users: dict[str, list] = {}
+    for n in g.node:
+        for t in n.input:
+            users.setdefault(t, []).append(n)
+
+    def output_peak(node) -> float:
+        q = [u for u in users.get(node.output[0], []) if u.op_type == "QuantizeLinear"]
+        if not q or q[0].input[1] not in inits or len(q[0].input) < 3 or q[0].input[2] not in inits:
+            return float("inf")  # an output not quantized: its range is unknown
+        scale, zero = float(numpy_helper.to_array(inits[q[0].input[1]])), numpy_helper.to_array(inits[q[0].input[2]])
+        top = float(np.iinfo(zero.dtype).max)
+        return max(abs(float(zero)) * scale, abs(top - float(zero)) * scale)
+
     inserted: dict[int, list] = {}
-    done = 0
+    done, kept = 0, []
     for at, node in enumerate(g.node):
+        if node.name in inputs and output_peak(node) >= max_output:
+            kept.append(node.name)
+            continue
         for index in inputs.get(node.name, ()):
             dq = made_by.get(node.input[index]) if index < len(node.input) else None
             if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or \
@@ -448,7 +470,7 @@ def int16_inputs(qdq_path: Path, inputs: dict) -> int:
     del g.node[:]
     g.node.extend(nodes)
     onnx.save_model(model, str(qdq_path))
-    return done
+    return done, kept
 
 
 def activation_matmuls(qdq_path: Path) -> dict:
@@ -507,13 +529,13 @@ def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name:
     if rounding == "blocks":
         rerounded = {}
         write_block_integers(qdq, carried)
-        block_int16 = int16_block_inputs(qdq, carried)
+        block_int16, kept_blocks = int16_block_inputs(qdq, carried)
     else:
-        block_int16 = 0
+        block_int16, kept_blocks = 0, []
         if rounding == "gptq" and hessians is None:
             hessians = input_hessians(Path(float_path), calibration)
         rerounded = requantize(qdq, Path(float_path), rounding, hessians)
-    attention_int16 = int16_inputs(qdq, activation_matmuls(qdq)) if activations == "uint16" else 0
+    attention_int16, kept_uint16 = int16_inputs(qdq, activation_matmuls(qdq)) if activations == "uint16" else (0, [])
     io = strip_io_qdq(qdq)
     refuse_8bit_lpbq(qdq)
     ctx = out / f"{name}_ctx.onnx"
@@ -556,7 +578,7 @@ def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name:
         "block_weights": {g: sum(b.grid == g for k, b in carried.items() if not k.endswith("/hot/matmul"))
                           for g in sorted({b.grid for b in carried.values()})},
         "hot_block_splits": sum(k.endswith("/hot/matmul") for k in carried), "int16_block_inputs": block_int16,
-        "int16_activation_matmul_inputs": attention_int16,
+        "int16_activation_matmul_inputs": attention_int16, "uint16_matmuls_for_range": kept_blocks + kept_uint16,
         "rms_norms_fused": rms_norms,
         "nodes": nodes, "nodes_on_qnn": on_qnn,
         "fallback_nodes": fallback,

@@ -277,19 +277,73 @@ def write_block_integers(qdq_path: Path, carried: dict) -> int:
     return done
 
 
-def int16_block_inputs(qdq_path: Path, carried: dict) -> int:
-    """Give each 4-bit block MatMul of the quantized graph its activation input as int16 with zero point 0
-    (``qnn.int16_inputs``); returns how many were converted.
+def int16_block_inputs(qdq_path: Path, carried: dict) -> tuple[int, list]:
+    """Give each block MatMul of the quantized graph its activation input as int16 with zero point 0
+    (``qnn.int16_inputs``); returns (how many were converted, [names of those left uint16]).
 
-    Measured on the HTP emulator (docs/export.md, "int16 into the HTP's MatMuls"): a batched MatMul of a uint16
-    input and int4 weights errs by a fixed fraction of the input's whole uint16 range (output relative error
-    3.3e-4 when the values span the range, 3.3e-2 when they span 1% of it, whatever the zero point), so values far
-    below a massive activation's peak lose most of their digits; with an int16 input of zero point 0 the error is
-    relative to each value (2.8-2.9e-4 at either spread). 8-bit blocks stay uint16 (int16 x int8 overflows on the
-    HTP: relative error 0.28 at full range)."""
-    from bluelm_v.export.qnn import int16_inputs
+    Measured on the HTP emulator (docs/export.md, "int16 into the HTP's MatMuls"; benchmarks/htp_matmul.py): a
+    batched MatMul of a uint16 input and int4 weights errs by a fixed fraction of the input's whole uint16 range
+    (output relative error 3.3e-4 when the values span the range, 3.3e-2 when they span 1% of it, whatever the
+    zero point), so values far below a massive activation's peak lose most of their digits; with an int16 input of
+    zero point 0 the error is relative to each value (2.7-3.0e-4 at any spread), as in float16, which also
+    overflows past 65504. So where a block MatMul's calibrated partial sums reach ``qnn.INT16_MAX_OUTPUT``, its
+    integers' scale becomes 2^-m (exact) and its partial sums' scale and its block scales' are divided and
+    multiplied by 2^m, exactly: the products stay where float16 holds them, and the graph computes the same
+    numbers. A MatMul whose weight or block scales share their scale tensor with another stays uint16."""
+    import math
 
-    return int16_inputs(qdq_path, {name: [0] for name, b in carried.items() if b.bits == 4})
+    import onnx
+    from onnx import numpy_helper
+
+    from bluelm_v.export.qnn import INT16_MAX_OUTPUT, int16_inputs
+
+    model = onnx.load(str(qdq_path))
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    made_by = {o: n for n in g.node for o in n.output}
+    users: dict[str, list] = {}
+    for n in g.node:
+        for t in n.input:
+            users.setdefault(t, []).append(n)
+    readers = {name: len(users.get(name, [])) for name in inits}
+
+    def sole(tensor: str, op: str):
+        found = [u for u in users.get(tensor, []) if u.op_type == op]
+        return found[0] if len(found) == 1 else None
+
+    def value(name: str) -> np.ndarray:
+        return numpy_helper.to_array(inits[name])
+
+    def put(name: str, v: float) -> None:
+        inits[name].CopyFrom(numpy_helper.from_array(np.array(v, value(name).dtype), name))
+
+    convert, kept = {}, []
+    for node in g.node:
+        if node.name not in carried:
+            continue
+        wdq, q = made_by.get(node.input[1]), sole(node.output[0], "QuantizeLinear")
+        pdq = sole(q.output[0], "DequantizeLinear") if q is not None else None
+        mul = sole(pdq.output[0], "Mul") if pdq is not None else None
+        ddq = made_by.get(mul.input[1] if mul.input[0] == pdq.output[0] else mul.input[0]) if mul is not None else None
+        if wdq is None or ddq is None or ddq.op_type != "DequantizeLinear" or \
+                any(t not in inits for t in (wdq.input[1], q.input[1], q.input[2], ddq.input[1])):
+            kept.append(node.name)
+            continue
+        scale, zero = float(value(q.input[1])), value(q.input[2])
+        peak = max(abs(float(zero)), abs(float(np.iinfo(zero.dtype).max) - float(zero))) * scale
+        m = max(0, math.ceil(math.log2(peak / INT16_MAX_OUTPUT))) if peak >= INT16_MAX_OUTPUT else 0
+        if m:
+            if readers[wdq.input[1]] != 1 or readers[ddq.input[1]] != 1 or float(value(wdq.input[1])) != 1.0:
+                kept.append(node.name)
+                continue
+            put(wdq.input[1], 2.0 ** -m)
+            put(q.input[1], scale * 2.0 ** -m)  # P's QuantizeLinear and DequantizeLinear share it
+            put(ddq.input[1], float(value(ddq.input[1])) * 2.0 ** m)
+        convert[node.name] = [0]
+    onnx.save_model(model, str(qdq_path))
+    done, _ = int16_inputs(qdq_path, convert, max_output=math.inf)
+    return done, kept
+
 
 __all__ = ["BLOCK", "GRIDS", "HOT_FACTOR", "BlockWeight", "block_input_peaks", "block_weight_names", "carry_blocks",
            "find_grid", "hot_blocks", "int16_block_inputs", "put_on_block_grid", "write_block_integers"]
