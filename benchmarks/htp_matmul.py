@@ -8,6 +8,7 @@ exact result of the same integers (float64, then the output's own uint16 roundin
   - operand `int4 blocks`: [18, T, 32] x int4 [18, 32, N] of scale 1, the batched form of ``qnn_blocks``
     (SmolLM2's q_proj, K = 576, in blocks of 32);
   - operand `int8 blocks`: the same with int8 integers (q8_0's form);
+  - operand `int8 2-D`: [T, 576] x int8 [576, N] (a per-tensor int8 weight, as the per-channel path's MatMuls);
   - operand `activation`: [3, T, 64] x [3, 64, N], both inputs activations (attention's scores and values).
 The activation input is uint16 (zero point 32768) or int16 (zero point 0), with the same step, and its integers
 span `spread` of the type's range: 1.0 is a tensor whose calibrated range its own values fill, 0.01 one whose
@@ -44,7 +45,7 @@ def _graph(path: Path, kind: str, xtype: str, zx: int, sx: float, sy: float, sha
         nodes.append(helper.make_node("DequantizeLinear", ["b", "sx", "zx"], ["bf"]))
         inputs.append(helper.make_tensor_value_info("b", xt, b_shape))
     else:
-        bits = 4 if kind == "int4 blocks" else 8
+        bits = 4 if kind == "int4 blocks" else 8  # int8 blocks, int8 2-D
         inits += [_integer_tensor("bq", weight, bits), numpy_helper.from_array(np.array(1.0, np.float32), "sw"),
                   _integer_tensor("zw", np.zeros((), np.int8), 8) if bits == 8
                   else helper.make_tensor("zw", TensorProto.INT4, [], [0])]
@@ -75,6 +76,11 @@ def row(kind: str, xtype: str, spread: float, soc: str, seed: int = 0) -> dict:
         (aq, a), (bq, b) = draw((3, T, 64)), draw((3, 64, N))
         weight, feeds_b = None, {"b": bq}
         shapes = ([3, T, 64], [3, 64, N], [3, T, N])
+    elif kind == "int8 2-D":
+        aq, a = draw((T, 576))
+        weight = rng.integers(-127, 128, (576, N))
+        b, feeds_b = weight.astype(np.float64), {}
+        shapes = ([T, 576], None, [T, N])
     else:
         aq, a = draw((18, T, 32))
         weight = rng.integers(-8, 8, (18, 32, N)) if kind == "int4 blocks" else rng.integers(-127, 128, (18, 32, N))
@@ -113,7 +119,7 @@ def main(argv=None) -> int:
         return 0
     from tqdm import tqdm
 
-    cases = [(k, x, s) for k in ("int4 blocks", "int8 blocks", "activation") for x in ("uint16", "int16")
+    cases = [(k, x, s) for k in ("int4 blocks", "int8 blocks", "int8 2-D", "activation") for x in ("uint16", "int16")
              for s in (1.0, 0.1, 0.01)]
     rows = [row(k, x, s, args.soc) for k, x, s in tqdm(cases, desc="HTP MatMuls")]
     print(f"| operand | input | spread | mean / max error (output steps) | relative error |")

@@ -114,12 +114,12 @@ def test_llm_graphs_compile_wholly_with_int8_weights_and_agree_with_the_referenc
         assert r["nodes"] > 100 and r["nodes_on_qnn"] == r["nodes"] and r["fallback_nodes"] == [], graph
         assert r["activations"] == "uint16" and r["mask_value"] == MASK_VALUE > -1e4
         assert {"past_keys", "past_values", "inputs_embeds", "logits", "new_keys"} <= set(r["io_quantization"])
-        assert r["cosine"] >= 0.999, graph  # measured 0.9997 (prefill), 0.9994 (decode)
+        assert r["cosine"] >= 0.999, graph  # measured 0.9998 (prefill), 0.9999 (decode)
         print(graph, r["nodes"], "nodes, cosine", round(r["cosine"], 5), "greedy agreement", round(r["greedy_agreement"], 3),
               "over", r["agreement_positions"])
     assert reports["llm_prefill"]["agreement_positions"] >= 8 * 40
-    assert reports["llm_prefill"]["greedy_agreement"] >= 0.93  # measured 0.951
-    assert reports["llm_decode"]["greedy_agreement"] >= 0.85  # measured 0.969 over 32 positions
+    assert reports["llm_prefill"]["greedy_agreement"] >= 0.95  # measured 0.968 (0.952 before attention read int16)
+    assert reports["llm_decode"]["greedy_agreement"] >= 0.95  # measured 1.000 over 32 positions
 
 
 @pytest.fixture(scope="module")
@@ -148,11 +148,11 @@ def test_llm_graphs_carry_int4_block_weights_exactly_and_agree_with_the_referenc
         assert r["nodes"] > 500 and r["nodes_on_qnn"] == r["nodes"] and r["fallback_nodes"] == [], graph
         assert r["rounding"] == "blocks" and r["block_weights"] == {"q4_0": 7 * loaded.config.llm.layers + 1}
         assert r["rms_norms_fused"] == 2 * loaded.config.llm.layers + 1, graph  # each block's two and the final
-        assert r["cosine"] >= 0.999, graph  # measured 0.9998 (prefill), 0.9999 (decode)
+        assert r["cosine"] >= 0.999, graph  # measured 0.9999 (prefill), 1.0000 (decode)
         print(graph, r["nodes"], "nodes, cosine", round(r["cosine"], 5), "greedy agreement", round(r["greedy_agreement"], 3),
               "over", r["agreement_positions"])
     assert reports["llm_prefill"]["agreement_positions"] >= 8 * 40
-    assert reports["llm_prefill"]["greedy_agreement"] >= 0.95  # measured 0.965 (0.974 with the first token)
+    assert reports["llm_prefill"]["greedy_agreement"] >= 0.97  # measured 0.995 (0.965 with uint16 MatMul inputs)
     assert reports["llm_decode"]["greedy_agreement"] >= 0.95  # measured 1.000 over 32 positions
 
 
@@ -165,7 +165,7 @@ def test_llm_graphs_compile_wholly_with_gptq_int4_weights_per_channel(tiny_llm, 
         assert r["nodes_on_qnn"] == r["nodes"] and "int4 per channel" in r["weights"], graph
         assert "logits int8" in r["weights"] and r["block_weights"] == {}, graph
         assert r["rounding"] == "gptq" and r["rerounded_weights"] == 7 * loaded.config.llm.layers + 1, graph
-        print(graph, "cosine", round(r["cosine"], 4), "greedy agreement", round(r["greedy_agreement"], 3))
+        print(graph, r["nodes"], "nodes, cosine", round(r["cosine"], 4), "greedy agreement", round(r["greedy_agreement"], 3))
     # tiny's Gaussian random weights off any grid, rounded per channel: the hard case (docs/export.md: no
     # per-channel 4-bit rounding reaches 0.95 on them; min-max measured 0.55 / 0.53, GPTQ + int8 head below)
     assert reports["llm_prefill"]["cosine"] >= 0.97
@@ -520,7 +520,7 @@ def test_an_internvl_model_compiles_wholly_for_sm8650(tmp_path):
         print(name, r["nodes"], "nodes, cosine", round(r["cosine"], 4), r.get("greedy_agreement", ""))
     assert report["graphs"]["vit"]["nodes"] > 400  # every InternViT layer exported (the random model has 439 nodes)
     assert report["graphs"]["vit"]["cosine"] >= 0.99 and report["graphs"]["projector"]["cosine"] >= 0.99
-    assert report["graphs"]["llm_prefill"]["cosine"] >= 0.99  # its q4_0 blocks carried exactly: measured 0.9998
+    assert report["graphs"]["llm_prefill"]["cosine"] >= 0.99  # its q4_0 blocks carried exactly: measured 0.9999
 
 
 def test_an_idefics3_vit_and_projector_compile_wholly_for_sm8650(tmp_path):
