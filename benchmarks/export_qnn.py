@@ -3,6 +3,7 @@ too slow for the test suite (tens of minutes on 2 shared cores), so its figures 
 
     python benchmarks/export_qnn.py [--model smollm2-135m-gguf] [--soc sm8650] [--weights int4,int8]
                                     [--rounding blocks] [--chunk 32] [--max-context 128] [--json reports.json]
+                                    [--out DIR]
 
 For each weight setting: the float export (chunk T, max_context), then bluelm_v.export.qnn_llm.compile_llm:
 uint16 activations calibrated on configs/suites/npu-prompts.json, int4 MatMul weights carried exactly in the model's own
@@ -48,6 +49,8 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=32)
     ap.add_argument("--max-context", type=int, default=128)
     ap.add_argument("--json", help="write every report here")
+    ap.add_argument("--out", help="keep the float export and the compiled graphs here (default: a temporary "
+                                  "directory, removed at the end)")
     ap.add_argument("--study", action="store_true", help="where INT4 agreement is lost (see the module doc)")
     ap.add_argument("--torch-only", action="store_true", help="--study: only the torch reference's rows")
     ap.add_argument("--spread-weights", action="store_true", help="the tests' wide random weights (random models)")
@@ -64,7 +67,8 @@ def main(argv=None) -> int:
             Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
         return 0
     rows = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.out or scratch
         float_dir = export_onnx(loaded, Path(tmp) / "float", chunk=args.chunk, tile_batch=1,
                                 max_context=args.max_context, quant="fp32")
         for weights in args.weights.split(","):
