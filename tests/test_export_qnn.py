@@ -447,6 +447,15 @@ def test_export_qnn_refuses_an_unknown_soc_before_any_work(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_compile_llm_refuses_an_unknown_graph_before_any_work(tmp_path):
+    from bluelm_v.export.qnn_llm import compile_llm
+
+    for graphs in (["vit"], [], ["llm_decode", "llm_step"]):
+        with pytest.raises(ValueError, match="graphs must be some of llm_prefill, llm_decode"):
+            compile_llm(None, tmp_path / "float", tmp_path / "out", graphs=graphs)
+    assert not (tmp_path / "out").exists()
+
+
 def test_mse_scales_round_no_worse_than_min_max_and_gptq_lowers_the_output_error():
     from bluelm_v.export.qnn_weights import gptq, mse_scales, round_to
 

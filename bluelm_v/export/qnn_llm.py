@@ -162,7 +162,7 @@ def greedy_agreement(folder: Union[str, Path], graph: str, session, loaded, prom
 def compile_llm(loaded, float_dir: Union[str, Path], out_dir: Union[str, Path], *, soc: str = "sm8650",
                 weights: str = "int4", activations: str = "uint16", rounding: Optional[str] = None,
                 head_int8: Optional[bool] = None, allow_fallback: bool = False, prompts: Any = None,
-                decode_tokens: int = 4, prefix: bool = True,
+                decode_tokens: int = 4, prefix: bool = True, graphs: Sequence[str] = GRAPHS,
                 on_report: Optional[Callable[[str, dict], None]] = None) -> dict:
     """Quantize, compile and check the prefill and decode graphs of a float export in ``float_dir``;
     returns {graph: report} with ``greedy_agreement`` against the reference. ``rounding`` of the MatMul weights:
@@ -175,8 +175,13 @@ def compile_llm(loaded, float_dir: Union[str, Path], out_dir: Union[str, Path], 
     computed in float here and written to ``llm_prefix.npz``, every prompt starts from a cache holding them, and
     calibration and agreement run on prompts that start with it. A first token carries massive activations
     (SmolLM2: 2.5e4 in one residual channel, against at most ~240 for any other token) that would set every
-    tensor's uint16 range. ``on_report(graph, report)`` is called as each graph is done (a long run's progress)."""
+    tensor's uint16 range. ``graphs``: which of ``GRAPHS`` to compile (both by default). ``on_report(graph, report)``
+    is called as each graph is done (a long run's progress)."""
     from bluelm_v.export.qnn_weights import input_hessians
+
+    unknown = [g for g in graphs if g not in GRAPHS]
+    if unknown or not graphs:
+        raise ValueError(f"graphs must be some of {', '.join(GRAPHS)}, got {list(graphs)!r}")
 
     rounding = rounding or ("blocks" if weights == "int4" else "minmax")
     head_int8 = rounding != "blocks" if head_int8 is None else head_int8
@@ -196,7 +201,7 @@ def compile_llm(loaded, float_dir: Union[str, Path], out_dir: Union[str, Path], 
     hessians = input_hessians(Path(float_dir) / "llm_prefill.onnx", calibration["llm_prefill"]) \
         if rounding == "gptq" else None
     reports = {}
-    for graph in GRAPHS:
+    for graph in (g for g in GRAPHS if g in graphs):
         report = compile_graph(Path(float_dir) / f"{graph}.onnx", out_dir, graph, soc=soc,
                                calibration=calibration[graph], checks=checks[graph], activations=activations,
                                weights=weights, rounding=rounding, hessians=hessians,
