@@ -3,7 +3,7 @@ too slow for the test suite (tens of minutes on 2 shared cores), so its figures 
 
     python benchmarks/export_qnn.py [--model smollm2-135m-gguf] [--soc sm8650] [--weights int4,int8]
                                     [--rounding blocks] [--chunk 32] [--max-context 128] [--json reports.json]
-                                    [--graphs llm_prefill,llm_decode] [--out DIR]
+                                    [--matmul-inputs int16|uint16] [--graphs llm_prefill,llm_decode] [--out DIR]
 
 For each weight setting: the float export (chunk T, max_context), then bluelm_v.export.qnn_llm.compile_llm:
 uint16 activations calibrated on configs/suites/npu-prompts.json, int4 MatMul weights carried exactly in the model's own
@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=32)
     ap.add_argument("--max-context", type=int, default=128)
     ap.add_argument("--json", help="write every report here")
+    ap.add_argument("--matmul-inputs", default="int16", choices=("int16", "uint16"),
+                    help="what block and attention MatMuls read (docs/export.md, int16 into the HTP's MatMuls)")
     ap.add_argument("--graphs", default="llm_prefill,llm_decode", help="which LLM graphs to compile")
     ap.add_argument("--out", help="keep the float export and the compiled graphs here (default: a temporary "
                                   "directory, removed at the end)")
@@ -90,7 +92,8 @@ def main(argv=None) -> int:
                     Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
 
             compile_llm(loaded, float_dir, Path(tmp) / weights, soc=args.soc, weights=weights,
-                        rounding=args.rounding, allow_fallback=True, graphs=args.graphs.split(","), on_report=show)
+                        rounding=args.rounding, allow_fallback=True, graphs=args.graphs.split(","),
+                        matmul_inputs=args.matmul_inputs, on_report=show)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
     return 0

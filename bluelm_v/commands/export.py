@@ -1,6 +1,6 @@
 """bluelm-v export --model SPEC --out DIR --target onnx|qnn|executorch [--chunk 128] [--tile-batch 4]
 [--max-context 2048] [--quant w4a16|w8a16|fp32] [--soc sm8650|sm8550|sm8750] [--weights int4|int8]
-[--rounding blocks|gptq|mse|minmax] [--allow-fallback]: static-shape graphs for NPU toolchains (docs/export.md)."""
+[--rounding blocks|gptq|mse|minmax] [--matmul-inputs int16|uint16] [--allow-fallback]: static-shape graphs for NPU toolchains (docs/export.md)."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,7 @@ from bluelm_v.export.onnx_export import QUANTS
 SOCS = ("sm8650", "sm8550", "sm8750")  # bluelm_v.export.qnn.SOCS, without importing onnxruntime here
 QNN_WEIGHTS = ("int4", "int8")
 QNN_ROUNDINGS = ("blocks", "gptq", "mse", "minmax")  # bluelm_v.export.qnn_weights.ROUNDINGS
+MATMUL_INPUTS = ("int16", "uint16")  # bluelm_v.export.qnn.MATMUL_INPUTS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,6 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--target qnn: blocks (int4's default: the weights' own 4-bit blocks of 32 carried exactly; "
                         "a float model is put on q4_0's grid first) or per output channel: GPTQ on calibration "
                         "prompts, MSE-optimal clipping, or plain min-max (int8's default)")
+    p.add_argument("--matmul-inputs", default="int16", choices=MATMUL_INPUTS,
+                   help="--target qnn: what the LLM's block MatMuls and attention MatMuls read: int16 (the HTP "
+                        "computes them in float16, weights stored as float16; accurate) or uint16 (integer "
+                        "arithmetic, 4-bit weight storage; loses precision under outliers: docs/export.md)")
     p.add_argument("--allow-fallback", action="store_true",
                    help="--target qnn: let nodes QNN rejects run on the CPU instead of failing the export")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -72,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
         out = export_qnn(spec, args.out, soc=args.soc, chunk=args.chunk, tile_batch=args.tile_batch,
                          max_context=args.max_context, weights=args.weights, rounding=args.rounding,
-                         allow_fallback=args.allow_fallback,
+                         allow_fallback=args.allow_fallback, matmul_inputs=args.matmul_inputs,
                          progress=not args.no_progress)
         report = json.loads((out / "export_report.json").read_text(encoding="utf-8"))
         for name, r in report["graphs"].items():

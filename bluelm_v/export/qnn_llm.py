@@ -163,6 +163,7 @@ def compile_llm(loaded, float_dir: Union[str, Path], out_dir: Union[str, Path], 
                 weights: str = "int4", activations: str = "uint16", rounding: Optional[str] = None,
                 head_int8: Optional[bool] = None, allow_fallback: bool = False, prompts: Any = None,
                 decode_tokens: int = 4, prefix: bool = True, graphs: Sequence[str] = GRAPHS,
+                matmul_inputs: str = "int16",
                 on_report: Optional[Callable[[str, dict], None]] = None) -> dict:
     """Quantize, compile and check the prefill and decode graphs of a float export in ``float_dir``;
     returns {graph: report} with ``greedy_agreement`` against the reference. ``rounding`` of the MatMul weights:
@@ -176,7 +177,7 @@ def compile_llm(loaded, float_dir: Union[str, Path], out_dir: Union[str, Path], 
     calibration and agreement run on prompts that start with it. A first token carries massive activations
     (SmolLM2: 2.5e4 in one residual channel, against at most ~240 for any other token) that would set every
     tensor's uint16 range. ``graphs``: which of ``GRAPHS`` to compile (both by default). ``on_report(graph, report)``
-    is called as each graph is done (a long run's progress)."""
+    is called as each graph is done (a long run's progress). ``matmul_inputs``: ``qnn.compile_graph``'s."""
     from bluelm_v.export.qnn_weights import input_hessians
 
     unknown = [g for g in graphs if g not in GRAPHS]
@@ -205,7 +206,8 @@ def compile_llm(loaded, float_dir: Union[str, Path], out_dir: Union[str, Path], 
         report = compile_graph(Path(float_dir) / f"{graph}.onnx", out_dir, graph, soc=soc,
                                calibration=calibration[graph], checks=checks[graph], activations=activations,
                                weights=weights, rounding=rounding, hessians=hessians,
-                               int8_outputs=("logits",) if head_int8 else (), allow_fallback=allow_fallback)
+                               int8_outputs=("logits",) if head_int8 else (), allow_fallback=allow_fallback,
+                               matmul_inputs=matmul_inputs)
         session = QuantizedSession(Path(out_dir) / report["context"], report["io_quantization"])
         report.update(greedy_agreement(float_dir, graph, session, loaded, eval_ids, decode_tokens, held))
         report["prefix"] = {"token": first, "file": PREFIX_FILE} if prefix else None
@@ -229,19 +231,21 @@ def _grid_note(grid: Optional[dict]) -> str:
 
 def export_qnn(source: Any, out_dir: Union[str, Path], *, soc: str = "sm8650", chunk: int = 128,
                tile_batch: int = 4, max_context: int = 2048, weights: str = "int4", rounding: Optional[str] = None,
-               allow_fallback: bool = False, progress: bool = False) -> Path:
+               allow_fallback: bool = False, progress: bool = False, matmul_inputs: str = "int16") -> Path:
     """Every static graph of ``source`` compiled for ``soc``'s HTP (docs/export.md): the float export in
     ``out_dir/float``, per graph a QDQ model, its context binary (``<graph>_ctx.onnx`` + ``.bin``), and
     ``export_report.json`` with each graph's report. Any CPU fallback fails the export unless ``allow_fallback``.
     With ``rounding`` ``blocks`` (int4's default) an LLM whose matrices lie on no block grid (a float checkpoint)
     is put on q4_0's grid first, the reference included (``qnn_blocks.put_on_block_grid``; the report's
-    ``llm_weights`` says so): the graphs then carry that 4-bit block model exactly."""
+    ``llm_weights`` says so): the graphs then carry that 4-bit block model exactly. ``matmul_inputs``: what the
+    LLM graphs' block MatMuls and attention MatMuls read, int16 (float16 on the HTP) or uint16 (integer arithmetic,
+    4-bit storage; ``qnn.MATMUL_INPUTS``)."""
     import json
 
     from tqdm import tqdm
 
     from bluelm_v.export.onnx_export import export_onnx
-    from bluelm_v.export.qnn import SOCS, WEIGHTS, vision_inputs
+    from bluelm_v.export.qnn import MATMUL_INPUTS, SOCS, WEIGHTS, vision_inputs
     from bluelm_v.export.qnn_blocks import put_on_block_grid
     from bluelm_v.export.qnn_weights import ROUNDINGS
     from bluelm_v.models.reference import LoadedModel, load_model
@@ -250,6 +254,8 @@ def export_qnn(source: Any, out_dir: Union[str, Path], *, soc: str = "sm8650", c
         raise ValueError(f"unknown SoC {soc!r}; supported: {', '.join(SOCS)}")
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    if matmul_inputs not in MATMUL_INPUTS:
+        raise ValueError(f"matmul_inputs must be one of {MATMUL_INPUTS}, got {matmul_inputs!r}")
     rounding = rounding or ("blocks" if weights == "int4" else "minmax")
     if rounding not in ROUNDINGS:
         raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
@@ -282,12 +288,12 @@ def export_qnn(source: Any, out_dir: Union[str, Path], *, soc: str = "sm8650", c
         bar.update()
     bar.set_postfix_str("llm")
     reports.update(compile_llm(loaded, float_dir, out, soc=soc, weights=weights, rounding=rounding,
-                               allow_fallback=allow_fallback))
+                               allow_fallback=allow_fallback, matmul_inputs=matmul_inputs))
     bar.update()
     bar.close()
     spec = None if isinstance(source, LoadedModel) else str(source)  # what load_model reloads (the runner's tokenizer)
     summary = {"soc": soc, "htp_arch": f"v{SOCS[soc]['htp_arch']}", "source": loaded.source, "spec": spec,
-               "weights": weights, "rounding": rounding, "llm_weights": _grid_note(grid),
+               "weights": weights, "rounding": rounding, "matmul_inputs": matmul_inputs, "llm_weights": _grid_note(grid),
                "float_export": "float/manifest.json", "graphs": reports}
     (out / "export_report.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return out
