@@ -729,6 +729,37 @@ def test_a_matmul_of_two_activations_reads_int16_and_stays_right_on_the_htp(matm
         assert err <= 0.005 if int16 else err > 0.02
 
 
+def test_a_one_row_block_matmul_as_wide_as_a_vocabulary_compiles_on_the_htp(tmp_path):
+    # SmolLM2's decode head: one row times a q8_0 [576, 49152] weight. QNN fails to allocate ("MEM_ALLOC") a
+    # ReduceSum over axis 0 of [18, 1, 49152] and takes it as [18, 49152], which carry_blocks writes for one row
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from bluelm_v.export.qnn import _qnn_devices, dequantize, quantize_feeds, require_qnn
+
+    rng = np.random.default_rng(9)
+    w = _on_grid(rng.standard_normal((576, 49152)).astype(np.float32) * 0.05, "q8_0")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="head")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 576])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 49152])],
+                          [numpy_helper.from_array(w.astype(np.float32), "w")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, str(tmp_path / "f.onnx"))
+    feeds = [{"x": rng.standard_normal((1, 1, 576)).astype(np.float32)} for _ in range(3)]
+    report = compile_graph(tmp_path / "f.onnx", tmp_path / "out", "g", calibration=feeds[:2], activations="uint16",
+                           weights="int4")
+    assert report["nodes_on_qnn"] == report["nodes"] and report["block_weights"] == {"q8_0": 1}
+    ort = require_qnn()
+    so = ort.SessionOptions()
+    so.add_provider_for_devices(_qnn_devices(ort), {"backend_type": "htp"})
+    npu = ort.InferenceSession(str(tmp_path / "out" / "g_ctx.onnx"), sess_options=so)
+    io = report["io_quantization"]
+    got = dequantize("y", npu.run(None, quantize_feeds(feeds[2], io))[0], io)
+    want = feeds[2]["x"] @ w
+    assert np.abs(got - want).max() <= 0.01 * np.abs(want).max()
+
+
 def _block_integer_names(path):
     import onnx
 

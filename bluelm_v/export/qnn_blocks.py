@@ -186,6 +186,12 @@ def carry_blocks(src: Path, dst: Path, skip_outputs: Sequence[str] = (), hot: Op
                         helper.make_node("Mul", [f"{q}/xsum", o], [f"{q}/offset"], name=f"{q}/offset"),
                         helper.make_node("Add", [f"{q}/scaled", f"{q}/offset"], [f"{q}/total"], name=f"{q}/total")]
                 total = f"{q}/total"
+            if rows == 1:  # QNN fails to allocate a ReduceSum over axis 0 of [18, 1, 49152] (SmolLM2's decode head),
+                # and takes [18, 49152]: one row's partial sums summed as 2-D
+                new.append(helper.make_node("Reshape", [total, _const(g, f"{q}/flat_shape", np.array([len(ints), n],
+                                                                                                np.int64))],
+                                            [f"{q}/flat"], name=f"{q}/flatten"))
+                total = f"{q}/flat"
             new.append(helper.make_node("ReduceSum", [total, _const(g, f"{q}/axis0", np.array([0], np.int64))],
                                         [f"{q}/sum"], keepdims=0, name=f"{q}/sum"))
             sums.append(f"{q}/sum")
