@@ -160,6 +160,17 @@ def qdq_quantize(src: Path, dst: Path, calibration: Sequence[dict], activations:
     return rms_norms
 
 
+def _links(nodes) -> tuple[dict, dict]:
+    """({tensor: the node writing it}, {tensor: [nodes reading it]}) over ``nodes`` (one list of a graph's node
+    wrappers: keep it alive while the dicts are used)."""
+    made_by = {o: n for n in nodes for o in n.output}
+    users: dict[str, list] = {}
+    for n in nodes:
+        for t in n.input:
+            users.setdefault(t, []).append(n)
+    return made_by, users
+
+
 def _rms_norm_chains(model) -> list:
     """[(x, eps, gamma initializer, [node indices])] of each RMSNorm spelled out as torch's export writes it
     (``fuse_rms_norm``), the indices into ``model.graph.node``."""
@@ -176,10 +187,7 @@ def _rms_norm_chains(model) -> list:
         elif n.op_type == "Identity" and n.input[0] in consts:
             consts[n.output[0]] = consts[n.input[0]]
             root[n.output[0]] = root.get(n.input[0], n.input[0])
-    users: dict[str, list] = {}
-    for n in all_nodes:
-        for i in n.input:
-            users.setdefault(i, []).append(n)
+    _, users = _links(all_nodes)
     outputs = {o.name for o in g.output}
 
     def sole(t: str, op: str):
@@ -428,11 +436,8 @@ def int16_inputs(qdq_path: Path, inputs: dict, max_output: float = INT16_MAX_OUT
     model = onnx.load(str(qdq_path))
     g = model.graph
     inits = {i.name: i for i in g.initializer}
-    made_by = {o: n for n in g.node for o in n.output}
-    users: dict[str, list] = {}
-    for n in g.node:
-        for t in n.input:
-            users.setdefault(t, []).append(n)
+    nodes_in = list(g.node)
+    made_by, users = _links(nodes_in)
 
     def output_peak(node) -> float:
         q = [u for u in users.get(node.output[0], []) if u.op_type == "QuantizeLinear"]
@@ -444,7 +449,7 @@ def int16_inputs(qdq_path: Path, inputs: dict, max_output: float = INT16_MAX_OUT
 
     inserted: dict[int, list] = {}
     done, kept = 0, []
-    for at, node in enumerate(g.node):
+    for at, node in enumerate(nodes_in):
         if node.name in inputs and output_peak(node) >= max_output:
             kept.append(node.name)
             continue
@@ -469,7 +474,7 @@ def int16_inputs(qdq_path: Path, inputs: dict, max_output: float = INT16_MAX_OUT
             node.input[index] = f"{stem}/x"
             done += 1
     nodes = []
-    for at, node in enumerate(g.node):
+    for at, node in enumerate(nodes_in):
         nodes += inserted.get(at, [])
         nodes.append(node)
     del g.node[:]

@@ -301,16 +301,13 @@ def int16_block_inputs(qdq_path: Path, carried: dict) -> tuple[int, list]:
     import onnx
     from onnx import numpy_helper
 
-    from bluelm_v.export.qnn import INT16_MAX_OUTPUT, int16_inputs
+    from bluelm_v.export.qnn import INT16_MAX_OUTPUT, _links, int16_inputs
 
     model = onnx.load(str(qdq_path))
     g = model.graph
     inits = {i.name: i for i in g.initializer}
-    made_by = {o: n for n in g.node for o in n.output}
-    users: dict[str, list] = {}
-    for n in g.node:
-        for t in n.input:
-            users.setdefault(t, []).append(n)
+    nodes = list(g.node)
+    made_by, users = _links(nodes)
     readers = {name: len(users.get(name, [])) for name in inits}
 
     def sole(tensor: str, op: str):
