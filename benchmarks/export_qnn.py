@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-context", type=int, default=128)
     ap.add_argument("--json", help="write every report here")
     ap.add_argument("--matmul-inputs", default="int16", choices=("int16", "uint16"),
-                    help="what block and attention MatMuls read (docs/export.md, int16 into the HTP's MatMuls)")
+                    help="what the block MatMuls read (docs/export.md, int16 into the HTP's MatMuls)")
     ap.add_argument("--graphs", default="llm_prefill,llm_decode", help="which LLM graphs to compile")
     ap.add_argument("--out", help="keep the float export and the compiled graphs here (default: a temporary "
                                   "directory, removed at the end)")

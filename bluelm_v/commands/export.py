@@ -32,9 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "a float model is put on q4_0's grid first) or per output channel: GPTQ on calibration "
                         "prompts, MSE-optimal clipping, or plain min-max (int8's default)")
     p.add_argument("--matmul-inputs", default="int16", choices=MATMUL_INPUTS,
-                   help="--target qnn: what the LLM's block MatMuls and attention MatMuls read: int16 (the HTP "
-                        "computes them in float16, weights stored as float16; accurate) or uint16 (integer "
-                        "arithmetic, 4-bit weight storage; loses precision under outliers: docs/export.md)")
+                   help="--target qnn: what the LLM's block MatMuls read: int16 (the HTP computes them in "
+                        "float16, weights stored as float16; accurate) or uint16 (integer arithmetic, int4 / int8 "
+                        "weight storage; loses precision under outliers: docs/export.md). Attention's MatMuls "
+                        "read int16 either way")
     p.add_argument("--allow-fallback", action="store_true",
                    help="--target qnn: let nodes QNN rejects run on the CPU instead of failing the export")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -37,10 +37,10 @@ SOCS = {"sm8650": {"soc_model": "57", "htp_arch": "75"},  # Snapdragon 8 Gen 3
         "sm8550": {"soc_model": "43", "htp_arch": "73"},  # Snapdragon 8 Gen 2
         "sm8750": {"soc_model": "69", "htp_arch": "79"}}  # Snapdragon 8 Elite
 ACTIVATIONS = ("uint8", "uint16")
-# What the block MatMuls and the MatMuls of two activations read with uint16 activations (docs/export.md, "int16
-# into the HTP's MatMuls"): int16 (zero point 0; the HTP computes them in float16 and stores their weights as
-# float16, about 2.2 bytes per weight) or uint16 (integer arithmetic, int4 / int8 storage, error a share of each
-# input's whole range).
+# What the block MatMuls read with uint16 activations (docs/export.md, "int16 into the HTP's MatMuls"): int16 (zero
+# point 0; the HTP computes them in float16 and stores their weights as float16, about 2.1 bytes per weight) or
+# uint16 (integer arithmetic, int4 / int8 storage, error a share of the input's whole range). The MatMuls of two
+# activations (attention: no weight to store) read int16 either way.
 MATMUL_INPUTS = ("int16", "uint16")
 _NP = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16}  # ONNX elem type -> numpy
 _REGISTERED = False
@@ -509,8 +509,8 @@ def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name:
                   int8_outputs: Sequence[str] = (), allow_fallback: bool = False,
                   matmul_inputs: str = "int16") -> dict:
     """Quantize, compile and check one static graph (see the module doc); returns its report.
-    ``matmul_inputs`` (``MATMUL_INPUTS``): with uint16 activations, what the block MatMuls and the MatMuls of two
-    activations read (``int16_inputs``). ``rounding`` of
+    ``matmul_inputs`` (``MATMUL_INPUTS``): with uint16 activations, what the block MatMuls read (``int16_inputs``;
+    the MatMuls of two activations read int16 either way). ``rounding`` of
     the MatMul weights: ``blocks`` (int4's default: every weight's own block grid carried exactly,
     ``qnn_blocks``; the MatMuls writing ``int8_outputs`` int8 per channel), or per output channel ``minmax``
     (int8's default: the quantizer's), ``mse`` or ``gptq`` (``qnn_weights``; GPTQ's Hessians from ``hessians``
@@ -529,7 +529,7 @@ def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name:
     if matmul_inputs not in MATMUL_INPUTS:
         raise ValueError(f"matmul_inputs must be one of {MATMUL_INPUTS}, got {matmul_inputs!r}")
     ort = require_qnn()
-    int16 = activations == "uint16" and matmul_inputs == "int16"
+    int16 = activations == "uint16" and matmul_inputs == "int16"  # the block MatMuls
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     qdq = out / f"{name}.qdq.onnx"
@@ -551,7 +551,7 @@ def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name:
         if rounding == "gptq" and hessians is None:
             hessians = input_hessians(Path(float_path), calibration)
         rerounded = requantize(qdq, Path(float_path), rounding, hessians)
-    attention_int16, kept_uint16 = int16_inputs(qdq, activation_matmuls(qdq)) if int16 else (0, [])
+    attention_int16, kept_uint16 = int16_inputs(qdq, activation_matmuls(qdq)) if activations == "uint16" else (0, [])
     io = strip_io_qdq(qdq)
     refuse_8bit_lpbq(qdq)
     ctx = out / f"{name}_ctx.onnx"
@@ -593,7 +593,8 @@ def compile_graph(float_path: Union[str, Path], out_dir: Union[str, Path], name:
         "rerounded_weights": len(rerounded),
         "block_weights": {g: sum(b.grid == g for k, b in carried.items() if not k.endswith("/hot/matmul"))
                           for g in sorted({b.grid for b in carried.values()})},
-        "hot_block_splits": sum(k.endswith("/hot/matmul") for k in carried), "matmul_inputs": matmul_inputs if activations == "uint16" else activations,
+        "hot_block_splits": sum(k.endswith("/hot/matmul") for k in carried),
+        "matmul_inputs": matmul_inputs if activations == "uint16" else activations,
         "int16_block_inputs": block_int16,
         "int16_activation_matmul_inputs": attention_int16, "uint16_matmuls_for_range": kept_blocks + kept_uint16,
         "rms_norms_fused": rms_norms,

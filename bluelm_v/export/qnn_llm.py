@@ -238,8 +238,8 @@ def export_qnn(source: Any, out_dir: Union[str, Path], *, soc: str = "sm8650", c
     With ``rounding`` ``blocks`` (int4's default) an LLM whose matrices lie on no block grid (a float checkpoint)
     is put on q4_0's grid first, the reference included (``qnn_blocks.put_on_block_grid``; the report's
     ``llm_weights`` says so): the graphs then carry that 4-bit block model exactly. ``matmul_inputs``: what the
-    LLM graphs' block MatMuls and attention MatMuls read, int16 (float16 on the HTP) or uint16 (integer arithmetic,
-    4-bit storage; ``qnn.MATMUL_INPUTS``)."""
+    LLM graphs' block MatMuls read, int16 (float16 on the HTP) or uint16 (integer arithmetic, int4 / int8 storage;
+    ``qnn.MATMUL_INPUTS``)."""
     import json
 
     from tqdm import tqdm
