@@ -16,6 +16,16 @@ def test_numerics_warnings_names_each_graph_below_the_agreement_or_cosine_floor(
         "against")[0]
 
 
+def test_numerics_warnings_suggest_int16_matmul_inputs_after_a_uint16_export():
+    report = {"rounding": "blocks", "matmul_inputs": "uint16",
+              "graphs": {"llm_prefill": {"cosine": 0.9228, "greedy_agreement": 0.335, "matmul_inputs": "uint16"}}}
+    (line,) = numerics_warnings(report)
+    assert line.startswith("WARNING: llm_prefill: greedy agreement 0.335 < 0.9, cosine 0.9228 < 0.95")
+    assert "--matmul-inputs int16 (this export: uint16)" in line
+    report["graphs"]["llm_prefill"]["matmul_inputs"] = report["matmul_inputs"] = "int16"
+    assert "--matmul-inputs" not in numerics_warnings(report)[0]
+
+
 def test_numerics_warnings_silent_when_every_graph_keeps_the_answers():
     report = {"graphs": {"llm_prefill": {"cosine": 0.9998, "greedy_agreement": 0.974},
                          "llm_decode": {"cosine": 0.9999, "greedy_agreement": 1.0}}}
