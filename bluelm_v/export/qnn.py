@@ -9,7 +9,9 @@ The steps for one static graph (``compile_graph``):
    exactly by default (``rounding="blocks"``, ``qnn_blocks``: a batched MatMul over the blocks' integers at scale 1,
    the block scales as a Mul); per channel, the weights are re-rounded by GPTQ or MSE-optimal clipping if asked
    (``rounding``, ``qnn_weights``), in the same layout. The LPBQ pattern with 8-bit block scales
-   is refused (``refuse_8bit_lpbq``).
+   is refused (``refuse_8bit_lpbq``). With uint16 activations the MatMuls of two activations, and the block
+   MatMuls unless ``matmul_inputs="uint16"``, read int16 (``int16_inputs``: the HTP's MatMul of a uint16 input
+   errs by a share of its whole range, of an int16 one as float16 does).
 2. **Quantized inputs and outputs**: the QuantizeLinear on each graph input and the DequantizeLinear on each output
    are removed, so the graph reads and writes uint8/uint16 and every node runs on the NPU; their scale and zero
    point go to the report (the runtime quantizes inputs and dequantizes outputs with them).
