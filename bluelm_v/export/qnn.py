@@ -433,9 +433,17 @@ def int16_inputs(qdq_path: Path, inputs: dict, max_output: float = INT16_MAX_OUT
     of an int16 one (zero point 0) by a fraction of each value, as float16 does (and so overflows as float16
     does). An input not read through a uint16 DequantizeLinear is an error naming the node."""
     import onnx
-    from onnx import helper, numpy_helper
 
     model = onnx.load(str(qdq_path))
+    out = _int16_inputs(model, inputs, max_output, str(qdq_path))
+    onnx.save_model(model, str(qdq_path))
+    return out
+
+
+def _int16_inputs(model, inputs: dict, max_output: float, where: str) -> tuple[int, list]:
+    """``int16_inputs`` on a loaded model, in place (``where`` names it in errors)."""
+    from onnx import helper, numpy_helper
+
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     nodes_in = list(g.node)
@@ -459,10 +467,10 @@ def int16_inputs(qdq_path: Path, inputs: dict, max_output: float = INT16_MAX_OUT
             dq = made_by.get(node.input[index]) if index < len(node.input) else None
             if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or \
                     dq.input[1] not in inits or dq.input[2] not in inits:
-                raise ValueError(f"{qdq_path}: input {index} of {node.name!r} is not a quantized activation")
+                raise ValueError(f"{where}: input {index} of {node.name!r} is not a quantized activation")
             zero = numpy_helper.to_array(inits[dq.input[2]])
             if zero.dtype != np.uint16:
-                raise ValueError(f"{qdq_path}: input {index} of {node.name!r} is {zero.dtype}, not uint16")
+                raise ValueError(f"{where}: input {index} of {node.name!r} is {zero.dtype}, not uint16")
             scale, z = float(numpy_helper.to_array(inits[dq.input[1]])), float(zero)
             s16 = max(abs(z * scale), abs((65535.0 - z) * scale), 1e-30) / 32767.0
             stem = f"{node.name}/int16_{index}"
@@ -481,7 +489,6 @@ def int16_inputs(qdq_path: Path, inputs: dict, max_output: float = INT16_MAX_OUT
         nodes.append(node)
     del g.node[:]
     g.node.extend(nodes)
-    onnx.save_model(model, str(qdq_path))
     return done, kept
 
 
@@ -493,7 +500,8 @@ def activation_matmuls(qdq_path: Path) -> dict:
 
     model = onnx.load(str(qdq_path), load_external_data=False)
     inits = {i.name: i for i in model.graph.initializer}
-    made_by = {o: n for n in model.graph.node for o in n.output}
+    nodes = list(model.graph.node)
+    made_by, _ = _links(nodes)
 
     def uint16_activation(t: str) -> bool:
         dq = made_by.get(t)
@@ -501,7 +509,7 @@ def activation_matmuls(qdq_path: Path) -> dict:
                 and len(dq.input) > 2 and dq.input[2] in inits
                 and numpy_helper.to_array(inits[dq.input[2]]).dtype == np.uint16)
 
-    return {n.name: [0, 1] for n in model.graph.node
+    return {n.name: [0, 1] for n in nodes
             if n.op_type == "MatMul" and len(n.input) == 2 and all(uint16_activation(t) for t in n.input)}
 
 

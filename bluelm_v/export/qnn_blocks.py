@@ -295,13 +295,14 @@ def int16_block_inputs(qdq_path: Path, carried: dict) -> tuple[int, list]:
     overflows past 65504. So where a block MatMul's calibrated partial sums reach ``qnn.INT16_MAX_OUTPUT``, its
     integers' scale becomes 2^-m (exact) and its partial sums' scale and its block scales' are divided and
     multiplied by 2^m, exactly: the products stay where float16 holds them, and the graph computes the same
-    numbers. A MatMul whose weight or block scales share their scale tensor with another stays uint16."""
+    numbers. A MatMul that would need it but whose weight, partial-sum or block scales share their scale tensor
+    with anything else stays uint16."""
     import math
 
     import onnx
     from onnx import numpy_helper
 
-    from bluelm_v.export.qnn import INT16_MAX_OUTPUT, _links, int16_inputs
+    from bluelm_v.export.qnn import INT16_MAX_OUTPUT, _int16_inputs, _links
 
     model = onnx.load(str(qdq_path))
     g = model.graph
@@ -336,15 +337,16 @@ def int16_block_inputs(qdq_path: Path, carried: dict) -> tuple[int, list]:
         peak = max(abs(float(zero)), abs(float(np.iinfo(zero.dtype).max) - float(zero))) * scale
         m = max(0, math.ceil(math.log2(peak / INT16_MAX_OUTPUT))) if peak >= INT16_MAX_OUTPUT else 0
         if m:
-            if readers[wdq.input[1]] != 1 or readers[ddq.input[1]] != 1 or float(value(wdq.input[1])) != 1.0:
+            if readers[wdq.input[1]] != 1 or readers[ddq.input[1]] != 1 or float(value(wdq.input[1])) != 1.0 \
+                    or pdq.input[1] != q.input[1] or readers[q.input[1]] != 2:
                 kept.append(node.name)
                 continue
             put(wdq.input[1], 2.0 ** -m)
-            put(q.input[1], scale * 2.0 ** -m)  # P's QuantizeLinear and DequantizeLinear share it
+            put(q.input[1], scale * 2.0 ** -m)  # P's QuantizeLinear and DequantizeLinear, its only readers
             put(ddq.input[1], float(value(ddq.input[1])) * 2.0 ** m)
         convert[node.name] = [0]
+    done, _ = _int16_inputs(model, convert, math.inf, str(qdq_path))
     onnx.save_model(model, str(qdq_path))
-    done, _ = int16_inputs(qdq_path, convert, max_output=math.inf)
     return done, kept
 
 
