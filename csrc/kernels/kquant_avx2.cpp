@@ -294,10 +294,12 @@ void decode_panels_k(const PackedView& w, const QuantizedActs& a, int64_t p0, in
 // panel super-block is unpacked once per 128 tokens into a tile whose 32-byte vectors hold 4 levels of each of the
 // 8 rows, so one broadcast of 4 activations feeds all 8 rows (and, two panels at a time, 16): per sub-block of 32
 // weights and token, 8 vpmaddubsw per panel sum in int16 (a pair is at most 2 * 15 * 128 = 3840 for Q4_K, eight of
-// them 30720 < 32767; Q5_K's 2 * 31 * 128 = 7936 allows four, so two vpmaddwd), one vpmaddwd widens them to one
-// int32 lane per row, and the rows' sub-block scales D * sc (exact in float: 11 x 6 bits) are applied in float by
-// one FMA; the minima term is one FMA of the rows' M * mn with the sub-block's activation sum, taken once per call.
-// Measured in docs/kernels.md ("Chunk-128 GEMM against its mix ceiling"): 0.25-0.29 -> 0.53-0.56 of the probe.
+// them 30720 < 32767; Q5_K's 2 * 31 * 128 = 7936 allows four, so two vpmaddwd), and one vpmaddwd by the rows'
+// sub-block scales (int16 pairs) widens them to one int32 lane per row, already scaled; the super-block's int32 sums
+// are converted once. The minima term is per super-block too: the rows' minima times the token's sub-block
+// activation sums (taken once per call), in integers.
+// Measured in docs/kernels.md ("Chunk-128 GEMM against its mix ceiling"): 0.25-0.29 -> 0.53-0.56 of the probe with
+// the scales applied in float per sub-block; this integer form in the same section.
 inline int32_t load_i32(const int8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
@@ -306,37 +308,60 @@ inline int32_t load_i32(const int8_t* p) {
 
 struct InterleavedK45 {
   alignas(32) uint8_t q[8][8][32];  // [sub-block j][step s][4 r + e]: level of weight 32 j + 4 s + e of row r
-  alignas(32) float d[8][8];        // [j][r]: D_r * sc_{r,j}
-  alignas(32) float m[8][8];        // [j][r]: M_r * mn_{r,j}
+  alignas(32) int16_t sc[8][16];    // [j][2 r + e]: row r's sub-block scale (0..63), in both int16 of its lane
+  alignas(32) int16_t mn[4][16];    // [jp][2 r + e]: row r's sub-block minimum (0..63) of sub-block 2 jp + e
+  alignas(32) float d[8];           // [r]: D_r
+  alignas(32) float m[8];           // [r]: M_r
 };
 
-// The `rows` (<= 8) blocks of one panel super-block into the interleaved tile (missing rows: zero).
+// The `rows` (<= 8) blocks of one panel super-block into the interleaved tile (missing rows: zero). The packed
+// bytes are transposed first (32-bit lanes of 8 rows) and unpacked after: a vector of 32 packed bytes holds the
+// low nibbles of sub-block 2 i and the high nibbles of sub-block 2 i + 1, so one 8 x 8 transpose serves two
+// sub-blocks (and one more serves all of Q5_K's fifth bits).
 void interleave_k45(Kind kind, const uint8_t* blocks, int bb, int64_t rows, InterleavedK45& tile) {
-  Unpacked u;
-  alignas(32) __m256i lv[8][8];  // [j][r]: row r's 32 levels of sub-block j
-  alignas(16) uint8_t sm[16];
+  const __m256i low = _mm256_set1_epi8(0x0F), bit4 = _mm256_set1_epi8(0x10);
+  const int qs_at = kind == Kind::k4 ? 16 : 48;
+  alignas(16) uint8_t sm[8][16];  // [r]: scales 0..7, minima 0..7
   for (int r = 0; r < kPanelRows; ++r) {
     if (r >= rows) {
-      for (int j = 0; j < 8; ++j) {
-        lv[j][r] = _mm256_setzero_si256();
-        tile.d[j][r] = tile.m[j][r] = 0.0f;
-      }
+      std::memset(sm[r], 0, 16);
+      tile.d[r] = tile.m[r] = 0.0f;
       continue;
     }
     const uint8_t* blk = blocks + r * bb;
-    unpack_k45(kind, blk, u);
-    _mm_store_si128(reinterpret_cast<__m128i*>(sm), scales_mins_k45(blk + 4));
-    for (int j = 0; j < 8; ++j) {
-      lv[j][r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(u.q + 32 * j));
-      tile.d[j][r] = u.D * float(sm[j]);
-      tile.m[j][r] = u.M * float(sm[8 + j]);
-    }
+    _mm_store_si128(reinterpret_cast<__m128i*>(sm[r]), scales_mins_k45(blk + 4));
+    tile.d[r] = quant::fp16_to_fp32(quant::load_u16(blk));
+    tile.m[r] = quant::fp16_to_fp32(quant::load_u16(blk + 2));
   }
-  for (int j = 0; j < 8; ++j) {
-    __m256 f[8];  // rows' 32-bit lane s -> lane r of vector s
-    for (int r = 0; r < 8; ++r) f[r] = _mm256_castsi256_ps(lv[j][r]);
+  for (int j = 0; j < 8; ++j)
+    for (int r = 0; r < kPanelRows; ++r) {
+      tile.sc[j][2 * r] = tile.sc[j][2 * r + 1] = sm[r][j];
+      tile.mn[j / 2][2 * r + j % 2] = sm[r][8 + j];
+    }
+  const auto gather = [&](int offset, __m256 (&f)[8]) {  // the rows' 32 bytes at `offset`, transposed
+    for (int r = 0; r < kPanelRows; ++r)
+      f[r] = r < rows ? _mm256_loadu_ps(reinterpret_cast<const float*>(blocks + r * bb + offset))
+                      : _mm256_setzero_ps();
     transpose8(f);
-    for (int s = 0; s < 8; ++s) _mm256_store_ps(reinterpret_cast<float*>(tile.q[j][s]), f[s]);
+  };
+  __m256 h[8];  // Q5_K: the fifth bits, transposed
+  if (kind == Kind::k5) gather(16, h);
+  for (int i = 0; i < 4; ++i) {
+    __m256 f[8];
+    gather(qs_at + 32 * i, f);
+    for (int s = 0; s < 8; ++s) {
+      const __m256i v = _mm256_castps_si256(f[s]);
+      __m256i a = _mm256_and_si256(v, low), b = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+      if (kind == Kind::k5) {  // bit 2 i of the byte -> bit 4 of the low level, bit 2 i + 1 -> of the high one
+        const __m256i hb = _mm256_castps_si256(h[s]);
+        const __m256i ha = 2 * i <= 4 ? _mm256_slli_epi16(hb, 4 - 2 * i) : _mm256_srli_epi16(hb, 2 * i - 4);
+        const __m256i hh = 2 * i + 1 <= 4 ? _mm256_slli_epi16(hb, 3 - 2 * i) : _mm256_srli_epi16(hb, 2 * i - 3);
+        a = _mm256_or_si256(a, _mm256_and_si256(ha, bit4));
+        b = _mm256_or_si256(b, _mm256_and_si256(hh, bit4));
+      }
+      _mm256_store_si256(reinterpret_cast<__m256i*>(tile.q[2 * i][s]), a);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(tile.q[2 * i + 1][s]), b);
+    }
   }
 }
 
@@ -380,21 +405,22 @@ inline void k45_p2m4(const uint8_t* w0, const uint8_t* w1, const int8_t* x, int6
 // NT tokens t..t+NT against NP panels' super-block b: acc[pn][u] (rows as lanes) += the products. As in the int4
 // panels' GEMM, one broadcast of 4 activations feeds both panels' `vpmaddubsw` and one load of a panel's levels feeds
 // the NT tokens, so per multiply the loop issues half a broadcast, a quarter of a load and one `vpaddw` (the
-// per-panel, per-token loop issued a broadcast and a load per multiply). Per token, panel and sub-block the int16
-// sums are widened by one `vpmaddwd` and converted; one FMA applies the rows' D * sc and one subtracts the rows'
-// M * mn times the sub-block's activation sum, both in units of the token's scale, applied once per super-block.
+// per-panel, per-token loop issued a broadcast and a load per multiply). Per token, panel and sub-block one
+// `vpmaddwd` of the int16 sums by the rows' sub-block scales widens and scales them at once, and one `vpaddd` adds
+// them to the super-block's int32 sum (at most 8 x 2 x 63 x 30720 for Q4_K, 8 x 2 x 2 x 63 x 31744 for Q5_K:
+// far inside int32). Per super-block the minima are four `vpmaddwd` of the rows' minima with the token's sub-block
+// activation sums (int16 pairs, taken once per call), and the float work is two conversions, the rows' D and M and
+// the token's scale: value = dx * (D * sum(sc * q * x) - M * sum(mn * S)).
 template <Kind KIND, int NT, int NP>
 inline void k45_block(const InterleavedK45* tiles, const QuantizedActs& a, const PanelGeometry& g, int64_t b,
-                      int64_t t, const float* xs, int64_t xs_stride, float* const* acc) {
-  const __m256i ones = _mm256_set1_epi16(1);
+                      int64_t t, const int16_t* xs, int64_t xs_stride, float* const* acc) {
   const int8_t* x[NT];
   for (int u = 0; u < NT; ++u) x[u] = a.q + (t + u) * a.k + b * g.group;
-  __m256 o[NT][NP];
+  __m256i isum[NT][NP];
   for (int u = 0; u < NT; ++u)
-    for (int pn = 0; pn < NP; ++pn) o[u][pn] = _mm256_setzero_ps();
+    for (int pn = 0; pn < NP; ++pn) isum[u][pn] = _mm256_setzero_si256();
 #pragma GCC unroll 1
   for (int j = 0; j < 8; ++j) {
-    __m256i isum[NT][NP];
     constexpr int kSteps = KIND == Kind::k4 ? 8 : 4;  // vpmaddubsw summed in int16 before widening
     for (int half = 0; half < 8 / kSteps; ++half) {
       __m256i s16[NT][NP];
@@ -421,25 +447,27 @@ inline void k45_block(const InterleavedK45* tiles, const QuantizedActs& a, const
           }
         }
       }
-      for (int u = 0; u < NT; ++u)
-        for (int pn = 0; pn < NP; ++pn) {
-          const __m256i w32 = _mm256_madd_epi16(s16[u][pn], ones);
-          isum[u][pn] = half == 0 ? w32 : _mm256_add_epi32(isum[u][pn], w32);
-        }
-    }
-    for (int pn = 0; pn < NP; ++pn) {
-      const __m256 dj = _mm256_load_ps(tiles[pn].d[j]), mj = _mm256_load_ps(tiles[pn].m[j]);
-      for (int u = 0; u < NT; ++u) {
-        o[u][pn] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[u][pn]), dj, o[u][pn]);
-        o[u][pn] = _mm256_fnmadd_ps(mj, _mm256_set1_ps(xs[u * xs_stride + j]), o[u][pn]);
+      for (int pn = 0; pn < NP; ++pn) {
+        const __m256i sc = _mm256_load_si256(reinterpret_cast<const __m256i*>(tiles[pn].sc[j]));
+        for (int u = 0; u < NT; ++u) isum[u][pn] = _mm256_add_epi32(isum[u][pn], _mm256_madd_epi16(s16[u][pn], sc));
       }
     }
   }
   for (int u = 0; u < NT; ++u) {
     const __m256 dx = _mm256_set1_ps(a.d[(t + u) * g.nb + b]);
+    __m256i sp[4];  // the token's sub-block sums, pairs (2 jp, 2 jp + 1) in every lane
+    for (int jp = 0; jp < 4; ++jp)
+      sp[jp] = _mm256_set1_epi32(load_i32(reinterpret_cast<const int8_t*>(xs + u * xs_stride + 2 * jp)));
     for (int pn = 0; pn < NP; ++pn) {
+      const InterleavedK45& tl = tiles[pn];
+      __m256i mins = _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(tl.mn[0])), sp[0]);
+      for (int jp = 1; jp < 4; ++jp)
+        mins = _mm256_add_epi32(
+            mins, _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(tl.mn[jp])), sp[jp]));
+      const __m256 v = _mm256_fmsub_ps(_mm256_load_ps(tl.d), _mm256_cvtepi32_ps(isum[u][pn]),
+                                       _mm256_mul_ps(_mm256_load_ps(tl.m), _mm256_cvtepi32_ps(mins)));
       float* out = acc[pn] + u * kPanelRows;
-      _mm256_store_ps(out, _mm256_fmadd_ps(o[u][pn], dx, _mm256_load_ps(out)));
+      _mm256_store_ps(out, _mm256_fmadd_ps(v, dx, _mm256_load_ps(out)));
     }
   }
 }
@@ -451,8 +479,8 @@ void gemm_panels_k45_interleaved(const PackedView& w, const QuantizedActs& a, in
   const int bb = quant::format_info(w.format).block_bytes;
   const __m256i ones = _mm256_set1_epi16(1), ones8 = _mm256_set1_epi8(1);
   const int64_t nbb = b1 - b0;
-  // Each token's 8 sub-block activation sums (as floats, exact: |sum| <= 32 * 128), once per call: [t][b][j].
-  thread_local std::vector<float> xsum;
+  // Each token's 8 sub-block activation sums (int16, exact: |sum| <= 32 * 128), once per call: [t][b][j].
+  thread_local std::vector<int16_t> xsum;
   xsum.resize(size_t((t1 - t0) * nbb * 8));
   for (int64_t t = t0; t < t1; ++t)
     for (int64_t b = b0; b < b1; ++b) {
@@ -466,7 +494,8 @@ void gemm_panels_k45_interleaved(const PackedView& w, const QuantizedActs& a, in
       const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(s4[4], s4[5]), _mm256_hadd_epi32(s4[6], s4[7]));
       const __m256i sums = _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20),
                                             _mm256_permute2x128_si256(h0, h1, 0x31));
-      _mm256_storeu_ps(xsum.data() + ((t - t0) * nbb + (b - b0)) * 8, _mm256_cvtepi32_ps(sums));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(xsum.data() + ((t - t0) * nbb + (b - b0)) * 8),
+                       _mm_packs_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1)));
     }
   // Tiles are unpacked once per 128 tokens (a chunk of prefill): the unpacking costs about a token's products.
   constexpr int64_t kTokens = 128;
@@ -482,6 +511,13 @@ void gemm_panels_k45_interleaved(const PackedView& w, const QuantizedActs& a, in
           const int64_t rows = std::min<int64_t>(kPanelRows, w.n - (p + pn) * kPanelRows);
           interleave_k45(KIND, w.data + (p + pn) * g.stride + b * g.qbytes, bb, rows, tiles[pn]);
         }
+        // The next tiles' bytes, into L1 while this one runs: a panel pair's super-block is read once per 128
+        // tokens, too seldom for the hardware prefetcher (its loads stalled ~5% of the GEMM on the 3B shape).
+        if (b + 1 < b1)
+          for (int pn = 0; pn < np; ++pn)
+            for (int64_t o = 0; o < g.qbytes; o += 64)
+              _mm_prefetch(reinterpret_cast<const char*>(w.data + (p + pn) * g.stride + (b + 1) * g.qbytes + o),
+                           _MM_HINT_T0);
         const auto xs = [&](int64_t tt) { return xsum.data() + ((tt - t0) * nbb + (b - b0)) * 8; };
         int64_t t = tb;
         for (; t + 4 <= te; t += 4) {
@@ -500,7 +536,12 @@ void gemm_panels_k45_interleaved(const PackedView& w, const QuantizedActs& a, in
         for (int64_t t = tb; t < te; ++t) {
           float* out = y + t * ldy + (p + pn) * kPanelRows;
           const float* r = acc[pn][t - tb];
-          for (int64_t i = 0; i < rows; ++i) out[i] = accumulate ? out[i] + r[i] : r[i];
+          if (rows == kPanelRows) {  // one vector (a call to memmove per 8 floats cost ~5% of the GEMM)
+            const __m256 v = _mm256_load_ps(r);
+            _mm256_storeu_ps(out, accumulate ? _mm256_add_ps(_mm256_loadu_ps(out), v) : v);
+          } else {
+            for (int64_t i = 0; i < rows; ++i) out[i] = accumulate ? out[i] + r[i] : r[i];
+          }
         }
       }
     }

@@ -119,46 +119,49 @@ void mix_q8_0_avx2(int64_t n) {
 // Q4_K / Q5_K (k45_block / k45_p2m4: two 8-row panels' interleaved tiles x 4 tokens): one iteration is one
 // super-block of both panels for the 4 tokens (256 weights x 16 rows x 4 tokens). Per sub-block of 32 and per step
 // of 4 levels, each token's activations (broadcast; left out, as are the tiles' loads) feed one vpmaddubsw per panel,
-// summed in int16 (Q4_K: 8 steps, Q5_K: two runs of 4, each widened); then per token and panel one vpmaddwd, a
-// conversion, the FMA by the rows' D * sc and the FNMADD of the minima; per super-block one FMA by the token's scale.
+// summed in int16 (Q4_K: 8 steps, Q5_K: two runs of 4); then per token and panel (and run) one vpmaddwd by the rows'
+// sub-block scales and one vpaddd into the super-block's int32 sums. Per super-block, token and panel: the minima's
+// four vpmaddwd and three vpaddd, two conversions, a product by M, an FMSUB by D and the FMA by the token's scale.
 // The tiles' unpacking (once per 128 tokens) and the activation sums (once per call) are left out. ymm0-3 / ymm4-7
-// the int16 sums of tokens 0-3 for panels 0 / 1; ymm8 / 9 the levels; ymm14 the activations; ymm12 / 13 products,
-// then with ymm10 / 11 the float accumulators; ymm15 ones and the scales.
+// the int16 sums of tokens 0-3 for panels 0 / 1 (the epilogue's scratch); ymm8 / 9 the levels; ymm14 the
+// activations; ymm12 / 13 products; ymm10 / 11 the int32 sums and float accumulators; ymm15 the scales.
 #define K45T_FIRST(A, B) "vpmaddubsw %%ymm14,%%ymm8," R(A) "\n vpmaddubsw %%ymm14,%%ymm9," R(B) "\n"
 #define K45T_NEXT(A, B)                                                                                         \
   "vpmaddubsw %%ymm14,%%ymm8,%%ymm12\n vpaddw %%ymm12," R(A) "," R(A) "\n"                                      \
   "vpmaddubsw %%ymm14,%%ymm9,%%ymm13\n vpaddw %%ymm13," R(B) "," R(B) "\n"
 #define K45T_STEP(OP) OP(ymm0, ymm4) OP(ymm1, ymm5) OP(ymm2, ymm6) OP(ymm3, ymm7)
-#define K45T_WIDEN                                                                                              \
-  "vpmaddwd %%ymm15,%%ymm0,%%ymm0\n vpmaddwd %%ymm15,%%ymm1,%%ymm1\n vpmaddwd %%ymm15,%%ymm2,%%ymm2\n"          \
-  "vpmaddwd %%ymm15,%%ymm3,%%ymm3\n vpmaddwd %%ymm15,%%ymm4,%%ymm4\n vpmaddwd %%ymm15,%%ymm5,%%ymm5\n"          \
-  "vpmaddwd %%ymm15,%%ymm6,%%ymm6\n vpmaddwd %%ymm15,%%ymm7,%%ymm7\n"
-#define K45T_EPI(X, F)                                                                                          \
-  "vcvtdq2ps " R(X) "," R(X) "\n vfmadd231ps %%ymm15," R(X) "," R(F) "\n vfnmadd231ps %%ymm15,%%ymm15," R(F) "\n"
-#define K45T_FLOAT                                                                                              \
-  K45T_EPI(ymm0, ymm10) K45T_EPI(ymm1, ymm11) K45T_EPI(ymm2, ymm12) K45T_EPI(ymm3, ymm13) K45T_EPI(ymm4, ymm10) \
-      K45T_EPI(ymm5, ymm11) K45T_EPI(ymm6, ymm12) K45T_EPI(ymm7, ymm13)
-// Q4_K: 8 steps in int16, one widening.
+#define K45T_SC(X, ACC) "vpmaddwd %%ymm15," R(X) "," R(X) "\n vpaddd " R(X) "," R(ACC) "," R(ACC) "\n"
+#define K45T_SCALE                                                                                              \
+  K45T_SC(ymm0, ymm10) K45T_SC(ymm1, ymm11) K45T_SC(ymm2, ymm10) K45T_SC(ymm3, ymm11) K45T_SC(ymm4, ymm10)       \
+      K45T_SC(ymm5, ymm11) K45T_SC(ymm6, ymm10) K45T_SC(ymm7, ymm11)
+// Q4_K: 8 steps in int16, one scaled widening.
 #define K4T_SUB                                                                                                 \
   K45T_STEP(K45T_FIRST) K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT)     \
-      K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_WIDEN K45T_FLOAT
-// Q5_K: two runs of 4 steps, each widened; the second run's sums added to the first's (vpaddd; the kernel keeps the
-// first run's int32 sums in memory meanwhile: here its FIRST step accumulates instead, the same count of adds).
+      K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_SCALE
+// Q5_K: two runs of 4 steps, each widened by the scales into the int32 sums.
 #define K5T_SUB                                                                                                 \
-  K45T_STEP(K45T_FIRST) K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_WIDEN               \
-      K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_WIDEN K45T_FLOAT
-#define K45T_DX                                                                                                 \
-  "vfmadd231ps %%ymm15,%%ymm10,%%ymm11\n vfmadd231ps %%ymm15,%%ymm11,%%ymm10\n"                                 \
-  "vfmadd231ps %%ymm15,%%ymm12,%%ymm13\n vfmadd231ps %%ymm15,%%ymm13,%%ymm12\n"                                 \
-  "vfmadd231ps %%ymm15,%%ymm10,%%ymm11\n vfmadd231ps %%ymm15,%%ymm11,%%ymm10\n"                                 \
-  "vfmadd231ps %%ymm15,%%ymm12,%%ymm13\n vfmadd231ps %%ymm15,%%ymm13,%%ymm12\n"
+  K45T_STEP(K45T_FIRST) K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_SCALE               \
+      K45T_STEP(K45T_FIRST) K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_STEP(K45T_NEXT) K45T_SCALE
+// Per token and panel: minima (4 vpmaddwd, 3 vpaddd) into A, conversions of A and of the int32 sums (ymm12 stands
+// for them: converting the accumulator ACC would chain the iterations), M * A, D * B - that, and the FMA by the
+// token's scale into ACC.
+#define K45T_EPI(A, B, ACC)                                                                                     \
+  "vpmaddwd %%ymm15,%%ymm15," R(A) "\n vpmaddwd %%ymm15,%%ymm15," R(B) "\n vpaddd " R(B) "," R(A) "," R(A) "\n"   \
+  "vpmaddwd %%ymm15,%%ymm15," R(B) "\n vpaddd " R(B) "," R(A) "," R(A) "\n"                                       \
+  "vpmaddwd %%ymm15,%%ymm15," R(B) "\n vpaddd " R(B) "," R(A) "," R(A) "\n"                                       \
+  "vcvtdq2ps " R(A) "," R(A) "\n vcvtdq2ps %%ymm12," R(B) "\n vmulps %%ymm15," R(A) "," R(A) "\n"              \
+  "vfmsub231ps %%ymm15," R(B) "," R(A) "\n vfmadd231ps %%ymm15," R(A) "," R(ACC) "\n"
+#define K45T_EPILOGUE                                                                                           \
+  K45T_EPI(ymm0, ymm1, ymm10) K45T_EPI(ymm2, ymm3, ymm11) K45T_EPI(ymm4, ymm5, ymm10) K45T_EPI(ymm6, ymm7, ymm11) \
+      K45T_EPI(ymm0, ymm1, ymm10) K45T_EPI(ymm2, ymm3, ymm11) K45T_EPI(ymm4, ymm5, ymm10)                       \
+          K45T_EPI(ymm6, ymm7, ymm11)
 void mix_q4_k_avx2(int64_t n) {
-  __asm__ volatile(A_PROLOGUE "1:\n" K4T_SUB K4T_SUB K4T_SUB K4T_SUB K4T_SUB K4T_SUB K4T_SUB K4T_SUB K45T_DX
+  __asm__ volatile(A_PROLOGUE "1:\n" K4T_SUB K4T_SUB K4T_SUB K4T_SUB K4T_SUB K4T_SUB K4T_SUB K4T_SUB K45T_EPILOGUE
                    "dec %0\n jnz 1b\n vzeroupper\n"
                    : "+r"(n)::A_CLOBBERS);
 }
 void mix_q5_k_avx2(int64_t n) {
-  __asm__ volatile(A_PROLOGUE "1:\n" K5T_SUB K5T_SUB K5T_SUB K5T_SUB K5T_SUB K5T_SUB K5T_SUB K5T_SUB K45T_DX
+  __asm__ volatile(A_PROLOGUE "1:\n" K5T_SUB K5T_SUB K5T_SUB K5T_SUB K5T_SUB K5T_SUB K5T_SUB K5T_SUB K45T_EPILOGUE
                    "dec %0\n jnz 1b\n vzeroupper\n"
                    : "+r"(n)::A_CLOBBERS);
 }
