@@ -1,18 +1,17 @@
 // AVX2 products of the K-quants (Q4_K, Q5_K, Q6_K) with int8 activations quantized per super-block of 256.
-// Per panel and super-block, the 8 rows' blocks are first unpacked into unsigned levels (0..15, 0..31 or 0..63)
-// and sub-block scales (Q4_K / Q5_K: one per 32, Q6_K: one per 16); that work is shared by every token of the
-// tile. Per token and row, vpmaddubsw multiplies 32 levels by 32 activations into pair sums (at most
-// 2 * 63 * 127 = 16002, no saturation), vpmaddwd applies the sub-block scales of those 32 in integers, and the
-// row's 8 int32 lanes are converted to float once per super-block (fused into 8 float accumulators, summed at the
-// end). The offset term (Q4_K / Q5_K minima, Q6_K's -32) is one vpmaddwd of the row's 16 offsets with the 16 sums
-// of 16 activations, taken once per token. Same panel layout and result as the scalar kernel
-// (kernels_scalar.cpp) up to float rounding. That is the decode GEMV (T <= 3) and Q6_K's GEMM; the Q4_K / Q5_K
-// GEMM interleaves the 8 rows' levels instead and applies the sub-block scales in float (gemm_panels_k45_interleaved).
+// Decode (T <= 3, decode_panels_k) reads each row's block straight from the GGUF bytes: per 32 levels one vpmaddubsw
+// into pair sums, one vpmaddwd by the sub-block scale, the offset term (Q4_K / Q5_K minima, Q6_K's -32) one vpmaddwd
+// of the row's 16 offsets with the 16 sums of 16 activations, one conversion per super-block. Prefill
+// (gemm_panels_interleaved) unpacks each 8-row panel super-block once per 128 tokens into a tile whose vectors hold
+// 4 levels of each of the 8 rows, so one broadcast of 4 activations feeds 8 rows (16: two panels at a time), and
+// applies the scales in integers once per run of int16 sums. Same panel layout and result as the scalar kernel
+// (kernels_scalar.cpp) up to float rounding.
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "common/transpose_avx2.h"
@@ -21,23 +20,6 @@
 
 namespace bluelm::kernels {
 namespace {
-
-// One row's super-block, unpacked: levels, per-32 scale and offset vectors (two sub-blocks of 16 per vector),
-// and the float factors of the integer sums: value = D * sum(sc * q * x) - M * sum(mn * x).
-struct Unpacked {
-  alignas(32) uint8_t q[256];
-  __m256i sc[8];
-  __m256i mn;  // the 16 offsets in the order of activation_sums16: sub-blocks 0, 2, .., 14 | 1, 3, .., 15
-  float D, M;
-};
-
-// Offsets of the 16 sub-blocks of 16 (int16) in the lane order activation_sums16 produces.
-inline __m256i offsets16(const int* mn16) {
-  return _mm256_setr_epi16(int16_t(mn16[0]), int16_t(mn16[2]), int16_t(mn16[4]), int16_t(mn16[6]),
-                           int16_t(mn16[8]), int16_t(mn16[10]), int16_t(mn16[12]), int16_t(mn16[14]),
-                           int16_t(mn16[1]), int16_t(mn16[3]), int16_t(mn16[5]), int16_t(mn16[7]),
-                           int16_t(mn16[9]), int16_t(mn16[11]), int16_t(mn16[13]), int16_t(mn16[15]));
-}
 
 // The 16 sums of 16 activations of a super-block (each at most 16 * 127: int16), from the pair sums xs[v] of the
 // 8 vectors of 32: lanes [S0, S2, .., S14 | S1, S3, .., S15] (vphaddd works within 128-bit halves).
@@ -48,10 +30,6 @@ inline __m256i activation_sums16(const __m256i* xs) {
   const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
   const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(s[4], s[5]), _mm256_hadd_epi32(s[6], s[7]));
   return _mm256_packs_epi32(a, b);
-}
-
-inline __m256i pair16(int lo, int hi) {
-  return _mm256_setr_m128i(_mm_set1_epi16(int16_t(lo)), _mm_set1_epi16(int16_t(hi)));
 }
 
 // Q4_K / Q5_K: [8 scales | 8 minima] (each 0..63) from the 12 packed bytes (GGUF's get_scale_min_k4 for j = 0..7),
@@ -68,36 +46,6 @@ inline __m128i scales_mins_k45(const uint8_t* sb) {
   return _mm_or_si128(low, top);  // scales 0..3, 4..7, minima 0..3, 4..7
 }
 
-void unpack_k45(Kind kind, const uint8_t* blk, Unpacked& u) {
-  const __m256i low = _mm256_set1_epi8(0x0F);
-  const uint8_t* sb = blk + 4;
-  const uint8_t* qs = blk + (kind == Kind::k4 ? 16 : 48);
-  const __m256i qh = kind == Kind::k5 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16))
-                                      : _mm256_setzero_si256();
-  for (int i = 0; i < 4; ++i) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * i));
-    __m256i a = _mm256_and_si256(v, low), b = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-    if (kind == Kind::k5) {
-      const __m256i ma = _mm256_set1_epi8(char(1 << (2 * i))), mb = _mm256_set1_epi8(char(2 << (2 * i)));
-      const __m256i sixteen = _mm256_set1_epi8(16);
-      a = _mm256_or_si256(a, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, ma), ma), sixteen));
-      b = _mm256_or_si256(b, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, mb), mb), sixteen));
-    }
-    _mm256_store_si256(reinterpret_cast<__m256i*>(u.q + 64 * i), a);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(u.q + 64 * i + 32), b);
-  }
-  alignas(16) uint8_t sm[16];  // scales 0..7, minima 0..7
-  _mm_store_si128(reinterpret_cast<__m128i*>(sm), scales_mins_k45(sb));
-  int mn16[16];
-  for (int j = 0; j < 8; ++j) {
-    u.sc[j] = _mm256_set1_epi16(int16_t(sm[j]));
-    mn16[2 * j] = mn16[2 * j + 1] = sm[8 + j];
-  }
-  u.mn = offsets16(mn16);
-  u.D = quant::fp16_to_fp32(quant::load_u16(blk));
-  u.M = quant::fp16_to_fp32(quant::load_u16(blk + 2));
-}
-
 // The levels (0..63) of Q6_K half h (128 elements) as 4 vectors of 32: q[s] holds elements 128h + 32s .. + 31.
 // Element 128h + 32s + l has its low 4 bits in byte 64h + 32(s % 2) + l (low nibble for s < 2, high for s >= 2)
 // and its top 2 bits in bits 2s..2s+1 of byte 128 + 32h + l; those land on bits 4-5 by one shift and a mask (the
@@ -112,20 +60,6 @@ inline void k6_levels(const uint8_t* blk, int h, __m256i (&q)[4]) {
   q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low), _mm256_and_si256(hb, top));
   q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low),
                          _mm256_and_si256(_mm256_srli_epi16(hb, 2), top));
-}
-
-void unpack_k6(const uint8_t* blk, Unpacked& u) {
-  for (int h = 0; h < 2; ++h) {
-    __m256i q[4];
-    k6_levels(blk, h, q);
-    for (int s = 0; s < 4; ++s) _mm256_store_si256(reinterpret_cast<__m256i*>(u.q + 128 * h + 32 * s), q[s]);
-  }
-  const int8_t* sc = reinterpret_cast<const int8_t*>(blk + 192);
-  int mn16[16];
-  for (int v = 0; v < 8; ++v) u.sc[v] = pair16(sc[2 * v], sc[2 * v + 1]);
-  for (int j = 0; j < 16; ++j) mn16[j] = 32 * sc[j];
-  u.mn = offsets16(mn16);
-  u.D = u.M = quant::fp16_to_fp32(quant::load_u16(blk + 208));
 }
 
 float hsum_f(__m256 v) {
@@ -365,10 +299,11 @@ void interleave_k45(Kind kind, const uint8_t* blocks, int bb, int64_t rows, Inte
   }
 }
 
-// Four tokens x N steps of 4 levels (N = 8: a Q4_K sub-block; N = 4: half of a Q5_K one) of two interleaved tiles:
-// a[m] / b[m] (int16 lanes, one row per 32-bit lane pair) = sum of levels x activations of token m for the tile at
-// w0 / w1. In assembly because gcc 12 computes every product of the intrinsics version before adding any and spills
-// half of them to the stack (the int4 panels' GEMM in kernels_avx2.cpp met the same). Uses 12 ymm registers.
+// Four tokens x N steps of 4 levels (N = 8: a Q4_K sub-block; N = 4: half of a Q5_K one; N = 2: a quarter of a
+// Q6_K one) of two interleaved tiles: a[m] / b[m] (int16 lanes, one row per 32-bit lane pair) = sum of levels x
+// activations of token m for the tile at w0 / w1. In assembly because gcc 12 computes every product of the
+// intrinsics version before adding any and spills half of them to the stack (the int4 panels' GEMM in
+// kernels_avx2.cpp met the same). Uses 12 ymm registers.
 #define K45_LOAD(J) "vmovdqa " #J "*32(%[w0]), %[l0]\n\t vmovdqa " #J "*32(%[w1]), %[l1]\n\t"
 #define K45_FIRST(J, XA, A, B)                                                                                   \
   "vpbroadcastd " #J "*4" XA ", %[t]\n\t vpmaddubsw %[t], %[l0], %[" A "]\n\t vpmaddubsw %[t], %[l1], %[" B "]\n\t"
@@ -378,29 +313,50 @@ void interleave_k45(Kind kind, const uint8_t* blocks, int bb, int64_t rows, Inte
 #define K45_STEP(J, OP)                                                                                          \
   K45_LOAD(J) OP(J, "(%[x])", "a0", "b0") OP(J, "(%[x],%[k],1)", "a1", "b1") OP(J, "(%[x],%[k],2)", "a2", "b2")  \
       OP(J, "(%[x],%[k3],1)", "a3", "b3")
-#define K45_OPERANDS                                                                                             \
-  : [a0] "=&x"(a[0]), [a1] "=&x"(a[1]), [a2] "=&x"(a[2]), [a3] "=&x"(a[3]), [b0] "=&x"(b[0]), [b1] "=&x"(b[1]),  \
-    [b2] "=&x"(b[2]), [b3] "=&x"(b[3]), [l0] "=&x"(l0), [l1] "=&x"(l1), [t] "=&x"(t), [p] "=&x"(p)              \
-  : [w0] "r"(w0), [w1] "r"(w1), [x] "r"(x), [k] "r"(k), [k3] "r"(k3), "m"(bytes_at<32 * N>(w0)),                \
-    "m"(bytes_at<32 * N>(w1)), "m"(bytes_at<4 * N>(x)), "m"(bytes_at<4 * N>(x + k)),                           \
-    "m"(bytes_at<4 * N>(x + 2 * k)), "m"(bytes_at<4 * N>(x + k3))
+// The same, then the sums scaled and accumulated: acc[2 u + pn] (int32 lanes, rows as lane pairs' sums) +=
+// vpmaddwd(sums of token u and panel pn, the rows' scales sc0 / sc1). The accumulators live in memory (a vpaddd
+// with a memory operand and a store per token and panel): in registers they would need 20 of the 16, and gcc's
+// spills of the intrinsics version stored each of them twice per run.
+#define K45_SCALE(A, OFF, L)                                                                                     \
+  "vpmaddwd %[" L "], %[" A "], %[" A "]\n\t vpaddd " #OFF "(%[acc]), %[" A "], %[" A "]\n\t"                  \
+  "vmovdqa %[" A "], " #OFF "(%[acc])\n\t"
+#define K45_SCALES                                                                                               \
+  "vmovdqa (%[s0]), %[l0]\n\t vmovdqa (%[s1]), %[l1]\n\t" K45_SCALE("a0", 0, "l0") K45_SCALE("b0", 32, "l1")      \
+      K45_SCALE("a1", 64, "l0") K45_SCALE("b1", 96, "l1") K45_SCALE("a2", 128, "l0") K45_SCALE("b2", 160, "l1")    \
+          K45_SCALE("a3", 192, "l0") K45_SCALE("b3", 224, "l1")
+struct Acc8 {
+  alignas(32) int32_t v[8][8];  // [2 u + pn]: one int32 lane per row pair of int16 lanes
+};
 template <int N>
-inline void k45_p2m4(const uint8_t* w0, const uint8_t* w1, const int8_t* x, int64_t k, __m256i (&a)[4],
-                     __m256i (&b)[4]) {
-  static_assert(N == 4 || N == 8, "a Q4_K sub-block or half a Q5_K one");
-  __m256i l0, l1, t, p;
+inline void k45_p2m4(const uint8_t* w0, const uint8_t* w1, const int8_t* x, int64_t k, const int16_t* sc0,
+                     const int16_t* sc1, Acc8& acc) {
+  static_assert(N == 2 || N == 4 || N == 8, "a Q4_K sub-block, half a Q5_K one or a quarter of a Q6_K one");
+  __m256i a[4], b[4], l0, l1, t, p;
   const int64_t k3 = 3 * k;
+#define K45_ALL_OPERANDS                                                                                         \
+  : [a0] "=&x"(a[0]), [a1] "=&x"(a[1]), [a2] "=&x"(a[2]), [a3] "=&x"(a[3]), [b0] "=&x"(b[0]), [b1] "=&x"(b[1]),  \
+    [b2] "=&x"(b[2]), [b3] "=&x"(b[3]), [l0] "=&x"(l0), [l1] "=&x"(l1), [t] "=&x"(t), [p] "=&x"(p), "+m"(acc)   \
+  : [w0] "r"(w0), [w1] "r"(w1), [x] "r"(x), [k] "r"(k), [k3] "r"(k3), [s0] "r"(sc0), [s1] "r"(sc1),            \
+    [acc] "r"(acc.v), "m"(bytes_at<32 * N>(w0)), "m"(bytes_at<32 * N>(w1)), "m"(bytes_at<4 * N>(x)),          \
+    "m"(bytes_at<4 * N>(x + k)), "m"(bytes_at<4 * N>(x + 2 * k)), "m"(bytes_at<4 * N>(x + k3)),                \
+    "m"(bytes_at<32>(sc0)), "m"(bytes_at<32>(sc1))
   if constexpr (N == 8)
     __asm__(K45_STEP(0, K45_FIRST) K45_STEP(1, K45_NEXT) K45_STEP(2, K45_NEXT) K45_STEP(3, K45_NEXT)
-                K45_STEP(4, K45_NEXT) K45_STEP(5, K45_NEXT) K45_STEP(6, K45_NEXT) K45_STEP(7, K45_NEXT) K45_OPERANDS);
+                K45_STEP(4, K45_NEXT) K45_STEP(5, K45_NEXT) K45_STEP(6, K45_NEXT) K45_STEP(7, K45_NEXT)
+                    K45_SCALES K45_ALL_OPERANDS);
+  else if constexpr (N == 4)
+    __asm__(K45_STEP(0, K45_FIRST) K45_STEP(1, K45_NEXT) K45_STEP(2, K45_NEXT) K45_STEP(3, K45_NEXT)
+                K45_SCALES K45_ALL_OPERANDS);
   else
-    __asm__(K45_STEP(0, K45_FIRST) K45_STEP(1, K45_NEXT) K45_STEP(2, K45_NEXT) K45_STEP(3, K45_NEXT) K45_OPERANDS);
+    __asm__(K45_STEP(0, K45_FIRST) K45_STEP(1, K45_NEXT) K45_SCALES K45_ALL_OPERANDS);
+#undef K45_ALL_OPERANDS
 }
+#undef K45_SCALE
+#undef K45_SCALES
 #undef K45_LOAD
 #undef K45_FIRST
 #undef K45_NEXT
 #undef K45_STEP
-#undef K45_OPERANDS
 
 // NT tokens t..t+NT against NP panels' super-block b: acc[pn][u] (rows as lanes) += the products. As in the int4
 // panels' GEMM, one broadcast of 4 activations feeds both panels' `vpmaddubsw` and one load of a panel's levels feeds
@@ -416,23 +372,22 @@ inline void k45_block(const InterleavedK45* tiles, const QuantizedActs& a, const
                       int64_t t, const int16_t* xs, int64_t xs_stride, float* const* acc) {
   const int8_t* x[NT];
   for (int u = 0; u < NT; ++u) x[u] = a.q + (t + u) * a.k + b * g.group;
+  constexpr bool kMain = NT == 4 && NP == 2;  // the assembly block; the tails in intrinsics
   __m256i isum[NT][NP];
+  Acc8 acc8;
+  if constexpr (kMain)  // vector stores: a memset of these 256 bytes became `rep stos`, ~4% of the GEMM
+    for (int i = 0; i < 8; ++i) _mm256_store_si256(reinterpret_cast<__m256i*>(acc8.v[i]), _mm256_setzero_si256());
   for (int u = 0; u < NT; ++u)
     for (int pn = 0; pn < NP; ++pn) isum[u][pn] = _mm256_setzero_si256();
 #pragma GCC unroll 1
   for (int j = 0; j < 8; ++j) {
     constexpr int kSteps = KIND == Kind::k4 ? 8 : 4;  // vpmaddubsw summed in int16 before widening
     for (int half = 0; half < 8 / kSteps; ++half) {
-      __m256i s16[NT][NP];
-      if constexpr (NT == 4 && NP == 2) {
-        __m256i sa[4], sb[4];
+      if constexpr (kMain) {
         k45_p2m4<kSteps>(tiles[0].q[j][half * kSteps], tiles[1].q[j][half * kSteps],
-                         x[0] + 32 * j + 4 * half * kSteps, a.k, sa, sb);
-        for (int u = 0; u < 4; ++u) {
-          s16[u][0] = sa[u];
-          s16[u][NP - 1] = sb[u];
-        }
+                         x[0] + 32 * j + 4 * half * kSteps, a.k, tiles[0].sc[j], tiles[1].sc[j], acc8);
       } else {  // the tails: a single panel or fewer than 4 tokens
+        __m256i s16[NT][NP];
         for (int u = 0; u < NT; ++u)
           for (int pn = 0; pn < NP; ++pn) s16[u][pn] = _mm256_setzero_si256();
 #pragma GCC unroll 8
@@ -446,13 +401,18 @@ inline void k45_block(const InterleavedK45* tiles, const QuantizedActs& a, const
               s16[u][pn] = _mm256_add_epi16(s16[u][pn], _mm256_maddubs_epi16(lv[pn], xv));
           }
         }
-      }
-      for (int pn = 0; pn < NP; ++pn) {
-        const __m256i sc = _mm256_load_si256(reinterpret_cast<const __m256i*>(tiles[pn].sc[j]));
-        for (int u = 0; u < NT; ++u) isum[u][pn] = _mm256_add_epi32(isum[u][pn], _mm256_madd_epi16(s16[u][pn], sc));
+        for (int pn = 0; pn < NP; ++pn) {
+          const __m256i sc = _mm256_load_si256(reinterpret_cast<const __m256i*>(tiles[pn].sc[j]));
+          for (int u = 0; u < NT; ++u)
+            isum[u][pn] = _mm256_add_epi32(isum[u][pn], _mm256_madd_epi16(s16[u][pn], sc));
+        }
       }
     }
   }
+  if constexpr (kMain)
+    for (int u = 0; u < NT; ++u)
+      for (int pn = 0; pn < NP; ++pn)
+        isum[u][pn] = _mm256_load_si256(reinterpret_cast<const __m256i*>(acc8.v[2 * u + pn]));
   for (int u = 0; u < NT; ++u) {
     const __m256 dx = _mm256_set1_ps(a.d[(t + u) * g.nb + b]);
     __m256i sp[4];  // the token's sub-block sums, pairs (2 jp, 2 jp + 1) in every lane
@@ -472,16 +432,144 @@ inline void k45_block(const InterleavedK45* tiles, const QuantizedActs& a, const
   }
 }
 
+// ---- Prefill GEMM of Q6_K: the same interleaved tile, with Q6_K's 6-bit levels and 16 scales per super-block. ----
+// A vpmaddubsw pair of 6-bit levels reaches 2 * 63 * 128 = 16128, so the int16 sums hold two steps: per sub-block
+// of 32 weights, token and panel, four runs of two steps, each widened by one vpmaddwd by the rows' scales of its
+// 16 weights (signed int8 scales as int16 pairs) and added to the super-block's int32 sums (at most 16 x 128 x 16 x
+// 63 x 128: 2^28). The offset of 32 is one integer term per super-block: 32 times the rows' scales times the token's
+// 16 sums of 16 activations (eight vpmaddwd), subtracted before the one conversion.
+struct InterleavedK6 {
+  alignas(32) uint8_t q[8][8][32];  // [sub-block j][step s][4 r + e]: level (0..63) of weight 32 j + 4 s + e of row r
+  alignas(32) int16_t sc[16][16];   // [i][2 r + e]: row r's scale of the 16 weights 16 i.., in both int16 of its lane
+  alignas(32) int16_t sp[8][16];    // [ip][2 r + e]: row r's scale of the 16 weights 16 (2 ip + e)..
+  alignas(32) float d[8];           // [r]: d_r
+};
+
+// The `rows` (<= 8) blocks of one panel super-block into the interleaved tile (missing rows: zero). Element
+// 128 h + 32 s + l (sub-block 4 h + s) has its low 4 bits in byte 64 h + 32 (s % 2) + l (low nibble for s < 2,
+// high for s >= 2) and its top 2 bits in bits 2 s, 2 s + 1 of byte 128 + 32 h + l: six 8 x 8 transposes of packed
+// bytes serve the eight sub-blocks.
+void interleave_k6(const uint8_t* blocks, int bb, int64_t rows, InterleavedK6& tile) {
+  const __m256i low = _mm256_set1_epi8(0x0F), top = _mm256_set1_epi8(0x30);
+  alignas(16) int8_t sc[8][16];
+  for (int r = 0; r < kPanelRows; ++r) {
+    if (r >= rows) {
+      std::memset(sc[r], 0, 16);
+      tile.d[r] = 0.0f;
+      continue;
+    }
+    std::memcpy(sc[r], blocks + r * bb + 192, 16);
+    tile.d[r] = quant::fp16_to_fp32(quant::load_u16(blocks + r * bb + 208));
+  }
+  for (int i = 0; i < 16; ++i)
+    for (int r = 0; r < kPanelRows; ++r) {
+      tile.sc[i][2 * r] = tile.sc[i][2 * r + 1] = sc[r][i];
+      tile.sp[i / 2][2 * r + i % 2] = sc[r][i];
+    }
+  const auto gather = [&](int offset, __m256 (&f)[8]) {  // the rows' 32 bytes at `offset`, transposed
+    for (int r = 0; r < kPanelRows; ++r)
+      f[r] = r < rows ? _mm256_loadu_ps(reinterpret_cast<const float*>(blocks + r * bb + offset))
+                      : _mm256_setzero_ps();
+    transpose8(f);
+  };
+  for (int h = 0; h < 2; ++h) {
+    __m256 hb[8];
+    gather(128 + 32 * h, hb);
+    for (int c = 0; c < 2; ++c) {
+      __m256 f[8];
+      gather(64 * h + 32 * c, f);
+      for (int s = 0; s < 8; ++s) {
+        const __m256i v = _mm256_castps_si256(f[s]), t = _mm256_castps_si256(hb[s]);
+        // sub-block 4 h + c: bits 2 c.. of the top byte -> bits 4, 5; sub-block 4 h + c + 2: bits 2 c + 4..
+        const __m256i tl = c == 0 ? _mm256_slli_epi16(t, 4) : _mm256_slli_epi16(t, 2);
+        const __m256i th = c == 0 ? t : _mm256_srli_epi16(t, 2);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(tile.q[4 * h + c][s]),
+                           _mm256_or_si256(_mm256_and_si256(v, low), _mm256_and_si256(tl, top)));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(tile.q[4 * h + c + 2][s]),
+                           _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), low), _mm256_and_si256(th, top)));
+      }
+    }
+  }
+}
+
+// NT tokens t..t+NT against NP panels' Q6_K super-block b: acc[pn][u] (rows as lanes) += the products.
+template <int NT, int NP>
+inline void k6_block(const InterleavedK6* tiles, const QuantizedActs& a, const PanelGeometry& g, int64_t b, int64_t t,
+                     const int16_t* xs, int64_t xs_stride, float* const* acc) {
+  const int8_t* x[NT];
+  for (int u = 0; u < NT; ++u) x[u] = a.q + (t + u) * a.k + b * g.group;
+  constexpr bool kMain = NT == 4 && NP == 2;  // the assembly block; the tails in intrinsics
+  __m256i isum[NT][NP];
+  Acc8 acc8;
+  if constexpr (kMain)  // vector stores: a memset of these 256 bytes became `rep stos`, ~4% of the GEMM
+    for (int i = 0; i < 8; ++i) _mm256_store_si256(reinterpret_cast<__m256i*>(acc8.v[i]), _mm256_setzero_si256());
+  for (int u = 0; u < NT; ++u)
+    for (int pn = 0; pn < NP; ++pn) isum[u][pn] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+  for (int j = 0; j < 8; ++j) {
+    for (int run = 0; run < 4; ++run) {  // steps 2 run, 2 run + 1: weights 32 j + 8 run .. + 7
+      if constexpr (kMain) {
+        k45_p2m4<2>(tiles[0].q[j][2 * run], tiles[1].q[j][2 * run], x[0] + 32 * j + 8 * run, a.k,
+                    tiles[0].sc[2 * j + run / 2], tiles[1].sc[2 * j + run / 2], acc8);
+      } else {
+        __m256i s16[NT][NP];
+        for (int u = 0; u < NT; ++u)
+          for (int pn = 0; pn < NP; ++pn) s16[u][pn] = _mm256_setzero_si256();
+        for (int st = 2 * run; st < 2 * run + 2; ++st) {
+          __m256i lv[NP];
+          for (int pn = 0; pn < NP; ++pn)
+            lv[pn] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tiles[pn].q[j][st]));
+          for (int u = 0; u < NT; ++u) {
+            const __m256i xv = _mm256_set1_epi32(load_i32(x[u] + 32 * j + 4 * st));
+            for (int pn = 0; pn < NP; ++pn)
+              s16[u][pn] = _mm256_add_epi16(s16[u][pn], _mm256_maddubs_epi16(lv[pn], xv));
+          }
+        }
+        for (int pn = 0; pn < NP; ++pn) {
+          const __m256i sc = _mm256_load_si256(reinterpret_cast<const __m256i*>(tiles[pn].sc[2 * j + run / 2]));
+          for (int u = 0; u < NT; ++u)
+            isum[u][pn] = _mm256_add_epi32(isum[u][pn], _mm256_madd_epi16(s16[u][pn], sc));
+        }
+      }
+    }
+  }
+  if constexpr (kMain)
+    for (int u = 0; u < NT; ++u)
+      for (int pn = 0; pn < NP; ++pn)
+        isum[u][pn] = _mm256_load_si256(reinterpret_cast<const __m256i*>(acc8.v[2 * u + pn]));
+  for (int u = 0; u < NT; ++u) {
+    const __m256 dx = _mm256_set1_ps(a.d[(t + u) * g.nb + b]);
+    __m256i sp[8];  // the token's sums of 16 activations, pairs (2 ip, 2 ip + 1) in every lane
+    for (int ip = 0; ip < 8; ++ip)
+      sp[ip] = _mm256_set1_epi32(load_i32(reinterpret_cast<const int8_t*>(xs + u * xs_stride + 2 * ip)));
+    for (int pn = 0; pn < NP; ++pn) {
+      const InterleavedK6& tl = tiles[pn];
+      __m256i off = _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(tl.sp[0])), sp[0]);
+      for (int ip = 1; ip < 8; ++ip)
+        off = _mm256_add_epi32(
+            off, _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(tl.sp[ip])), sp[ip]));
+      const __m256i total = _mm256_sub_epi32(isum[u][pn], _mm256_slli_epi32(off, 5));
+      const __m256 v = _mm256_mul_ps(_mm256_load_ps(tl.d), _mm256_cvtepi32_ps(total));
+      float* out = acc[pn] + u * kPanelRows;
+      _mm256_store_ps(out, _mm256_fmadd_ps(v, dx, _mm256_load_ps(out)));
+    }
+  }
+}
+
+// The GEMM of the interleaved tiles: Q4_K / Q5_K (InterleavedK45, k45_block) and Q6_K (InterleavedK6, k6_block).
 template <Kind KIND>
-void gemm_panels_k45_interleaved(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0,
-                                 int64_t t1, int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
+void gemm_panels_interleaved(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0,
+                             int64_t t1, int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
+  constexpr bool k6 = KIND == Kind::k6;
+  using Tile = std::conditional_t<k6, InterleavedK6, InterleavedK45>;
+  constexpr int kSums = k6 ? 16 : 8;  // activation sums per token and super-block: of 16 (Q6_K) or of 32
   const PanelGeometry g = panel_geometry(w.format, w.k);
   const int bb = quant::format_info(w.format).block_bytes;
   const __m256i ones = _mm256_set1_epi16(1), ones8 = _mm256_set1_epi8(1);
   const int64_t nbb = b1 - b0;
-  // Each token's 8 sub-block activation sums (int16, exact: |sum| <= 32 * 128), once per call: [t][b][j].
+  // Each token's sub-block activation sums (int16, exact: |sum| <= 32 * 128), once per call: [t][b][kSums].
   thread_local std::vector<int16_t> xsum;
-  xsum.resize(size_t((t1 - t0) * nbb * 8));
+  xsum.resize(size_t((t1 - t0) * nbb * kSums));
   for (int64_t t = t0; t < t1; ++t)
     for (int64_t b = b0; b < b1; ++b) {
       const int8_t* x = a.q + t * a.k + b * g.group;
@@ -490,16 +578,27 @@ void gemm_panels_k45_interleaved(const PackedView& w, const QuantizedActs& a, in
         s4[j] = _mm256_madd_epi16(
             _mm256_maddubs_epi16(ones8, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * j))), ones);
       // [S0 S1 S2 S3 | S0 S1 S2 S3] halves of the vectors' sums (j < 4), then of j >= 4; lane j of lo + hi is S_j
+      // (as sums of 16: [S0 S2 S4 S6 | S1 S3 S5 S7] and [S8 .. S14 | S9 .. S15] of the 16 sums of 16)
       const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(s4[0], s4[1]), _mm256_hadd_epi32(s4[2], s4[3]));
       const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(s4[4], s4[5]), _mm256_hadd_epi32(s4[6], s4[7]));
-      const __m256i sums = _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20),
-                                            _mm256_permute2x128_si256(h0, h1, 0x31));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(xsum.data() + ((t - t0) * nbb + (b - b0)) * 8),
-                       _mm_packs_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1)));
+      int16_t* dst = xsum.data() + ((t - t0) * nbb + (b - b0)) * kSums;
+      if constexpr (k6) {
+        const auto natural = [](__m256i h) {  // S(2i), S(2i+1) interleaved back into order, as int16
+          const __m128i e = _mm256_castsi256_si128(h), o = _mm256_extracti128_si256(h, 1);
+          return _mm_packs_epi32(_mm_unpacklo_epi32(e, o), _mm_unpackhi_epi32(e, o));
+        };
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), natural(h0));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8), natural(h1));
+      } else {
+        const __m256i sums = _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20),
+                                              _mm256_permute2x128_si256(h0, h1, 0x31));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst),
+                         _mm_packs_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1)));
+      }
     }
   // Tiles are unpacked once per 128 tokens (a chunk of prefill): the unpacking costs about a token's products.
   constexpr int64_t kTokens = 128;
-  InterleavedK45 tiles[2];
+  Tile tiles[2];
   alignas(32) float acc[2][kTokens][kPanelRows];
   for (int64_t p = p0; p < p1; p += 2) {
     const int np = p + 1 < p1 ? 2 : 1;
@@ -509,7 +608,9 @@ void gemm_panels_k45_interleaved(const PackedView& w, const QuantizedActs& a, in
       for (int64_t b = b0; b < b1; ++b) {
         for (int pn = 0; pn < np; ++pn) {
           const int64_t rows = std::min<int64_t>(kPanelRows, w.n - (p + pn) * kPanelRows);
-          interleave_k45(KIND, w.data + (p + pn) * g.stride + b * g.qbytes, bb, rows, tiles[pn]);
+          const uint8_t* blocks = w.data + (p + pn) * g.stride + b * g.qbytes;
+          if constexpr (k6) interleave_k6(blocks, bb, rows, tiles[pn]);
+          else interleave_k45(KIND, blocks, bb, rows, tiles[pn]);
         }
         // The next tiles' bytes, into L1 while this one runs: a panel pair's super-block is read once per 128
         // tokens, too seldom for the hardware prefetcher (its loads stalled ~5% of the GEMM on the 3B shape).
@@ -518,17 +619,23 @@ void gemm_panels_k45_interleaved(const PackedView& w, const QuantizedActs& a, in
             for (int64_t o = 0; o < g.qbytes; o += 64)
               _mm_prefetch(reinterpret_cast<const char*>(w.data + (p + pn) * g.stride + (b + 1) * g.qbytes + o),
                            _MM_HINT_T0);
-        const auto xs = [&](int64_t tt) { return xsum.data() + ((tt - t0) * nbb + (b - b0)) * 8; };
+        const auto xs = [&](int64_t tt) { return xsum.data() + ((tt - t0) * nbb + (b - b0)) * kSums; };
+        const auto block = [&](auto nt, auto npn, int64_t t) {
+          float* const out[2] = {acc[0][t - tb], acc[1][t - tb]};
+          if constexpr (k6) k6_block<nt(), npn()>(tiles, a, g, b, t, xs(t), nbb * kSums, out);
+          else k45_block<KIND, nt(), npn()>(tiles, a, g, b, t, xs(t), nbb * kSums, out);
+        };
+        using One = std::integral_constant<int, 1>;
+        using Two = std::integral_constant<int, 2>;
+        using Four = std::integral_constant<int, 4>;
         int64_t t = tb;
         for (; t + 4 <= te; t += 4) {
-          float* const out[2] = {acc[0][t - tb], acc[1][t - tb]};
-          if (np == 2) k45_block<KIND, 4, 2>(tiles, a, g, b, t, xs(t), nbb * 8, out);
-          else k45_block<KIND, 4, 1>(tiles, a, g, b, t, xs(t), nbb * 8, out);
+          if (np == 2) block(Four{}, Two{}, t);
+          else block(Four{}, One{}, t);
         }
         for (; t < te; ++t) {
-          float* const out[2] = {acc[0][t - tb], acc[1][t - tb]};
-          if (np == 2) k45_block<KIND, 1, 2>(tiles, a, g, b, t, xs(t), nbb * 8, out);
-          else k45_block<KIND, 1, 1>(tiles, a, g, b, t, xs(t), nbb * 8, out);
+          if (np == 2) block(One{}, Two{}, t);
+          else block(One{}, One{}, t);
         }
       }
       for (int pn = 0; pn < np; ++pn) {
@@ -558,66 +665,9 @@ void gemm_panels_k_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0,
     if (fi.kind == Kind::k5) return decode_panels_k<Kind::k5>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
     return decode_panels_k<Kind::k6>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
   }
-  if (fi.kind == Kind::k4)
-    return gemm_panels_k45_interleaved<Kind::k4>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
-  if (fi.kind == Kind::k5)
-    return gemm_panels_k45_interleaved<Kind::k5>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
-  const PanelGeometry g = panel_geometry(w.format, w.k);
-  const __m256i ones = _mm256_set1_epi8(1);
-  Unpacked u[kPanelRows];
-  // Per token and row, 8 float lanes accumulate the super-blocks (one conversion per 256 weights); summed at the end.
-  constexpr int64_t kTokens = 32;
-  __m256 acc[kTokens][kPanelRows];
-  for (int64_t p = p0; p < p1; ++p) {
-    const uint8_t* panel = w.data + p * g.stride;
-    const int64_t rows = std::min<int64_t>(kPanelRows, w.n - p * kPanelRows);
-    for (int64_t tb = t0; tb < t1; tb += kTokens) {
-      const int64_t te = std::min(t1, tb + kTokens);
-      for (int64_t t = tb; t < te; ++t)
-        for (int r = 0; r < kPanelRows; ++r) acc[t - tb][r] = _mm256_setzero_ps();
-      for (int64_t b = b0; b < b1; ++b) {
-        for (int r = 0; r < kPanelRows; ++r) {
-          const uint8_t* blk = panel + b * g.qbytes + r * fi.block_bytes;
-          if (fi.kind == Kind::k6)
-            unpack_k6(blk, u[r]);
-          else
-            unpack_k45(fi.kind, blk, u[r]);
-        }
-        for (int64_t t = tb; t < te; ++t) {
-          const int8_t* x = a.q + t * a.k + b * g.group;
-          const float dx = a.d[t * g.nb + b];
-          __m256i xv[8], xs[8];
-          for (int v = 0; v < 8; ++v) {
-            xv[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * v));
-            xs[v] = _mm256_maddubs_epi16(ones, xv[v]);  // pair sums of the activations
-          }
-          const __m256i sums16 = activation_sums16(xs);
-          for (int r = 0; r < kPanelRows; ++r) {
-            __m256i dot = _mm256_setzero_si256();
-            for (int v = 0; v < 8; ++v) {
-              const __m256i q = _mm256_load_si256(reinterpret_cast<const __m256i*>(u[r].q + 32 * v));
-              dot = _mm256_add_epi32(dot, _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv[v]), u[r].sc[v]));
-            }
-            const __m256i off = _mm256_madd_epi16(sums16, u[r].mn);
-            __m256& out = acc[t - tb][r];
-            if (fi.kind == Kind::k6) {  // the offset has the scale's factor: subtract in integers
-              out = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(dot, off)), _mm256_set1_ps(u[r].D * dx), out);
-            } else {
-              out = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(u[r].D * dx), out);
-              out = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(off), _mm256_set1_ps(u[r].M * dx), out);
-            }
-          }
-        }
-      }
-      for (int64_t t = tb; t < te; ++t) {
-        float* out = y + t * ldy + p * kPanelRows;
-        for (int64_t r = 0; r < rows; ++r) {
-          const float v = hsum_f(acc[t - tb][r]);
-          out[r] = accumulate ? out[r] + v : v;
-        }
-      }
-    }
-  }
+  if (fi.kind == Kind::k4) return gemm_panels_interleaved<Kind::k4>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+  if (fi.kind == Kind::k5) return gemm_panels_interleaved<Kind::k5>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+  return gemm_panels_interleaved<Kind::k6>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
 }
 
 }  // namespace bluelm::kernels

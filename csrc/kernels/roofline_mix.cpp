@@ -86,36 +86,6 @@ void mix_q8_0_avx2(int64_t n) {
 }
 
 // ---- K-quants, AVX2 (kquant_avx2.cpp; the AVX-512 tier runs the same code) ----
-// Q6_K (gemm_panels_k_avx2's token x row loop): one iteration is one token against one super-block of one 8-row
-// panel (256 weights x 8 rows). Per token: the 16 activation sums (8 vpmaddubsw with ones, 8 vpmaddwd, 6 vphaddd,
-// vpackssdw); per row: 8 x (vpmaddubsw levels x activations, vpmaddwd by the sub-block scales, vpaddd), the offset's
-// vpmaddwd, then the float epilogue (vpsubd, one conversion, one product, one fma). The unpacking into levels and
-// scale vectors is shared by 32 tokens and left out, as are the loads (levels, scales and float accumulators are
-// memory operands in the kernel). ymm0-7 the activations, ymm8 products, ymm10 the row's int32 sum, ymm11 the
-// activation sums, ymm12 the offset, ymm13 the float accumulator, ymm9 / ymm14 the broadcast factors.
-#define KA_SUMS                                                                                                 \
-  "vpmaddubsw %%ymm0,%%ymm15,%%ymm8\n vpmaddwd %%ymm15,%%ymm8,%%ymm8\n vpmaddubsw %%ymm1,%%ymm15,%%ymm9\n"       \
-  "vpmaddwd %%ymm15,%%ymm9,%%ymm9\n vpmaddubsw %%ymm2,%%ymm15,%%ymm10\n vpmaddwd %%ymm15,%%ymm10,%%ymm10\n"      \
-  "vpmaddubsw %%ymm3,%%ymm15,%%ymm12\n vpmaddwd %%ymm15,%%ymm12,%%ymm12\n"                                     \
-  "vphaddd %%ymm9,%%ymm8,%%ymm8\n vphaddd %%ymm12,%%ymm10,%%ymm10\n vphaddd %%ymm10,%%ymm8,%%ymm11\n"            \
-  "vpmaddubsw %%ymm4,%%ymm15,%%ymm8\n vpmaddwd %%ymm15,%%ymm8,%%ymm8\n vpmaddubsw %%ymm5,%%ymm15,%%ymm9\n"       \
-  "vpmaddwd %%ymm15,%%ymm9,%%ymm9\n vpmaddubsw %%ymm6,%%ymm15,%%ymm10\n vpmaddwd %%ymm15,%%ymm10,%%ymm10\n"      \
-  "vpmaddubsw %%ymm7,%%ymm15,%%ymm12\n vpmaddwd %%ymm15,%%ymm12,%%ymm12\n"                                     \
-  "vphaddd %%ymm9,%%ymm8,%%ymm8\n vphaddd %%ymm12,%%ymm10,%%ymm10\n vphaddd %%ymm10,%%ymm8,%%ymm8\n"             \
-  "vpackssdw %%ymm8,%%ymm11,%%ymm11\n"
-#define KA_V(X) "vpmaddubsw " R(X) ",%%ymm15,%%ymm8\n vpmaddwd %%ymm15,%%ymm8,%%ymm8\n vpaddd %%ymm8,%%ymm10,%%ymm10\n"
-#define KA_DOT                                                                                                  \
-  "vpmaddubsw %%ymm0,%%ymm15,%%ymm8\n vpmaddwd %%ymm15,%%ymm8,%%ymm10\n" KA_V(ymm1) KA_V(ymm2) KA_V(ymm3)        \
-      KA_V(ymm4) KA_V(ymm5) KA_V(ymm6) KA_V(ymm7) "vpmaddwd %%ymm15,%%ymm11,%%ymm12\n"
-#define K6A_ROW                                                                                                 \
-  KA_DOT "vpsubd %%ymm12,%%ymm10,%%ymm10\n vcvtdq2ps %%ymm10,%%ymm10\n"                                          \
-  "vmulss %%xmm15,%%xmm15,%%xmm9\n vbroadcastss %%xmm9,%%ymm9\n vfmadd231ps %%ymm9,%%ymm10,%%ymm13\n"
-#define KA_PROLOGUE                                                                                             \
-  "vpxor %%ymm0,%%ymm0,%%ymm0\n vpxor %%ymm1,%%ymm1,%%ymm1\n vpxor %%ymm2,%%ymm2,%%ymm2\n"                      \
-  "vpxor %%ymm3,%%ymm3,%%ymm3\n vpxor %%ymm4,%%ymm4,%%ymm4\n vpxor %%ymm5,%%ymm5,%%ymm5\n"                      \
-  "vpxor %%ymm6,%%ymm6,%%ymm6\n vpxor %%ymm7,%%ymm7,%%ymm7\n vpxor %%ymm13,%%ymm13,%%ymm13\n"                   \
-  "vpxor %%ymm15,%%ymm15,%%ymm15\n"
-
 // Q4_K / Q5_K (k45_block / k45_p2m4: two 8-row panels' interleaved tiles x 4 tokens): one iteration is one
 // super-block of both panels for the 4 tokens (256 weights x 16 rows x 4 tokens). Per sub-block of 32 and per step
 // of 4 levels, each token's activations (broadcast; left out, as are the tiles' loads) feed one vpmaddubsw per panel,
@@ -165,13 +135,26 @@ void mix_q5_k_avx2(int64_t n) {
                    "dec %0\n jnz 1b\n vzeroupper\n"
                    : "+r"(n)::A_CLOBBERS);
 }
-constexpr double kK45TileOps = 2.0 * 256 * 16 * 4;  // one super-block: 256 weights x 16 rows x 4 tokens
+// Q6_K (k6_block: the same tiles with 6-bit levels): int16 sums hold two steps, so per sub-block four runs of two
+// steps, each scaled by its 16 weights' scales (vpmaddwd) into the int32 sums (vpaddd); per super-block, token and
+// panel the offset's eight vpmaddwd and seven vpaddd, a shift and a subtraction, one conversion, the product by d
+// and the FMA by the token's scale.
+#define K6T_RUN K45T_STEP(K45T_FIRST) K45T_STEP(K45T_NEXT) K45T_SCALE
+#define K6T_SUB K6T_RUN K6T_RUN K6T_RUN K6T_RUN
+#define K6T_EPI(A, B, ACC)                                                                                      \
+  "vpmaddwd %%ymm15,%%ymm15," R(A) "\n" K6T_OFF(A, B) K6T_OFF(A, B) K6T_OFF(A, B) K6T_OFF(A, B) K6T_OFF(A, B)     \
+      K6T_OFF(A, B) K6T_OFF(A, B) "vpslld $5," R(A) "," R(A) "\n vpsubd " R(A) ",%%ymm12," R(A) "\n"              \
+      "vcvtdq2ps " R(A) "," R(A) "\n vmulps %%ymm15," R(A) "," R(A) "\n vfmadd231ps %%ymm15," R(A) "," R(ACC) "\n"
+#define K6T_OFF(A, B) "vpmaddwd %%ymm15,%%ymm15," R(B) "\n vpaddd " R(B) "," R(A) "," R(A) "\n"
+#define K6T_EPILOGUE                                                                                            \
+  K6T_EPI(ymm0, ymm1, ymm10) K6T_EPI(ymm2, ymm3, ymm11) K6T_EPI(ymm4, ymm5, ymm10) K6T_EPI(ymm6, ymm7, ymm11)     \
+      K6T_EPI(ymm0, ymm1, ymm10) K6T_EPI(ymm2, ymm3, ymm11) K6T_EPI(ymm4, ymm5, ymm10) K6T_EPI(ymm6, ymm7, ymm11)
 void mix_q6_k_avx2(int64_t n) {
-  __asm__ volatile(KA_PROLOGUE "1:\n" KA_SUMS K6A_ROW K6A_ROW K6A_ROW K6A_ROW K6A_ROW K6A_ROW K6A_ROW K6A_ROW
+  __asm__ volatile(A_PROLOGUE "1:\n" K6T_SUB K6T_SUB K6T_SUB K6T_SUB K6T_SUB K6T_SUB K6T_SUB K6T_SUB K6T_EPILOGUE
                    "dec %0\n jnz 1b\n vzeroupper\n"
                    : "+r"(n)::A_CLOBBERS);
 }
-constexpr double kSuperBlockOps = 2.0 * 256 * 8;  // one super-block: 256 weights x 8 rows x 1 token
+constexpr double kK45TileOps = 2.0 * 256 * 16 * 4;  // one super-block: 256 weights x 16 rows x 4 tokens
 
 // ---- AVX-512 VNNI tier (kernels_avx512.cpp: tile<KIND, 32, 4>) ----
 // A zmm holds both panels (16 rows). zmm0-3 / zmm4-7: the int32 sums s0 / s1 of tokens 0-3; zmm8 the weight pair,
@@ -267,8 +250,9 @@ const std::vector<Loop>& mix_loops() {
       {{"mix_q5_k_avx2", "avx2", "GOPS", "q5_k two-panel x 4-token super-block, AVX2", "q5_k",
         "int8_maddubs_paddw_avx2"},
        Isa::avx2, kK45TileOps, mix_q5_k_avx2},
-      {{"mix_q6_k_avx2", "avx2", "GOPS", "q6_k panel x 1-token super-block, AVX2", "q6_k", "int8_maddubs_paddw_avx2"},
-       Isa::avx2, kSuperBlockOps, mix_q6_k_avx2},
+      {{"mix_q6_k_avx2", "avx2", "GOPS", "q6_k two-panel x 4-token super-block, AVX2", "q6_k",
+        "int8_maddubs_paddw_avx2"},
+       Isa::avx2, kK45TileOps, mix_q6_k_avx2},
       // The AVX-512 tier runs the AVX2 K-quant kernel: the same loops, as a fraction of that tier's probe.
       {{"mix_q4_k_avx512", "avx512", "GOPS", "q4_k two-panel x 4-token super-block, AVX2 code on the AVX-512 tier",
         "q4_k", "int8_vpdpbusd_avx512"},
@@ -276,9 +260,9 @@ const std::vector<Loop>& mix_loops() {
       {{"mix_q5_k_avx512", "avx512", "GOPS", "q5_k two-panel x 4-token super-block, AVX2 code on the AVX-512 tier",
         "q5_k", "int8_vpdpbusd_avx512"},
        Isa::avx512, kK45TileOps, mix_q5_k_avx2},
-      {{"mix_q6_k_avx512", "avx512", "GOPS", "q6_k panel x 1-token super-block, AVX2 code on the AVX-512 tier", "q6_k",
-        "int8_vpdpbusd_avx512"},
-       Isa::avx512, kSuperBlockOps, mix_q6_k_avx2},
+      {{"mix_q6_k_avx512", "avx512", "GOPS", "q6_k two-panel x 4-token super-block, AVX2 code on the AVX-512 tier",
+        "q6_k", "int8_vpdpbusd_avx512"},
+       Isa::avx512, kK45TileOps, mix_q6_k_avx2},
       {{"mix_q4_0_avx512", "avx512", "GOPS", "q4_0 panel-pair x 4-token block, AVX-512 VNNI", "q4_0",
         "int8_vpdpbusd_avx512"},
        Isa::avx512, kBlockOps, mix_q4_0_avx512},
