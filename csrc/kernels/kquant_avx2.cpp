@@ -354,6 +354,55 @@ inline void scale_into(const __m256i (&sa)[4], const __m256i (&sb)[4], const int
   }
 }
 
+// The tails of the tile blocks (a single panel or fewer than 4 tokens), in intrinsics: steps [s0, s1) of sub-block j
+// summed in int16, then scaled by the rows' scales tiles[pn].sc[sc_row] into isum.
+template <int NT, int NP, class Tile>
+inline void tail_run(const Tile* tiles, const int8_t* const* x, int j, int s0, int s1, int sc_row,
+                     __m256i (&isum)[NT][NP]) {
+  __m256i s16[NT][NP];
+  for (int u = 0; u < NT; ++u)
+    for (int pn = 0; pn < NP; ++pn) s16[u][pn] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+  for (int st = s0; st < s1; ++st) {
+    __m256i lv[NP];
+    for (int pn = 0; pn < NP; ++pn) lv[pn] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tiles[pn].q[j][st]));
+    for (int u = 0; u < NT; ++u) {
+      const __m256i xv = _mm256_set1_epi32(load_i32(x[u] + 32 * j + 4 * st));
+      for (int pn = 0; pn < NP; ++pn) s16[u][pn] = _mm256_add_epi16(s16[u][pn], _mm256_maddubs_epi16(lv[pn], xv));
+    }
+  }
+  for (int pn = 0; pn < NP; ++pn) {
+    const __m256i sc = _mm256_load_si256(reinterpret_cast<const __m256i*>(tiles[pn].sc[sc_row]));
+    for (int u = 0; u < NT; ++u) isum[u][pn] = _mm256_add_epi32(isum[u][pn], _mm256_madd_epi16(s16[u][pn], sc));
+  }
+}
+
+// The tile block's int32 sums: isum[u][pn] = sum over sub-blocks j and runs of STEPS steps of the run's int16 sums
+// scaled by the rows' scales tiles[pn].sc[sc_row(j, run)]. Two panels x 4 tokens in the assembly block, the tails
+// (a single panel or fewer than 4 tokens) in intrinsics.
+template <int STEPS, int NT, int NP, class Tile, class ScRow>
+inline void tile_sums(const Tile* tiles, const QuantizedActs& a, const PanelGeometry& g, int64_t b, int64_t t,
+                      ScRow sc_row, __m256i (&isum)[NT][NP]) {
+  const int8_t* x[NT];
+  for (int u = 0; u < NT; ++u) x[u] = a.q + (t + u) * a.k + b * g.group;
+  for (int u = 0; u < NT; ++u)
+    for (int pn = 0; pn < NP; ++pn) isum[u][pn] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+  for (int j = 0; j < 8; ++j) {
+    for (int run = 0; run < 8 / STEPS; ++run) {
+      const int row = sc_row(j, run);
+      if constexpr (NT == 4 && NP == 2) {
+        __m256i sa[4], sb[4];
+        k45_p2m4<STEPS>(tiles[0].q[j][run * STEPS], tiles[1].q[j][run * STEPS], x[0] + 32 * j + 4 * run * STEPS,
+                        a.k, sa, sb);
+        scale_into(sa, sb, tiles[0].sc[row], tiles[1].sc[row], isum);
+      } else {
+        tail_run(tiles, x, j, run * STEPS, (run + 1) * STEPS, row, isum);
+      }
+    }
+  }
+}
+
 // NT tokens t..t+NT against NP panels' super-block b: acc[pn][u] (rows as lanes) += the products. As in the int4
 // panels' GEMM, one broadcast of 4 activations feeds both panels' `vpmaddubsw` and one load of a panel's levels feeds
 // the NT tokens, so per multiply the loop issues half a broadcast, a quarter of a load and one `vpaddw` (the
@@ -366,44 +415,9 @@ inline void scale_into(const __m256i (&sa)[4], const __m256i (&sb)[4], const int
 template <Kind KIND, int NT, int NP>
 inline void k45_block(const InterleavedK45* tiles, const QuantizedActs& a, const PanelGeometry& g, int64_t b,
                       int64_t t, const int16_t* xs, int64_t xs_stride, float* const* acc) {
-  const int8_t* x[NT];
-  for (int u = 0; u < NT; ++u) x[u] = a.q + (t + u) * a.k + b * g.group;
-  constexpr bool kMain = NT == 4 && NP == 2;  // the assembly block; the tails in intrinsics
   __m256i isum[NT][NP];
-  for (int u = 0; u < NT; ++u)
-    for (int pn = 0; pn < NP; ++pn) isum[u][pn] = _mm256_setzero_si256();
-#pragma GCC unroll 1
-  for (int j = 0; j < 8; ++j) {
-    constexpr int kSteps = KIND == Kind::k4 ? 8 : 4;  // vpmaddubsw summed in int16 before widening
-    for (int half = 0; half < 8 / kSteps; ++half) {
-      if constexpr (kMain) {
-        __m256i sa[4], sb[4];
-        k45_p2m4<kSteps>(tiles[0].q[j][half * kSteps], tiles[1].q[j][half * kSteps],
-                         x[0] + 32 * j + 4 * half * kSteps, a.k, sa, sb);
-        scale_into(sa, sb, tiles[0].sc[j], tiles[1].sc[j], isum);
-      } else {  // the tails: a single panel or fewer than 4 tokens
-        __m256i s16[NT][NP];
-        for (int u = 0; u < NT; ++u)
-          for (int pn = 0; pn < NP; ++pn) s16[u][pn] = _mm256_setzero_si256();
-#pragma GCC unroll 8
-        for (int st = half * kSteps; st < (half + 1) * kSteps; ++st) {
-          __m256i lv[NP];
-          for (int pn = 0; pn < NP; ++pn)
-            lv[pn] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tiles[pn].q[j][st]));
-          for (int u = 0; u < NT; ++u) {
-            const __m256i xv = _mm256_set1_epi32(load_i32(x[u] + 32 * j + 4 * st));
-            for (int pn = 0; pn < NP; ++pn)
-              s16[u][pn] = _mm256_add_epi16(s16[u][pn], _mm256_maddubs_epi16(lv[pn], xv));
-          }
-        }
-        for (int pn = 0; pn < NP; ++pn) {
-          const __m256i sc = _mm256_load_si256(reinterpret_cast<const __m256i*>(tiles[pn].sc[j]));
-          for (int u = 0; u < NT; ++u)
-            isum[u][pn] = _mm256_add_epi32(isum[u][pn], _mm256_madd_epi16(s16[u][pn], sc));
-        }
-      }
-    }
-  }
+  constexpr int kSteps = KIND == Kind::k4 ? 8 : 4;  // vpmaddubsw summed in int16 before widening
+  tile_sums<kSteps>(tiles, a, g, b, t, [](int j, int) { return j; }, isum);
   for (int u = 0; u < NT; ++u) {
     const __m256 dx = _mm256_set1_ps(a.d[(t + u) * g.nb + b]);
     __m256i sp[4];  // the token's sub-block sums, pairs (2 jp, 2 jp + 1) in every lane
@@ -487,41 +501,9 @@ void interleave_k6(const uint8_t* blocks, int bb, int64_t rows, InterleavedK6& t
 template <int NT, int NP>
 inline void k6_block(const InterleavedK6* tiles, const QuantizedActs& a, const PanelGeometry& g, int64_t b, int64_t t,
                      const int16_t* xs, int64_t xs_stride, float* const* acc) {
-  const int8_t* x[NT];
-  for (int u = 0; u < NT; ++u) x[u] = a.q + (t + u) * a.k + b * g.group;
-  constexpr bool kMain = NT == 4 && NP == 2;  // the assembly block; the tails in intrinsics
   __m256i isum[NT][NP];
-  for (int u = 0; u < NT; ++u)
-    for (int pn = 0; pn < NP; ++pn) isum[u][pn] = _mm256_setzero_si256();
-#pragma GCC unroll 1
-  for (int j = 0; j < 8; ++j) {
-    for (int run = 0; run < 4; ++run) {  // steps 2 run, 2 run + 1: weights 32 j + 8 run .. + 7
-      if constexpr (kMain) {
-        __m256i sa[4], sb[4];
-        k45_p2m4<2>(tiles[0].q[j][2 * run], tiles[1].q[j][2 * run], x[0] + 32 * j + 8 * run, a.k, sa, sb);
-        scale_into(sa, sb, tiles[0].sc[2 * j + run / 2], tiles[1].sc[2 * j + run / 2], isum);
-      } else {
-        __m256i s16[NT][NP];
-        for (int u = 0; u < NT; ++u)
-          for (int pn = 0; pn < NP; ++pn) s16[u][pn] = _mm256_setzero_si256();
-        for (int st = 2 * run; st < 2 * run + 2; ++st) {
-          __m256i lv[NP];
-          for (int pn = 0; pn < NP; ++pn)
-            lv[pn] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tiles[pn].q[j][st]));
-          for (int u = 0; u < NT; ++u) {
-            const __m256i xv = _mm256_set1_epi32(load_i32(x[u] + 32 * j + 4 * st));
-            for (int pn = 0; pn < NP; ++pn)
-              s16[u][pn] = _mm256_add_epi16(s16[u][pn], _mm256_maddubs_epi16(lv[pn], xv));
-          }
-        }
-        for (int pn = 0; pn < NP; ++pn) {
-          const __m256i sc = _mm256_load_si256(reinterpret_cast<const __m256i*>(tiles[pn].sc[2 * j + run / 2]));
-          for (int u = 0; u < NT; ++u)
-            isum[u][pn] = _mm256_add_epi32(isum[u][pn], _mm256_madd_epi16(s16[u][pn], sc));
-        }
-      }
-    }
-  }
+  // runs of two steps (weights 32 j + 8 run .. + 7), scaled by the scale of their 16 weights
+  tile_sums<2>(tiles, a, g, b, t, [](int j, int run) { return 2 * j + run / 2; }, isum);
   for (int u = 0; u < NT; ++u) {
     const __m256 dx = _mm256_set1_ps(a.d[(t + u) * g.nb + b]);
     __m256i sp[8];  // the token's sums of 16 activations, pairs (2 ip, 2 ip + 1) in every lane
