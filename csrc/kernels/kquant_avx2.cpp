@@ -49,17 +49,21 @@ inline __m128i scales_mins_k45(const uint8_t* sb) {
 // The levels (0..63) of Q6_K half h (128 elements) as 4 vectors of 32: q[s] holds elements 128h + 32s .. + 31.
 // Element 128h + 32s + l has its low 4 bits in byte 64h + 32(s % 2) + l (low nibble for s < 2, high for s >= 2)
 // and its top 2 bits in bits 2s..2s+1 of byte 128 + 32h + l; those land on bits 4-5 by one shift and a mask (the
-// 16-bit shifts move no bit across a byte that the mask keeps).
-inline void k6_levels(const uint8_t* blk, int h, __m256i (&q)[4]) {
+// 16-bit shifts move no bit across a byte that the mask keeps). k6_combine does it from the three vectors of bytes
+// (l0 at 64h, l1 at 64h + 32, hb at 128 + 32h); bytewise, so it also assembles the levels of bytes moved as whole
+// 32-bit lanes (interleave_k6's transposes); k6_levels loads them from a block.
+inline void k6_combine(__m256i l0, __m256i l1, __m256i hb, __m256i (&q)[4]) {
   const __m256i low = _mm256_set1_epi8(0x0F), top = _mm256_set1_epi8(0x30);
-  const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h));
-  const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h + 32));
-  const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h));
   q[0] = _mm256_or_si256(_mm256_and_si256(l0, low), _mm256_and_si256(_mm256_slli_epi16(hb, 4), top));
   q[1] = _mm256_or_si256(_mm256_and_si256(l1, low), _mm256_and_si256(_mm256_slli_epi16(hb, 2), top));
   q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low), _mm256_and_si256(hb, top));
   q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low),
                          _mm256_and_si256(_mm256_srli_epi16(hb, 2), top));
+}
+inline void k6_levels(const uint8_t* blk, int h, __m256i (&q)[4]) {
+  k6_combine(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h)),
+             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h + 32)),
+             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h)), q);
 }
 
 float hsum_f(__m256 v) {
@@ -248,6 +252,14 @@ struct InterleavedK45 {
   alignas(32) float m[8];           // [r]: M_r
 };
 
+// The `rows` (<= 8) rows' 32 bytes at `offset` of their blocks (bb apart; missing rows: zero), transposed as
+// 32-bit lanes: lane r of f[s] is bytes 4 s .. 4 s + 3 of row r.
+inline void rows_transposed(const uint8_t* blocks, int bb, int64_t rows, int offset, __m256 (&f)[8]) {
+  for (int r = 0; r < kPanelRows; ++r)
+    f[r] = r < rows ? _mm256_loadu_ps(reinterpret_cast<const float*>(blocks + r * bb + offset)) : _mm256_setzero_ps();
+  transpose8(f);
+}
+
 // The `rows` (<= 8) blocks of one panel super-block into the interleaved tile (missing rows: zero). The packed
 // bytes are transposed first (32-bit lanes of 8 rows) and unpacked after: a vector of 32 packed bytes holds the
 // low nibbles of sub-block 2 i and the high nibbles of sub-block 2 i + 1, so one 8 x 8 transpose serves two
@@ -272,12 +284,7 @@ void interleave_k45(Kind kind, const uint8_t* blocks, int bb, int64_t rows, Inte
       tile.sc[j][2 * r] = tile.sc[j][2 * r + 1] = sm[r][j];
       tile.mn[j / 2][2 * r + j % 2] = sm[r][8 + j];
     }
-  const auto gather = [&](int offset, __m256 (&f)[8]) {  // the rows' 32 bytes at `offset`, transposed
-    for (int r = 0; r < kPanelRows; ++r)
-      f[r] = r < rows ? _mm256_loadu_ps(reinterpret_cast<const float*>(blocks + r * bb + offset))
-                      : _mm256_setzero_ps();
-    transpose8(f);
-  };
+  const auto gather = [&](int offset, __m256 (&f)[8]) { rows_transposed(blocks, bb, rows, offset, f); };
   __m256 h[8];  // Q5_K: the fifth bits, transposed
   if (kind == Kind::k5) gather(16, h);
   for (int i = 0; i < 4; ++i) {
@@ -455,7 +462,6 @@ struct InterleavedK6 {
 // high for s >= 2) and its top 2 bits in bits 2 s, 2 s + 1 of byte 128 + 32 h + l: six 8 x 8 transposes of packed
 // bytes serve the eight sub-blocks.
 void interleave_k6(const uint8_t* blocks, int bb, int64_t rows, InterleavedK6& tile) {
-  const __m256i low = _mm256_set1_epi8(0x0F), top = _mm256_set1_epi8(0x30);
   alignas(16) int8_t sc[8][16];
   for (int r = 0; r < kPanelRows; ++r) {
     if (r >= rows) {
@@ -471,28 +477,16 @@ void interleave_k6(const uint8_t* blocks, int bb, int64_t rows, InterleavedK6& t
       tile.sc[i][2 * r] = tile.sc[i][2 * r + 1] = sc[r][i];
       tile.sp[i / 2][2 * r + i % 2] = sc[r][i];
     }
-  const auto gather = [&](int offset, __m256 (&f)[8]) {  // the rows' 32 bytes at `offset`, transposed
-    for (int r = 0; r < kPanelRows; ++r)
-      f[r] = r < rows ? _mm256_loadu_ps(reinterpret_cast<const float*>(blocks + r * bb + offset))
-                      : _mm256_setzero_ps();
-    transpose8(f);
-  };
+  const auto gather = [&](int offset, __m256 (&f)[8]) { rows_transposed(blocks, bb, rows, offset, f); };
   for (int h = 0; h < 2; ++h) {
-    __m256 hb[8];
+    __m256 l0[8], l1[8], hb[8];
+    gather(64 * h, l0);
+    gather(64 * h + 32, l1);
     gather(128 + 32 * h, hb);
-    for (int c = 0; c < 2; ++c) {
-      __m256 f[8];
-      gather(64 * h + 32 * c, f);
-      for (int s = 0; s < 8; ++s) {
-        const __m256i v = _mm256_castps_si256(f[s]), t = _mm256_castps_si256(hb[s]);
-        // sub-block 4 h + c: bits 2 c.. of the top byte -> bits 4, 5; sub-block 4 h + c + 2: bits 2 c + 4..
-        const __m256i tl = c == 0 ? _mm256_slli_epi16(t, 4) : _mm256_slli_epi16(t, 2);
-        const __m256i th = c == 0 ? t : _mm256_srli_epi16(t, 2);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(tile.q[4 * h + c][s]),
-                           _mm256_or_si256(_mm256_and_si256(v, low), _mm256_and_si256(tl, top)));
-        _mm256_store_si256(reinterpret_cast<__m256i*>(tile.q[4 * h + c + 2][s]),
-                           _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), low), _mm256_and_si256(th, top)));
-      }
+    for (int s = 0; s < 8; ++s) {
+      __m256i q[4];
+      k6_combine(_mm256_castps_si256(l0[s]), _mm256_castps_si256(l1[s]), _mm256_castps_si256(hb[s]), q);
+      for (int i = 0; i < 4; ++i) _mm256_store_si256(reinterpret_cast<__m256i*>(tile.q[4 * h + i][s]), q[i]);
     }
   }
 }
