@@ -13,7 +13,12 @@
 // to match a system where huge pages are unwelcome.
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <mutex>
+#include <new>
+#include <type_traits>
 
 namespace bluelm {
 
@@ -22,6 +27,35 @@ constexpr size_t kHugePageBytes = size_t(2) << 20;
 // `bytes` (> 0) of memory aligned to 64 bytes, or to 2 MiB with huge-page advice when bytes >= 2 MiB; nullptr
 // when the allocation fails. Release with std::free.
 uint8_t* alloc_large(size_t bytes);
+
+// n zero-filled values of a trivially copyable T in one alloc_large buffer (huge pages from 2 MiB up), for arrays
+// that are streamed whole, as the KV cache is at every decode step. Throws std::bad_alloc when the allocation fails.
+template <class T>
+class LargeArray {
+  static_assert(std::is_trivially_copyable_v<T>);
+
+ public:
+  LargeArray() = default;
+  explicit LargeArray(size_t n) : n_(n) {
+    if (n == 0) return;
+    if (n > SIZE_MAX / sizeof(T)) throw std::bad_alloc();
+    p_.reset(reinterpret_cast<T*>(alloc_large(n * sizeof(T))));
+    if (!p_) throw std::bad_alloc();
+    std::memset(static_cast<void*>(p_.get()), 0, n * sizeof(T));  // touched after the advice: huge pages
+  }
+  T* data() { return p_.get(); }
+  const T* data() const { return p_.get(); }
+  size_t size() const { return n_; }
+  T& operator[](size_t i) { return p_.get()[i]; }
+  const T& operator[](size_t i) const { return p_.get()[i]; }
+
+ private:
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  std::unique_ptr<T, Free> p_;
+  size_t n_ = 0;
+};
 
 // Whether alloc_large advises huge pages (BLUELM_HUGEPAGES is not "0" and the platform has the advice).
 bool hugepage_advice_enabled();

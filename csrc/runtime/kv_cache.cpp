@@ -22,16 +22,16 @@ KvCache::KvCache(KvType type, int64_t layers, int64_t kv_heads, int64_t capacity
   gs_ = head_dim % kKvGroup == 0 ? kKvGroup : head_dim;
   groups_ = head_dim / gs_;
   if (type == KvType::int8) {
-    k8_.assign(slots * size_t(hd_), 0);
-    v8_.assign(slots * size_t(hd_), 0);
-    ks_.assign(slots * size_t(groups_), 0.0f);
-    vs_.assign(slots * size_t(groups_), 0.0f);
+    k8_ = LargeArray<int8_t>(slots * size_t(hd_));
+    v8_ = LargeArray<int8_t>(slots * size_t(hd_));
+    ks_ = LargeArray<float>(slots * size_t(groups_));
+    vs_ = LargeArray<float>(slots * size_t(groups_));
   } else if (type == KvType::f16) {
-    k16_.assign(slots * size_t(hd_), 0);
-    v16_.assign(slots * size_t(hd_), 0);
+    k16_ = LargeArray<uint16_t>(slots * size_t(hd_));
+    v16_ = LargeArray<uint16_t>(slots * size_t(hd_));
   } else {
-    kf_.assign(slots * size_t(hd_), 0.0f);
-    vf_.assign(slots * size_t(hd_), 0.0f);
+    kf_ = LargeArray<float>(slots * size_t(hd_));
+    vf_ = LargeArray<float>(slots * size_t(hd_));
   }
 }
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/memory.h"
 #include "runtime/attention.h"
 
 namespace bluelm::runtime {
@@ -41,9 +42,11 @@ class KvCache {
   friend class Llm;
   KvType type_;
   int64_t layers_, kv_heads_, capacity_, hd_, length_ = 0, gs_ = 0, groups_ = 1;
-  std::vector<int8_t> k8_, v8_;
-  std::vector<uint16_t> k16_, v16_;
-  std::vector<float> kf_, vf_, ks_, vs_;  // f32 values, or the int8 scales [layers, kv_heads, capacity, groups]
+  // On huge pages (common/memory.h): at depth a decode step streams every layer's cache, and with 4 KiB pages the
+  // AVX2 decode attention out of DRAM took 1.5x its time from the caches (docs/engine.md, "Attention at depth").
+  LargeArray<int8_t> k8_, v8_;
+  LargeArray<uint16_t> k16_, v16_;
+  LargeArray<float> kf_, vf_, ks_, vs_;  // f32 values, or the int8 scales [layers, kv_heads, capacity, groups]
   size_t slot(int64_t layer, int64_t kvh, int64_t pos) const {
     return (size_t(layer) * size_t(kv_heads_) + size_t(kvh)) * size_t(capacity_) + size_t(pos);
   }
