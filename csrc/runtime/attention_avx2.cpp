@@ -25,6 +25,14 @@ __m256 load8_i8(const int8_t* p) {
 // 8 IEEE halves -> floats (F16C: exact, as quant::fp16_to_fp32).
 __m256 load8_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 
+// The first np (1..8) lanes of v to p: a plain store for a whole vector. A masked store is microcoded on AMD cores
+// (on the Zen 3 host it was the hottest instruction of the decode score loop), so only a block's last, partial
+// vector takes one.
+__attribute__((always_inline)) inline void store8_upto(float* p, __m256 v, int64_t np) {
+  if (np == 8) return _mm256_storeu_ps(p, v);
+  _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(int(np)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), v);
+}
+
 // exp(x) = 2^n * exp(r), n = round(x / ln 2), r = x - n ln 2 in [-ln 2 / 2, ln 2 / 2] (ln 2 split in two so r is
 // exact), exp(r) by its degree-6 Taylor polynomial (truncation < 1.2e-7 relative). x is clamped to [-87.3, 88.3],
 // where 2^n stays a normal float; below that the result is ~1e-38 instead of a denormal or 0.
@@ -261,9 +269,8 @@ void scores_i8q_cols(const __m256i* kc, const __m256i* ka, int64_t chunks, int64
       left = per_group;
     }
   }
-  const __m256i sm = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(np)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 #pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) _mm256_maskstore_ps(s + r * lds, sm, sc[r]);
+  for (int r = 0; r < R; ++r) store8_upto(s + r * lds, sc[r], np);
 }
 
 // The scale of group g of positions j0 .. j0 + 7 in the lanes of one vector (ks holds G per position), zero past np.
@@ -316,14 +323,8 @@ void scores_i8q_g32(const int8_t* q8, const float* qd, const int8_t* k, const fl
     for (int r = 0; r < R; ++r)
       sc[r] = _mm256_add_ps(sc[r], _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r]), _mm256_mul_ps(d, _mm256_set1_ps(qd[r * G + g]))));
   }
-  if (np == 8) {
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) _mm256_storeu_ps(s + r * lds, sc[r]);
-  } else {
-    const __m256i sm = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(np)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) _mm256_maskstore_ps(s + r * lds, sm, sc[r]);
-  }
+  for (int r = 0; r < R; ++r) store8_upto(s + r * lds, sc[r], np);
 }
 
 template <int G>
@@ -431,15 +432,43 @@ void weights_i16(const float* p, int64_t ldp, const float* vsg, int64_t nb, int6
     }
 }
 
-template <int R>
-void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, const int8_t* v, int64_t nb,
-                         int64_t hd, int64_t gs, int64_t c, float* o, int64_t ldo) {
+// The (v_j, v_j+1) int16 pairs of 16 columns from c, in the two vectors accumulate_i8w_tile multiplies: widened and
+// interleaved from the cache (decode: one block of rows uses them), or read from a block prepared once for the many
+// blocks of rows of a prefill tile (PreparedPairs).
+struct CachePairs {
+  const int8_t* v;
+  int64_t hd;
+  __m256i row16(int64_t j, int64_t c) const {
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + j * hd + c)));
+  }
+  // Positions j and j + 1 (second = false: j is the odd last row, its partner zero).
+  __attribute__((always_inline)) void at(int64_t j, int64_t c, bool second, __m256i& x0, __m256i& x1) const {
+    const __m256i a = row16(j, c), b = second ? row16(j + 1, c) : _mm256_setzero_si256();
+    x0 = _mm256_unpacklo_epi16(a, b);
+    x1 = _mm256_unpackhi_epi16(a, b);
+  }
+};
+
+struct PreparedPairs {
+  const __m256i* p;  // [pair][tile of 16 columns][2]
+  int64_t tiles;
+  __attribute__((always_inline)) void at(int64_t j, int64_t c, bool, __m256i& x0, __m256i& x1) const {
+    const __m256i* q = p + ((j / 2) * tiles + c / 16) * 2;
+    x0 = _mm256_load_si256(q);
+    x1 = _mm256_load_si256(q + 1);
+  }
+};
+
+template <int R, class Pairs>
+void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, const Pairs& pairs, int64_t nb,
+                         int64_t gs, int64_t c, float* o, int64_t ldo) {
   const int64_t g = c / gs;
   __m256i acc[R][2];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-  const auto step = [&](int64_t j, __m256i a, __m256i b) {
-    const __m256i x0 = _mm256_unpacklo_epi16(a, b), x1 = _mm256_unpackhi_epi16(a, b);
+  const auto step = [&](int64_t j, bool second) {
+    __m256i x0, x1;
+    pairs.at(j, c, second, x0, x1);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       int32_t pair;
@@ -449,13 +478,10 @@ void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, con
       acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(x1, wp));
     }
   };
-  const auto row16 = [&](int64_t j) {
-    return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + j * hd + c)));
-  };
   int64_t j = 0;
 #pragma GCC unroll 4
-  for (; j + 2 <= nb; j += 2) step(j, row16(j), row16(j + 1));
-  if (j < nb) step(j, row16(j), _mm256_setzero_si256());  // an odd last row (its pair weight is 0)
+  for (; j + 2 <= nb; j += 2) step(j, true);
+  if (j < nb) step(j, false);  // an odd last row (its pair weight is 0)
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
     const __m256 d = _mm256_set1_ps(sw[r * groups + g]);
@@ -467,15 +493,18 @@ void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, con
   }
 }
 
-template <int R>
-void accumulate_i8w_rows(const float* p, int64_t ldp, const int8_t* v, const float* vsg, int64_t nb, int64_t hd,
+template <int R, class Pairs>
+void accumulate_i8w_rows(const float* p, int64_t ldp, const Pairs& pairs, const float* vsg, int64_t nb, int64_t hd,
                          int64_t gs, float* o, int64_t ldo) {
   const int64_t groups = hd / gs;
   alignas(32) int16_t wq[R * kMaxScaleGroups * kWeightsLd];
   float sw[R * kMaxScaleGroups];
   weights_i16<R>(p, ldp, vsg, nb, groups, wq, sw);
-  for (int64_t c = 0; c < hd; c += 16) accumulate_i8w_tile<R>(wq, sw, groups, v, nb, hd, gs, c, o, ldo);
+  for (int64_t c = 0; c < hd; c += 16) accumulate_i8w_tile<R>(wq, sw, groups, pairs, nb, gs, c, o, ldo);
 }
+
+// Head sizes whose value pairs a prefill tile prepares on the stack (16 KB at 128).
+constexpr int64_t kMaxPreparedHd = 128;
 
 void accumulate_i8w_avx2(const float* p, int64_t ldp, int64_t m, const int8_t* v, const float* vs, int64_t nb,
                          int64_t hd, int64_t gs, float* o, int64_t ldo) {
@@ -493,8 +522,25 @@ void accumulate_i8w_avx2(const float* p, int64_t ldp, int64_t m, const int8_t* v
     for (int64_t j = 0; j < nb; ++j)
       for (int64_t g = 0; g < groups; ++g) vsg[g * kAttnBlock + j] = vs[j * groups + g];
   }
+  const CachePairs cache{v, hd};
+  if (m > 4 && hd <= kMaxPreparedHd) {
+    // A prefill tile's rows come in blocks of 4: widen and interleave the block's values once for all of them,
+    // not once per block of rows (perf of the 128-token chunk at depth 4,096: the values were 42% of the time).
+    alignas(32) __m256i prepared[(kAttnBlock / 2) * (kMaxPreparedHd / 16) * 2];
+    const int64_t tiles = hd / 16;
+    for (int64_t j = 0; j < nb; j += 2)
+      for (int64_t t = 0; t < tiles; ++t) {
+        __m256i* q = prepared + ((j / 2) * tiles + t) * 2;
+        cache.at(j, 16 * t, j + 1 < nb, q[0], q[1]);
+      }
+    const PreparedPairs pre{prepared, tiles};
+    for_row_blocks(m, [&](auto rows, int64_t r) {
+      accumulate_i8w_rows<decltype(rows)::value>(p + r * ldp, ldp, pre, vsg, nb, hd, gs, o + r * ldo, ldo);
+    });
+    return;
+  }
   for_row_blocks(m, [&](auto rows, int64_t r) {
-    accumulate_i8w_rows<decltype(rows)::value>(p + r * ldp, ldp, v, vsg, nb, hd, gs, o + r * ldo, ldo);
+    accumulate_i8w_rows<decltype(rows)::value>(p + r * ldp, ldp, cache, vsg, nb, hd, gs, o + r * ldo, ldo);
   });
 }
 
@@ -552,9 +598,8 @@ void scores_f16_rows(const float* q, int64_t ldq, const uint16_t* k, int64_t nb,
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) hi[r] = _mm256_setzero_ps();
     }
-    const __m256i sm = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(np)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 #pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) _mm256_maskstore_ps(s + r * lds + j0, sm, fold8(lo[r], hi[r]));
+    for (int r = 0; r < R; ++r) store8_upto(s + r * lds + j0, fold8(lo[r], hi[r]), np);
   }
 }
 
