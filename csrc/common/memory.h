@@ -28,6 +28,11 @@ constexpr size_t kHugePageBytes = size_t(2) << 20;
 // when the allocation fails. Release with std::free.
 uint8_t* alloc_large(size_t bytes);
 
+// The deleter of a std::unique_ptr that owns an alloc_large (or other malloc-family) buffer.
+struct FreeDeleter {
+  void operator()(void* p) const noexcept { std::free(p); }
+};
+
 // n zero-filled values of a trivially copyable T in one alloc_large buffer (huge pages from 2 MiB up), for arrays
 // that are streamed whole, as the KV cache is at every decode step. Throws std::bad_alloc when the allocation fails.
 template <class T>
@@ -50,10 +55,7 @@ class LargeArray {
   const T& operator[](size_t i) const { return p_.get()[i]; }
 
  private:
-  struct Free {
-    void operator()(T* p) const { std::free(p); }
-  };
-  std::unique_ptr<T, Free> p_;
+  std::unique_ptr<T, FreeDeleter> p_;
   size_t n_ = 0;
 };
 

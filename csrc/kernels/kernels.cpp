@@ -50,7 +50,6 @@ const IsaKernels& active_kernels() {
 
 // ---- scratch ----
 
-void Scratch::Free::operator()(uint8_t* p) const { std::free(p); }
 
 void Scratch::reserve(int64_t bytes) {
   if (bytes < 0) throw InvalidArgument(cat("scratch size ", bytes, " must be >= 0"));

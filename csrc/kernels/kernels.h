@@ -19,11 +19,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/memory.h"
 #include "quant/quant.h"
-
-namespace bluelm {
-class WeightArena;  // common/memory.h
-}
 
 namespace bluelm::kernels {
 
@@ -69,12 +66,9 @@ class PackedMatrix {
   int64_t k() const { return k_; }
 
  private:
-  struct Free {
-    void operator()(uint8_t* p) const;
-  };
   Format format_ = Format::q4_0;
   int64_t n_ = 0, k_ = 0, bytes_ = 0;
-  std::unique_ptr<uint8_t, Free> data_;   // own allocation, or
+  std::unique_ptr<uint8_t, FreeDeleter> data_;   // own allocation, or
   std::shared_ptr<WeightArena> arena_;    // the arena holding ptr_
   const uint8_t* ptr_ = nullptr;
 };
@@ -100,10 +94,7 @@ class Scratch {
   int64_t capacity() const { return capacity_; }
 
  private:
-  struct Free {
-    void operator()(uint8_t* p) const;
-  };
-  std::unique_ptr<uint8_t, Free> data_;
+  std::unique_ptr<uint8_t, FreeDeleter> data_;
   int64_t capacity_ = 0;
 };
 

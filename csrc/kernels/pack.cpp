@@ -176,7 +176,6 @@ void unpack_weights(Format f, const uint8_t* packed, int64_t n, int64_t k, uint8
   });
 }
 
-void PackedMatrix::Free::operator()(uint8_t* p) const { std::free(p); }
 
 PackedMatrix& PackedMatrix::operator=(PackedMatrix&& o) noexcept {
   if (this != &o) {

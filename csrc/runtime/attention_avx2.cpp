@@ -237,11 +237,18 @@ int32_t load_i32(const int8_t* p) {
 // scaled once per group and position.
 constexpr int64_t kMaxKeyColumns = 64;  // hd <= 256
 
+// acc + the int32 sums of 4-byte columns: lane p gets sum_{e<4} q[e] k_p[e] for the key column kc (ka = |kc|) and
+// the row's 4 query bytes at q (|k| * sign(q, k) in u8 x s8 pairs, at most 2 x 128 x 127: no saturation).
+__attribute__((always_inline)) inline __m256i add_column_dots(__m256i acc, __m256i kc, __m256i ka, const int8_t* q) {
+  const __m256i qb = _mm256_set1_epi32(load_i32(q));
+  const __m256i pairs = _mm256_maddubs_epi16(ka, _mm256_sign_epi8(qb, kc));
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+
 template <int R>
 void scores_i8q_cols(const __m256i* kc, const __m256i* ka, int64_t chunks, int64_t per_group, int64_t groups,
                      const float* scale, const int8_t* q8, const float* qd, int64_t hd, int64_t np, float* s,
                      int64_t lds) {
-  const __m256i ones = _mm256_set1_epi16(1);
   __m256 sc[R];
   __m256i acc[R];
 #pragma GCC unroll 16
@@ -253,10 +260,7 @@ void scores_i8q_cols(const __m256i* kc, const __m256i* ka, int64_t chunks, int64
   for (int64_t c = 0; c < chunks; ++c) {
     const __m256i k = _mm256_load_si256(kc + c), a = _mm256_load_si256(ka + c);
 #pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) {
-      const __m256i qb = _mm256_set1_epi32(load_i32(q8 + r * hd + 4 * c));
-      acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(qb, k)), ones));
-    }
+    for (int r = 0; r < R; ++r) acc[r] = add_column_dots(acc[r], k, a, q8 + r * hd + 4 * c);
     if (--left == 0) {  // the group ends: scale its sums once
       const __m256 d = _mm256_load_ps(scale + 8 * g);
 #pragma GCC unroll 16
@@ -295,7 +299,6 @@ template <int G, int R>
 void scores_i8q_g32(const int8_t* q8, const float* qd, const int8_t* k, const float* ks, int64_t np, float* s,
                     int64_t lds) {
   constexpr int64_t hd = 32 * G;
-  const __m256i ones = _mm256_set1_epi16(1);
   __m256 sc[R];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) sc[r] = _mm256_setzero_ps();
@@ -313,10 +316,7 @@ void scores_i8q_g32(const int8_t* q8, const float* qd, const int8_t* k, const fl
     for (int c = 0; c < 8; ++c) {
       const __m256i kc = _mm256_castps_si256(t[c]), ka = _mm256_abs_epi8(kc);
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        const __m256i qb = _mm256_set1_epi32(load_i32(q8 + r * hd + 32 * g + 4 * c));
-        acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(_mm256_maddubs_epi16(ka, _mm256_sign_epi8(qb, kc)), ones));
-      }
+      for (int r = 0; r < R; ++r) acc[r] = add_column_dots(acc[r], kc, ka, q8 + r * hd + 32 * g + 4 * c);
     }
     const __m256 d = group_scales<G>(ks, np, g);
 #pragma GCC unroll 8
