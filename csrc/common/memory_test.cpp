@@ -2,6 +2,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <new>
 #include <sstream>
 #include <string>
 
@@ -86,6 +87,34 @@ BLUELM_TEST(alloc_large_advises_huge_pages_unless_turned_off) {
   std::free(p);
   std::free(q);
 #endif
+}
+
+BLUELM_TEST(large_array_is_zero_filled_aligned_and_on_huge_pages) {
+  const LargeArray<int8_t> none(0);
+  CHECK(none.data() == nullptr);
+  CHECK_EQ(none.size(), size_t(0));
+  LargeArray<int16_t> small(100);
+  CHECK_EQ(small.size(), size_t(100));
+  CHECK_EQ(reinterpret_cast<uintptr_t>(small.data()) % 64, uintptr_t(0));
+  bool zero = true;
+  for (size_t i = 0; i < small.size(); ++i) zero = zero && small[i] == 0;
+  CHECK(zero);
+  // Past 2 MiB: aligned to a huge page, zero everywhere (including the 4 KiB-page tail), writable.
+  const size_t n = 3 * kHugePageBytes / sizeof(float) + 5;
+  LargeArray<float> big(n);
+  CHECK_EQ(big.size(), n);
+  CHECK_EQ(reinterpret_cast<uintptr_t>(big.data()) % kHugePageBytes, uintptr_t(0));
+  zero = true;
+  for (size_t i = 0; i < n; i += 997) zero = zero && big[i] == 0.0f;
+  CHECK(zero && big[n - 1] == 0.0f);
+  big[n - 1] = 2.5f;
+  CHECK_EQ(big.data()[n - 1], 2.5f);
+#if defined(__linux__) && defined(__x86_64__)  // qemu-user (make test-arm) does not forward the advice
+  const std::string flags = vm_flags_at(big.data());
+  if (!flags.empty() && hugepage_advice_enabled()) CHECK(has_flag(flags, "hg"));
+#endif
+  CHECK_THROWS(LargeArray<double>(~size_t(0) / 4), std::bad_alloc);  // more bytes than size_t holds
+  CHECK_THROWS(LargeArray<char>(~size_t(0) - 8), std::bad_alloc);    // an impossible allocation
 }
 
 BLUELM_TEST(weight_arena_hands_out_aligned_memory_back_to_back_until_full) {

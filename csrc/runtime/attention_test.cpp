@@ -295,3 +295,20 @@ BLUELM_TEST(vector_exp_softmax_and_gelu_match_libm) {
   }
   set_active_isa(saved);
 }
+
+BLUELM_TEST(kv_cache_arrays_start_on_huge_page_boundaries) {
+  // Each array of a cache of 2 MiB or more is one alloc_large buffer (common/memory.h): the first (layer, head) of
+  // each starts on a 2 MiB boundary, and the zero-filled cache attends like any other.
+  for (KvType type : {KvType::int8, KvType::f16, KvType::f32}) {
+    KvCache c(type, 2, 2, 16384, 64);
+    const KvHeadView h = c.head(0, 0);
+    const void* k = type == KvType::int8 ? static_cast<const void*>(h.k8)
+                    : type == KvType::f16 ? static_cast<const void*>(h.k16)
+                                          : static_cast<const void*>(h.kf);
+    CHECK_EQ(reinterpret_cast<uintptr_t>(k) % (size_t(2) << 20), uintptr_t(0));
+    const KvHeadView last = c.head(1, 1);
+    if (type == KvType::int8) CHECK(last.k8[16383 * 64 + 63] == 0 && last.vs[16383 * 2 + 1] == 0.0f);
+    if (type == KvType::f16) CHECK(last.v16[16383 * 64 + 63] == 0);
+    if (type == KvType::f32) CHECK(last.vf[16383 * 64 + 63] == 0.0f);
+  }
+}
