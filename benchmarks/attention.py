@@ -42,6 +42,9 @@ VARIANTS = {"int8-f32": ("int8", "f32"), "int8": ("int8", "int8"), "f16": ("f16"
 
 
 PROBES = {"avx512": "fp32_fma_avx512", "avx2": "fp32_fma_avx2"}
+# The int8 path's two products as register loops of their exact instructions (csrc/kernels/roofline_mix.cpp): the
+# scores and the values take equal multiply-adds, so together they can run at most at the harmonic mean of the two.
+PRODUCT_MIXES = {"avx2": ("mix_attn_scores_avx2", "mix_attn_values_avx2")}
 
 
 def prefill_rows_for(shape: str, n: int, t: int, threads: int, isa: str, calls: int, variants: list[str],
@@ -54,12 +57,15 @@ def prefill_rows_for(shape: str, n: int, t: int, threads: int, isa: str, calls: 
     q = rng.standard_normal((t, kvh * groups, hd), dtype=np.float32)
     flops = 4 * hd * kvh * groups * (t * n + t * (t + 1) / 2)
     per = {name: [] for name in variants}
-    probes = []
+    probes, mixes = [], []
     saved = _core.decode_query()
     try:
         for _ in range(rounds):
             if isa in PROBES:
                 probes.append(_core.measure_peak(PROBES[isa], threads, 3))
+            if isa in PRODUCT_MIXES:
+                a, b = (_core.measure_peak(name, threads, 3) for name in PRODUCT_MIXES[isa])
+                mixes.append(2 / (1 / a + 1 / b))
             for name in variants:
                 cache, query = VARIANTS[name]
                 _core.set_decode_query(query)
@@ -74,6 +80,9 @@ def prefill_rows_for(shape: str, n: int, t: int, threads: int, isa: str, calls: 
         if probes:
             row["fma_probe_gflops"] = round(statistics.median(probes), 1)
             row["fma_fraction"] = round(flops / med / 1e9 / row["fma_probe_gflops"], 3)
+        if mixes and name == "int8":  # the integer path: how far from its own products' ceiling
+            row["products_mix_gops"] = round(statistics.median(mixes), 1)
+            row["mix_fraction"] = round(flops / med / 1e9 / row["products_mix_gops"], 3)
         if "int8" in per and name != "int8":
             row["vs_int8"] = round(statistics.median(a / b for a, b in zip(times, per["int8"])), 3)
         out.append(row)
@@ -152,6 +161,8 @@ def main(argv=None) -> int:
             print(f"{r['shape']:>11} {r['isa']:>6} t={r['threads']} n={r['n']:>5} +{r['chunk']} {r['variant']:>8}: "
                   f"{r['median_s'] * 1e3:8.2f} ms  {r['gflops']:6.1f} GFLOP/s"
                   + (f"  of FMA probe {r['fma_fraction']:.3f}" if "fma_fraction" in r else "")
+                  + (f"  of its products' mix ({r['products_mix_gops']:.0f} GOPS) {r['mix_fraction']:.3f}"
+                     if "mix_fraction" in r else "")
                   + (f"  vs int8 x{r['vs_int8']}" if "vs_int8" in r else ""))
             continue
         print(f"{r['shape']:>11} {r['isa']:>6} t={r['threads']} n={r['n']:>5} {r['variant']:>8}: "

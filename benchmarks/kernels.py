@@ -123,7 +123,8 @@ def torch_dequant_fn(fmt: str, rows: np.ndarray, n: int, k: int):
 
 def tier_loops(isa: str) -> tuple[str, dict[str, str]]:
     """The int8 probe of tier `isa` and its mix loops by format (csrc/kernels/roofline_mix.cpp)."""
-    peaks = _core.roofline_peaks()
+    # attn_* loops are attention's products (benchmarks/attention.py), not quant formats
+    peaks = [p for p in _core.roofline_peaks() if not p["format"].startswith("attn_")]
     mixes = {p["format"]: p["name"] for p in peaks if p["probe"] and p["isa"] == isa}
     probes = {p["probe"] for p in peaks if p["probe"] and p["isa"] == isa}
     if len(probes) == 1:

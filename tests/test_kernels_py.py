@@ -338,3 +338,21 @@ def test_gemv_call_timer_times_every_call_and_refuses_bad_stacks():
         _core.time_gemv_calls(stack + [stack[0][:-1]], "q4_0", n, k, x, 1)
     with pytest.raises(TypeError, match="uint8"):
         _core.time_gemv_calls([None], "q4_0", n, k, x, 1)
+
+
+@pytest.mark.skipif(not _core.isa_supported("avx2"), reason="the attention mix loops are AVX2 loops")
+def test_attention_mix_loops_are_listed_measured_and_kept_out_of_the_quant_formats():
+    import importlib.util
+    from pathlib import Path
+
+    peaks = {p["name"]: p for p in _core.roofline_peaks()}
+    for name, fmt in (("mix_attn_scores_avx2", "attn_scores_i8"), ("mix_attn_values_avx2", "attn_values_i16")):
+        assert peaks[name]["format"] == fmt and peaks[name]["probe"] == "fp32_fma_avx2" and peaks[name]["unit"] == "GOPS"
+        assert _core.measure_peak(name, 1, 1, 0.01) > 1.0
+    # benchmarks/kernels.py pairs quant formats with their GEMM mix loops: the attention loops must not join them
+    spec = importlib.util.spec_from_file_location("bench_kernels", Path(__file__).parents[1] / "benchmarks" / "kernels.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    probe, mixes = bench.tier_loops("avx2")
+    assert probe == "int8_maddubs_paddw_avx2"
+    assert "q4_0" in mixes and not any(f.startswith("attn_") for f in mixes)

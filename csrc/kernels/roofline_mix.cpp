@@ -227,6 +227,40 @@ Z_TARGET void mix_q8_0_signtrick_avx512(int64_t n) {
                    Z_SCALES(zmm20) Z_EPILOGUE(INT8_EPI) "dec %0\n jnz 1b\n vzeroupper\n"
                    : "+r"(n)::Z_CLOBBERS);
 }
+
+// ---- AVX2 attention products (runtime/attention_avx2.cpp; attention rows in benchmarks/attention.py) ----
+// Unlike the GEMM tiles above, these loops keep their broadcasts from memory (an L1 buffer, as the kernels read the
+// query bytes and the int16 weight pairs): on the Zen 3 host a vpbroadcastd ymm, m32 took a vector pipe slot (a
+// loop of broadcast + vpmaddwd + vpaddd ran at 0.67 cycles per vpmaddwd against 0.5 from registers).
+// Scores (scores_i8q_cols, 4 rows): a 4-byte key column of 8 positions (ymm12, |k| ymm13) against each row's 4 query
+// bytes: sign trick, vpmaddubsw, vpmaddwd by ones (ymm15), into the row's int32 sums ymm0-3. 4 x 32 MACs.
+#define AS_ROW(B, T, A)                                                                                         \
+  "vpbroadcastd " #B "(%1),%%" #T "\n vpsignb %%ymm12,%%" #T ",%%" #T "\n vpmaddubsw %%" #T ",%%ymm13,%%" #T "\n" \
+  "vpmaddwd %%ymm15,%%" #T ",%%" #T "\n vpaddd %%" #T ",%%" #A ",%%" #A "\n"
+#define AS_STEP AS_ROW(0, ymm4, ymm0) AS_ROW(64, ymm5, ymm1) AS_ROW(128, ymm6, ymm2) AS_ROW(192, ymm7, ymm3)
+// Values (accumulate_i8w_tile<4>): a pair of positions x 16 columns (int16 pairs in ymm8 / ymm9) against each
+// row's broadcast weight pair, two vpmaddwd and two vpaddd into the row's sums ymm0-7. 4 x 32 MACs.
+#define AV_ROW(B, T, A0, A1)                                                                                    \
+  "vpbroadcastd " #B "(%1),%%" #T "\n vpmaddwd %%" #T ",%%ymm8,%%ymm10\n vpaddd %%ymm10,%%" #A0 ",%%" #A0 "\n"  \
+  "vpmaddwd %%" #T ",%%ymm9,%%ymm11\n vpaddd %%ymm11,%%" #A1 ",%%" #A1 "\n"
+#define AV_STEP AV_ROW(0, ymm12, ymm0, ymm1) AV_ROW(132, ymm13, ymm2, ymm3) AV_ROW(264, ymm14, ymm4, ymm5) \
+  AV_ROW(396, ymm15, ymm6, ymm7)
+constexpr double kAttnStepOps = 2.0 * 4 * 32;  // one step: 4 rows x 32 multiply-adds
+alignas(64) int32_t g_attn_rows[128];           // the rows' broadcast sources (zeros)
+
+void mix_attn_scores_avx2(int64_t n) {
+  __asm__ volatile(A_PROLOGUE "vpxor %%ymm12,%%ymm12,%%ymm12\n vpxor %%ymm13,%%ymm13,%%ymm13\n"
+                   "1:\n" AS_STEP AS_STEP AS_STEP AS_STEP "dec %0\n jnz 1b\n vzeroupper\n"
+                   : "+r"(n)
+                   : "r"(g_attn_rows)
+                   : A_CLOBBERS, "memory");
+}
+void mix_attn_values_avx2(int64_t n) {
+  __asm__ volatile(A_PROLOGUE "1:\n" AV_STEP AV_STEP AV_STEP AV_STEP "dec %0\n jnz 1b\n vzeroupper\n"
+                   : "+r"(n)
+                   : "r"(g_attn_rows)
+                   : A_CLOBBERS, "memory");
+}
 #undef R
 #endif
 
@@ -276,6 +310,14 @@ const std::vector<Loop>& mix_loops() {
         "q8_0 panel-pair x 4-token block, AVX-512 VNNI, former sign trick (A/B)", "q8_0_signtrick",
         "int8_vpdpbusd_avx512"},
        Isa::avx512, kBlockOps, mix_q8_0_signtrick_avx512},
+      // Attention's int8 products (not a quant format: benchmarks/kernels.py skips formats named attn_*), as
+      // fractions of the float FMA probe its attention rows are compared with.
+      {{"mix_attn_scores_avx2", "avx2", "GOPS", "int8 attention scores, 4 rows x 8 positions (sign trick), AVX2",
+        "attn_scores_i8", "fp32_fma_avx2"},
+       Isa::avx2, 4 * kAttnStepOps, mix_attn_scores_avx2},
+      {{"mix_attn_values_avx2", "avx2", "GOPS", "int8 attention values with int16 weights, 4 rows x 16 columns, AVX2",
+        "attn_values_i16", "fp32_fma_avx2"},
+       Isa::avx2, 4 * kAttnStepOps, mix_attn_values_avx2},
 #endif
   };
   return all;
