@@ -230,8 +230,8 @@ Z_TARGET void mix_q8_0_signtrick_avx512(int64_t n) {
 
 // ---- AVX2 attention products (runtime/attention_avx2.cpp; attention rows in benchmarks/attention.py) ----
 // Unlike the GEMM tiles above, these loops keep their broadcasts from memory (an L1 buffer, as the kernels read the
-// query bytes and the int16 weight pairs): on the Zen 3 host a vpbroadcastd ymm, m32 took a vector pipe slot (a
-// loop of broadcast + vpmaddwd + vpaddd ran at 0.67 cycles per vpmaddwd against 0.5 from registers).
+// query bytes and the int16 weight pairs): on the Zen 3 host a vpbroadcastd ymm, m32 took a vector pipe slot (in a
+// throwaway loop, broadcast + vpmaddwd + vpaddd ran at 0.67 cycles per vpmaddwd; vpmaddwd alone, at 0.5).
 // Scores (scores_i8q_cols, 4 rows): a 4-byte key column of 8 positions (ymm12, |k| ymm13) against each row's 4 query
 // bytes: sign trick, vpmaddubsw, vpmaddwd by ones (ymm15), into the row's int32 sums ymm0-3. 4 x 32 MACs.
 #define AS_ROW(B, T, A)                                                                                         \
