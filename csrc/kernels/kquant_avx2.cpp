@@ -1,7 +1,8 @@
 // AVX2 products of the K-quants (Q4_K, Q5_K, Q6_K) with int8 activations quantized per super-block of 256.
-// Decode (T <= 3, decode_panels_k) reads each row's block straight from the GGUF bytes: per 32 levels one vpmaddubsw
-// into pair sums, one vpmaddwd by the sub-block scale, the offset term (Q4_K / Q5_K minima, Q6_K's -32) one vpmaddwd
-// of the row's 16 offsets with the 16 sums of 16 activations, one conversion per super-block. Prefill
+// Decode (T <= 3, decode_panels_k45 / decode_panels_k6) reads each row's block straight from the GGUF bytes: per 32
+// levels one vpmaddubsw into pair sums, one vpmaddwd by the sub-block scale, the offset term (Q4_K / Q5_K minima,
+// Q6_K's -32) one vpmaddwd of the row's 16 offsets with the 16 sums of 16 activations; Q4_K / Q5_K convert to float
+// once per four rows and super-block (their rows' integer sums folded together), Q6_K once per row. Prefill
 // (gemm_panels_interleaved) unpacks each 8-row panel super-block once per 128 tokens into a tile whose vectors hold
 // 4 levels of each of the 8 rows, so one broadcast of 4 activations feeds 8 rows (16: two panels at a time), and
 // applies the scales in integers once per run of int16 sums. Same panel layout and result as the scalar kernel
@@ -66,32 +67,23 @@ inline void k6_levels(const uint8_t* blk, int h, __m256i (&q)[4]) {
              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h)), q);
 }
 
-float hsum_f(__m256 v) {
-  __m128 m = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_add_ss(m, _mm_movehdup_ps(m));
-  return _mm_cvtss_f32(m);
-}
-
 // ---- Decode (1-3 tokens): straight from the GGUF bytes, nothing stored. ----
 // A decode tile reads each super-block once per token, so unpacking it into memory first (the GEMM path above,
 // which shares that work over up to 32 tokens) cost more than the products. Here each row's block goes from its
 // bytes to the products in registers: the 12 bytes of 6-bit scales and minima are spread into 16 bytes with a few
 // 32-bit shifts and masks, widened to int16 once, and vpshufb broadcasts a sub-block's scale.
 
-// vpshufb masks widening byte j of each 128-bit lane into every int16 word (the high byte zeroed): kByteMask[j]
-// gives scale j (j < 8) of scales_mins_k45's bytes, broadcast.
-alignas(32) constexpr uint8_t kByteMask[8][32] = {
+// vpshufb masks widening byte j of each 128-bit lane into every int16 word (the high byte zeroed): kRowMasks[j]
+// gives scale j (j < 8) of scales_mins_k45's bytes, broadcast; kRowMasks[8] the 8 minima (bytes 8..15) as int16
+// words, in both lanes (activation_sums16's order [S0, S2, .. | S1, S3, ..] pairs sub-block j's two sums of 16 with
+// word j of each lane). One table: the assembly row below addresses the nine from one pointer.
+alignas(32) constexpr uint8_t kRowMasks[9][32] = {
 #define B(j) {j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, \
                j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80}
-    B(0), B(1), B(2), B(3), B(4), B(5), B(6), B(7)
+    B(0), B(1), B(2), B(3), B(4), B(5), B(6), B(7),
 #undef B
-};
-// The 8 minima (bytes 8..15) as int16 words, in both lanes: activation_sums16's order [S0, S2, .. | S1, S3, ..]
-// pairs sub-block j's two sums of 16 with word j of each lane.
-alignas(32) constexpr uint8_t kMinimaMask[32] = {8, 0x80, 9, 0x80, 10, 0x80, 11, 0x80, 12, 0x80, 13, 0x80, 14, 0x80,
-                                                 15, 0x80, 8, 0x80, 9, 0x80, 10, 0x80, 11, 0x80, 12, 0x80, 13, 0x80,
-                                                 14, 0x80, 15, 0x80};
+    {8, 0x80, 9, 0x80, 10, 0x80, 11, 0x80, 12, 0x80, 13, 0x80, 14, 0x80, 15, 0x80,
+     8, 0x80, 9, 0x80, 10, 0x80, 11, 0x80, 12, 0x80, 13, 0x80, 14, 0x80, 15, 0x80}};
 
 // vpshufb masks: low lane word w, high lane word w + 1 (Q6_K: the two sub-blocks of 16 of one vector of 32).
 alignas(32) constexpr uint8_t kPairMask[4][32] = {
@@ -104,31 +96,97 @@ alignas(32) constexpr uint8_t kPairMask[4][32] = {
 inline __m256i mask(const uint8_t* m) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(m)); }
 
 // Integer sums of one row's Q4_K / Q5_K super-block with 256 activations x: dot = sum_j sc_j * (q . x)_j and
-// off = sum_j m_j * sum(x)_j, both as 8 int32 lanes (off from the 16 activation sums, see activation_sums16).
+// off = sum_j m_j * sum(x)_j, as 8 int32 lanes each (off from the 16 activation sums, see activation_sums16),
+// returned as _mm256_hadd_epi32(dot, off): [dot 01, 23, off 01, 23 | dot 45, 67, off 45, 67]. Per 64 levels one
+// 32-byte load, two masks and a shift for the nibbles, and per 32 one vpmaddubsw with the activations, one vpshufb
+// broadcasting the sub-block scale and one vpmaddwd by it; scales and minima as scales_mins_k45 spreads them. Q5_K
+// ors each level's fifth bit (bit 2i / 2i + 1 of its qh byte, shifted onto bit 4) into the nibbles. In assembly, as
+// the int4 panel blocks are (kernels_avx2.cpp), so that the constants and activations are memory operands of the
+// instructions that use them rather than reloads gcc schedules.
+// Constants (kK45Consts): the nibble mask at 0, the Q5_K bit mask at 32, scales_mins_k45's shift counts and two
+// masks at 64, 80 and 96.
+alignas(32) constexpr uint32_t kK45Consts[28] = {
+    0x0F0F0F0F, 0x0F0F0F0F, 0x0F0F0F0F, 0x0F0F0F0F, 0x0F0F0F0F, 0x0F0F0F0F, 0x0F0F0F0F, 0x0F0F0F0F,
+    0x10101010, 0x10101010, 0x10101010, 0x10101010, 0x10101010, 0x10101010, 0x10101010, 0x10101010,
+    0, 0, 0, 4, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0, 0x30303030, 0, 0x30303030};
+#define K45A_SCALES                                                                                             \
+  "vmovdqu 4(%[b]), %x[t]\n\t"                                                                                  \
+  "vpshufd $0x98, %x[t], %x[sm]\n\t"                                                                            \
+  "vpshufd $0x50, %x[t], %x[t]\n\t"                                                                             \
+  "vpsrlvd 64(%[c]), %x[sm], %x[sm]\n\t"                                                                        \
+  "vpand 80(%[c]), %x[sm], %x[sm]\n\t"                                                                          \
+  "vpsrld $2, %x[t], %x[t]\n\t"                                                                                 \
+  "vpand 96(%[c]), %x[t], %x[t]\n\t"                                                                            \
+  "vpor %x[t], %x[sm], %x[sm]\n\t"                                                                              \
+  "vinserti128 $1, %x[sm], %[sm], %[sm]\n\t"                                                                    \
+  "vpshufb 256(%[m]), %[sm], %[o]\n\t"                                                                          \
+  "vpmaddwd %[sums], %[o], %[o]\n\t"
+#define K45A_NIBBLES(Q)                                                                                         \
+  "vmovdqu " #Q "(%[b]), %[h]\n\t"                                                                              \
+  "vpand %[nib], %[h], %[l]\n\t"                                                                               \
+  "vpsrlw $4, %[h], %[h]\n\t"                                                                                   \
+  "vpand %[nib], %[h], %[h]\n\t"
+// Q5_K: the qh bit that lands on bit 4 after SHIFT (16-bit shifts keep it within its byte), or'ed into R; K5A_BIT4
+// for the bit already there.
+#define K5A_BIT(R, SHIFT)                                                                                       \
+  SHIFT ", %[qh], %[t]\n\t"                                                                                     \
+  "vpand 32(%[c]), %[t], %[t]\n\t"                                                                              \
+  "vpor %[t], %[" R "], %[" R "]\n\t"
+#define K5A_BIT4(R)                                                                                             \
+  "vpand 32(%[c]), %[qh], %[t]\n\t"                                                                              \
+  "vpor %[t], %[" R "], %[" R "]\n\t"
+#define K45A_FIRST(J, R, D)                                                                                     \
+  "vpmaddubsw " #J "*32(%[x]), %[" R "], %[" R "]\n\t"                                                          \
+  "vpshufb " #J "*32(%[m]), %[sm], %[s]\n\t"                                                                    \
+  "vpmaddwd %[s], %[" R "], %[" D "]\n\t"
+#define K45A_NEXT(J, R, D)                                                                                      \
+  "vpmaddubsw " #J "*32(%[x]), %[" R "], %[" R "]\n\t"                                                          \
+  "vpshufb " #J "*32(%[m]), %[sm], %[s]\n\t"                                                                    \
+  "vpmaddwd %[s], %[" R "], %[" R "]\n\t"                                                                       \
+  "vpaddd %[" R "], %[" D "], %[" D "]\n\t"
+#define K45A_END "vpaddd %[d1], %[d0], %[d0]\n\tvphaddd %[o], %[d0], %[d0]\n\t"
+
 template <Kind KIND>
-inline void row_k45(const uint8_t* blk, const __m256i* xv, __m256i sums16, __m256i& dot, __m256i& off) {
-  const __m256i low = _mm256_set1_epi8(0x0F);
-  const __m256i sm = _mm256_broadcastsi128_si256(scales_mins_k45(blk + 4));  // [8 scales | 8 minima] bytes, twice
-  off = _mm256_madd_epi16(sums16, _mm256_shuffle_epi8(sm, mask(kMinimaMask)));
-  const uint8_t* qs = blk + (KIND == Kind::k4 ? 16 : 48);
-  __m256i qh = _mm256_setzero_si256();
-  if constexpr (KIND == Kind::k5) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16));
-  const __m256i one = _mm256_set1_epi8(1);
-  __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
-  for (int i = 0; i < 4; ++i) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * i));
-    __m256i a = _mm256_and_si256(v, low), b = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-    if constexpr (KIND == Kind::k5) {  // bit 2i (a) and 2i + 1 (b) of each qh byte is the level's 16
-      a = _mm256_or_si256(a, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * i), one), 4));
-      b = _mm256_or_si256(b, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * i + 1), one), 4));
-    }
-    d0 = _mm256_add_epi32(d0, _mm256_madd_epi16(_mm256_maddubs_epi16(a, xv[2 * i]),
-                                                _mm256_shuffle_epi8(sm, mask(kByteMask[2 * i]))));
-    d1 = _mm256_add_epi32(d1, _mm256_madd_epi16(_mm256_maddubs_epi16(b, xv[2 * i + 1]),
-                                                _mm256_shuffle_epi8(sm, mask(kByteMask[2 * i + 1]))));
+inline __m256i row_k45_asm(const uint8_t* blk, const int8_t* x, __m256i sums16, __m256i nib) {
+  __m256i sm, t, l, h, s, d0, d1, o, qh;
+  if constexpr (KIND == Kind::k4) {
+    __asm__(K45A_SCALES K45A_NIBBLES(16) K45A_FIRST(0, "l", "d0") K45A_FIRST(1, "h", "d1")
+                K45A_NIBBLES(48) K45A_NEXT(2, "l", "d0") K45A_NEXT(3, "h", "d1")
+                K45A_NIBBLES(80) K45A_NEXT(4, "l", "d0") K45A_NEXT(5, "h", "d1")
+                K45A_NIBBLES(112) K45A_NEXT(6, "l", "d0") K45A_NEXT(7, "h", "d1") K45A_END
+            : [sm] "=&x"(sm), [t] "=&x"(t), [l] "=&x"(l), [h] "=&x"(h), [s] "=&x"(s), [d0] "=&x"(d0),
+              [d1] "=&x"(d1), [o] "=&x"(o)
+            : [b] "r"(blk), [x] "r"(x), [m] "r"(&kRowMasks[0][0]), [c] "r"(kK45Consts), [sums] "x"(sums16),
+              [nib] "x"(nib),
+              "m"(bytes_at<144>(blk)), "m"(bytes_at<256>(x)), "m"(bytes_at<288>(kRowMasks)),
+              "m"(bytes_at<112>(kK45Consts)));
+    (void)qh;
+  } else {
+    __asm__(K45A_SCALES "vmovdqu 16(%[b]), %[qh]\n\t"
+                K45A_NIBBLES(48) K5A_BIT("l", "vpsllw $4") K5A_BIT("h", "vpsllw $3")
+                K45A_FIRST(0, "l", "d0") K45A_FIRST(1, "h", "d1")
+                K45A_NIBBLES(80) K5A_BIT("l", "vpsllw $2") K5A_BIT("h", "vpsllw $1")
+                K45A_NEXT(2, "l", "d0") K45A_NEXT(3, "h", "d1")
+                K45A_NIBBLES(112) K5A_BIT4("l") K5A_BIT("h", "vpsrlw $1")
+                K45A_NEXT(4, "l", "d0") K45A_NEXT(5, "h", "d1")
+                K45A_NIBBLES(144) K5A_BIT("l", "vpsrlw $2") K5A_BIT("h", "vpsrlw $3")
+                K45A_NEXT(6, "l", "d0") K45A_NEXT(7, "h", "d1") K45A_END
+            : [sm] "=&x"(sm), [t] "=&x"(t), [l] "=&x"(l), [h] "=&x"(h), [s] "=&x"(s), [d0] "=&x"(d0),
+              [d1] "=&x"(d1), [o] "=&x"(o), [qh] "=&x"(qh)
+            : [b] "r"(blk), [x] "r"(x), [m] "r"(&kRowMasks[0][0]), [c] "r"(kK45Consts), [sums] "x"(sums16),
+              [nib] "x"(nib),
+              "m"(bytes_at<176>(blk)), "m"(bytes_at<256>(x)), "m"(bytes_at<288>(kRowMasks)),
+              "m"(bytes_at<112>(kK45Consts)));
   }
-  dot = _mm256_add_epi32(d0, d1);
+  return d0;
 }
+#undef K45A_SCALES
+#undef K45A_NIBBLES
+#undef K5A_BIT
+#undef K5A_BIT4
+#undef K45A_FIRST
+#undef K45A_NEXT
+#undef K45A_END
 
 // Q6_K: dot - off in one vector (the offset 32 * sc_j carries the same factor d).
 inline __m256i row_k6(const uint8_t* blk, const __m256i* xv, __m256i sums16) {
@@ -157,34 +215,141 @@ inline __m256i row_k6(const uint8_t* blk, const __m256i* xv, __m256i sums16) {
   return _mm256_sub_epi32(_mm256_add_epi32(d0, d1), off);
 }
 
-// Panels [p0, p1) x tokens [t0, t1) (at most 3) x super-blocks [b0, b1), streaming each panel once.
-template <Kind KIND>
-void decode_panels_k(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
-                     int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
-  const PanelGeometry g = panel_geometry(w.format, w.k);
-  const int bb = quant::format_info(w.format).block_bytes;
-  const __m256i ones = _mm256_set1_epi8(1);
-  const int64_t nt = t1 - t0;
-  // One running prefetch kPrefetchBytes ahead of the blocks being read, carried from panel to panel (the panels
-  // are contiguous): restarting it per panel re-issued 24 KB of prefetches for every 10 KB panel.
-  const uint8_t* first = w.data + p0 * g.stride + b0 * g.qbytes;
-  uintptr_t pf = (reinterpret_cast<uintptr_t>(first) + kPrefetchBytes) & ~uintptr_t(63);
-  // The activations' 16 sums of 16 per token and super-block, taken once per call rather than once per panel
-  // (31 instructions per panel, block and token: ~4 per row and super-block). Up to kCached super-blocks (K up
-  // to 16384); beyond that they are taken per panel.
-  constexpr int64_t kCached = 64;
-  alignas(32) __m256i cached[3][kCached];
-  const bool cache = b1 - b0 <= kCached;
-  auto sums_of = [&](int64_t t, int64_t b) {
-    const int8_t* x = a.q + (t0 + t) * a.k + b * g.group;
+// The activations' 16 sums of 16 per token and super-block, taken once per call rather than once per panel (31
+// instructions per panel, block and token: ~4 per row and super-block). Up to kCached super-blocks (K up to
+// 16384); beyond that they are taken per panel.
+class DecodeSums {
+ public:
+  DecodeSums(const QuantizedActs& a, int64_t t0, int64_t nt, int64_t b0, int64_t b1, int group)
+      : a_(a), t0_(t0), b0_(b0), group_(group), cache_(b1 - b0 <= kCached) {
+    if (cache_)
+      for (int64_t t = 0; t < nt; ++t)
+        for (int64_t b = b0; b < b1; ++b) cached_[t][b - b0] = compute(t, b);
+  }
+  __m256i get(int64_t t, int64_t b) const { return cache_ ? cached_[t][b - b0_] : compute(t, b); }
+
+ private:
+  static constexpr int64_t kCached = 64;
+  __m256i compute(int64_t t, int64_t b) const {
+    const int8_t* x = a_.q + (t0_ + t) * a_.k + b * group_;
+    const __m256i ones = _mm256_set1_epi8(1);
     __m256i xs[8];
     for (int v = 0; v < 8; ++v)
       xs[v] = _mm256_maddubs_epi16(ones, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * v)));
     return activation_sums16(xs);
-  };
-  if (cache)
-    for (int64_t t = 0; t < nt; ++t)
-      for (int64_t b = b0; b < b1; ++b) cached[t][b - b0] = sums_of(t, b);
+  }
+  const QuantizedActs& a_;
+  int64_t t0_, b0_;
+  int group_;
+  bool cache_;
+  alignas(32) __m256i cached_[3][kCached];
+};
+
+// One running prefetch kPrefetchBytes ahead of the blocks being read, carried from panel to panel (the panels are
+// contiguous): restarting it per panel re-issued 24 KB of prefetches for every 10 KB panel.
+class DecodePrefetch {
+ public:
+  explicit DecodePrefetch(const uint8_t* first)
+      : pf_((reinterpret_cast<uintptr_t>(first) + kPrefetchBytes) & ~uintptr_t(63)) {}
+  void through(const uint8_t* end_of_blocks) {
+    for (const uintptr_t end = reinterpret_cast<uintptr_t>(end_of_blocks) + kPrefetchBytes; pf_ < end; pf_ += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(pf_), _MM_HINT_T0);
+  }
+
+ private:
+  uintptr_t pf_;
+};
+
+inline int word_at(const uint8_t* p) {
+  int v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// Q4_K / Q5_K: panels [p0, p1) x tokens [t0, t1) (at most 3) x super-blocks [b0, b1), streaming each panel once.
+// No float work per row: each row's dot and off come back from the assembly as one vector ([dot 01, 23, off 01, 23
+// | dot 45, 67, off 45, 67]); four rows' vectors fold to [dot_0, off_0, dot_1, off_1 | dot_2, off_2, dot_3, off_3],
+// the order of those rows' fp16 [d | dmin] words, so one vcvtph2ps of four rows' words times [dx, -dx, ..] gives
+// their factors and one FMA per four rows and token applies them. The sums are at most 8 * 63 * 32 * 15 * 127
+// (3.1e7 < 2^31) before the conversion.
+template <Kind KIND>
+void decode_panels_k45(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
+                       int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
+  const PanelGeometry g = panel_geometry(w.format, w.k);
+  const int bb = quant::format_info(w.format).block_bytes;
+  const int64_t nt = t1 - t0;
+  const DecodeSums sums(a, t0, nt, b0, b1, g.group);
+  // A panel super-block is a whole number of cache lines (8 x 144 or 8 x 176 bytes) and the panels follow each other
+  // without a gap, so the lines kPrefetchBytes past each super-block are a fixed count: prefetched unrolled. The
+  // running pointer (DecodePrefetch) cost a compare and a branch per line, ~9 instructions per row and block.
+  constexpr int kLines = (KIND == Kind::k4 ? 144 : 176) * kPanelRows / 64;
+  static_assert(kLines * 64 == (KIND == Kind::k4 ? 144 : 176) * kPanelRows, "whole lines");
+  const __m256 alternate = _mm256_setr_ps(1, -1, 1, -1, 1, -1, 1, -1);
+  const __m256i nibbles = _mm256_set1_epi8(0x0F);
+  for (int64_t p = p0; p < p1; ++p) {
+    const uint8_t* panel = w.data + p * g.stride;
+    __m256 acc[3][2];  // [t][h]: rows 4h..4h+3 as (d term, -dmin term) pairs
+    for (int64_t t = 0; t < nt; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (int64_t b = b0; b < b1; ++b) {
+      const uint8_t* blocks = panel + b * g.qbytes;
+#pragma GCC unroll 32
+      for (int l = 0; l < kLines; ++l)
+        _mm_prefetch(reinterpret_cast<const char*>(blocks) + kPrefetchBytes + 64 * l, _MM_HINT_T0);
+      // The 8 rows' [d | dmin] words by broadcast and blend (a vpgatherdd was slower).
+      __m256i words = _mm256_setzero_si256();
+#define BLUELM_WORD(R) words = _mm256_blend_epi32(words, _mm256_set1_epi32(word_at(blocks + (R) * bb)), 1 << (R));
+      BLUELM_WORD(0) BLUELM_WORD(1) BLUELM_WORD(2) BLUELM_WORD(3) BLUELM_WORD(4) BLUELM_WORD(5) BLUELM_WORD(6)
+      BLUELM_WORD(7)
+#undef BLUELM_WORD
+      const __m256 f0 = _mm256_cvtph_ps(_mm256_castsi256_si128(words));
+      const __m256 f1 = _mm256_cvtph_ps(_mm256_extracti128_si256(words, 1));
+      for (int64_t t = 0; t < nt; ++t) {
+        const int8_t* x = a.q + (t0 + t) * a.k + b * g.group;
+        const __m256i sums16 = sums.get(t, b);
+        // Folded as the rows come (two pairs, then four rows), so that at most three sums are live beside the
+        // assembly's registers: an array of the 8 rows' vectors was kept on the stack, a store per row.
+        auto row = [&](int r) { return row_k45_asm<KIND>(blocks + r * bb, x, sums16, nibbles); };
+        auto quad = [&](int r) {
+          const __m256i h01 = _mm256_hadd_epi32(row(r), row(r + 1));
+          const __m256i h23 = _mm256_hadd_epi32(row(r + 2), row(r + 3));
+          return _mm256_add_epi32(_mm256_permute2x128_si256(h01, h23, 0x20),
+                                  _mm256_permute2x128_si256(h01, h23, 0x31));
+        };
+        const __m256 sx = _mm256_mul_ps(alternate, _mm256_set1_ps(a.d[(t0 + t) * g.nb + b]));
+        acc[t][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(quad(0)), _mm256_mul_ps(f0, sx), acc[t][0]);
+        acc[t][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(quad(4)), _mm256_mul_ps(f1, sx), acc[t][1]);
+      }
+    }
+    const int64_t rows = std::min<int64_t>(kPanelRows, w.n - p * kPanelRows);
+    for (int64_t t = 0; t < nt; ++t) {
+      float* out = y + (t0 + t) * ldy + p * kPanelRows;
+      alignas(32) float v[16];
+      _mm256_store_ps(v, acc[t][0]);
+      _mm256_store_ps(v + 8, acc[t][1]);
+      for (int64_t r = 0; r < rows; ++r) {
+        const float sum = v[2 * r] + v[2 * r + 1];
+        out[r] = accumulate ? out[r] + sum : sum;
+      }
+    }
+  }
+}
+
+float hsum_f(__m256 v) {
+  __m128 m = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_add_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
+// Q6_K: the same walk, one float FMA per row and token (folding the rows as Q4_K / Q5_K do measured 2-15% slower
+// here: row_k6 needs more registers than the assembly row).
+void decode_panels_k6(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
+                      int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
+  const PanelGeometry g = panel_geometry(w.format, w.k);
+  const int bb = quant::format_info(w.format).block_bytes;
+  const int64_t nt = t1 - t0;
+  DecodePrefetch prefetch(w.data + p0 * g.stride + b0 * g.qbytes);
+  const DecodeSums sums(a, t0, nt, b0, b1, g.group);
   for (int64_t p = p0; p < p1; ++p) {
     const uint8_t* panel = w.data + p * g.stride;
     __m256 acc[3][kPanelRows];
@@ -192,26 +357,17 @@ void decode_panels_k(const PackedView& w, const QuantizedActs& a, int64_t p0, in
       for (int r = 0; r < kPanelRows; ++r) acc[t][r] = _mm256_setzero_ps();
     for (int64_t b = b0; b < b1; ++b) {
       const uint8_t* blocks = panel + b * g.qbytes;
-      for (const uintptr_t end = reinterpret_cast<uintptr_t>(blocks + g.qbytes) + kPrefetchBytes; pf < end; pf += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T0);
+      prefetch.through(blocks + g.qbytes);
       for (int64_t t = 0; t < nt; ++t) {
         const int8_t* x = a.q + (t0 + t) * a.k + b * g.group;
         const float dx = a.d[(t0 + t) * g.nb + b];
         __m256i xv[8];
         for (int v = 0; v < 8; ++v) xv[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * v));
-        const __m256i sums16 = cache ? cached[t][b - b0] : sums_of(t, b);
+        const __m256i sums16 = sums.get(t, b);
         for (int r = 0; r < kPanelRows; ++r) {
           const uint8_t* blk = blocks + r * bb;
-          if constexpr (KIND == Kind::k6) {
-            const float d = _cvtsh_ss(quant::load_u16(blk + 208)) * dx;
-            acc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(row_k6(blk, xv, sums16)), _mm256_set1_ps(d), acc[t][r]);
-          } else {
-            __m256i dot, off;
-            row_k45<KIND>(blk, xv, sums16, dot, off);
-            const float d = _cvtsh_ss(quant::load_u16(blk)) * dx, m = _cvtsh_ss(quant::load_u16(blk + 2)) * dx;
-            acc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d), acc[t][r]);
-            acc[t][r] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(off), _mm256_set1_ps(m), acc[t][r]);
-          }
+          const float d = _cvtsh_ss(quant::load_u16(blk + 208)) * dx;
+          acc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(row_k6(blk, xv, sums16)), _mm256_set1_ps(d), acc[t][r]);
         }
       }
     }
@@ -622,9 +778,9 @@ void gemm_panels_k_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0,
                         int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
   const quant::FormatInfo& fi = quant::format_info(w.format);
   if (t1 - t0 <= 3) {
-    if (fi.kind == Kind::k4) return decode_panels_k<Kind::k4>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
-    if (fi.kind == Kind::k5) return decode_panels_k<Kind::k5>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
-    return decode_panels_k<Kind::k6>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+    if (fi.kind == Kind::k4) return decode_panels_k45<Kind::k4>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+    if (fi.kind == Kind::k5) return decode_panels_k45<Kind::k5>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+    return decode_panels_k6(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
   }
   if (fi.kind == Kind::k4) return gemm_panels_interleaved<Kind::k4>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
   if (fi.kind == Kind::k5) return gemm_panels_interleaved<Kind::k5>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
