@@ -3,6 +3,8 @@
 // rows or columns share its register tile, so results do not depend on how a call is tiled.
 #include <immintrin.h>
 
+#include <cmath>
+
 #include "common/transpose_avx2.h"
 #include "runtime/attention.h"
 #include "runtime/attention_isa.h"
@@ -81,6 +83,38 @@ __m256 gelu_tanh8(__m256 v) {
   const __m256 y2 = _mm256_mul_ps(_mm256_set1_ps(-2.0f * 0.79788456080286536f),
                                   _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), v3, v));
   return _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), exp_avx2(y2)));
+}
+
+// g / (1 + exp(-g)) * u: for g below -88.3 the clamped exp gives ~2^127 and the quotient ~0, as it should.
+__m256 silu_mul8(__m256 g, __m256 u) {
+  const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), g));
+  return _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), u);
+}
+
+void silu_mul_avx2(const float* g, const float* u, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, silu_mul8(_mm256_loadu_ps(g + i), _mm256_loadu_ps(u + i)));
+  if (i < n) {
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n - i)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    _mm256_maskstore_ps(out + i, m, silu_mul8(_mm256_maskload_ps(g + i, m), _mm256_maskload_ps(u + i, m)));
+  }
+}
+
+void rms_norm_row_avx2(const float* x, const float* w, float* y, int64_t d, float eps) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= d; i += 16) {
+    const __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x + i + 8);
+    a0 = _mm256_fmadd_ps(v0, v0, a0);
+    a1 = _mm256_fmadd_ps(v1, v1, a1);
+  }
+  float ss = hsum_avx2(_mm256_add_ps(a0, a1));
+  for (int64_t j = i; j < d; ++j) ss += x[j] * x[j];
+  const float inv = 1.0f / std::sqrt(ss / float(d) + eps);
+  const __m256 vinv = _mm256_set1_ps(inv);
+  for (i = 0; i + 8 <= d; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_mul_ps(_mm256_loadu_ps(x + i), vinv)));
+  for (; i < d; ++i) y[i] = w[i] * (x[i] * inv);
 }
 
 void gelu_tanh_avx2(float* x, int64_t n) {
@@ -662,7 +696,7 @@ const AttentionKernels kAvx2 = {
     "avx2",          exp_sum_avx2,    gelu_tanh_avx2,  row_max_avx2,        keys_i8_t_avx2,
     keys_f32_t_avx2, keys_f16_t_avx2, values_i8_avx2,  values_f16_avx2,     scores_avx2,
     accumulate_avx2, nullptr,         scores_i8q_avx2, accumulate_i8w_avx2, nullptr,
-    scores_f16_direct_avx2, accumulate_f16_direct_avx2};
+    scores_f16_direct_avx2, accumulate_f16_direct_avx2, silu_mul_avx2, rms_norm_row_avx2};
 
 }  // namespace
 

@@ -1,5 +1,6 @@
 #pragma once
-// The inner loops of attention (runtime/attention.h) and the exponentials of softmax and GELU, per instruction set:
+// The inner loops of attention (runtime/attention.h), the exponentials of softmax, GELU and SwiGLU, and RMSNorm's
+// rows, per instruction set:
 // scalar in attention_scalar.cpp (the reference), AVX2 in attention_avx2.cpp, AVX-512 in attention_avx512.cpp (its
 // products; the rest is the AVX2 tier's), NEON in attention_neon.cpp and, with SDOT for the integer scores,
 // attention_dotprod.cpp (both from attention_neon_impl.h). attention_kernels() picks the active tier's table
@@ -70,6 +71,13 @@ struct AttentionKernels {
                             float* s, int64_t lds);
   bool (*accumulate_f16_direct)(const float* p, int64_t ldp, int64_t m, const uint16_t* v, int64_t nb, int64_t hd,
                                 float* o, int64_t ldo);
+  // The LLM's elementwise layers, here for the tiers' exp (any n). SwiGLU's product: out[i] = g[i] / (1 + exp(-g[i]))
+  // * u[i]; out may be g. Each element is computed alike wherever it sits in the call, so splitting n over threads
+  // does not change a result.
+  void (*silu_mul)(const float* g, const float* u, float* out, int64_t n);
+  // RMSNorm of one row: y[i] = w[i] * (x[i] / sqrt(mean(x^2) + eps)), i < d; y may be x. The SIMD tiers sum the
+  // squares in lanes (another order than the scalar loop's).
+  void (*rms_norm_row)(const float* x, const float* w, float* y, int64_t d, float eps);
 };
 
 const AttentionKernels& attention_kernels();

@@ -8,6 +8,7 @@
 //   plain:   SMULL / SMLAL2 leave 2 products per int16 lane (at most 2 x 127 x 127 = 32258), widened by SADALP.
 #include <arm_neon.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "runtime/attention.h"
@@ -75,6 +76,33 @@ float32x4_t gelu_tanh4(float32x4_t v) {
   const float32x4_t v3 = vmulq_f32(vmulq_f32(v, v), v);
   const float32x4_t y2 = vmulq_f32(vdupq_n_f32(-2.0f * 0.79788456080286536f), vfmaq_f32(v, vdupq_n_f32(0.044715f), v3));
   return vdivq_f32(v, vaddq_f32(vdupq_n_f32(1.0f), exp_neon(y2)));
+}
+
+// g / (1 + exp(-g)) * u, as the AVX2 tier computes it.
+float32x4_t silu_mul4(float32x4_t g, float32x4_t u) {
+  return vmulq_f32(vdivq_f32(g, vaddq_f32(vdupq_n_f32(1.0f), exp_neon(vnegq_f32(g)))), u);
+}
+
+void silu_mul_neon(const float* g, const float* u, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) vst1q_f32(out + i, silu_mul4(vld1q_f32(g + i), vld1q_f32(u + i)));
+  if (i < n) store_tail(out + i, n - i, silu_mul4(load_tail(g + i, n - i), load_tail(u + i, n - i)));
+}
+
+void rms_norm_row_neon(const float* x, const float* w, float* y, int64_t d, float eps) {
+  float32x4_t a0 = vdupq_n_f32(0.0f), a1 = vdupq_n_f32(0.0f);
+  int64_t i = 0;
+  for (; i + 8 <= d; i += 8) {
+    const float32x4_t v0 = vld1q_f32(x + i), v1 = vld1q_f32(x + i + 4);
+    a0 = vfmaq_f32(a0, v0, v0);
+    a1 = vfmaq_f32(a1, v1, v1);
+  }
+  float ss = vaddvq_f32(vaddq_f32(a0, a1));
+  for (int64_t j = i; j < d; ++j) ss += x[j] * x[j];
+  const float inv = 1.0f / std::sqrt(ss / float(d) + eps);
+  const float32x4_t vinv = vdupq_n_f32(inv);
+  for (i = 0; i + 4 <= d; i += 4) vst1q_f32(y + i, vmulq_f32(vld1q_f32(w + i), vmulq_f32(vld1q_f32(x + i), vinv)));
+  for (; i < d; ++i) y[i] = w[i] * (x[i] * inv);
 }
 
 void gelu_tanh_neon(float* x, int64_t n) {
@@ -301,7 +329,7 @@ const AttentionKernels kNeon = {
     kTierName,       exp_sum_neon,    gelu_tanh_neon,  row_max_neon,        keys_i8_t_neon,
     keys_f32_t_neon, keys_f16_t_neon, values_i8_neon,  values_f16_neon,     scores_neon,
     accumulate_neon, nullptr,         scores_i8q_neon, accumulate_i8w_neon, nullptr,
-    nullptr,         nullptr};
+    nullptr,         nullptr,         silu_mul_neon,   rms_norm_row_neon};
 
 }  // namespace
 }  // namespace bluelm::runtime

@@ -28,6 +28,17 @@ void gelu_tanh_scalar(float* x, int64_t n) {
   }
 }
 
+void silu_mul_scalar(const float* g, const float* u, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+void rms_norm_row_scalar(const float* x, const float* w, float* y, int64_t d, float eps) {
+  float ss = 0.0f;
+  for (int64_t i = 0; i < d; ++i) ss += x[i] * x[i];
+  const float inv = 1.0f / std::sqrt(ss / float(d) + eps);
+  for (int64_t i = 0; i < d; ++i) y[i] = w[i] * (x[i] * inv);
+}
+
 float row_max_scalar(const float* x, int64_t n) {
   float m = x[0];
   for (int64_t i = 1; i < n; ++i) m = std::max(m, x[i]);
@@ -135,7 +146,7 @@ const AttentionKernels kScalar = {
     "scalar",          exp_sum_scalar,    gelu_tanh_scalar,  row_max_scalar,    keys_i8_t_scalar,
     keys_f32_t_scalar, keys_f16_t_scalar, values_i8_scalar,  values_f16_scalar, scores_scalar,
     accumulate_scalar, nullptr,           scores_i8q_scalar, accumulate_i8w_scalar, nullptr,
-    nullptr,           nullptr};
+    nullptr,           nullptr,           silu_mul_scalar,   rms_norm_row_scalar};
 
 }  // namespace
 

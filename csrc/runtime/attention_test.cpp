@@ -296,6 +296,55 @@ BLUELM_TEST(vector_exp_softmax_and_gelu_match_libm) {
   set_active_isa(saved);
 }
 
+BLUELM_TEST(silu_mul_and_rms_norm_rows_match_double_references_in_every_tier) {
+  // SwiGLU's product and RMSNorm through each tier's table against double-precision formulas, over lengths that
+  // leave vector tails (1, 7, 9, 17, 576, 1537), with gates down to -120 (exp(-g) past float range, clamped) and
+  // up to 120, and in place (out = g, y = x) as the engine calls them.
+  const Isa saved = active_isa();
+  for (Isa isa : supported_isas()) {
+    set_active_isa(isa);
+    const AttentionKernels& K = attention_kernels();
+    uint32_t seed = 7;
+    auto uniform = [&seed] {
+      seed = seed * 1664525u + 1013904223u;
+      return float(seed >> 8) / float(1u << 24);
+    };
+    for (int64_t n : {int64_t(1), int64_t(7), int64_t(9), int64_t(17), int64_t(576), int64_t(1537)}) {
+      std::vector<float> g(static_cast<size_t>(n)), u(static_cast<size_t>(n)), out(static_cast<size_t>(n) + 1, -5.0f);
+      for (int64_t i = 0; i < n; ++i) {
+        g[size_t(i)] = i % 97 == 3 ? -120.0f : i % 89 == 5 ? 120.0f : 24.0f * uniform() - 12.0f;
+        u[size_t(i)] = 4.0f * uniform() - 2.0f;
+      }
+      K.silu_mul(g.data(), u.data(), out.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        const double gv = g[size_t(i)], ref = gv / (1.0 + std::exp(-gv)) * u[size_t(i)];
+        CHECK_NEAR(out[size_t(i)], ref, 1e-6 * std::max(1.0, std::abs(ref)));
+      }
+      CHECK_EQ(out[size_t(n)], -5.0f);  // nothing written past n
+      std::vector<float> in_place = g;
+      K.silu_mul(in_place.data(), u.data(), in_place.data(), n);
+      for (int64_t i = 0; i < n; ++i) CHECK_EQ(in_place[size_t(i)], out[size_t(i)]);
+
+      std::vector<float> x(static_cast<size_t>(n)), w(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) x[size_t(i)] = 6.0f * uniform() - 3.0f, w[size_t(i)] = 2.0f * uniform();
+      std::vector<float> y(size_t(n) + 1, -5.0f);
+      K.rms_norm_row(x.data(), w.data(), y.data(), n, 1e-5f);
+      double ss = 0.0;
+      for (float v : x) ss += double(v) * v;
+      const double inv = 1.0 / std::sqrt(ss / double(n) + 1e-5);
+      for (int64_t i = 0; i < n; ++i) {
+        const double ref = double(w[size_t(i)]) * x[size_t(i)] * inv;
+        CHECK_NEAR(y[size_t(i)], ref, 2e-6 * std::max(1.0, std::abs(ref)));
+      }
+      CHECK_EQ(y[size_t(n)], -5.0f);  // nothing written past d
+      std::vector<float> xi = x;
+      K.rms_norm_row(xi.data(), w.data(), xi.data(), n, 1e-5f);
+      for (int64_t i = 0; i < n; ++i) CHECK_EQ(xi[size_t(i)], y[size_t(i)]);
+    }
+  }
+  set_active_isa(saved);
+}
+
 BLUELM_TEST(kv_cache_arrays_start_on_huge_page_boundaries) {
   // Each array of a cache of 2 MiB or more is one alloc_large buffer (common/memory.h): the first (layer, head) of
   // each starts on a 2 MiB boundary, and the zero-filled cache attends like any other.

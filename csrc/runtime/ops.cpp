@@ -31,17 +31,10 @@ void for_elements(int64_t n, Fn&& fn) { for_range(n, 4096, n, fn); }
 }  // namespace
 
 void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t d, float eps) {
-  auto run = [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* xr = x + r * d;
-      float* yr = y + r * d;
-      float ss = 0.0f;
-      for (int64_t i = 0; i < d; ++i) ss += xr[i] * xr[i];
-      const float inv = 1.0f / std::sqrt(ss / float(d) + eps);
-      for (int64_t i = 0; i < d; ++i) yr[i] = w[i] * (xr[i] * inv);
-    }
-  };
-  for_range(rows, 1, rows * d, run);
+  const AttentionKernels& K = attention_kernels();
+  for_range(rows, 1, rows * d, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) K.rms_norm_row(x + r * d, w, y + r * d, d, eps);
+  });
 }
 
 void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t d, float eps) {
@@ -76,23 +69,18 @@ void gelu_tanh(float* x, int64_t n) {
   for_elements(n, [&](int64_t b, int64_t e) { K.gelu_tanh(x + b, e - b); });
 }
 
-namespace {
-inline float silu_times(float g, float u) { return g / (1.0f + std::exp(-g)) * u; }
-}  // namespace
-
 void silu_mul(float* g, const float* u, int64_t n) {
-  for_elements(n, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) g[i] = silu_times(g[i], u[i]);
-  });
+  const AttentionKernels& K = attention_kernels();
+  for_elements(n, [&](int64_t b, int64_t e) { K.silu_mul(g + b, u + b, g + b, e - b); });
 }
 
 void swiglu_rows(const float* gu, int64_t t, int64_t f, float* out) {
+  const AttentionKernels& K = attention_kernels();
   for_elements(t * f, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e;) {
       const int64_t r = i / f, j0 = i - r * f, j1 = std::min(f, j0 + (e - i));
       const float* g = gu + r * 2 * f;
-      float* o = out + r * f;
-      for (int64_t j = j0; j < j1; ++j) o[j] = silu_times(g[j], g[f + j]);
+      K.silu_mul(g + j0, g + f + j0, out + r * f + j0, j1 - j0);
       i += j1 - j0;
     }
   });
