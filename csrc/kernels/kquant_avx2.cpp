@@ -341,8 +341,9 @@ float hsum_f(__m256 v) {
   return _mm_cvtss_f32(m);
 }
 
-// Q6_K: the same walk, one float FMA per row and token (folding the rows as Q4_K / Q5_K do measured 2-15% slower
-// here: row_k6 needs more registers than the assembly row).
+// Q6_K: the same walk, one float FMA per row and token. Folding the rows as Q4_K / Q5_K do took 1.03-1.15x the time
+// here, and 1.07-1.22x with row_k6 in assembly as well; the assembly row alone changed nothing (0.99-1.03x). Why
+// the fold costs Q6_K and not Q4_K / Q5_K is not identified.
 void decode_panels_k6(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
                       int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
   const PanelGeometry g = panel_geometry(w.format, w.k);
