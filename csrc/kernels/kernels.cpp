@@ -217,6 +217,14 @@ void gemv(const PackedView& w, const float* x, float* y, const float* bias, Scra
   gemm(w, x, 1, y, bias, scratch);
 }
 
+void layer_norm_rows(const float* x, int64_t rows, int64_t d, const float* gamma, const float* beta, float eps,
+                     float* y) {
+  if (rows < 0 || d < 1) throw InvalidArgument(cat("layer_norm_rows: ", rows, " rows of ", d, " values"));
+  if (rows > 0 && (!x || !y)) throw InvalidArgument("layer_norm_rows: null input or output");
+  const IsaKernels& K = active_kernels();
+  for (int64_t r = 0; r < rows; ++r) K.layer_norm_row(x + r * d, d, gamma, beta, eps, y + r * d);
+}
+
 // ---- reference ----
 
 void gemm_reference(Format f, const uint8_t* rows, int64_t n, int64_t k, const float* x, int64_t t, float* y) {

@@ -124,6 +124,12 @@ bool int8_sign_trick();
 // the concatenation of x(2r, 2q), x(2r, 2q+1), x(2r+1, 2q), x(2r+1, 2q+1), zeros where out of range.
 void downsample_2x2(const float* x /*[h, w, c]*/, int64_t h, int64_t w, int64_t c, float* y /*[h2, w2, 4c]*/);
 
+// LayerNorm of `rows` rows of d floats in the active tier (the downsampling projector's row kernel): y[r, i] =
+// (x[r, i] - mean_r) / sqrt(var_r + eps) * gamma[i] + beta[i]; gamma, beta may be null; y may be x. On the calling
+// thread.
+void layer_norm_rows(const float* x /*[rows, d]*/, int64_t rows, int64_t d, const float* gamma, const float* beta,
+                     float eps, float* y /*[rows, d]*/);
+
 // Fused projector input: y [h2 * w2, n] = LN(downsample_2x2(x)) W[n, 4c]^T (+ bias). layer_norm false skips the
 // LayerNorm; gamma / beta [4c] may be null (1 and 0). The down-sampled rows are never materialized in float:
 // each is gathered, normalized and quantized to int8 in one pass, then multiplied with the int8 GEMM.

@@ -440,3 +440,47 @@ BLUELM_TEST(packed_matrix_stacked_from_parts_equals_the_concatenated_rows) {
     CHECK(refused);
   }
 }
+
+BLUELM_TEST(layer_norm_rows_match_a_double_reference_in_every_tier) {
+  // The rows of a ViT LayerNorm (d = 1152) and an odd width with a vector tail (d = 7), with and without gamma /
+  // beta, written to another buffer and in place; a bad shape is refused.
+  const Isa saved = active_isa();
+  for (Isa isa : supported_isas()) {
+    set_active_isa(isa);
+    for (int64_t d : {int64_t(7), int64_t(1152)}) {
+      const int64_t rows = 3;
+      std::vector<float> x(static_cast<size_t>(rows * d)), g(static_cast<size_t>(d)), b(static_cast<size_t>(d));
+      for (size_t i = 0; i < x.size(); ++i) x[i] = float(int(i * 37 % 101) - 50) * 0.07f + 3.0f;
+      for (int64_t i = 0; i < d; ++i) g[size_t(i)] = 0.5f + 0.01f * float(i % 13), b[size_t(i)] = 0.02f * float(i % 5);
+      for (bool affine : {false, true}) {
+        std::vector<float> y(x.size() + 1, -9.0f);
+        layer_norm_rows(x.data(), rows, d, affine ? g.data() : nullptr, affine ? b.data() : nullptr, 1e-6f, y.data());
+        for (int64_t r = 0; r < rows; ++r) {
+          double mean = 0, var = 0;
+          for (int64_t i = 0; i < d; ++i) mean += x[size_t(r * d + i)];
+          mean /= double(d);
+          for (int64_t i = 0; i < d; ++i) var += (x[size_t(r * d + i)] - mean) * (x[size_t(r * d + i)] - mean);
+          const double rstd = 1.0 / std::sqrt(var / double(d) + 1e-6);
+          for (int64_t i = 0; i < d; ++i) {
+            double ref = (x[size_t(r * d + i)] - mean) * rstd;
+            if (affine) ref = ref * g[size_t(i)] + b[size_t(i)];
+            CHECK_NEAR(y[size_t(r * d + i)], ref, 2e-5 * std::max(1.0, std::fabs(ref)));
+          }
+        }
+        CHECK_EQ(y[x.size()], -9.0f);
+        std::vector<float> z = x;
+        layer_norm_rows(z.data(), rows, d, affine ? g.data() : nullptr, affine ? b.data() : nullptr, 1e-6f, z.data());
+        for (size_t i = 0; i < x.size(); ++i) CHECK_EQ(z[i], y[i]);
+      }
+    }
+  }
+  set_active_isa(saved);
+  bool refused = false;
+  try {
+    std::vector<float> v(4);
+    layer_norm_rows(v.data(), 1, 0, nullptr, nullptr, 1e-6f, v.data());
+  } catch (const InvalidArgument& e) {
+    refused = std::string(e.what()).find("rows of 0 values") != std::string::npos;
+  }
+  CHECK(refused);
+}

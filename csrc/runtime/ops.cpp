@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "common/isa.h"
 #include "common/threadpool.h"
+#include "kernels/kernels.h"
 #include "runtime/attention_isa.h"
 
 namespace bluelm::runtime {
@@ -38,24 +39,9 @@ void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t d,
 }
 
 void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t d, float eps) {
-  auto run = [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* xr = x + r * d;
-      float* yr = y + r * d;
-      float mean = 0.0f;
-      for (int64_t i = 0; i < d; ++i) mean += xr[i];
-      mean /= float(d);
-      float var = 0.0f;
-      for (int64_t i = 0; i < d; ++i) var += (xr[i] - mean) * (xr[i] - mean);
-      var /= float(d);
-      const float inv = 1.0f / std::sqrt(var + eps);
-      for (int64_t i = 0; i < d; ++i) {
-        const float v = (xr[i] - mean) * inv;
-        yr[i] = (gamma ? gamma[i] : 1.0f) * v + (beta ? beta[i] : 0.0f);
-      }
-    }
-  };
-  for_range(rows, 1, rows * d, run);
+  for_range(rows, 1, rows * d, [&](int64_t r0, int64_t r1) {
+    kernels::layer_norm_rows(x + r0 * d, r1 - r0, d, gamma, beta, eps, y + r0 * d);
+  });
 }
 
 void gelu_erf(float* x, int64_t n) {
@@ -93,9 +79,10 @@ void add_inplace(float* x, const float* y, int64_t n) {
 }
 
 void softmax(float* x, int64_t n) {
-  float m = -INFINITY;
-  for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
-  const float inv = 1.0f / attention_kernels().exp_sum(x, n, m);
+  if (n < 1) return;
+  const AttentionKernels& K = attention_kernels();
+  const float m = K.row_max(x, n);
+  const float inv = 1.0f / K.exp_sum(x, n, m);
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
