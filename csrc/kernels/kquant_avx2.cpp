@@ -260,8 +260,9 @@ class DecodePrefetch {
   uintptr_t pf_;
 };
 
-inline int word_at(const uint8_t* p) {
-  int v;
+// Four bytes at p as an int32 (unaligned): fp16 factor words here, activation quads in the prefill tiles.
+inline int32_t load_i32(const void* p) {
+  int32_t v;
   std::memcpy(&v, p, 4);
   return v;
 }
@@ -297,7 +298,7 @@ void decode_panels_k45(const PackedView& w, const QuantizedActs& a, int64_t p0, 
         _mm_prefetch(reinterpret_cast<const char*>(blocks) + kPrefetchBytes + 64 * l, _MM_HINT_T0);
       // The 8 rows' [d | dmin] words by broadcast and blend (a vpgatherdd was slower).
       __m256i words = _mm256_setzero_si256();
-#define BLUELM_WORD(R) words = _mm256_blend_epi32(words, _mm256_set1_epi32(word_at(blocks + (R) * bb)), 1 << (R));
+#define BLUELM_WORD(R) words = _mm256_blend_epi32(words, _mm256_set1_epi32(load_i32(blocks + (R) * bb)), 1 << (R));
       BLUELM_WORD(0) BLUELM_WORD(1) BLUELM_WORD(2) BLUELM_WORD(3) BLUELM_WORD(4) BLUELM_WORD(5) BLUELM_WORD(6)
       BLUELM_WORD(7)
 #undef BLUELM_WORD
@@ -395,11 +396,6 @@ void decode_panels_k6(const PackedView& w, const QuantizedActs& a, int64_t p0, i
 // activation sums (taken once per call), in integers.
 // Measured in docs/kernels.md ("Chunk-128 GEMM against its mix ceiling"): 0.25-0.29 -> 0.53-0.56 of the probe with
 // the scales applied in float per sub-block; this integer form in the same section.
-inline int32_t load_i32(const int8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 
 struct InterleavedK45 {
   alignas(32) uint8_t q[8][8][32];  // [sub-block j][step s][4 r + e]: level of weight 32 j + 4 s + e of row r
@@ -586,7 +582,7 @@ inline void k45_block(const InterleavedK45* tiles, const QuantizedActs& a, const
     const __m256 dx = _mm256_set1_ps(a.d[(t + u) * g.nb + b]);
     __m256i sp[4];  // the token's sub-block sums, pairs (2 jp, 2 jp + 1) in every lane
     for (int jp = 0; jp < 4; ++jp)
-      sp[jp] = _mm256_set1_epi32(load_i32(reinterpret_cast<const int8_t*>(xs + u * xs_stride + 2 * jp)));
+      sp[jp] = _mm256_set1_epi32(load_i32(xs + u * xs_stride + 2 * jp));
     for (int pn = 0; pn < NP; ++pn) {
       const InterleavedK45& tl = tiles[pn];
       __m256i mins = _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(tl.mn[0])), sp[0]);
@@ -659,7 +655,7 @@ inline void k6_block(const InterleavedK6* tiles, const QuantizedActs& a, const P
     const __m256 dx = _mm256_set1_ps(a.d[(t + u) * g.nb + b]);
     __m256i sp[8];  // the token's sums of 16 activations, pairs (2 ip, 2 ip + 1) in every lane
     for (int ip = 0; ip < 8; ++ip)
-      sp[ip] = _mm256_set1_epi32(load_i32(reinterpret_cast<const int8_t*>(xs + u * xs_stride + 2 * ip)));
+      sp[ip] = _mm256_set1_epi32(load_i32(xs + u * xs_stride + 2 * ip));
     for (int pn = 0; pn < NP; ++pn) {
       const InterleavedK6& tl = tiles[pn];
       __m256i off = _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(tl.sp[0])), sp[0]);
