@@ -3,6 +3,7 @@ without copies, the GIL released while they run.
 
     w = pack(weights_f32, "q4_0")                 # or PackedWeights.from_rows(gguf_rows, "q4_1", n, k)
     y = gemm(x, w, bias=None)                      # x [t, k] or [k] float32 -> [t, n] or [n]
+    y = gemm_i16(x, w)                             # the same with x rounded to int16 (one pass, scalar / AVX2)
     z = downsample_2x2(tokens)                     # [h, w, c] -> [ceil(h/2), ceil(w/2), 4c]
     p = downsample_linear(tokens, w, gamma, beta, bias)   # fused down-sample + LayerNorm + linear
 
@@ -73,6 +74,17 @@ def gemm(x, w: PackedWeights, bias=None):
     return wrap(_core.gemm_packed(a, p, w.format, w.n, w.k, b), t)
 
 
+def gemm_i16(x, w: PackedWeights, bias=None):
+    """y = x W^T (+ bias) with x rounded to int16 on each group's own scale (amax / 32767) and one pass over the
+    weights' levels widened to int16 (the engine's int16 products of 32 tokens and more on 8-bit weights: q8_0,
+    Q5_0, Q5_1; csrc/kernels/kernels.h says why not on 4-bit ones). The active tier must have
+    the kernel (``_core.has_gemm_i16(fmt)``: scalar and AVX2; formats with one scale per group, not the K-quants)."""
+    a, t = as_numpy(x, "x", np.float32)
+    p, _ = as_numpy(w.data, "packed", np.uint8)
+    b = None if bias is None else as_numpy(bias, "bias", np.float32)[0]
+    return wrap(_core.gemm_i16_packed(a, p, w.format, w.n, w.k, b), t)
+
+
 def gemv(x, w: PackedWeights, bias=None):
     """y = W x (+ bias) for one token: x float32 [k] -> [n]."""
     if getattr(x, "ndim", None) != 1:
@@ -117,5 +129,6 @@ arena=a)`` and ``pack(..., arena=a)`` place each matrix right after the previous
 room, else in an allocation of its own; each packed array keeps the arena alive. ``capacity`` and ``used`` are in
 bytes. Streaming a stack of matrices, every byte then lies on huge pages and each matrix follows the last one."""
 
-__all__ = ["PackedWeights", "WeightArena", "downsample_2x2", "downsample_linear", "gemm", "gemm_reference", "gemv",
+__all__ = ["PackedWeights", "WeightArena", "downsample_2x2", "downsample_linear", "gemm", "gemm_i16", "gemm_reference",
+           "gemv",
            "get_num_threads", "pack", "row_bytes", "set_num_threads"]

@@ -131,6 +131,70 @@ def test_avx512_int8_unsigned_tiles_equal_the_sign_trick_for_every_t():
         _core.set_int8_sign_trick(saved_trick)
 
 
+I16_FORMATS = [f for f in FORMATS if quant.FORMATS[f].group in (32, 64, 128) and not f.endswith("_k")]
+
+
+def i16_model(x: np.ndarray, wd: np.ndarray, group: int) -> np.ndarray:
+    """numpy's own model of gemm_i16: each group of x rounded to int16 (nearest even) on the step amax / 32767
+    (float32 arithmetic, as the kernels), then multiplied exactly with the dequantized weights."""
+    t, k = x.shape
+    xb = x.reshape(t, k // group, group)
+    amax = np.abs(xb).max(-1, keepdims=True)
+    inv = np.where(amax > 0, np.float32(32767) / np.where(amax > 0, amax, 1), 0).astype(np.float32)
+    q = np.rint(np.clip(xb * inv, -32767, 32767))
+    xq = (q * (amax / np.float32(32767)).astype(np.float64)).reshape(t, k)
+    return xq @ wd.astype(np.float64).T
+
+
+@pytest.mark.parametrize("fmt", I16_FORMATS)
+def test_gemm_i16_equals_a_numpy_model_of_its_int16_rounding_and_is_the_scalar_tiers_bytes(fmt):
+    """gemm_i16 (int16 activations in one pass) against numpy's model of its rounding, within float32 order
+    (1e-6 of the terms' magnitude: int16 rounding alone would be ~1.5e-5 of a group's largest value), for token
+    counts covering the 4-token tiles and their 1-3 tails and 1-2 panel tiles; every tier with the kernel gives the
+    scalar tier's bytes; int8 activations (gemm) are ~100x further from exact."""
+    group = quant.FORMATS[fmt].group
+    rng = np.random.default_rng(11)
+    saved = _core.active_isa()
+    tiers = [i for i in _core.supported_isas() if _core.set_active_isa(i) is None and _core.has_gemm_i16(fmt)]
+    _core.set_active_isa(saved)
+    assert "scalar" in tiers
+    try:
+        for n, k, t in ((1, group, 1), (9, 3 * group, 6), (17, 2 * group, 35), (40, 4096 + group, 5)):
+            w = rng.standard_normal((n, k)).astype(np.float32)
+            x = (rng.standard_normal((t, k)) * rng.uniform(0.1, 10, (t, 1))).astype(np.float32)
+            x[:, 3] *= 40  # an outlier channel
+            bias = rng.standard_normal(n).astype(np.float32)
+            rows = quant.quantize(w, fmt)
+            wd = quant.dequantize(rows, fmt, k)
+            p = kernels.PackedWeights.from_rows(rows, fmt, n, k)
+            model = i16_model(x, wd, group) + bias
+            mag = np.abs(x) @ np.abs(wd).T + np.abs(bias)
+            out = {}
+            for tier in tiers:
+                _core.set_active_isa(tier)
+                out[tier] = kernels.gemm_i16(x, p, bias)
+            assert out["scalar"].shape == (t, n)
+            assert (np.abs(out["scalar"] - model) <= 1e-6 * mag + 1e-6).all(), np.abs(out["scalar"] - model).max()
+            for tier in tiers:
+                np.testing.assert_array_equal(out[tier], out["scalar"], err_msg=f"{tier} {n}x{k} T={t}")
+            exact = x.astype(np.float64) @ wd.astype(np.float64).T + bias
+            err16 = np.abs(out["scalar"] - exact).max()
+            assert err16 * 30 < np.abs(kernels.gemm(x, p, bias) - exact).max()
+    finally:
+        _core.set_active_isa(saved)
+
+
+def test_gemm_i16_refuses_k_quants_and_bad_shapes():
+    rng = np.random.default_rng(1)
+    kq = kernels.pack(rng.standard_normal((8, 256)).astype(np.float32), "q4_k")
+    assert not _core.has_gemm_i16("q4_k")
+    with pytest.raises(ValueError, match="one scale per group"):
+        kernels.gemm_i16(np.zeros((2, 256), np.float32), kq)
+    p = kernels.pack(rng.standard_normal((8, 64)).astype(np.float32), "q8_0")
+    with pytest.raises(ValueError, match="K = 32 columns"):
+        kernels.gemm_i16(np.zeros((2, 32), np.float32), p)
+
+
 def test_gemv_equals_gemm_row_and_reference():
     rng = np.random.default_rng(2)
     w = rng.standard_normal((45, 128)).astype(np.float32)

@@ -225,6 +225,168 @@ void layer_norm_rows(const float* x, int64_t rows, int64_t d, const float* gamma
   for (int64_t r = 0; r < rows; ++r) K.layer_norm_row(x + r * d, d, gamma, beta, eps, y + r * d);
 }
 
+// ---- int16 activations in one pass ----
+
+namespace {
+std::atomic<bool> g_int16_one_pass{true};
+
+bool i16_format(Format f) {
+  const quant::FormatInfo& fi = quant::format_info(f);
+  return !fi.super_block && (fi.group == 32 || fi.group == 64 || fi.group == 128);
+}
+
+bool i16_asym(Format f) {
+  const Kind kind = quant::format_info(f).kind;
+  return kind == Kind::int4_asym || kind == Kind::int5_asym;
+}
+
+// Rounds x [k] to int16 per group: d = amax / 32767, q = nearest-even(x * (32767 / amax)), s = d * sum(q).
+void quantize_i16_row(const float* x, int64_t k, int group, int16_t* q, float* d, float* s) {
+  for (int64_t b = 0; b < k / group; ++b) {
+    const float* xb = x + b * group;
+    float amax = 0.0f;
+    for (int i = 0; i < group; ++i) {
+      const float a = std::fabs(xb[i]);
+      amax = a > amax ? a : amax;  // NaN never wins, as with fmax
+    }
+    const float db = amax / 32767.0f;
+    const float id = amax > 0.0f ? 32767.0f / amax : 0.0f;
+    int32_t sum = 0;
+    for (int i = 0; i < group; ++i) {
+      float v = xb[i] * id;
+      v = v > 32767.0f ? 32767.0f : v < -32767.0f ? -32767.0f : v;
+      if (v != v) v = 0.0f;  // NaN input: a defined (if meaningless) output
+      // Nearest-even for |v| <= 2^22 in the default rounding mode: adding and subtracting 1.5 * 2^23 leaves the
+      // rounded value (no library call per value; the compiler may not fold it without -ffast-math).
+      const int qi = int((v + 12582912.0f) - 12582912.0f);
+      q[b * group + i] = int16_t(qi);
+      sum += qi;
+    }
+    d[b] = db;
+    s[b] = db * float(sum);
+  }
+}
+
+// Panel p of w widened for gemm_i16_panels (kernels_isa.h: WidePanel): the integer levels as int16 in
+// [nb][G / 2][8][2], the scales (and minima) as float [nb][8]. The packed layouts are pack.cpp's.
+void widen_panel(const PackedView& w, int64_t p, int16_t* q, float* d, float* m) {
+  const PanelGeometry g = panel_geometry(w.format, w.k);
+  const Kind kind = quant::format_info(w.format).kind;
+  const int G = g.group, half = G / 2;
+  const uint8_t* panel = w.data + p * g.stride;
+  const int64_t panels = (w.n + kPanelRows - 1) / kPanelRows;
+  const bool int4 = kind == Kind::int4_sym || kind == Kind::int4_asym;
+  const int bias = kind == Kind::int4_sym ? 8 : 0;  // Q4_0's levels are nibble - 8; Q5_0's panels hold q - 16
+  for (int64_t b = 0; b < g.nb; ++b) {
+    const uint8_t* blk = panel + b * g.qbytes;
+    int16_t* qb = q + b * G * kPanelRows;
+    for (int r = 0; r < kPanelRows; ++r) {
+      d[b * kPanelRows + r] = quant::fp16_to_fp32(quant::load_u16(panel + g.scales + (b * kPanelRows + r) * 2));
+      if (kind == Kind::int4_asym) {
+        m[b * kPanelRows + r] = quant::fp16_to_fp32(quant::load_u16(panel + g.minima + (b * kPanelRows + r) * 2));
+      } else if (kind == Kind::int5_asym) {  // float minima after the last panel (pack.cpp)
+        std::memcpy(m + b * kPanelRows + r, w.data + panels * g.stride + ((p * g.nb + b) * kPanelRows + r) * 4, 4);
+      }
+    }
+    // Piece j of a block holds 4 bytes of each row (pack.cpp): columns 4j..4j+3 (int8), or for int4 the nibbles
+    // of columns 4j..4j+3 (low) and G/2 + 4j.. (high). Column pair c of the block goes to qb + c * 16.
+    for (int j = 0; j < G / (int4 ? 8 : 4); ++j) {
+      const uint8_t* src = blk + j * 32;
+      if (int4) {
+        int16_t* lo = qb + (2 * j) * 2 * kPanelRows;                // columns 4j .. 4j+3
+        int16_t* hi = qb + (half / 2 + 2 * j) * 2 * kPanelRows;     // columns G/2 + 4j ..
+        for (int r = 0; r < kPanelRows; ++r)
+          for (int i = 0; i < 4; ++i) {
+            const int at = (i / 2) * 2 * kPanelRows + r * 2 + i % 2;
+            lo[at] = int16_t(int(src[r * 4 + i] & 0x0F) - bias);
+            hi[at] = int16_t(int(src[r * 4 + i] >> 4) - bias);
+          }
+      } else {
+        int16_t* out = qb + (2 * j) * 2 * kPanelRows;  // columns 4j .. 4j+3
+        for (int r = 0; r < kPanelRows; ++r)
+          for (int i = 0; i < 4; ++i) out[(i / 2) * 2 * kPanelRows + r * 2 + i % 2] = int16_t(int8_t(src[r * 4 + i]));
+      }
+    }
+  }
+}
+}  // namespace
+
+void set_int16_one_pass(bool on) { g_int16_one_pass.store(on, std::memory_order_relaxed); }
+bool int16_one_pass() { return g_int16_one_pass.load(std::memory_order_relaxed); }
+
+bool has_gemm_i16(Format f) { return active_kernels().gemm_i16_panels != nullptr && i16_format(f); }
+
+bool gemm_i16_pays(Format f, int64_t t) {
+  const Kind kind = quant::format_info(f).kind;
+  const bool int8_panels = kind == Kind::int8_sym || quant::is_int5(kind);
+  return t >= kI16MinTokens && int8_panels && has_gemm_i16(f);
+}
+
+int64_t i16_scratch_bytes(Format f, int64_t t, int64_t k) {
+  quant::check_k(f, k);
+  if (t < 1) throw InvalidArgument(cat("T = ", t, " rows of activations must be >= 1"));
+  const int64_t nb = k / quant::format_info(f).group;
+  if (t > (int64_t(1) << 40) / k) throw InvalidArgument(cat(t, " x ", k, " activations are too many"));
+  return round64(t * k * int64_t(sizeof(int16_t))) + 2 * round64(t * nb * int64_t(sizeof(float)));
+}
+
+void gemm_i16(const PackedView& w, const float* x, int64_t t, int64_t ldx, float* y, int64_t ldy, const float* bias,
+              Scratch* scratch) {
+  check_view(w);
+  const IsaKernels& K = active_kernels();
+  if (!i16_format(w.format))
+    throw InvalidArgument(cat("one-pass int16 products take formats with one scale per group of 32, 64 or 128, not ",
+                              quant::format_name(w.format)));
+  if (!K.gemm_i16_panels) throw InvalidArgument(cat("the ", K.name, " kernels have no one-pass int16 product"));
+  if (!x || !y) throw InvalidArgument("activations or output are null");
+  if (ldx < w.k) throw InvalidArgument(cat("activation row stride ", ldx, " is smaller than K = ", w.k));
+  if (ldy < w.n) throw InvalidArgument(cat("output row stride ", ldy, " is smaller than N = ", w.n));
+  const int64_t bytes = i16_scratch_bytes(w.format, t, w.k);
+  const PanelGeometry g = panel_geometry(w.format, w.k);
+  const int G = g.group;
+  const int64_t nb = g.nb, k = w.k;
+  uint8_t* base = static_cast<uint8_t*>(thread_scratch(scratch).get(bytes));
+  int16_t* q = reinterpret_cast<int16_t*>(base);
+  float* d = reinterpret_cast<float*>(base + round64(t * k * int64_t(sizeof(int16_t))));
+  float* s = d + round64(t * nb * int64_t(sizeof(float))) / int64_t(sizeof(float));
+  auto rows = [&](int64_t b, int64_t e, int) {
+    for (int64_t i = b; i < e; ++i) quantize_i16_row(x + i * ldx, k, G, q + i * k, d + i * nb, s + i * nb);
+  };
+  if (t * k >= (int64_t(1) << 16))
+    ThreadPool::global().run(t, rows);
+  else
+    rows(0, t, 0);
+  I16Acts a;
+  a.t = t, a.k = k, a.group = G, a.q = q, a.d = d, a.s = s;
+  const bool asym = i16_asym(w.format);
+  const int64_t panels = (w.n + kPanelRows - 1) / kPanelRows, pairs = (panels + 1) / 2;
+  auto body = [&](int64_t b0, int64_t b1, int) {
+    thread_local std::vector<int16_t> wq;
+    thread_local std::vector<float> wd, wm;
+    wq.resize(size_t(2 * k * kPanelRows));
+    wd.resize(size_t(2 * nb * kPanelRows));
+    wm.resize(asym ? size_t(2 * nb * kPanelRows) : 0);
+    for (int64_t pr = b0; pr < b1; ++pr) {
+      const int64_t p = 2 * pr;
+      const int np = int(std::min<int64_t>(2, panels - p));
+      WidePanel wp[2] = {};
+      for (int i = 0; i < np; ++i) {
+        int16_t* qi = wq.data() + i * k * kPanelRows;
+        float* di = wd.data() + i * nb * kPanelRows;
+        float* mi = asym ? wm.data() + i * nb * kPanelRows : nullptr;
+        widen_panel(w, p + i, qi, di, mi);
+        wp[i] = {qi, di, mi};
+      }
+      const int nrows = int(std::min<int64_t>(2 * kPanelRows, w.n - p * kPanelRows));
+      K.gemm_i16_panels(wp, np, nb, a, 0, t, y + p * kPanelRows, ldy, nrows);
+      if (bias)
+        for (int64_t tt = 0; tt < t; ++tt)
+          for (int r = 0; r < nrows; ++r) y[tt * ldy + p * kPanelRows + r] += bias[p * kPanelRows + r];
+    }
+  };
+  ThreadPool::global().run(pairs, body, small_product_workers(w.n * w.k * t));
+}
+
 // ---- reference ----
 
 void gemm_reference(Format f, const uint8_t* rows, int64_t n, int64_t k, const float* x, int64_t t, float* y) {

@@ -114,6 +114,30 @@ void gemm(const PackedView& w, const float* x /*[t, k]*/, int64_t t, float* y /*
 void gemm_quantized(const PackedView& w, const QuantizedActs& a, float* y /*[t, ldy]*/, int64_t ldy,
                     const float* bias /*[n]*/);
 
+// int16 activations in one pass: x [t, k] (row stride ldx) is rounded to int16 on each group's own scale
+// (d = amax / 32767, the weights' group), the weights' integer levels are widened to int16 once per call (two
+// 8-row panels at a time, for all t tokens), and each pair of products is one vpmaddwd in int32; per group the
+// sum is scaled by the weight's and the activation's scales in float. y [t, ldy] = x W^T (+ bias). Formats: those
+// with one scale per group (q4_0, q4_1, q5_0, q5_1, q8_0 and the 64 / 128 groups), in tiers whose table has the
+// kernel (scalar, AVX2); has_gemm_i16 says whether the active tier runs `f` so.
+bool has_gemm_i16(Format f);
+// Whether the engine's int16 activations should take gemm_i16 for t tokens of `f` in the active tier: t >= 32
+// (widening a panel pair costs about as much as ~20 tokens' products) and 8-bit panels (q8_0, and Q5_0 / Q5_1,
+// which run q8_0 panels). Measured on this project's AVX2 host, 1 thread, one pass against two int8 passes'
+// GEMM: q8_0 1152 x 1152 at 16 / 32 / 128 tokens 0.93x / 1.21x / 1.68x the speed, q8_0 576 x 576 at 128 tokens
+// 1.51x; but q4_0 at 128 tokens 0.81-0.91x (576 x 576, 1536 x 576, 576 x 1536): the int4 tile spends two
+// instructions per 32 products, so its two passes cost what one vpmaddwd pass does, without the widening.
+bool gemm_i16_pays(Format f, int64_t t);
+constexpr int64_t kI16MinTokens = 32;
+void gemm_i16(const PackedView& w, const float* x /*[t, ldx]*/, int64_t t, int64_t ldx, float* y /*[t, ldy]*/,
+              int64_t ldy, const float* bias /*[n]*/, Scratch* scratch = nullptr);
+// Scratch bytes gemm_i16 takes for t rows of k activations in format f.
+int64_t i16_scratch_bytes(Format f, int64_t t, int64_t k);
+// A/B switch (on by default): int16 activations (runtime::Linear) take gemm_i16 where gemm_i16_pays; off, every
+// int16 product runs as two int8 passes (the second on the first's residual).
+void set_int16_one_pass(bool on);
+bool int16_one_pass();
+
 // A/B switch (off by default): the AVX-512 tier's int8 tiles use unsigned weights w + 128, the offset taken out of
 // each block's integer sum; on, the sign trick (|w| times the activation with w's sign moved over, a masked
 // subtract per token and weight vector). Both give the same bytes (kernels_test.cpp); the switch is for A/B runs.

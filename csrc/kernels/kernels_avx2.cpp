@@ -516,7 +516,154 @@ void layer_norm_row_avx2(const float* x, int64_t n, const float* gamma, const fl
   }
 }
 
-const IsaKernels kTable = {"avx2", quantize_row_avx2, gemm_panels_avx2, layer_norm_row_avx2};
+// One group of the 2-panel x 4-token int16 tile: s0[j] / s1[j] = the int32 sums of panel 0 / 1's 8 rows (one per
+// lane) with token j, over `pairs` column pairs. In assembly: with intrinsics gcc kept the 8 sums, 2 weight
+// vectors and 4 broadcasts in 16 registers by a register-to-register move per product (the loop as written ran
+// at ~0.6 of this one's rate; unrolled, it spilled). Inlined: a call would spill the tile's 8 float sums.
+__attribute__((always_inline)) inline void i16_group_2x4(const int16_t* w0, const int16_t* w1, const int16_t* const* x,
+                                                       int pairs, __m256i* s0, __m256i* s1) {
+  __m256i a0, a1, a2, a3, b0, b1, b2, b3, wa, wb, bc, t0, t1;
+  int64_t i = 0;
+  const int64_t end = int64_t(pairs) * 4;  // bytes of one token's activations in the group
+  asm("vpxor %[a0], %[a0], %[a0]\n\t"
+      "vpxor %[a1], %[a1], %[a1]\n\t"
+      "vpxor %[a2], %[a2], %[a2]\n\t"
+      "vpxor %[a3], %[a3], %[a3]\n\t"
+      "vpxor %[b0], %[b0], %[b0]\n\t"
+      "vpxor %[b1], %[b1], %[b1]\n\t"
+      "vpxor %[b2], %[b2], %[b2]\n\t"
+      "vpxor %[b3], %[b3], %[b3]\n\t"
+      "1:\n\t"
+      "vmovdqu (%[w0], %[i], 8), %[wa]\n\t"
+      "vmovdqu (%[w1], %[i], 8), %[wb]\n\t"
+      "vpbroadcastd (%[x0], %[i]), %[bc]\n\t"
+      "vpmaddwd %[bc], %[wa], %[t0]\n\t"
+      "vpmaddwd %[bc], %[wb], %[t1]\n\t"
+      "vpaddd %[t0], %[a0], %[a0]\n\t"
+      "vpaddd %[t1], %[b0], %[b0]\n\t"
+      "vpbroadcastd (%[x1], %[i]), %[bc]\n\t"
+      "vpmaddwd %[bc], %[wa], %[t0]\n\t"
+      "vpmaddwd %[bc], %[wb], %[t1]\n\t"
+      "vpaddd %[t0], %[a1], %[a1]\n\t"
+      "vpaddd %[t1], %[b1], %[b1]\n\t"
+      "vpbroadcastd (%[x2], %[i]), %[bc]\n\t"
+      "vpmaddwd %[bc], %[wa], %[t0]\n\t"
+      "vpmaddwd %[bc], %[wb], %[t1]\n\t"
+      "vpaddd %[t0], %[a2], %[a2]\n\t"
+      "vpaddd %[t1], %[b2], %[b2]\n\t"
+      "vpbroadcastd (%[x3], %[i]), %[bc]\n\t"
+      "vpmaddwd %[bc], %[wa], %[t0]\n\t"
+      "vpmaddwd %[bc], %[wb], %[t1]\n\t"
+      "vpaddd %[t0], %[a3], %[a3]\n\t"
+      "vpaddd %[t1], %[b3], %[b3]\n\t"
+      "add $4, %[i]\n\t"
+      "cmp %[end], %[i]\n\t"
+      "jne 1b\n\t"
+      : [a0] "=&x"(a0), [a1] "=&x"(a1), [a2] "=&x"(a2), [a3] "=&x"(a3), [b0] "=&x"(b0), [b1] "=&x"(b1),
+        [b2] "=&x"(b2), [b3] "=&x"(b3), [wa] "=&x"(wa), [wb] "=&x"(wb), [bc] "=&x"(bc), [t0] "=&x"(t0),
+        [t1] "=&x"(t1), [i] "+r"(i)
+      : [w0] "r"(w0), [w1] "r"(w1), [x0] "r"(x[0]), [x1] "r"(x[1]), [x2] "r"(x[2]), [x3] "r"(x[3]), [end] "r"(end)
+      : "cc", "memory");
+  s0[0] = a0, s0[1] = a1, s0[2] = a2, s0[3] = a3;
+  s1[0] = b0, s1[1] = b1, s1[2] = b2, s1[3] = b3;
+}
+
+// One-pass int16 activations (gemm_i16): np widened panels (one row per 32-bit lane) by J tokens. Per pair of
+// columns: one 32-bit broadcast of the token's two int16 values, one vpmaddwd per panel (the 8 rows' two levels
+// times the pair, |sum| <= 2 * 128 * 32767) and one vpaddd into the group's int32 sums; per group the sums are
+// converted once and scaled by the rows' scales times the token's (one vmulps and one FMA per panel and token),
+// the order gemm_i16_panels promises (kernels_isa.h), so the result is the scalar tier's bit for bit.
+template <int P, int J, int G, bool ASYM>
+void i16_tile(const WidePanel* w, int64_t nb, const I16Acts& a, int64_t t, float* y, int64_t ldy, int rows) {
+  constexpr int kPairs = G / 2;
+  __m256 acc[P][J];
+  for (int p = 0; p < P; ++p)
+    for (int j = 0; j < J; ++j) acc[p][j] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < nb; ++g) {
+    __m256i is[P][J];
+    for (int p = 0; p < P; ++p)
+      for (int j = 0; j < J; ++j) is[p][j] = _mm256_setzero_si256();
+    const int16_t* xg[J];
+    for (int j = 0; j < J; ++j) xg[j] = a.q + (t + j) * a.k + g * G;
+    const int16_t* wq[P];
+    for (int p = 0; p < P; ++p) wq[p] = w[p].q + g * kPairs * 2 * kPanelRows;
+    if constexpr (P == 2 && J == 4) {
+      i16_group_2x4(wq[0], wq[1], xg, kPairs, is[0], is[1]);
+    } else {
+    for (int i = 0; i < kPairs; ++i) {
+      __m256i wv[P];
+      for (int p = 0; p < P; ++p) wv[p] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq[p] + i * 16));
+      for (int j = 0; j < J; ++j) {
+        int32_t pair;
+        std::memcpy(&pair, xg[j] + 2 * i, 4);
+        const __m256i b = _mm256_set1_epi32(pair);
+        for (int p = 0; p < P; ++p) is[p][j] = _mm256_add_epi32(is[p][j], _mm256_madd_epi16(wv[p], b));
+      }
+    }
+    }
+    for (int j = 0; j < J; ++j) {
+      const __m256 xd = _mm256_broadcast_ss(a.d + (t + j) * nb + g);
+      for (int p = 0; p < P; ++p) {
+        const __m256 sc = _mm256_mul_ps(_mm256_loadu_ps(w[p].d + g * kPanelRows), xd);
+        acc[p][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[p][j]), sc, acc[p][j]);
+        if constexpr (ASYM)
+          acc[p][j] = _mm256_fmadd_ps(_mm256_loadu_ps(w[p].m + g * kPanelRows),
+                                      _mm256_broadcast_ss(a.s + (t + j) * nb + g), acc[p][j]);
+      }
+    }
+  }
+  for (int p = 0; p < P; ++p) {
+    const int r = std::min(kPanelRows, rows - p * kPanelRows);
+    for (int j = 0; j < J; ++j) {
+      float* out = y + (t + j) * ldy + p * kPanelRows;
+      if (r == kPanelRows) {
+        _mm256_storeu_ps(out, acc[p][j]);
+      } else if (r > 0) {
+        alignas(32) float tmp[kPanelRows];
+        _mm256_store_ps(tmp, acc[p][j]);
+        std::memcpy(out, tmp, size_t(r) * sizeof(float));
+      }
+    }
+  }
+}
+
+template <int P, int G, bool ASYM>
+void i16_tokens(const WidePanel* w, int64_t nb, const I16Acts& a, int64_t t0, int64_t t1, float* y, int64_t ldy,
+                int rows) {
+  int64_t t = t0;
+  for (; t + 4 <= t1; t += 4) i16_tile<P, 4, G, ASYM>(w, nb, a, t, y, ldy, rows);
+  switch (t1 - t) {
+    case 1: i16_tile<P, 1, G, ASYM>(w, nb, a, t, y, ldy, rows); break;
+    case 2: i16_tile<P, 2, G, ASYM>(w, nb, a, t, y, ldy, rows); break;
+    case 3: i16_tile<P, 3, G, ASYM>(w, nb, a, t, y, ldy, rows); break;
+    default: break;
+  }
+}
+
+template <int G, bool ASYM>
+void i16_panels(const WidePanel* w, int np, int64_t nb, const I16Acts& a, int64_t t0, int64_t t1, float* y,
+                int64_t ldy, int rows) {
+  if (np == 2)
+    i16_tokens<2, G, ASYM>(w, nb, a, t0, t1, y, ldy, rows);
+  else
+    i16_tokens<1, G, ASYM>(w, nb, a, t0, t1, y, ldy, rows);
+}
+
+void gemm_i16_panels_avx2(const WidePanel* w, int np, int64_t nb, const I16Acts& a, int64_t t0, int64_t t1, float* y,
+                          int64_t ldy, int rows) {
+  const bool asym = w[0].m != nullptr;
+  switch (a.group) {
+    case 32: return asym ? i16_panels<32, true>(w, np, nb, a, t0, t1, y, ldy, rows)
+                         : i16_panels<32, false>(w, np, nb, a, t0, t1, y, ldy, rows);
+    case 64: return asym ? i16_panels<64, true>(w, np, nb, a, t0, t1, y, ldy, rows)
+                         : i16_panels<64, false>(w, np, nb, a, t0, t1, y, ldy, rows);
+    default: return asym ? i16_panels<128, true>(w, np, nb, a, t0, t1, y, ldy, rows)
+                         : i16_panels<128, false>(w, np, nb, a, t0, t1, y, ldy, rows);
+  }
+}
+
+const IsaKernels kTable = {"avx2", quantize_row_avx2, gemm_panels_avx2, layer_norm_row_avx2,
+                              gemm_i16_panels_avx2};
 
 }  // namespace
 

@@ -14,6 +14,26 @@ struct ActSumRule {
   bool times_d;
 };
 
+// gemm_i16 (kernels.cpp): one 8-row panel widened once per call for all the call's tokens. q holds the integer
+// levels as int16, [nb][G / 2][8 rows][2]: for each pair of columns, the 8 rows' two levels side by side, so one
+// 32-bit lane is one row and vpmaddwd / SMLAL take a pair per lane. d [nb][8] are the scales (w = level * d, plus
+// m [nb][8] for asymmetric formats; m null otherwise).
+struct WidePanel {
+  const int16_t* q;
+  const float* d;
+  const float* m;
+};
+
+// Activations rounded to int16 on each group's own scale (kernels.cpp, quantize_i16): q [t, k], d [t, nb] with
+// x ~ q * d, d = amax / 32767; s [t, nb] = d * sum(q), the group's sum for asymmetric weights.
+struct I16Acts {
+  int64_t t = 0, k = 0;
+  int group = 32;
+  const int16_t* q = nullptr;
+  const float* d = nullptr;
+  const float* s = nullptr;
+};
+
 struct IsaKernels {
   const char* name;
   // x [k] -> q [k], d [k / group], s [k / group] as QuantizedActs describes (s = sum(q) * rule.factor, times d
@@ -25,6 +45,13 @@ struct IsaKernels {
                       int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy);
   // y [n] = (x - mean) / sqrt(var + eps) * gamma + beta; gamma, beta may be null. y may alias x.
   void (*layer_norm_row)(const float* x, int64_t n, const float* gamma, const float* beta, float eps, float* y);
+  // One-pass int16 activations (null in tiers without it: gemm_i16 is then not offered and int16 activations run
+  // as two int8 passes). y[t, r] for rows r < `rows` (<= 8 * np) of np = 1 or 2 widened panels, tokens [t0, t1);
+  // y points at the panels' first column; overwrites, no bias. Per row and token, in this order and bit-identical
+  // across tiers: acc = 0; for each group g: acc = fma(float(sum of level * q), d[g] * a.d[g], acc), then (m not
+  // null) acc = fma(m[g], a.s[g], acc).
+  void (*gemm_i16_panels)(const WidePanel* w, int np, int64_t nb, const I16Acts& a, int64_t t0, int64_t t1, float* y,
+                          int64_t ldy, int rows);
 };
 
 const IsaKernels* isa_kernels_scalar();

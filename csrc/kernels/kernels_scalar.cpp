@@ -171,7 +171,34 @@ void layer_norm_row_scalar(const float* x, int64_t n, const float* gamma, const 
   }
 }
 
-const IsaKernels kTable = {"scalar", quantize_row_scalar, gemm_panels_scalar, layer_norm_row_scalar};
+void gemm_i16_panels_scalar(const WidePanel* w, int np, int64_t nb, const I16Acts& a, int64_t t0, int64_t t1,
+                            float* y, int64_t ldy, int rows) {
+  const int pairs = a.group / 2;
+  for (int64_t t = t0; t < t1; ++t) {
+    const int16_t* x = a.q + t * a.k;
+    const float* xd = a.d + t * nb;
+    const float* xs = a.s + t * nb;
+    for (int r = 0; r < rows; ++r) {
+      const WidePanel& p = w[r / kPanelRows];
+      const int lane = r % kPanelRows;
+      float acc = 0.0f;
+      for (int64_t g = 0; g < nb; ++g) {
+        const int16_t* q = p.q + (g * pairs * kPanelRows + lane) * 2;
+        const int16_t* xg = x + g * a.group;
+        int32_t isum = 0;
+        for (int i = 0; i < pairs; ++i)
+          isum += int32_t(q[i * 2 * kPanelRows]) * xg[2 * i] + int32_t(q[i * 2 * kPanelRows + 1]) * xg[2 * i + 1];
+        acc = std::fma(float(isum), p.d[g * kPanelRows + lane] * xd[g], acc);
+        if (p.m) acc = std::fma(p.m[g * kPanelRows + lane], xs[g], acc);
+      }
+      y[t * ldy + r] = acc;
+    }
+  }
+  (void)np;
+}
+
+const IsaKernels kTable = {"scalar", quantize_row_scalar, gemm_panels_scalar, layer_norm_row_scalar,
+                              gemm_i16_panels_scalar};
 
 }  // namespace
 

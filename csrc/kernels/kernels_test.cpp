@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -257,6 +258,78 @@ BLUELM_TEST(kernels_gemm_api_matches_reference_and_bound) {
       set_active_isa(before);
     }
   }
+}
+
+// One-pass int16 activations (gemm_i16): every tier that has the kernel gives the scalar tier's outputs bit for
+// bit (the same integer sums and float order, kernels_isa.h) through the public driver (widening, 4-token tiles
+// and 1-3-token tails, a second panel of one row, padded output rows that must survive, 1 and 3 threads), and the
+// result is within the int16 rounding's bound of exact math on the dequantized weights.
+BLUELM_TEST(kernels_int16_one_pass_equals_scalar_bit_for_bit_within_its_bound) {
+  const Isa before = active_isa();
+  const int threads = num_threads();
+  uint32_t seed = 300;
+  int compared = 0;
+  for (Format f : {Format::q4_0, Format::q4_1, Format::q8_0, Format::q5_0, Format::q5_1, Format::q4_0_g64,
+                   Format::q4_1_g128, Format::q8_0_g128})
+    for (int64_t n : {1, 9, 17, 40})
+      for (int64_t t : {1, 6, 35}) {
+        const int group = quant::format_info(f).group;
+        const int64_t k = (t == 6 && n == 17) ? 4096 + group : 3 * group, nb = k / group, ldy = n + 3;
+        Problem p = make_problem(f, n, k, t, seed++);
+        std::vector<float> bias(static_cast<size_t>(n), 0.0f);
+        for (int64_t r = 0; r < n; ++r) bias[size_t(r)] = 0.125f * float(r % 5) - 0.25f;
+        set_active_isa(Isa::scalar);
+        set_num_threads(1);
+        std::vector<float> y_ref(size_t(t * ldy), -7.0f);
+        gemm_i16(p.view(), p.x.data(), t, k, y_ref.data(), ldy, bias.data());
+        for (int64_t i = 0; i < t; ++i) {
+          for (int64_t r = 0; r < n; ++r) {
+            // |error| <= sum over groups of (amax / 32767 / 2) * sum |w| (rounding x), plus float rounding
+            double exact = bias[size_t(r)], bound = 0.0, mag = 0.0;
+            for (int64_t b = 0; b < nb; ++b) {
+              double amax = 0.0, wabs = 0.0;
+              for (int j = 0; j < group; ++j) {
+                const size_t c = size_t(b * group + j);
+                const double w = p.wd[size_t(r * k) + c], x = p.x[size_t(i * k) + c];
+                amax = std::max(amax, std::fabs(x));
+                wabs += std::fabs(w);
+                exact += w * x;
+                mag += std::fabs(w * x);
+              }
+              bound += amax / 32767.0 / 2.0 * wabs * (1 + 1e-5);
+            }
+            CHECK_NEAR(y_ref[size_t(i * ldy + r)], exact, bound + (4.0 * double(nb) + 16.0) * 6e-8 * mag + 1e-6);
+          }
+          for (int64_t r = n; r < ldy; ++r) CHECK_EQ(y_ref[size_t(i * ldy + r)], -7.0f);
+        }
+        for (Isa isa : supported_isas()) {
+          const IsaKernels* table = kernels_for(isa);
+          if (!table || !table->gemm_i16_panels || isa == Isa::scalar) continue;
+          set_active_isa(isa);
+          for (int th : {1, 3}) {
+            set_num_threads(th);
+            std::vector<float> y(size_t(t * ldy), -7.0f);
+            gemm_i16(p.view(), p.x.data(), t, k, y.data(), ldy, bias.data());
+            CHECK(std::memcmp(y.data(), y_ref.data(), y.size() * sizeof(float)) == 0);
+            ++compared;
+          }
+        }
+      }
+  set_num_threads(threads);
+  set_active_isa(before);
+#if defined(__x86_64__) || defined(_M_X64)
+  if (isa_supported(Isa::avx2)) CHECK(compared > 100);
+#endif
+  // Refused: a K-quant (no single scale per group), no rows, a short row stride, null buffers.
+  Problem p = make_problem(Format::q8_0, 8, 64, 2, 2);
+  std::vector<float> y(16);
+  Problem kq = make_problem(Format::q4_k, 8, 256, 1, 3);
+  CHECK_THROWS(gemm_i16(kq.view(), kq.x.data(), 1, 256, y.data(), 8, nullptr), InvalidArgument);
+  CHECK(!has_gemm_i16(Format::q4_k));
+  CHECK_THROWS(gemm_i16(p.view(), p.x.data(), 0, 64, y.data(), 8, nullptr), InvalidArgument);
+  CHECK_THROWS(gemm_i16(p.view(), p.x.data(), 2, 32, y.data(), 8, nullptr), InvalidArgument);
+  CHECK_THROWS(gemm_i16(p.view(), p.x.data(), 2, 64, y.data(), 7, nullptr), InvalidArgument);
+  CHECK_THROWS(gemm_i16(p.view(), nullptr, 2, 64, y.data(), 8, nullptr), InvalidArgument);
 }
 
 BLUELM_TEST(kernels_threads_give_identical_results) {

@@ -45,7 +45,7 @@ PackedView view_of(const py::array& packed, const std::string& fmt, int64_t n, i
 }
 
 py::array_t<float> gemm_py(const py::array& x, const py::array& packed, const std::string& fmt, int64_t n, int64_t k,
-                           const py::object& bias) {
+                           const py::object& bias, bool int16_one_pass) {
   const float* xp = buffer<float>(x, "x", 'f', 1, 2);
   const int64_t t = x.ndim() == 2 ? x.shape(0) : 1;
   const int64_t xk = x.ndim() == 2 ? x.shape(1) : x.shape(0);
@@ -62,7 +62,8 @@ py::array_t<float> gemm_py(const py::array& x, const py::array& packed, const st
   float* yp = y.mutable_data();
   {
     py::gil_scoped_release release;
-    if (t == 1) gemv(w, xp, yp, bp);
+    if (int16_one_pass) gemm_i16(w, xp, t, k, yp, n, bp);
+    else if (t == 1) gemv(w, xp, yp, bp);
     else gemm(w, xp, t, yp, bp);
   }
   return y;
@@ -166,8 +167,19 @@ void bind_kernels(py::module_& m) {
         return out;
       },
       py::arg("packed"), py::arg("fmt"), py::arg("n"), py::arg("k"));
-  m.def("gemm_packed", &gemm_py, py::arg("x"), py::arg("packed"), py::arg("fmt"), py::arg("n"), py::arg("k"),
-        py::arg("bias") = py::none());
+  m.def(
+      "gemm_packed",
+      [](const py::array& x, const py::array& packed, const std::string& fmt, int64_t n, int64_t k,
+         const py::object& bias) { return gemm_py(x, packed, fmt, n, k, bias, false); },
+      py::arg("x"), py::arg("packed"), py::arg("fmt"), py::arg("n"), py::arg("k"), py::arg("bias") = py::none());
+  m.def(
+      "gemm_i16_packed",
+      [](const py::array& x, const py::array& packed, const std::string& fmt, int64_t n, int64_t k,
+         const py::object& bias) { return gemm_py(x, packed, fmt, n, k, bias, true); },
+      py::arg("x"), py::arg("packed"), py::arg("fmt"), py::arg("n"), py::arg("k"), py::arg("bias") = py::none(),
+      "y = x W^T (+ bias) with x rounded to int16 per group and one pass over the widened weights "
+      "(csrc/kernels/kernels.h: gemm_i16); the active tier must have it (has_gemm_i16)");
+  m.def("has_gemm_i16", [](const std::string& fmt) { return has_gemm_i16(fmt_of(fmt)); }, py::arg("fmt"));
   m.def(
       "gemm_reference",
       [](const py::array& rows, const std::string& fmt, int64_t n, int64_t k, const py::array& x) {
@@ -233,6 +245,10 @@ void bind_kernels(py::module_& m) {
         "A/B switch: the AVX-512 tier's int8 tiles use the sign trick (on) or unsigned weights w + 128 (off, the "
         "default); both give the same bytes (csrc/kernels/kernels.h)");
   m.def("int8_sign_trick", &int8_sign_trick);
+  m.def("set_int16_one_pass", &set_int16_one_pass, py::arg("on"),
+        "A/B switch: the engine's int16 products run in one pass where it pays (on, the default; kernels.h: "
+        "gemm_i16_pays) or all as two int8 passes (off)");
+  m.def("int16_one_pass", &int16_one_pass);
   m.def("hugepage_advice", &hugepage_advice_enabled,
         "Whether large buffers (packed weights, the bandwidth probe's) are advised as huge pages; "
         "BLUELM_HUGEPAGES=0 turns it off");
