@@ -189,6 +189,32 @@ def test_chunked_prefill_is_chunk_invariant_with_unsigned_int8_tiles(tiny, tiny_
         assert np.abs(o - outs[0]).max() <= 1e-3 * max(1.0, np.abs(outs[0]).max())
 
 
+def test_vit_int16_activations_in_one_pass_agree_with_two_int8_passes(tiny_q4):
+    """The tiny q8_0 ViT + projector with int16 activations (the default), its products of >= 32 tokens through the
+    one-pass int16 kernel (_core.set_int16_one_pass(True)) and as two int8 passes: different arithmetic (the
+    arrays differ, so the switch did change the path), the same embeddings to int16 precision. For scale, int8
+    activations land ~100x further away."""
+    from bluelm_v import _core
+
+    if not _core.has_gemm_i16("q8_0"):
+        pytest.skip(f"the {_core.active_isa()} tier has no one-pass int16 kernel")
+    tiles = np.random.default_rng(3).standard_normal((4, 3, 70, 70)).astype(np.float32)
+    saved = _core.int16_one_pass()
+    out = {}
+    try:
+        for one_pass in (True, False):
+            _core.set_int16_one_pass(one_pass)
+            out[one_pass] = Engine(tiny_q4, activations="int16").encode_tiles(tiles)
+    finally:
+        _core.set_int16_one_pass(saved)
+    int8 = Engine(tiny_q4, activations="int8").encode_tiles(tiles)
+    scale = np.abs(out[False]).max()
+    diff = np.abs(out[True] - out[False]).max()
+    assert not np.array_equal(out[True], out[False])
+    assert diff <= 2e-4 * scale, (diff, scale)
+    assert np.abs(int8 - out[False]).max() > 20 * diff
+
+
 def test_vit_with_unsigned_int8_tiles_gives_the_sign_tricks_embeddings(tiny_q4):
     """The q8_0 ViT + projector through the AVX-512 unsigned-weight tiles and through the sign trick: the same bytes
     (before the fix: 0.078 apart on outputs of up to 10 for the second of these tiles), and the scalar tier's

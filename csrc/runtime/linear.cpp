@@ -107,10 +107,23 @@ int64_t Linear::resident_bytes() const {
 }
 
 void Linear::forward_int16(const float* x, int64_t t, int64_t ldx, float* y, int64_t ldy) const {
-  // Rows 0..t-1: x (zero-padded to kp); rows t..2t-1: the residual of x's int8 quantization.
   thread_local std::vector<float> xx, yy;
   thread_local kernels::Scratch s1, s2;
   const quant::Format f = packed_.format();
+  if (kernels::int16_one_pass() && kernels::gemm_i16_pays(f, t)) {  // one pass (kernels.h says when it pays)
+    const float* in = x;
+    if (kp_ != k_) {  // the kernels read rows of kp values: zero-pad
+      xx.resize(size_t(t * kp_));
+      for (int64_t r = 0; r < t; ++r) {
+        std::memcpy(xx.data() + r * kp_, x + r * ldx, size_t(k_) * sizeof(float));
+        std::fill(xx.data() + r * kp_ + k_, xx.data() + (r + 1) * kp_, 0.0f);
+      }
+      in = xx.data(), ldx = kp_;
+    }
+    kernels::gemm_i16(packed_.view(), in, t, ldx, y, ldy, bias_, &s1);
+    return;
+  }
+  // Two int8 passes. Rows 0..t-1: x (zero-padded to kp); rows t..2t-1: the residual of x's int8 quantization.
   const int64_t g = quant::format_info(f).group, nb = kp_ / g;
   xx.resize(size_t(2 * t * kp_));
   for (int64_t r = 0; r < t; ++r) {
