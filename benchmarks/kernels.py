@@ -2,6 +2,7 @@
 and torch, measured in the same run.
 
     python benchmarks/kernels.py [--threads 1,2] [--quick] [--json rows.json]
+    python benchmarks/kernels.py --int16 --threads 1     # only one int16 pass against two int8 passes
 
 For each model of configs/suites/kernels.json (the BlueLM-V-3B stand-in: hidden 2304, FFN 5760, vocab 122753;
 SmolLM2-135M: 576, 1536, 49152) and each weight matrix shape [N, K] of a layer (q/o, k/v, gate/up, down, head):
@@ -9,7 +10,8 @@ SmolLM2-135M: 576, 1536, 49152) and each weight matrix shape [N, K] of a layer (
     last-level cache, back to back in one weight arena as the engine keeps a model, cycled, so every call reads
     DRAM; timed call by call in C++, as the engine calls it and as the read probe runs, where the hot rows and
     torch's are timed from Python);
-  - gemm for a prefill chunk (T = 128);
+  - gemm for a prefill chunk (T = 128), and for the formats with a one-pass int16 kernel in this tier a
+    `gemm_i16` row: the chunk with int16 activations in one pass against the two int8 passes (int16_row);
 for q4_0, q4_1, q8_0, q5_0 and q5_1 weights (the Q5 ones run q8_0 panels, so their rows read q8_0's bytes and
 carry q8_0's mix ceiling) and GGUF's K-quants q4_k, q5_k, q6_k (on the shapes whose K is a multiple of 256;
 `--formats` picks some), plus the 2x2 down-sampler fused with LayerNorm + linear for a 27x27x1152 tile.
@@ -245,6 +247,8 @@ def bench_matrix(shape: dict, fmt: str, threads: int, roof: dict, quick: bool, r
                     "probe": "read_256MB" if mode == "stream" else probe_name,
                     **{k: v for k, v in r.items() if k not in ("median_s", "roofline_local")}}
             apply_target(base, targets)
+            if mode == "hot" and t == 128 and _core.has_gemm_i16(fmt):
+                rows_out.append(int16_row(base, fmt, x, packed, xt, wd, repeat))
             if mode == "hot" and t == 128 and f"{fmt}_signtrick" in mixes:
                 rows_out.append(signtrick_row(base, fmt, x, packed, probe, mixes, threads, work, repeat))
             if mode == "hot":
@@ -286,6 +290,63 @@ def signtrick_row(base: dict, fmt: str, x, packed, probe, mixes: dict, threads: 
            "gbps": base["gbps"] * base["median_s"] / r["median_s"], "baseline": fmt,
            "speedup_vs_baseline": speedup, "speedup_ci": [lo, hi]}
     return row
+
+
+def int16_row(base: dict, fmt: str, x, packed, xt, wd, repeat: int) -> dict:
+    """int16 activations, the chunk's product in one pass (kernels.gemm_i16: x rounded to int16 per group, the
+    weights' levels widened to int16, vpmaddwd) against the two int8 passes the engine runs otherwise: one int8
+    GEMM over 2T rows, x and its quantization residual (the residual's computation is not timed, which favours the
+    two passes). speedup_vs_baseline: the median of per-round ratios (two passes' time over one pass's), each round
+    timing both back to back in alternating order, with a bootstrap 95% interval (speedup_ci); speedup_vs_torch
+    the same against torch float32 on the dequantized weights."""
+    import torch
+
+    x2 = np.concatenate([x, x * np.float32(1 / 254)])  # the residual's rows: same shape, smaller values
+    variants = {"one": lambda: kernels.gemm_i16(x, packed), "two": lambda: kernels.gemm(x2, packed),
+                "torch": lambda: torch.nn.functional.linear(xt, wd)}
+    ratios, vs_torch, ones = [], [], []
+    for i in range(ROUNDS):
+        order = list(variants) if i % 2 == 0 else list(reversed(variants))
+        t = {v: median_time(variants[v], repeat) for v in order}
+        ratios.append(t["two"] / t["one"])
+        vs_torch.append(t["torch"] / t["one"])
+        ones.append(t["one"])
+    s = statistics.median(ones)
+    speedup, lo, hi = median_ci(ratios)
+    st, slo, shi = median_ci(vs_torch)
+    keep = ("kernel", "K", "N", "T", "threads", "mode", "isa", "model", "matrix", "hugepages", "timed_in")
+    return {**{k: base[k] for k in keep}, "kernel": "gemm_i16", "format": fmt, "median_s": s,
+            "gbps": base["gbps"] * base["median_s"] / s, "gflops": 2.0 * base["N"] * base["K"] * base["T"] / s / 1e9,
+            "roofline_fraction": 0.0, "rounds": ROUNDS, "baseline": "two-int8-passes", "speedup_vs_baseline": speedup,
+            "speedup_ci": [lo, hi], "speedup_vs_torch": st, "speedup_vs_torch_ci": [slo, shi]}
+
+
+# --int16: where one int16 pass pays against two int8 passes (kernels::gemm_i16_pays): the ViT's q8_0 shapes
+# (SigLIP so400m: 1152 -> 1152, 1152 -> 4304, 4304 -> 1152) from 16 to 729 tokens (a tile), and SmolLM2's q4_0 ones.
+INT16_SWEEP = [("q8_0", 1152, 1152, (16, 32, 128, 729)), ("q8_0", 4304, 1152, (729,)), ("q8_0", 1152, 4304, (729,)),
+               ("q8_0", 576, 576, (128,)), ("q4_0", 576, 576, (128,)), ("q4_0", 1536, 576, (128,)),
+               ("q4_0", 576, 1536, (128,))]
+
+
+def bench_int16_sweep(threads: int, repeat: int) -> list[dict]:
+    import torch
+
+    rows = []
+    rng = np.random.default_rng(3)
+    for fmt, n, k, ts in INT16_SWEEP:
+        if not _core.has_gemm_i16(fmt):
+            continue
+        w = (rng.standard_normal((n, k)) * 0.02).astype(np.float32)
+        qrows = quant.quantize(w, fmt)
+        packed = kernels.PackedWeights.from_rows(qrows, fmt, n, k)
+        wd = torch.from_numpy(quant.dequantize(qrows, fmt, k))
+        for t in ts:
+            x = rng.standard_normal((t, k)).astype(np.float32)
+            base = {"kernel": "gemm", "K": k, "N": n, "T": t, "threads": threads, "mode": "hot",
+                    "isa": _core.active_isa(), "model": "int16-sweep", "matrix": f"{n}x{k}",
+                    "hugepages": _core.hugepage_advice(), "timed_in": "python", "gbps": 0.0, "median_s": 1.0}
+            rows.append(int16_row(base, fmt, x, packed, torch.from_numpy(x), wd, repeat))
+    return rows
 
 
 def bench_downsample(threads: int, repeat: int) -> list[dict]:
@@ -331,12 +392,16 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--formats", default=",".join(FORMATS), help="weight formats to run (default: all)")
+    ap.add_argument("--int16", action="store_true",
+                    help="only the one-pass int16 GEMM against two int8 passes, on the ViT's and SmolLM2's shapes")
     args = ap.parse_args(argv)
     formats = [f for f in args.formats.split(",") if f]
     for f in formats:
         quant.format_info(f)  # an unknown name is an error naming the known ones
     threads = [int(t) for t in args.threads.split(",")]
     console = Console(width=170)
+    if args.int16:
+        return int16_main(threads, args.repeat, args.json, console)
     roof = roofline(threads, args.quick)
     for t, r in roof.items():
         console.print(f"roofline, {t} thread(s): " + ", ".join(f"{k} {v:.1f}" for k, v in r.items()))
@@ -375,6 +440,32 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
         console.print(f"wrote {len(rows)} rows to {args.json}")
+    return 0
+
+
+def int16_main(threads: list[int], repeat: int, json_path, console) -> int:
+    import torch
+    from rich.table import Table
+
+    rows = []
+    for t in threads:
+        kernels.set_num_threads(t)
+        torch.set_num_threads(t)
+        rows += bench_int16_sweep(t, repeat)
+    table = Table(title=f"int16 activations on {_core.active_isa()}: one pass (gemm_i16) against two int8 passes "
+                        f"(medians of {ROUNDS} interleaved rounds; 95% bootstrap intervals)")
+    for c in ("fmt", "N x K", "T", "thr", "one pass", "GOPS", "vs two passes", "vs torch f32"):
+        table.add_column(c, justify="right")
+    for r in rows:
+        ci, cit = r["speedup_ci"], r["speedup_vs_torch_ci"]
+        table.add_row(r["format"], f"{r['N']}x{r['K']}", str(r["T"]), str(r["threads"]),
+                      f"{r['median_s'] * 1e3:.3f} ms", f"{r['gflops']:.1f}",
+                      f"{r['speedup_vs_baseline']:.2f}x [{ci[0]:.2f}, {ci[1]:.2f}]",
+                      f"{r['speedup_vs_torch']:.2f}x [{cit[0]:.2f}, {cit[1]:.2f}]")
+    console.print(table)
+    if json_path:
+        Path(json_path).write_text(json.dumps(rows, indent=1))
+        console.print(f"wrote {len(rows)} rows to {json_path}")
     return 0
 
 
