@@ -229,6 +229,7 @@ void layer_norm_rows(const float* x, int64_t rows, int64_t d, const float* gamma
 
 namespace {
 std::atomic<bool> g_int16_one_pass{true};
+std::atomic<bool> g_portable_widen{false};  // tests: the portable widening even where the tier has its own
 
 bool i16_format(Format f) {
   const quant::FormatInfo& fi = quant::format_info(f);
@@ -269,13 +270,19 @@ void quantize_i16_row(const float* x, int64_t k, int group, int16_t* q, float* d
 
 // Panel p of w widened for gemm_i16_panels (kernels_isa.h: WidePanel): the integer levels as int16 in
 // [nb][G / 2][8][2], the scales (and minima) as float [nb][8]. The packed layouts are pack.cpp's.
-void widen_panel(const PackedView& w, int64_t p, int16_t* q, float* d, float* m) {
+void widen_panel(const IsaKernels& K, const PackedView& w, int64_t p, int16_t* q, float* d, float* m) {
   const PanelGeometry g = panel_geometry(w.format, w.k);
   const Kind kind = quant::format_info(w.format).kind;
   const int G = g.group, half = G / 2;
   const uint8_t* panel = w.data + p * g.stride;
   const int64_t panels = (w.n + kPanelRows - 1) / kPanelRows;
   const bool int4 = kind == Kind::int4_sym || kind == Kind::int4_asym;
+  if (!int4 && K.widen_int8_panel && !g_portable_widen.load(std::memory_order_relaxed)) {
+    K.widen_int8_panel(panel, g.nb, G, g.scales, q, d);
+    if (kind == Kind::int5_asym)  // float minima after the last panel (pack.cpp)
+      std::memcpy(m, w.data + panels * g.stride + p * g.nb * kPanelRows * 4, size_t(g.nb * kPanelRows * 4));
+    return;
+  }
   const int bias = kind == Kind::int4_sym ? 8 : 0;  // Q4_0's levels are nibble - 8; Q5_0's panels hold q - 16
   for (int64_t b = 0; b < g.nb; ++b) {
     const uint8_t* blk = panel + b * g.qbytes;
@@ -312,6 +319,7 @@ void widen_panel(const PackedView& w, int64_t p, int16_t* q, float* d, float* m)
 }  // namespace
 
 void set_int16_one_pass(bool on) { g_int16_one_pass.store(on, std::memory_order_relaxed); }
+void set_portable_widen(bool on) { g_portable_widen.store(on, std::memory_order_relaxed); }
 bool int16_one_pass() { return g_int16_one_pass.load(std::memory_order_relaxed); }
 
 bool has_gemm_i16(Format f) { return active_kernels().gemm_i16_panels != nullptr && i16_format(f); }
@@ -374,7 +382,7 @@ void gemm_i16(const PackedView& w, const float* x, int64_t t, int64_t ldx, float
         int16_t* qi = wq.data() + i * k * kPanelRows;
         float* di = wd.data() + i * nb * kPanelRows;
         float* mi = asym ? wm.data() + i * nb * kPanelRows : nullptr;
-        widen_panel(w, p + i, qi, di, mi);
+        widen_panel(K, w, p + i, qi, di, mi);
         wp[i] = {qi, di, mi};
       }
       const int nrows = int(std::min<int64_t>(2 * kPanelRows, w.n - p * kPanelRows));

@@ -121,14 +121,14 @@ void gemm_quantized(const PackedView& w, const QuantizedActs& a, float* y /*[t, 
 // with one scale per group (q4_0, q4_1, q5_0, q5_1, q8_0 and the 64 / 128 groups), in tiers whose table has the
 // kernel (scalar, AVX2); has_gemm_i16 says whether the active tier runs `f` so.
 bool has_gemm_i16(Format f);
-// Whether the engine's int16 activations should take gemm_i16 for t tokens of `f` in the active tier: t >= 32
-// (widening a panel pair costs about as much as ~20 tokens' products) and 8-bit panels (q8_0, and Q5_0 / Q5_1,
-// which run q8_0 panels). Measured on this project's AVX2 host, 1 thread, one pass against two int8 passes'
-// GEMM: q8_0 1152 x 1152 at 16 / 32 / 128 tokens 0.93x / 1.21x / 1.68x the speed, q8_0 576 x 576 at 128 tokens
-// 1.51x; but q4_0 at 128 tokens 0.81-0.91x (576 x 576, 1536 x 576, 576 x 1536): the int4 tile spends two
-// instructions per 32 products, so its two passes cost what one vpmaddwd pass does, without the widening.
+// Whether the engine's int16 activations should take gemm_i16 for t tokens of `f` in the active tier: t >= 8
+// and 8-bit panels (q8_0, and Q5_0 / Q5_1, which run q8_0 panels). Measured on this project's AVX2 host, 1 thread,
+// cache-hot q8_0 weights, one pass against the two int8 passes' GEMM of 2t rows: 0.69-0.83x the speed at 2 tokens,
+// 1.04-1.15x at 4, 1.31-1.49x at 8 (576 x 576, 1152 x 1152, 4304 x 1152), and benchmarks/kernels.py --int16 for
+// more. Not on 4-bit panels: the int4 tile spends two instructions per 32 products, so its two passes cost what
+// one vpmaddwd pass does, and q4_0 ran 0.72-0.91x at 128 tokens.
 bool gemm_i16_pays(Format f, int64_t t);
-constexpr int64_t kI16MinTokens = 32;
+constexpr int64_t kI16MinTokens = 8;
 void gemm_i16(const PackedView& w, const float* x /*[t, ldx]*/, int64_t t, int64_t ldx, float* y /*[t, ldy]*/,
               int64_t ldy, const float* bias /*[n]*/, Scratch* scratch = nullptr);
 // Scratch bytes gemm_i16 takes for t rows of k activations in format f.
@@ -137,6 +137,8 @@ int64_t i16_scratch_bytes(Format f, int64_t t, int64_t k);
 // int16 product runs as two int8 passes (the second on the first's residual).
 void set_int16_one_pass(bool on);
 bool int16_one_pass();
+// Tests: widen panels for gemm_i16 with the portable loop even where the tier has its own (same values expected).
+void set_portable_widen(bool on);
 
 // A/B switch (off by default): the AVX-512 tier's int8 tiles use unsigned weights w + 128, the offset taken out of
 // each block's integer sum; on, the sign trick (|w| times the activation with w's sign moved over, a masked

@@ -662,8 +662,29 @@ void gemm_i16_panels_avx2(const WidePanel* w, int np, int64_t nb, const I16Acts&
   }
 }
 
+// A q8_0 panel's levels into gemm_i16's layout: each 32-byte piece holds 4 columns of the 8 rows (row r's bytes at
+// 4r); one in-lane byte shuffle gathers columns 4j, 4j+1 of rows 0-3 / 4-7 into the low 8 bytes of each lane and
+// columns 4j+2, 4j+3 into the high 8, a qword permute puts the two halves of each pair together, and two sign
+// extensions give the two column pairs' 16 int16 values. The 8 fp16 scales of a block are contiguous: one F16C
+// conversion.
+void widen_int8_panel_avx2(const uint8_t* panel, int64_t nb, int group, int64_t scales, int16_t* q, float* d) {
+  const __m256i order = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,  //
+                                         0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+  const int64_t pieces = int64_t(nb) * group / 4;
+  for (int64_t j = 0; j < pieces; ++j) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(panel + j * 32));
+    const __m256i s = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, order), 0xD8);  // qwords 0, 2, 1, 3
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + j * 32), _mm256_cvtepi8_epi16(_mm256_castsi256_si128(s)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + j * 32 + 16),
+                        _mm256_cvtepi8_epi16(_mm256_extracti128_si256(s, 1)));
+  }
+  for (int64_t b = 0; b < nb; ++b)
+    _mm256_storeu_ps(d + b * kPanelRows,
+                     _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(panel + scales + b * 16))));
+}
+
 const IsaKernels kTable = {"avx2", quantize_row_avx2, gemm_panels_avx2, layer_norm_row_avx2,
-                              gemm_i16_panels_avx2};
+                              gemm_i16_panels_avx2, widen_int8_panel_avx2};
 
 }  // namespace
 

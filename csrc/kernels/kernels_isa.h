@@ -52,6 +52,9 @@ struct IsaKernels {
   // null) acc = fma(m[g], a.s[g], acc).
   void (*gemm_i16_panels)(const WidePanel* w, int np, int64_t nb, const I16Acts& a, int64_t t0, int64_t t1, float* y,
                           int64_t ldy, int rows);
+  // Widens one 8-bit panel (q8_0 layout, pack.cpp: nb blocks of qbytes = 8 * G level bytes, then the fp16 scales
+  // [nb][8] at byte `scales`) into WidePanel's q and d. Null: kernels.cpp's portable loop does it (same values).
+  void (*widen_int8_panel)(const uint8_t* panel, int64_t nb, int group, int64_t scales, int16_t* q, float* d);
 };
 
 const IsaKernels* isa_kernels_scalar();

@@ -198,7 +198,7 @@ void gemm_i16_panels_scalar(const WidePanel* w, int np, int64_t nb, const I16Act
 }
 
 const IsaKernels kTable = {"scalar", quantize_row_scalar, gemm_panels_scalar, layer_norm_row_scalar,
-                              gemm_i16_panels_scalar};
+                              gemm_i16_panels_scalar, nullptr};
 
 }  // namespace
 

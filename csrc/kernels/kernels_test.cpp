@@ -261,8 +261,9 @@ BLUELM_TEST(kernels_gemm_api_matches_reference_and_bound) {
 }
 
 // One-pass int16 activations (gemm_i16): every tier that has the kernel gives the scalar tier's outputs bit for
-// bit (the same integer sums and float order, kernels_isa.h) through the public driver (widening, 4-token tiles
-// and 1-3-token tails, a second panel of one row, padded output rows that must survive, 1 and 3 threads), and the
+// bit (the same integer sums and float order, kernels_isa.h) through the public driver (the tier's and the
+// portable widening, 4-token tiles and 1-3-token tails, a second panel of one row, padded output rows that must
+// survive, 1 and 3 threads), and the
 // result is within the int16 rounding's bound of exact math on the dequantized weights.
 BLUELM_TEST(kernels_int16_one_pass_equals_scalar_bit_for_bit_within_its_bound) {
   const Isa before = active_isa();
@@ -306,13 +307,16 @@ BLUELM_TEST(kernels_int16_one_pass_equals_scalar_bit_for_bit_within_its_bound) {
           const IsaKernels* table = kernels_for(isa);
           if (!table || !table->gemm_i16_panels || isa == Isa::scalar) continue;
           set_active_isa(isa);
-          for (int th : {1, 3}) {
-            set_num_threads(th);
-            std::vector<float> y(size_t(t * ldy), -7.0f);
-            gemm_i16(p.view(), p.x.data(), t, k, y.data(), ldy, bias.data());
-            CHECK(std::memcmp(y.data(), y_ref.data(), y.size() * sizeof(float)) == 0);
-            ++compared;
-          }
+          for (int th : {1, 3})
+            for (bool portable : {false, true}) {  // the tier's own widening of 8-bit panels, and the portable one
+              set_num_threads(th);
+              set_portable_widen(portable);
+              std::vector<float> y(size_t(t * ldy), -7.0f);
+              gemm_i16(p.view(), p.x.data(), t, k, y.data(), ldy, bias.data());
+              set_portable_widen(false);
+              CHECK(std::memcmp(y.data(), y_ref.data(), y.size() * sizeof(float)) == 0);
+              ++compared;
+            }
         }
       }
   set_num_threads(threads);
