@@ -323,8 +323,8 @@ def int16_row(base: dict, fmt: str, x, packed, xt, wd, repeat: int) -> dict:
 
 # --int16: where one int16 pass pays against two int8 passes (kernels::gemm_i16_pays): the ViT's q8_0 shapes
 # (SigLIP so400m: 1152 -> 1152, 1152 -> 4304, 4304 -> 1152, that K stored padded to 4320 as packages store it) from
-# 16 to 729 tokens (a tile), and SmolLM2's q4_0 ones.
-INT16_SWEEP = [("q8_0", 1152, 1152, (16, 32, 128, 729)), ("q8_0", 4304, 1152, (729,)), ("q8_0", 1152, 4320, (729,)),
+# 4 to 729 tokens (a tile), and SmolLM2's q4_0 ones.
+INT16_SWEEP = [("q8_0", 1152, 1152, (4, 8, 16, 32, 128, 729)), ("q8_0", 4304, 1152, (729,)), ("q8_0", 1152, 4320, (729,)),
                ("q8_0", 576, 576, (128,)), ("q4_0", 576, 576, (128,)), ("q4_0", 1536, 576, (128,)),
                ("q4_0", 576, 1536, (128,))]
 

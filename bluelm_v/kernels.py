@@ -76,7 +76,7 @@ def gemm(x, w: PackedWeights, bias=None):
 
 def gemm_i16(x, w: PackedWeights, bias=None):
     """y = x W^T (+ bias) with x rounded to int16 on each group's own scale (amax / 32767) and one pass over the
-    weights' levels widened to int16 (the engine's int16 products of 32 tokens and more on 8-bit weights: q8_0,
+    weights' levels widened to int16 (the engine's int16 products of 8 tokens and more on 8-bit weights: q8_0,
     Q5_0, Q5_1; csrc/kernels/kernels.h says why not on 4-bit ones). The active tier must have
     the kernel (``_core.has_gemm_i16(fmt)``: scalar and AVX2; formats with one scale per group, not the K-quants)."""
     a, t = as_numpy(x, "x", np.float32)

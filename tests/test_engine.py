@@ -190,7 +190,7 @@ def test_chunked_prefill_is_chunk_invariant_with_unsigned_int8_tiles(tiny, tiny_
 
 
 def test_vit_int16_activations_in_one_pass_agree_with_two_int8_passes(tiny_q4):
-    """The tiny q8_0 ViT + projector with int16 activations (the default), its products of >= 32 tokens through the
+    """The tiny q8_0 ViT + projector with int16 activations (the default), its products of >= 8 tokens through the
     one-pass int16 kernel (_core.set_int16_one_pass(True)) and as two int8 passes: different arithmetic (the
     arrays differ, so the switch did change the path), the same embeddings to int16 precision. For scale, int8
     activations land ~100x further away."""
