@@ -241,33 +241,6 @@ bool i16_asym(Format f) {
   return kind == Kind::int4_asym || kind == Kind::int5_asym;
 }
 
-// Rounds x [k] to int16 per group: d = amax / 32767, q = nearest-even(x * (32767 / amax)), s = d * sum(q).
-void quantize_i16_row(const float* x, int64_t k, int group, int16_t* q, float* d, float* s) {
-  for (int64_t b = 0; b < k / group; ++b) {
-    const float* xb = x + b * group;
-    float amax = 0.0f;
-    for (int i = 0; i < group; ++i) {
-      const float a = std::fabs(xb[i]);
-      amax = a > amax ? a : amax;  // NaN never wins, as with fmax
-    }
-    const float db = amax / 32767.0f;
-    const float id = amax > 0.0f ? 32767.0f / amax : 0.0f;
-    int32_t sum = 0;
-    for (int i = 0; i < group; ++i) {
-      float v = xb[i] * id;
-      v = v > 32767.0f ? 32767.0f : v < -32767.0f ? -32767.0f : v;
-      if (v != v) v = 0.0f;  // NaN input: a defined (if meaningless) output
-      // Nearest-even for |v| <= 2^22 in the default rounding mode: adding and subtracting 1.5 * 2^23 leaves the
-      // rounded value (no library call per value; the compiler may not fold it without -ffast-math).
-      const int qi = int((v + 12582912.0f) - 12582912.0f);
-      q[b * group + i] = int16_t(qi);
-      sum += qi;
-    }
-    d[b] = db;
-    s[b] = db * float(sum);
-  }
-}
-
 // Panel p of w widened for gemm_i16_panels (kernels_isa.h: WidePanel): the integer levels as int16 in
 // [nb][G / 2][8][2], the scales (and minima) as float [nb][8]. The packed layouts are pack.cpp's.
 void widen_panel(const IsaKernels& K, const PackedView& w, int64_t p, int16_t* q, float* d, float* m) {
@@ -357,8 +330,9 @@ void gemm_i16(const PackedView& w, const float* x, int64_t t, int64_t ldx, float
   int16_t* q = reinterpret_cast<int16_t*>(base);
   float* d = reinterpret_cast<float*>(base + round64(t * k * int64_t(sizeof(int16_t))));
   float* s = d + round64(t * nb * int64_t(sizeof(float))) / int64_t(sizeof(float));
+  auto quantize_row = K.quantize_i16_row ? K.quantize_i16_row : isa_kernels_scalar()->quantize_i16_row;
   auto rows = [&](int64_t b, int64_t e, int) {
-    for (int64_t i = b; i < e; ++i) quantize_i16_row(x + i * ldx, k, G, q + i * k, d + i * nb, s + i * nb);
+    for (int64_t i = b; i < e; ++i) quantize_row(x + i * ldx, k, G, q + i * k, d + i * nb, s + i * nb);
   };
   if (t * k >= (int64_t(1) << 16))
     ThreadPool::global().run(t, rows);

@@ -683,8 +683,38 @@ void widen_int8_panel_avx2(const uint8_t* panel, int64_t nb, int group, int64_t 
                      _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(panel + scales + b * 16))));
 }
 
+// quantize_i16_row (kernels_isa.h) 8 values at a time: max_ps(|x|, amax) keeps amax when |x| is NaN (as the
+// scalar `a > amax`), NaN products are masked to 0 before the clamp, and vcvtps2dq rounds to nearest even as the
+// scalar tier's 1.5 * 2^23 trick does (both in the default rounding mode).
+void quantize_i16_row_avx2(const float* x, int64_t k, int group, int16_t* q, float* d, float* s) {
+  const __m256 sign = _mm256_set1_ps(-0.0f), hi = _mm256_set1_ps(32767.0f), lo = _mm256_set1_ps(-32767.0f);
+  for (int64_t b = 0; b < k / group; ++b) {
+    const float* xb = x + b * group;
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < group; i += 8) m = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(xb + i)), m);
+    const float amax = hmax(m);
+    const float db = amax / 32767.0f;
+    const __m256 id = _mm256_set1_ps(amax > 0.0f ? 32767.0f / amax : 0.0f);
+    __m256i sum = _mm256_setzero_si256();
+    for (int i = 0; i < group; i += 16) {
+      __m256 v0 = _mm256_mul_ps(_mm256_loadu_ps(xb + i), id), v1 = _mm256_mul_ps(_mm256_loadu_ps(xb + i + 8), id);
+      const __m256 ok0 = _mm256_cmp_ps(v0, v0, _CMP_ORD_Q), ok1 = _mm256_cmp_ps(v1, v1, _CMP_ORD_Q);
+      v0 = _mm256_and_ps(_mm256_min_ps(_mm256_max_ps(v0, lo), hi), ok0);
+      v1 = _mm256_and_ps(_mm256_min_ps(_mm256_max_ps(v1, lo), hi), ok1);
+      const __m256i q0 = _mm256_cvtps_epi32(v0), q1 = _mm256_cvtps_epi32(v1);
+      sum = _mm256_add_epi32(sum, _mm256_add_epi32(q0, q1));
+      // packs interleaves the 128-bit lanes: qwords 0, 2, 1, 3 restore the order
+      const __m256i packed = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * group + i), packed);
+    }
+    d[b] = db;
+    s[b] = db * float(hsum_i32(sum));
+  }
+}
+
 const IsaKernels kTable = {"avx2", quantize_row_avx2, gemm_panels_avx2, layer_norm_row_avx2,
-                              gemm_i16_panels_avx2, widen_int8_panel_avx2};
+                              gemm_i16_panels_avx2, widen_int8_panel_avx2,
+                              quantize_i16_row_avx2};
 
 }  // namespace
 

@@ -282,7 +282,7 @@ void layer_norm_row(const float* x, int64_t n, const float* gamma, const float* 
   }
 }
 
-const IsaKernels kTable = {"avx512", quantize_row, gemm_panels, layer_norm_row, nullptr, nullptr};
+const IsaKernels kTable = {"avx512", quantize_row, gemm_panels, layer_norm_row, nullptr, nullptr, nullptr};
 
 }  // namespace
 }  // namespace BLUELM_AVX512_NS

@@ -55,6 +55,9 @@ struct IsaKernels {
   // Widens one 8-bit panel (q8_0 layout, pack.cpp: nb blocks of qbytes = 8 * G level bytes, then the fp16 scales
   // [nb][8] at byte `scales`) into WidePanel's q and d. Null: kernels.cpp's portable loop does it (same values).
   void (*widen_int8_panel)(const uint8_t* panel, int64_t nb, int group, int64_t scales, int16_t* q, float* d);
+  // x [k] -> int16 q [k], d [k / group] = amax / 32767, s [k / group] = d * sum(q), q = nearest-even(x * (32767 /
+  // amax)) clamped to +-32767, NaN -> 0 (amax ignores NaN). Bit-identical across tiers; null: the scalar tier's.
+  void (*quantize_i16_row)(const float* x, int64_t k, int group, int16_t* q, float* d, float* s);
 };
 
 const IsaKernels* isa_kernels_scalar();

@@ -171,6 +171,33 @@ void layer_norm_row_scalar(const float* x, int64_t n, const float* gamma, const 
   }
 }
 
+// Rounds x [k] to int16 per group: d = amax / 32767, q = nearest-even(x * (32767 / amax)), s = d * sum(q).
+void quantize_i16_row_scalar(const float* x, int64_t k, int group, int16_t* q, float* d, float* s) {
+  for (int64_t b = 0; b < k / group; ++b) {
+    const float* xb = x + b * group;
+    float amax = 0.0f;
+    for (int i = 0; i < group; ++i) {
+      const float a = std::fabs(xb[i]);
+      amax = a > amax ? a : amax;  // NaN never wins, as with fmax
+    }
+    const float db = amax / 32767.0f;
+    const float id = amax > 0.0f ? 32767.0f / amax : 0.0f;
+    int32_t sum = 0;
+    for (int i = 0; i < group; ++i) {
+      float v = xb[i] * id;
+      v = v > 32767.0f ? 32767.0f : v < -32767.0f ? -32767.0f : v;
+      if (v != v) v = 0.0f;  // NaN input: a defined (if meaningless) output
+      // Nearest-even for |v| <= 2^22 in the default rounding mode: adding and subtracting 1.5 * 2^23 leaves the
+      // rounded value (no library call per value; the compiler may not fold it without -ffast-math).
+      const int qi = int((v + 12582912.0f) - 12582912.0f);
+      q[b * group + i] = int16_t(qi);
+      sum += qi;
+    }
+    d[b] = db;
+    s[b] = db * float(sum);
+  }
+}
+
 void gemm_i16_panels_scalar(const WidePanel* w, int np, int64_t nb, const I16Acts& a, int64_t t0, int64_t t1,
                             float* y, int64_t ldy, int rows) {
   const int pairs = a.group / 2;
@@ -198,7 +225,8 @@ void gemm_i16_panels_scalar(const WidePanel* w, int np, int64_t nb, const I16Act
 }
 
 const IsaKernels kTable = {"scalar", quantize_row_scalar, gemm_panels_scalar, layer_norm_row_scalar,
-                              gemm_i16_panels_scalar, nullptr};
+                              gemm_i16_panels_scalar, nullptr,
+                              quantize_i16_row_scalar};
 
 }  // namespace
 

@@ -324,6 +324,34 @@ BLUELM_TEST(kernels_int16_one_pass_equals_scalar_bit_for_bit_within_its_bound) {
 #if defined(__x86_64__) || defined(_M_X64)
   if (isa_supported(Isa::avx2)) CHECK(compared > 100);
 #endif
+  // Rounding to int16 in each tier with the kernel: the scalar tier's bytes, on groups of 32 / 64 / 128 holding
+  // ordinary values, zeros only, a NaN, an infinity, values at and past the clamp.
+  for (Isa isa : supported_isas()) {
+    const IsaKernels* table = kernels_for(isa);
+    if (!table || !table->quantize_i16_row || isa == Isa::scalar) continue;
+    std::mt19937 rng(17);
+    std::normal_distribution<float> nd(0.0f, 3.0f);
+    for (int group : {32, 64, 128}) {
+      const int64_t k = 6 * group;
+      std::vector<float> x(static_cast<size_t>(k), 0.0f);
+      for (auto& v : x) v = nd(rng);
+      for (int i = 0; i < group; ++i) x[size_t(group + i)] = 0.0f;        // group 1: all zeros
+      x[size_t(2 * group + 3)] = std::nanf("");                            // group 2: a NaN
+      x[size_t(3 * group + 5)] = -INFINITY;                                // group 3: an infinity
+      x[size_t(4 * group + 7)] = 1e30f, x[size_t(4 * group + 8)] = -1e30f;  // group 4: huge values
+      x[size_t(5 * group + 1)] = 2.5f;                                     // group 5: a tie (2.5 * 32767 / 2.5)
+      std::vector<int16_t> q1(static_cast<size_t>(k), 0), q2(static_cast<size_t>(k), 0);
+      std::vector<float> d1(6), d2(6), s1(6), s2(6);
+      isa_kernels_scalar()->quantize_i16_row(x.data(), k, group, q1.data(), d1.data(), s1.data());
+      table->quantize_i16_row(x.data(), k, group, q2.data(), d2.data(), s2.data());
+      CHECK(q1 == q2);
+      CHECK(std::memcmp(d1.data(), d2.data(), 6 * sizeof(float)) == 0);
+      CHECK(std::memcmp(s1.data(), s2.data(), 6 * sizeof(float)) == 0);
+      CHECK_EQ(q1[size_t(2 * group + 3)], int16_t(0));
+      CHECK_EQ(int(q1[size_t(4 * group + 7)]), 32767);
+      CHECK_EQ(int(q1[size_t(4 * group + 8)]), -32767);
+    }
+  }
   // Refused: a K-quant (no single scale per group), no rows, a short row stride, null buffers.
   Problem p = make_problem(Format::q8_0, 8, 64, 2, 2);
   std::vector<float> y(16);
