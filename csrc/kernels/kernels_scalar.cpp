@@ -9,24 +9,36 @@
 namespace bluelm::kernels {
 namespace {
 
+// One group of x rounded to integers in [-kMax, kMax] on its own step d = amax / kMax: q = nearest-even(x * (kMax
+// / amax)), NaN -> 0 (a defined, if meaningless, output; amax ignores NaN, as fmax does). Returns sum(q). The
+// rounding adds and subtracts 1.5 * 2^23, exact nearest-even for |v| <= 2^22 in the default rounding mode (no
+// library call per value; the compiler may not fold it without -ffast-math).
+template <class T, int kMax>
+int32_t round_group(const float* xb, int group, T* q, float* d) {
+  float amax = 0.0f;
+  for (int i = 0; i < group; ++i) {
+    const float a = std::fabs(xb[i]);
+    amax = a > amax ? a : amax;
+  }
+  const float lim = float(kMax);
+  const float id = amax > 0.0f ? lim / amax : 0.0f;
+  int32_t sum = 0;
+  for (int i = 0; i < group; ++i) {
+    float v = xb[i] * id;
+    v = v > lim ? lim : v < -lim ? -lim : v;
+    if (v != v) v = 0.0f;
+    const int qi = int((v + 12582912.0f) - 12582912.0f);
+    q[i] = T(qi);
+    sum += qi;
+  }
+  *d = amax / lim;
+  return sum;
+}
+
 void quantize_row_scalar(const float* x, int64_t k, int group, ActSumRule rule, int8_t* q, float* d, float* s) {
   for (int64_t b = 0; b < k / group; ++b) {
-    const float* xb = x + b * group;
-    float amax = 0.0f;
-    for (int i = 0; i < group; ++i) amax = std::fmax(amax, std::fabs(xb[i]));
-    const float db = amax / 127.0f;
-    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
-    int sum = 0;
-    for (int i = 0; i < group; ++i) {
-      float v = xb[i] * id;
-      v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
-      if (v != v) v = 0.0f;  // NaN input: defined (if meaningless) output, no undefined conversion
-      const int qi = int(std::nearbyint(v));
-      q[b * group + i] = int8_t(qi);
-      sum += qi;
-    }
-    d[b] = db;
-    s[b] = rule.times_d ? db * float(sum) * rule.factor : float(sum) * rule.factor;
+    const int32_t sum = round_group<int8_t, 127>(x + b * group, group, q + b * group, d + b);
+    s[b] = rule.times_d ? d[b] * float(sum) * rule.factor : float(sum) * rule.factor;
   }
 }
 
@@ -174,27 +186,8 @@ void layer_norm_row_scalar(const float* x, int64_t n, const float* gamma, const 
 // Rounds x [k] to int16 per group: d = amax / 32767, q = nearest-even(x * (32767 / amax)), s = d * sum(q).
 void quantize_i16_row_scalar(const float* x, int64_t k, int group, int16_t* q, float* d, float* s) {
   for (int64_t b = 0; b < k / group; ++b) {
-    const float* xb = x + b * group;
-    float amax = 0.0f;
-    for (int i = 0; i < group; ++i) {
-      const float a = std::fabs(xb[i]);
-      amax = a > amax ? a : amax;  // NaN never wins, as with fmax
-    }
-    const float db = amax / 32767.0f;
-    const float id = amax > 0.0f ? 32767.0f / amax : 0.0f;
-    int32_t sum = 0;
-    for (int i = 0; i < group; ++i) {
-      float v = xb[i] * id;
-      v = v > 32767.0f ? 32767.0f : v < -32767.0f ? -32767.0f : v;
-      if (v != v) v = 0.0f;  // NaN input: a defined (if meaningless) output
-      // Nearest-even for |v| <= 2^22 in the default rounding mode: adding and subtracting 1.5 * 2^23 leaves the
-      // rounded value (no library call per value; the compiler may not fold it without -ffast-math).
-      const int qi = int((v + 12582912.0f) - 12582912.0f);
-      q[b * group + i] = int16_t(qi);
-      sum += qi;
-    }
-    d[b] = db;
-    s[b] = db * float(sum);
+    const int32_t sum = round_group<int16_t, 32767>(x + b * group, group, q + b * group, d + b);
+    s[b] = d[b] * float(sum);
   }
 }
 
