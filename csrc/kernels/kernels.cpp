@@ -250,23 +250,18 @@ void widen_panel(const IsaKernels& K, const PackedView& w, int64_t p, int16_t* q
   const uint8_t* panel = w.data + p * g.stride;
   const int64_t panels = (w.n + kPanelRows - 1) / kPanelRows;
   const bool int4 = kind == Kind::int4_sym || kind == Kind::int4_asym;
-  if (!int4 && K.widen_int8_panel && !g_portable_widen.load(std::memory_order_relaxed)) {
-    K.widen_int8_panel(panel, g.nb, G, g.scales, q, d);
-    if (kind == Kind::int5_asym)  // float minima after the last panel (pack.cpp)
-      std::memcpy(m, w.data + panels * g.stride + p * g.nb * kPanelRows * 4, size_t(g.nb * kPanelRows * 4));
-    return;
-  }
+  if (kind == Kind::int5_asym)  // Q5_1: float minima [nb][8] per panel after the last panel (pack.cpp)
+    std::memcpy(m, w.data + panels * g.stride + p * g.nb * kPanelRows * 4, size_t(g.nb * kPanelRows * 4));
+  if (!int4 && K.widen_int8_panel && !g_portable_widen.load(std::memory_order_relaxed))
+    return K.widen_int8_panel(panel, g.nb, G, g.scales, q, d);
   const int bias = kind == Kind::int4_sym ? 8 : 0;  // Q4_0's levels are nibble - 8; Q5_0's panels hold q - 16
   for (int64_t b = 0; b < g.nb; ++b) {
     const uint8_t* blk = panel + b * g.qbytes;
     int16_t* qb = q + b * G * kPanelRows;
     for (int r = 0; r < kPanelRows; ++r) {
       d[b * kPanelRows + r] = quant::fp16_to_fp32(quant::load_u16(panel + g.scales + (b * kPanelRows + r) * 2));
-      if (kind == Kind::int4_asym) {
+      if (kind == Kind::int4_asym)
         m[b * kPanelRows + r] = quant::fp16_to_fp32(quant::load_u16(panel + g.minima + (b * kPanelRows + r) * 2));
-      } else if (kind == Kind::int5_asym) {  // float minima after the last panel (pack.cpp)
-        std::memcpy(m + b * kPanelRows + r, w.data + panels * g.stride + ((p * g.nb + b) * kPanelRows + r) * 4, 4);
-      }
     }
     // Piece j of a block holds 4 bytes of each row (pack.cpp): columns 4j..4j+3 (int8), or for int4 the nibbles
     // of columns 4j..4j+3 (low) and G/2 + 4j.. (high). Column pair c of the block goes to qb + c * 16.

@@ -110,26 +110,17 @@ void Linear::forward_int16(const float* x, int64_t t, int64_t ldx, float* y, int
   thread_local std::vector<float> xx, yy;
   thread_local kernels::Scratch s1, s2;
   const quant::Format f = packed_.format();
-  if (kernels::int16_one_pass() && kernels::gemm_i16_pays(f, t)) {  // one pass (kernels.h says when it pays)
-    const float* in = x;
-    if (kp_ != k_) {  // the kernels read rows of kp values: zero-pad
-      xx.resize(size_t(t * kp_));
-      for (int64_t r = 0; r < t; ++r) {
-        std::memcpy(xx.data() + r * kp_, x + r * ldx, size_t(k_) * sizeof(float));
-        std::fill(xx.data() + r * kp_ + k_, xx.data() + (r + 1) * kp_, 0.0f);
-      }
-      in = xx.data(), ldx = kp_;
-    }
-    kernels::gemm_i16(packed_.view(), in, t, ldx, y, ldy, bias_, &s1);
-    return;
-  }
-  // Two int8 passes. Rows 0..t-1: x (zero-padded to kp); rows t..2t-1: the residual of x's int8 quantization.
-  const int64_t g = quant::format_info(f).group, nb = kp_ / g;
-  xx.resize(size_t(2 * t * kp_));
+  const bool one_pass = kernels::int16_one_pass() && kernels::gemm_i16_pays(f, t);  // kernels.h says when it pays
+  if (one_pass && kp_ == k_) return kernels::gemm_i16(packed_.view(), x, t, ldx, y, ldy, bias_, &s1);
+  // Rows 0..t-1: x zero-padded to kp (the kernels read rows of kp values); for two passes, rows t..2t-1 then hold
+  // the residual of x's int8 quantization.
+  xx.resize(size_t((one_pass ? 1 : 2) * t * kp_));
   for (int64_t r = 0; r < t; ++r) {
     std::memcpy(xx.data() + r * kp_, x + r * ldx, size_t(k_) * sizeof(float));
     std::fill(xx.data() + r * kp_ + k_, xx.data() + (r + 1) * kp_, 0.0f);
   }
+  if (one_pass) return kernels::gemm_i16(packed_.view(), xx.data(), t, kp_, y, ldy, bias_, &s1);
+  const int64_t g = quant::format_info(f).group, nb = kp_ / g;
   const kernels::QuantizedActs a1 = kernels::quantize_activations(f, xx.data(), t, kp_, kp_, s1);
   for (int64_t r = 0; r < t; ++r)
     for (int64_t b = 0; b < nb; ++b) {
