@@ -417,9 +417,19 @@ def test_attention_mix_loops_are_listed_measured_and_kept_out_of_the_quant_forma
         assert peaks[name]["format"] == fmt and peaks[name]["probe"] == "fp32_fma_avx2" and peaks[name]["unit"] == "GOPS"
         assert _core.measure_peak(name, 1, 1, 0.01) > 1.0
     # benchmarks/kernels.py pairs quant formats with their GEMM mix loops: the attention loops must not join them
+    # The script puts benchmarks/ first on sys.path (for its `common`): undo that, or a later `import kernels`
+    # (transformers' hub_kernels does one) would find benchmarks/kernels.py.
+    import sys
+
+    saved_path, had_common = list(sys.path), "common" in sys.modules
     spec = importlib.util.spec_from_file_location("bench_kernels", Path(__file__).parents[1] / "benchmarks" / "kernels.py")
     bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path[:] = saved_path
+        if not had_common:
+            sys.modules.pop("common", None)
     probe, mixes = bench.tier_loops("avx2")
     assert probe == "int8_maddubs_paddw_avx2"
     assert "q4_0" in mixes and not any(f.startswith("attn_") for f in mixes)
