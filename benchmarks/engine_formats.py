@@ -21,9 +21,8 @@ SmolLM2's byte-level BPE tokenizer padded with unused tokens to the vocabulary),
 
 SmolLM2 as Q4_K_M is llama.cpp's own mix (`pure` off: Q4_K, Q6_K for half of attn_v / ffn_down and the tied
 embedding); its rows of 576 are not a multiple of 256, so only the ffn_down matrices (K = 1536) are K-quants and
-llama.cpp wrote its fallbacks (Q5_0, Q8_0) for the rest. The native package carries every tensor byte for byte;
-in memory the Q5_0 matrices sit in q8_0 panels (docs/kernels.md), so its steps read somewhat more bytes than
-llama.cpp's.
+llama.cpp wrote its fallbacks (Q5_0, Q8_0) for the rest. The native package carries every tensor byte for byte,
+and in memory too the Q5_0 matrices keep their 5.5 bits per weight (5-bit panels, docs/kernels.md).
 
 The 3B shape as Q4_K_M is that random Q4_0 file re-quantized by the same llama.cpp call (`pure` off): its
 ffn_down matrices (K = 5760, not a multiple of 256) get llama.cpp's fallbacks, Q5_0 for Q4_K and Q8_0 for Q6_K.

@@ -12,8 +12,8 @@ SmolLM2-135M: 576, 1536, 49152) and each weight matrix shape [N, K] of a layer (
     torch's are timed from Python);
   - gemm for a prefill chunk (T = 128), and for the formats with a one-pass int16 kernel in this tier a
     `gemm_i16` row: the chunk with int16 activations in one pass against the two int8 passes (int16_row);
-for q4_0, q4_1, q8_0, q5_0 and q5_1 weights (the Q5 ones run q8_0 panels, so their rows read q8_0's bytes and
-carry q8_0's mix ceiling) and GGUF's K-quants q4_k, q5_k, q6_k (on the shapes whose K is a multiple of 256;
+for q4_0, q4_1, q8_0, q5_0 and q5_1 weights (the Q5 ones stream their own 5-bit panels in decode; their prefill
+chunks widen each panel to q8_0 and so carry q8_0's mix ceiling) and GGUF's K-quants q4_k, q5_k, q6_k (on the shapes whose K is a multiple of 256;
 `--formats` picks some), plus the 2x2 down-sampler fused with LayerNorm + linear for a 27x27x1152 tile.
 Baselines timed in the same process: torch float32 matmul on the dequantized weights (`torch-f32`) and torch's
 dequantize-then-matmul from the packed blocks (`torch-deq`). The roofline (read bandwidth at each thread count,

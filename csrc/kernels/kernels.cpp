@@ -167,9 +167,9 @@ void gemm_quantized(const PackedView& w, const QuantizedActs& a, float* y, int64
   if (ldy < w.n) throw InvalidArgument(cat("output row stride ", ldy, " is smaller than N = ", w.n));
   const IsaKernels& K = active_kernels();
   const int64_t panels = (w.n + kPanelRows - 1) / kPanelRows;
-  // Q5_0 / Q5_1: the tiers run their q8_0 panels (pack.cpp); Q5_1's minima follow the panels.
+  // Q5_1's minima follow the panels (pack.cpp); the tiers add everything else.
   const quant::Kind kind = quant::format_info(w.format).kind;
-  const PackedView tiles = quant::is_int5(kind) ? PackedView{Format::q8_0, w.n, w.k, w.data, panels * g.stride} : w;
+  const PackedView& tiles = w;
   const float* minima = kind == Kind::int5_asym ? reinterpret_cast<const float*>(w.data + panels * g.stride) : nullptr;
   std::vector<float> xsum;  // Q5_1: sum(x) per token and block, d * sum(q) of the int8 activations (s = -128 sum(q))
   if (minima) {
@@ -244,7 +244,7 @@ bool i16_asym(Format f) {
 // Panel p of w widened for gemm_i16_panels (kernels_isa.h: WidePanel): the integer levels as int16 in
 // [nb][G / 2][8][2], the scales (and minima) as float [nb][8]. The packed layouts are pack.cpp's.
 void widen_panel(const IsaKernels& K, const PackedView& w, int64_t p, int16_t* q, float* d, float* m) {
-  const PanelGeometry g = panel_geometry(w.format, w.k);
+  PanelGeometry g = panel_geometry(w.format, w.k);
   const Kind kind = quant::format_info(w.format).kind;
   const int G = g.group, half = G / 2;
   const uint8_t* panel = w.data + p * g.stride;
@@ -252,6 +252,14 @@ void widen_panel(const IsaKernels& K, const PackedView& w, int64_t p, int16_t* q
   const bool int4 = kind == Kind::int4_sym || kind == Kind::int4_asym;
   if (kind == Kind::int5_asym)  // Q5_1: float minima [nb][8] per panel after the last panel (pack.cpp)
     std::memcpy(m, w.data + panels * g.stride + p * g.nb * kPanelRows * 4, size_t(g.nb * kPanelRows * 4));
+  if (quant::is_int5(kind)) {  // Q5_0 / Q5_1: to int8 levels in a q8_0 panel first, then as q8_0
+    thread_local std::vector<uint8_t> q8;
+    const PanelGeometry g8 = panel_geometry(Format::q8_0, w.k);
+    q8.resize(size_t(g8.stride));
+    (K.widen_int5_panel ? K.widen_int5_panel : widen_int5_panel)(panel, g, kind == Kind::int5_sym, 0, g.nb, q8.data(), g8);
+    panel = q8.data();
+    g = g8;
+  }
   if (!int4 && K.widen_int8_panel && !g_portable_widen.load(std::memory_order_relaxed))
     return K.widen_int8_panel(panel, g.nb, G, g.scales, q, d);
   const int bias = kind == Kind::int4_sym ? 8 : 0;  // Q4_0's levels are nibble - 8; Q5_0's panels hold q - 16

@@ -122,7 +122,7 @@ void gemm_quantized(const PackedView& w, const QuantizedActs& a, float* y /*[t, 
 // kernel (scalar, AVX2); has_gemm_i16 says whether the active tier runs `f` so.
 bool has_gemm_i16(Format f);
 // Whether the engine's int16 activations should take gemm_i16 for t tokens of `f` in the active tier: t >= 8
-// and 8-bit panels (q8_0, and Q5_0 / Q5_1, which run q8_0 panels). Measured on this project's AVX2 host, 1 thread,
+// and 8-bit levels (q8_0, and Q5_0 / Q5_1, whose panels are widened to q8_0 first). Measured on this project's AVX2 host, 1 thread,
 // cache-hot q8_0 weights, one pass against the two int8 passes' GEMM of 2t rows: 0.69-0.83x the speed at 2 tokens,
 // 1.04-1.15x at 4, 1.31-1.49x at 8 (576 x 576, 1152 x 1152, 4304 x 1152), and benchmarks/kernels.py --int16 for
 // more. Not on 4-bit panels: the int4 tile spends two instructions per 32 products, so its two passes cost what

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/asm_bytes.h"
 #include "kernels/kernels_isa.h"
@@ -169,6 +170,21 @@ inline void q4_sub_p2m4(const uint8_t* w0, const uint8_t* w1, const int8_t* x, i
 #undef BLUELM_Q4P_NEXT
 #undef BLUELM_Q4P_STEP
 
+// The activation rows of tokens t .. t + M - 1: their int8 values, block scales and block sums.
+template <int M>
+struct TokenRows {
+  const int8_t* q[M];
+  const float* d[M];
+  const float* s[M];
+  TokenRows(const QuantizedActs& a, int64_t t, int64_t nb) {
+    for (int m = 0; m < M; ++m) {
+      q[m] = a.q + (t + m) * a.k;
+      d[m] = a.d + (t + m) * nb;
+      s[m] = a.s + (t + m) * nb;
+    }
+  }
+};
+
 // Accumulates acc[m] (8 rows) += W_panel[blocks b0..b1) . x[t + m] for int4 formats of group G.
 template <int KIND, int G, int M>
 void tile_int4(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs& a, int64_t t, int64_t b0,
@@ -177,14 +193,10 @@ void tile_int4(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
   const __m256i ones = _mm256_set1_epi16(1);
   const uint16_t* dsc = reinterpret_cast<const uint16_t*>(panel + g.scales);
   const uint16_t* msc = reinterpret_cast<const uint16_t*>(panel + g.minima);
-  const int8_t* xq[M];
-  const float* xd[M];
-  const float* xs[M];
-  for (int m = 0; m < M; ++m) {
-    xq[m] = a.q + (t + m) * a.k;
-    xd[m] = a.d + (t + m) * g.nb;
-    xs[m] = a.s + (t + m) * g.nb;
-  }
+  const TokenRows<M> rows(a, t, g.nb);
+  const int8_t* const* xq = rows.q;
+  const float* const* xd = rows.d;
+  const float* const* xs = rows.s;
   uintptr_t pf = prefetch_start(panel, g, b0);
   for (int64_t b = b0; b < b1; ++b) {
     const uint8_t* qb = panel + b * (4 * G);
@@ -414,6 +426,65 @@ void run_tile(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs&
   store_tile<M>(acc, accumulate, y, ldy, rows);
 }
 
+// Q5_0 / Q5_1 panels (pack.cpp: the int4 layout's nibbles, then a plane of fifth bits per block), for decode's few
+// tokens: the int4 tile with each half piece's fifth bits moved to bit 4 by one 16-bit shift of the plane (bit 4 of
+// a byte only receives bits of the same byte for these shifts) and OR-ed in. A level reaches 31, so a vpmaddubsw pair
+// sum reaches 2 * 31 * 127 = 7874: four fit in int16, and a block's eight are widened in two halves. Q5_0's -16 per
+// level comes from the activations' sums (s = -128 sum(q), act_sum_rule): isum - 16 sum(q) = isum + s / 8, exact in
+// float. Q5_1's minima are the driver's. More tokens widen each panel to q8_0 once (gemm_panels_int5_widened).
+template <int S>
+__attribute__((always_inline)) inline __m256i fifth_bits(__m256i plane, __m256i bit) {
+  if constexpr (S > 0) return _mm256_and_si256(_mm256_slli_epi16(plane, S), bit);
+  else if constexpr (S < 0) return _mm256_and_si256(_mm256_srli_epi16(plane, -S), bit);
+  else return _mm256_and_si256(plane, bit);
+}
+
+template <int J>
+__attribute__((always_inline)) inline void int5_piece(const uint8_t* qb, __m256i plane, __m256i mask, __m256i bit,
+                                                      __m256i& lo, __m256i& hi) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qb + 32 * J));
+  lo = _mm256_or_si256(_mm256_and_si256(v, mask), fifth_bits<4 - 2 * J>(plane, bit));
+  hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), mask), fifth_bits<3 - 2 * J>(plane, bit));
+}
+
+template <bool SYM, int M>
+void tile_int5(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs& a, int64_t t, int64_t b0,
+               int64_t b1, __m256 (&acc)[M]) {
+  const __m256i mask = _mm256_set1_epi8(0x0F), bit = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
+  const uint16_t* dsc = reinterpret_cast<const uint16_t*>(panel + g.scales);
+  const TokenRows<M> x(a, t, g.nb);
+  uintptr_t pf = prefetch_start(panel, g, b0);
+  for (int64_t b = b0; b < b1; ++b) {
+    const uint8_t* qb = panel + b * g.qbytes;
+    if (M == 1) {
+      for (const uintptr_t end = prefetch_target(panel, g, b); pf < end; pf += 64)
+        prefetch_line(reinterpret_cast<const void*>(pf));
+    }
+    const __m256i plane = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qb + 128));
+    __m256i lo[4], hi[4];
+    int5_piece<0>(qb, plane, mask, bit, lo[0], hi[0]);
+    int5_piece<1>(qb, plane, mask, bit, lo[1], hi[1]);
+    int5_piece<2>(qb, plane, mask, bit, lo[2], hi[2]);
+    int5_piece<3>(qb, plane, mask, bit, lo[3], hi[3]);
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(dsc + b * kPanelRows)));
+#pragma GCC unroll 4
+    for (int m = 0; m < M; ++m) {
+      const int8_t* xm = x.q[m] + b * 32;
+      __m256i half[2];
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const __m256i plo = _mm256_maddubs_epi16(lo[j], _mm256_set1_epi32(load_i32(xm + 4 * j)));
+        const __m256i phi = _mm256_maddubs_epi16(hi[j], _mm256_set1_epi32(load_i32(xm + 16 + 4 * j)));
+        half[j / 2] = j % 2 == 0 ? _mm256_add_epi16(plo, phi) : _mm256_add_epi16(half[j / 2], _mm256_add_epi16(plo, phi));
+      }
+      const __m256i isum = _mm256_add_epi32(_mm256_madd_epi16(half[0], ones), _mm256_madd_epi16(half[1], ones));
+      __m256 v = _mm256_cvtepi32_ps(isum);
+      if constexpr (SYM) v = _mm256_add_ps(v, _mm256_set1_ps(x.s[m][b] * 0.125f));
+      acc[m] = _mm256_fmadd_ps(dw, _mm256_mul_ps(v, _mm256_broadcast_ss(x.d[m] + b)), acc[m]);
+    }
+  }
+}
+
 // Rows of panel p (the last panel may be partial).
 inline int64_t panel_rows(const PackedView& w, int64_t p) {
   return w.n - p * kPanelRows < kPanelRows ? w.n - p * kPanelRows : kPanelRows;
@@ -469,6 +540,62 @@ PanelsFn pick_group(int group) {
   return group == 32 ? panels_avx2<KIND, 32> : group == 64 ? panels_avx2<KIND, 64> : panels_avx2<KIND, 128>;
 }
 
+// Q5_0 / Q5_1 panels: up to 3 tokens (decode) straight from the 5-bit panels, more through q8_0 widening.
+template <bool SYM>
+void panels_int5(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
+                      int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
+  if (t1 - t0 > 3)
+    return gemm_panels_int5_widened(panels_avx2<2, 32>, widen_int5_panel_avx2, w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+  const PanelGeometry g = panel_geometry(w.format, w.k);
+  if (t1 - t0 == 1) {  // as panels_avx2: the first kPrefetchBytes of this thread's share
+    const uint8_t* start = w.data + p0 * g.stride + b0 * g.span;
+    const uint8_t* end = std::min(start + kPrefetchBytes, w.data + p1 * g.stride);
+    for (const uint8_t* q = start; q < end; q += 64) prefetch_line(q);
+  }
+  auto run = [&](auto tokens, int64_t p) {
+    constexpr int M = decltype(tokens)::value;
+    __m256 acc[M];
+    for (int m = 0; m < M; ++m) acc[m] = _mm256_setzero_ps();
+    tile_int5<SYM, M>(w.data + p * g.stride, g, a, t0, b0, b1, acc);
+    store_tile<M>(acc, accumulate, y + t0 * ldy + p * kPanelRows, ldy, panel_rows(w, p));
+  };
+  for (int64_t p = p0; p < p1; ++p) {
+    switch (t1 - t0) {
+      case 1: run(std::integral_constant<int, 1>{}, p); break;
+      case 2: run(std::integral_constant<int, 2>{}, p); break;
+      default: run(std::integral_constant<int, 3>{}, p); break;
+    }
+  }
+}
+
+}  // namespace
+
+void widen_int5_panel_avx2(const uint8_t* panel, const PanelGeometry& g5, bool sym, int64_t b0, int64_t b1,
+                           uint8_t* out, const PanelGeometry& g8) {
+  const __m256i mask = _mm256_set1_epi8(0x0F), bit = _mm256_set1_epi8(0x10);
+  const __m256i bias = _mm256_set1_epi8(sym ? 16 : 0);
+  const auto piece = [&](auto j, const uint8_t* qb, __m256i plane, uint8_t* o) {
+    constexpr int J = decltype(j)::value;
+    __m256i lo, hi;
+    int5_piece<J>(qb, plane, mask, bit, lo, hi);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 32 * J), _mm256_sub_epi8(lo, bias));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 32 * (J + 4)), _mm256_sub_epi8(hi, bias));
+  };
+  for (int64_t b = b0; b < b1; ++b) {
+    const uint8_t* qb = panel + b * g5.qbytes;
+    const __m256i plane = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qb + 128));
+    uint8_t* o = out + b * g8.qbytes;
+    piece(std::integral_constant<int, 0>{}, qb, plane, o);
+    piece(std::integral_constant<int, 1>{}, qb, plane, o);
+    piece(std::integral_constant<int, 2>{}, qb, plane, o);
+    piece(std::integral_constant<int, 3>{}, qb, plane, o);
+  }
+  std::memcpy(out + g8.scales + b0 * kPanelRows * 2, panel + g5.scales + b0 * kPanelRows * 2,
+              size_t((b1 - b0) * kPanelRows * 2));
+}
+
+namespace {
+
 void gemm_panels_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
                       int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
   const quant::FormatInfo& fi = quant::format_info(w.format);
@@ -477,6 +604,8 @@ void gemm_panels_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, i
     return isa_kernels_scalar()->gemm_panels(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
   PanelsFn fn = fi.kind == Kind::int4_sym    ? pick_group<0>(fi.group)
                 : fi.kind == Kind::int4_asym ? pick_group<1>(fi.group)
+                : fi.kind == Kind::int5_sym  ? panels_int5<true>
+                : fi.kind == Kind::int5_asym ? panels_int5<false>
                                              : pick_group<2>(fi.group);
   fn(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
 }
@@ -714,7 +843,7 @@ void quantize_i16_row_avx2(const float* x, int64_t k, int group, int16_t* q, flo
 
 const IsaKernels kTable = {"avx2", quantize_row_avx2, gemm_panels_avx2, layer_norm_row_avx2,
                               gemm_i16_panels_avx2, widen_int8_panel_avx2,
-                              quantize_i16_row_avx2};
+                              quantize_i16_row_avx2,   widen_int5_panel_avx2};
 
 }  // namespace
 

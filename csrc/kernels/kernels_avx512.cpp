@@ -79,6 +79,8 @@ __m512 load_scales(const uint8_t* pa, const uint8_t* pb) {
 
 inline void prefetch_line(uintptr_t p) { __builtin_prefetch(reinterpret_cast<const void*>(p), 0, 3); }
 
+constexpr int kInt5Sym = static_cast<int>(Kind::int5_sym), kInt5Asym = static_cast<int>(Kind::int5_asym);
+
 // acc[m] (16 rows: panel A then panel B) += W[blocks b0..b1) . x[t + m]. SIGN: int8 weights through the former
 // sign trick (A/B runs only).
 template <int KIND, int G, int M, bool SIGN>
@@ -140,6 +142,30 @@ void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const Qu
             s1[m] = _mm512_dpbusd_epi32(s1[m], u, xv);
         }
       }
+    } else if (KIND == kInt5Sym || KIND == kInt5Asym) {
+      // Q5_0 / Q5_1 panels (pack.cpp): the nibbles with each piece's fifth bits from the block's plane, moved to
+      // bit 4 by a 16-bit shift (bit 4 of a byte only receives bits of its own byte for these shifts) and OR-ed in
+      // with one ternary-logic op ((v & 0x0F) | bits). Levels <= 31: vpdpbusd needs no int16 stage.
+      const __m512i plane = load_pair(qa + 128, qb + 128), bit = _mm512_set1_epi8(0x10);
+      const __m512i lo5[4] = {_mm512_and_si512(_mm512_slli_epi16(plane, 4), bit),
+                              _mm512_and_si512(_mm512_slli_epi16(plane, 2), bit), _mm512_and_si512(plane, bit),
+                              _mm512_and_si512(_mm512_srli_epi16(plane, 2), bit)};
+      const __m512i hi5[4] = {_mm512_and_si512(_mm512_slli_epi16(plane, 3), bit),
+                              _mm512_and_si512(_mm512_slli_epi16(plane, 1), bit),
+                              _mm512_and_si512(_mm512_srli_epi16(plane, 1), bit),
+                              _mm512_and_si512(_mm512_srli_epi16(plane, 3), bit)};
+#pragma GCC unroll 4
+      for (int p = 0; p < 4; ++p) {
+        const __m512i v = load_pair(qa + 32 * p, qb + 32 * p);
+        const __m512i lo = _mm512_ternarylogic_epi32(v, mask, lo5[p], 0xEA);  // (a & b) | c
+        const __m512i hi = _mm512_ternarylogic_epi32(_mm512_srli_epi16(v, 4), mask, hi5[p], 0xEA);
+#pragma GCC unroll 4
+        for (int m = 0; m < M; ++m) {
+          const int8_t* x = xq[m] + b * 32;
+          s0[m] = _mm512_dpbusd_epi32(s0[m], lo, _mm512_set1_epi32(load_i32(x + 4 * p)));
+          s1[m] = _mm512_dpbusd_epi32(s1[m], hi, _mm512_set1_epi32(load_i32(x + 16 + 4 * p)));
+        }
+      }
     } else {
 #pragma GCC unroll 8
       for (int p = 0; p < G / 8; ++p) {
@@ -168,6 +194,14 @@ void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const Qu
         const __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[m], s1[m]));
         const __m512 v = _mm512_mul_ps(f, _mm512_set1_ps(xd[m][b]));
         acc[m] = _mm512_fmadd_ps(mw, _mm512_set1_ps(xs[m][b]), _mm512_fmadd_ps(dw, v, acc[m]));
+      }
+    } else if (KIND == kInt5Sym || KIND == kInt5Asym) {
+      // Q5_0: isum - 16 sum(q) = isum + s / 8 (s = -128 sum(q)), exact in float; Q5_1's minima are the driver's.
+#pragma GCC unroll 4
+      for (int m = 0; m < M; ++m) {
+        __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[m], s1[m]));
+        if (KIND == kInt5Sym) f = _mm512_add_ps(f, _mm512_set1_ps(xs[m][b] * 0.125f));
+        acc[m] = _mm512_fmadd_ps(dw, _mm512_mul_ps(f, _mm512_set1_ps(xd[m][b])), acc[m]);
       }
     } else {
 #pragma GCC unroll 4
@@ -244,6 +278,20 @@ void gemm_panels(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_
 #endif
   if (fi.super_block)
     return isa_kernels_scalar()->gemm_panels(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+  // Q5_0 / Q5_1 for decode's 1-3 tokens: straight from the 5-bit panels.
+  if (fi.kind == Kind::int5_sym && t1 - t0 <= 3)
+    return panels<kInt5Sym, 32, false>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+  if (fi.kind == Kind::int5_asym && t1 - t0 <= 3)
+    return panels<kInt5Asym, 32, false>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+  if (quant::is_int5(fi.kind)) {  // Q5_0 / Q5_1: each panel widened to int8 levels, then the q8_0 kernel
+#if defined(BLUELM_AVX512_SIMDE)
+    const WidenInt5Fn widen = widen_int5_panel;
+#else
+    const WidenInt5Fn widen = widen_int5_panel_avx2;
+#endif
+    return gemm_panels_int5_widened(int8_sign_trick() ? panels<2, 32, true> : panels<2, 32, false>, widen, w, a, p0,
+                                    p1, t0, t1, b0, b1, accumulate, y, ldy);
+  }
   PanelsFn fn = fi.kind == Kind::int4_sym    ? pick_group<0>(fi.group)
                 : fi.kind == Kind::int4_asym ? pick_group<1>(fi.group)
                 : int8_sign_trick()          ? pick_group<2, true>(fi.group)
@@ -282,7 +330,12 @@ void layer_norm_row(const float* x, int64_t n, const float* gamma, const float* 
   }
 }
 
-const IsaKernels kTable = {"avx512", quantize_row, gemm_panels, layer_norm_row, nullptr, nullptr, nullptr};
+#if defined(BLUELM_AVX512_SIMDE)
+const IsaKernels kTable = {"avx512", quantize_row, gemm_panels, layer_norm_row, nullptr, nullptr, nullptr, nullptr};
+#else
+const IsaKernels kTable = {"avx512",  quantize_row, gemm_panels, layer_norm_row, nullptr, nullptr, nullptr,
+                           widen_int5_panel_avx2};
+#endif
 
 }  // namespace
 }  // namespace BLUELM_AVX512_NS

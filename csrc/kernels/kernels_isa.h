@@ -34,6 +34,8 @@ struct I16Acts {
   const float* s = nullptr;
 };
 
+struct PanelGeometry;
+
 struct IsaKernels {
   const char* name;
   // x [k] -> q [k], d [k / group], s [k / group] as QuantizedActs describes (s = sum(q) * rule.factor, times d
@@ -58,6 +60,10 @@ struct IsaKernels {
   // x [k] -> int16 q [k], d [k / group] = amax / 32767, s [k / group] = d * sum(q), q = nearest-even(x * (32767 /
   // amax)) clamped to +-32767, NaN -> 0 (amax ignores NaN). Bit-identical across tiers; null: the scalar tier's.
   void (*quantize_i16_row)(const float* x, int64_t k, int group, int16_t* q, float* d, float* s);
+  // Q5_0 / Q5_1 panels widened to q8_0 panels (widen_int5_panel's bytes; the signature of WidenInt5Fn, below). Null:
+  // the portable widen_int5_panel.
+  void (*widen_int5_panel)(const uint8_t* panel, const PanelGeometry& g5, bool sym, int64_t b0, int64_t b1,
+                           uint8_t* out, const PanelGeometry& g8);
 };
 
 const IsaKernels* isa_kernels_scalar();
@@ -68,6 +74,9 @@ const IsaKernels* isa_kernels_avx512();
 // tables call it for those formats.
 void gemm_panels_k_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
                         int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy);
+// widen_int5_panel in AVX2 (the same bytes).
+void widen_int5_panel_avx2(const uint8_t* panel, const PanelGeometry& g5, bool sym, int64_t b0, int64_t b1,
+                           uint8_t* out, const PanelGeometry& g8);
 #endif
 #if defined(__aarch64__)
 const IsaKernels* isa_kernels_neon();
@@ -88,13 +97,29 @@ struct PanelGeometry {
   int group;         // G
   int kind;          // quant::Kind as int
   int64_t nb;        // blocks per row (k / G)
-  int64_t qbytes;    // bytes of quantized values per block for the 8 rows (4G for int4, 8G for int8)
+  int64_t qbytes;    // bytes of quantized values per block for the 8 rows (4G for int4, 5G for int5, 8G for int8)
   int64_t scales;    // offset of the fp16 scales inside a panel (nb * qbytes)
   int64_t minima;    // offset of the fp16 minima (asymmetric formats), else 0
   int64_t stride;    // bytes per panel
   int64_t span;      // ceil(stride / nb): a block's share of its panel's bytes, the decode prefetch's step
 };
 PanelGeometry panel_geometry(Format f, int64_t k);
+
+// Q5_0 / Q5_1 panels (pack.cpp, pack_q5): per block the int4 layout's 128 nibble bytes, then this plane of fifth bits.
+constexpr int64_t kInt5PlaneBytes = 32;
+using GemmPanelsFn = void (*)(const PackedView&, const QuantizedActs&, int64_t, int64_t, int64_t, int64_t, int64_t,
+                              int64_t, bool, float*, int64_t);
+// Blocks [b0, b1) of one int5 panel (geometry g5) widened into a q8_0 panel (geometry g8: the same K): levels as int8
+// (Q5_0: q - 16, so w = level * d as in q8_0; Q5_1: q itself, its minima left to the caller) and the fp16 scales.
+void widen_int5_panel(const uint8_t* panel, const PanelGeometry& g5, bool sym, int64_t b0, int64_t b1, uint8_t* out,
+                      const PanelGeometry& g8);
+using WidenInt5Fn = void (*)(const uint8_t*, const PanelGeometry&, bool, int64_t, int64_t, uint8_t*,
+                             const PanelGeometry&);
+// gemm_panels of a tier on int5 panels through its q8_0 kernel `q8`: each panel widened (`widen`: widen_int5_panel
+// or a tier's own, same bytes) into a thread-local q8_0 panel, then multiplied. Q5_1's m * sum(x) is the driver's
+// (kernels.cpp), as for every tier.
+void gemm_panels_int5_widened(GemmPanelsFn q8, WidenInt5Fn widen, const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1,
+                              int64_t t0, int64_t t1, int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy);
 
 // Where quantize_activations puts t rows of k activations inside a scratch block of act_scratch_bytes(f, t, k).
 struct ActBuffers {

@@ -3,7 +3,8 @@
 
 namespace bluelm::kernels {
 namespace {
-const IsaKernels kTable = {"neon", quantize_row_neon, gemm_panels_neon, layer_norm_row_neon, nullptr, nullptr, nullptr};
+const IsaKernels kTable = {"neon", quantize_row_neon, gemm_panels_neon, layer_norm_row_neon, nullptr, nullptr, nullptr,
+                           nullptr};
 }  // namespace
 const IsaKernels* isa_kernels_neon() { return &kTable; }
 }  // namespace bluelm::kernels

@@ -179,6 +179,8 @@ void gemm_panels_neon(const PackedView& w, const QuantizedActs& a, int64_t p0, i
   if (fi.super_block && fi.kind != Kind::k8) return gemm_panels_k_neon(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
   if (fi.super_block)  // q8_k is an activation format: the scalar kernel only
     return isa_kernels_scalar()->gemm_panels(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+  if (quant::is_int5(fi.kind))  // Q5_0 / Q5_1: each panel widened to int8 levels, then the q8_0 kernel
+    return gemm_panels_int5_widened(panels_neon<2, 32>, widen_int5_panel, w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
   PanelsFn fn = fi.kind == Kind::int4_sym    ? pick_group<0>(fi.group)
                 : fi.kind == Kind::int4_asym ? pick_group<1>(fi.group)
                                              : pick_group<2>(fi.group);

@@ -138,6 +138,8 @@ void gemm_panels_scalar(const PackedView& w, const QuantizedActs& a, int64_t p0,
                         int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
   if (quant::format_info(w.format).super_block)
     return gemm_panels_k_scalar(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+  if (quant::is_int5(quant::format_info(w.format).kind))
+    return gemm_panels_int5_widened(gemm_panels_scalar, widen_int5_panel, w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
   const PanelGeometry g = panel_geometry(w.format, w.k);
   for (int64_t p = p0; p < p1; ++p) {
     const uint8_t* panel = w.data + p * g.stride;
@@ -219,7 +221,7 @@ void gemm_i16_panels_scalar(const WidePanel* w, int np, int64_t nb, const I16Act
 
 const IsaKernels kTable = {"scalar", quantize_row_scalar, gemm_panels_scalar, layer_norm_row_scalar,
                               gemm_i16_panels_scalar, nullptr,
-                              quantize_i16_row_scalar};
+                              quantize_i16_row_scalar, nullptr};
 
 }  // namespace
 

@@ -218,6 +218,53 @@ BLUELM_TEST(kernels_int8_sign_trick_variant_matches_scalar) {
   CHECK(cases > 0 && unsigned_cases > 0);
 }
 
+// Q5_0 / Q5_1 panels hold 5.5 bits per weight (128 nibble bytes + a 32-byte plane of fifth bits + 16 bytes of scales
+// per block of 8 rows x 32), and widening one to a q8_0 panel gives each weight's GGUF level (Q5_0: q - 16) at its
+// q8_0 place with the block's scale, in the portable loop and in every tier that has its own, byte for byte.
+BLUELM_TEST(kernels_int5_panels_keep_five_bits_and_widen_to_their_levels) {
+  for (Format f : {Format::q5_0, Format::q5_1}) {
+    const FormatInfo& fi = quant::format_info(f);
+    const bool sym = fi.kind == Kind::int5_sym;
+    for (int64_t k : {32, 96, 4096 + 32}) {
+      const int64_t n = 13, nb = k / 32, panels = 2, rb = quant::row_bytes(f, k);
+      Problem p = make_problem(f, n, k, 1, uint32_t(k));
+      const PanelGeometry g5 = panel_geometry(f, k), g8 = panel_geometry(Format::q8_0, k);
+      CHECK_EQ(g5.qbytes, int64_t(160));
+      CHECK_EQ(g5.stride, (nb * (160 + 16) + 63) / 64 * 64);
+      std::vector<const IsaKernels*> tiers;
+      for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512, Isa::neon, Isa::neon_dotprod})
+        if (const IsaKernels* t = kernels_for(isa); t && t->widen_int5_panel) tiers.push_back(t);
+      for (int64_t pn = 0; pn < panels; ++pn) {
+        const uint8_t* panel = p.packed.data() + pn * g5.stride;
+        std::vector<uint8_t> wide(size_t(g8.stride), 0xAB);
+        widen_int5_panel(panel, g5, sym, 0, nb, wide.data(), g8);
+        for (int r = 0; r < kPanelRows && pn * kPanelRows + r < n; ++r)
+          for (int64_t b = 0; b < nb; ++b) {
+            const uint8_t* blk = p.rows.data() + (pn * kPanelRows + r) * rb + b * fi.block_bytes;
+            int q[32];
+            quant::q5_levels(blk, fi.kind, q);
+            for (int c = 0; c < 32; ++c)
+              CHECK_EQ(int(int8_t(wide[size_t(b * g8.qbytes + (8 * (c / 4) + r) * 4 + c % 4)])), sym ? q[c] - 16 : q[c]);
+            CHECK_EQ(int(quant::load_u16(wide.data() + g8.scales + (b * kPanelRows + r) * 2)), int(quant::load_u16(blk)));
+          }
+        for (const IsaKernels* t : tiers) {
+          std::vector<uint8_t> mine(size_t(g8.stride), 0xAB);
+          t->widen_int5_panel(panel, g5, sym, 0, nb, mine.data(), g8);
+          CHECK(mine == wide);
+          // A block range leaves the other blocks alone.
+          if (nb > 2) {
+            std::vector<uint8_t> part(size_t(g8.stride), 0xAB);
+            t->widen_int5_panel(panel, g5, sym, 1, 2, part.data(), g8);
+            CHECK(std::equal(part.begin() + g8.qbytes, part.begin() + 2 * g8.qbytes, wide.begin() + g8.qbytes));
+            CHECK_EQ(int(part[0]), 0xAB);
+            CHECK_EQ(int(part[size_t(2 * g8.qbytes)]), 0xAB);
+          }
+        }
+      }
+    }
+  }
+}
+
 BLUELM_TEST(kernels_pack_unpack_round_trip) {
   for (const FormatInfo& fi : quant::formats()) {
     Problem p = make_problem(fi.format, 13, 2 * fi.group, 1, 11);
@@ -234,7 +281,8 @@ BLUELM_TEST(kernels_pack_unpack_round_trip) {
 // against exact float math.
 BLUELM_TEST(kernels_gemm_api_matches_reference_and_bound) {
   const Isa before = active_isa();
-  // Q5_0 / Q5_1 run q8_0 panels; Q5_1's minima term is the driver's: only this test covers it.
+  // Q5_0 / Q5_1 run 5-bit panels (t = 1: the direct decode tile in AVX2 / AVX-512; t = 129: widened to q8_0);
+  // Q5_1's minima term is the driver's: only this test covers it.
   for (Format f : {Format::q4_0, Format::q4_1, Format::q8_0, Format::q4_0_g128, Format::q5_0, Format::q5_1}) {
     for (int64_t t : {1, 129}) {
       const int64_t k = 4096 + quant::format_info(f).group, n = 9;

@@ -1,4 +1,6 @@
 // Repacking GGUF-layout rows into 8-row panels (and back): byte shuffling only, never re-quantization.
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <utility>
@@ -11,8 +13,6 @@
 
 namespace bluelm::kernels {
 
-Format panel_format(Format f) { return quant::is_int5(quant::format_info(f).kind) ? Format::q8_0 : f; }
-
 int64_t q5_minima_bytes(Format f, int64_t n, int64_t k) {
   if (quant::format_info(f).kind != Kind::int5_asym) return 0;
   const int64_t panels = (n + kPanelRows - 1) / kPanelRows;
@@ -21,7 +21,6 @@ int64_t q5_minima_bytes(Format f, int64_t n, int64_t k) {
 
 PanelGeometry panel_geometry(Format f, int64_t k) {
   quant::check_k(f, k);
-  f = panel_format(f);  // Q5_0 / Q5_1: their levels sit in q8_0 panels (pack.cpp)
   const quant::FormatInfo& fi = quant::format_info(f);
   PanelGeometry g{};
   g.group = fi.group;
@@ -37,7 +36,11 @@ PanelGeometry panel_geometry(Format f, int64_t k) {
     g.span = (g.stride + g.nb - 1) / g.nb;
     return g;
   }
-  g.qbytes = fi.kind == Kind::int8_sym ? int64_t(fi.group) * kPanelRows : int64_t(fi.group) / 2 * kPanelRows;
+  // int8: G level bytes per row; int4: G / 2 nibble bytes; int5 (Q5_0 / Q5_1): the nibbles, then their fifth bits
+  // as one plane of G / 8 bytes per row (below, pack_q5).
+  g.qbytes = fi.kind == Kind::int8_sym ? int64_t(fi.group) * kPanelRows
+             : quant::is_int5(fi.kind) ? int64_t(fi.group) / 2 * kPanelRows + kInt5PlaneBytes
+                                       : int64_t(fi.group) / 2 * kPanelRows;
   g.scales = g.nb * g.qbytes;
   const int64_t scale_bytes = 2 * kPanelRows * g.nb;
   g.minima = fi.kind == Kind::int4_asym ? g.scales + scale_bytes : 0;
@@ -59,13 +62,15 @@ int64_t packed_bytes(Format f, int64_t n, int64_t k) {
 
 namespace {
 
-// Q5_0 / Q5_1: each block's 32 levels become int8 in a q8_0 panel (Q5_0: q - 16, so w = level * d as in q8_0;
-// Q5_1: q itself, 0..31, and w = level * d + m), d goes to the panel's scales, and Q5_1's minima m to a region
-// after the last panel, as float32 (converted once here, not per product) at ((panel * nb + block) * 8 + row) * 4.
-// Exact both ways for finite minima: unpack gives the GGUF bytes back (a NaN minimum keeps no payload; packages
-// and GGUF files with one are refused before they get here). The kernels then run the q8_0 panels unchanged
-// (kernels.cpp adds Q5_1's m * sum(x) per block), so decode streams 8.5 bits per weight (Q5_1: 9.5), not Q5's
-// 5.5 / 6: the price of not having 5-bit panel kernels in every tier.
+// Q5_0 / Q5_1 panels. Per block of 32 columns: the 8 rows' low four bits of each level in the int4 layout (piece j
+// of row r at (8j + r) * 4: columns 4j .. 4j+3 in the low nibbles, 16 + 4j .. in the high ones), then a plane of
+// 32 bytes with the fifth bits: bit 2j of plane byte b is the fifth bit of the low nibble of byte b of piece j, bit
+// 2j + 1 that of its high nibble. So one shift and one mask of the plane give a whole piece's fifth bits in place
+// (kernels_avx2.cpp). The levels are GGUF's own (0..31; Q5_0's value is (q - 16) d, Q5_1's q d + m); d goes to the
+// panel's fp16 scales, and Q5_1's minima m to a region after the last panel, as float32 (converted once here, not
+// per product) at ((panel * nb + block) * 8 + row) * 4. Exact both ways for finite minima: unpack gives the GGUF
+// bytes back (a NaN minimum keeps no payload; packages and GGUF files with one are refused before they get here).
+// Decode streams 5.5 bits per weight (Q5_1: 6.5 with its float minima), as the file holds them.
 void pack_q5(Format f, uint8_t* gguf, int64_t n, int64_t k, uint8_t* out, bool unpack) {
   const Kind kind = quant::format_info(f).kind;
   const bool asym = kind == Kind::int5_asym;
@@ -80,7 +85,8 @@ void pack_q5(Format f, uint8_t* gguf, int64_t n, int64_t k, uint8_t* out, bool u
       const int64_t panel = p * g.stride;
       const int64_t d_off = panel + g.scales + (b * kPanelRows + r) * 2;
       const int64_t m_off = ((p * g.nb + b) * kPanelRows + r) * 4;
-      const int64_t q_off = panel + b * g.qbytes + r * 4;  // piece j at q_off + j * 32
+      uint8_t* blk = out + panel + b * g.qbytes;
+      uint8_t* plane = blk + 4 * 32;
       int q[32];
       if (!unpack) {
         quant::q5_levels(gguf + src, kind, q);
@@ -89,13 +95,20 @@ void pack_q5(Format f, uint8_t* gguf, int64_t n, int64_t k, uint8_t* out, bool u
           const float m = quant::fp16_to_fp32(quant::load_u16(gguf + src + 2));
           std::memcpy(minima + m_off, &m, 4);
         }
-        for (int i = 0; i < 32; ++i) out[q_off + (i / 4) * 32 + i % 4] = uint8_t(int8_t(asym ? q[i] : q[i] - 16));
+        for (int j = 0; j < 4; ++j)
+          for (int i = 0; i < 4; ++i) {
+            const int lo = q[4 * j + i], hi = q[16 + 4 * j + i], at = int(r) * 4 + i;
+            blk[32 * j + at] = uint8_t((lo & 0x0F) | ((hi & 0x0F) << 4));
+            plane[at] = uint8_t(plane[at] | ((lo >> 4) << (2 * j)) | ((hi >> 4) << (2 * j + 1)));
+          }
       } else {
         uint8_t* dst = gguf + src;
-        for (int i = 0; i < 32; ++i) {
-          const int v = int8_t(out[q_off + (i / 4) * 32 + i % 4]);
-          q[i] = asym ? v : v + 16;
-        }
+        for (int j = 0; j < 4; ++j)
+          for (int i = 0; i < 4; ++i) {
+            const int at = int(r) * 4 + i, byte = blk[32 * j + at];
+            q[4 * j + i] = (byte & 0x0F) | (((plane[at] >> (2 * j)) & 1) << 4);
+            q[16 + 4 * j + i] = (byte >> 4) | (((plane[at] >> (2 * j + 1)) & 1) << 4);
+          }
         std::memcpy(dst, out + d_off, 2);
         if (asym) {
           float m;
@@ -176,6 +189,48 @@ void unpack_weights(Format f, const uint8_t* packed, int64_t n, int64_t k, uint8
   });
 }
 
+
+void widen_int5_panel(const uint8_t* panel, const PanelGeometry& g5, bool sym, int64_t b0, int64_t b1, uint8_t* out,
+                      const PanelGeometry& g8) {
+  const int bias = sym ? 16 : 0;
+  for (int64_t b = b0; b < b1; ++b) {
+    const uint8_t* blk = panel + b * g5.qbytes;
+    const uint8_t* plane = blk + 4 * 32;
+    uint8_t* o = out + b * g8.qbytes;
+    // q8_0 piece j (columns 4j .. 4j+3) comes from int5 piece j % 4: its low nibbles for j < 4, its high ones after.
+    // Byte-parallel over the 32 bytes of a piece, which the compiler vectorizes.
+    for (int j = 0; j < 4; ++j) {
+      const uint8_t* v = blk + 32 * j;
+      for (int e = 0; e < 32; ++e) {
+        o[32 * j + e] = uint8_t((v[e] & 0x0F) + (((plane[e] >> (2 * j)) & 1) << 4) - bias);
+        o[32 * (j + 4) + e] = uint8_t((v[e] >> 4) + (((plane[e] >> (2 * j + 1)) & 1) << 4) - bias);
+      }
+    }
+  }
+  std::memcpy(out + g8.scales + b0 * kPanelRows * 2, panel + g5.scales + b0 * kPanelRows * 2,
+              size_t((b1 - b0) * kPanelRows * 2));
+}
+
+void gemm_panels_int5_widened(GemmPanelsFn q8, WidenInt5Fn widen, const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1,
+                              int64_t t0, int64_t t1, int64_t b0, int64_t b1, bool accumulate, float* y,
+                              int64_t ldy) {
+  // kInt5WidenPanels panels at a time, so that the q8_0 kernels keep their tiles of two panels (one at a time ran
+  // the AVX-512 T = 128 GEMM at 0.35 of q8_0's speed).
+  constexpr int64_t kInt5WidenPanels = 4;
+  const PanelGeometry g5 = panel_geometry(w.format, w.k), g8 = panel_geometry(Format::q8_0, w.k);
+  const bool sym = quant::format_info(w.format).kind == Kind::int5_sym;
+  thread_local std::vector<uint8_t> buffer;
+  const size_t need = size_t(kInt5WidenPanels * g8.stride + 64);
+  if (buffer.size() < need) buffer.resize(need);
+  uint8_t* q8p = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(buffer.data()) + 63) & ~uintptr_t(63));
+  for (int64_t p = p0; p < p1; p += kInt5WidenPanels) {
+    const int64_t np = std::min(kInt5WidenPanels, p1 - p);
+    for (int64_t i = 0; i < np; ++i) widen(w.data + (p + i) * g5.stride, g5, sym, b0, b1, q8p + i * g8.stride, g8);
+    const int64_t rows = std::min(np * kPanelRows, w.n - p * kPanelRows);
+    q8(PackedView{Format::q8_0, rows, w.k, q8p, np * g8.stride}, a, 0, np, t0, t1, b0, b1, accumulate,
+       y + p * kPanelRows, ldy);
+  }
+}
 
 PackedMatrix& PackedMatrix::operator=(PackedMatrix&& o) noexcept {
   if (this != &o) {
