@@ -186,17 +186,10 @@ void gemm_quantized(const PackedView& w, const QuantizedActs& a, float* y, int64
       K.gemm_panels(tiles, a, p0, p1, t0, std::min(a.t, t0 + kTokenBlock), 0, g.nb, false, y, ldy);
     if (minima) {
       // + m * sum(x) per block
-      for (int64_t p = p0; p < p1; ++p) {
-        const int64_t rows = std::min<int64_t>(kPanelRows, w.n - p * kPanelRows);
-        for (int64_t t = 0; t < a.t; ++t) {
-          const float* xs = xsum.data() + t * g.nb;
-          const float* m = minima + p * g.nb * kPanelRows;
-          float acc[kPanelRows] = {};
-          for (int64_t b = 0; b < g.nb; ++b, m += kPanelRows)
-            for (int r = 0; r < kPanelRows; ++r) acc[r] += m[r] * xs[b];
-          for (int64_t r = 0; r < rows; ++r) y[t * ldy + p * kPanelRows + r] += acc[r];
-        }
-      }
+      const auto add = K.add_block_minima ? K.add_block_minima : isa_kernels_scalar()->add_block_minima;
+      for (int64_t p = p0; p < p1; ++p)
+        add(minima + p * g.nb * kPanelRows, g.nb, xsum.data(), a.t, y + p * kPanelRows, ldy,
+            int(std::min<int64_t>(kPanelRows, w.n - p * kPanelRows)));
     }
     if (bias) {
       const int64_t r0 = p0 * kPanelRows, r1 = std::min(w.n, p1 * kPanelRows);
@@ -298,12 +291,14 @@ void set_int16_one_pass(bool on) { g_int16_one_pass.store(on, std::memory_order_
 void set_portable_widen(bool on) { g_portable_widen.store(on, std::memory_order_relaxed); }
 bool int16_one_pass() { return g_int16_one_pass.load(std::memory_order_relaxed); }
 
+int64_t i16_min_tokens() { return active_kernels().gemm_i16_panels ? active_kernels().i16_min_tokens : 0; }
+
 bool has_gemm_i16(Format f) { return active_kernels().gemm_i16_panels != nullptr && i16_format(f); }
 
 bool gemm_i16_pays(Format f, int64_t t) {
   const Kind kind = quant::format_info(f).kind;
   const bool int8_panels = kind == Kind::int8_sym || quant::is_int5(kind);
-  return t >= kI16MinTokens && int8_panels && has_gemm_i16(f);
+  return t >= i16_min_tokens() && int8_panels && has_gemm_i16(f);
 }
 
 int64_t i16_scratch_bytes(Format f, int64_t t, int64_t k) {

@@ -119,16 +119,18 @@ void gemm_quantized(const PackedView& w, const QuantizedActs& a, float* y /*[t, 
 // 8-row panels at a time, for all t tokens), and each pair of products is one vpmaddwd in int32; per group the
 // sum is scaled by the weight's and the activation's scales in float. y [t, ldy] = x W^T (+ bias). Formats: those
 // with one scale per group (q4_0, q4_1, q5_0, q5_1, q8_0 and the 64 / 128 groups), in tiers whose table has the
-// kernel (scalar, AVX2); has_gemm_i16 says whether the active tier runs `f` so.
+// kernel (scalar, AVX2, AVX-512 VNNI); has_gemm_i16 says whether the active tier runs `f` so.
 bool has_gemm_i16(Format f);
-// Whether the engine's int16 activations should take gemm_i16 for t tokens of `f` in the active tier: t >= 8
-// and 8-bit levels (q8_0, and Q5_0 / Q5_1, whose panels are widened to q8_0 first). Measured on this project's AVX2 host, 1 thread,
-// cache-hot q8_0 weights, one pass against the two int8 passes' GEMM of 2t rows: 0.69-0.83x the speed at 2 tokens,
-// 1.04-1.15x at 4, 1.31-1.49x at 8 (576 x 576, 1152 x 1152, 4304 x 1152), and benchmarks/kernels.py --int16 for
-// more. Not on 4-bit panels: the int4 tile spends two instructions per 32 products, so its two passes cost what
-// one vpmaddwd pass does, and q4_0 ran 0.72-0.91x at 128 tokens.
+// Whether the engine's int16 activations should take gemm_i16 for t tokens of `f` in the active tier: t at least
+// the tier's threshold (i16_min_tokens: 8 in the scalar and AVX2 tiers, 16 in AVX-512) and 8-bit levels (q8_0, and
+// Q5_0 / Q5_1, whose panels are widened to q8_0 first). Measured with cache-hot q8_0 weights, one pass against the
+// two int8 passes' GEMM of 2t rows (benchmarks/kernels.py --int16): on this project's AVX2 host, 1 thread,
+// 0.69-0.83x the speed at 2 tokens, 1.04-1.15x at 4, 1.31-1.49x at 8 (576 x 576, 1152 x 1152, 4304 x 1152); on an
+// AVX-512 VNNI host (1152 x 1152), 0.54x at 4, 0.80x at 8, 1.04x at 16, 1.21x at 32. Not on 4-bit panels: the int4
+// tile spends two instructions per 32 products, so its two passes cost what one vpmaddwd pass does, and q4_0 ran
+// 0.72-0.91x at 128 tokens.
 bool gemm_i16_pays(Format f, int64_t t);
-constexpr int64_t kI16MinTokens = 8;
+int64_t i16_min_tokens();  // the active tier's threshold (0 when it has no one-pass kernel)
 void gemm_i16(const PackedView& w, const float* x /*[t, ldx]*/, int64_t t, int64_t ldx, float* y /*[t, ldy]*/,
               int64_t ldy, const float* bias /*[n]*/, Scratch* scratch = nullptr);
 // Scratch bytes gemm_i16 takes for t rows of k activations in format f.

@@ -570,6 +570,33 @@ void panels_int5(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_
 
 }  // namespace
 
+void add_block_minima_avx2(const float* m, int64_t nb, const float* xsum, int64_t tokens, float* y, int64_t ldy,
+                           int rows) {
+  // 4 tokens at a time share each block's 8 minima.
+  const auto run = [&](auto count, int64_t t) {
+    constexpr int M = decltype(count)::value;
+    __m256 acc[M];
+    for (int i = 0; i < M; ++i) acc[i] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      const __m256 mv = _mm256_loadu_ps(m + b * kPanelRows);
+      for (int i = 0; i < M; ++i) acc[i] = _mm256_fmadd_ps(mv, _mm256_broadcast_ss(xsum + (t + i) * nb + b), acc[i]);
+    }
+    for (int i = 0; i < M; ++i) {
+      float* out = y + (t + i) * ldy;
+      if (rows == kPanelRows) {
+        _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), acc[i]));
+      } else {
+        alignas(32) float tmp[kPanelRows];
+        _mm256_store_ps(tmp, acc[i]);
+        for (int r = 0; r < rows; ++r) out[r] += tmp[r];
+      }
+    }
+  };
+  int64_t t = 0;
+  for (; t + 4 <= tokens; t += 4) run(std::integral_constant<int, 4>{}, t);
+  for (; t < tokens; ++t) run(std::integral_constant<int, 1>{}, t);
+}
+
 void widen_int5_panel_avx2(const uint8_t* panel, const PanelGeometry& g5, bool sym, int64_t b0, int64_t b1,
                            uint8_t* out, const PanelGeometry& g8) {
   const __m256i mask = _mm256_set1_epi8(0x0F), bit = _mm256_set1_epi8(0x10);
@@ -791,6 +818,8 @@ void gemm_i16_panels_avx2(const WidePanel* w, int np, int64_t nb, const I16Acts&
   }
 }
 
+}  // namespace
+
 // A q8_0 panel's levels into gemm_i16's layout: each 32-byte piece holds 4 columns of the 8 rows (row r's bytes at
 // 4r); one in-lane byte shuffle gathers columns 4j, 4j+1 of rows 0-3 / 4-7 into the low 8 bytes of each lane and
 // columns 4j+2, 4j+3 into the high 8, a qword permute puts the two halves of each pair together, and two sign
@@ -841,9 +870,12 @@ void quantize_i16_row_avx2(const float* x, int64_t k, int group, int16_t* q, flo
   }
 }
 
+namespace {
+
 const IsaKernels kTable = {"avx2", quantize_row_avx2, gemm_panels_avx2, layer_norm_row_avx2,
                               gemm_i16_panels_avx2, widen_int8_panel_avx2,
-                              quantize_i16_row_avx2,   widen_int5_panel_avx2};
+                              quantize_i16_row_avx2,   widen_int5_panel_avx2,
+                              add_block_minima_avx2, 8};
 
 }  // namespace
 

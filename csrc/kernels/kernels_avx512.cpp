@@ -299,6 +299,76 @@ void gemm_panels(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_
   fn(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
 }
 
+// ---- int16 activations in one pass (kernels_isa.h: gemm_i16_panels) ----
+// A zmm holds one column pair of both widened panels (rows 0-7 of panel 0, then of panel 1; an odd last panel is
+// paired with itself), and vpdpwssd multiplies each row's two int16 levels by the token's broadcast pair and adds
+// both products to the row's int32 sum: what the AVX2 tier's vpmaddwd + vpaddd do in one instruction. The sums
+// wrap like vpaddd's and cannot overflow (levels <= 127 in magnitude, 16 pairs of int16 per group of 32, G <= 128).
+// The float epilogue is the scalar tier's, lane by lane (acc = fma(float(isum), d * xd, acc), then the minima),
+// so every tier gives the same bytes.
+__m512 load_scales_f32(const float* pa, const float* pb) {
+  return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(pa)), _mm256_loadu_ps(pb), 1);
+}
+
+template <int J, int G, bool ASYM>
+void i16_tile(const WidePanel& w0, const WidePanel& w1, int64_t nb, const I16Acts& a, int64_t t, float* y,
+              int64_t ldy, int rows) {
+  constexpr int kPairs = G / 2;
+  __m512 acc[J];
+  for (int j = 0; j < J; ++j) acc[j] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < nb; ++g) {
+    __m512i is[J];
+    for (int j = 0; j < J; ++j) is[j] = _mm512_setzero_si512();
+    const int16_t* q0 = w0.q + g * kPairs * 2 * kPanelRows;
+    const int16_t* q1 = w1.q + g * kPairs * 2 * kPanelRows;
+    const int16_t* xg = a.q + t * a.k + g * G;
+#pragma GCC unroll 4
+    for (int i = 0; i < kPairs; ++i) {
+      const __m512i wv = load_pair(reinterpret_cast<const uint8_t*>(q0 + i * 16), reinterpret_cast<const uint8_t*>(q1 + i * 16));
+#pragma GCC unroll 8
+      for (int j = 0; j < J; ++j) {
+        int32_t pair;
+        std::memcpy(&pair, xg + j * a.k + 2 * i, 4);
+        is[j] = _mm512_dpwssd_epi32(is[j], wv, _mm512_set1_epi32(pair));
+      }
+    }
+    const __m512 d = load_scales_f32(w0.d + g * kPanelRows, w1.d + g * kPanelRows);
+#pragma GCC unroll 8
+    for (int j = 0; j < J; ++j) {
+      const __m512 sc = _mm512_mul_ps(d, _mm512_set1_ps(a.d[(t + j) * nb + g]));
+      acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[j]), sc, acc[j]);
+      if constexpr (ASYM)
+        acc[j] = _mm512_fmadd_ps(load_scales_f32(w0.m + g * kPanelRows, w1.m + g * kPanelRows),
+                                 _mm512_set1_ps(a.s[(t + j) * nb + g]), acc[j]);
+    }
+  }
+  const __mmask16 keep = rows >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rows) - 1u);
+  for (int j = 0; j < J; ++j) _mm512_mask_storeu_ps(y + (t + j) * ldy, keep, acc[j]);
+}
+
+template <int G, bool ASYM>
+void i16_tokens(const WidePanel& w0, const WidePanel& w1, int64_t nb, const I16Acts& a, int64_t t0, int64_t t1,
+                float* y, int64_t ldy, int rows) {
+  int64_t t = t0;
+  for (; t + 8 <= t1; t += 8) i16_tile<8, G, ASYM>(w0, w1, nb, a, t, y, ldy, rows);
+  for (; t + 4 <= t1; t += 4) i16_tile<4, G, ASYM>(w0, w1, nb, a, t, y, ldy, rows);
+  for (; t < t1; ++t) i16_tile<1, G, ASYM>(w0, w1, nb, a, t, y, ldy, rows);
+}
+
+void gemm_i16_panels(const WidePanel* w, int np, int64_t nb, const I16Acts& a, int64_t t0, int64_t t1, float* y,
+                     int64_t ldy, int rows) {
+  const WidePanel& w1 = np == 2 ? w[1] : w[0];  // an odd last panel paired with itself; rows stops at its own
+  const bool asym = w[0].m != nullptr;
+  switch (a.group) {
+    case 32: return asym ? i16_tokens<32, true>(w[0], w1, nb, a, t0, t1, y, ldy, rows)
+                         : i16_tokens<32, false>(w[0], w1, nb, a, t0, t1, y, ldy, rows);
+    case 64: return asym ? i16_tokens<64, true>(w[0], w1, nb, a, t0, t1, y, ldy, rows)
+                         : i16_tokens<64, false>(w[0], w1, nb, a, t0, t1, y, ldy, rows);
+    default: return asym ? i16_tokens<128, true>(w[0], w1, nb, a, t0, t1, y, ldy, rows)
+                         : i16_tokens<128, false>(w[0], w1, nb, a, t0, t1, y, ldy, rows);
+  }
+}
+
 void layer_norm_row(const float* x, int64_t n, const float* gamma, const float* beta, float eps, float* y) {
   __m512 acc = _mm512_setzero_ps();
   int64_t i = 0;
@@ -331,10 +401,12 @@ void layer_norm_row(const float* x, int64_t n, const float* gamma, const float* 
 }
 
 #if defined(BLUELM_AVX512_SIMDE)
-const IsaKernels kTable = {"avx512", quantize_row, gemm_panels, layer_norm_row, nullptr, nullptr, nullptr, nullptr};
+const IsaKernels kTable = {"avx512", quantize_row, gemm_panels, layer_norm_row, gemm_i16_panels, nullptr, nullptr,
+                           nullptr, nullptr, 16};
 #else
-const IsaKernels kTable = {"avx512",  quantize_row, gemm_panels, layer_norm_row, nullptr, nullptr, nullptr,
-                           widen_int5_panel_avx2};
+const IsaKernels kTable = {"avx512",          quantize_row,          gemm_panels,           layer_norm_row,
+                           gemm_i16_panels,   widen_int8_panel_avx2, quantize_i16_row_avx2, widen_int5_panel_avx2,
+                           add_block_minima_avx2, 16};
 #endif
 
 }  // namespace

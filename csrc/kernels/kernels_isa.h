@@ -64,6 +64,13 @@ struct IsaKernels {
   // the portable widen_int5_panel.
   void (*widen_int5_panel)(const uint8_t* panel, const PanelGeometry& g5, bool sym, int64_t b0, int64_t b1,
                            uint8_t* out, const PanelGeometry& g8);
+  // Q5_1's term of one panel: y[t * ldy + r] += sum over blocks b of m[b * 8 + r] * xsum[t * nb + b], for t < tokens
+  // and r < rows (m: the panel's float minima [nb][8], xsum: each token's block sums of x). Null: the scalar tier's.
+  void (*add_block_minima)(const float* m, int64_t nb, const float* xsum, int64_t tokens, float* y, int64_t ldy,
+                           int rows);
+  // The fewest tokens for which the engine's int16 activations take gemm_i16_panels rather than two int8 passes
+  // (kernels.h, gemm_i16_pays); unused without gemm_i16_panels.
+  int i16_min_tokens;
 };
 
 const IsaKernels* isa_kernels_scalar();
@@ -74,6 +81,12 @@ const IsaKernels* isa_kernels_avx512();
 // tables call it for those formats.
 void gemm_panels_k_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
                         int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy);
+// AVX2 entries the AVX-512 table shares: widen_int8_panel and quantize_i16_row (bit-identical to the scalar tier's),
+void widen_int8_panel_avx2(const uint8_t* panel, int64_t nb, int group, int64_t scales, int16_t* q, float* d);
+void quantize_i16_row_avx2(const float* x, int64_t k, int group, int16_t* q, float* d, float* s);
+// and add_block_minima (AVX2 FMA order) and widen_int5_panel (the same bytes).
+void add_block_minima_avx2(const float* m, int64_t nb, const float* xsum, int64_t tokens, float* y, int64_t ldy,
+                           int rows);
 // widen_int5_panel in AVX2 (the same bytes).
 void widen_int5_panel_avx2(const uint8_t* panel, const PanelGeometry& g5, bool sym, int64_t b0, int64_t b1,
                            uint8_t* out, const PanelGeometry& g8);

@@ -4,7 +4,7 @@
 namespace bluelm::kernels {
 namespace {
 const IsaKernels kTable = {"neon", quantize_row_neon, gemm_panels_neon, layer_norm_row_neon, nullptr, nullptr, nullptr,
-                           nullptr};
+                           nullptr, nullptr, 0};
 }  // namespace
 const IsaKernels* isa_kernels_neon() { return &kTable; }
 }  // namespace bluelm::kernels

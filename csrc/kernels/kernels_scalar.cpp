@@ -219,9 +219,21 @@ void gemm_i16_panels_scalar(const WidePanel* w, int np, int64_t nb, const I16Act
   (void)np;
 }
 
+void add_block_minima_scalar(const float* m, int64_t nb, const float* xsum, int64_t tokens, float* y, int64_t ldy,
+                             int rows) {
+  for (int64_t t = 0; t < tokens; ++t) {
+    const float* xs = xsum + t * nb;
+    float acc[kPanelRows] = {};
+    for (int64_t b = 0; b < nb; ++b)
+      for (int r = 0; r < kPanelRows; ++r) acc[r] += m[b * kPanelRows + r] * xs[b];
+    for (int r = 0; r < rows; ++r) y[t * ldy + r] += acc[r];
+  }
+}
+
 const IsaKernels kTable = {"scalar", quantize_row_scalar, gemm_panels_scalar, layer_norm_row_scalar,
                               gemm_i16_panels_scalar, nullptr,
-                              quantize_i16_row_scalar, nullptr};
+                              quantize_i16_row_scalar, nullptr,
+                              add_block_minima_scalar, 8};
 
 }  // namespace
 

@@ -313,6 +313,28 @@ BLUELM_TEST(kernels_gemm_api_matches_reference_and_bound) {
 // portable widening, 4-token tiles and 1-3-token tails, a second panel of one row, padded output rows that must
 // survive, 1 and 3 threads), and the
 // result is within the int16 rounding's bound of exact math on the dequantized weights.
+// Where the engine's int16 activations take the one pass: from the tier's threshold up, on 8-bit levels only.
+BLUELM_TEST(kernels_int16_one_pass_starts_at_the_tiers_threshold) {
+  const Isa before = active_isa();
+  for (Isa isa : supported_isas()) {
+    set_active_isa(isa);
+    const int64_t min = i16_min_tokens();
+    if (!has_gemm_i16(Format::q8_0)) {
+      CHECK_EQ(min, int64_t(0));
+      CHECK(!gemm_i16_pays(Format::q8_0, 512));
+      continue;
+    }
+    CHECK_EQ(min, int64_t(isa == Isa::avx512 ? 16 : 8));
+    for (Format f : {Format::q8_0, Format::q5_0, Format::q5_1}) {
+      CHECK(gemm_i16_pays(f, min));
+      CHECK(!gemm_i16_pays(f, min - 1));
+    }
+    CHECK(!gemm_i16_pays(Format::q4_0, 512));
+    CHECK(!gemm_i16_pays(Format::q4_k, 512));
+  }
+  set_active_isa(before);
+}
+
 BLUELM_TEST(kernels_int16_one_pass_equals_scalar_bit_for_bit_within_its_bound) {
   const Isa before = active_isa();
   const int threads = num_threads();
