@@ -5,6 +5,8 @@
 // ascending order whatever the tiling, so results do not depend on how a call is split.
 #include <immintrin.h>
 
+#include <type_traits>
+
 #include "runtime/attention.h"
 #include "runtime/attention_isa.h"
 
@@ -14,6 +16,19 @@ namespace {
 
 // Mask of the first `n` (1..16) lanes.
 __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
+
+// acc + the VNNI product of x with the 32-bit word at w broadcast to every lane, the broadcast folded into the
+// instruction's memory operand ({1to16}). In inline assembly because gcc 12 copies the accumulators of the
+// intrinsics' forms between registers on every step of the value tile (perf: a third of its instructions were
+// vmovdqa copies) and issues the broadcasts as separate instructions.
+__attribute__((always_inline)) inline __m512i dpwssd_bcst(__m512i acc, __m512i x, const void* w) {
+  __asm__("vpdpwssd %[w]%{1to16%}, %[x], %[acc]" : [acc] "+v"(acc) : [x] "v"(x), [w] "m"(*static_cast<const int32_t*>(w)));
+  return acc;
+}
+__attribute__((always_inline)) inline __m512i dpbusd_bcst(__m512i acc, __m512i u, const void* w) {
+  __asm__("vpdpbusd %[w]%{1to16%}, %[u], %[acc]" : [acc] "+v"(acc) : [u] "v"(u), [w] "m"(*static_cast<const int32_t*>(w)));
+  return acc;
+}
 
 // C [R, 16W] (+)= A [R, k] * B [k, 16W], all row-major, the last vector masked to `last` lanes: the one
 // micro-kernel of both attention products. Scores are q [m, hd] * k^T [hd, n] into a fresh tile (Acc = false);
@@ -217,7 +232,7 @@ bool accumulate_i8_direct_avx512(const float* p, int64_t ldp, int64_t m, const i
 
 // Columns of the 16x16 block of 32-bit lanes r[0..16) (rows in, columns out), in place: 64 shuffles (zero-masked
 // forms: gcc 12 warns about the undefined source register of the plain ones).
-void transpose16_epi32(__m512i r[16]) {
+__attribute__((always_inline)) inline void transpose16_epi32(__m512i r[16]) {
   __m512i t[16];
 #pragma GCC unroll 16
   for (int i = 0; i < 16; i += 2) {
@@ -292,6 +307,71 @@ void scores_i8q_cols(const __m512i* cols, int64_t chunks, int64_t per_group, int
   for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(s + r * lds, lanes(np), sc[r]);
 }
 
+// The scales of positions j0 .. j0 + np (np <= 16) of every group, laid out per group (scale[g * ld + p], zero past
+// np): for 2 groups (head size 64 at groups of 32) two two-source permutes de-interleave them.
+__attribute__((always_inline)) inline void block_scales(const float* ks, int64_t j0, int64_t np, int64_t groups, float* scale, int64_t ld) {
+  if (groups == 2) {
+    const float* src = ks + j0 * 2;
+    const __m512 a = _mm512_maskz_loadu_ps(lanes(2 * np), src);
+    const __m512 b = _mm512_maskz_loadu_ps(np > 8 ? lanes(2 * np - 16) : __mmask16(0), src + 16);
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    _mm512_storeu_ps(scale, _mm512_permutex2var_ps(a, even, b));
+    _mm512_storeu_ps(scale + ld, _mm512_permutex2var_ps(a, _mm512_add_epi32(even, _mm512_set1_epi32(1)), b));
+    return;
+  }
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t p = 0; p < 16; ++p) scale[g * ld + p] = p < np ? ks[(j0 + p) * groups + g] : 0.0f;
+}
+
+// Decode's GQA group (R <= 4 rows, one row block): the same products and float steps as scores_i8q_cols, with the
+// transposed columns used straight from the registers of the transpose instead of a stack copy (with the copy, the
+// AVX-512 decode attention at depth 4,096 took 1.3x the time; docs/engine.md).
+template <int R>
+void scores_i8q_fused(const int8_t* q8, const float* qd, const int32_t* qsum, const int8_t* k, const float* scale,
+                      int64_t j0, int64_t np, int64_t hd, int64_t gs, float* s, int64_t lds) {
+  const int64_t groups = hd / gs, chunks = hd / 4, per_group = gs / 4;
+  const __m512i flip = _mm512_set1_epi8(char(0x80));
+  // Two accumulators per row (even and odd columns), so the chains of dependent vpdpbusd are half as long.
+  __m512 sc[R];
+  __m512i acc[R][2];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    sc[r] = _mm512_setzero_ps();
+    acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+  }
+  int64_t g = 0, left = per_group;  // the group being summed, and its columns still to come
+  for (int64_t c0 = 0; c0 < chunks; c0 += 16) {
+    const int64_t nc = chunks - c0 < 16 ? chunks - c0 : 16;
+    __m512i t[16];
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p)
+      t[p] = p < np ? _mm512_maskz_loadu_epi32(lanes(nc), k + (j0 + p) * hd + 4 * c0) : _mm512_setzero_si512();
+    transpose16_epi32(t);
+#pragma GCC unroll 16
+    for (int c = 0; c < 16; ++c) {
+      if (c >= nc) break;
+      const __m512i ku = _mm512_xor_si512(t[c], flip);
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) acc[r][c & 1] = dpbusd_bcst(acc[r][c & 1], ku, q8 + r * hd + 4 * (c0 + c));
+      if (--left == 0) {  // the group ends: scale its sums once
+        const __m512 d = _mm512_load_ps(scale + 16 * g);
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+          const __m512i dot =
+              _mm512_sub_epi32(_mm512_add_epi32(acc[r][0], acc[r][1]), _mm512_set1_epi32(128 * qsum[r * groups + g]));
+          const __m512 w = _mm512_mul_ps(d, _mm512_set1_ps(qd[r * groups + g]));
+          sc[r] = _mm512_add_ps(sc[r], _mm512_mul_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, dot), w));
+          acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+        }
+        ++g;
+        left = per_group;
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(s + r * lds + j0, lanes(np), sc[r]);
+}
+
 bool scores_i8q_avx512(const int8_t* q8, const float* qd, const int32_t* qsum, int64_t m, const int8_t* k,
                        const float* ks, int64_t nb, int64_t hd, int64_t gs, float* s, int64_t lds) {
   if (gs % 4 || hd / gs > kMaxScaleGroups || hd / 4 > kMaxKeyColumns)
@@ -302,8 +382,17 @@ bool scores_i8q_avx512(const int8_t* q8, const float* qd, const int32_t* qsum, i
   alignas(64) __m512i cols[kMaxKeyColumns];
   for (int64_t j0 = 0; j0 < nb; j0 += 16) {
     const int64_t np = nb - j0 < 16 ? nb - j0 : 16;
-    for (int64_t g = 0; g < groups; ++g)
-      for (int64_t p = 0; p < 16; ++p) scale[g * 16 + p] = p < np ? ks[(j0 + p) * groups + g] : 0.0f;
+    block_scales(ks, j0, np, groups, scale, 16);
+    if (m <= 4) {
+      switch (m) {
+        case 4: scores_i8q_fused<4>(q8, qd, qsum, k, scale, j0, np, hd, gs, s, lds); break;
+        case 3: scores_i8q_fused<3>(q8, qd, qsum, k, scale, j0, np, hd, gs, s, lds); break;
+        case 2: scores_i8q_fused<2>(q8, qd, qsum, k, scale, j0, np, hd, gs, s, lds); break;
+        case 1: scores_i8q_fused<1>(q8, qd, qsum, k, scale, j0, np, hd, gs, s, lds); break;
+        default: break;
+      }
+      continue;
+    }
     for (int64_t c0 = 0; c0 < chunks; c0 += 16) {
       const int64_t nc = chunks - c0 < 16 ? chunks - c0 : 16;
       __m512i t[16];
@@ -373,15 +462,22 @@ void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, con
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
     for (int w = 0; w < W; ++w) acc[r][w] = _mm512_setzero_si512();
-  for (int64_t j = 0; j < nb; j += 2) {
+  const int16_t* wrow[R][W / 2];  // the weights of row r for the group of half h
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int h = 0; h < W / 2; ++h) wrow[r][h] = wq + (r * groups + (c + 32 * h) / gs) * kWeightsLd;
+  // Positions j, j + 1 (the second a zero row past nb: its weight is 0 too); the pair loop has no branch inside.
+  const auto step = [&](int64_t j, auto pair) __attribute__((always_inline)) {
     __m512i x[W];
 #pragma GCC unroll 16
     for (int h = 0; h < W / 2; ++h) {
       const __m512i a = _mm512_maskz_cvtepi8_epi16(
           ~__mmask32(0), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + j * hd + c + 32 * h)));
-      const __m512i b = j + 1 < nb ? _mm512_maskz_cvtepi8_epi16(~__mmask32(0), _mm256_loadu_si256(
-                                         reinterpret_cast<const __m256i*>(v + (j + 1) * hd + c + 32 * h)))
-                                   : _mm512_setzero_si512();
+      const __m512i b = decltype(pair)::value
+                            ? _mm512_maskz_cvtepi8_epi16(~__mmask32(0), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+                                                                            v + (j + 1) * hd + c + 32 * h)))
+                            : _mm512_setzero_si512();
       x[2 * h] = _mm512_maskz_unpacklo_epi16(~__mmask32(0), a, b);
       x[2 * h + 1] = _mm512_maskz_unpackhi_epi16(~__mmask32(0), a, b);
     }
@@ -389,14 +485,13 @@ void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, con
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
       for (int h = 0; h < W / 2; ++h) {
-        const int64_t g = (c + 32 * h) / gs;
-        int32_t pair;
-        __builtin_memcpy(&pair, wq + (r * groups + g) * kWeightsLd + j, 4);
-        const __m512i wp = _mm512_set1_epi32(pair);
-        acc[r][2 * h] = _mm512_dpwssd_epi32(acc[r][2 * h], x[2 * h], wp);
-        acc[r][2 * h + 1] = _mm512_dpwssd_epi32(acc[r][2 * h + 1], x[2 * h + 1], wp);
+        acc[r][2 * h] = dpwssd_bcst(acc[r][2 * h], x[2 * h], wrow[r][h] + j);
+        acc[r][2 * h + 1] = dpwssd_bcst(acc[r][2 * h + 1], x[2 * h + 1], wrow[r][h] + j);
       }
-  }
+  };
+  int64_t j = 0;
+  for (; j + 1 < nb; j += 2) step(j, std::true_type{});
+  if (j < nb) step(j, std::false_type{});
   const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
   const __m512i hi = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
 #pragma GCC unroll 16
@@ -460,8 +555,7 @@ void accumulate_i8w_avx512(const float* p, int64_t ldp, int64_t m, const int8_t*
   if (hd % 32 || gs % 32 || groups > kMaxScaleGroups || nb > kAttnBlock)
     return attention_kernels_scalar()->accumulate_i8w(p, ldp, m, v, vs, nb, hd, gs, o, ldo);
   alignas(64) float vsg[kMaxScaleGroups * kAttnBlock];  // the value scales per group, positions contiguous
-  for (int64_t j = 0; j < nb; ++j)
-    for (int64_t g = 0; g < groups; ++g) vsg[g * kAttnBlock + j] = vs[j * groups + g];
+  for (int64_t j = 0; j < nb; j += 16) block_scales(vs, j, nb - j < 16 ? nb - j : 16, groups, vsg + j, kAttnBlock);
   for_row_blocks(m, [&](auto rows, int64_t r) {
     accumulate_i8w_rows<decltype(rows)::value>(p + r * ldp, ldp, v, vsg, nb, hd, gs, o + r * ldo, ldo);
   });
