@@ -76,6 +76,9 @@ def worker_depth(pkg: str, threads: int, repeat: int, tg_depths: list, pp_depths
     del sessions
     extra = prompt[:512]
     for d in pp_depths:
+        if d + 512 > e.context:  # e.g. pp512@d4096 of a model with max_context 4,096: a row that cannot exist
+            out["pp"][str(d)] = {"skipped": f"{d} + 512 positions exceed the model's max_context {max_context}"}
+            continue
         runs = []
         for _ in range(repeat):
             fill(s, d)
@@ -112,6 +115,8 @@ def worker_depth_llamacpp(gguf: str, threads: int, repeat: int, tg_depths: list,
     out = {"tg": {}, "pp": {}, "context": n_ctx, "weight_bytes": os.path.getsize(gguf),
            "kv_bytes_per_token": kv_bytes_per_token, "flash_attn": flash}
     for d in sorted(set(tg_depths) | set(pp_depths)):
+        if d in pp_depths and d + 512 > n_ctx:
+            out["pp"][str(d)] = {"skipped": f"{d} + 512 positions exceed the model's max_context {max_context}"}
         if d + 64 > n_ctx:
             if d in tg_depths:
                 out["tg"][str(d)] = {"skipped": f"{d} + 64 positions exceed the model's max_context {max_context}"}
@@ -194,12 +199,15 @@ def depth_rows(model: str, res: dict, threads: int, layers: int, heads: int, hea
         row["target_vs_d0"] = ">= 0.45"
         if ratio < 0.45:
             row["vs_d0_missed_by"] = round(0.45 - ratio, 3)
-    pp_med = {int(d): statistics.median(r["run_s"]) for d, r in res["pp"].items()}
+    pp_med = {int(d): statistics.median(r["run_s"]) for d, r in res["pp"].items() if "run_s" in r}
 
     def attn_flops(d):  # QK^T and PV: 2 FLOPs each per query head, key and head dimension, causal over the 512
         return 4 * head_dim * heads * layers * sum(d + i + 1 for i in range(512))
 
-    for d, r in res["pp"].items():
+    for d, r in sorted(res["pp"].items(), key=lambda kv: int(kv[0])):
+        if "skipped" in r:
+            rows.append({**base, "test": f"pp512@d{d}", "skipped": r["skipped"]})
+            continue
         d = int(d)
         med = pp_med[d]
         row = {**base, "test": f"pp512@d{d}", "tokens_per_s": round(512 / med, 2),
