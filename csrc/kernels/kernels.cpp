@@ -169,7 +169,6 @@ void gemm_quantized(const PackedView& w, const QuantizedActs& a, float* y, int64
   const int64_t panels = (w.n + kPanelRows - 1) / kPanelRows;
   // Q5_1's minima follow the panels (pack.cpp); the tiers add everything else.
   const quant::Kind kind = quant::format_info(w.format).kind;
-  const PackedView& tiles = w;
   const float* minima = kind == Kind::int5_asym ? reinterpret_cast<const float*>(w.data + panels * g.stride) : nullptr;
   std::vector<float> xsum;  // Q5_1: sum(x) per token and block, d * sum(q) of the int8 activations (s = -128 sum(q))
   if (minima) {
@@ -183,7 +182,7 @@ void gemm_quantized(const PackedView& w, const QuantizedActs& a, float* y, int64
   constexpr int64_t kTokenBlock = 128;
   auto body = [&](int64_t p0, int64_t p1, int) {
     for (int64_t t0 = 0; t0 < a.t; t0 += kTokenBlock)
-      K.gemm_panels(tiles, a, p0, p1, t0, std::min(a.t, t0 + kTokenBlock), 0, g.nb, false, y, ldy);
+      K.gemm_panels(w, a, p0, p1, t0, std::min(a.t, t0 + kTokenBlock), 0, g.nb, false, y, ldy);
     if (minima) {
       // + m * sum(x) per block
       const auto add = K.add_block_minima ? K.add_block_minima : isa_kernels_scalar()->add_block_minima;

@@ -180,17 +180,17 @@ __attribute__((target("arch=armv8.2-a+dotprod"))) void sdot_neon(int64_t n) {
 const std::vector<Loop>& probe_loops() {
   static const std::vector<Loop> all = {
 #if defined(__x86_64__)
-      {{"fp32_fma_avx2", "avx2", "GFLOP/s", "vfmadd231ps ymm, 10 chains"}, Isa::avx2, 10 * 8 * 2, fma_avx2},
-      {{"int8_maddubs_paddw_avx2", "avx2", "GOPS", "vpmaddubsw + vpaddw ymm (int16 accumulation), 8 chains"},
+      {{"fp32_fma_avx2", "avx2", "GFLOP/s", "vfmadd231ps ymm, 10 chains", "", ""}, Isa::avx2, 10 * 8 * 2, fma_avx2},
+      {{"int8_maddubs_paddw_avx2", "avx2", "GOPS", "vpmaddubsw + vpaddw ymm (int16 accumulation), 8 chains", "", ""},
        Isa::avx2, 8 * 32 * 2, maddubs_paddw_avx2},
-      {{"int8_maddubs_madd_avx2", "avx2", "GOPS", "vpmaddubsw + vpmaddwd + vpaddd ymm (int32 dot product), 8 chains"},
+      {{"int8_maddubs_madd_avx2", "avx2", "GOPS", "vpmaddubsw + vpmaddwd + vpaddd ymm (int32 dot product), 8 chains", "", ""},
        Isa::avx2, 8 * 32 * 2, maddubs_madd_avx2},
-      {{"fp32_fma_avx512", "avx512", "GFLOP/s", "vfmadd231ps zmm, 12 chains"}, Isa::avx512, 12 * 16 * 2, fma_avx512},
-      {{"int8_vpdpbusd_avx512", "avx512", "GOPS", "vpdpbusd zmm, 12 chains"}, Isa::avx512, 12 * 64 * 2, dpbusd_avx512},
+      {{"fp32_fma_avx512", "avx512", "GFLOP/s", "vfmadd231ps zmm, 12 chains", "", ""}, Isa::avx512, 12 * 16 * 2, fma_avx512},
+      {{"int8_vpdpbusd_avx512", "avx512", "GOPS", "vpdpbusd zmm, 12 chains", "", ""}, Isa::avx512, 12 * 64 * 2, dpbusd_avx512},
 #endif
 #if defined(__aarch64__)
-      {{"fp32_fma_neon", "neon", "GFLOP/s", "fmla v.4s, 8 chains"}, Isa::neon, 8 * 4 * 2, fma_neon},
-      {{"int8_sdot_neon", "neon_dotprod", "GOPS", "sdot v.4s, 8 chains"}, Isa::neon_dotprod, 8 * 16 * 2, sdot_neon},
+      {{"fp32_fma_neon", "neon", "GFLOP/s", "fmla v.4s, 8 chains", "", ""}, Isa::neon, 8 * 4 * 2, fma_neon},
+      {{"int8_sdot_neon", "neon_dotprod", "GOPS", "sdot v.4s, 8 chains", "", ""}, Isa::neon_dotprod, 8 * 16 * 2, sdot_neon},
 #endif
   };
   return all;
