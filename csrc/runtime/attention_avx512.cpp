@@ -260,10 +260,14 @@ __attribute__((always_inline)) inline void transpose16_epi32(__m512i r[16]) {
   }
 }
 
-int32_t load_i32(const int8_t* p) {
-  int32_t x;
-  __builtin_memcpy(&x, p, 4);
-  return x;
+// Columns c0 .. c0 + nc (nc <= 16) of the keys of positions j0 .. j0 + np (np <= 16, zero rows past it), transposed:
+// t[c] lane p holds dimensions 4 (c0 + c) .. 4 (c0 + c) + 3 of position j0 + p.
+__attribute__((always_inline)) inline void key_columns(const int8_t* k, int64_t j0, int64_t np, int64_t hd, int64_t c0,
+                                                       int64_t nc, __m512i t[16]) {
+#pragma GCC unroll 16
+  for (int p = 0; p < 16; ++p)
+    t[p] = p < np ? _mm512_maskz_loadu_epi32(lanes(nc), k + (j0 + p) * hd + 4 * c0) : _mm512_setzero_si512();
+  transpose16_epi32(t);
 }
 
 // Query rows against 16 positions at a time in integers (VNNI): the 16 key rows transposed once in 4-byte columns
@@ -289,7 +293,7 @@ void scores_i8q_cols(const __m512i* cols, int64_t chunks, int64_t per_group, int
     const __m512i ku = _mm512_load_si512(cols + c);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r)
-      acc[r] = _mm512_dpbusd_epi32(acc[r], ku, _mm512_set1_epi32(load_i32(q8 + r * hd + 4 * c)));
+      acc[r] = dpbusd_bcst(acc[r], ku, q8 + r * hd + 4 * c);
     if (--left == 0) {  // the group ends: scale its sums once
       const __m512 d = _mm512_load_ps(scale + 16 * g);
 #pragma GCC unroll 16
@@ -343,10 +347,7 @@ void scores_i8q_fused(const int8_t* q8, const float* qd, const int32_t* qsum, co
   for (int64_t c0 = 0; c0 < chunks; c0 += 16) {
     const int64_t nc = chunks - c0 < 16 ? chunks - c0 : 16;
     __m512i t[16];
-#pragma GCC unroll 16
-    for (int p = 0; p < 16; ++p)
-      t[p] = p < np ? _mm512_maskz_loadu_epi32(lanes(nc), k + (j0 + p) * hd + 4 * c0) : _mm512_setzero_si512();
-    transpose16_epi32(t);
+    key_columns(k, j0, np, hd, c0, nc, t);
 #pragma GCC unroll 16
     for (int c = 0; c < 16; ++c) {
       if (c >= nc) break;
@@ -396,10 +397,7 @@ bool scores_i8q_avx512(const int8_t* q8, const float* qd, const int32_t* qsum, i
     for (int64_t c0 = 0; c0 < chunks; c0 += 16) {
       const int64_t nc = chunks - c0 < 16 ? chunks - c0 : 16;
       __m512i t[16];
-#pragma GCC unroll 16
-      for (int p = 0; p < 16; ++p)
-        t[p] = p < np ? _mm512_maskz_loadu_epi32(lanes(nc), k + (j0 + p) * hd + 4 * c0) : _mm512_setzero_si512();
-      transpose16_epi32(t);
+      key_columns(k, j0, np, hd, c0, nc, t);
 #pragma GCC unroll 16
       for (int c = 0; c < 16; ++c)
         if (c < nc) cols[c0 + c] = _mm512_xor_si512(t[c], flip);
