@@ -44,3 +44,18 @@ def test_depths_past_max_context_are_skipped_rows_and_the_rest_are_measured(dept
     want = statistics.median(res["pp"]["0"]["run_s"]) / statistics.median(res["pp"]["256"]["run_s"])
     assert rows["pp512@d256"]["vs_d0"] == pytest.approx(want, abs=1e-3)
     depth.print_depth_rows(list(rows.values()))  # prints skipped rows without failing
+
+
+def test_llamacpp_worker_skips_the_same_depths(depth, smollm2_gguf):
+    # llama.cpp's worker on the SmolLM2 GGUF with the context capped at 1,024: pp512@d600 used to be left out of the
+    # rows silently; now it is a skipped row, as tg64@d1000 already was.
+    pytest.importorskip("llama_cpp")
+    res = depth.worker_depth_llamacpp(str(smollm2_gguf), 1, 1, [0, 1000], [0, 600], False, 1024, 12960)
+    assert res["context"] == 1024
+    assert res["tg"]["1000"]["skipped"] == "1000 + 64 positions exceed the model's max_context 1024"
+    assert res["pp"]["600"]["skipped"] == "600 + 512 positions exceed the model's max_context 1024"
+    assert len(res["tg"]["0"]["step_s"]) == 64 and len(res["pp"]["0"]["run_s"]) == 1
+    res["_peak_rss_mb"] = 1.0
+    rows = {r["test"]: r for r in depth.depth_rows("smollm2", res, 1, 30, 9, 64, engine="llama.cpp fa=off")}
+    assert set(rows) == {"tg64@d0", "tg64@d1000", "pp512@d0", "pp512@d600"}
+    assert "tokens_per_s" not in rows["pp512@d600"] and rows["pp512@d0"]["tokens_per_s"] > 0
