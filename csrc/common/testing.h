@@ -3,9 +3,13 @@
 // aarch64 and runs under qemu). BLUELM_TEST(name) { ... } registers a test; CHECK(cond) and CHECK_NEAR record
 // failures and keep going; CHECK_THROWS(expr, Type) expects an exception.
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <iostream>
+#include <stdexcept>
 #include <string>
+#include <system_error>
 #include <vector>
 
 namespace bluelm::testing {
@@ -19,6 +23,27 @@ void record_failure(const char* file, int line, const std::string& what);
 
 struct Register {
   Register(const char* name, std::function<void()> fn) { registry().push_back({name, std::move(fn)}); }
+};
+
+// A fresh folder under the system's temporary directory, removed with all it holds when the object goes (symlinks
+// inside are removed, never followed). Throws if no folder can be made, so a test never writes into /tmp itself.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const char* prefix = "bluelm_test_") {
+    std::string tmpl = (std::filesystem::temp_directory_path() / (std::string(prefix) + "XXXXXX")).string();
+    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("ScratchDir: cannot make a folder from " + tmpl);
+    path_ = tmpl;
+  }
+  ~ScratchDir() {
+    std::error_code ec;  // a destructor must not throw; a folder already gone is fine
+    std::filesystem::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
 };
 
 }  // namespace bluelm::testing

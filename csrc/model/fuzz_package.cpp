@@ -45,17 +45,27 @@ int64_t wanted_weights(const std::string& manifest, size_t head) {
   return std::clamp<int64_t>(n, int64_t(head), kMaxWeights);
 }
 
-const std::string& folder() {
-  static const std::string dir = [] {
+// The folder, made on the first input and removed (with the three files) when the fuzzer exits normally; /dev/shm
+// is memory, so a folder left behind by every run would add up.
+struct Folder {
+  std::string path;
+  Folder() {
     char tmpl[] = "/dev/shm/bluelm_fuzz_pkg_XXXXXX";
     const char* d = ::mkdtemp(tmpl);
     if (!d) std::abort();
-    const std::string s(d);
+    path = d;
     const std::vector<uint8_t> tok = tokenizer::Tokenizer::bytes(300).to_bytes();
-    write_file(s + "/tokenizer.bin", tok.data(), tok.size());
-    return s;
-  }();
-  return dir;
+    write_file(path + "/tokenizer.bin", tok.data(), tok.size());
+  }
+  ~Folder() {
+    for (const char* f : {"/manifest.json", "/weights.bin", "/tokenizer.bin"}) ::unlink((path + f).c_str());
+    ::rmdir(path.c_str());
+  }
+};
+
+const std::string& folder() {
+  static const Folder dir;
+  return dir.path;
 }
 }  // namespace
 

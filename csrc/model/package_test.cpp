@@ -1,7 +1,9 @@
 // Model package reader: a valid package opens; every kind of damage is refused with FormatError, never a crash.
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -16,10 +18,13 @@ using nlohmann::json;
 
 namespace {
 
+// Every package of this file is a folder inside one scratch folder, removed when the test program ends.
 std::string temp_dir() {
-  char tmpl[] = "/tmp/bluelm_pkg_XXXXXX";
-  const char* d = mkdtemp(tmpl);
-  return d ? std::string(d) : std::string("/tmp");
+  static ::bluelm::testing::ScratchDir root("bluelm_pkg_");
+  static int count = 0;
+  const std::string dir = root.path() + "/" + std::to_string(count++);
+  if (::mkdir(dir.c_str(), 0700) != 0) throw std::runtime_error("cannot make " + dir);
+  return dir;
 }
 
 void write(const std::string& path, const std::string& bytes) {
@@ -52,6 +57,26 @@ std::string make_package(const json& m, int64_t weight_bytes) {
 }
 
 }  // namespace
+
+// The scratch folder the package tests write into goes with everything in it: files, a FIFO, a nested folder, and a
+// symlink out of it, whose target stays.
+BLUELM_TEST(scratch_dir_is_removed_with_its_contents) {
+  ::bluelm::testing::ScratchDir outside;
+  write(outside.path() + "/keep", "x");
+  std::string path;
+  {
+    ::bluelm::testing::ScratchDir d;
+    path = d.path();
+    CHECK(std::filesystem::is_directory(path));
+    write(path + "/a", "bytes");
+    CHECK(::mkfifo((path + "/fifo").c_str(), 0600) == 0);
+    CHECK(::mkdir((path + "/sub").c_str(), 0700) == 0);
+    write(path + "/sub/b", "more");
+    CHECK(::symlink(outside.path().c_str(), (path + "/link").c_str()) == 0);
+  }
+  CHECK(!std::filesystem::exists(path));
+  CHECK(std::filesystem::exists(outside.path() + "/keep"));
+}
 
 BLUELM_TEST(package_opens_and_checks_shapes) {
   const std::string dir = make_package(manifest(256), 256);
