@@ -55,10 +55,11 @@ int32_t hsum_i32(__m256i v) {
 
 inline void prefetch_line(const void* p) { __builtin_prefetch(p, 0, 3); }
 
-// A one-token tile consumes its panel at g.span (stride / nb, rounded up) bytes per block: before block b it
-// prefetches every cache line up to kPrefetchBytes past the end of block b's share (written out per call site: gcc
-// 12 dropped the prefetches of a templated helper's loop). The span is precomputed: dividing stride by nb here
-// put a 64-bit idiv in every block, and removing it made the cache-hot GEMV 4-11% faster (A/B in one process).
+// A one-token tile consumes its panel at g.span (stride / nb, rounded up) bytes per block: during block b it
+// prefetches every cache line up to kPrefetchBytes past the end of block b's share, one line after each weight
+// load and the rest after the block's last (SpreadPrefetch, kernels_isa.h). The span is precomputed: dividing
+// stride by nb here put a 64-bit idiv in every block, and removing it made the cache-hot GEMV 4-11% faster (A/B in
+// one process).
 inline uintptr_t prefetch_start(const uint8_t* panel, const PanelGeometry& g, int64_t b0) {
   return (reinterpret_cast<uintptr_t>(panel) + b0 * g.span + kPrefetchBytes) & ~uintptr_t(63);
 }
@@ -197,13 +198,10 @@ void tile_int4(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
   const int8_t* const* xq = rows.q;
   const float* const* xd = rows.d;
   const float* const* xs = rows.s;
-  uintptr_t pf = prefetch_start(panel, g, b0);
+  SpreadPrefetch pf{prefetch_start(panel, g, b0), 0};
   for (int64_t b = b0; b < b1; ++b) {
     const uint8_t* qb = panel + b * (4 * G);
-    if (M == 1) {
-      for (const uintptr_t end = prefetch_target(panel, g, b); pf < end; pf += 64)
-        prefetch_line(reinterpret_cast<const void*>(pf));
-    }
+    pf.end = prefetch_target(panel, g, b);
     __m256i isum[M];
 #pragma GCC unroll 4
     for (int sub = 0; sub < G / 32; ++sub) {
@@ -212,6 +210,7 @@ void tile_int4(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
       for (int j = 0; j < 4; ++j) {
         const int p = sub * 4 + j;
         const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qb + 32 * p));
+        if (M == 1) pf.one();
         const __m256i lo = _mm256_and_si256(v, mask);
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
 #pragma GCC unroll 4
@@ -228,6 +227,7 @@ void tile_int4(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
         isum[m] = sub == 0 ? s32 : _mm256_add_epi32(isum[m], s32);
       }
     }
+    if (M == 1) pf.rest();
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(dsc + b * kPanelRows)));
     if (KIND == static_cast<int>(Kind::int4_sym)) {
 #pragma GCC unroll 4
@@ -311,18 +311,16 @@ void tile_int8(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
     xq[m] = a.q + (t + m) * a.k;
     xd[m] = a.d + (t + m) * g.nb;
   }
-  uintptr_t pf = prefetch_start(panel, g, b0);
+  SpreadPrefetch pf{prefetch_start(panel, g, b0), 0};
   for (int64_t b = b0; b < b1; ++b) {
     const uint8_t* qb = panel + b * (8 * G);
-    if (M == 1) {
-      for (const uintptr_t end = prefetch_target(panel, g, b); pf < end; pf += 64)
-        prefetch_line(reinterpret_cast<const void*>(pf));
-    }
+    pf.end = prefetch_target(panel, g, b);
     __m256i isum[M];
     for (int m = 0; m < M; ++m) isum[m] = _mm256_setzero_si256();
 #pragma GCC unroll 8
     for (int p = 0; p < G / 4; ++p) {
       const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qb + 32 * p));
+      if (M == 1) pf.one();
       const __m256i u = _mm256_abs_epi8(w);
 #pragma GCC unroll 4
       for (int m = 0; m < M; ++m) {
@@ -330,6 +328,7 @@ void tile_int8(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
         isum[m] = _mm256_add_epi32(isum[m], _mm256_madd_epi16(_mm256_maddubs_epi16(u, xs), ones));
       }
     }
+    if (M == 1) pf.rest();
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(dsc + b * kPanelRows)));
 #pragma GCC unroll 4
     for (int m = 0; m < M; ++m) {
@@ -453,19 +452,23 @@ void tile_int5(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
   const __m256i mask = _mm256_set1_epi8(0x0F), bit = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
   const uint16_t* dsc = reinterpret_cast<const uint16_t*>(panel + g.scales);
   const TokenRows<M> x(a, t, g.nb);
-  uintptr_t pf = prefetch_start(panel, g, b0);
+  SpreadPrefetch pf{prefetch_start(panel, g, b0), 0};
+  const auto pf_one = [&]() __attribute__((always_inline)) {
+    if (M == 1) pf.one();
+  };
   for (int64_t b = b0; b < b1; ++b) {
     const uint8_t* qb = panel + b * g.qbytes;
-    if (M == 1) {
-      for (const uintptr_t end = prefetch_target(panel, g, b); pf < end; pf += 64)
-        prefetch_line(reinterpret_cast<const void*>(pf));
-    }
+    pf.end = prefetch_target(panel, g, b);
     const __m256i plane = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qb + 128));
     __m256i lo[4], hi[4];
     int5_piece<0>(qb, plane, mask, bit, lo[0], hi[0]);
+    pf_one();
     int5_piece<1>(qb, plane, mask, bit, lo[1], hi[1]);
+    pf_one();
     int5_piece<2>(qb, plane, mask, bit, lo[2], hi[2]);
+    pf_one();
     int5_piece<3>(qb, plane, mask, bit, lo[3], hi[3]);
+    if (M == 1) pf.rest();
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(dsc + b * kPanelRows)));
 #pragma GCC unroll 4
     for (int m = 0; m < M; ++m) {

@@ -74,10 +74,8 @@ __m512 load_scales(const uint8_t* pa, const uint8_t* pb) {
 }
 
 // Decode streams the weights from DRAM: as in the AVX2 tier, a one-token tile prefetches kPrefetchBytes ahead,
-// walking the two adjacent panels' bytes (quantized values and scales) linearly. Ported from the AVX2 tier, where
-// it took stream GEMV from 53-65% to 73-91% of the read bandwidth; not measured on AVX-512 (no such CPU here).
-
-inline void prefetch_line(uintptr_t p) { __builtin_prefetch(reinterpret_cast<const void*>(p), 0, 3); }
+// walking the two adjacent panels' bytes (quantized values and scales) linearly, one line after each 64-byte weight
+// load and the rest of the block's share (its scales) after the last (SpreadPrefetch, kernels_isa.h).
 
 constexpr int kInt5Sym = static_cast<int>(Kind::int5_sym), kInt5Asym = static_cast<int>(Kind::int5_asym);
 
@@ -100,13 +98,14 @@ void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const Qu
   // Bytes of the pair consumed per block (pb is pa + stride, or pa itself for an odd last panel).
   const int64_t span = (pb == pa ? 1 : 2) * g.span;
   const uintptr_t base = reinterpret_cast<uintptr_t>(pa) + kPrefetchBytes;
-  uintptr_t pf = (base + b0 * span) & ~uintptr_t(63);
+  SpreadPrefetch pf{(base + b0 * span) & ~uintptr_t(63), 0};
+  const auto pf_one = [&]() __attribute__((always_inline)) {
+    if (M == 1) pf.one();
+  };
   for (int64_t b = b0; b < b1; ++b) {
     const uint8_t* qa = pa + b * g.qbytes;
     const uint8_t* qb = pb + b * g.qbytes;
-    if (M == 1) {
-      for (const uintptr_t end = base + (b + 1) * span; pf < end; pf += 64) prefetch_line(pf);
-    }
+    pf.end = base + (b + 1) * span;
     __m512i s0[M], s1[M];
     for (int m = 0; m < M; ++m) s0[m] = s1[m] = zero;
     if (KIND == static_cast<int>(Kind::int8_sym) && SIGN) {
@@ -115,6 +114,7 @@ void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const Qu
 #pragma GCC unroll 8
       for (int p = 0; p < G / 4; ++p) {
         const __m512i w = load_pair(qa + 32 * p, qb + 32 * p);
+        pf_one();
         const __m512i u = _mm512_abs_epi8(w);
         const __mmask64 neg = _mm512_movepi8_mask(w);
 #pragma GCC unroll 4
@@ -133,6 +133,7 @@ void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const Qu
 #pragma GCC unroll 8
       for (int p = 0; p < G / 4; ++p) {
         const __m512i u = _mm512_xor_si512(load_pair(qa + 32 * p, qb + 32 * p), flip);
+        pf_one();
 #pragma GCC unroll 4
         for (int m = 0; m < M; ++m) {
           const __m512i xv = _mm512_set1_epi32(load_i32(xq[m] + b * G + 4 * p));
@@ -157,6 +158,7 @@ void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const Qu
 #pragma GCC unroll 4
       for (int p = 0; p < 4; ++p) {
         const __m512i v = load_pair(qa + 32 * p, qb + 32 * p);
+        pf_one();
         const __m512i lo = _mm512_ternarylogic_epi32(v, mask, lo5[p], 0xEA);  // (a & b) | c
         const __m512i hi = _mm512_ternarylogic_epi32(_mm512_srli_epi16(v, 4), mask, hi5[p], 0xEA);
 #pragma GCC unroll 4
@@ -170,6 +172,7 @@ void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const Qu
 #pragma GCC unroll 8
       for (int p = 0; p < G / 8; ++p) {
         const __m512i v = load_pair(qa + 32 * p, qb + 32 * p);
+        pf_one();
         const __m512i lo = _mm512_and_si512(v, mask);
         const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
 #pragma GCC unroll 4
@@ -180,6 +183,7 @@ void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const Qu
         }
       }
     }
+    if (M == 1) pf.rest();
     const __m512 dw = load_scales(pa + g.scales + b * 16, pb + g.scales + b * 16);
     if (KIND == static_cast<int>(Kind::int4_sym)) {
 #pragma GCC unroll 4
@@ -240,7 +244,8 @@ void panels(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1,
     // Decode: the head of this thread's share, which the tiles' running prefetch starts past.
     const uintptr_t start = reinterpret_cast<uintptr_t>(w.data + p0 * g.stride + b0 * g.span);
     const uintptr_t end = reinterpret_cast<uintptr_t>(w.data + p1 * g.stride);
-    for (uintptr_t q = start; q < end && q < start + kPrefetchBytes; q += 64) prefetch_line(q);
+    for (uintptr_t q = start; q < end && q < start + kPrefetchBytes; q += 64)
+      __builtin_prefetch(reinterpret_cast<const void*>(q), 0, 3);
   }
   for (int64_t p = p0; p < p1; p += 2) {
     const uint8_t* pa = w.data + p * g.stride;

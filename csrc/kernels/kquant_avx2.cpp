@@ -246,12 +246,14 @@ class DecodeSums {
 };
 
 // One running prefetch kPrefetchBytes ahead of the blocks being read, carried from panel to panel (the panels are
-// contiguous): restarting it per panel re-issued 24 KB of prefetches for every 10 KB panel.
+// contiguous): restarting it per panel re-issued 24 KB of prefetches for every 10 KB panel. It is advanced row by
+// row (a few lines each), not once per super-block: 26 back-to-back `prefetcht0` before each super-block held the
+// stream GEMV well below the read bandwidth (kernels_avx512.cpp, SpreadPrefetch; docs/kernels.md).
 class DecodePrefetch {
  public:
   explicit DecodePrefetch(const uint8_t* first)
       : pf_((reinterpret_cast<uintptr_t>(first) + kPrefetchBytes) & ~uintptr_t(63)) {}
-  void through(const uint8_t* end_of_blocks) {
+  __attribute__((always_inline)) void through(const uint8_t* end_of_blocks) {
     for (const uintptr_t end = reinterpret_cast<uintptr_t>(end_of_blocks) + kPrefetchBytes; pf_ < end; pf_ += 64)
       _mm_prefetch(reinterpret_cast<const char*>(pf_), _MM_HINT_T0);
   }
@@ -281,8 +283,10 @@ void decode_panels_k45(const PackedView& w, const QuantizedActs& a, int64_t p0, 
   const int64_t nt = t1 - t0;
   const DecodeSums sums(a, t0, nt, b0, b1, g.group);
   // A panel super-block is a whole number of cache lines (8 x 144 or 8 x 176 bytes) and the panels follow each other
-  // without a gap, so the lines kPrefetchBytes past each super-block are a fixed count: prefetched unrolled. The
-  // running pointer (DecodePrefetch) cost a compare and a branch per line, ~9 instructions per row and block.
+  // without a gap, so the lines kPrefetchBytes past each super-block are a fixed count: prefetched unrolled, a share
+  // of them before each row of the first token (all 18 or 22 before the super-block, back to back, held the stream
+  // GEMV well below the read bandwidth: docs/kernels.md). The running pointer (DecodePrefetch) cost a compare and a
+  // branch per line, ~9 instructions per row and block.
   constexpr int kLines = (KIND == Kind::k4 ? 144 : 176) * kPanelRows / 64;
   static_assert(kLines * 64 == (KIND == Kind::k4 ? 144 : 176) * kPanelRows, "whole lines");
   const __m256 alternate = _mm256_setr_ps(1, -1, 1, -1, 1, -1, 1, -1);
@@ -293,9 +297,6 @@ void decode_panels_k45(const PackedView& w, const QuantizedActs& a, int64_t p0, 
     for (int64_t t = 0; t < nt; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
     for (int64_t b = b0; b < b1; ++b) {
       const uint8_t* blocks = panel + b * g.qbytes;
-#pragma GCC unroll 32
-      for (int l = 0; l < kLines; ++l)
-        _mm_prefetch(reinterpret_cast<const char*>(blocks) + kPrefetchBytes + 64 * l, _MM_HINT_T0);
       // The 8 rows' [d | dmin] words by broadcast and blend (a vpgatherdd was slower).
       __m256i words = _mm256_setzero_si256();
 #define BLUELM_WORD(R) words = _mm256_blend_epi32(words, _mm256_set1_epi32(load_i32(blocks + (R) * bb)), 1 << (R));
@@ -309,7 +310,14 @@ void decode_panels_k45(const PackedView& w, const QuantizedActs& a, int64_t p0, 
         const __m256i sums16 = sums.get(t, b);
         // Folded as the rows come (two pairs, then four rows), so that at most three sums are live beside the
         // assembly's registers: an array of the 8 rows' vectors was kept on the stack, a store per row.
-        auto row = [&](int r) { return row_k45_asm<KIND>(blocks + r * bb, x, sums16, nibbles); };
+        auto row = [&](int r) {
+          if (t == 0) {
+#pragma GCC unroll 8
+            for (int l = r * kLines / kPanelRows; l < (r + 1) * kLines / kPanelRows; ++l)
+              _mm_prefetch(reinterpret_cast<const char*>(blocks) + kPrefetchBytes + 64 * l, _MM_HINT_T0);
+          }
+          return row_k45_asm<KIND>(blocks + r * bb, x, sums16, nibbles);
+        };
         auto quad = [&](int r) {
           const __m256i h01 = _mm256_hadd_epi32(row(r), row(r + 1));
           const __m256i h23 = _mm256_hadd_epi32(row(r + 2), row(r + 3));
@@ -359,7 +367,6 @@ void decode_panels_k6(const PackedView& w, const QuantizedActs& a, int64_t p0, i
       for (int r = 0; r < kPanelRows; ++r) acc[t][r] = _mm256_setzero_ps();
     for (int64_t b = b0; b < b1; ++b) {
       const uint8_t* blocks = panel + b * g.qbytes;
-      prefetch.through(blocks + g.qbytes);
       for (int64_t t = 0; t < nt; ++t) {
         const int8_t* x = a.q + (t0 + t) * a.k + b * g.group;
         const float dx = a.d[(t0 + t) * g.nb + b];
@@ -368,6 +375,7 @@ void decode_panels_k6(const PackedView& w, const QuantizedActs& a, int64_t p0, i
         const __m256i sums16 = sums.get(t, b);
         for (int r = 0; r < kPanelRows; ++r) {
           const uint8_t* blk = blocks + r * bb;
+          if (t == 0) prefetch.through(blk + bb);
           const float d = _cvtsh_ss(quant::load_u16(blk + 208)) * dx;
           acc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(row_k6(blk, xv, sums16)), _mm256_set1_ps(d), acc[t][r]);
         }
