@@ -340,8 +340,10 @@ void scores_i8q_g32(const int8_t* q8, const float* qd, const int8_t* k, const fl
   for (int g = 0; g < G; ++g) {
     __m256 t[8];
 #pragma GCC unroll 8
-    for (int p = 0; p < 8; ++p)
+    for (int p = 0; p < 8; ++p) {
       t[p] = p < np ? _mm256_loadu_ps(reinterpret_cast<const float*>(k + p * hd + 32 * g)) : _mm256_setzero_ps();
+      if (g % 2 == 0) prefetch_later(k + p * hd + 32 * g, hd);  // one per 64-byte line
+    }
     transpose8(t);
     __m256i acc[R];
 #pragma GCC unroll 8
@@ -399,11 +401,13 @@ bool scores_i8q_avx2(const int8_t* q8, const float* qd, const int32_t* qsum, int
       const __m256i cm = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(nc)), lane);
       __m256 t[8];
 #pragma GCC unroll 16
-      for (int p = 0; p < 8; ++p)
+      for (int p = 0; p < 8; ++p) {
         t[p] = p >= np  ? _mm256_setzero_ps()
                : nc == 8 ? _mm256_loadu_ps(reinterpret_cast<const float*>(k + (j0 + p) * hd + 4 * c0))
                          : _mm256_castsi256_ps(_mm256_maskload_epi32(
                                reinterpret_cast<const int*>(k + (j0 + p) * hd + 4 * c0), cm));
+        if (c0 % 16 == 0) prefetch_later(k + (j0 + p) * hd + 4 * c0, hd);  // one per 64-byte line
+      }
       transpose8(t);
 #pragma GCC unroll 8
       for (int c = 0; c < 8; ++c)
@@ -477,6 +481,10 @@ struct CachePairs {
   }
   // Positions j and j + 1 (second = false: j is the odd last row, its partner zero).
   __attribute__((always_inline)) void at(int64_t j, int64_t c, bool second, __m256i& x0, __m256i& x1) const {
+    if (c % 64 == 0) {  // one per 64-byte line
+      prefetch_later(v + j * hd + c, hd);
+      prefetch_later(v + (j + 1) * hd + c, hd);
+    }
     const __m256i a = row16(j, c), b = second ? row16(j + 1, c) : _mm256_setzero_si256();
     x0 = _mm256_unpacklo_epi16(a, b);
     x1 = _mm256_unpackhi_epi16(a, b);
@@ -604,6 +612,7 @@ __attribute__((always_inline)) inline void scores_f16_quad(const float* q, int64
     for (int64_t i = 0; i < hd; i += 8)
 #pragma GCC unroll 4
       for (int p = 0; p < 4; ++p) {  // the queries as memory operands: R x 4 accumulators and one key vector live
+        if (i % 32 == 0) prefetch_later(k + p * hd + i, 2 * hd);  // one per 64-byte line
         const __m256 kv = load8_f16(k + p * hd + i);
 #pragma GCC unroll 16
         for (int r = 0; r < R; ++r) acc[r][p] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * ldq + i), kv, acc[r][p]);
@@ -657,6 +666,7 @@ void accumulate_f16_tile(const float* p, int64_t ldp, const uint16_t* v, int64_t
 #pragma GCC unroll 8
     for (int w = 0; w < W; ++w) acc[r][w] = _mm256_loadu_ps(o + r * ldo + c + 8 * w);
   for (int64_t j = 0; j < nb; ++j) {
+    prefetch_later(v + j * hd + c, 2 * hd);  // the tile's W x 16 bytes of the row: the line they start in
     __m256 vv[W];
 #pragma GCC unroll 8
     for (int w = 0; w < W; ++w) vv[w] = load8_f16(v + j * hd + c + 8 * w);

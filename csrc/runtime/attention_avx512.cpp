@@ -265,8 +265,10 @@ __attribute__((always_inline)) inline void transpose16_epi32(__m512i r[16]) {
 __attribute__((always_inline)) inline void key_columns(const int8_t* k, int64_t j0, int64_t np, int64_t hd, int64_t c0,
                                                        int64_t nc, __m512i t[16]) {
 #pragma GCC unroll 16
-  for (int p = 0; p < 16; ++p)
+  for (int p = 0; p < 16; ++p) {
     t[p] = p < np ? _mm512_maskz_loadu_epi32(lanes(nc), k + (j0 + p) * hd + 4 * c0) : _mm512_setzero_si512();
+    prefetch_later(k + (j0 + p) * hd + 4 * c0, hd);
+  }
   transpose16_epi32(t);
 }
 
@@ -467,6 +469,8 @@ void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, con
     for (int h = 0; h < W / 2; ++h) wrow[r][h] = wq + (r * groups + (c + 32 * h) / gs) * kWeightsLd;
   // Positions j, j + 1 (the second a zero row past nb: its weight is 0 too); the pair loop has no branch inside.
   const auto step = [&](int64_t j, auto pair) __attribute__((always_inline)) {
+    prefetch_later(v + j * hd + c, hd);  // the tile's W / 2 x 32 bytes of a row: one line when W = 4
+    prefetch_later(v + (j + 1) * hd + c, hd);
     __m512i x[W];
 #pragma GCC unroll 16
     for (int h = 0; h < W / 2; ++h) {
