@@ -18,9 +18,9 @@ constexpr int64_t kMaxScaleGroups = 8;
 
 // At depth the cache comes from memory. The AVX2 and AVX-512 tiers' int8 and f16 kernels prefetch, with each cached
 // row (or 64-byte piece of one) they load, the same bytes kAttnPrefetchPositions positions further on, so the
-// requests are spread over the loads: a burst for the next block before each block measured no gain (docs/engine.md),
-// this spread form x1.17-1.22 on decode at depth 4,096 (SmolLM2, int8 cache). `row_bytes` is a cached row's size.
-// Past the end of the cache the prefetch touches nothing that matters (prefetches do not fault).
+// requests are spread over the loads. A burst for the next block before each block measured no gain; this spread
+// form x1.16-1.22 on decode at depth 4,096 (SmolLM2, int8 cache; docs/engine.md, "Sixth pass"). `row_bytes` is a
+// cached row's size. Past the end of the cache the prefetch touches nothing that matters (prefetches do not fault).
 constexpr int64_t kAttnPrefetchPositions = 64;
 inline void prefetch_later(const void* p, int64_t row_bytes) {
   __builtin_prefetch(
