@@ -248,7 +248,7 @@ class DecodeSums {
 // One running prefetch kPrefetchBytes ahead of the blocks being read, carried from panel to panel (the panels are
 // contiguous): restarting it per panel re-issued 24 KB of prefetches for every 10 KB panel. It is advanced row by
 // row (a few lines each), not once per super-block: 26 back-to-back `prefetcht0` before each super-block held the
-// stream GEMV well below the read bandwidth (kernels_avx512.cpp, SpreadPrefetch; docs/kernels.md).
+// stream GEMV well below the read bandwidth (SpreadPrefetch in kernels_isa.h; docs/kernels.md).
 class DecodePrefetch {
  public:
   explicit DecodePrefetch(const uint8_t* first)
