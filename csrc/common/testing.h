@@ -25,12 +25,14 @@ struct Register {
   Register(const char* name, std::function<void()> fn) { registry().push_back({name, std::move(fn)}); }
 };
 
-// A fresh folder under the system's temporary directory, removed with all it holds when the object goes (symlinks
-// inside are removed, never followed). Throws if no folder can be made, so a test never writes into /tmp itself.
+// A fresh folder `prefix` + six random characters under `parent` (default: the system's temporary directory),
+// removed with all it holds when the object goes (symlinks inside are removed, never followed). Throws if no folder
+// can be made, so a test never writes into /tmp itself.
 class ScratchDir {
  public:
-  explicit ScratchDir(const char* prefix = "bluelm_test_") {
-    std::string tmpl = (std::filesystem::temp_directory_path() / (std::string(prefix) + "XXXXXX")).string();
+  explicit ScratchDir(const char* prefix = "bluelm_test_", const std::filesystem::path& parent = {}) {
+    const std::filesystem::path dir = parent.empty() ? std::filesystem::temp_directory_path() : parent;
+    std::string tmpl = (dir / (std::string(prefix) + "XXXXXX")).string();  // mkdtemp's template: it fills in the X's
     if (!::mkdtemp(tmpl.data())) throw std::runtime_error("ScratchDir: cannot make a folder from " + tmpl);
     path_ = tmpl;
   }

@@ -245,23 +245,6 @@ class DecodeSums {
   alignas(32) __m256i cached_[3][kCached];
 };
 
-// One running prefetch kPrefetchBytes ahead of the blocks being read, carried from panel to panel (the panels are
-// contiguous): restarting it per panel re-issued 24 KB of prefetches for every 10 KB panel. It is advanced row by
-// row (a few lines each), not once per super-block: 26 back-to-back `prefetcht0` before each super-block held the
-// stream GEMV well below the read bandwidth (SpreadPrefetch in kernels_isa.h; docs/kernels.md).
-class DecodePrefetch {
- public:
-  explicit DecodePrefetch(const uint8_t* first)
-      : pf_((reinterpret_cast<uintptr_t>(first) + kPrefetchBytes) & ~uintptr_t(63)) {}
-  __attribute__((always_inline)) void through(const uint8_t* end_of_blocks) {
-    for (const uintptr_t end = reinterpret_cast<uintptr_t>(end_of_blocks) + kPrefetchBytes; pf_ < end; pf_ += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(pf_), _MM_HINT_T0);
-  }
-
- private:
-  uintptr_t pf_;
-};
-
 // Four bytes at p as an int32 (unaligned): fp16 factor words here, activation quads in the prefill tiles.
 inline int32_t load_i32(const void* p) {
   int32_t v;
@@ -285,7 +268,7 @@ void decode_panels_k45(const PackedView& w, const QuantizedActs& a, int64_t p0, 
   // A panel super-block is a whole number of cache lines (8 x 144 or 8 x 176 bytes) and the panels follow each other
   // without a gap, so the lines kPrefetchBytes past each super-block are a fixed count: prefetched unrolled, a share
   // of them before each row of the first token (all 18 or 22 before the super-block, back to back, held the stream
-  // GEMV well below the read bandwidth: docs/kernels.md). The running pointer (DecodePrefetch) cost a compare and a
+  // GEMV well below the read bandwidth: docs/kernels.md). A running pointer (SpreadPrefetch) cost a compare and a
   // branch per line, ~9 instructions per row and block.
   constexpr int kLines = (KIND == Kind::k4 ? 144 : 176) * kPanelRows / 64;
   static_assert(kLines * 64 == (KIND == Kind::k4 ? 144 : 176) * kPanelRows, "whole lines");
@@ -358,7 +341,10 @@ void decode_panels_k6(const PackedView& w, const QuantizedActs& a, int64_t p0, i
   const PanelGeometry g = panel_geometry(w.format, w.k);
   const int bb = quant::format_info(w.format).block_bytes;
   const int64_t nt = t1 - t0;
-  DecodePrefetch prefetch(w.data + p0 * g.stride + b0 * g.qbytes);
+  // One running prefetch kPrefetchBytes ahead, carried from panel to panel (the panels are contiguous: restarting it
+  // per panel re-issued 24 KB of prefetches for every 10 KB panel), advanced row by row (SpreadPrefetch).
+  SpreadPrefetch prefetch{
+      (reinterpret_cast<uintptr_t>(w.data + p0 * g.stride + b0 * g.qbytes) + kPrefetchBytes) & ~uintptr_t(63), 0};
   const DecodeSums sums(a, t0, nt, b0, b1, g.group);
   for (int64_t p = p0; p < p1; ++p) {
     const uint8_t* panel = w.data + p * g.stride;
@@ -375,7 +361,10 @@ void decode_panels_k6(const PackedView& w, const QuantizedActs& a, int64_t p0, i
         const __m256i sums16 = sums.get(t, b);
         for (int r = 0; r < kPanelRows; ++r) {
           const uint8_t* blk = blocks + r * bb;
-          if (t == 0) prefetch.through(blk + bb);
+          if (t == 0) {
+            prefetch.end = reinterpret_cast<uintptr_t>(blk + bb) + kPrefetchBytes;
+            prefetch.rest();
+          }
           const float d = _cvtsh_ss(quant::load_u16(blk + 208)) * dx;
           acc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(row_k6(blk, xv, sums16)), _mm256_set1_ps(d), acc[t][r]);
         }

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/testing.h"
 #include "model/package.h"
 #include "tokenizer/tokenizer.h"
 
@@ -45,27 +46,17 @@ int64_t wanted_weights(const std::string& manifest, size_t head) {
   return std::clamp<int64_t>(n, int64_t(head), kMaxWeights);
 }
 
-// The folder, made on the first input and removed (with the three files) when the fuzzer exits normally; /dev/shm
-// is memory, so a folder left behind by every run would add up.
-struct Folder {
-  std::string path;
-  Folder() {
-    char tmpl[] = "/dev/shm/bluelm_fuzz_pkg_XXXXXX";
-    const char* d = ::mkdtemp(tmpl);
-    if (!d) std::abort();
-    path = d;
-    const std::vector<uint8_t> tok = tokenizer::Tokenizer::bytes(300).to_bytes();
-    write_file(path + "/tokenizer.bin", tok.data(), tok.size());
-  }
-  ~Folder() {
-    for (const char* f : {"/manifest.json", "/weights.bin", "/tokenizer.bin"}) ::unlink((path + f).c_str());
-    ::rmdir(path.c_str());
-  }
-};
-
+// The folder, made on the first input and removed with its files when the fuzzer exits normally (/dev/shm is
+// memory, so a folder left behind by every run would add up).
 const std::string& folder() {
-  static const Folder dir;
-  return dir.path;
+  static const testing::ScratchDir dir("bluelm_fuzz_pkg_", "/dev/shm");  // throws (so aborts) if it cannot
+  static const bool tokenizer_written = [] {
+    const std::vector<uint8_t> tok = tokenizer::Tokenizer::bytes(300).to_bytes();
+    write_file(dir.path() + "/tokenizer.bin", tok.data(), tok.size());
+    return true;
+  }();
+  (void)tokenizer_written;
+  return dir.path();
 }
 }  // namespace
 
