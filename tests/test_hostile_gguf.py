@@ -103,6 +103,16 @@ def test_tensor_offset_wrapping_around_2_64_is_refused(q4_1_file, tmp_path):
     assert_refused(path, tmp_path, f"tensor {name} offset 18446744073709551584 needs bytes")
 
 
+def test_tensor_with_no_dimensions_is_refused(q4_1_file, tmp_path):
+    # Found by `make fuzz` (tests/test_fuzz_readers.py): eight zero bytes over a tensor's n_dims (and the low half of
+    # its first dimension) left it with an empty shape, and the extent check raised IndexError on shape[0].
+    t = next(t for t in GGUFCheckpoint(q4_1_file)._reader.tensors if t.name == "output_norm.weight")
+    sizes = [int(p.nbytes) for p in t.field.parts]
+    n_dims_pos = int(t.field.offset) + sizes[0] + sizes[1]
+    path = rewrite(q4_1_file, tmp_path / "no_dims.gguf", [(n_dims_pos, bytes(8))])
+    assert_refused(path, tmp_path, "tensor output_norm.weight has no dimensions")
+
+
 @pytest.mark.parametrize("new_type", [Q.Q8_0, Q.F32])
 def test_type_changed_so_tensors_overlap_is_refused(q4_1_file, tmp_path, new_type):
     type_pos, _ = info_positions(q4_1_file, "blk.0.attn_q.weight")

@@ -187,6 +187,8 @@ class GGUFCheckpoint:
         extents = []
         for t in self._reader.tensors:
             block, size = gguf.GGML_QUANT_SIZES[t.tensor_type]
+            if len(t.shape) == 0:
+                raise FormatError(f"{self.path}: tensor {t.name} has no dimensions")
             n = int(np.prod([int(d) for d in t.shape]))
             if n % block or int(t.shape[0]) % block:
                 raise FormatError(f"{self.path}: tensor {t.name} of shape {list(t.shape)} is not whole blocks of {block}")
