@@ -79,7 +79,8 @@ void attend_block_range(const KvHeadView& kv, const float* q, int64_t ldq, int64
         continue;
       }
       const float mx = std::max(st.mx[r], K.row_max(row, c));
-      const float alpha = std::exp(st.mx[r] - mx);  // 0 on the first block a row sees
+      // 0 on the first block a row sees; exactly 1 (no call) when the block does not raise the row's maximum
+      const float alpha = mx == st.mx[r] ? 1.0f : std::exp(st.mx[r] - mx);
       if (alpha != 1.0f) {
         float* o = st.out + r * st.ldo;
         for (int64_t i = 0; i < hd; ++i) o[i] *= alpha;

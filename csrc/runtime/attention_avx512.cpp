@@ -279,34 +279,37 @@ __attribute__((always_inline)) inline void key_columns(const int8_t* k, int64_t 
 // the group's sums are scaled once per position.
 constexpr int64_t kMaxKeyColumns = 64;  // hd <= 256
 
-template <int R>
-void scores_i8q_cols(const __m512i* cols, int64_t chunks, int64_t per_group, int64_t groups, const float* scale,
-                     const int8_t* q8, const float* qd, const int32_t* qsum, int64_t hd, int64_t np, float* s,
-                     int64_t lds) {
+template <int R, int PG>  // PG: columns per scale group when known at compile time (gs 32: 8), else 0
+void scores_i8q_cols(const __m512i* cols, int64_t per_group, int64_t groups, const float* scale, const int8_t* q8,
+                     const float* qd, const int32_t* qsum, int64_t hd, int64_t np, float* s, int64_t lds) {
+  // Each group's sums start at -128 x the query's group sum (the keys' offset taken off in the integers, exact: no
+  // subtraction when the group closes); the float steps are the scalar tier's, in its order (no FMA: a score one
+  // rounding off can move a softmax weight's int16 rounding). A group's columns are one loop, unrolled when PG is
+  // known, with the rows' query pointers set once per group: the loop is products and their loads only.
+  const int64_t pg = PG ? PG : per_group;
   __m512 sc[R];
-  __m512i acc[R];
 #pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) {
-    sc[r] = _mm512_setzero_ps();
-    acc[r] = _mm512_setzero_si512();
-  }
-  int64_t g = 0, left = per_group;  // the group being summed, and its columns still to come
-  for (int64_t c = 0; c < chunks; ++c) {
-    const __m512i ku = _mm512_load_si512(cols + c);
+  for (int r = 0; r < R; ++r) sc[r] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    const __m512i* gc = cols + g * pg;
+    const int8_t* qrow[R];
+    __m512i acc[R];
 #pragma GCC unroll 16
-    for (int r = 0; r < R; ++r)
-      acc[r] = dpbusd_bcst(acc[r], ku, q8 + r * hd + 4 * c);
-    if (--left == 0) {  // the group ends: scale its sums once
-      const __m512 d = _mm512_load_ps(scale + 16 * g);
+    for (int r = 0; r < R; ++r) {
+      qrow[r] = q8 + r * hd + 4 * g * pg;
+      acc[r] = _mm512_set1_epi32(-128 * qsum[r * groups + g]);
+    }
 #pragma GCC unroll 16
-      for (int r = 0; r < R; ++r) {
-        const __m512i dot = _mm512_sub_epi32(acc[r], _mm512_set1_epi32(128 * qsum[r * groups + g]));
-        const __m512 w = _mm512_mul_ps(d, _mm512_set1_ps(qd[r * groups + g]));
-        sc[r] = _mm512_add_ps(sc[r], _mm512_mul_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, dot), w));
-        acc[r] = _mm512_setzero_si512();
-      }
-      ++g;
-      left = per_group;
+    for (int64_t c = 0; c < pg; ++c) {
+      const __m512i ku = _mm512_load_si512(gc + c);
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) acc[r] = dpbusd_bcst(acc[r], ku, qrow[r] + 4 * c);
+    }
+    const __m512 d = _mm512_load_ps(scale + 16 * g);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const __m512 w = _mm512_mul_ps(d, _mm512_set1_ps(qd[r * groups + g]));
+      sc[r] = _mm512_add_ps(sc[r], _mm512_mul_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, acc[r]), w));
     }
   }
 #pragma GCC unroll 16
@@ -343,7 +346,8 @@ void scores_i8q_fused(const int8_t* q8, const float* qd, const int32_t* qsum, co
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
     sc[r] = _mm512_setzero_ps();
-    acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+    acc[r][0] = _mm512_set1_epi32(-128 * qsum[r * groups]);  // as in scores_i8q_cols
+    acc[r][1] = _mm512_setzero_si512();
   }
   int64_t g = 0, left = per_group;  // the group being summed, and its columns still to come
   for (int64_t c0 = 0; c0 < chunks; c0 += 16) {
@@ -360,11 +364,11 @@ void scores_i8q_fused(const int8_t* q8, const float* qd, const int32_t* qsum, co
         const __m512 d = _mm512_load_ps(scale + 16 * g);
 #pragma GCC unroll 16
         for (int r = 0; r < R; ++r) {
-          const __m512i dot =
-              _mm512_sub_epi32(_mm512_add_epi32(acc[r][0], acc[r][1]), _mm512_set1_epi32(128 * qsum[r * groups + g]));
+          const __m512i dot = _mm512_add_epi32(acc[r][0], acc[r][1]);
           const __m512 w = _mm512_mul_ps(d, _mm512_set1_ps(qd[r * groups + g]));
           sc[r] = _mm512_add_ps(sc[r], _mm512_mul_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, dot), w));
-          acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+          if (g + 1 < groups) acc[r][0] = _mm512_set1_epi32(-128 * qsum[r * groups + g + 1]);
+          acc[r][1] = _mm512_setzero_si512();
         }
         ++g;
         left = per_group;
@@ -405,8 +409,10 @@ bool scores_i8q_avx512(const int8_t* q8, const float* qd, const int32_t* qsum, i
         if (c < nc) cols[c0 + c] = _mm512_xor_si512(t[c], flip);
     }
     for_row_blocks(m, [&](auto rows, int64_t r) {
-      scores_i8q_cols<decltype(rows)::value>(cols, chunks, per_group, groups, scale, q8 + r * hd, qd + r * groups,
-                                             qsum + r * groups, hd, np, s + r * lds + j0, lds);
+      constexpr int R = decltype(rows)::value;
+      (per_group == 8 ? scores_i8q_cols<R, 8> : scores_i8q_cols<R, 0>)(cols, per_group, groups, scale, q8 + r * hd,
+                                                                       qd + r * groups, qsum + r * groups, hd, np,
+                                                                       s + r * lds + j0, lds);
     });
   }
   return true;
@@ -427,9 +433,8 @@ __m512 exp_avx512(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  const __m512i e =
-      _mm512_maskz_slli_epi32(0xFFFF, _mm512_add_epi32(_mm512_maskz_cvtps_epi32(0xFFFF, n), _mm512_set1_epi32(127)), 23);
-  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+  // p 2^n in one vscalefps, the same product the AVX2 tier forms from the exponent bits of 2^n (n >= -126 here).
+  return _mm512_maskz_scalef_ps(0xFFFF, p, n);  // (maskz: gcc 12 warns on the unmasked form's undefined source)
 }
 
 float exp_sum_avx512(float* x, int64_t n, float sub) {
@@ -453,42 +458,66 @@ float exp_sum_avx512(float* x, int64_t n, float sub) {
 // by the broadcast pair (wq_j, wq_j+1) and summed into int32 by vpdpwssd; the interleave permutes the columns
 // (lane 4L + e of the low vector is column 8L + e, of the high one 8L + 4 + e), undone once per call.
 constexpr int64_t kWeightsLd = kAttnBlock + 2;  // int16 weights of one (row, group), padded to an even count
+constexpr int64_t kWeightsRowLd = kMaxScaleGroups * kWeightsLd;  // and of one row
 
-template <int R, int W>  // W / 2 halves of 32 columns from column c
-void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, const int8_t* v, int64_t nb,
-                         int64_t hd, int64_t gs, int64_t c, float* o, int64_t ldo) {
+// Two value rows j, j + 1 (b a zero row past nb) for the 32 columns from c: x[0], x[1] the pairs as above.
+template <bool Pair>
+__attribute__((always_inline)) inline void value_pairs(const int8_t* v, int64_t j, int64_t hd, int64_t c, __m512i x[2]) {
+  const __m512i a =
+      _mm512_maskz_cvtepi8_epi16(~__mmask32(0), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + j * hd + c)));
+  const __m512i b = Pair ? _mm512_maskz_cvtepi8_epi16(~__mmask32(0), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+                                                                         v + (j + 1) * hd + c)))
+                         : _mm512_setzero_si512();
+  x[0] = _mm512_maskz_unpacklo_epi16(~__mmask32(0), a, b);
+  x[1] = _mm512_maskz_unpackhi_epi16(~__mmask32(0), a, b);
+}
+
+// A block's value rows interleaved once for every row block of a prefill tile (value_pairs for each pair of rows
+// and each 32 columns): xi[(j / 2) * hd / 16 + c / 16 + {0, 1}]. With more than 4 query rows the on-the-fly
+// unpacking below would be repeated per block of 4 rows: 8 shuffles and widenings per 16 vpdpwssd.
+void interleave_values(const int8_t* v, int64_t nb, int64_t hd, __m512i* xi) {
+  int64_t j = 0;
+  for (; j + 1 < nb; j += 2)
+    for (int64_t c = 0; c < hd; c += 32) value_pairs<true>(v, j, hd, c, xi + (j / 2) * (hd / 16) + c / 16);
+  if (j < nb)
+    for (int64_t c = 0; c < hd; c += 32) value_pairs<false>(v, j, hd, c, xi + (j / 2) * (hd / 16) + c / 16);
+}
+
+// Rows r < R of p (as int16 weights wq, scales sw) times the value block, W / 2 halves of 32 columns from column c,
+// added to o. The value pairs come unpacked on the fly from v (decode: one block of rows) or, when xi is given,
+// from interleave_values' copy.
+template <int R, int W>
+void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, const int8_t* v, const __m512i* xi,
+                         int64_t nb, int64_t hd, int64_t gs, int64_t c, float* o, int64_t ldo) {
   __m512i acc[R][W];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
     for (int w = 0; w < W; ++w) acc[r][w] = _mm512_setzero_si512();
-  const int16_t* wrow[R][W / 2];  // the weights of row r for the group of half h
+  // The weights of half h's group for row 0; row r's are kWeightsRowLd further, a constant, so each broadcast is one
+  // addressing mode off two base registers and the position (no per-row pointers to keep or reload).
+  const int16_t* wgroup[W / 2];
 #pragma GCC unroll 16
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 16
-    for (int h = 0; h < W / 2; ++h) wrow[r][h] = wq + (r * groups + (c + 32 * h) / gs) * kWeightsLd;
+  for (int h = 0; h < W / 2; ++h) wgroup[h] = wq + (c + 32 * h) / gs * kWeightsLd;
   // Positions j, j + 1 (the second a zero row past nb: its weight is 0 too); the pair loop has no branch inside.
   const auto step = [&](int64_t j, auto pair) __attribute__((always_inline)) {
-    prefetch_later(v + j * hd + c, hd);  // the tile's W / 2 x 32 bytes of a row: one line when W = 4
-    prefetch_later(v + (j + 1) * hd + c, hd);
     __m512i x[W];
+    if (xi) {
+      const __m512i* src = xi + (j / 2) * (hd / 16) + c / 16;
 #pragma GCC unroll 16
-    for (int h = 0; h < W / 2; ++h) {
-      const __m512i a = _mm512_maskz_cvtepi8_epi16(
-          ~__mmask32(0), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + j * hd + c + 32 * h)));
-      const __m512i b = decltype(pair)::value
-                            ? _mm512_maskz_cvtepi8_epi16(~__mmask32(0), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
-                                                                            v + (j + 1) * hd + c + 32 * h)))
-                            : _mm512_setzero_si512();
-      x[2 * h] = _mm512_maskz_unpacklo_epi16(~__mmask32(0), a, b);
-      x[2 * h + 1] = _mm512_maskz_unpackhi_epi16(~__mmask32(0), a, b);
+      for (int w = 0; w < W; ++w) x[w] = _mm512_load_si512(src + w);
+    } else {
+      prefetch_later(v + j * hd + c, hd);  // the tile's W / 2 x 32 bytes of a row: one line when W = 4
+      prefetch_later(v + (j + 1) * hd + c, hd);
+#pragma GCC unroll 16
+      for (int h = 0; h < W / 2; ++h) value_pairs<decltype(pair)::value>(v, j, hd, c + 32 * h, x + 2 * h);
     }
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
       for (int h = 0; h < W / 2; ++h) {
-        acc[r][2 * h] = dpwssd_bcst(acc[r][2 * h], x[2 * h], wrow[r][h] + j);
-        acc[r][2 * h + 1] = dpwssd_bcst(acc[r][2 * h + 1], x[2 * h + 1], wrow[r][h] + j);
+        acc[r][2 * h] = dpwssd_bcst(acc[r][2 * h], x[2 * h], wgroup[h] + r * kWeightsRowLd + j);
+        acc[r][2 * h + 1] = dpwssd_bcst(acc[r][2 * h + 1], x[2 * h + 1], wgroup[h] + r * kWeightsRowLd + j);
       }
   };
   int64_t j = 0;
@@ -504,51 +533,72 @@ void accumulate_i8w_tile(const int16_t* wq, const float* sw, int64_t groups, con
       const __m512 a = _mm512_maskz_cvtepi32_ps(0xFFFF, acc[r][2 * h]);
       const __m512 b = _mm512_maskz_cvtepi32_ps(0xFFFF, acc[r][2 * h + 1]);
       float* out = o + r * ldo + c + 32 * h;
-      _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), _mm512_mul_ps(d, _mm512_permutex2var_ps(a, lo, b))));
-      _mm512_storeu_ps(out + 16,
-                       _mm512_add_ps(_mm512_loadu_ps(out + 16), _mm512_mul_ps(d, _mm512_permutex2var_ps(a, hi, b))));
+      _mm512_storeu_ps(out, _mm512_fmadd_ps(d, _mm512_permutex2var_ps(a, lo, b), _mm512_loadu_ps(out)));
+      _mm512_storeu_ps(out + 16, _mm512_fmadd_ps(d, _mm512_permutex2var_ps(a, hi, b), _mm512_loadu_ps(out + 16)));
     }
 }
 
-// The weights of rows r < R in int16, as the scalar tier rounds them: wq [R, groups, kWeightsLd], sw [R, groups].
+// The weights of rows r < R in int16, as the scalar tier rounds them: wq [R, kMaxScaleGroups, kWeightsLd] (row r
+// from r x kWeightsRowLd), sw [R, groups].
 template <int R>
 void weights_i16(const float* p, int64_t ldp, const float* vsg, int64_t nb, int64_t groups, int16_t* wq, float* sw) {
+  // Two passes over all rows and groups: the products p x value scale and their maxima first (kept, not formed
+  // again), then each (row, group)'s scale and its rounding. The maxima's reductions and divisions are latency
+  // chains; issued together, they overlap. Whole vectors unmasked, the tail (nb % 16) once.
+  const int64_t full = nb / 16 * 16;
+  const __mmask16 tail = lanes(nb - full);
+  alignas(64) float w[R][kMaxScaleGroups][kAttnBlock];
+  float top[R][kMaxScaleGroups];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
     for (int64_t g = 0; g < groups; ++g) {
       const float* vg = vsg + g * kAttnBlock;
+      const float* pr = p + r * ldp;
       __m512 mx = _mm512_setzero_ps();
-      for (int64_t j = 0; j < nb; j += 16) {
-        const __mmask16 k = lanes(nb - j);
-        mx = _mm512_maskz_max_ps(0xFFFF, mx, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p + r * ldp + j), _mm512_maskz_loadu_ps(k, vg + j)));
+      for (int64_t j = 0; j < full; j += 16) {
+        const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(pr + j), _mm512_loadu_ps(vg + j));
+        _mm512_store_ps(w[r][g] + j, x);
+        mx = _mm512_maskz_max_ps(0xFFFF, mx, x);
+      }
+      if (tail) {
+        const __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, pr + full), _mm512_maskz_loadu_ps(tail, vg + full));
+        _mm512_store_ps(w[r][g] + full, x);
+        mx = _mm512_maskz_max_ps(0xFFFF, mx, x);
       }
       // (halves by hand: gcc 12 warns inside _mm512_reduce_max_ps about an undefined source register)
       const __m256 m8 = _mm256_max_ps(_mm512_maskz_extractf32x8_ps(0xFF, mx, 0), _mm512_maskz_extractf32x8_ps(0xFF, mx, 1));
       __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
       m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
       m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
-      const float s = _mm_cvtss_f32(m4) / 32767.0f, inv = s > 0.0f ? 1.0f / s : 0.0f;
+      top[r][g] = _mm_cvtss_f32(m4);
+    }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+    for (int64_t g = 0; g < groups; ++g) {
+      const float s = top[r][g] / 32767.0f, inv = s > 0.0f ? 1.0f / s : 0.0f;
       sw[r * groups + g] = s;
-      int16_t* out = wq + (r * groups + g) * kWeightsLd;
-      for (int64_t j = 0; j < nb; j += 16) {
-        const __mmask16 k = lanes(nb - j);
-        const __m512 w = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p + r * ldp + j), _mm512_maskz_loadu_ps(k, vg + j));
-        _mm512_mask_cvtepi32_storeu_epi16(out + j, k, _mm512_maskz_cvtps_epi32(0xFFFF, _mm512_mul_ps(w, _mm512_set1_ps(inv))));
-      }
+      const __m512 vinv = _mm512_set1_ps(inv);
+      int16_t* out = wq + r * kWeightsRowLd + g * kWeightsLd;
+      for (int64_t j = 0; j < full; j += 16)
+        _mm512_mask_cvtepi32_storeu_epi16(out + j, 0xFFFF,
+                                          _mm512_maskz_cvtps_epi32(0xFFFF, _mm512_mul_ps(_mm512_load_ps(w[r][g] + j), vinv)));
+      if (tail)
+        _mm512_mask_cvtepi32_storeu_epi16(out + full, tail,
+                                          _mm512_maskz_cvtps_epi32(0xFFFF, _mm512_mul_ps(_mm512_load_ps(w[r][g] + full), vinv)));
       out[nb] = 0;  // the pair of an odd last row
     }
 }
 
 template <int R>
-void accumulate_i8w_rows(const float* p, int64_t ldp, const int8_t* v, const float* vsg, int64_t nb, int64_t hd,
-                         int64_t gs, float* o, int64_t ldo) {
+void accumulate_i8w_rows(const float* p, int64_t ldp, const int8_t* v, const __m512i* xi, const float* vsg, int64_t nb,
+                         int64_t hd, int64_t gs, float* o, int64_t ldo) {
   const int64_t groups = hd / gs;
   alignas(64) int16_t wq[R * kMaxScaleGroups * kWeightsLd];
   float sw[R * kMaxScaleGroups];
   weights_i16<R>(p, ldp, vsg, nb, groups, wq, sw);
   int64_t c = 0;
-  for (; c + 64 <= hd; c += 64) accumulate_i8w_tile<R, 4>(wq, sw, groups, v, nb, hd, gs, c, o, ldo);
-  if (c < hd) accumulate_i8w_tile<R, 2>(wq, sw, groups, v, nb, hd, gs, c, o, ldo);
+  for (; c + 64 <= hd; c += 64) accumulate_i8w_tile<R, 4>(wq, sw, groups, v, xi, nb, hd, gs, c, o, ldo);
+  if (c < hd) accumulate_i8w_tile<R, 2>(wq, sw, groups, v, xi, nb, hd, gs, c, o, ldo);
 }
 
 void accumulate_i8w_avx512(const float* p, int64_t ldp, int64_t m, const int8_t* v, const float* vs, int64_t nb,
@@ -558,8 +608,14 @@ void accumulate_i8w_avx512(const float* p, int64_t ldp, int64_t m, const int8_t*
     return attention_kernels_scalar()->accumulate_i8w(p, ldp, m, v, vs, nb, hd, gs, o, ldo);
   alignas(64) float vsg[kMaxScaleGroups * kAttnBlock];  // the value scales per group, positions contiguous
   for (int64_t j = 0; j < nb; j += 16) block_scales(vs, j, nb - j < 16 ? nb - j : 16, groups, vsg + j, kAttnBlock);
+  // More than one block of rows (prefill): interleave the block's values once for all of them (32 KB at most).
+  constexpr int64_t kMaxInterleavedHd = 256;
+  alignas(64) __m512i xi[(kAttnBlock / 2) * (kMaxInterleavedHd / 16)];
+  const bool shared = m > 4 && hd <= kMaxInterleavedHd;
+  if (shared) interleave_values(v, nb, hd, xi);
   for_row_blocks(m, [&](auto rows, int64_t r) {
-    accumulate_i8w_rows<decltype(rows)::value>(p + r * ldp, ldp, v, vsg, nb, hd, gs, o + r * ldo, ldo);
+    accumulate_i8w_rows<decltype(rows)::value>(p + r * ldp, ldp, v, shared ? xi : nullptr, vsg, nb, hd, gs,
+                                               o + r * ldo, ldo);
   });
 }
 
