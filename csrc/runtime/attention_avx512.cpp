@@ -439,13 +439,29 @@ __m512 exp_avx512(__m512 x) {
 
 float exp_sum_avx512(float* x, int64_t n, float sub) {
   const __m512 vs = _mm512_set1_ps(sub);
-  __m512 acc = _mm512_setzero_ps();
-  for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 k = lanes(n - i);
-    const __m512 v = _mm512_maskz_mov_ps(k, exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), vs)));
-    _mm512_mask_storeu_ps(x + i, k, v);
+  // Whole vectors in two chains (so consecutive exps overlap their adds), the tail masked once.
+  __m512 acc = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps();
+  const int64_t full = n / 16 * 16;
+  int64_t i = 0;
+  for (; i + 32 <= full; i += 32) {
+    const __m512 a = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i), vs));
+    const __m512 b = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i + 16), vs));
+    _mm512_storeu_ps(x + i, a);
+    _mm512_storeu_ps(x + i + 16, b);
+    acc = _mm512_add_ps(acc, a);
+    acc2 = _mm512_add_ps(acc2, b);
+  }
+  for (; i < full; i += 16) {
+    const __m512 a = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i), vs));
+    _mm512_storeu_ps(x + i, a);
+    acc = _mm512_add_ps(acc, a);
+  }
+  if (const __mmask16 k = lanes(n - full); full < n) {
+    const __m512 v = _mm512_maskz_mov_ps(k, exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + full), vs)));
+    _mm512_mask_storeu_ps(x + full, k, v);
     acc = _mm512_add_ps(acc, v);
   }
+  acc = _mm512_add_ps(acc, acc2);
   const __m256 a8 = _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xFF, acc, 0), _mm512_maskz_extractf32x8_ps(0xFF, acc, 1));
   __m128 a4 = _mm_add_ps(_mm256_castps256_ps128(a8), _mm256_extractf128_ps(a8, 1));
   a4 = _mm_add_ps(a4, _mm_movehl_ps(a4, a4));
