@@ -32,7 +32,8 @@ class ScratchDir {
  public:
   explicit ScratchDir(const char* prefix = "bluelm_test_", const std::filesystem::path& parent = {}) {
     const std::filesystem::path dir = parent.empty() ? std::filesystem::temp_directory_path() : parent;
-    std::string tmpl = (dir / (std::string(prefix) + "XXXXXX")).string();  // mkdtemp's template: it fills in the X's
+    // mkdtemp(3) takes a name ending in six 'X' characters and replaces them with a unique suffix.
+    std::string tmpl = (dir / (std::string(prefix) + std::string(6, 'X'))).string();
     if (!::mkdtemp(tmpl.data())) throw std::runtime_error("ScratchDir: cannot make a folder from " + tmpl);
     path_ = tmpl;
   }

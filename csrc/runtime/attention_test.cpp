@@ -102,6 +102,30 @@ BLUELM_TEST(attention_tiers_match_reference_on_awkward_sizes) {
   set_active_isa(saved);
 }
 
+BLUELM_TEST(quantize_group_i8_rounds_like_nearbyint_including_ties) {
+  // The query and KV-cache quantizer rounds by the 1.5 x 2^23 shift instead of calling nearbyint: the same integers,
+  // ties to even, on groups whose scale makes x / d land exactly on k + 0.5, and on random groups.
+  const std::vector<float> ties = {127.0f, 0.5f, 1.5f, 2.5f, -0.5f, -1.5f, -2.5f, 126.5f, -126.5f, 3.49999f, -0.0f};
+  std::vector<int8_t> q(ties.size());
+  float d = 0.0f;
+  quantize_group_i8(ties.data(), int64_t(ties.size()), q.data(), &d);
+  CHECK_EQ(d, 1.0f);
+  const std::vector<int> want = {127, 0, 2, 2, 0, -2, -2, 126, -126, 3, 0};
+  for (size_t i = 0; i < q.size(); ++i) CHECK_EQ(int(q[i]), want[i]);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  for (int64_t n : {1, 7, 32, 80}) {
+    std::vector<float> x(static_cast<size_t>(n));
+    for (auto& v : x) v = nd(rng);
+    std::vector<int8_t> got(static_cast<size_t>(n));
+    quantize_group_i8(x.data(), n, got.data(), &d);
+    float m = 0.0f;
+    for (float v : x) m = std::max(m, std::fabs(v));
+    const float inv = 1.0f / (m / 127.0f);
+    for (int64_t i = 0; i < n; ++i) CHECK_EQ(int(got[size_t(i)]), int(std::nearbyint(x[size_t(i)] * inv)));
+  }
+}
+
 BLUELM_TEST(attention_int8_query_scores_match_reference_on_awkward_sizes) {
   // Decode's integer path: the query quantized per scale group, integer dot products with the int8 keys, the
   // softmax weights rounded to int16 per block for the values. Every tier equals the scalar tier (1e-5: the same
