@@ -278,8 +278,10 @@ void gemm_panels(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_
                  int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
   const quant::FormatInfo& fi = quant::format_info(w.format);
 #if !defined(BLUELM_AVX512_SIMDE)
-  // K-quants: the AVX2 kernel (no vpdpbusd version yet); through SIMDe (the tests), the scalar one.
-  if (fi.super_block && fi.kind != Kind::k8) return gemm_panels_k_avx2(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+  // K-quants: the VNNI GEMM, or for decode the AVX2 kernel (kquant_avx512.cpp); through SIMDe (the tests), the
+  // scalar one.
+  if (fi.super_block && fi.kind != Kind::k8)
+    return gemm_panels_k_avx512(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
 #endif
   if (fi.super_block)
     return isa_kernels_scalar()->gemm_panels(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);

@@ -81,6 +81,9 @@ const IsaKernels* isa_kernels_avx512();
 // tables call it for those formats.
 void gemm_panels_k_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
                         int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy);
+// The AVX-512 tier's K-quant panels (kquant_avx512.cpp): the VNNI GEMM for 4 or more tokens, the AVX2 decode below.
+void gemm_panels_k_avx512(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0,
+                          int64_t t1, int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy);
 // AVX2 entries the AVX-512 table shares: widen_int8_panel and quantize_i16_row (bit-identical to the scalar tier's),
 void widen_int8_panel_avx2(const uint8_t* panel, int64_t nb, int group, int64_t scales, int16_t* q, float* d);
 void quantize_i16_row_avx2(const float* x, int64_t k, int group, int16_t* q, float* d, float* s);

@@ -18,6 +18,7 @@
 #include "common/transpose_avx2.h"
 #include "kernels/asm_bytes.h"
 #include "kernels/kernels_isa.h"
+#include "kernels/kquant_tiles.h"
 
 namespace bluelm::kernels {
 namespace {
@@ -394,13 +395,6 @@ void decode_panels_k6(const PackedView& w, const QuantizedActs& a, int64_t p0, i
 // Measured in docs/kernels.md ("Chunk-128 GEMM against its mix ceiling"): 0.25-0.29 -> 0.53-0.56 of the probe with
 // the scales applied in float per sub-block; this integer form in the same section.
 
-struct InterleavedK45 {
-  alignas(32) uint8_t q[8][8][32];  // [sub-block j][step s][4 r + e]: level of weight 32 j + 4 s + e of row r
-  alignas(32) int16_t sc[8][16];    // [j][2 r + e]: row r's sub-block scale (0..63), in both int16 of its lane
-  alignas(32) int16_t mn[4][16];    // [jp][2 r + e]: row r's sub-block minimum (0..63) of sub-block 2 jp + e
-  alignas(32) float d[8];           // [r]: D_r
-  alignas(32) float m[8];           // [r]: M_r
-};
 
 // The `rows` (<= 8) rows' 32 bytes at `offset` of their blocks (bb apart; missing rows: zero), transposed as
 // 32-bit lanes: lane r of f[s] is bytes 4 s .. 4 s + 3 of row r.
@@ -414,6 +408,29 @@ inline void rows_transposed(const uint8_t* blocks, int bb, int64_t rows, int off
 // bytes are transposed first (32-bit lanes of 8 rows) and unpacked after: a vector of 32 packed bytes holds the
 // low nibbles of sub-block 2 i and the high nibbles of sub-block 2 i + 1, so one 8 x 8 transpose serves two
 // sub-blocks (and one more serves all of Q5_K's fifth bits).
+// The 8 rows of 16 bytes transposed: column c (the 8 rows' byte c) in the low (c even) or high (c odd) 8 bytes of
+// out[c / 2]. Three rounds of unpacks (bytes, words, dwords) instead of 128 scalar moves.
+inline void transpose_8x16(const uint8_t (&rows)[8][16], __m128i (&out)[8]) {
+  __m128i r[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm_load_si128(reinterpret_cast<const __m128i*>(rows[i]));
+  __m128i a[8];  // a[2k]: rows 2k, 2k + 1 for columns 0..7; a[2k + 1]: columns 8..15
+  for (int k = 0; k < 4; ++k) {
+    a[2 * k] = _mm_unpacklo_epi8(r[2 * k], r[2 * k + 1]);
+    a[2 * k + 1] = _mm_unpackhi_epi8(r[2 * k], r[2 * k + 1]);
+  }
+  for (int half = 0; half < 2; ++half) {  // columns 8 half ..
+    // rows 0-3 and 4-7, four columns per vector
+    const __m128i b0 = _mm_unpacklo_epi16(a[half], a[2 + half]), b1 = _mm_unpackhi_epi16(a[half], a[2 + half]);
+    const __m128i c0 = _mm_unpacklo_epi16(a[4 + half], a[6 + half]), c1 = _mm_unpackhi_epi16(a[4 + half], a[6 + half]);
+    out[4 * half + 0] = _mm_unpacklo_epi32(b0, c0);
+    out[4 * half + 1] = _mm_unpackhi_epi32(b0, c0);
+    out[4 * half + 2] = _mm_unpacklo_epi32(b1, c1);
+    out[4 * half + 3] = _mm_unpackhi_epi32(b1, c1);
+  }
+}
+
+}  // namespace
+
 void interleave_k45(Kind kind, const uint8_t* blocks, int bb, int64_t rows, InterleavedK45& tile) {
   const __m256i low = _mm256_set1_epi8(0x0F), bit4 = _mm256_set1_epi8(0x10);
   const int qs_at = kind == Kind::k4 ? 16 : 48;
@@ -426,16 +443,21 @@ void interleave_k45(Kind kind, const uint8_t* blocks, int bb, int64_t rows, Inte
     }
     const uint8_t* blk = blocks + r * bb;
     _mm_store_si128(reinterpret_cast<__m128i*>(sm[r]), scales_mins_k45(blk + 4));
-    tile.d[r] = quant::fp16_to_fp32(quant::load_u16(blk));
-    tile.m[r] = quant::fp16_to_fp32(quant::load_u16(blk + 2));
+    tile.d[r] = _cvtsh_ss(quant::load_u16(blk));
+    tile.m[r] = _cvtsh_ss(quant::load_u16(blk + 2));
   }
-  for (int j = 0; j < 8; ++j)
-    for (int r = 0; r < kPanelRows; ++r) {
-      tile.sc[j][2 * r] = tile.sc[j][2 * r + 1] = sm[r][j];
-      tile.mn[j / 2][2 * r + j % 2] = sm[r][8 + j];
-    }
+  __m128i col[8];  // col[v]: the rows' scale (v < 4) or minimum (v >= 4) 2 v, 2 v + 1 (low and high 8 bytes)
+  transpose_8x16(sm, col);
+  for (int v = 0; v < 4; ++v) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(tile.sc[2 * v]),
+                       _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(col[v], col[v])));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(tile.sc[2 * v + 1]),
+                       _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(col[v], col[v])));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(tile.mn[v]),
+                       _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(col[4 + v], _mm_unpackhi_epi64(col[4 + v], col[4 + v]))));
+  }
   const auto gather = [&](int offset, __m256 (&f)[8]) { rows_transposed(blocks, bb, rows, offset, f); };
-  __m256 h[8];  // Q5_K: the fifth bits, transposed
+  __m256 h[8] = {};  // Q5_K: the fifth bits, transposed
   if (kind == Kind::k5) gather(16, h);
   for (int i = 0; i < 4; ++i) {
     __m256 f[8];
@@ -455,6 +477,8 @@ void interleave_k45(Kind kind, const uint8_t* blocks, int bb, int64_t rows, Inte
     }
   }
 }
+
+namespace {
 
 // Four tokens x N steps of 4 levels (N = 8: a Q4_K sub-block; N = 4: half of a Q5_K one; N = 2: a quarter of a
 // Q6_K one) of two interleaved tiles: a[m] / b[m] (int16 lanes, one row per 32-bit lane pair) = sum of levels x
@@ -600,19 +624,15 @@ inline void k45_block(const InterleavedK45* tiles, const QuantizedActs& a, const
 // 16 weights (signed int8 scales as int16 pairs) and added to the super-block's int32 sums (at most 16 x 128 x 16 x
 // 63 x 128: 2^28). The offset of 32 is one integer term per super-block: 32 times the rows' scales times the token's
 // 16 sums of 16 activations (eight vpmaddwd), subtracted before the one conversion.
-struct InterleavedK6 {
-  alignas(32) uint8_t q[8][8][32];  // [sub-block j][step s][4 r + e]: level (0..63) of weight 32 j + 4 s + e of row r
-  alignas(32) int16_t sc[16][16];   // [i][2 r + e]: row r's scale of the 16 weights 16 i.., in both int16 of its lane
-  alignas(32) int16_t sp[8][16];    // [ip][2 r + e]: row r's scale of the 16 weights 16 (2 ip + e)..
-  alignas(32) float d[8];           // [r]: d_r
-};
 
 // The `rows` (<= 8) blocks of one panel super-block into the interleaved tile (missing rows: zero). Element
 // 128 h + 32 s + l (sub-block 4 h + s) has its low 4 bits in byte 64 h + 32 (s % 2) + l (low nibble for s < 2,
 // high for s >= 2) and its top 2 bits in bits 2 s, 2 s + 1 of byte 128 + 32 h + l: six 8 x 8 transposes of packed
 // bytes serve the eight sub-blocks.
+}  // namespace
+
 void interleave_k6(const uint8_t* blocks, int bb, int64_t rows, InterleavedK6& tile) {
-  alignas(16) int8_t sc[8][16];
+  alignas(16) uint8_t sc[8][16];  // [r]: the 16 int8 scales
   for (int r = 0; r < kPanelRows; ++r) {
     if (r >= rows) {
       std::memset(sc[r], 0, 16);
@@ -620,13 +640,18 @@ void interleave_k6(const uint8_t* blocks, int bb, int64_t rows, InterleavedK6& t
       continue;
     }
     std::memcpy(sc[r], blocks + r * bb + 192, 16);
-    tile.d[r] = quant::fp16_to_fp32(quant::load_u16(blocks + r * bb + 208));
+    tile.d[r] = _cvtsh_ss(quant::load_u16(blocks + r * bb + 208));
   }
-  for (int i = 0; i < 16; ++i)
-    for (int r = 0; r < kPanelRows; ++r) {
-      tile.sc[i][2 * r] = tile.sc[i][2 * r + 1] = sc[r][i];
-      tile.sp[i / 2][2 * r + i % 2] = sc[r][i];
-    }
+  __m128i col[8];  // col[v]: the rows' scales 2 v and 2 v + 1 (low and high 8 bytes)
+  transpose_8x16(sc, col);
+  for (int v = 0; v < 8; ++v) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(tile.sc[2 * v]),
+                       _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(col[v], col[v])));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(tile.sc[2 * v + 1]),
+                       _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(col[v], col[v])));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(tile.sp[v]),
+                       _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(col[v], _mm_unpackhi_epi64(col[v], col[v]))));
+  }
   const auto gather = [&](int offset, __m256 (&f)[8]) { rows_transposed(blocks, bb, rows, offset, f); };
   for (int h = 0; h < 2; ++h) {
     __m256 l0[8], l1[8], hb[8];
@@ -640,6 +665,8 @@ void interleave_k6(const uint8_t* blocks, int bb, int64_t rows, InterleavedK6& t
     }
   }
 }
+
+namespace {
 
 // NT tokens t..t+NT against NP panels' Q6_K super-block b: acc[pn][u] (rows as lanes) += the products.
 template <int NT, int NP>
@@ -676,37 +703,11 @@ void gemm_panels_interleaved(const PackedView& w, const QuantizedActs& a, int64_
   constexpr int kSums = k6 ? 16 : 8;  // activation sums per token and super-block: of 16 (Q6_K) or of 32
   const PanelGeometry g = panel_geometry(w.format, w.k);
   const int bb = quant::format_info(w.format).block_bytes;
-  const __m256i ones = _mm256_set1_epi16(1), ones8 = _mm256_set1_epi8(1);
   const int64_t nbb = b1 - b0;
-  // Each token's sub-block activation sums (int16, exact: |sum| <= 32 * 128), once per call: [t][b][kSums].
+  // Each token's sub-block activation sums, once per call: [t][b][kSums].
   thread_local std::vector<int16_t> xsum;
   xsum.resize(size_t((t1 - t0) * nbb * kSums));
-  for (int64_t t = t0; t < t1; ++t)
-    for (int64_t b = b0; b < b1; ++b) {
-      const int8_t* x = a.q + t * a.k + b * g.group;
-      __m256i s4[8];  // sums of 4 activations, per vector of 32
-      for (int j = 0; j < 8; ++j)
-        s4[j] = _mm256_madd_epi16(
-            _mm256_maddubs_epi16(ones8, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * j))), ones);
-      // [S0 S1 S2 S3 | S0 S1 S2 S3] halves of the vectors' sums (j < 4), then of j >= 4; lane j of lo + hi is S_j
-      // (as sums of 16: [S0 S2 S4 S6 | S1 S3 S5 S7] and [S8 .. S14 | S9 .. S15] of the 16 sums of 16)
-      const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(s4[0], s4[1]), _mm256_hadd_epi32(s4[2], s4[3]));
-      const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(s4[4], s4[5]), _mm256_hadd_epi32(s4[6], s4[7]));
-      int16_t* dst = xsum.data() + ((t - t0) * nbb + (b - b0)) * kSums;
-      if constexpr (k6) {
-        const auto natural = [](__m256i h) {  // S(2i), S(2i+1) interleaved back into order, as int16
-          const __m128i e = _mm256_castsi256_si128(h), o = _mm256_extracti128_si256(h, 1);
-          return _mm_packs_epi32(_mm_unpacklo_epi32(e, o), _mm_unpackhi_epi32(e, o));
-        };
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), natural(h0));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8), natural(h1));
-      } else {
-        const __m256i sums = _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20),
-                                              _mm256_permute2x128_si256(h0, h1, 0x31));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst),
-                         _mm_packs_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1)));
-      }
-    }
+  kquant_activation_sums(a, g, t0, t1, b0, b1, k6, xsum.data());
   // Tiles are unpacked once per 128 tokens (a chunk of prefill): the unpacking costs about a token's products.
   constexpr int64_t kTokens = 128;
   Tile tiles[2];
@@ -767,6 +768,39 @@ void gemm_panels_interleaved(const PackedView& w, const QuantizedActs& a, int64_
 }
 
 }  // namespace
+
+void kquant_activation_sums(const QuantizedActs& a, const PanelGeometry& g, int64_t t0, int64_t t1, int64_t b0,
+                            int64_t b1, bool sums_of_16, int16_t* out) {
+  const __m256i ones = _mm256_set1_epi16(1), ones8 = _mm256_set1_epi8(1);
+  const int64_t nbb = b1 - b0;
+  const int n = sums_of_16 ? 16 : 8;
+  for (int64_t t = t0; t < t1; ++t)
+    for (int64_t b = b0; b < b1; ++b) {
+      const int8_t* x = a.q + t * a.k + b * g.group;
+      __m256i s4[8];  // sums of 4 activations, per vector of 32 (|sum| <= 32 * 128: int16 is exact)
+      for (int j = 0; j < 8; ++j)
+        s4[j] = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(ones8, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * j))), ones);
+      // [S0 S1 S2 S3 | S0 S1 S2 S3] halves of the vectors' sums (j < 4), then of j >= 4; lane j of lo + hi is S_j
+      // (as sums of 16: [S0 S2 S4 S6 | S1 S3 S5 S7] and [S8 .. S14 | S9 .. S15] of the 16 sums of 16)
+      const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(s4[0], s4[1]), _mm256_hadd_epi32(s4[2], s4[3]));
+      const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(s4[4], s4[5]), _mm256_hadd_epi32(s4[6], s4[7]));
+      int16_t* dst = out + ((t - t0) * nbb + (b - b0)) * n;
+      if (sums_of_16) {
+        const auto natural = [](__m256i h) {  // S(2i), S(2i+1) interleaved back into order, as int16
+          const __m128i e = _mm256_castsi256_si128(h), o = _mm256_extracti128_si256(h, 1);
+          return _mm_packs_epi32(_mm_unpacklo_epi32(e, o), _mm_unpackhi_epi32(e, o));
+        };
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), natural(h0));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8), natural(h1));
+      } else {
+        const __m256i sums = _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20),
+                                              _mm256_permute2x128_si256(h0, h1, 0x31));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst),
+                         _mm_packs_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1)));
+      }
+    }
+}
 
 void gemm_panels_k_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
                         int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {

@@ -85,7 +85,7 @@ void mix_q8_0_avx2(int64_t n) {
                    : "+r"(n)::A_CLOBBERS);
 }
 
-// ---- K-quants, AVX2 (kquant_avx2.cpp; the AVX-512 tier runs the same code) ----
+// ---- K-quants, AVX2 (kquant_avx2.cpp) ----
 // Q4_K / Q5_K (k45_block / k45_p2m4: two 8-row panels' interleaved tiles x 4 tokens): one iteration is one
 // super-block of both panels for the 4 tokens (256 weights x 16 rows x 4 tokens). Per sub-block of 32 and per step
 // of 4 levels, each token's activations (broadcast; left out, as are the tiles' loads) feed one vpmaddubsw per panel,
@@ -228,6 +228,49 @@ Z_TARGET void mix_q8_0_signtrick_avx512(int64_t n) {
                    : "+r"(n)::Z_CLOBBERS);
 }
 
+// ---- K-quants, AVX-512 VNNI tier (kquant_avx512.cpp: quad_block, four 8-row panels x 4 tokens) ----
+// One iteration is one super-block of the four panels (32 rows, two zmm halves) for 4 tokens. Per step of 4 levels
+// each token's broadcast (left out, as are the levels' loads) feeds one vpdpbusd per half into that token's int32 run
+// sums; per run (Q4_K / Q5_K: a sub-block's 8 steps; Q6_K: 4 steps, 16 weights) each of the 8 sums is converted and
+// added by one FMA with the rows' D x scale (the sums restart from zero idioms). Per super-block, token and half:
+// the offset's vpdpwssd (4 of minima x sums of 32, Q6_K: 8 of scales x sums of 16), a conversion, the FNMADD by M and
+// the FMA by the token's scale into the output (registers here, memory in the kernel). zmm0-7 run sums, zmm8-15 the
+// super-block's float sums, zmm16 / 17 levels, zmm18 activations, zmm19 / 20 factors, zmm21 the offset, zmm22-29
+// the outputs.
+#define KZ_ZERO(A, B, C, D) "vpxord %%zmm" #A ",%%zmm" #A ",%%zmm" #A "\n vpxord %%zmm" #B ",%%zmm" #B ",%%zmm" #B "\n" \
+  "vpxord %%zmm" #C ",%%zmm" #C ",%%zmm" #C "\n vpxord %%zmm" #D ",%%zmm" #D ",%%zmm" #D "\n"
+#define KZ_RUN_ZERO KZ_ZERO(0, 1, 2, 3) KZ_ZERO(4, 5, 6, 7)
+#define KZ_DP(I) "vpdpbusd %%zmm18,%%zmm16,%%zmm" #I "\n"
+#define KZ_DQ(I) "vpdpbusd %%zmm18,%%zmm17,%%zmm" #I "\n"
+#define KZ_STEP KZ_DP(0) KZ_DQ(1) KZ_DP(2) KZ_DQ(3) KZ_DP(4) KZ_DQ(5) KZ_DP(6) KZ_DQ(7)
+#define KZ_CF(I, F) "vcvtdq2ps %%zmm" #I ",%%zmm" #I "\n vfmadd231ps %%zmm" #I ",%%zmm19,%%zmm" #F "\n"
+#define KZ_RUN_END KZ_CF(0, 8) KZ_CF(1, 9) KZ_CF(2, 10) KZ_CF(3, 11) KZ_CF(4, 12) KZ_CF(5, 13) KZ_CF(6, 14) KZ_CF(7, 15)
+#define KZ4_SUB KZ_RUN_ZERO KZ_STEP KZ_STEP KZ_STEP KZ_STEP KZ_STEP KZ_STEP KZ_STEP KZ_STEP KZ_RUN_END
+#define KZ6_SUB                                                                                                 \
+  KZ_RUN_ZERO KZ_STEP KZ_STEP KZ_STEP KZ_STEP KZ_RUN_END KZ_RUN_ZERO KZ_STEP KZ_STEP KZ_STEP KZ_STEP KZ_RUN_END
+#define KZ_OFF "vpdpwssd %%zmm18,%%zmm16,%%zmm21\n"
+#define KZ_EPI(S, O, OFFS)                                                                                      \
+  "vpxord %%zmm21,%%zmm21,%%zmm21\n" OFFS "vcvtdq2ps %%zmm21,%%zmm21\n vfnmadd231ps %%zmm21,%%zmm19,%%zmm" #S "\n"  \
+  "vfmadd231ps %%zmm" #S ",%%zmm20,%%zmm" #O "\n"
+#define KZ_EPILOGUE(OFFS)                                                                                       \
+  KZ_EPI(8, 22, OFFS) KZ_EPI(9, 23, OFFS) KZ_EPI(10, 24, OFFS) KZ_EPI(11, 25, OFFS) KZ_EPI(12, 26, OFFS)          \
+      KZ_EPI(13, 27, OFFS) KZ_EPI(14, 28, OFFS) KZ_EPI(15, 29, OFFS) KZ_ZERO(8, 9, 10, 11) KZ_ZERO(12, 13, 14, 15)
+#define KZ_CLOBBERS Z_CLOBBERS, "xmm26", "xmm27", "xmm28", "xmm29"
+#define KZ_PROLOGUE                                                                                             \
+  KZ_ZERO(8, 9, 10, 11) KZ_ZERO(12, 13, 14, 15) KZ_ZERO(16, 17, 18, 19) KZ_ZERO(20, 22, 23, 24)                 \
+      KZ_ZERO(25, 26, 27, 28) "vpxord %%zmm29,%%zmm29,%%zmm29\n"
+Z_TARGET void mix_q4_k_vnni(int64_t n) {
+  __asm__ volatile(KZ_PROLOGUE "1:\n" KZ4_SUB KZ4_SUB KZ4_SUB KZ4_SUB KZ4_SUB KZ4_SUB KZ4_SUB KZ4_SUB
+                   KZ_EPILOGUE(KZ_OFF KZ_OFF KZ_OFF KZ_OFF) "dec %0\n jnz 1b\n vzeroupper\n"
+                   : "+r"(n)::KZ_CLOBBERS);
+}
+Z_TARGET void mix_q6_k_vnni(int64_t n) {
+  __asm__ volatile(KZ_PROLOGUE "1:\n" KZ6_SUB KZ6_SUB KZ6_SUB KZ6_SUB KZ6_SUB KZ6_SUB KZ6_SUB KZ6_SUB
+                   KZ_EPILOGUE(KZ_OFF KZ_OFF KZ_OFF KZ_OFF KZ_OFF KZ_OFF KZ_OFF KZ_OFF) "dec %0\n jnz 1b\n vzeroupper\n"
+                   : "+r"(n)::KZ_CLOBBERS);
+}
+constexpr double kKQuadOps = 2.0 * 256 * 32 * 4;  // one super-block: 256 weights x 32 rows x 4 tokens
+
 // ---- AVX2 attention products (runtime/attention_avx2.cpp; attention rows in benchmarks/attention.py) ----
 // Unlike the GEMM tiles above, these loops keep their broadcasts from memory (an L1 buffer, as the kernels read the
 // query bytes and the int16 weight pairs): on the Zen 3 host a vpbroadcastd ymm, m32 took a vector pipe slot (in a
@@ -287,16 +330,16 @@ const std::vector<Loop>& mix_loops() {
       {{"mix_q6_k_avx2", "avx2", "GOPS", "q6_k two-panel x 4-token super-block, AVX2", "q6_k",
         "int8_maddubs_paddw_avx2"},
        Isa::avx2, kK45TileOps, mix_q6_k_avx2},
-      // The AVX-512 tier runs the AVX2 K-quant kernel: the same loops, as a fraction of that tier's probe.
-      {{"mix_q4_k_avx512", "avx512", "GOPS", "q4_k two-panel x 4-token super-block, AVX2 code on the AVX-512 tier",
-        "q4_k", "int8_vpdpbusd_avx512"},
-       Isa::avx512, kK45TileOps, mix_q4_k_avx2},
-      {{"mix_q5_k_avx512", "avx512", "GOPS", "q5_k two-panel x 4-token super-block, AVX2 code on the AVX-512 tier",
-        "q5_k", "int8_vpdpbusd_avx512"},
-       Isa::avx512, kK45TileOps, mix_q5_k_avx2},
-      {{"mix_q6_k_avx512", "avx512", "GOPS", "q6_k two-panel x 4-token super-block, AVX2 code on the AVX-512 tier",
-        "q6_k", "int8_vpdpbusd_avx512"},
-       Isa::avx512, kK45TileOps, mix_q6_k_avx2},
+      // The AVX-512 tier's VNNI K-quant tile (Q5_K's levels are unpacked with the tile: its loop is Q4_K's).
+      {{"mix_q4_k_avx512", "avx512", "GOPS", "q4_k four-panel x 4-token super-block, AVX-512 VNNI", "q4_k",
+        "int8_vpdpbusd_avx512"},
+       Isa::avx512, kKQuadOps, mix_q4_k_vnni},
+      {{"mix_q5_k_avx512", "avx512", "GOPS", "q5_k four-panel x 4-token super-block, AVX-512 VNNI", "q5_k",
+        "int8_vpdpbusd_avx512"},
+       Isa::avx512, kKQuadOps, mix_q4_k_vnni},
+      {{"mix_q6_k_avx512", "avx512", "GOPS", "q6_k four-panel x 4-token super-block, AVX-512 VNNI", "q6_k",
+        "int8_vpdpbusd_avx512"},
+       Isa::avx512, kKQuadOps, mix_q6_k_vnni},
       {{"mix_q4_0_avx512", "avx512", "GOPS", "q4_0 panel-pair x 4-token block, AVX-512 VNNI", "q4_0",
         "int8_vpdpbusd_avx512"},
        Isa::avx512, kBlockOps, mix_q4_0_avx512},
