@@ -705,9 +705,7 @@ void gemm_panels_interleaved(const PackedView& w, const QuantizedActs& a, int64_
   const int bb = quant::format_info(w.format).block_bytes;
   const int64_t nbb = b1 - b0;
   // Each token's sub-block activation sums, once per call: [t][b][kSums].
-  thread_local std::vector<int16_t> xsum;
-  xsum.resize(size_t((t1 - t0) * nbb * kSums));
-  kquant_activation_sums(a, g, t0, t1, b0, b1, k6, xsum.data());
+  const int16_t* xsum = kquant_activation_sums(a, g, t0, t1, b0, b1, k6);
   // Tiles are unpacked once per 128 tokens (a chunk of prefill): the unpacking costs about a token's products.
   constexpr int64_t kTokens = 128;
   Tile tiles[2];
@@ -731,7 +729,7 @@ void gemm_panels_interleaved(const PackedView& w, const QuantizedActs& a, int64_
             for (int64_t o = 0; o < g.qbytes; o += 64)
               _mm_prefetch(reinterpret_cast<const char*>(w.data + (p + pn) * g.stride + (b + 1) * g.qbytes + o),
                            _MM_HINT_T0);
-        const auto xs = [&](int64_t tt) { return xsum.data() + ((tt - t0) * nbb + (b - b0)) * kSums; };
+        const auto xs = [&](int64_t tt) { return xsum + ((tt - t0) * nbb + (b - b0)) * kSums; };
         const auto block = [&](auto nt, auto npn, int64_t t) {
           float* const out[2] = {acc[0][t - tb], acc[1][t - tb]};
           if constexpr (k6) k6_block<nt(), npn()>(tiles, a, g, b, t, xs(t), nbb * kSums, out);
@@ -769,11 +767,14 @@ void gemm_panels_interleaved(const PackedView& w, const QuantizedActs& a, int64_
 
 }  // namespace
 
-void kquant_activation_sums(const QuantizedActs& a, const PanelGeometry& g, int64_t t0, int64_t t1, int64_t b0,
-                            int64_t b1, bool sums_of_16, int16_t* out) {
+const int16_t* kquant_activation_sums(const QuantizedActs& a, const PanelGeometry& g, int64_t t0, int64_t t1,
+                                      int64_t b0, int64_t b1, bool sums_of_16) {
   const __m256i ones = _mm256_set1_epi16(1), ones8 = _mm256_set1_epi8(1);
   const int64_t nbb = b1 - b0;
   const int n = sums_of_16 ? 16 : 8;
+  thread_local std::vector<int16_t> buffer;
+  buffer.resize(size_t((t1 - t0) * nbb * n));
+  int16_t* out = buffer.data();
   for (int64_t t = t0; t < t1; ++t)
     for (int64_t b = b0; b < b1; ++b) {
       const int8_t* x = a.q + t * a.k + b * g.group;
@@ -800,6 +801,7 @@ void kquant_activation_sums(const QuantizedActs& a, const PanelGeometry& g, int6
                          _mm_packs_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1)));
       }
     }
+  return out;
 }
 
 void gemm_panels_k_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,

@@ -152,9 +152,7 @@ void gemm_panels_vnni(const PackedView& w, const QuantizedActs& a, int64_t p0, i
   const PanelGeometry g = panel_geometry(w.format, w.k);
   const int bb = quant::format_info(w.format).block_bytes;
   const int64_t nbb = b1 - b0;
-  thread_local std::vector<int16_t> xsum;
-  xsum.resize(size_t((t1 - t0) * nbb * kSums));
-  kquant_activation_sums(a, g, t0, t1, b0, b1, k6, xsum.data());
+  const int16_t* xsum = kquant_activation_sums(a, g, t0, t1, b0, b1, k6);
   // As in the AVX2 kernel, the tiles are unpacked once per 128 tokens.
   constexpr int64_t kTokens = 128;
   constexpr int kTokenBlock = 4;
@@ -190,7 +188,7 @@ void gemm_panels_vnni(const PackedView& w, const QuantizedActs& a, int64_t p0, i
           float dx[kNt];
           for (int u = 0; u < kNt; ++u) {
             x[u] = a.q + (t + u) * a.k + b * g.group;
-            xs[u] = xsum.data() + ((t + u - t0) * nbb + (b - b0)) * kSums;
+            xs[u] = xsum + ((t + u - t0) * nbb + (b - b0)) * kSums;
             dx[u] = a.d[(t + u) * g.nb + b];
           }
           quad_block<Quad::kNsc, Quad::kNpairs, kNt>(quad, x, xs, dx, acc[t - tb]);

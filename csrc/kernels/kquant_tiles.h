@@ -29,10 +29,10 @@ struct InterleavedK6 {
 void interleave_k45(quant::Kind kind, const uint8_t* blocks, int bb, int64_t rows, InterleavedK45& tile);
 void interleave_k6(const uint8_t* blocks, int bb, int64_t rows, InterleavedK6& tile);
 
-// Each token's sub-block activation sums (int16, exact), tokens [t0, t1) x super-blocks [b0, b1), into
-// out[((t - t0) * (b1 - b0) + b - b0) * n + i]: n = 8 sums of 32 (Q4_K / Q5_K) or n = 16 sums of 16 (Q6_K), in
-// element order.
-void kquant_activation_sums(const QuantizedActs& a, const PanelGeometry& g, int64_t t0, int64_t t1, int64_t b0,
-                            int64_t b1, bool sums_of_16, int16_t* out);
+// Each token's sub-block activation sums (int16, exact), tokens [t0, t1) x super-blocks [b0, b1), in a buffer of the
+// calling thread (valid until its next call): element ((t - t0) * (b1 - b0) + b - b0) * n + i, with n = 8 sums of
+// 32 (Q4_K / Q5_K) or n = 16 sums of 16 (Q6_K), in element order.
+const int16_t* kquant_activation_sums(const QuantizedActs& a, const PanelGeometry& g, int64_t t0, int64_t t1,
+                                      int64_t b0, int64_t b1, bool sums_of_16);
 
 }  // namespace bluelm::kernels
