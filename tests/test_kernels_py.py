@@ -92,6 +92,38 @@ def test_kquant_gemm_at_top_levels_and_full_scale_activations_has_no_int16_overf
     assert np.abs(exact).max() > 0.9 * k  # the products are at full scale, not cancelled
 
 
+@pytest.mark.skipif(not _core.isa_supported("avx512"), reason="the VNNI K-quant tile needs an AVX-512 CPU")
+@pytest.mark.parametrize("fmt", ["q4_k", "q5_k", "q6_k"])
+def test_avx512_kquant_vnni_tile_equals_scalar_on_partial_quads_token_tails_and_thread_splits(fmt):
+    """The AVX-512 tier's K-quant GEMM works on four 8-row panels at once and 4 tokens at a time, 128 tokens per
+    unpacked tile: N of 8..57 rows leaves quads of 1-4 panels and a partial last panel, T of 4..7 and 131 leaves token
+    tails of 0-3 and a second 128-token tile, and 2 threads split the panels at other than quad boundaries. Each
+    result equals the scalar tier's up to float summation order (the integer products are exact)."""
+    import bluelm_v
+
+    rng = np.random.default_rng(11)
+    saved_isa, saved_threads = _core.active_isa(), bluelm_v.get_num_threads()
+    try:
+        for n in (8, 20, 32, 33, 57):
+            for k in (256, 768):
+                w = rng.standard_normal((n, k)).astype(np.float32)
+                p = kernels.PackedWeights.from_rows(quant.quantize(w, fmt), fmt, n, k)
+                for t in (4, 5, 6, 7, 131):
+                    x = (rng.standard_normal((t, k)) * rng.uniform(0.1, 10, (t, 1))).astype(np.float32)
+                    _core.set_active_isa("scalar")
+                    bluelm_v.set_num_threads(1)
+                    ref = kernels.gemm(x, p)
+                    _core.set_active_isa("avx512")
+                    for threads in (1, 2):
+                        bluelm_v.set_num_threads(threads)
+                        got = kernels.gemm(x, p)
+                        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6 * np.abs(ref).max(),
+                                                   err_msg=f"{fmt} n={n} k={k} t={t} threads={threads}")
+    finally:
+        _core.set_active_isa(saved_isa)
+        bluelm_v.set_num_threads(saved_threads)
+
+
 @settings(max_examples=30, deadline=None)
 @given(fmt=st.sampled_from(FORMATS), n=st.integers(1, 70), blocks=st.integers(1, 5), t=st.integers(1, 9),
        seed=st.integers(0, 2**31 - 1))

@@ -393,8 +393,8 @@ void decode_panels_k6(const PackedView& w, const QuantizedActs& a, int64_t p0, i
 // are converted once. The minima term is per super-block too: the rows' minima times the token's sub-block
 // activation sums (taken once per call), in integers.
 // Measured in docs/kernels.md ("Chunk-128 GEMM against its mix ceiling"): 0.25-0.29 -> 0.53-0.56 of the probe with
-// the scales applied in float per sub-block; this integer form in the same section.
-
+// the scales applied in float per sub-block; this integer form in the same section. The tile (InterleavedK45) is in
+// kquant_tiles.h: the AVX-512 tier's VNNI GEMM uses it too.
 
 // The `rows` (<= 8) rows' 32 bytes at `offset` of their blocks (bb apart; missing rows: zero), transposed as
 // 32-bit lanes: lane r of f[s] is bytes 4 s .. 4 s + 3 of row r.
@@ -404,10 +404,6 @@ inline void rows_transposed(const uint8_t* blocks, int bb, int64_t rows, int off
   transpose8(f);
 }
 
-// The `rows` (<= 8) blocks of one panel super-block into the interleaved tile (missing rows: zero). The packed
-// bytes are transposed first (32-bit lanes of 8 rows) and unpacked after: a vector of 32 packed bytes holds the
-// low nibbles of sub-block 2 i and the high nibbles of sub-block 2 i + 1, so one 8 x 8 transpose serves two
-// sub-blocks (and one more serves all of Q5_K's fifth bits).
 // The 8 rows of 16 bytes transposed: column c (the 8 rows' byte c) in the low (c even) or high (c odd) 8 bytes of
 // out[c / 2]. Three rounds of unpacks (bytes, words, dwords) instead of 128 scalar moves.
 inline void transpose_8x16(const uint8_t (&rows)[8][16], __m128i (&out)[8]) {
@@ -431,6 +427,10 @@ inline void transpose_8x16(const uint8_t (&rows)[8][16], __m128i (&out)[8]) {
 
 }  // namespace
 
+// The `rows` (<= 8) blocks of one panel super-block into the interleaved tile (missing rows: zero). The packed
+// bytes are transposed first (32-bit lanes of 8 rows) and unpacked after: a vector of 32 packed bytes holds the
+// low nibbles of sub-block 2 i and the high nibbles of sub-block 2 i + 1, so one 8 x 8 transpose serves two
+// sub-blocks (and one more serves all of Q5_K's fifth bits).
 void interleave_k45(Kind kind, const uint8_t* blocks, int bb, int64_t rows, InterleavedK45& tile) {
   const __m256i low = _mm256_set1_epi8(0x0F), bit4 = _mm256_set1_epi8(0x10);
   const int qs_at = kind == Kind::k4 ? 16 : 48;
@@ -625,12 +625,12 @@ inline void k45_block(const InterleavedK45* tiles, const QuantizedActs& a, const
 // 63 x 128: 2^28). The offset of 32 is one integer term per super-block: 32 times the rows' scales times the token's
 // 16 sums of 16 activations (eight vpmaddwd), subtracted before the one conversion.
 
+}  // namespace
+
 // The `rows` (<= 8) blocks of one panel super-block into the interleaved tile (missing rows: zero). Element
 // 128 h + 32 s + l (sub-block 4 h + s) has its low 4 bits in byte 64 h + 32 (s % 2) + l (low nibble for s < 2,
 // high for s >= 2) and its top 2 bits in bits 2 s, 2 s + 1 of byte 128 + 32 h + l: six 8 x 8 transposes of packed
 // bytes serve the eight sub-blocks.
-}  // namespace
-
 void interleave_k6(const uint8_t* blocks, int bb, int64_t rows, InterleavedK6& tile) {
   alignas(16) uint8_t sc[8][16];  // [r]: the 16 int8 scales
   for (int r = 0; r < kPanelRows; ++r) {

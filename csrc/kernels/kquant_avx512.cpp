@@ -1,9 +1,9 @@
-// AVX-512 VNNI prefill GEMM of the K-quants (Q4_K, Q5_K, Q6_K): the AVX2 kernel's interleaved tiles (kquant_tiles.h),
-// two panels side by side in one zmm (16 rows, one per 32-bit lane), fed to vpdpbusd with the token's 4 activations
-// broadcast from memory. Per run of a sub-block (Q4_K / Q5_K: its 32 weights; Q6_K: each 16 with its own scale) a
-// token's int32 sums are converted once and added by one FMA with the rows' D x scale; per super-block and token the
-// minima (Q6_K: the offset 32 x scale) are vpdpwssd of the rows' minima with the token's sub-block sums, taken off
-// with one FMA, and the token's scale applied by one more. The AVX2 kernel instead sums vpmaddubsw in int16 and widens
+// AVX-512 VNNI prefill GEMM of the K-quants (Q4_K, Q5_K, Q6_K): the AVX2 kernel's interleaved tiles (kquant_tiles.h)
+// of four panels, two side by side in each of two zmm (32 rows, one per 32-bit lane), fed to vpdpbusd with the
+// token's 4 activations broadcast once for both. Per run of a sub-block (Q4_K / Q5_K: its 32 weights; Q6_K: each 16
+// with its own scale) a token's int32 sums are converted once and added by one FMA with the rows' D x scale; per
+// super-block and token the minima (Q6_K: the offset 32 x scale) are vpdpwssd of the rows' minima with the token's
+// sub-block sums, taken off with one FNMADD, and the token's scale applied by one FMA. The AVX2 kernel instead sums vpmaddubsw in int16 and widens
 // by the scales with vpmaddwd, two multiplies and an add per product where this takes one instruction.
 // Decode (1-3 tokens) keeps the AVX2 kernel (kquant_avx2.cpp), which reads the GGUF blocks without unpacking them.
 // Same result as the scalar kernel up to float rounding.
