@@ -249,8 +249,9 @@ def bench_matrix(shape: dict, fmt: str, threads: int, roof: dict, quick: bool, r
             apply_target(base, targets)
             if mode == "hot" and t == 128 and _core.has_gemm_i16(fmt):
                 rows_out.append(int16_row(base, fmt, x, packed, xt, wd, repeat))
-            if mode == "hot" and t == 128 and f"{fmt}_signtrick" in mixes:
-                rows_out.append(signtrick_row(base, fmt, x, packed, probe, mixes, threads, work, repeat))
+            for variant in VARIANTS:
+                if mode == "hot" and t == 128 and f"{fmt}_{variant}" in mixes:
+                    rows_out.append(variant_row(base, fmt, variant, x, packed, probe, mixes, threads, work, repeat))
             if mode == "hot":
                 s_f32 = median_time(lambda: torch.nn.functional.linear(xt, wd), repeat)
                 rows_out.append({**base, "baseline": "torch-f32", "speedup_vs_baseline": s_f32 / s})
@@ -262,21 +263,31 @@ def bench_matrix(shape: dict, fmt: str, threads: int, roof: dict, quick: bool, r
     return rows_out
 
 
-def signtrick_row(base: dict, fmt: str, x, packed, probe, mixes: dict, threads: int, work: float,
-                  repeat: int) -> dict:
-    """The same GEMM with the AVX-512 int8 tiles' sign trick switched on (_core.set_int8_sign_trick), with its own
-    mix loop: the A/B of the shipped unsigned-weight tiles in this run. speedup_vs_baseline is this variant's speed
-    over the shipped kernel's (below 1 when the shipped one is faster): the median of per-round ratios, each round
-    timing both kernels back to back in alternating order, with a bootstrap 95% interval (speedup_ci)."""
-    def timed(sign_trick: bool) -> float:
-        saved = _core.int8_sign_trick()
-        _core.set_int8_sign_trick(sign_trick)
+# A/B variants of the AVX-512 tier's kernels, each with its own mix loop (<format>_<variant>): the switch's getter,
+# its setter, and the value that runs the variant instead of the shipped kernel.
+VARIANTS = {
+    "signtrick": (_core.int8_sign_trick, _core.set_int8_sign_trick, True),  # int8 tiles: the former sign trick
+    "pairs": (_core.avx512_quads, _core.set_avx512_quads, False),  # prefill on the decode's panel-pair tile
+}
+
+
+def variant_row(base: dict, fmt: str, variant: str, x, packed, probe, mixes: dict, threads: int, work: float,
+                repeat: int) -> dict:
+    """The same GEMM with one of the AVX-512 tier's A/B switches turned to `variant` (VARIANTS), with its own mix
+    loop: the A/B of the shipped kernel in this run. speedup_vs_baseline is this variant's speed over the shipped
+    kernel's (below 1 when the shipped one is faster): the median of per-round ratios, each round timing both
+    kernels back to back in alternating order, with a bootstrap 95% interval (speedup_ci)."""
+    get, set_, on = VARIANTS[variant]
+
+    def timed(use_variant: bool) -> float:
+        saved = get()
+        set_(on if use_variant else not on)
         try:
             return median_time(lambda: kernels.gemm(x, packed), repeat)
         finally:
-            _core.set_int8_sign_trick(saved)
+            set_(saved)
 
-    mix = lambda: _core.measure_peak(mixes[f"{fmt}_signtrick"], threads, PROBE_REPS, PROBE_SECONDS)  # noqa: E731
+    mix = lambda: _core.measure_peak(mixes[f"{fmt}_{variant}"], threads, PROBE_REPS, PROBE_SECONDS)  # noqa: E731
     r = in_rounds(probe, mix, lambda: timed(True), work)
     ratios = []
     for i in range(ROUNDS):
@@ -285,7 +296,7 @@ def signtrick_row(base: dict, fmt: str, x, packed, probe, mixes: dict, threads: 
         ratios.append(t[False] / t[True])
     speedup, lo, hi = median_ci(ratios)
     row = {**{k: v for k, v in base.items() if k not in ("target", "target_met", "missed_by")}, **r,
-           "format": f"{fmt}_signtrick", "roofline_fraction": r["fraction_of_probe"],
+           "format": f"{fmt}_{variant}", "roofline_fraction": r["fraction_of_probe"],
            "roofline_local": r["roofline_local"], "gflops": work / r["median_s"],
            "gbps": base["gbps"] * base["median_s"] / r["median_s"], "baseline": fmt,
            "speedup_vs_baseline": speedup, "speedup_ci": [lo, hi]}

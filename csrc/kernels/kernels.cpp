@@ -97,6 +97,11 @@ std::atomic<bool> g_int8_sign_trick{false};  // see kernels.h: unsigned weights 
 }
 void set_int8_sign_trick(bool on) { g_int8_sign_trick.store(on, std::memory_order_relaxed); }
 bool int8_sign_trick() { return g_int8_sign_trick.load(std::memory_order_relaxed); }
+namespace {
+std::atomic<bool> g_avx512_quads{true};
+}
+void set_avx512_quads(bool on) { g_avx512_quads.store(on, std::memory_order_relaxed); }
+bool avx512_quads() { return g_avx512_quads.load(std::memory_order_relaxed); }
 
 ActBuffers act_buffers(Format f, int64_t t, int64_t k, void* base) {
   const int64_t nb = k / quant::format_info(f).group;

@@ -148,6 +148,12 @@ void set_portable_widen(bool on);
 void set_int8_sign_trick(bool on);
 bool int8_sign_trick();
 
+// A/B switch (on by default): the AVX-512 tier's prefill (4 or more tokens) of the int4 / int8 block formats runs
+// on four panels unpacked once per 256 weights and 128 tokens (kernels_avx512.cpp: quad_panels); off, on the
+// panel-pair tile that decode uses. Both give the same bytes (kernels_test.cpp); the switch is for A/B runs.
+void set_avx512_quads(bool on);
+bool avx512_quads();
+
 // Token down-sampling (VILA DownSampleBlock): x [h, w, c] -> y [ceil(h/2), ceil(w/2), 4c]; output cell (r, q) is
 // the concatenation of x(2r, 2q), x(2r, 2q+1), x(2r+1, 2q), x(2r+1, 2q+1), zeros where out of range.
 void downsample_2x2(const float* x /*[h, w, c]*/, int64_t h, int64_t w, int64_t c, float* y /*[h2, w2, 4c]*/);

@@ -25,8 +25,10 @@
 #define BLUELM_AVX512_TABLE isa_kernels_avx512
 #endif
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/kernels_isa.h"
 
@@ -269,9 +271,181 @@ void panels(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1,
 using PanelsFn = void (*)(const PackedView&, const QuantizedActs&, int64_t, int64_t, int64_t, int64_t, int64_t,
                           int64_t, bool, float*, int64_t);
 
+// ---- Prefill of Q4_0 / Q4_1 / Q8_0 (4 or more tokens): four panels unpacked once per 128 tokens ----
+// The tile above unpacks its panel pair for every block of 4 tokens and broadcasts each token's 4 activations once
+// per vpdpbusd, so the loads bound it (the mix loop of that tile, mix_q4_0_avx512, tops out near half of the
+// vpdpbusd probe). Here, as in the K-quants' tile (kquant_avx512.cpp), the levels of four panels (32 rows: panels
+// 2h and 2h + 1 side by side in half h) are unpacked once per 256 weights and 128 tokens into an L1 tile, nibbles
+// masked and shifted or int8 made unsigned, with the scales (and minima) as float; each token's broadcast then
+// feeds two vpdpbusd, one per half. Per token and block the float epilogue is the tile's own, in the same order
+// from the same starting value, so the result is the same bytes as tile<> gives (the int8 test holds it to that).
+template <int G>
+struct IntQuad {
+  static constexpr int kBlocks = 256 / G;  // blocks per unpacked chunk: 256 weights
+  alignas(64) uint8_t q[kBlocks][G / 4][2][64];  // [j][step s][h]: levels of weights 4s..4s+3, panel 2h then 2h + 1
+  alignas(64) float d[kBlocks][2][16];           // [j][h][8 e + r]: scale of block j, row r of panel 2h + e
+  alignas(64) float m[kBlocks][2][16];           // Q4_1: the minima, same order
+};
+
+// Blocks [c0, c0 + nbk) of the four panels at pp[0..3] into t.
+template <int KIND, int G>
+void unpack_quad(const uint8_t* const (&pp)[4], const PanelGeometry& g, int64_t c0, int nbk, IntQuad<G>& t) {
+  const __m512i mask = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8(char(0x80));
+  for (int j = 0; j < nbk; ++j) {
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* qa = pp[2 * h] + (c0 + j) * g.qbytes;
+      const uint8_t* qb = pp[2 * h + 1] + (c0 + j) * g.qbytes;
+      if (KIND == static_cast<int>(Kind::int8_sym)) {
+        for (int s = 0; s < G / 4; ++s)
+          _mm512_store_si512(t.q[j][s][h], _mm512_xor_si512(load_pair(qa + 32 * s, qb + 32 * s), flip));
+      } else {
+        // Piece c holds weights 4c.. in its low nibbles and G / 2 + 4c.. in its high ones: steps c and G / 8 + c.
+        for (int c = 0; c < G / 8; ++c) {
+          const __m512i v = load_pair(qa + 32 * c, qb + 32 * c);
+          _mm512_store_si512(t.q[j][c][h], _mm512_and_si512(v, mask));
+          _mm512_store_si512(t.q[j][G / 8 + c][h], _mm512_and_si512(_mm512_srli_epi16(v, 4), mask));
+        }
+      }
+      _mm512_store_ps(t.d[j][h], load_scales(pp[2 * h] + g.scales + (c0 + j) * 16,
+                                             pp[2 * h + 1] + g.scales + (c0 + j) * 16));
+      if (KIND == static_cast<int>(Kind::int4_asym))
+        _mm512_store_ps(t.m[j][h], load_scales(pp[2 * h] + g.minima + (c0 + j) * 16,
+                                               pp[2 * h + 1] + g.minima + (c0 + j) * 16));
+    }
+  }
+}
+
+// NT tokens (x[u]: the token's activations from block c0 on; xd / xs likewise) against nbk blocks of the tile:
+// acc[u][32 rows] continues tile<>'s per-block float chain.
+template <int KIND, int G, int NT>
+inline void quad_tokens(const IntQuad<G>& t, int nbk, const int8_t* const* x, const float* const* xd,
+                        const float* const* xs, float* acc) {
+  __m512 ac[NT][2];
+#pragma GCC unroll 8
+  for (int u = 0; u < NT; ++u) {
+    ac[u][0] = _mm512_load_ps(acc + 32 * u);
+    ac[u][1] = _mm512_load_ps(acc + 32 * u + 16);
+  }
+#pragma GCC unroll 1
+  for (int j = 0; j < nbk; ++j) {
+    __m512i s[NT][2];
+#pragma GCC unroll 8
+    for (int u = 0; u < NT; ++u) s[u][0] = s[u][1] = _mm512_setzero_si512();
+#pragma GCC unroll 32
+    for (int st = 0; st < G / 4; ++st) {
+      const __m512i l0 = _mm512_load_si512(t.q[j][st][0]), l1 = _mm512_load_si512(t.q[j][st][1]);
+#pragma GCC unroll 8
+      for (int u = 0; u < NT; ++u) {
+        const __m512i xb = _mm512_set1_epi32(load_i32(x[u] + j * G + 4 * st));
+        s[u][0] = _mm512_dpbusd_epi32(s[u][0], l0, xb);
+        s[u][1] = _mm512_dpbusd_epi32(s[u][1], l1, xb);
+      }
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const __m512 dw = _mm512_load_ps(t.d[j][h]);
+#pragma GCC unroll 8
+      for (int u = 0; u < NT; ++u) {
+        const __m512 dx = _mm512_set1_ps(xd[u][j]), sx = _mm512_set1_ps(xs[u][j]);
+        __m512 f = _mm512_cvtepi32_ps(s[u][h]);
+        if (KIND == static_cast<int>(Kind::int4_sym)) {
+          ac[u][h] = _mm512_fmadd_ps(dw, _mm512_fmadd_ps(f, dx, sx), ac[u][h]);
+        } else if (KIND == static_cast<int>(Kind::int4_asym)) {
+          const __m512 v = _mm512_mul_ps(f, dx);
+          ac[u][h] = _mm512_fmadd_ps(_mm512_load_ps(t.m[j][h]), sx, _mm512_fmadd_ps(dw, v, ac[u][h]));
+        } else {
+          f = _mm512_add_ps(f, sx);  // + (-128 sum(q)): exact, as in tile<>
+          ac[u][h] = _mm512_fmadd_ps(dw, _mm512_mul_ps(f, dx), ac[u][h]);
+        }
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int u = 0; u < NT; ++u) {
+    _mm512_store_ps(acc + 32 * u, ac[u][0]);
+    _mm512_store_ps(acc + 32 * u + 16, ac[u][1]);
+  }
+}
+
+template <int KIND, int G>
+void quad_panels(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
+                 int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
+  using Quad = IntQuad<G>;
+  const PanelGeometry g = panel_geometry(w.format, w.k);
+  constexpr int64_t kTokens = 128;
+  constexpr int kTokenBlock = 4;
+  alignas(64) Quad quad;
+  alignas(64) float acc[kTokens][32];
+  for (int64_t p = p0; p < p1; p += 4) {
+    const int np = int(std::min<int64_t>(4, p1 - p));
+    const uint8_t* pp[4];
+    for (int pn = 0; pn < 4; ++pn) pp[pn] = w.data + (p + (pn < np ? pn : np - 1)) * g.stride;  // past p1: a copy
+    for (int64_t tb = t0; tb < t1; tb += kTokens) {
+      const int64_t te = std::min(t1, tb + kTokens);
+      std::memset(acc, 0, sizeof(acc));
+      for (int64_t c0 = b0; c0 < b1; c0 += Quad::kBlocks) {
+        const int nbk = int(std::min<int64_t>(Quad::kBlocks, b1 - c0));
+        unpack_quad<KIND, G>(pp, g, c0, nbk, quad);
+        if (c0 + nbk < b1)  // the next chunk's levels into L1 while this one runs
+          for (int pn = 0; pn < np; ++pn)
+            for (int64_t o = 0; o < nbk * g.qbytes; o += 64)
+              _mm_prefetch(reinterpret_cast<const char*>(pp[pn] + (c0 + nbk) * g.qbytes + o), _MM_HINT_T0);
+        const auto block = [&](auto nt, int64_t t) {
+          constexpr int kNt = decltype(nt)::value;
+          const int8_t* x[kNt];
+          const float* xd[kNt];
+          const float* xs[kNt];
+          for (int u = 0; u < kNt; ++u) {
+            x[u] = a.q + (t + u) * a.k + c0 * G;
+            xd[u] = a.d + (t + u) * g.nb + c0;
+            xs[u] = a.s + (t + u) * g.nb + c0;
+          }
+          quad_tokens<KIND, G, kNt>(quad, nbk, x, xd, xs, acc[t - tb]);
+        };
+        int64_t t = tb;
+        for (; t + kTokenBlock <= te; t += kTokenBlock) block(std::integral_constant<int, kTokenBlock>{}, t);
+        switch (te - t) {
+          case 3: block(std::integral_constant<int, 3>{}, t); break;
+          case 2: block(std::integral_constant<int, 2>{}, t); break;
+          case 1: block(std::integral_constant<int, 1>{}, t); break;
+          default: break;
+        }
+      }
+      for (int pn = 0; pn < np; ++pn) {
+        const int64_t rows = std::min<int64_t>(kPanelRows, w.n - (p + pn) * kPanelRows);
+        if (rows <= 0) break;
+        for (int64_t t = tb; t < te; ++t) {
+          float* out = y + t * ldy + (p + pn) * kPanelRows;
+          const float* r = acc[t - tb] + 8 * pn;
+          if (rows == kPanelRows) {
+            const __m256 v = _mm256_load_ps(r);
+            _mm256_storeu_ps(out, accumulate ? _mm256_add_ps(_mm256_loadu_ps(out), v) : v);
+          } else {
+            for (int64_t i = 0; i < rows; ++i) out[i] = accumulate ? out[i] + r[i] : r[i];
+          }
+        }
+      }
+    }
+  }
+}
+
+// Q4_0 / Q4_1 / Q8_0 (and the widened Q5_0 / Q5_1): 1-3 tokens through tile<> (decode reads the panels once, with
+// its prefetch), more through the unpacked quads.
+template <int KIND, int G>
+void panels_or_quads(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
+                     int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
+  if (t1 - t0 <= 3 || !avx512_quads()) return panels<KIND, G, false>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+  quad_panels<KIND, G>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+}
+
 template <int KIND, bool SIGN = false>
 PanelsFn pick_group(int group) {
-  return group == 32 ? panels<KIND, 32, SIGN> : group == 64 ? panels<KIND, 64, SIGN> : panels<KIND, 128, SIGN>;
+  if constexpr (SIGN)
+    return group == 32 ? panels<KIND, 32, true> : group == 64 ? panels<KIND, 64, true> : panels<KIND, 128, true>;
+  else
+    return group == 32   ? panels_or_quads<KIND, 32>
+           : group == 64 ? panels_or_quads<KIND, 64>
+                         : panels_or_quads<KIND, 128>;
 }
 
 void gemm_panels(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
@@ -296,7 +470,7 @@ void gemm_panels(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_
 #else
     const WidenInt5Fn widen = widen_int5_panel_avx2;
 #endif
-    return gemm_panels_int5_widened(int8_sign_trick() ? panels<2, 32, true> : panels<2, 32, false>, widen, w, a, p0,
+    return gemm_panels_int5_widened(int8_sign_trick() ? panels<2, 32, true> : panels_or_quads<2, 32>, widen, w, a, p0,
                                     p1, t0, t1, b0, b1, accumulate, y, ldy);
   }
   PanelsFn fn = fi.kind == Kind::int4_sym    ? pick_group<0>(fi.group)

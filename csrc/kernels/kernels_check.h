@@ -8,4 +8,7 @@ int check_kernel_table(const IsaKernels& table);
 // The AVX-512 int8 tiles (a table whose gemm_panels reads int8_sign_trick()) with unsigned weights against the sign
 // trick and the scalar tier, every T from 1 to 33 on awkward K and N; returns the number of cases run.
 int check_int8_variants_exact(const IsaKernels& table);
+// The AVX-512 prefill quads (a table whose gemm_panels reads avx512_quads()) against its panel-pair tile, byte for
+// byte, on awkward N, K, T and sub-ranges of Q4_0 / Q4_1 / Q8_0 (groups 32-128) and Q5_0 / Q5_1; returns the cases.
+int check_quads_equal_pair_tile(const IsaKernels& table);
 }

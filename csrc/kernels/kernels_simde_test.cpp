@@ -15,4 +15,5 @@ BLUELM_TEST(kernels_avx512_source_through_simde_matches_scalar) {
   const int cases = bluelm::kernels::testing::check_kernel_table(*bluelm::kernels::isa_kernels_avx512_simde());
   CHECK(cases > 100);
   CHECK(bluelm::kernels::testing::check_int8_variants_exact(*bluelm::kernels::isa_kernels_avx512_simde()) > 100);
+  CHECK(bluelm::kernels::testing::check_quads_equal_pair_tile(*bluelm::kernels::isa_kernels_avx512_simde()) > 100);
 }

@@ -186,6 +186,47 @@ int check_int8_variants_exact(const IsaKernels& table) {
   return cases;
 }
 
+// The AVX-512 prefill quads (four panels unpacked once per 128 tokens) against the panel-pair tile they replace
+// for 4+ tokens: the same integer sums and the same float chain per token, so the same bytes. N leaves quads of
+// 1-4 panels and a partial panel; K leaves a partial 256-weight chunk; T leaves token tails of 0-3 and a second
+// 128-token tile; the panel, token and block ranges start inside the matrix; accumulate adds onto what y holds.
+int check_quads_equal_pair_tile(const IsaKernels& table) {
+  const IsaKernels& ref = *isa_kernels_scalar();
+  const bool saved = avx512_quads();
+  int cases = 0;
+  uint32_t seed = 300;
+  for (Format f : {Format::q4_0, Format::q4_1, Format::q8_0, Format::q4_0_g64, Format::q4_1_g128,
+                   Format::q8_0_g128, Format::q5_0, Format::q5_1}) {
+    const FormatInfo& fi = quant::format_info(f);
+    const ActSumRule rule = act_sum_rule(f);
+    for (int64_t n : {8, 20, 33, 57})
+      for (int64_t k : {int64_t(fi.group) * 3, 256 + int64_t(fi.group) * (256 / fi.group - 1)})
+        for (int64_t t : {4, 7, 131}) {
+          Problem p = make_problem(f, n, k, t, seed++);
+          const int64_t nb = k / fi.group, panels = (n + 7) / 8;
+          std::vector<int8_t> q(size_t(t * k));
+          std::vector<float> d(size_t(t * nb)), s(d.size());
+          for (int64_t i = 0; i < t; ++i)
+            ref.quantize_row(p.x.data() + i * k, k, fi.group, rule, q.data() + i * k, d.data() + i * nb,
+                             s.data() + i * nb);
+          const QuantizedActs a{t, k, fi.group, q.data(), d.data(), s.data()};
+          struct Range { int64_t p0, t0, b0, b1; bool accumulate; };
+          for (const Range r : {Range{0, 0, 0, nb, false}, Range{panels > 1 ? 1 : 0, 1, nb > 2 ? 1 : 0, nb, true}}) {
+            std::vector<float> y_pair(size_t(t * n)), y_quad(y_pair.size());
+            for (size_t i = 0; i < y_pair.size(); ++i) y_pair[i] = y_quad[i] = float(i % 7) - 3.0f;
+            set_avx512_quads(false);
+            table.gemm_panels(p.view(), a, r.p0, panels, r.t0, t, r.b0, r.b1, r.accumulate, y_pair.data(), n);
+            set_avx512_quads(true);
+            table.gemm_panels(p.view(), a, r.p0, panels, r.t0, t, r.b0, r.b1, r.accumulate, y_quad.data(), n);
+            CHECK(std::memcmp(y_pair.data(), y_quad.data(), y_pair.size() * 4) == 0);
+            ++cases;
+          }
+        }
+  }
+  set_avx512_quads(saved);
+  return cases;
+}
+
 }  // namespace bluelm::kernels::testing
 
 BLUELM_TEST(kernels_every_tier_matches_scalar) {
@@ -206,6 +247,12 @@ BLUELM_TEST(kernels_int8_unsigned_tiles_are_exact_for_every_t) {
 }
 
 // The AVX-512 int8 tiles' two variants (unsigned weights w + 128; the sign trick) give scalar's sums.
+BLUELM_TEST(kernels_avx512_prefill_quads_equal_the_pair_tile_byte_for_byte) {
+  const IsaKernels* t = kernels_for(Isa::avx512);
+  if (!t || !isa_supported(Isa::avx512)) return;
+  CHECK(bluelm::kernels::testing::check_quads_equal_pair_tile(*t) > 100);
+}
+
 BLUELM_TEST(kernels_int8_sign_trick_variant_matches_scalar) {
   const IsaKernels* t = kernels_for(Isa::avx512);
   if (!t || !isa_supported(Isa::avx512)) return;

@@ -271,6 +271,40 @@ Z_TARGET void mix_q6_k_vnni(int64_t n) {
 }
 constexpr double kKQuadOps = 2.0 * 256 * 32 * 4;  // one super-block: 256 weights x 32 rows x 4 tokens
 
+// ---- Q4_0 / Q4_1 / Q8_0 prefill, AVX-512 VNNI tier (kernels_avx512.cpp: quad_tokens, four panels x 4 tokens) ----
+// One iteration is one block of 32 weights of the four unpacked panels (32 rows, two zmm halves) for 4 tokens: 8
+// steps of KZ_STEP (each token's broadcast feeding one vpdpbusd per half; loads left out, as above), then per token
+// and half the block's float epilogue into the output (registers here and in the kernel): Q4_0 a conversion and two
+// FMAs (f dx + s, then by the rows' scales), Q4_1 a conversion, a multiply and two FMAs (the minima's term), Q8_0 a
+// conversion, an add (the offset), a multiply and an FMA. zmm0-7 the run sums, zmm19 / 20 the token's d and s,
+// zmm21 the rows' scales, zmm15 their minima, zmm22-29 the outputs.
+#define QZ_SYM(I, O)                                                                                            \
+  "vcvtdq2ps %%zmm" #I ",%%zmm" #I "\n vfmadd213ps %%zmm20,%%zmm19,%%zmm" #I "\n"                                \
+  "vfmadd231ps %%zmm" #I ",%%zmm21,%%zmm" #O "\n"
+#define QZ_ASYM(I, O)                                                                                           \
+  "vcvtdq2ps %%zmm" #I ",%%zmm" #I "\n vmulps %%zmm19,%%zmm" #I ",%%zmm" #I "\n"                                 \
+  "vfmadd231ps %%zmm" #I ",%%zmm21,%%zmm" #O "\n vfmadd231ps %%zmm20,%%zmm15,%%zmm" #O "\n"
+#define QZ_INT8(I, O)                                                                                           \
+  "vcvtdq2ps %%zmm" #I ",%%zmm" #I "\n vaddps %%zmm20,%%zmm" #I ",%%zmm" #I "\n vmulps %%zmm19,%%zmm" #I       \
+  ",%%zmm" #I "\n vfmadd231ps %%zmm" #I ",%%zmm21,%%zmm" #O "\n"
+#define QZ_BLOCK(E)                                                                                             \
+  KZ_RUN_ZERO KZ_STEP KZ_STEP KZ_STEP KZ_STEP KZ_STEP KZ_STEP KZ_STEP KZ_STEP E(0, 22) E(1, 23) E(2, 24) E(3, 25) \
+      E(4, 26) E(5, 27) E(6, 28) E(7, 29)
+#define QZ_PROLOGUE KZ_PROLOGUE "vpxord %%zmm21,%%zmm21,%%zmm21\n"
+Z_TARGET void mix_q4_0_quad(int64_t n) {
+  __asm__ volatile(QZ_PROLOGUE "1:\n" QZ_BLOCK(QZ_SYM) QZ_BLOCK(QZ_SYM) "dec %0\n jnz 1b\n vzeroupper\n"
+                   : "+r"(n)::KZ_CLOBBERS);
+}
+Z_TARGET void mix_q4_1_quad(int64_t n) {
+  __asm__ volatile(QZ_PROLOGUE "1:\n" QZ_BLOCK(QZ_ASYM) QZ_BLOCK(QZ_ASYM) "dec %0\n jnz 1b\n vzeroupper\n"
+                   : "+r"(n)::KZ_CLOBBERS);
+}
+Z_TARGET void mix_q8_0_quad(int64_t n) {
+  __asm__ volatile(QZ_PROLOGUE "1:\n" QZ_BLOCK(QZ_INT8) QZ_BLOCK(QZ_INT8) "dec %0\n jnz 1b\n vzeroupper\n"
+                   : "+r"(n)::KZ_CLOBBERS);
+}
+constexpr double kQuadBlocksOps = 2.0 * 2 * 32 * 32 * 4;  // two blocks: 2 x 32 weights x 32 rows x 4 tokens
+
 // ---- AVX2 attention products (runtime/attention_avx2.cpp; attention rows in benchmarks/attention.py) ----
 // Unlike the GEMM tiles above, these loops keep their broadcasts from memory (an L1 buffer, as the kernels read the
 // query bytes and the int16 weight pairs): on the Zen 3 host a vpbroadcastd ymm, m32 took a vector pipe slot (in a
@@ -340,14 +374,25 @@ const std::vector<Loop>& mix_loops() {
       {{"mix_q6_k_avx512", "avx512", "GOPS", "q6_k four-panel x 4-token super-block, AVX-512 VNNI", "q6_k",
         "int8_vpdpbusd_avx512"},
        Isa::avx512, kKQuadOps, mix_q6_k_vnni},
-      {{"mix_q4_0_avx512", "avx512", "GOPS", "q4_0 panel-pair x 4-token block, AVX-512 VNNI", "q4_0",
+      // The AVX-512 tier's prefill of the block formats runs on unpacked quads; the panel-pair tile (decode, and
+      // prefill with set_avx512_quads off) has its rows under <format>_pairs for the A/B.
+      {{"mix_q4_0_avx512", "avx512", "GOPS", "q4_0 four-panel x 4-token block, unpacked, AVX-512 VNNI", "q4_0",
+        "int8_vpdpbusd_avx512"},
+       Isa::avx512, kQuadBlocksOps, mix_q4_0_quad},
+      {{"mix_q4_1_avx512", "avx512", "GOPS", "q4_1 four-panel x 4-token block, unpacked, AVX-512 VNNI", "q4_1",
+        "int8_vpdpbusd_avx512"},
+       Isa::avx512, kQuadBlocksOps, mix_q4_1_quad},
+      {{"mix_q8_0_avx512", "avx512", "GOPS", "q8_0 four-panel x 4-token block, unpacked (w + 128), AVX-512 VNNI",
+        "q8_0", "int8_vpdpbusd_avx512"},
+       Isa::avx512, kQuadBlocksOps, mix_q8_0_quad},
+      {{"mix_q4_0_pairs_avx512", "avx512", "GOPS", "q4_0 panel-pair x 4-token block, AVX-512 VNNI", "q4_0_pairs",
         "int8_vpdpbusd_avx512"},
        Isa::avx512, kBlockOps, mix_q4_0_avx512},
-      {{"mix_q4_1_avx512", "avx512", "GOPS", "q4_1 panel-pair x 4-token block, AVX-512 VNNI", "q4_1",
+      {{"mix_q4_1_pairs_avx512", "avx512", "GOPS", "q4_1 panel-pair x 4-token block, AVX-512 VNNI", "q4_1_pairs",
         "int8_vpdpbusd_avx512"},
        Isa::avx512, kBlockOps, mix_q4_1_avx512},
-      {{"mix_q8_0_avx512", "avx512", "GOPS", "q8_0 panel-pair x 4-token block, AVX-512 VNNI (w + 128)", "q8_0",
-        "int8_vpdpbusd_avx512"},
+      {{"mix_q8_0_pairs_avx512", "avx512", "GOPS", "q8_0 panel-pair x 4-token block, AVX-512 VNNI (w + 128)",
+        "q8_0_pairs", "int8_vpdpbusd_avx512"},
        Isa::avx512, kBlockOps, mix_q8_0_avx512},
       {{"mix_q8_0_signtrick_avx512", "avx512", "GOPS",
         "q8_0 panel-pair x 4-token block, AVX-512 VNNI, former sign trick (A/B)", "q8_0_signtrick",

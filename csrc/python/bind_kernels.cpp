@@ -245,6 +245,11 @@ void bind_kernels(py::module_& m) {
         "A/B switch: the AVX-512 tier's int8 tiles use the sign trick (on) or unsigned weights w + 128 (off, the "
         "default); both give the same bytes (csrc/kernels/kernels.h)");
   m.def("int8_sign_trick", &int8_sign_trick);
+  m.def("set_avx512_quads", &set_avx512_quads, py::arg("on"),
+        "A/B switch: the AVX-512 tier's prefill of Q4_0 / Q4_1 / Q8_0 (and the widened Q5_0 / Q5_1) runs on four "
+        "panels unpacked once per 128 tokens (on, the default) or on the decode's panel-pair tile (off); both give "
+        "the same bytes (csrc/kernels/kernels.h)");
+  m.def("avx512_quads", &avx512_quads);
   m.def("set_int16_one_pass", &set_int16_one_pass, py::arg("on"),
         "A/B switch: the engine's int16 products run in one pass where it pays (on, the default; kernels.h: "
         "gemm_i16_pays) or all as two int8 passes (off)");
