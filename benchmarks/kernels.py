@@ -243,6 +243,7 @@ def bench_matrix(shape: dict, fmt: str, threads: int, roof: dict, quick: bool, r
                     "gflops": flops / s / 1e9, "roofline_fraction": frac, "roofline_local": local,
                     "roofline_run": roof["read_gbps"] if mode == "stream" else int8_peak,
                     "model": shape["model"], "matrix": shape["matrix"], "hugepages": _core.hugepage_advice(),
+                    "decode_prefetch": "l2" if _core.decode_prefetch_l2() else "l1",
                     "timed_in": "c++" if mode == "stream" else "python", "rounds": ROUNDS,
                     "probe": "read_256MB" if mode == "stream" else probe_name,
                     **{k: v for k, v in r.items() if k not in ("median_s", "roofline_local")}}
@@ -419,6 +420,8 @@ def main(argv=None) -> int:
         console.print(f"roofline, {t} thread(s): " + ", ".join(f"{k} {v:.1f}" for k, v in r.items()))
     console.print(f"huge-page advice for weights and the bandwidth probe: {'on' if _core.hugepage_advice() else 'off'}"
                   " (BLUELM_HUGEPAGES=0 turns it off)")
+    console.print(f"decode prefetch into {'L2' if _core.decode_prefetch_l2() else 'L1'}"
+                  " (BLUELM_DECODE_PREFETCH=l1|l2 overrides the CPU's default)")
     rows = []
     shapes = load_shapes(args.quick)
     from tqdm import tqdm

@@ -368,6 +368,47 @@ def test_small_products_on_one_thread_give_the_same_bytes_and_bad_limits_are_ref
     assert bad.returncode != 0 and b"BLUELM_MIN_PARALLEL_MACS='many' is not a non-negative integer" in bad.stderr
 
 
+_PREFETCH_SCRIPT = """
+from bluelm_v import _core
+print(_core.decode_prefetch_l2())
+"""
+
+
+def test_decode_prefetch_level_follows_the_environment_and_refuses_bad_values():
+    import os
+    import subprocess
+    import sys
+
+    def run(value):
+        env = dict(os.environ, BLUELM_DECODE_PREFETCH=value)
+        return subprocess.run([sys.executable, "-c", _PREFETCH_SCRIPT], env=env, capture_output=True, timeout=120)
+
+    l1, l2, bad = run("l1"), run("l2"), run("L3")
+    assert l1.returncode == 0 and l1.stdout.strip() == b"False", l1.stderr
+    assert l2.returncode == 0 and l2.stdout.strip() == b"True", l2.stderr
+    assert bad.returncode != 0 and b"BLUELM_DECODE_PREFETCH='L3' is not l1 or l2" in bad.stderr
+
+
+@pytest.mark.parametrize("fmt", ["q4_0", "q8_0", "q5_0", "q4_k", "q6_k"])
+def test_decode_prefetch_to_l1_or_l2_gives_the_same_bytes(isa, fmt):
+    """The decode tiles' prefetch level (L1 or L2) moves no result: a 1-token and a 3-token product on 40 x 1024
+    weights give the same bytes either way, in every tier."""
+    rng = np.random.default_rng(12)
+    p = kernels.pack(rng.standard_normal((40, 1024)).astype(np.float32), fmt)
+    x = rng.standard_normal((3, 1024)).astype(np.float32)
+    saved = _core.decode_prefetch_l2()
+    try:
+        out = {}
+        for l2 in (False, True):
+            _core.set_decode_prefetch_l2(l2)
+            out[l2] = (kernels.gemv(x[0], p), kernels.gemm(x, p))
+    finally:
+        _core.set_decode_prefetch_l2(saved)
+    np.testing.assert_array_equal(out[False][0], out[True][0])
+    np.testing.assert_array_equal(out[False][1], out[True][1])
+    assert np.abs(out[True][0]).max() > 0
+
+
 def test_packed_weights_are_huge_page_aligned_and_the_advice_can_be_turned_off(monkeypatch):
     # 1024 x 4096 q4_0 packs into 2.25 MiB: library memory aligned to 2 MiB (huge pages, csrc/common/memory.h).
     rng = np.random.default_rng(3)

@@ -45,7 +45,10 @@ CpuFeatures probe() {
     f.os_avx = (xcr0 & 0x6) == 0x6;            // XMM and YMM state
     f.os_avx512 = (xcr0 & 0xE6) == 0xE6;       // plus opmask, ZMM_Hi256, Hi16_ZMM
   }
-  unsigned max_leaf = __get_cpuid_max(0, nullptr);
+  unsigned vendor[3] = {0, 0, 0};  // leaf 0: EBX, EDX, ECX spell the vendor
+  unsigned max_leaf = 0;
+  __cpuid(0, max_leaf, vendor[0], vendor[2], vendor[1]);
+  f.amd = vendor[0] == 0x68747541u && vendor[1] == 0x69746e65u && vendor[2] == 0x444d4163u;  // "AuthenticAMD"
   if (max_leaf >= 7) {
     __cpuid_count(7, 0, a, b, c, d);
     f.avx2 = b & (1u << 5);

@@ -25,6 +25,7 @@ struct CpuFeatures {
   bool avx512bf16 = false, avxvnni = false;
   bool os_avx = false, os_avx512 = false;
   bool neon = false, dotprod = false, i8mm = false;
+  bool amd = false;  // x86 vendor string AuthenticAMD (tuning choices, not features)
 };
 
 const CpuFeatures& cpu_features();

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "common/error.h"
@@ -102,6 +103,32 @@ std::atomic<bool> g_avx512_quads{true};
 }
 void set_avx512_quads(bool on) { g_avx512_quads.store(on, std::memory_order_relaxed); }
 bool avx512_quads() { return g_avx512_quads.load(std::memory_order_relaxed); }
+
+namespace {
+bool default_prefetch_l2() {
+  const char* env = std::getenv("BLUELM_DECODE_PREFETCH");
+  if (env && *env) {
+    const std::string v(env);
+    if (v == "l1") return false;
+    if (v == "l2") return true;
+    throw InvalidArgument(cat("BLUELM_DECODE_PREFETCH='", v, "' is not l1 or l2"));
+  }
+  return cpu_features().amd;
+}
+// -1: not decided yet (the environment is read on first use, so a bad value is reported by the call that uses it)
+std::atomic<int> g_prefetch_l2{-1};
+}  // namespace
+void set_decode_prefetch_l2(bool on) { g_prefetch_l2.store(on ? 1 : 0, std::memory_order_relaxed); }
+bool decode_prefetch_l2() {
+  int v = g_prefetch_l2.load(std::memory_order_relaxed);
+  if (v < 0) {
+    v = default_prefetch_l2() ? 1 : 0;
+    int expected = -1;
+    g_prefetch_l2.compare_exchange_strong(expected, v, std::memory_order_relaxed);
+    v = g_prefetch_l2.load(std::memory_order_relaxed);
+  }
+  return v == 1;
+}
 
 ActBuffers act_buffers(Format f, int64_t t, int64_t k, void* base) {
   const int64_t nb = k / quant::format_info(f).group;

@@ -154,6 +154,14 @@ bool int8_sign_trick();
 void set_avx512_quads(bool on);
 bool avx512_quads();
 
+// Where the x86 decode tiles' software prefetch (kPrefetchBytes ahead of the weights they stream) puts its lines:
+// L2 (prefetcht1) or L1 (prefetcht0). The default is L2 on AMD CPUs and L1 on the others, by measurement
+// (docs/kernels.md, "The decode prefetch's level"): on a Zen 4, L1 held the streaming GEMV at 0.34-0.63 of the read
+// where L2 gave 0.66-0.85; Zen 3 measured the two alike, and the Intel Xeon VM streamed at 0.9-1.0 with L1.
+// BLUELM_DECODE_PREFETCH=l1 or l2 overrides the default; set_decode_prefetch_l2 is for A/B runs.
+void set_decode_prefetch_l2(bool on);
+bool decode_prefetch_l2();
+
 // Token down-sampling (VILA DownSampleBlock): x [h, w, c] -> y [ceil(h/2), ceil(w/2), 4c]; output cell (r, q) is
 // the concatenation of x(2r, 2q), x(2r, 2q+1), x(2r+1, 2q), x(2r+1, 2q+1), zeros where out of range.
 void downsample_2x2(const float* x /*[h, w, c]*/, int64_t h, int64_t w, int64_t c, float* y /*[h2, w2, 4c]*/);

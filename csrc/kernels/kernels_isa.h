@@ -113,16 +113,24 @@ constexpr int64_t kPrefetchBytes = 24 << 10;
 // kPrefetchBytes ahead). Issued as one burst of 4-26 back-to-back prefetches before each block, the same lines
 // held the stream GEMV at 0.63-0.78 of the read bandwidth on an AVX-512 Xeon; spread, 0.9-1.0 (docs/kernels.md,
 // "Spreading the decode prefetch").
+// The lines go to L2 or L1 as decode_prefetch_l2() says (kernels.h), read once per tile.
 struct SpreadPrefetch {
   uintptr_t at, end;
+  bool l2 = decode_prefetch_l2();
   __attribute__((always_inline)) void one() {
     if (at < end) {
-      __builtin_prefetch(reinterpret_cast<const void*>(at), 0, 3);
+      line(at);
       at += 64;
     }
   }
   __attribute__((always_inline)) void rest() {
-    for (; at < end; at += 64) __builtin_prefetch(reinterpret_cast<const void*>(at), 0, 3);
+    for (; at < end; at += 64) line(at);
+  }
+  __attribute__((always_inline)) void line(uintptr_t p) const {
+    if (l2)
+      __builtin_prefetch(reinterpret_cast<const void*>(p), 0, 2);
+    else
+      __builtin_prefetch(reinterpret_cast<const void*>(p), 0, 3);
   }
 };
 

@@ -275,6 +275,7 @@ void decode_panels_k45(const PackedView& w, const QuantizedActs& a, int64_t p0, 
   static_assert(kLines * 64 == (KIND == Kind::k4 ? 144 : 176) * kPanelRows, "whole lines");
   const __m256 alternate = _mm256_setr_ps(1, -1, 1, -1, 1, -1, 1, -1);
   const __m256i nibbles = _mm256_set1_epi8(0x0F);
+  const bool l2 = decode_prefetch_l2();  // the prefetch's level (kernels.h)
   for (int64_t p = p0; p < p1; ++p) {
     const uint8_t* panel = w.data + p * g.stride;
     __m256 acc[3][2];  // [t][h]: rows 4h..4h+3 as (d term, -dmin term) pairs
@@ -298,7 +299,10 @@ void decode_panels_k45(const PackedView& w, const QuantizedActs& a, int64_t p0, 
           if (t == 0) {
 #pragma GCC unroll 8
             for (int l = r * kLines / kPanelRows; l < (r + 1) * kLines / kPanelRows; ++l)
-              _mm_prefetch(reinterpret_cast<const char*>(blocks) + kPrefetchBytes + 64 * l, _MM_HINT_T0);
+              if (l2)
+                _mm_prefetch(reinterpret_cast<const char*>(blocks) + kPrefetchBytes + 64 * l, _MM_HINT_T1);
+              else
+                _mm_prefetch(reinterpret_cast<const char*>(blocks) + kPrefetchBytes + 64 * l, _MM_HINT_T0);
           }
           return row_k45_asm<KIND>(blocks + r * bb, x, sums16, nibbles);
         };

@@ -250,6 +250,10 @@ void bind_kernels(py::module_& m) {
         "panels unpacked once per 128 tokens (on, the default) or on the decode's panel-pair tile (off); both give "
         "the same bytes (csrc/kernels/kernels.h)");
   m.def("avx512_quads", &avx512_quads);
+  m.def("set_decode_prefetch_l2", &set_decode_prefetch_l2, py::arg("on"),
+        "A/B switch: the x86 decode tiles' software prefetch puts its lines in L2 (on) or L1 (off); the default is "
+        "L2 on AMD CPUs, L1 elsewhere, or BLUELM_DECODE_PREFETCH=l1|l2 (csrc/kernels/kernels.h)");
+  m.def("decode_prefetch_l2", &decode_prefetch_l2);
   m.def("set_int16_one_pass", &set_int16_one_pass, py::arg("on"),
         "A/B switch: the engine's int16 products run in one pass where it pays (on, the default; kernels.h: "
         "gemm_i16_pays) or all as two int8 passes (off)");
