@@ -4,7 +4,8 @@
 // sum (w + 128) q = sum w q + 128 sum q, with s = -128 sum(q) (act_sum_rule) added to the integer sum before it
 // is scaled, so the result is exact (q4_0's 8 is taken out the same way, in float, with s = -8 d sum(q)). A zmm
 // holds two 8-row panels (16 rows, one row per 32-bit lane): panels p and p+1 whose outputs are adjacent; an odd
-// last panel is paired with itself.
+// last panel is paired with itself. Decode (1-3 tokens) reads the panel pairs as they are (tile); prefill unpacks
+// four panels once per 256 weights and 128 tokens (quad_panels), so each broadcast feeds two vpdpbusd.
 //
 // This file is also compiled by the tests through SIMDe (BLUELM_AVX512_SIMDE, kernels_simde_test.cpp), so the
 // exact kernel source is checked against the scalar tier on CPUs without AVX-512; it then lives in namespace
