@@ -51,14 +51,9 @@ int32_t hsum_i32(__m256i v) {
 // K = 2304) shifted into a hole of the prefetched stream, and closing it gave another 4-12 points (A/B in one
 // process: q4_0 stream GEMV 63-72% -> 66-78% of the read bandwidth, 1 thread; benchmarks/kernels.py, `stream`
 // rows; docs/kernels.md). 16-64 KB ahead measured the same within noise. Prefetching past the end of the matrix is
-// harmless: prefetches do not fault. The distance is kPrefetchBytes (kernels_isa.h).
+// harmless: prefetches do not fault. The distance is kPrefetchBytes, the level decode_prefetch_l2() (SpreadPrefetch,
+// kernels_isa.h).
 
-inline void prefetch_line(const void* p, bool l2) {  // decode_prefetch_l2(): to L2 or L1
-  if (l2)
-    __builtin_prefetch(p, 0, 2);
-  else
-    __builtin_prefetch(p, 0, 3);
-}
 
 // A one-token tile consumes its panel at g.span (stride / nb, rounded up) bytes per block: during block b it
 // prefetches every cache line up to kPrefetchBytes past the end of block b's share, one line after each weight
@@ -507,8 +502,7 @@ void panels_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_
     // (A/B: +2-5 points of read bandwidth on a 3 MB matrix, none on larger ones).
     const uint8_t* start = w.data + p0 * g.stride + b0 * g.span;
     const uint8_t* end = std::min(start + kPrefetchBytes, w.data + p1 * g.stride);
-    const bool l2 = decode_prefetch_l2();
-    for (const uint8_t* q = start; q < end; q += 64) prefetch_line(q, l2);
+    SpreadPrefetch{reinterpret_cast<uintptr_t>(start), reinterpret_cast<uintptr_t>(end)}.rest();
   }
   // Tiles of two panels x 4 tokens (an odd last panel is paired with itself and only its own rows are kept), then
   // the leftover 1-3 tokens (all of a decode step) one panel at a time.
@@ -559,8 +553,7 @@ void panels_int5(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_
   if (t1 - t0 == 1) {  // as panels_avx2: the first kPrefetchBytes of this thread's share
     const uint8_t* start = w.data + p0 * g.stride + b0 * g.span;
     const uint8_t* end = std::min(start + kPrefetchBytes, w.data + p1 * g.stride);
-    const bool l2 = decode_prefetch_l2();
-    for (const uint8_t* q = start; q < end; q += 64) prefetch_line(q, l2);
+    SpreadPrefetch{reinterpret_cast<uintptr_t>(start), reinterpret_cast<uintptr_t>(end)}.rest();
   }
   auto run = [&](auto tokens, int64_t p) {
     constexpr int M = decltype(tokens)::value;

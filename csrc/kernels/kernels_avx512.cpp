@@ -247,8 +247,7 @@ void panels(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1,
     // Decode: the head of this thread's share, which the tiles' running prefetch starts past.
     const uintptr_t start = reinterpret_cast<uintptr_t>(w.data + p0 * g.stride + b0 * g.span);
     const uintptr_t end = reinterpret_cast<uintptr_t>(w.data + p1 * g.stride);
-    const SpreadPrefetch head{start, std::min(end, start + kPrefetchBytes)};
-    for (uintptr_t q = start; q < head.end; q += 64) head.line(q);
+    SpreadPrefetch{start, std::min(end, start + kPrefetchBytes)}.rest();
   }
   for (int64_t p = p0; p < p1; p += 2) {
     const uint8_t* pa = w.data + p * g.stride;

@@ -299,10 +299,7 @@ void decode_panels_k45(const PackedView& w, const QuantizedActs& a, int64_t p0, 
           if (t == 0) {
 #pragma GCC unroll 8
             for (int l = r * kLines / kPanelRows; l < (r + 1) * kLines / kPanelRows; ++l)
-              if (l2)
-                _mm_prefetch(reinterpret_cast<const char*>(blocks) + kPrefetchBytes + 64 * l, _MM_HINT_T1);
-              else
-                _mm_prefetch(reinterpret_cast<const char*>(blocks) + kPrefetchBytes + 64 * l, _MM_HINT_T0);
+              SpreadPrefetch::line(reinterpret_cast<uintptr_t>(blocks) + kPrefetchBytes + 64 * l, l2);
           }
           return row_k45_asm<KIND>(blocks + r * bb, x, sums16, nibbles);
         };
