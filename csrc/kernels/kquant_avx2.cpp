@@ -1,8 +1,10 @@
 // AVX2 products of the K-quants (Q4_K, Q5_K, Q6_K) with int8 activations quantized per super-block of 256.
-// Decode (T <= 3, decode_panels_k45 / decode_panels_k6) reads each row's block straight from the GGUF bytes: per 32
-// levels one vpmaddubsw into pair sums, one vpmaddwd by the sub-block scale, the offset term (Q4_K / Q5_K minima,
-// Q6_K's -32) one vpmaddwd of the row's 16 offsets with the 16 sums of 16 activations; Q4_K / Q5_K convert to float
-// once per four rows and super-block (their rows' integer sums folded together), Q6_K once per row. Prefill
+// Decode (T <= 3). Q4_K (decode_panels_q4k) reads its panels of 4-byte pieces (kernels_isa.h) 8 rows at a time:
+// one broadcast of 4 activations feeds the 8 rows, each sub-block summed in int16 and scaled once for the 8 rows.
+// Q5_K and Q6_K (decode_panels_k45 / decode_panels_k6) read each row's block straight from the GGUF bytes: per 32
+// levels one vpmaddubsw into pair sums, one vpmaddwd by the sub-block scale, the offset term (Q5_K minima, Q6_K's
+// -32) one vpmaddwd of the row's 16 offsets with the 16 sums of 16 activations; Q5_K converts to float once per
+// four rows and super-block (their rows' integer sums folded together), Q6_K once per row. Prefill
 // (gemm_panels_interleaved) unpacks each 8-row panel super-block once per 128 tokens into a tile whose vectors hold
 // 4 levels of each of the 8 rows, so one broadcast of 4 activations feeds 8 rows (16: two panels at a time), and
 // applies the scales in integers once per run of int16 sums. Same panel layout and result as the scalar kernel
@@ -96,12 +98,12 @@ alignas(32) constexpr uint8_t kPairMask[4][32] = {
 };
 inline __m256i mask(const uint8_t* m) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(m)); }
 
-// Integer sums of one row's Q4_K / Q5_K super-block with 256 activations x: dot = sum_j sc_j * (q . x)_j and
+// Integer sums of one row's Q5_K super-block with 256 activations x: dot = sum_j sc_j * (q . x)_j and
 // off = sum_j m_j * sum(x)_j, as 8 int32 lanes each (off from the 16 activation sums, see activation_sums16),
 // returned as _mm256_hadd_epi32(dot, off): [dot 01, 23, off 01, 23 | dot 45, 67, off 45, 67]. Per 64 levels one
 // 32-byte load, two masks and a shift for the nibbles, and per 32 one vpmaddubsw with the activations, one vpshufb
-// broadcasting the sub-block scale and one vpmaddwd by it; scales and minima as scales_mins_k45 spreads them. Q5_K
-// ors each level's fifth bit (bit 2i / 2i + 1 of its qh byte, shifted onto bit 4) into the nibbles. In assembly, as
+// broadcasting the sub-block scale and one vpmaddwd by it; scales and minima as scales_mins_k45 spreads them; each
+// level's fifth bit (bit 2i / 2i + 1 of its qh byte, shifted onto bit 4) into the nibbles. In assembly, as
 // the int4 panel blocks are (kernels_avx2.cpp), so that the constants and activations are memory operands of the
 // instructions that use them rather than reloads gcc schedules.
 // Constants (kK45Consts): the nibble mask at 0, the Q5_K bit mask at 32, scales_mins_k45's shift counts and two
@@ -150,35 +152,22 @@ alignas(32) constexpr uint32_t kK45Consts[28] = {
 template <Kind KIND>
 inline __m256i row_k45_asm(const uint8_t* blk, const int8_t* x, __m256i sums16, __m256i nib) {
   __m256i sm, t, l, h, s, d0, d1, o, qh;
-  if constexpr (KIND == Kind::k4) {
-    __asm__(K45A_SCALES K45A_NIBBLES(16) K45A_FIRST(0, "l", "d0") K45A_FIRST(1, "h", "d1")
-                K45A_NIBBLES(48) K45A_NEXT(2, "l", "d0") K45A_NEXT(3, "h", "d1")
-                K45A_NIBBLES(80) K45A_NEXT(4, "l", "d0") K45A_NEXT(5, "h", "d1")
-                K45A_NIBBLES(112) K45A_NEXT(6, "l", "d0") K45A_NEXT(7, "h", "d1") K45A_END
-            : [sm] "=&x"(sm), [t] "=&x"(t), [l] "=&x"(l), [h] "=&x"(h), [s] "=&x"(s), [d0] "=&x"(d0),
-              [d1] "=&x"(d1), [o] "=&x"(o)
-            : [b] "r"(blk), [x] "r"(x), [m] "r"(&kRowMasks[0][0]), [c] "r"(kK45Consts), [sums] "x"(sums16),
-              [nib] "x"(nib),
-              "m"(bytes_at<144>(blk)), "m"(bytes_at<256>(x)), "m"(bytes_at<288>(kRowMasks)),
-              "m"(bytes_at<112>(kK45Consts)));
-    (void)qh;
-  } else {
-    __asm__(K45A_SCALES "vmovdqu 16(%[b]), %[qh]\n\t"
-                K45A_NIBBLES(48) K5A_BIT("l", "vpsllw $4") K5A_BIT("h", "vpsllw $3")
-                K45A_FIRST(0, "l", "d0") K45A_FIRST(1, "h", "d1")
-                K45A_NIBBLES(80) K5A_BIT("l", "vpsllw $2") K5A_BIT("h", "vpsllw $1")
-                K45A_NEXT(2, "l", "d0") K45A_NEXT(3, "h", "d1")
-                K45A_NIBBLES(112) K5A_BIT4("l") K5A_BIT("h", "vpsrlw $1")
-                K45A_NEXT(4, "l", "d0") K45A_NEXT(5, "h", "d1")
-                K45A_NIBBLES(144) K5A_BIT("l", "vpsrlw $2") K5A_BIT("h", "vpsrlw $3")
-                K45A_NEXT(6, "l", "d0") K45A_NEXT(7, "h", "d1") K45A_END
-            : [sm] "=&x"(sm), [t] "=&x"(t), [l] "=&x"(l), [h] "=&x"(h), [s] "=&x"(s), [d0] "=&x"(d0),
-              [d1] "=&x"(d1), [o] "=&x"(o), [qh] "=&x"(qh)
-            : [b] "r"(blk), [x] "r"(x), [m] "r"(&kRowMasks[0][0]), [c] "r"(kK45Consts), [sums] "x"(sums16),
-              [nib] "x"(nib),
-              "m"(bytes_at<176>(blk)), "m"(bytes_at<256>(x)), "m"(bytes_at<288>(kRowMasks)),
-              "m"(bytes_at<112>(kK45Consts)));
-  }
+  static_assert(KIND == Kind::k5, "Q4_K decodes from its panels of pieces (decode_panels_q4k)");
+  __asm__(K45A_SCALES "vmovdqu 16(%[b]), %[qh]\n\t"
+              K45A_NIBBLES(48) K5A_BIT("l", "vpsllw $4") K5A_BIT("h", "vpsllw $3")
+              K45A_FIRST(0, "l", "d0") K45A_FIRST(1, "h", "d1")
+              K45A_NIBBLES(80) K5A_BIT("l", "vpsllw $2") K5A_BIT("h", "vpsllw $1")
+              K45A_NEXT(2, "l", "d0") K45A_NEXT(3, "h", "d1")
+              K45A_NIBBLES(112) K5A_BIT4("l") K5A_BIT("h", "vpsrlw $1")
+              K45A_NEXT(4, "l", "d0") K45A_NEXT(5, "h", "d1")
+              K45A_NIBBLES(144) K5A_BIT("l", "vpsrlw $2") K5A_BIT("h", "vpsrlw $3")
+              K45A_NEXT(6, "l", "d0") K45A_NEXT(7, "h", "d1") K45A_END
+          : [sm] "=&x"(sm), [t] "=&x"(t), [l] "=&x"(l), [h] "=&x"(h), [s] "=&x"(s), [d0] "=&x"(d0),
+            [d1] "=&x"(d1), [o] "=&x"(o), [qh] "=&x"(qh)
+          : [b] "r"(blk), [x] "r"(x), [m] "r"(&kRowMasks[0][0]), [c] "r"(kK45Consts), [sums] "x"(sums16),
+            [nib] "x"(nib),
+            "m"(bytes_at<176>(blk)), "m"(bytes_at<256>(x)), "m"(bytes_at<288>(kRowMasks)),
+            "m"(bytes_at<112>(kK45Consts)));
   return d0;
 }
 #undef K45A_SCALES
@@ -253,12 +242,13 @@ inline int32_t load_i32(const void* p) {
   return v;
 }
 
-// Q4_K / Q5_K: panels [p0, p1) x tokens [t0, t1) (at most 3) x super-blocks [b0, b1), streaming each panel once.
+// Q5_K: panels [p0, p1) x tokens [t0, t1) (at most 3) x super-blocks [b0, b1), streaming each panel once.
 // No float work per row: each row's dot and off come back from the assembly as one vector ([dot 01, 23, off 01, 23
 // | dot 45, 67, off 45, 67]); four rows' vectors fold to [dot_0, off_0, dot_1, off_1 | dot_2, off_2, dot_3, off_3],
 // the order of those rows' fp16 [d | dmin] words, so one vcvtph2ps of four rows' words times [dx, -dx, ..] gives
 // their factors and one FMA per four rows and token applies them. The sums are at most 8 * 63 * 32 * 15 * 127
-// (3.1e7 < 2^31) before the conversion.
+// (3.1e7 < 2^31) before the conversion. (Q4_K ran this way too, at 21-22 GB/s with its weights in cache on a Zen 4,
+// where decode_panels_q4k reads 31-34 GB/s: docs/kernels.md, "Q4_K decode from panels of pieces".)
 template <Kind KIND>
 void decode_panels_k45(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
                        int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
@@ -266,13 +256,13 @@ void decode_panels_k45(const PackedView& w, const QuantizedActs& a, int64_t p0, 
   const int bb = quant::format_info(w.format).block_bytes;
   const int64_t nt = t1 - t0;
   const DecodeSums sums(a, t0, nt, b0, b1, g.group);
-  // A panel super-block is a whole number of cache lines (8 x 144 or 8 x 176 bytes) and the panels follow each other
+  // A panel super-block is a whole number of cache lines (8 x 176 bytes) and the panels follow each other
   // without a gap, so the lines kPrefetchBytes past each super-block are a fixed count: prefetched unrolled, a share
-  // of them before each row of the first token (all 18 or 22 before the super-block, back to back, held the stream
+  // of them before each row of the first token (all 22 before the super-block, back to back, held the stream
   // GEMV well below the read bandwidth: docs/kernels.md). A running pointer (SpreadPrefetch) cost a compare and a
   // branch per line, ~9 instructions per row and block.
-  constexpr int kLines = (KIND == Kind::k4 ? 144 : 176) * kPanelRows / 64;
-  static_assert(kLines * 64 == (KIND == Kind::k4 ? 144 : 176) * kPanelRows, "whole lines");
+  constexpr int kLines = 176 * kPanelRows / 64;
+  static_assert(kLines * 64 == 176 * kPanelRows, "whole lines");
   const __m256 alternate = _mm256_setr_ps(1, -1, 1, -1, 1, -1, 1, -1);
   const __m256i nibbles = _mm256_set1_epi8(0x0F);
   const bool l2 = decode_prefetch_l2();  // the prefetch's level (kernels.h)
@@ -324,6 +314,112 @@ void decode_panels_k45(const PackedView& w, const QuantizedActs& a, int64_t p0, 
         const float sum = v[2 * r] + v[2 * r + 1];
         out[r] = accumulate ? out[r] + sum : sum;
       }
+    }
+  }
+}
+
+// Q4_K on its panels of 4-byte pieces (kernels_isa.h): one 32-byte load holds 4 nibble bytes of each of the 8 rows,
+// its low nibbles 4 levels of sub-block 2 i and its high nibbles 4 of sub-block 2 i + 1, so one broadcast of 4
+// activations feeds 8 rows. Per 64 weights of 8 rows: one load, three operations for the nibbles, two vpmaddubsw
+// (with broadcasts from memory) and two vpaddw summing each sub-block in int16 (eight pairs of at most 2 * 15 * 128
+// = 3840: 30720 < 32767); per sub-block one vpshufb spreading the 8 rows' scales and one vpmaddwd + vpaddd applying
+// them. The scales and minima of the 8 rows come out of their 12 bytes (three 32-byte pieces) with nine vector
+// operations; the minima term is four vpmaddwd of the rows' minima pairs with the token's sub-block sums. About 26
+// vector operations per 256 weights and row, where the per-row kernel above spends about 60.
+
+// vpshufb masks on vectors of one 32-bit lane per row: kLaneByte[q] puts byte q of each lane into both int16 words
+// of the lane (a row's sub-block scale); kLanePair[h] bytes 2 h and 2 h + 1 into its two words (two minima).
+alignas(32) constexpr uint8_t kLaneByte[4][32] = {
+#define B(q) {q, 0x80, q, 0x80, 4 + q, 0x80, 4 + q, 0x80, 8 + q, 0x80, 8 + q, 0x80, 12 + q, 0x80, 12 + q, 0x80, \
+               q, 0x80, q, 0x80, 4 + q, 0x80, 4 + q, 0x80, 8 + q, 0x80, 8 + q, 0x80, 12 + q, 0x80, 12 + q, 0x80}
+    B(0), B(1), B(2), B(3)
+#undef B
+};
+alignas(32) constexpr uint8_t kLanePair[2][32] = {
+#define B(q) {q, 0x80, q + 1, 0x80, 4 + q, 0x80, 5 + q, 0x80, 8 + q, 0x80, 9 + q, 0x80, 12 + q, 0x80, 13 + q, 0x80, \
+               q, 0x80, q + 1, 0x80, 4 + q, 0x80, 5 + q, 0x80, 8 + q, 0x80, 9 + q, 0x80, 12 + q, 0x80, 13 + q, 0x80}
+    B(0), B(2)
+#undef B
+};
+// Piece 0 of the 8 rows ([d_r | dmin_r] fp16 words) into [d_0..d_3, m_0..m_3 | d_4..d_7, m_4..m_7].
+alignas(32) constexpr uint8_t kFactorOrder[32] = {0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+                                                  0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15};
+
+template <int NT>
+void decode_panels_q4k(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t b0,
+                       int64_t b1, bool accumulate, float* y, int64_t ldy) {
+  const PanelGeometry g = panel_geometry(w.format, w.k);
+  const int64_t nbb = b1 - b0;
+  const int16_t* xsum = kquant_activation_sums(a, g, t0, t0 + NT, b0, b1, false);  // [t][b][8] sums of 32
+  const __m256i nib = _mm256_set1_epi8(0x0F), m3f = _mm256_set1_epi8(0x3F), m30 = _mm256_set1_epi8(0x30);
+  constexpr int kLines = 144 * kPanelRows / 64;  // a panel super-block: 18 lines, a quarter before each pair
+  const bool l2 = decode_prefetch_l2();
+  for (int64_t p = p0; p < p1; ++p) {
+    const uint8_t* panel = w.data + p * g.stride;
+    __m256 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = b0; b < b1; ++b) {
+      const uint8_t* sb = panel + b * g.qbytes;
+      const auto piece = [sb](int c) {
+        return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + q4k_piece_offset(c, 0)));
+      };
+      const int8_t* x[NT];
+      for (int t = 0; t < NT; ++t) x[t] = a.q + (t0 + t) * a.k + b * g.group;
+      // scales: bytes 0..3 of each lane hold the row's sub-block scales 0..3 (lo) and 4..7 (hi); minima alike
+      const __m256i u0 = piece(1), u1 = piece(2), u2 = piece(3);
+      const __m256i sc_lo = _mm256_and_si256(u0, m3f);
+      const __m256i sc_hi = _mm256_or_si256(_mm256_and_si256(u2, nib), _mm256_and_si256(_mm256_srli_epi32(u0, 2), m30));
+      __m256i dot[NT];
+      for (int t = 0; t < NT; ++t) dot[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+#pragma GCC unroll 5
+        for (int l = i * kLines / 4; l < (i + 1) * kLines / 4; ++l)
+          SpreadPrefetch::line(reinterpret_cast<uintptr_t>(sb) + kPrefetchBytes + 64 * l, l2);
+        __m256i even[NT], odd[NT];  // int16 sums of sub-blocks 2 i and 2 i + 1
+#pragma GCC unroll 8
+        for (int s = 0; s < 8; ++s) {
+          const __m256i raw = piece(4 + 8 * i + s);
+          const __m256i lo = _mm256_and_si256(raw, nib), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), nib);
+          for (int t = 0; t < NT; ++t) {
+            const __m256i pe = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(load_i32(x[t] + 64 * i + 4 * s)));
+            const __m256i po = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load_i32(x[t] + 64 * i + 32 + 4 * s)));
+            even[t] = s ? _mm256_add_epi16(even[t], pe) : pe;
+            odd[t] = s ? _mm256_add_epi16(odd[t], po) : po;
+          }
+        }
+        const __m256i scales = i < 2 ? sc_lo : sc_hi;
+        const __m256i se = _mm256_shuffle_epi8(scales, mask(kLaneByte[(2 * i) & 3]));
+        const __m256i so = _mm256_shuffle_epi8(scales, mask(kLaneByte[(2 * i + 1) & 3]));
+        for (int t = 0; t < NT; ++t)
+          dot[t] = _mm256_add_epi32(dot[t], _mm256_add_epi32(_mm256_madd_epi16(even[t], se),
+                                                             _mm256_madd_epi16(odd[t], so)));
+      }
+      const __m256i mn_lo = _mm256_and_si256(u1, m3f);
+      const __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), nib),
+                                            _mm256_and_si256(_mm256_srli_epi32(u1, 2), m30));
+      const __m256i mins[4] = {_mm256_shuffle_epi8(mn_lo, mask(kLanePair[0])),
+                               _mm256_shuffle_epi8(mn_lo, mask(kLanePair[1])),
+                               _mm256_shuffle_epi8(mn_hi, mask(kLanePair[0])),
+                               _mm256_shuffle_epi8(mn_hi, mask(kLanePair[1]))};
+      const __m256i dm = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(piece(0), mask(kFactorOrder)), 0xD8);
+      const __m256 d = _mm256_cvtph_ps(_mm256_castsi256_si128(dm)), m = _mm256_cvtph_ps(_mm256_extracti128_si256(dm, 1));
+      for (int t = 0; t < NT; ++t) {
+        const int16_t* xs = xsum + (t * nbb + (b - b0)) * 8;  // S_0..S_7: pairs as int32 words
+        __m256i off = _mm256_madd_epi16(mins[0], _mm256_set1_epi32(load_i32(xs)));
+        for (int h = 1; h < 4; ++h)
+          off = _mm256_add_epi32(off, _mm256_madd_epi16(mins[h], _mm256_set1_epi32(load_i32(xs + 2 * h))));
+        const __m256 dx = _mm256_set1_ps(a.d[(t0 + t) * g.nb + b]);
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[t]), _mm256_mul_ps(d, dx), acc[t]);
+        acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(off), _mm256_mul_ps(m, dx), acc[t]);
+      }
+    }
+    const int64_t rows = std::min<int64_t>(kPanelRows, w.n - p * kPanelRows);
+    for (int t = 0; t < NT; ++t) {
+      float* out = y + (t0 + t) * ldy + p * kPanelRows;
+      alignas(32) float v[8];
+      _mm256_store_ps(v, acc[t]);
+      for (int64_t r = 0; r < rows; ++r) out[r] = accumulate ? out[r] + v[r] : v[r];
     }
   }
 }
@@ -431,9 +527,10 @@ inline void transpose_8x16(const uint8_t (&rows)[8][16], __m128i (&out)[8]) {
 // The `rows` (<= 8) blocks of one panel super-block into the interleaved tile (missing rows: zero). The packed
 // bytes are transposed first (32-bit lanes of 8 rows) and unpacked after: a vector of 32 packed bytes holds the
 // low nibbles of sub-block 2 i and the high nibbles of sub-block 2 i + 1, so one 8 x 8 transpose serves two
-// sub-blocks (and one more serves all of Q5_K's fifth bits).
+// sub-blocks (and one more serves all of Q5_K's fifth bits). Q4_K's panels hold those 32-bit lanes already.
 void interleave_k45(Kind kind, const uint8_t* blocks, int bb, int64_t rows, InterleavedK45& tile) {
   const __m256i low = _mm256_set1_epi8(0x0F), bit4 = _mm256_set1_epi8(0x10);
+  const bool pieces = kind == Kind::k4;  // Q4_K panels hold the blocks' 4-byte pieces (kernels_isa.h)
   const int qs_at = kind == Kind::k4 ? 16 : 48;
   alignas(16) uint8_t sm[8][16];  // [r]: scales 0..7, minima 0..7
   for (int r = 0; r < kPanelRows; ++r) {
@@ -442,7 +539,12 @@ void interleave_k45(Kind kind, const uint8_t* blocks, int bb, int64_t rows, Inte
       tile.d[r] = tile.m[r] = 0.0f;
       continue;
     }
+    alignas(16) uint8_t head[20] = {};  // the row's bytes 0..19 (scales_mins_k45 reads 16 from byte 4)
     const uint8_t* blk = blocks + r * bb;
+    if (pieces) {
+      for (int c = 0; c < 4; ++c) std::memcpy(head + 4 * c, blocks + q4k_piece_offset(c, r), 4);
+      blk = head;
+    }
     _mm_store_si128(reinterpret_cast<__m128i*>(sm[r]), scales_mins_k45(blk + 4));
     tile.d[r] = _cvtsh_ss(quant::load_u16(blk));
     tile.m[r] = _cvtsh_ss(quant::load_u16(blk + 2));
@@ -457,7 +559,11 @@ void interleave_k45(Kind kind, const uint8_t* blocks, int bb, int64_t rows, Inte
     _mm256_store_si256(reinterpret_cast<__m256i*>(tile.mn[v]),
                        _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(col[4 + v], _mm_unpackhi_epi64(col[4 + v], col[4 + v]))));
   }
-  const auto gather = [&](int offset, __m256 (&f)[8]) { rows_transposed(blocks, bb, rows, offset, f); };
+  const auto gather = [&](int offset, __m256 (&f)[8]) {
+    if (!pieces) return rows_transposed(blocks, bb, rows, offset, f);
+    for (int s = 0; s < 8; ++s)  // already transposed: piece offset / 4 + s of the 8 rows
+      f[s] = _mm256_loadu_ps(reinterpret_cast<const float*>(blocks + q4k_piece_offset(offset / 4 + s, 0)));
+  };
   __m256 h[8] = {};  // Q5_K: the fifth bits, transposed
   if (kind == Kind::k5) gather(16, h);
   for (int i = 0; i < 4; ++i) {
@@ -809,7 +915,11 @@ void gemm_panels_k_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0,
                         int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
   const quant::FormatInfo& fi = quant::format_info(w.format);
   if (t1 - t0 <= 3) {
-    if (fi.kind == Kind::k4) return decode_panels_k45<Kind::k4>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+    if (fi.kind == Kind::k4) {
+      if (t1 - t0 == 1) return decode_panels_q4k<1>(w, a, p0, p1, t0, b0, b1, accumulate, y, ldy);
+      if (t1 - t0 == 2) return decode_panels_q4k<2>(w, a, p0, p1, t0, b0, b1, accumulate, y, ldy);
+      return decode_panels_q4k<3>(w, a, p0, p1, t0, b0, b1, accumulate, y, ldy);
+    }
     if (fi.kind == Kind::k5) return decode_panels_k45<Kind::k5>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
     return decode_panels_k6(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
   }

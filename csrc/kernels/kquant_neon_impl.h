@@ -83,7 +83,15 @@ void gemm_panels_k_neon(const PackedView& w, const QuantizedActs& a, int64_t p0,
       const int64_t te = std::min(t1, tb + kTokens);
       std::memset(acc, 0, sizeof acc);
       for (int64_t b = b0; b < b1; ++b) {
-        for (int r = 0; r < kPanelRows; ++r) unpack_k_neon(fi.kind, panel + b * g.qbytes + r * fi.block_bytes, u[r]);
+        for (int r = 0; r < kPanelRows; ++r) {
+          const uint8_t* blk = panel + b * g.qbytes + r * fi.block_bytes;
+          alignas(16) uint8_t gathered[144];  // Q4_K: the row's block from its pieces (kernels_isa.h)
+          if (w.format == Format::q4_k) {
+            q4k_get_block(panel + b * g.qbytes, r, gathered);
+            blk = gathered;
+          }
+          unpack_k_neon(fi.kind, blk, u[r]);
+        }
         for (int64_t t = tb; t < te; ++t) {
           const int8_t* x = a.q + t * a.k + b * g.group;
           const float dx = a.d[t * g.nb + b];

@@ -28,7 +28,8 @@ PanelGeometry panel_geometry(Format f, int64_t k) {
   g.nb = k / fi.group;
   if (fi.super_block) {
     // K-quants: per super-block, the 8 rows' GGUF blocks one after another (row r at r * block_bytes); their
-    // scales stay inside the blocks.
+    // scales stay inside the blocks. Q4_K: the same 8 x 144 bytes with the blocks' 4-byte pieces interleaved
+    // (q4k_piece_offset).
     g.qbytes = int64_t(fi.block_bytes) * kPanelRows;
     g.scales = g.nb * g.qbytes;
     g.minima = 0;
@@ -48,6 +49,14 @@ PanelGeometry panel_geometry(Format f, int64_t k) {
   g.stride = (used + 63) / 64 * 64;
   g.span = (g.stride + g.nb - 1) / g.nb;
   return g;
+}
+
+void q4k_put_block(const uint8_t* block, int r, uint8_t* sb) {
+  for (int c = 0; c < kQ4kPieces; ++c) std::memcpy(sb + q4k_piece_offset(c, r), block + 4 * c, 4);
+}
+
+void q4k_get_block(const uint8_t* sb, int r, uint8_t* block) {
+  for (int c = 0; c < kQ4kPieces; ++c) std::memcpy(block + 4 * c, sb + q4k_piece_offset(c, r), 4);
 }
 
 int64_t panel_stride(Format f, int64_t k) { return panel_geometry(f, k).stride; }
@@ -143,7 +152,7 @@ void for_each_block(Format f, int64_t n, int64_t k, Fn&& fn) {
   }
 }
 
-// K-quants: calls fn(offset in the GGUF rows, offset in the packed matrix) for every block.
+// K-quants: calls fn(offset in the GGUF rows, offset of the panel super-block, row in the panel) for every block.
 template <class Fn>
 void for_each_super_block(Format f, int64_t n, int64_t k, Fn&& fn) {
   const quant::FormatInfo& fi = quant::format_info(f);
@@ -151,8 +160,7 @@ void for_each_super_block(Format f, int64_t n, int64_t k, Fn&& fn) {
   const int64_t rb = quant::row_bytes(f, k);
   for (int64_t row = 0; row < n; ++row)
     for (int64_t b = 0; b < g.nb; ++b)
-      fn(row * rb + b * fi.block_bytes,
-         row / kPanelRows * g.stride + b * g.qbytes + row % kPanelRows * fi.block_bytes);
+      fn(row * rb + b * fi.block_bytes, row / kPanelRows * g.stride + b * g.qbytes, int(row % kPanelRows));
 }
 
 }  // namespace
@@ -162,8 +170,14 @@ void pack_weights(Format f, const uint8_t* rows, int64_t n, int64_t k, uint8_t* 
   if (quant::is_int5(quant::format_info(f).kind))  // pack_q5 only reads the rows here
     return pack_q5(f, const_cast<uint8_t*>(rows), n, k, out, false);
   if (quant::format_info(f).super_block) {
-    const size_t bb = size_t(quant::format_info(f).block_bytes);
-    for_each_super_block(f, n, k, [&](int64_t src, int64_t dst) { std::memcpy(out + dst, rows + src, bb); });
+    const int bb = quant::format_info(f).block_bytes;
+    const bool pieces = f == Format::q4_k;
+    for_each_super_block(f, n, k, [&](int64_t src, int64_t sb, int r) {
+      if (pieces)
+        q4k_put_block(rows + src, r, out + sb);
+      else
+        std::memcpy(out + sb + r * bb, rows + src, size_t(bb));
+    });
     return;
   }
   for_each_block(f, n, k, [&](int64_t src, int64_t src_q, int64_t row_q, int64_t d_off, int64_t m_off, int64_t q_off) {
@@ -178,8 +192,14 @@ void unpack_weights(Format f, const uint8_t* packed, int64_t n, int64_t k, uint8
   if (quant::is_int5(quant::format_info(f).kind))
     return pack_q5(f, rows, n, k, const_cast<uint8_t*>(packed), true);  // and only reads the packed bytes here
   if (quant::format_info(f).super_block) {
-    const size_t bb = size_t(quant::format_info(f).block_bytes);
-    for_each_super_block(f, n, k, [&](int64_t dst, int64_t src) { std::memcpy(rows + dst, packed + src, bb); });
+    const int bb = quant::format_info(f).block_bytes;
+    const bool pieces = f == Format::q4_k;
+    for_each_super_block(f, n, k, [&](int64_t dst, int64_t sb, int r) {
+      if (pieces)
+        q4k_get_block(packed + sb, r, rows + dst);
+      else
+        std::memcpy(rows + dst, packed + sb + r * bb, size_t(bb));
+    });
     return;
   }
   for_each_block(f, n, k, [&](int64_t src, int64_t src_q, int64_t row_q, int64_t d_off, int64_t m_off, int64_t q_off) {
