@@ -403,7 +403,8 @@ void decode_panels_q4k(const PackedView& w, const QuantizedActs& a, int64_t p0, 
                                _mm256_shuffle_epi8(mn_hi, mask(kLanePair[0])),
                                _mm256_shuffle_epi8(mn_hi, mask(kLanePair[1]))};
       const __m256i dm = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(piece(0), mask(kFactorOrder)), 0xD8);
-      const __m256 d = _mm256_cvtph_ps(_mm256_castsi256_si128(dm)), m = _mm256_cvtph_ps(_mm256_extracti128_si256(dm, 1));
+      const __m256 d = _mm256_cvtph_ps(_mm256_castsi256_si128(dm));
+      const __m256 m = _mm256_cvtph_ps(_mm256_extracti128_si256(dm, 1));
       for (int t = 0; t < NT; ++t) {
         const int16_t* xs = xsum + (t * nbb + (b - b0)) * 8;  // S_0..S_7: pairs as int32 words
         __m256i off = _mm256_madd_epi16(mins[0], _mm256_set1_epi32(load_i32(xs)));
