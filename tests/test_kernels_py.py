@@ -409,6 +409,30 @@ def test_decode_prefetch_to_l1_or_l2_gives_the_same_bytes(isa, fmt):
     assert np.abs(out[True][0]).max() > 0
 
 
+@pytest.mark.skipif("avx512" not in _core.supported_isas(), reason="the AVX-512 tier's switch")
+def test_avx512_q4_0_decode_on_either_tile_agrees_with_the_avx2_tier():
+    """The AVX-512 tier's one-token Q4_0 product runs on its pair tile or on the AVX2 tier's one-panel tile
+    (avx512_int4_pair_decode): off, it is the AVX2 tier's bytes; on, the same values to float rounding."""
+    rng = np.random.default_rng(13)
+    p = kernels.pack(rng.standard_normal((40, 1024)).astype(np.float32), "q4_0")
+    x = rng.standard_normal(1024).astype(np.float32)
+    saved_isa, saved = _core.active_isa(), _core.avx512_int4_pair_decode()
+    try:
+        _core.set_active_isa("avx2")
+        ref = kernels.gemv(x, p)
+        _core.set_active_isa("avx512")
+        out = {}
+        for pair in (False, True):
+            _core.set_avx512_int4_pair_decode(pair)
+            out[pair] = kernels.gemv(x, p)
+    finally:
+        _core.set_active_isa(saved_isa)
+        _core.set_avx512_int4_pair_decode(saved)
+    np.testing.assert_array_equal(out[False], ref)
+    np.testing.assert_allclose(out[True], ref, rtol=1e-5, atol=1e-4 * np.abs(ref).max())
+    assert np.abs(ref).max() > 0
+
+
 def test_packed_weights_are_huge_page_aligned_and_the_advice_can_be_turned_off(monkeypatch):
     # 1024 x 4096 q4_0 packs into 2.25 MiB: library memory aligned to 2 MiB (huge pages, csrc/common/memory.h).
     rng = np.random.default_rng(3)

@@ -130,6 +130,20 @@ bool decode_prefetch_l2() {
   return v == 1;
 }
 
+namespace {
+std::atomic<int> g_int4_pair_decode{-1};  // -1: the CPU's default (kernels.h), decided on first use
+}  // namespace
+void set_avx512_int4_pair_decode(bool on) { g_int4_pair_decode.store(on ? 1 : 0, std::memory_order_relaxed); }
+bool avx512_int4_pair_decode() {
+  int v = g_int4_pair_decode.load(std::memory_order_relaxed);
+  if (v < 0) {
+    int expected = -1;
+    g_int4_pair_decode.compare_exchange_strong(expected, cpu_features().amd ? 0 : 1, std::memory_order_relaxed);
+    v = g_int4_pair_decode.load(std::memory_order_relaxed);
+  }
+  return v == 1;
+}
+
 ActBuffers act_buffers(Format f, int64_t t, int64_t k, void* base) {
   const int64_t nb = k / quant::format_info(f).group;
   uint8_t* p = static_cast<uint8_t*>(base);

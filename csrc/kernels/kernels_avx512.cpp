@@ -521,6 +521,11 @@ void gemm_panels(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_
     return gemm_panels_int5_widened(int8_sign_trick() ? panels<2, 32, true> : panels_or_quads<2, 32>, widen, w, a, p0,
                                     p1, t0, t1, b0, b1, accumulate, y, ldy);
   }
+#if !defined(BLUELM_AVX512_SIMDE)
+  // One token of Q4_0 on AMD: the AVX2 tier's one-panel tile (avx512_int4_pair_decode, kernels.h).
+  if (t1 - t0 == 1 && fi.kind == Kind::int4_sym && !avx512_int4_pair_decode())
+    return isa_kernels_avx2()->gemm_panels(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+#endif
   PanelsFn fn = fi.kind == Kind::int4_sym    ? pick_group<0>(fi.group)
                 : fi.kind == Kind::int4_asym ? pick_group<1>(fi.group)
                 : int8_sign_trick()          ? pick_group<2, true>(fi.group)

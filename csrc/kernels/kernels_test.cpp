@@ -253,6 +253,18 @@ BLUELM_TEST(kernels_avx512_prefill_quads_equal_the_pair_tile_byte_for_byte) {
   CHECK(bluelm::kernels::testing::check_quads_equal_pair_tile(*t) > 100);
 }
 
+// The AVX-512 tier's one-token Q4_0 products on either tile (the default picks one by CPU vendor) match scalar.
+BLUELM_TEST(kernels_avx512_q4_0_decode_on_the_pair_or_one_panel_tile_matches_scalar) {
+  const IsaKernels* t = kernels_for(Isa::avx512);
+  if (!t || !isa_supported(Isa::avx512)) return;
+  const bool saved = avx512_int4_pair_decode();
+  for (bool pair : {true, false}) {
+    set_avx512_int4_pair_decode(pair);
+    CHECK(bluelm::kernels::testing::check_kernel_table(*t) > 100);
+  }
+  set_avx512_int4_pair_decode(saved);
+}
+
 BLUELM_TEST(kernels_int8_sign_trick_variant_matches_scalar) {
   const IsaKernels* t = kernels_for(Isa::avx512);
   if (!t || !isa_supported(Isa::avx512)) return;
