@@ -244,6 +244,8 @@ def bench_matrix(shape: dict, fmt: str, threads: int, roof: dict, quick: bool, r
                     "roofline_run": roof["read_gbps"] if mode == "stream" else int8_peak,
                     "model": shape["model"], "matrix": shape["matrix"], "hugepages": _core.hugepage_advice(),
                     "decode_prefetch": "l2" if _core.decode_prefetch_l2() else "l1",
+                    "avx512_q4_0_decode": ("pairs" if _core.avx512_int4_pair_decode() else "one-panel")
+                    if isa == "avx512" else None,
                     "timed_in": "c++" if mode == "stream" else "python", "rounds": ROUNDS,
                     "probe": "read_256MB" if mode == "stream" else probe_name,
                     **{k: v for k, v in r.items() if k not in ("median_s", "roofline_local")}}
@@ -422,6 +424,9 @@ def main(argv=None) -> int:
                   " (BLUELM_HUGEPAGES=0 turns it off)")
     console.print(f"decode prefetch into {'L2' if _core.decode_prefetch_l2() else 'L1'}"
                   " (BLUELM_DECODE_PREFETCH=l1|l2 overrides the CPU's default)")
+    if _core.active_isa() == "avx512":
+        console.print("AVX-512 one-token Q4_0 products on the "
+                      f"{'pair' if _core.avx512_int4_pair_decode() else 'one-panel (AVX2)'} tile")
     rows = []
     shapes = load_shapes(args.quick)
     from tqdm import tqdm

@@ -157,8 +157,8 @@ bool avx512_quads();
 // Where the AVX-512 tier runs a one-token product of Q4_0 (and its 64 / 128 groups): on its own panel-pair tile (16
 // rows per zmm, the two panels read side by side) or on the AVX2 tier's one-panel tile (8 rows per ymm, one panel
 // read front to back). The default is the one-panel tile on AMD CPUs and the pair tile on the others, by measurement
-// (docs/kernels.md, "One-panel Q4_0 decode on AMD"): on a Zen 4 the 3B shape's Q4_0 decode ran 14.7-15.9 tokens/s on
-// the pair tile against 16.5-19.3 on the one-panel tile at one thread (21.0-21.4 against 21.2-22.0 at two), although
+// (docs/kernels.md, "One-panel Q4_0 decode on AMD"): on a Zen 4 the 3B shape's Q4_0 decode ran 14.9-15.6 tokens/s on
+// the pair tile against 16.0-19.1 on the one-panel tile at one thread (a median ratio of 1.21; 1.05 at two), although
 // the pair tile is the faster one on cached weights (39.5 against 32.3 GB/s); the Intel Xeon VM streamed the pair
 // tile at 0.9-1.0 of its read, and the one-panel tile is not measured there. The two give results equal to within
 // float rounding (not the same bytes: their sums run in another order). For A/B runs.
