@@ -163,23 +163,29 @@ void for_each_super_block(Format f, int64_t n, int64_t k, Fn&& fn) {
       fn(row * rb + b * fi.block_bytes, row / kPanelRows * g.stride + b * g.qbytes, int(row % kPanelRows));
 }
 
+// K-quant blocks from the GGUF rows into the panels (unpack: back): whole blocks, or Q4_K's 4-byte pieces.
+void move_super_blocks(Format f, int64_t n, int64_t k, uint8_t* rows, uint8_t* packed, bool unpack) {
+  const int bb = quant::format_info(f).block_bytes;
+  const bool pieces = f == Format::q4_k;
+  for_each_super_block(f, n, k, [&](int64_t at, int64_t sb, int r) {
+    if (pieces && unpack)
+      q4k_get_block(packed + sb, r, rows + at);
+    else if (pieces)
+      q4k_put_block(rows + at, r, packed + sb);
+    else if (unpack)
+      std::memcpy(rows + at, packed + sb + r * bb, size_t(bb));
+    else
+      std::memcpy(packed + sb + r * bb, rows + at, size_t(bb));
+  });
+}
+
 }  // namespace
 
 void pack_weights(Format f, const uint8_t* rows, int64_t n, int64_t k, uint8_t* out) {
   std::memset(out, 0, size_t(packed_bytes(f, n, k)));
   if (quant::is_int5(quant::format_info(f).kind))  // pack_q5 only reads the rows here
     return pack_q5(f, const_cast<uint8_t*>(rows), n, k, out, false);
-  if (quant::format_info(f).super_block) {
-    const int bb = quant::format_info(f).block_bytes;
-    const bool pieces = f == Format::q4_k;
-    for_each_super_block(f, n, k, [&](int64_t src, int64_t sb, int r) {
-      if (pieces)
-        q4k_put_block(rows + src, r, out + sb);
-      else
-        std::memcpy(out + sb + r * bb, rows + src, size_t(bb));
-    });
-    return;
-  }
+  if (quant::format_info(f).super_block) return move_super_blocks(f, n, k, const_cast<uint8_t*>(rows), out, false);
   for_each_block(f, n, k, [&](int64_t src, int64_t src_q, int64_t row_q, int64_t d_off, int64_t m_off, int64_t q_off) {
     std::memcpy(out + d_off, rows + src, 2);
     if (m_off >= 0) std::memcpy(out + m_off, rows + src + 2, 2);
@@ -191,17 +197,8 @@ void unpack_weights(Format f, const uint8_t* packed, int64_t n, int64_t k, uint8
   packed_bytes(f, n, k);  // validates n and k
   if (quant::is_int5(quant::format_info(f).kind))
     return pack_q5(f, rows, n, k, const_cast<uint8_t*>(packed), true);  // and only reads the packed bytes here
-  if (quant::format_info(f).super_block) {
-    const int bb = quant::format_info(f).block_bytes;
-    const bool pieces = f == Format::q4_k;
-    for_each_super_block(f, n, k, [&](int64_t dst, int64_t sb, int r) {
-      if (pieces)
-        q4k_get_block(packed + sb, r, rows + dst);
-      else
-        std::memcpy(rows + dst, packed + sb + r * bb, size_t(bb));
-    });
-    return;
-  }
+  if (quant::format_info(f).super_block)  // and only reads the packed bytes here
+    return move_super_blocks(f, n, k, rows, const_cast<uint8_t*>(packed), true);
   for_each_block(f, n, k, [&](int64_t src, int64_t src_q, int64_t row_q, int64_t d_off, int64_t m_off, int64_t q_off) {
     std::memcpy(rows + src, packed + d_off, 2);
     if (m_off >= 0) std::memcpy(rows + src + 2, packed + m_off, 2);
