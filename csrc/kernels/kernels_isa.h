@@ -148,15 +148,17 @@ struct PanelGeometry {
 };
 PanelGeometry panel_geometry(Format f, int64_t k);
 
-// Q4_K panels: a panel super-block holds the 8 rows' 144-byte GGUF blocks as 36 pieces of 4 bytes each, piece c of
-// row r at byte 32 c + 4 r (the int4 panels' rule): piece 0 is the row's fp16 d and dmin, pieces 1-3 its 12 bytes of
-// 6-bit scales and minima, pieces 4-35 its 128 nibble bytes. So one 32-byte load gives the same 4 bytes of all 8
-// rows, and the decode (kquant_avx2.cpp) multiplies 8 rows by one broadcast of 4 activations. q4k_get_block gives
-// row r's GGUF block back (the portable tiers use it), q4k_put_block stores one.
-constexpr int kQ4kPieces = 36;
-constexpr int64_t q4k_piece_offset(int c, int r) { return 32 * int64_t(c) + 4 * r; }
-void q4k_put_block(const uint8_t* block /*[144]*/, int r, uint8_t* sb /*[8 * 144]*/);
-void q4k_get_block(const uint8_t* sb /*[8 * 144]*/, int r, uint8_t* block /*[144]*/);
+// Q4_K and Q5_K panels: a panel super-block holds the 8 rows' GGUF blocks (144 or 176 bytes) as pieces of 4 bytes,
+// piece c of row r at byte 32 c + 4 r (the int4 panels' rule): piece 0 is the row's fp16 d and dmin, pieces 1-3 its
+// 12 bytes of 6-bit scales and minima, then (Q5_K) 8 pieces of fifth bits, then 32 pieces of nibbles. So one 32-byte
+// load gives the same 4 bytes of all 8 rows, and the decode (kquant_avx2.cpp) multiplies 8 rows by one broadcast of
+// 4 activations. get_block_pieces gives row r's GGUF block back (the portable tiers use it), put_block_pieces stores
+// one; `bytes` is the block's size.
+constexpr bool has_pieces(Format f) { return f == Format::q4_k || f == Format::q5_k; }
+constexpr int kMaxPieceBlock = 176;  // the largest block kept in pieces (Q5_K)
+constexpr int64_t piece_offset(int c, int r) { return 32 * int64_t(c) + 4 * r; }
+void put_block_pieces(const uint8_t* block, int bytes, int r, uint8_t* sb /*[8 * bytes]*/);
+void get_block_pieces(const uint8_t* sb /*[8 * bytes]*/, int bytes, int r, uint8_t* block);
 
 // Q5_0 / Q5_1 panels (pack.cpp, pack_q5): per block the int4 layout's 128 nibble bytes, then this plane of fifth bits.
 constexpr int64_t kInt5PlaneBytes = 32;

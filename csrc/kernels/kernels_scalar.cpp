@@ -114,9 +114,9 @@ void gemm_panels_k_scalar(const PackedView& w, const QuantizedActs& a, int64_t p
         const float dx = a.d[t * g.nb + b];
         for (int r = 0; r < kPanelRows; ++r) {
           const uint8_t* blk = panel + b * g.qbytes + r * fi.block_bytes;
-          uint8_t gathered[144];  // Q4_K: the row's block from its pieces (kernels_isa.h)
-          if (w.format == Format::q4_k) {
-            q4k_get_block(panel + b * g.qbytes, r, gathered);
+          uint8_t gathered[kMaxPieceBlock];  // Q4_K / Q5_K: the row's block from its pieces (kernels_isa.h)
+          if (has_pieces(w.format)) {
+            get_block_pieces(panel + b * g.qbytes, fi.block_bytes, r, gathered);
             blk = gathered;
           }
           int32_t isum, msum;

@@ -336,22 +336,26 @@ BLUELM_TEST(kernels_pack_unpack_round_trip) {
   CHECK_THROWS(packed_bytes(Format::q4_0_g64, 8, 96), InvalidArgument);
 }
 
-// Q4_K's panel layout (kernels_isa.h): piece c (bytes 4c..4c+3) of row r's block b at 32 c + 4 r of the panel
-// super-block, the rows past N zero.
-BLUELM_TEST(kernels_q4_k_panels_put_piece_c_of_row_r_at_32c_plus_4r) {
+// Q4_K's and Q5_K's panel layout (kernels_isa.h): piece c (bytes 4c..4c+3) of row r's block b at 32 c + 4 r of the
+// panel super-block, the rows past N zero.
+BLUELM_TEST(kernels_q4_k_and_q5_k_panels_put_piece_c_of_row_r_at_32c_plus_4r) {
   const int64_t n = 13, k = 512;
-  Problem p = make_problem(Format::q4_k, n, k, 1, 5);
-  const PanelGeometry g = panel_geometry(Format::q4_k, k);
-  CHECK_EQ(g.qbytes, int64_t(kPanelRows * 144));
-  for (int64_t row = 0; row < 16; ++row)
-    for (int64_t b = 0; b < 2; ++b)
-      for (int c = 0; c < kQ4kPieces; ++c)
-        for (int e = 0; e < 4; ++e) {
-          const int64_t at = row / 8 * g.stride + b * g.qbytes + q4k_piece_offset(c, int(row % 8)) + e;
-          const uint8_t got = p.packed[size_t(at)];
-          const int want = row < n ? p.rows[size_t(row * 288 + b * 144 + 4 * c + e)] : 0;
-          CHECK_EQ(int(got), want);
-        }
+  for (Format f : {Format::q4_k, Format::q5_k}) {
+    const int bb = quant::format_info(f).block_bytes;
+    CHECK(has_pieces(f));
+    Problem p = make_problem(f, n, k, 1, 5);
+    const PanelGeometry g = panel_geometry(f, k);
+    CHECK_EQ(g.qbytes, int64_t(kPanelRows * bb));
+    for (int64_t row = 0; row < 16; ++row)
+      for (int64_t b = 0; b < 2; ++b)
+        for (int c = 0; c < bb / 4; ++c)
+          for (int e = 0; e < 4; ++e) {
+            const int64_t at = row / 8 * g.stride + b * g.qbytes + piece_offset(c, int(row % 8)) + e;
+            const uint8_t got = p.packed[size_t(at)];
+            const int want = row < n ? p.rows[size_t(row * 2 * bb + b * bb + 4 * c + e)] : 0;
+            CHECK_EQ(int(got), want);
+          }
+  }
 }
 
 // Public API (dispatch + thread pool + token blocks) against the reference, for each tier, with the error bound

@@ -1,10 +1,9 @@
 // AVX2 products of the K-quants (Q4_K, Q5_K, Q6_K) with int8 activations quantized per super-block of 256.
-// Decode (T <= 3). Q4_K (decode_panels_q4k) reads its panels of 4-byte pieces (kernels_isa.h) 8 rows at a time:
-// one broadcast of 4 activations feeds the 8 rows, each sub-block summed in int16 and scaled once for the 8 rows.
-// Q5_K and Q6_K (decode_panels_k45 / decode_panels_k6) read each row's block straight from the GGUF bytes: per 32
-// levels one vpmaddubsw into pair sums, one vpmaddwd by the sub-block scale, the offset term (Q5_K minima, Q6_K's
-// -32) one vpmaddwd of the row's 16 offsets with the 16 sums of 16 activations; Q5_K converts to float once per
-// four rows and super-block (their rows' integer sums folded together), Q6_K once per row. Prefill
+// Decode (T <= 3). Q4_K and Q5_K (decode_panels_pieces) read their panels of 4-byte pieces (kernels_isa.h) 8 rows at
+// a time: one broadcast of 4 activations feeds the 8 rows, each sub-block summed in int16 and scaled once for the 8
+// rows. Q6_K (decode_panels_k6) reads each row's block straight from the GGUF bytes: per 32 levels one vpmaddubsw
+// into pair sums, one vpmaddwd by the sub-block scale, the offset term (-32) one vpmaddwd of the row's 16 offsets
+// with the 16 sums of 16 activations, converted to float once per row and super-block. Prefill
 // (gemm_panels_interleaved) unpacks each 8-row panel super-block once per 128 tokens into a tile whose vectors hold
 // 4 levels of each of the 8 rows, so one broadcast of 4 activations feeds 8 rows (16: two panels at a time), and
 // applies the scales in integers once per run of int16 sums. Same panel layout and result as the scalar kernel
@@ -76,18 +75,6 @@ inline void k6_levels(const uint8_t* blk, int h, __m256i (&q)[4]) {
 // bytes to the products in registers: the 12 bytes of 6-bit scales and minima are spread into 16 bytes with a few
 // 32-bit shifts and masks, widened to int16 once, and vpshufb broadcasts a sub-block's scale.
 
-// vpshufb masks widening byte j of each 128-bit lane into every int16 word (the high byte zeroed): kRowMasks[j]
-// gives scale j (j < 8) of scales_mins_k45's bytes, broadcast; kRowMasks[8] the 8 minima (bytes 8..15) as int16
-// words, in both lanes (activation_sums16's order [S0, S2, .. | S1, S3, ..] pairs sub-block j's two sums of 16 with
-// word j of each lane). One table: the assembly row below addresses the nine from one pointer.
-alignas(32) constexpr uint8_t kRowMasks[9][32] = {
-#define B(j) {j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, \
-               j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80, j, 0x80}
-    B(0), B(1), B(2), B(3), B(4), B(5), B(6), B(7),
-#undef B
-    {8, 0x80, 9, 0x80, 10, 0x80, 11, 0x80, 12, 0x80, 13, 0x80, 14, 0x80, 15, 0x80,
-     8, 0x80, 9, 0x80, 10, 0x80, 11, 0x80, 12, 0x80, 13, 0x80, 14, 0x80, 15, 0x80}};
-
 // vpshufb masks: low lane word w, high lane word w + 1 (Q6_K: the two sub-blocks of 16 of one vector of 32).
 alignas(32) constexpr uint8_t kPairMask[4][32] = {
 #define P(w) {4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, \
@@ -97,86 +84,6 @@ alignas(32) constexpr uint8_t kPairMask[4][32] = {
 #undef P
 };
 inline __m256i mask(const uint8_t* m) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(m)); }
-
-// Integer sums of one row's Q5_K super-block with 256 activations x: dot = sum_j sc_j * (q . x)_j and
-// off = sum_j m_j * sum(x)_j, as 8 int32 lanes each (off from the 16 activation sums, see activation_sums16),
-// returned as _mm256_hadd_epi32(dot, off): [dot 01, 23, off 01, 23 | dot 45, 67, off 45, 67]. Per 64 levels one
-// 32-byte load, two masks and a shift for the nibbles, and per 32 one vpmaddubsw with the activations, one vpshufb
-// broadcasting the sub-block scale and one vpmaddwd by it; scales and minima as scales_mins_k45 spreads them; each
-// level's fifth bit (bit 2i / 2i + 1 of its qh byte, shifted onto bit 4) into the nibbles. In assembly, as
-// the int4 panel blocks are (kernels_avx2.cpp), so that the constants and activations are memory operands of the
-// instructions that use them rather than reloads gcc schedules.
-// Constants (kK45Consts): the nibble mask at 0, the Q5_K bit mask at 32, scales_mins_k45's shift counts and two
-// masks at 64, 80 and 96.
-alignas(32) constexpr uint32_t kK45Consts[28] = {
-    0x0F0F0F0F, 0x0F0F0F0F, 0x0F0F0F0F, 0x0F0F0F0F, 0x0F0F0F0F, 0x0F0F0F0F, 0x0F0F0F0F, 0x0F0F0F0F,
-    0x10101010, 0x10101010, 0x10101010, 0x10101010, 0x10101010, 0x10101010, 0x10101010, 0x10101010,
-    0, 0, 0, 4, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0, 0x30303030, 0, 0x30303030};
-#define K45A_SCALES                                                                                             \
-  "vmovdqu 4(%[b]), %x[t]\n\t"                                                                                  \
-  "vpshufd $0x98, %x[t], %x[sm]\n\t"                                                                            \
-  "vpshufd $0x50, %x[t], %x[t]\n\t"                                                                             \
-  "vpsrlvd 64(%[c]), %x[sm], %x[sm]\n\t"                                                                        \
-  "vpand 80(%[c]), %x[sm], %x[sm]\n\t"                                                                          \
-  "vpsrld $2, %x[t], %x[t]\n\t"                                                                                 \
-  "vpand 96(%[c]), %x[t], %x[t]\n\t"                                                                            \
-  "vpor %x[t], %x[sm], %x[sm]\n\t"                                                                              \
-  "vinserti128 $1, %x[sm], %[sm], %[sm]\n\t"                                                                    \
-  "vpshufb 256(%[m]), %[sm], %[o]\n\t"                                                                          \
-  "vpmaddwd %[sums], %[o], %[o]\n\t"
-#define K45A_NIBBLES(Q)                                                                                         \
-  "vmovdqu " #Q "(%[b]), %[h]\n\t"                                                                              \
-  "vpand %[nib], %[h], %[l]\n\t"                                                                               \
-  "vpsrlw $4, %[h], %[h]\n\t"                                                                                   \
-  "vpand %[nib], %[h], %[h]\n\t"
-// Q5_K: the qh bit that lands on bit 4 after SHIFT (16-bit shifts keep it within its byte), or'ed into R; K5A_BIT4
-// for the bit already there.
-#define K5A_BIT(R, SHIFT)                                                                                       \
-  SHIFT ", %[qh], %[t]\n\t"                                                                                     \
-  "vpand 32(%[c]), %[t], %[t]\n\t"                                                                              \
-  "vpor %[t], %[" R "], %[" R "]\n\t"
-#define K5A_BIT4(R)                                                                                             \
-  "vpand 32(%[c]), %[qh], %[t]\n\t"                                                                              \
-  "vpor %[t], %[" R "], %[" R "]\n\t"
-#define K45A_FIRST(J, R, D)                                                                                     \
-  "vpmaddubsw " #J "*32(%[x]), %[" R "], %[" R "]\n\t"                                                          \
-  "vpshufb " #J "*32(%[m]), %[sm], %[s]\n\t"                                                                    \
-  "vpmaddwd %[s], %[" R "], %[" D "]\n\t"
-#define K45A_NEXT(J, R, D)                                                                                      \
-  "vpmaddubsw " #J "*32(%[x]), %[" R "], %[" R "]\n\t"                                                          \
-  "vpshufb " #J "*32(%[m]), %[sm], %[s]\n\t"                                                                    \
-  "vpmaddwd %[s], %[" R "], %[" R "]\n\t"                                                                       \
-  "vpaddd %[" R "], %[" D "], %[" D "]\n\t"
-#define K45A_END "vpaddd %[d1], %[d0], %[d0]\n\tvphaddd %[o], %[d0], %[d0]\n\t"
-
-template <Kind KIND>
-inline __m256i row_k45_asm(const uint8_t* blk, const int8_t* x, __m256i sums16, __m256i nib) {
-  __m256i sm, t, l, h, s, d0, d1, o, qh;
-  static_assert(KIND == Kind::k5, "Q4_K decodes from its panels of pieces (decode_panels_q4k)");
-  __asm__(K45A_SCALES "vmovdqu 16(%[b]), %[qh]\n\t"
-              K45A_NIBBLES(48) K5A_BIT("l", "vpsllw $4") K5A_BIT("h", "vpsllw $3")
-              K45A_FIRST(0, "l", "d0") K45A_FIRST(1, "h", "d1")
-              K45A_NIBBLES(80) K5A_BIT("l", "vpsllw $2") K5A_BIT("h", "vpsllw $1")
-              K45A_NEXT(2, "l", "d0") K45A_NEXT(3, "h", "d1")
-              K45A_NIBBLES(112) K5A_BIT4("l") K5A_BIT("h", "vpsrlw $1")
-              K45A_NEXT(4, "l", "d0") K45A_NEXT(5, "h", "d1")
-              K45A_NIBBLES(144) K5A_BIT("l", "vpsrlw $2") K5A_BIT("h", "vpsrlw $3")
-              K45A_NEXT(6, "l", "d0") K45A_NEXT(7, "h", "d1") K45A_END
-          : [sm] "=&x"(sm), [t] "=&x"(t), [l] "=&x"(l), [h] "=&x"(h), [s] "=&x"(s), [d0] "=&x"(d0),
-            [d1] "=&x"(d1), [o] "=&x"(o), [qh] "=&x"(qh)
-          : [b] "r"(blk), [x] "r"(x), [m] "r"(&kRowMasks[0][0]), [c] "r"(kK45Consts), [sums] "x"(sums16),
-            [nib] "x"(nib),
-            "m"(bytes_at<176>(blk)), "m"(bytes_at<256>(x)), "m"(bytes_at<288>(kRowMasks)),
-            "m"(bytes_at<112>(kK45Consts)));
-  return d0;
-}
-#undef K45A_SCALES
-#undef K45A_NIBBLES
-#undef K5A_BIT
-#undef K5A_BIT4
-#undef K45A_FIRST
-#undef K45A_NEXT
-#undef K45A_END
 
 // Q6_K: dot - off in one vector (the offset 32 * sc_j carries the same factor d).
 inline __m256i row_k6(const uint8_t* blk, const __m256i* xv, __m256i sums16) {
@@ -242,90 +149,18 @@ inline int32_t load_i32(const void* p) {
   return v;
 }
 
-// Q5_K: panels [p0, p1) x tokens [t0, t1) (at most 3) x super-blocks [b0, b1), streaming each panel once.
-// No float work per row: each row's dot and off come back from the assembly as one vector ([dot 01, 23, off 01, 23
-// | dot 45, 67, off 45, 67]); four rows' vectors fold to [dot_0, off_0, dot_1, off_1 | dot_2, off_2, dot_3, off_3],
-// the order of those rows' fp16 [d | dmin] words, so one vcvtph2ps of four rows' words times [dx, -dx, ..] gives
-// their factors and one FMA per four rows and token applies them. The sums are at most 8 * 63 * 32 * 15 * 127
-// (3.1e7 < 2^31) before the conversion. (Q4_K ran this way too, at 21-22 GB/s with its weights in cache on a Zen 4,
-// where decode_panels_q4k reads 31-34 GB/s: docs/kernels.md, "Q4_K decode from panels of pieces".)
-template <Kind KIND>
-void decode_panels_k45(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
-                       int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
-  const PanelGeometry g = panel_geometry(w.format, w.k);
-  const int bb = quant::format_info(w.format).block_bytes;
-  const int64_t nt = t1 - t0;
-  const DecodeSums sums(a, t0, nt, b0, b1, g.group);
-  // A panel super-block is a whole number of cache lines (8 x 176 bytes) and the panels follow each other
-  // without a gap, so the lines kPrefetchBytes past each super-block are a fixed count: prefetched unrolled, a share
-  // of them before each row of the first token (all 22 before the super-block, back to back, held the stream
-  // GEMV well below the read bandwidth: docs/kernels.md). A running pointer (SpreadPrefetch) cost a compare and a
-  // branch per line, ~9 instructions per row and block.
-  constexpr int kLines = 176 * kPanelRows / 64;
-  static_assert(kLines * 64 == 176 * kPanelRows, "whole lines");
-  const __m256 alternate = _mm256_setr_ps(1, -1, 1, -1, 1, -1, 1, -1);
-  const __m256i nibbles = _mm256_set1_epi8(0x0F);
-  const bool l2 = decode_prefetch_l2();  // the prefetch's level (kernels.h)
-  for (int64_t p = p0; p < p1; ++p) {
-    const uint8_t* panel = w.data + p * g.stride;
-    __m256 acc[3][2];  // [t][h]: rows 4h..4h+3 as (d term, -dmin term) pairs
-    for (int64_t t = 0; t < nt; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
-    for (int64_t b = b0; b < b1; ++b) {
-      const uint8_t* blocks = panel + b * g.qbytes;
-      // The 8 rows' [d | dmin] words by broadcast and blend (a vpgatherdd was slower).
-      __m256i words = _mm256_setzero_si256();
-#define BLUELM_WORD(R) words = _mm256_blend_epi32(words, _mm256_set1_epi32(load_i32(blocks + (R) * bb)), 1 << (R));
-      BLUELM_WORD(0) BLUELM_WORD(1) BLUELM_WORD(2) BLUELM_WORD(3) BLUELM_WORD(4) BLUELM_WORD(5) BLUELM_WORD(6)
-      BLUELM_WORD(7)
-#undef BLUELM_WORD
-      const __m256 f0 = _mm256_cvtph_ps(_mm256_castsi256_si128(words));
-      const __m256 f1 = _mm256_cvtph_ps(_mm256_extracti128_si256(words, 1));
-      for (int64_t t = 0; t < nt; ++t) {
-        const int8_t* x = a.q + (t0 + t) * a.k + b * g.group;
-        const __m256i sums16 = sums.get(t, b);
-        // Folded as the rows come (two pairs, then four rows), so that at most three sums are live beside the
-        // assembly's registers: an array of the 8 rows' vectors was kept on the stack, a store per row.
-        auto row = [&](int r) {
-          if (t == 0) {
-#pragma GCC unroll 8
-            for (int l = r * kLines / kPanelRows; l < (r + 1) * kLines / kPanelRows; ++l)
-              SpreadPrefetch::line(reinterpret_cast<uintptr_t>(blocks) + kPrefetchBytes + 64 * l, l2);
-          }
-          return row_k45_asm<KIND>(blocks + r * bb, x, sums16, nibbles);
-        };
-        auto quad = [&](int r) {
-          const __m256i h01 = _mm256_hadd_epi32(row(r), row(r + 1));
-          const __m256i h23 = _mm256_hadd_epi32(row(r + 2), row(r + 3));
-          return _mm256_add_epi32(_mm256_permute2x128_si256(h01, h23, 0x20),
-                                  _mm256_permute2x128_si256(h01, h23, 0x31));
-        };
-        const __m256 sx = _mm256_mul_ps(alternate, _mm256_set1_ps(a.d[(t0 + t) * g.nb + b]));
-        acc[t][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(quad(0)), _mm256_mul_ps(f0, sx), acc[t][0]);
-        acc[t][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(quad(4)), _mm256_mul_ps(f1, sx), acc[t][1]);
-      }
-    }
-    const int64_t rows = std::min<int64_t>(kPanelRows, w.n - p * kPanelRows);
-    for (int64_t t = 0; t < nt; ++t) {
-      float* out = y + (t0 + t) * ldy + p * kPanelRows;
-      alignas(32) float v[16];
-      _mm256_store_ps(v, acc[t][0]);
-      _mm256_store_ps(v + 8, acc[t][1]);
-      for (int64_t r = 0; r < rows; ++r) {
-        const float sum = v[2 * r] + v[2 * r + 1];
-        out[r] = accumulate ? out[r] + sum : sum;
-      }
-    }
-  }
-}
-
-// Q4_K on its panels of 4-byte pieces (kernels_isa.h): one 32-byte load holds 4 nibble bytes of each of the 8 rows,
-// its low nibbles 4 levels of sub-block 2 i and its high nibbles 4 of sub-block 2 i + 1, so one broadcast of 4
-// activations feeds 8 rows. Per 64 weights of 8 rows: one load, three operations for the nibbles, two vpmaddubsw
-// (with broadcasts from memory) and two vpaddw summing each sub-block in int16 (eight pairs of at most 2 * 15 * 128
-// = 3840: 30720 < 32767); per sub-block one vpshufb spreading the 8 rows' scales and one vpmaddwd + vpaddd applying
-// them. The scales and minima of the 8 rows come out of their 12 bytes (three 32-byte pieces) with nine vector
-// operations; the minima term is four vpmaddwd of the rows' minima pairs with the token's sub-block sums. About 26
-// vector operations per 256 weights and row, where the per-row kernel above spends about 60.
+// Q4_K and Q5_K on their panels of 4-byte pieces (kernels_isa.h): one 32-byte load holds 4 nibble bytes of each of
+// the 8 rows, its low nibbles 4 levels of sub-block 2 i and its high nibbles 4 of sub-block 2 i + 1 (Q5_K: each
+// level's fifth bit or'ed in from the piece of fifth bits at the same 4 positions), so one broadcast of 4
+// activations feeds 8 rows. Per 64 weights of 8 rows: one load, three operations for the nibbles (Q5_K: six more),
+// two vpmaddubsw (with broadcasts from memory) and two vpaddw summing each sub-block in int16; per sub-block one
+// vpshufb spreading the 8 rows' scales and one vpmaddwd + vpaddd applying them (Q5_K: two, its levels' larger
+// products allow four steps per int16 sum, not eight). The scales and minima of the 8 rows come out of their 12 bytes
+// (three pieces) with nine vector operations; the minima term is four vpmaddwd of the rows' minima pairs with the
+// token's sub-block sums. About 26 vector operations per 256 weights and row for Q4_K, where a per-row kernel (one
+// row's block per vector: per 32 levels a vpmaddubsw, a vpshufb broadcasting the scale, a vpmaddwd and a vpaddd)
+// spent about 60 and ran at 21-22 GB/s on cached weights on a Zen 4 (docs/kernels.md, "Q4_K decode from panels of
+// pieces").
 
 // vpshufb masks on vectors of one 32-bit lane per row: kLaneByte[q] puts byte q of each lane into both int16 words
 // of the lane (a row's sub-block scale); kLanePair[h] bytes 2 h and 2 h + 1 into its two words (two minima).
@@ -345,14 +180,21 @@ alignas(32) constexpr uint8_t kLanePair[2][32] = {
 alignas(32) constexpr uint8_t kFactorOrder[32] = {0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
                                                   0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15};
 
-template <int NT>
-void decode_panels_q4k(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t b0,
-                       int64_t b1, bool accumulate, float* y, int64_t ldy) {
+template <Kind KIND, int NT>
+void decode_panels_pieces(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t b0,
+                          int64_t b1, bool accumulate, float* y, int64_t ldy) {
+  constexpr bool k5 = KIND == Kind::k5;
+  constexpr int kNibbles = k5 ? 12 : 4;  // the first nibble piece (Q5_K: after its 8 pieces of fifth bits)
+  // Steps summed in int16 before a vpmaddwd: pairs of at most 2 * 15 * 128 = 3840 (Q4_K: eight, 30720) or
+  // 2 * 31 * 128 = 7936 (Q5_K: four, 31744) stay below 32767.
+  constexpr int kRun = k5 ? 4 : 8;
   const PanelGeometry g = panel_geometry(w.format, w.k);
   const int64_t nbb = b1 - b0;
   const int16_t* xsum = kquant_activation_sums(a, g, t0, t0 + NT, b0, b1, false);  // [t][b][8] sums of 32
   const __m256i nib = _mm256_set1_epi8(0x0F), m3f = _mm256_set1_epi8(0x3F), m30 = _mm256_set1_epi8(0x30);
-  constexpr int kLines = 144 * kPanelRows / 64;  // a panel super-block: 18 lines, a quarter before each pair
+  const __m256i bit4 = _mm256_set1_epi8(0x10);
+  // A panel super-block: 18 (Q4_K) or 22 (Q5_K) lines, a quarter before each pair of sub-blocks.
+  constexpr int kLines = (k5 ? 176 : 144) * kPanelRows / 64;
   const bool l2 = decode_prefetch_l2();
   for (int64_t p = p0; p < p1; ++p) {
     const uint8_t* panel = w.data + p * g.stride;
@@ -361,7 +203,7 @@ void decode_panels_q4k(const PackedView& w, const QuantizedActs& a, int64_t p0, 
     for (int64_t b = b0; b < b1; ++b) {
       const uint8_t* sb = panel + b * g.qbytes;
       const auto piece = [sb](int c) {
-        return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + q4k_piece_offset(c, 0)));
+        return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + piece_offset(c, 0)));
       };
       const int8_t* x[NT];
       for (int t = 0; t < NT; ++t) x[t] = a.q + (t0 + t) * a.k + b * g.group;
@@ -376,24 +218,32 @@ void decode_panels_q4k(const PackedView& w, const QuantizedActs& a, int64_t p0, 
 #pragma GCC unroll 5
         for (int l = i * kLines / 4; l < (i + 1) * kLines / 4; ++l)
           SpreadPrefetch::line(reinterpret_cast<uintptr_t>(sb) + kPrefetchBytes + 64 * l, l2);
-        __m256i even[NT], odd[NT];  // int16 sums of sub-blocks 2 i and 2 i + 1
-#pragma GCC unroll 8
-        for (int s = 0; s < 8; ++s) {
-          const __m256i raw = piece(4 + 8 * i + s);
-          const __m256i lo = _mm256_and_si256(raw, nib), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), nib);
-          for (int t = 0; t < NT; ++t) {
-            const __m256i pe = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(load_i32(x[t] + 64 * i + 4 * s)));
-            const __m256i po = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load_i32(x[t] + 64 * i + 32 + 4 * s)));
-            even[t] = s ? _mm256_add_epi16(even[t], pe) : pe;
-            odd[t] = s ? _mm256_add_epi16(odd[t], po) : po;
-          }
-        }
         const __m256i scales = i < 2 ? sc_lo : sc_hi;
         const __m256i se = _mm256_shuffle_epi8(scales, mask(kLaneByte[(2 * i) & 3]));
         const __m256i so = _mm256_shuffle_epi8(scales, mask(kLaneByte[(2 * i + 1) & 3]));
-        for (int t = 0; t < NT; ++t)
-          dot[t] = _mm256_add_epi32(dot[t], _mm256_add_epi32(_mm256_madd_epi16(even[t], se),
-                                                             _mm256_madd_epi16(odd[t], so)));
+        __m256i even[NT], odd[NT];  // int16 sums of sub-blocks 2 i and 2 i + 1 over a run of kRun steps
+#pragma GCC unroll 8
+        for (int s = 0; s < 8; ++s) {
+          const __m256i raw = piece(kNibbles + 8 * i + s);
+          __m256i lo = _mm256_and_si256(raw, nib), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), nib);
+          if constexpr (k5) {  // bits 2 i and 2 i + 1 of the fifth-bit bytes onto bit 4 (16-bit shifts keep it
+                               // within its byte)
+            const __m256i qh = piece(4 + s);
+            const __m256i ha = 2 * i <= 4 ? _mm256_slli_epi16(qh, 4 - 2 * i) : _mm256_srli_epi16(qh, 2 * i - 4);
+            const __m256i hh = 2 * i + 1 <= 4 ? _mm256_slli_epi16(qh, 3 - 2 * i) : _mm256_srli_epi16(qh, 2 * i - 3);
+            lo = _mm256_or_si256(lo, _mm256_and_si256(ha, bit4));
+            hi = _mm256_or_si256(hi, _mm256_and_si256(hh, bit4));
+          }
+          for (int t = 0; t < NT; ++t) {
+            const __m256i pe = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(load_i32(x[t] + 64 * i + 4 * s)));
+            const __m256i po = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load_i32(x[t] + 64 * i + 32 + 4 * s)));
+            even[t] = s % kRun ? _mm256_add_epi16(even[t], pe) : pe;
+            odd[t] = s % kRun ? _mm256_add_epi16(odd[t], po) : po;
+            if (s % kRun == kRun - 1)
+              dot[t] = _mm256_add_epi32(dot[t], _mm256_add_epi32(_mm256_madd_epi16(even[t], se),
+                                                                 _mm256_madd_epi16(odd[t], so)));
+          }
+        }
       }
       const __m256i mn_lo = _mm256_and_si256(u1, m3f);
       const __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), nib),
@@ -432,9 +282,10 @@ float hsum_f(__m256 v) {
   return _mm_cvtss_f32(m);
 }
 
-// Q6_K: the same walk, one float FMA per row and token. Folding the rows as Q4_K / Q5_K do took 1.03-1.15x the time
-// here, and 1.07-1.22x with row_k6 in assembly as well; the assembly row alone changed nothing (0.99-1.03x). Why
-// the fold costs Q6_K and not Q4_K / Q5_K is not identified.
+// Q6_K: panels [p0, p1) x tokens [t0, t1) (at most 3) x super-blocks [b0, b1), streaming each panel once, one float
+// FMA per row and token. Folding four rows' integer sums into one conversion (as the per-row Q4_K / Q5_K decode did
+// before their pieces) took 1.03-1.15x the time here, and 1.07-1.22x with row_k6 in assembly as well; the assembly
+// row alone changed nothing (0.99-1.03x). Why the fold cost Q6_K and not them is not identified.
 void decode_panels_k6(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
                       int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
   const PanelGeometry g = panel_geometry(w.format, w.k);
@@ -525,13 +376,11 @@ inline void transpose_8x16(const uint8_t (&rows)[8][16], __m128i (&out)[8]) {
 
 }  // namespace
 
-// The `rows` (<= 8) blocks of one panel super-block into the interleaved tile (missing rows: zero). The packed
-// bytes are transposed first (32-bit lanes of 8 rows) and unpacked after: a vector of 32 packed bytes holds the
-// low nibbles of sub-block 2 i and the high nibbles of sub-block 2 i + 1, so one 8 x 8 transpose serves two
-// sub-blocks (and one more serves all of Q5_K's fifth bits). Q4_K's panels hold those 32-bit lanes already.
-void interleave_k45(Kind kind, const uint8_t* blocks, int bb, int64_t rows, InterleavedK45& tile) {
+// The `rows` (<= 8) rows of one panel super-block (its blocks' 4-byte pieces, kernels_isa.h) into the interleaved
+// tile (missing rows: zero). A piece vector (32 bytes: the same 4 bytes of the 8 rows) of nibbles holds the low
+// nibbles of sub-block 2 i and the high nibbles of sub-block 2 i + 1; of Q5_K's fifth bits, the bits of all eight.
+void interleave_k45(Kind kind, const uint8_t* sb, int64_t rows, InterleavedK45& tile) {
   const __m256i low = _mm256_set1_epi8(0x0F), bit4 = _mm256_set1_epi8(0x10);
-  const bool pieces = kind == Kind::k4;  // Q4_K panels hold the blocks' 4-byte pieces (kernels_isa.h)
   const int qs_at = kind == Kind::k4 ? 16 : 48;
   alignas(16) uint8_t sm[8][16];  // [r]: scales 0..7, minima 0..7
   for (int r = 0; r < kPanelRows; ++r) {
@@ -541,14 +390,10 @@ void interleave_k45(Kind kind, const uint8_t* blocks, int bb, int64_t rows, Inte
       continue;
     }
     alignas(16) uint8_t head[20] = {};  // the row's bytes 0..19 (scales_mins_k45 reads 16 from byte 4)
-    const uint8_t* blk = blocks + r * bb;
-    if (pieces) {
-      for (int c = 0; c < 4; ++c) std::memcpy(head + 4 * c, blocks + q4k_piece_offset(c, r), 4);
-      blk = head;
-    }
-    _mm_store_si128(reinterpret_cast<__m128i*>(sm[r]), scales_mins_k45(blk + 4));
-    tile.d[r] = _cvtsh_ss(quant::load_u16(blk));
-    tile.m[r] = _cvtsh_ss(quant::load_u16(blk + 2));
+    for (int c = 0; c < 4; ++c) std::memcpy(head + 4 * c, sb + piece_offset(c, r), 4);
+    _mm_store_si128(reinterpret_cast<__m128i*>(sm[r]), scales_mins_k45(head + 4));
+    tile.d[r] = _cvtsh_ss(quant::load_u16(head));
+    tile.m[r] = _cvtsh_ss(quant::load_u16(head + 2));
   }
   __m128i col[8];  // col[v]: the rows' scale (v < 4) or minimum (v >= 4) 2 v, 2 v + 1 (low and high 8 bytes)
   transpose_8x16(sm, col);
@@ -560,10 +405,9 @@ void interleave_k45(Kind kind, const uint8_t* blocks, int bb, int64_t rows, Inte
     _mm256_store_si256(reinterpret_cast<__m256i*>(tile.mn[v]),
                        _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(col[4 + v], _mm_unpackhi_epi64(col[4 + v], col[4 + v]))));
   }
-  const auto gather = [&](int offset, __m256 (&f)[8]) {
-    if (!pieces) return rows_transposed(blocks, bb, rows, offset, f);
-    for (int s = 0; s < 8; ++s)  // already transposed: piece offset / 4 + s of the 8 rows
-      f[s] = _mm256_loadu_ps(reinterpret_cast<const float*>(blocks + q4k_piece_offset(offset / 4 + s, 0)));
+  const auto gather = [&](int offset, __m256 (&f)[8]) {  // the 8 piece vectors from byte `offset` of the blocks
+    for (int s = 0; s < 8; ++s)
+      f[s] = _mm256_loadu_ps(reinterpret_cast<const float*>(sb + piece_offset(offset / 4 + s, 0)));
   };
   __m256 h[8] = {};  // Q5_K: the fifth bits, transposed
   if (kind == Kind::k5) gather(16, h);
@@ -828,7 +672,7 @@ void gemm_panels_interleaved(const PackedView& w, const QuantizedActs& a, int64_
           const int64_t rows = std::min<int64_t>(kPanelRows, w.n - (p + pn) * kPanelRows);
           const uint8_t* blocks = w.data + (p + pn) * g.stride + b * g.qbytes;
           if constexpr (k6) interleave_k6(blocks, bb, rows, tiles[pn]);
-          else interleave_k45(KIND, blocks, bb, rows, tiles[pn]);
+          else interleave_k45(KIND, blocks, rows, tiles[pn]);
         }
         // The next tiles' bytes, into L1 while this one runs: a panel pair's super-block is read once per 128
         // tokens, too seldom for the hardware prefetcher (its loads stalled ~5% of the GEMM on the 3B shape).
@@ -916,12 +760,16 @@ void gemm_panels_k_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0,
                         int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
   const quant::FormatInfo& fi = quant::format_info(w.format);
   if (t1 - t0 <= 3) {
-    if (fi.kind == Kind::k4) {
-      if (t1 - t0 == 1) return decode_panels_q4k<1>(w, a, p0, p1, t0, b0, b1, accumulate, y, ldy);
-      if (t1 - t0 == 2) return decode_panels_q4k<2>(w, a, p0, p1, t0, b0, b1, accumulate, y, ldy);
-      return decode_panels_q4k<3>(w, a, p0, p1, t0, b0, b1, accumulate, y, ldy);
+    if (fi.kind == Kind::k4 || fi.kind == Kind::k5) {
+      const auto run = [&](auto kind) {
+        constexpr Kind K = decltype(kind)::value;
+        if (t1 - t0 == 1) return decode_panels_pieces<K, 1>(w, a, p0, p1, t0, b0, b1, accumulate, y, ldy);
+        if (t1 - t0 == 2) return decode_panels_pieces<K, 2>(w, a, p0, p1, t0, b0, b1, accumulate, y, ldy);
+        return decode_panels_pieces<K, 3>(w, a, p0, p1, t0, b0, b1, accumulate, y, ldy);
+      };
+      if (fi.kind == Kind::k4) return run(std::integral_constant<Kind, Kind::k4>{});
+      return run(std::integral_constant<Kind, Kind::k5>{});
     }
-    if (fi.kind == Kind::k5) return decode_panels_k45<Kind::k5>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
     return decode_panels_k6(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
   }
   if (fi.kind == Kind::k4) return gemm_panels_interleaved<Kind::k4>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);

@@ -169,7 +169,7 @@ void gemm_panels_vnni(const PackedView& w, const QuantizedActs& a, int64_t p0, i
           const int64_t rows = pn < np ? std::min<int64_t>(kPanelRows, w.n - (p + pn) * kPanelRows) : 0;
           const uint8_t* blocks = w.data + (p + (pn < np ? pn : 0)) * g.stride + b * g.qbytes;
           if constexpr (k6) interleave_k6(blocks, bb, rows, tiles[pn]);
-          else interleave_k45(KIND, blocks, bb, rows, tiles[pn]);
+          else interleave_k45(KIND, blocks, rows, tiles[pn]);
         }
         quad_from(tiles, quad);
         if (b + 1 < b1)  // the next super-block's bytes into L1 while this one runs (as the AVX2 kernel)

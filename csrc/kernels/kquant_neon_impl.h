@@ -85,9 +85,9 @@ void gemm_panels_k_neon(const PackedView& w, const QuantizedActs& a, int64_t p0,
       for (int64_t b = b0; b < b1; ++b) {
         for (int r = 0; r < kPanelRows; ++r) {
           const uint8_t* blk = panel + b * g.qbytes + r * fi.block_bytes;
-          alignas(16) uint8_t gathered[144];  // Q4_K: the row's block from its pieces (kernels_isa.h)
-          if (w.format == Format::q4_k) {
-            q4k_get_block(panel + b * g.qbytes, r, gathered);
+          alignas(16) uint8_t gathered[kMaxPieceBlock];  // Q4_K / Q5_K: the row's block from its pieces (kernels_isa.h)
+          if (has_pieces(w.format)) {
+            get_block_pieces(panel + b * g.qbytes, fi.block_bytes, r, gathered);
             blk = gathered;
           }
           unpack_k_neon(fi.kind, blk, u[r]);

@@ -25,8 +25,9 @@ struct InterleavedK6 {
   alignas(32) float d[8];           // [r]: d_r
 };
 
-// The `rows` (<= 8) GGUF blocks of one panel super-block (bb bytes apart) into a tile; missing rows are zero.
-void interleave_k45(quant::Kind kind, const uint8_t* blocks, int bb, int64_t rows, InterleavedK45& tile);
+// The `rows` (<= 8) rows of one panel super-block into a tile; missing rows are zero. Q4_K / Q5_K: the blocks'
+// 4-byte pieces (kernels_isa.h); Q6_K: its GGUF blocks, bb bytes apart.
+void interleave_k45(quant::Kind kind, const uint8_t* sb, int64_t rows, InterleavedK45& tile);
 void interleave_k6(const uint8_t* blocks, int bb, int64_t rows, InterleavedK6& tile);
 
 // Each token's sub-block activation sums (int16, exact), tokens [t0, t1) x super-blocks [b0, b1), in a buffer of the

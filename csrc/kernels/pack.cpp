@@ -28,8 +28,8 @@ PanelGeometry panel_geometry(Format f, int64_t k) {
   g.nb = k / fi.group;
   if (fi.super_block) {
     // K-quants: per super-block, the 8 rows' GGUF blocks one after another (row r at r * block_bytes); their
-    // scales stay inside the blocks. Q4_K: the same 8 x 144 bytes with the blocks' 4-byte pieces interleaved
-    // (q4k_piece_offset).
+    // scales stay inside the blocks. Q4_K and Q5_K: the same bytes with the blocks' 4-byte pieces interleaved
+    // (piece_offset, kernels_isa.h).
     g.qbytes = int64_t(fi.block_bytes) * kPanelRows;
     g.scales = g.nb * g.qbytes;
     g.minima = 0;
@@ -51,12 +51,12 @@ PanelGeometry panel_geometry(Format f, int64_t k) {
   return g;
 }
 
-void q4k_put_block(const uint8_t* block, int r, uint8_t* sb) {
-  for (int c = 0; c < kQ4kPieces; ++c) std::memcpy(sb + q4k_piece_offset(c, r), block + 4 * c, 4);
+void put_block_pieces(const uint8_t* block, int bytes, int r, uint8_t* sb) {
+  for (int c = 0; c < bytes / 4; ++c) std::memcpy(sb + piece_offset(c, r), block + 4 * c, 4);
 }
 
-void q4k_get_block(const uint8_t* sb, int r, uint8_t* block) {
-  for (int c = 0; c < kQ4kPieces; ++c) std::memcpy(block + 4 * c, sb + q4k_piece_offset(c, r), 4);
+void get_block_pieces(const uint8_t* sb, int bytes, int r, uint8_t* block) {
+  for (int c = 0; c < bytes / 4; ++c) std::memcpy(block + 4 * c, sb + piece_offset(c, r), 4);
 }
 
 int64_t panel_stride(Format f, int64_t k) { return panel_geometry(f, k).stride; }
@@ -163,15 +163,15 @@ void for_each_super_block(Format f, int64_t n, int64_t k, Fn&& fn) {
       fn(row * rb + b * fi.block_bytes, row / kPanelRows * g.stride + b * g.qbytes, int(row % kPanelRows));
 }
 
-// K-quant blocks from the GGUF rows into the panels (unpack: back): whole blocks, or Q4_K's 4-byte pieces.
+// K-quant blocks from the GGUF rows into the panels (unpack: back): whole blocks, or Q4_K's / Q5_K's 4-byte pieces.
 void move_super_blocks(Format f, int64_t n, int64_t k, uint8_t* rows, uint8_t* packed, bool unpack) {
   const int bb = quant::format_info(f).block_bytes;
-  const bool pieces = f == Format::q4_k;
+  const bool pieces = has_pieces(f);
   for_each_super_block(f, n, k, [&](int64_t at, int64_t sb, int r) {
     if (pieces && unpack)
-      q4k_get_block(packed + sb, r, rows + at);
+      get_block_pieces(packed + sb, bb, r, rows + at);
     else if (pieces)
-      q4k_put_block(rows + at, r, packed + sb);
+      put_block_pieces(rows + at, bb, r, packed + sb);
     else if (unpack)
       std::memcpy(rows + at, packed + sb + r * bb, size_t(bb));
     else
