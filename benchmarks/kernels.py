@@ -252,6 +252,8 @@ def bench_matrix(shape: dict, fmt: str, threads: int, roof: dict, quick: bool, r
             apply_target(base, targets)
             if mode == "hot" and t == 128 and _core.has_gemm_i16(fmt):
                 rows_out.append(int16_row(base, fmt, x, packed, xt, wd, repeat))
+            if mode == "stream" and isa == "avx512" and fmt in ("q4_0", "q4_0_g64", "q4_0_g128"):
+                rows_out.append(pair_decode_row(base, fmt, kernel_s))
             for variant in VARIANTS:
                 if mode == "hot" and t == 128 and f"{fmt}_{variant}" in mixes:
                     rows_out.append(variant_row(base, fmt, variant, x, packed, probe, mixes, threads, work, repeat))
@@ -304,6 +306,38 @@ def variant_row(base: dict, fmt: str, variant: str, x, packed, probe, mixes: dic
            "gbps": base["gbps"] * base["median_s"] / r["median_s"], "baseline": fmt,
            "speedup_vs_baseline": speedup, "speedup_ci": [lo, hi]}
     return row
+
+
+def pair_decode_row(base: dict, fmt: str, kernel_s) -> dict:
+    """The streaming one-token product with the AVX-512 tier's other Q4_0 decode tile (avx512_int4_pair_decode: the
+    panel-pair tile where the CPU's default is the AVX2 one-panel tile, and the other way round). format
+    <fmt>_pair_decode or <fmt>_one_panel_decode; speedup_vs_baseline is that tile's speed over the shipped one's (below
+    1 when the shipped one is faster): the median of per-round ratios, each round timing both back to back in
+    alternating order, with a bootstrap 95% interval (speedup_ci)."""
+    shipped = _core.avx512_int4_pair_decode()
+
+    def timed(other: bool) -> float:
+        _core.set_avx512_int4_pair_decode(shipped != other)
+        try:
+            return kernel_s()
+        finally:
+            _core.set_avx512_int4_pair_decode(shipped)
+
+    ratios, times = [], []
+    for i in range(ROUNDS):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        t = {v: timed(v) for v in order}
+        ratios.append(t[False] / t[True])
+        times.append(t[True])
+    speedup, lo, hi = median_ci(ratios)
+    s = float(np.median(times))
+    # the shipped kernel's in-round fractions do not describe this one: dropped
+    own = ("target", "target_met", "missed_by", "fraction_of_probe", "ci_low", "ci_high", "roofline_fraction",
+           "roofline_local", "mix_ceiling", "mix_ceiling_ci", "fraction_of_ceiling", "fraction_of_ceiling_ci")
+    return {**{k: v for k, v in base.items() if k not in own},
+            "format": f"{fmt}_{'one_panel' if shipped else 'pair'}_decode", "median_s": s,
+            "gbps": base["gbps"] * base["median_s"] / s, "avx512_q4_0_decode": "one-panel" if shipped else "pairs",
+            "baseline": fmt, "speedup_vs_baseline": speedup, "speedup_ci": [lo, hi]}
 
 
 def int16_row(base: dict, fmt: str, x, packed, xt, wd, repeat: int) -> dict:

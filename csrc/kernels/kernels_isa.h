@@ -159,6 +159,13 @@ constexpr int kMaxPieceBlock = 176;  // the largest block kept in pieces (Q5_K)
 constexpr int64_t piece_offset(int c, int r) { return 32 * int64_t(c) + 4 * r; }
 void put_block_pieces(const uint8_t* block, int bytes, int r, uint8_t* sb /*[8 * bytes]*/);
 void get_block_pieces(const uint8_t* sb /*[8 * bytes]*/, int bytes, int r, uint8_t* block);
+// Row r's GGUF block of a K-quant panel super-block sb: in place, or gathered from its pieces into `gathered`.
+inline const uint8_t* super_block_row(Format f, const uint8_t* sb, int r, uint8_t (&gathered)[kMaxPieceBlock]) {
+  const int bytes = quant::format_info(f).block_bytes;
+  if (!has_pieces(f)) return sb + r * bytes;
+  get_block_pieces(sb, bytes, r, gathered);
+  return gathered;
+}
 
 // Q5_0 / Q5_1 panels (pack.cpp, pack_q5): per block the int4 layout's 128 nibble bytes, then this plane of fifth bits.
 constexpr int64_t kInt5PlaneBytes = 32;

@@ -113,12 +113,8 @@ void gemm_panels_k_scalar(const PackedView& w, const QuantizedActs& a, int64_t p
         const int8_t* x = a.q + t * a.k + b * g.group;
         const float dx = a.d[t * g.nb + b];
         for (int r = 0; r < kPanelRows; ++r) {
-          const uint8_t* blk = panel + b * g.qbytes + r * fi.block_bytes;
-          uint8_t gathered[kMaxPieceBlock];  // Q4_K / Q5_K: the row's block from its pieces (kernels_isa.h)
-          if (has_pieces(w.format)) {
-            get_block_pieces(panel + b * g.qbytes, fi.block_bytes, r, gathered);
-            blk = gathered;
-          }
+          uint8_t gathered[kMaxPieceBlock];
+          const uint8_t* blk = super_block_row(w.format, panel + b * g.qbytes, r, gathered);
           int32_t isum, msum;
           dot_super_block(fi.kind, blk, x, isum, msum);
           if (fi.kind == Kind::k8) {

@@ -84,13 +84,8 @@ void gemm_panels_k_neon(const PackedView& w, const QuantizedActs& a, int64_t p0,
       std::memset(acc, 0, sizeof acc);
       for (int64_t b = b0; b < b1; ++b) {
         for (int r = 0; r < kPanelRows; ++r) {
-          const uint8_t* blk = panel + b * g.qbytes + r * fi.block_bytes;
-          alignas(16) uint8_t gathered[kMaxPieceBlock];  // Q4_K / Q5_K: the row's block from its pieces (kernels_isa.h)
-          if (has_pieces(w.format)) {
-            get_block_pieces(panel + b * g.qbytes, fi.block_bytes, r, gathered);
-            blk = gathered;
-          }
-          unpack_k_neon(fi.kind, blk, u[r]);
+          alignas(16) uint8_t gathered[kMaxPieceBlock];
+          unpack_k_neon(fi.kind, super_block_row(w.format, panel + b * g.qbytes, r, gathered), u[r]);
         }
         for (int64_t t = tb; t < te; ++t) {
           const int8_t* x = a.q + t * a.k + b * g.group;
