@@ -63,6 +63,15 @@ inline void k6_combine(__m256i l0, __m256i l1, __m256i hb, __m256i (&q)[4]) {
   q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low),
                          _mm256_and_si256(_mm256_srli_epi16(hb, 2), top));
 }
+// Q5_K: bit 2 i of each byte of the fifth-bit vector qh onto bit 4 of the low-nibble levels lo (sub-block 2 i),
+// bit 2 i + 1 onto the high ones hi (16-bit shifts move no bit across a byte that the mask keeps).
+inline void or_fifth_bits(__m256i qh, int i, __m256i& lo, __m256i& hi) {
+  const __m256i bit4 = _mm256_set1_epi8(0x10);
+  const __m256i ha = 2 * i <= 4 ? _mm256_slli_epi16(qh, 4 - 2 * i) : _mm256_srli_epi16(qh, 2 * i - 4);
+  const __m256i hh = 2 * i + 1 <= 4 ? _mm256_slli_epi16(qh, 3 - 2 * i) : _mm256_srli_epi16(qh, 2 * i - 3);
+  lo = _mm256_or_si256(lo, _mm256_and_si256(ha, bit4));
+  hi = _mm256_or_si256(hi, _mm256_and_si256(hh, bit4));
+}
 inline void k6_levels(const uint8_t* blk, int h, __m256i (&q)[4]) {
   k6_combine(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h)),
              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h + 32)),
@@ -192,7 +201,6 @@ void decode_panels_pieces(const PackedView& w, const QuantizedActs& a, int64_t p
   const int64_t nbb = b1 - b0;
   const int16_t* xsum = kquant_activation_sums(a, g, t0, t0 + NT, b0, b1, false);  // [t][b][8] sums of 32
   const __m256i nib = _mm256_set1_epi8(0x0F), m3f = _mm256_set1_epi8(0x3F), m30 = _mm256_set1_epi8(0x30);
-  const __m256i bit4 = _mm256_set1_epi8(0x10);
   // A panel super-block: 18 (Q4_K) or 22 (Q5_K) lines, a quarter before each pair of sub-blocks.
   constexpr int kLines = (k5 ? 176 : 144) * kPanelRows / 64;
   const bool l2 = decode_prefetch_l2();
@@ -226,14 +234,7 @@ void decode_panels_pieces(const PackedView& w, const QuantizedActs& a, int64_t p
         for (int s = 0; s < 8; ++s) {
           const __m256i raw = piece(kNibbles + 8 * i + s);
           __m256i lo = _mm256_and_si256(raw, nib), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), nib);
-          if constexpr (k5) {  // bits 2 i and 2 i + 1 of the fifth-bit bytes onto bit 4 (16-bit shifts keep it
-                               // within its byte)
-            const __m256i qh = piece(4 + s);
-            const __m256i ha = 2 * i <= 4 ? _mm256_slli_epi16(qh, 4 - 2 * i) : _mm256_srli_epi16(qh, 2 * i - 4);
-            const __m256i hh = 2 * i + 1 <= 4 ? _mm256_slli_epi16(qh, 3 - 2 * i) : _mm256_srli_epi16(qh, 2 * i - 3);
-            lo = _mm256_or_si256(lo, _mm256_and_si256(ha, bit4));
-            hi = _mm256_or_si256(hi, _mm256_and_si256(hh, bit4));
-          }
+          if constexpr (k5) or_fifth_bits(piece(4 + s), i, lo, hi);
           for (int t = 0; t < NT; ++t) {
             const __m256i pe = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(load_i32(x[t] + 64 * i + 4 * s)));
             const __m256i po = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(load_i32(x[t] + 64 * i + 32 + 4 * s)));
@@ -380,7 +381,7 @@ inline void transpose_8x16(const uint8_t (&rows)[8][16], __m128i (&out)[8]) {
 // tile (missing rows: zero). A piece vector (32 bytes: the same 4 bytes of the 8 rows) of nibbles holds the low
 // nibbles of sub-block 2 i and the high nibbles of sub-block 2 i + 1; of Q5_K's fifth bits, the bits of all eight.
 void interleave_k45(Kind kind, const uint8_t* sb, int64_t rows, InterleavedK45& tile) {
-  const __m256i low = _mm256_set1_epi8(0x0F), bit4 = _mm256_set1_epi8(0x10);
+  const __m256i low = _mm256_set1_epi8(0x0F);
   const int qs_at = kind == Kind::k4 ? 16 : 48;
   alignas(16) uint8_t sm[8][16];  // [r]: scales 0..7, minima 0..7
   for (int r = 0; r < kPanelRows; ++r) {
@@ -417,13 +418,7 @@ void interleave_k45(Kind kind, const uint8_t* sb, int64_t rows, InterleavedK45& 
     for (int s = 0; s < 8; ++s) {
       const __m256i v = _mm256_castps_si256(f[s]);
       __m256i a = _mm256_and_si256(v, low), b = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-      if (kind == Kind::k5) {  // bit 2 i of the byte -> bit 4 of the low level, bit 2 i + 1 -> of the high one
-        const __m256i hb = _mm256_castps_si256(h[s]);
-        const __m256i ha = 2 * i <= 4 ? _mm256_slli_epi16(hb, 4 - 2 * i) : _mm256_srli_epi16(hb, 2 * i - 4);
-        const __m256i hh = 2 * i + 1 <= 4 ? _mm256_slli_epi16(hb, 3 - 2 * i) : _mm256_srli_epi16(hb, 2 * i - 3);
-        a = _mm256_or_si256(a, _mm256_and_si256(ha, bit4));
-        b = _mm256_or_si256(b, _mm256_and_si256(hh, bit4));
-      }
+      if (kind == Kind::k5) or_fifth_bits(_mm256_castps_si256(h[s]), i, a, b);
       _mm256_store_si256(reinterpret_cast<__m256i*>(tile.q[2 * i][s]), a);
       _mm256_store_si256(reinterpret_cast<__m256i*>(tile.q[2 * i + 1][s]), b);
     }
