@@ -36,6 +36,10 @@ per-round ratios over ROUNDS (>= 15) interleaved rounds with a bootstrap 95% int
   - fraction_of_ceiling (fraction_of_ceiling_ci): the kernel over that loop;
   - target, target_met, missed_by: where configs/suites/kernels.json sets a target for the row (chunk-128 GEMM at
     one thread, per tier and format): met when ci_low >= target, else missed_by = target - ci_low.
+Stream rows also say which one-token kernel ran (avx512_decode_tile, decode_scales_last), and where one of the
+one-token A/B switches (DECODE_SWITCHES) changes the kernel, a companion row times it set the other way in the
+same rounds: format <fmt>_pair_decode / _one_panel_decode / _scales_per_block / _scales_last, switch, switch_on,
+speedup_vs_baseline (that kernel over the shipped one) with speedup_ci.
 """
 from __future__ import annotations
 
@@ -244,16 +248,18 @@ def bench_matrix(shape: dict, fmt: str, threads: int, roof: dict, quick: bool, r
                     "roofline_run": roof["read_gbps"] if mode == "stream" else int8_peak,
                     "model": shape["model"], "matrix": shape["matrix"], "hugepages": _core.hugepage_advice(),
                     "decode_prefetch": "l2" if _core.decode_prefetch_l2() else "l1",
-                    "avx512_q4_0_decode": ("pairs" if _core.avx512_int4_pair_decode() else "one-panel")
-                    if isa == "avx512" else None,
+                    "avx512_decode_tile": _avx512_decode_tile(fmt, k) if isa == "avx512" else None,
+                    "decode_scales_last": _core.decode_scales_last(),
                     "timed_in": "c++" if mode == "stream" else "python", "rounds": ROUNDS,
                     "probe": "read_256MB" if mode == "stream" else probe_name,
                     **{k: v for k, v in r.items() if k not in ("median_s", "roofline_local")}}
             apply_target(base, targets)
             if mode == "hot" and t == 128 and _core.has_gemm_i16(fmt):
                 rows_out.append(int16_row(base, fmt, x, packed, xt, wd, repeat))
-            if mode == "stream" and isa == "avx512" and fmt in ("q4_0", "q4_0_g64", "q4_0_g128"):
-                rows_out.append(pair_decode_row(base, fmt, kernel_s))
+            if mode == "stream":
+                for switch, (get, _, applies, names) in DECODE_SWITCHES.items():
+                    if applies(fmt, isa, k):
+                        rows_out.append(switch_row(base, fmt, kernel_s, switch, names[not get()]))
             for variant in VARIANTS:
                 if mode == "hot" and t == 128 and f"{fmt}_{variant}" in mixes:
                     rows_out.append(variant_row(base, fmt, variant, x, packed, probe, mixes, threads, work, repeat))
@@ -308,20 +314,53 @@ def variant_row(base: dict, fmt: str, variant: str, x, packed, probe, mixes: dic
     return row
 
 
-def pair_decode_row(base: dict, fmt: str, kernel_s) -> dict:
-    """The streaming one-token product with the AVX-512 tier's other Q4_0 decode tile (avx512_int4_pair_decode: the
-    panel-pair tile where the CPU's default is the AVX2 one-panel tile, and the other way round). format
-    <fmt>_pair_decode or <fmt>_one_panel_decode; speedup_vs_baseline is that tile's speed over the shipped one's (below
-    1 when the shipped one is faster): the median of per-round ratios, each round timing both back to back in
-    alternating order, with a bootstrap 95% interval (speedup_ci)."""
-    shipped = _core.avx512_int4_pair_decode()
+def _q8_0_fits_scales_last(fmt: str, k: int) -> bool:
+    """Whether a one-token Q8_0 product of this K fits the AVX2 one-panel tile's scales-last walk (K + 32 bytes per
+    block within 6 KB: csrc/kernels/kernels_isa.h, q8_0_scales_last)."""
+    return fmt == "q8_0" and k + 32 * (k // 32) <= 6 << 10
+
+
+def _avx512_decode_tile(fmt: str, k: int) -> str | None:
+    """The AVX-512 tier's tile for a one-token product of fmt ("pairs" or the AVX2 "one-panel" tile), where the
+    avx512_pair_decode switch can move it (kernels.h)."""
+    if fmt in ("q4_0", "q4_0_g64", "q4_0_g128"):
+        return "pairs" if _core.avx512_pair_decode() else "one-panel"
+    if fmt == "q8_0":
+        one_panel = not _core.avx512_pair_decode() and _core.decode_scales_last() and _q8_0_fits_scales_last(fmt, k)
+        return "one-panel" if one_panel else "pairs"
+    return None
+
+
+# One-token A/B switches, each timed against the shipped setting on the streaming rows where it changes the kernel:
+# name -> (getter, setter, applies(fmt, isa, K), the row's format suffix for the setting off / on).
+DECODE_SWITCHES = {
+    # the AVX-512 tier's Q4_0 / Q8_0 tile: its panel pairs or the AVX2 one-panel tile (kernels.h)
+    "avx512_pair_decode": (_core.avx512_pair_decode, _core.set_avx512_pair_decode,
+                           lambda fmt, isa, k: isa == "avx512" and (fmt in ("q4_0", "q4_0_g64", "q4_0_g128") or (
+                               _q8_0_fits_scales_last(fmt, k) and _core.decode_scales_last())),
+                           ("one_panel_decode", "pair_decode")),
+    # the AVX2 tier's one-panel Q8_0 tile reading its panels front to back with the scales last, where K fits (on the
+    # AVX-512 tier the switch off sends Q8_0 back to the pair tile: the row above)
+    "decode_scales_last": (_core.decode_scales_last, _core.set_decode_scales_last,
+                           lambda fmt, isa, k: isa == "avx2" and _q8_0_fits_scales_last(fmt, k),
+                           ("scales_per_block", "scales_last")),
+}
+
+
+def switch_row(base: dict, fmt: str, kernel_s, switch: str, name: str) -> dict:
+    """The streaming one-token product with one of DECODE_SWITCHES set the other way from its default: format
+    <fmt>_<name>; speedup_vs_baseline is that kernel's speed over the shipped one's (below 1 when the shipped one is
+    faster): the median of per-round ratios, each round timing both back to back in alternating order, with a
+    bootstrap 95% interval (speedup_ci)."""
+    get, set_, _, _ = DECODE_SWITCHES[switch]
+    shipped = get()
 
     def timed(other: bool) -> float:
-        _core.set_avx512_int4_pair_decode(shipped != other)
+        set_(shipped != other)
         try:
             return kernel_s()
         finally:
-            _core.set_avx512_int4_pair_decode(shipped)
+            set_(shipped)
 
     ratios, times = [], []
     for i in range(ROUNDS):
@@ -335,8 +374,10 @@ def pair_decode_row(base: dict, fmt: str, kernel_s) -> dict:
     own = ("target", "target_met", "missed_by", "fraction_of_probe", "ci_low", "ci_high", "roofline_fraction",
            "roofline_local", "mix_ceiling", "mix_ceiling_ci", "fraction_of_ceiling", "fraction_of_ceiling_ci")
     return {**{k: v for k, v in base.items() if k not in own},
-            "format": f"{fmt}_{'one_panel' if shipped else 'pair'}_decode", "median_s": s,
-            "gbps": base["gbps"] * base["median_s"] / s, "avx512_q4_0_decode": "one-panel" if shipped else "pairs",
+            "format": f"{fmt}_{name}", "median_s": s, "gbps": base["gbps"] * base["median_s"] / s,
+            "switch": switch, "switch_on": not shipped,
+            **({"avx512_decode_tile": "one-panel" if base.get("avx512_decode_tile") == "pairs" else "pairs"}
+               if switch == "avx512_pair_decode" else {"decode_scales_last": not shipped}),
             "baseline": fmt, "speedup_vs_baseline": speedup, "speedup_ci": [lo, hi]}
 
 
@@ -459,8 +500,10 @@ def main(argv=None) -> int:
     console.print(f"decode prefetch into {'L2' if _core.decode_prefetch_l2() else 'L1'}"
                   " (BLUELM_DECODE_PREFETCH=l1|l2 overrides the CPU's default)")
     if _core.active_isa() == "avx512":
-        console.print("AVX-512 one-token Q4_0 products on the "
-                      f"{'pair' if _core.avx512_int4_pair_decode() else 'one-panel (AVX2)'} tile")
+        console.print("AVX-512 one-token Q4_0 / Q8_0 products on the "
+                      f"{'pair' if _core.avx512_pair_decode() else 'one-panel (AVX2)'} tile")
+    console.print(f"one-panel Q8_0 decode tile: scales {'last' if _core.decode_scales_last() else 'per block'}"
+                  " where K fits")
     rows = []
     shapes = load_shapes(args.quick)
     from tqdm import tqdm

@@ -410,27 +410,57 @@ def test_decode_prefetch_to_l1_or_l2_gives_the_same_bytes(isa, fmt):
 
 
 @pytest.mark.skipif("avx512" not in _core.supported_isas(), reason="the AVX-512 tier's switch")
-def test_avx512_q4_0_decode_on_either_tile_agrees_with_the_avx2_tier():
-    """The AVX-512 tier's one-token Q4_0 product runs on its pair tile or on the AVX2 tier's one-panel tile
-    (avx512_int4_pair_decode): off, it is the AVX2 tier's bytes; on, the same values to float rounding."""
+@pytest.mark.parametrize("fmt", ["q4_0", "q8_0"])
+def test_avx512_one_token_q4_0_and_q8_0_on_either_tile_agree_with_the_avx2_tier(fmt):
+    """The AVX-512 tier's one-token Q4_0 / Q8_0 product runs on its pair tile or on the AVX2 tier's one-panel tile
+    (avx512_pair_decode; Q8_0 where that tile reads it with the scales last, on here): off, it is the AVX2 tier's
+    bytes; on, the same values to float rounding."""
     rng = np.random.default_rng(13)
-    p = kernels.pack(rng.standard_normal((40, 1024)).astype(np.float32), "q4_0")
+    p = kernels.pack(rng.standard_normal((40, 1024)).astype(np.float32), fmt)
     x = rng.standard_normal(1024).astype(np.float32)
-    saved_isa, saved = _core.active_isa(), _core.avx512_int4_pair_decode()
+    saved_isa, saved = _core.active_isa(), _core.avx512_pair_decode()
+    saved_last = _core.decode_scales_last()
     try:
+        _core.set_decode_scales_last(True)
         _core.set_active_isa("avx2")
         ref = kernels.gemv(x, p)
         _core.set_active_isa("avx512")
         out = {}
         for pair in (False, True):
-            _core.set_avx512_int4_pair_decode(pair)
+            _core.set_avx512_pair_decode(pair)
             out[pair] = kernels.gemv(x, p)
     finally:
         _core.set_active_isa(saved_isa)
-        _core.set_avx512_int4_pair_decode(saved)
+        _core.set_avx512_pair_decode(saved)
+        _core.set_decode_scales_last(saved_last)
     np.testing.assert_array_equal(out[False], ref)
     np.testing.assert_allclose(out[True], ref, rtol=1e-5, atol=1e-4 * np.abs(ref).max())
     assert np.abs(ref).max() > 0
+
+
+@pytest.mark.skipif("avx2" not in _core.supported_isas(), reason="the AVX2 tier's switch")
+@pytest.mark.parametrize("k", [576, 2304, 5760])
+def test_avx2_one_token_q8_0_scales_last_gives_the_same_bytes(k):
+    """decode_scales_last: the AVX2 one-panel Q8_0 tile applies each panel's scales after its levels (K up to 3072)
+    or per block; the products are the same bytes, and close to the float product of the dequantized weights."""
+    fmt = "q8_0"
+    rng = np.random.default_rng(k)
+    w = rng.standard_normal((300, k)).astype(np.float32)
+    p = kernels.pack(w, fmt)
+    x = rng.standard_normal(k).astype(np.float32)
+    saved_isa, saved = _core.active_isa(), _core.decode_scales_last()
+    try:
+        _core.set_active_isa("avx2")
+        out = {}
+        for last in (False, True):
+            _core.set_decode_scales_last(last)
+            out[last] = kernels.gemv(x, p)
+    finally:
+        _core.set_active_isa(saved_isa)
+        _core.set_decode_scales_last(saved)
+    np.testing.assert_array_equal(out[False], out[True])
+    ref = quant.dequantize(quant.quantize(w, fmt), fmt, k) @ x
+    np.testing.assert_allclose(out[True], ref, rtol=0.05, atol=0.05 * np.abs(ref).max())
 
 
 def test_packed_weights_are_huge_page_aligned_and_the_advice_can_be_turned_off(monkeypatch):

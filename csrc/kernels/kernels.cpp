@@ -131,15 +131,29 @@ bool decode_prefetch_l2() {
 }
 
 namespace {
-std::atomic<int> g_int4_pair_decode{-1};  // -1: the CPU's default (kernels.h), decided on first use
+std::atomic<int> g_scales_last{-1};  // -1: the CPU's default (kernels.h), decided on first use
 }  // namespace
-void set_avx512_int4_pair_decode(bool on) { g_int4_pair_decode.store(on ? 1 : 0, std::memory_order_relaxed); }
-bool avx512_int4_pair_decode() {
-  int v = g_int4_pair_decode.load(std::memory_order_relaxed);
+void set_decode_scales_last(bool on) { g_scales_last.store(on ? 1 : 0, std::memory_order_relaxed); }
+bool decode_scales_last() {
+  int v = g_scales_last.load(std::memory_order_relaxed);
   if (v < 0) {
     int expected = -1;
-    g_int4_pair_decode.compare_exchange_strong(expected, cpu_features().amd ? 0 : 1, std::memory_order_relaxed);
-    v = g_int4_pair_decode.load(std::memory_order_relaxed);
+    g_scales_last.compare_exchange_strong(expected, cpu_features().amd ? 1 : 0, std::memory_order_relaxed);
+    v = g_scales_last.load(std::memory_order_relaxed);
+  }
+  return v == 1;
+}
+
+namespace {
+std::atomic<int> g_pair_decode{-1};  // -1: the CPU's default (kernels.h), decided on first use
+}  // namespace
+void set_avx512_pair_decode(bool on) { g_pair_decode.store(on ? 1 : 0, std::memory_order_relaxed); }
+bool avx512_pair_decode() {
+  int v = g_pair_decode.load(std::memory_order_relaxed);
+  if (v < 0) {
+    int expected = -1;
+    g_pair_decode.compare_exchange_strong(expected, cpu_features().amd ? 0 : 1, std::memory_order_relaxed);
+    v = g_pair_decode.load(std::memory_order_relaxed);
   }
   return v == 1;
 }

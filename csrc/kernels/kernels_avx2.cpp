@@ -186,6 +186,33 @@ struct TokenRows {
   }
 };
 
+// One token of Q8_0 with the scales last (decode_scales_last(), kernels.h): the tile reads its panel front to back,
+// as one stream. Each block's 8 row values (the integer sums times the activations' scale) wait here, and the
+// panel's fp16 scales, which pack.cpp puts after all of its levels, are applied after the last block, with the same
+// FMAs in the same order as per block (the same bytes). The values and the activations stay in L1 while the panel
+// streams past only up to kScalesLastBytes of the two: past it (K = 4096 and up) the stream ran slower than
+// with the scales read per block and the software prefetch. Q4_0 streamed 0.94-0.97x as fast this way, so it keeps
+// the scales per block (docs/kernels.md, "Decode with the scales last").
+inline bool scales_last(const PanelGeometry& g, int64_t k, int kind) {
+  return kind == static_cast<int>(Kind::int8_sym) && q8_0_scales_last(g, k);
+}
+template <int M>
+struct DeferredScales {
+  // K >= 32 per block, so at most kScalesLastBytes / 64 blocks fit the budget.
+  static constexpr int64_t kBlocks = kScalesLastBytes / 64;
+  bool on;
+  DeferredScales(const PanelGeometry& g, int64_t k, int kind) : on(M == 1 && scales_last(g, k, kind)) {}
+  alignas(32) float v[M == 1 ? kBlocks : 1][kPanelRows];
+  __attribute__((always_inline)) void put(int64_t i, __m256 x) { _mm256_store_ps(v[i], x); }
+  // acc += dw[b] * v[b] for b in [b0, b1), b0 the block of v[0].
+  __attribute__((always_inline)) void apply(const uint16_t* dsc, int64_t b0, int64_t b1, __m256& acc) const {
+    for (int64_t b = b0; b < b1; ++b) {
+      const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(dsc + b * kPanelRows)));
+      acc = _mm256_fmadd_ps(dw, _mm256_load_ps(v[b - b0]), acc);
+    }
+  }
+};
+
 // Accumulates acc[m] (8 rows) += W_panel[blocks b0..b1) . x[t + m] for int4 formats of group G.
 template <int KIND, int G, int M>
 void tile_int4(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs& a, int64_t t, int64_t b0,
@@ -311,7 +338,8 @@ void tile_int8(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
     xq[m] = a.q + (t + m) * a.k;
     xd[m] = a.d + (t + m) * g.nb;
   }
-  SpreadPrefetch pf{prefetch_start(panel, g, b0), 0};
+  DeferredScales<M> later(g, a.k, KIND);
+  SpreadPrefetch pf{later.on ? ~uintptr_t(0) : prefetch_start(panel, g, b0), 0};
   for (int64_t b = b0; b < b1; ++b) {
     const uint8_t* qb = panel + b * (8 * G);
     pf.end = prefetch_target(panel, g, b);
@@ -329,6 +357,10 @@ void tile_int8(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
       }
     }
     if (M == 1) pf.rest();
+    if (later.on) {
+      later.put(b - b0, _mm256_mul_ps(_mm256_cvtepi32_ps(isum[0]), _mm256_broadcast_ss(xd[0] + b)));
+      continue;
+    }
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(dsc + b * kPanelRows)));
 #pragma GCC unroll 4
     for (int m = 0; m < M; ++m) {
@@ -336,6 +368,7 @@ void tile_int8(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
       acc[m] = _mm256_fmadd_ps(dw, v, acc[m]);
     }
   }
+  if (later.on) later.apply(dsc, b0, b1, acc[0]);
 }
 
 // Two panels x 4 tokens for int8 weights: each broadcast activation feeds both panels' vpsignb + vpmaddubsw
@@ -497,7 +530,7 @@ template <int KIND, int G>
 void panels_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
                  int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
   const PanelGeometry g = panel_geometry(w.format, w.k);
-  if (t1 - t0 == 1) {
+  if (t1 - t0 == 1 && !scales_last(g, w.k, KIND)) {
     // Decode: the first kPrefetchBytes of this thread's share, which the tiles' running prefetch starts past
     // (A/B: +2-5 points of read bandwidth on a 3 MB matrix, none on larger ones).
     const uint8_t* start = w.data + p0 * g.stride + b0 * g.span;

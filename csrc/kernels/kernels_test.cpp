@@ -253,16 +253,53 @@ BLUELM_TEST(kernels_avx512_prefill_quads_equal_the_pair_tile_byte_for_byte) {
   CHECK(bluelm::kernels::testing::check_quads_equal_pair_tile(*t) > 100);
 }
 
-// The AVX-512 tier's one-token Q4_0 products on either tile (the default picks one by CPU vendor) match scalar.
-BLUELM_TEST(kernels_avx512_q4_0_decode_on_the_pair_or_one_panel_tile_matches_scalar) {
+// The AVX-512 tier's one-token Q4_0 and Q8_0 products on either tile (the default picks one by CPU vendor) match
+// scalar.
+BLUELM_TEST(kernels_avx512_one_token_q4_0_and_q8_0_on_the_pair_or_one_panel_tile_match_scalar) {
   const IsaKernels* t = kernels_for(Isa::avx512);
   if (!t || !isa_supported(Isa::avx512)) return;
-  const bool saved = avx512_int4_pair_decode();
+  const bool saved = avx512_pair_decode();
   for (bool pair : {true, false}) {
-    set_avx512_int4_pair_decode(pair);
+    set_avx512_pair_decode(pair);
     CHECK(bluelm::kernels::testing::check_kernel_table(*t) > 100);
   }
-  set_avx512_int4_pair_decode(saved);
+  set_avx512_pair_decode(saved);
+}
+
+// The AVX2 tier's one-token Q8_0 tile with the panel's scales applied after its levels (one stream) gives the bytes
+// of the per-block scales, on K up to the 6 KB budget (576, 3072) and past it (4096, where the switch does nothing),
+// over the whole of K and from a middle block on; and either way the tier still matches scalar.
+BLUELM_TEST(kernels_avx2_one_token_q8_0_scales_last_gives_the_bytes_of_per_block_scales) {
+  const IsaKernels* t = kernels_for(Isa::avx2);
+  if (!t || !isa_supported(Isa::avx2)) return;
+  const bool saved = decode_scales_last();
+  int compared = 0;
+  for (Format f : {Format::q8_0})
+    for (int64_t k : {576, 3072, 4096}) {
+      const int64_t n = 17, nb = k / 32, panels = 3;
+      Problem p = make_problem(f, n, k, 1, uint32_t(k + int(f)));
+      std::vector<int8_t> q(static_cast<size_t>(k));
+      std::vector<float> d(static_cast<size_t>(nb)), s(static_cast<size_t>(nb));
+      t->quantize_row(p.x.data(), k, 32, act_sum_rule(f), q.data(), d.data(), s.data());
+      const QuantizedActs a{1, k, 32, q.data(), d.data(), s.data()};
+      for (int64_t b0 : {int64_t(0), nb / 3}) {
+        std::vector<float> y[2];
+        for (int last = 0; last < 2; ++last) {
+          set_decode_scales_last(last == 1);
+          y[last].assign(size_t(n), -7.0f);
+          t->gemm_panels(p.view(), a, 0, panels, 0, 1, b0, nb, false, y[last].data(), n);
+        }
+        CHECK(std::memcmp(y[0].data(), y[1].data(), y[0].size() * 4) == 0);
+        CHECK(std::fabs(y[1][3]) > 0.0f);
+        ++compared;
+      }
+    }
+  CHECK_EQ(compared, 6);
+  for (bool last : {true, false}) {
+    set_decode_scales_last(last);
+    CHECK(bluelm::kernels::testing::check_kernel_table(*t) > 100);
+  }
+  set_decode_scales_last(saved);
 }
 
 BLUELM_TEST(kernels_int8_sign_trick_variant_matches_scalar) {

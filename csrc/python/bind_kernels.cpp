@@ -250,10 +250,15 @@ void bind_kernels(py::module_& m) {
         "panels unpacked once per 128 tokens (on, the default) or on the decode's panel-pair tile (off); both give "
         "the same bytes (csrc/kernels/kernels.h)");
   m.def("avx512_quads", &avx512_quads);
-  m.def("set_avx512_int4_pair_decode", &set_avx512_int4_pair_decode, py::arg("on"),
-        "A/B switch: the AVX-512 tier's one-token Q4_0 products run on its panel-pair tile (on) or on the AVX2 "
-        "tier's one-panel tile (off); the default is off on AMD CPUs, on elsewhere (csrc/kernels/kernels.h)");
-  m.def("avx512_int4_pair_decode", &avx512_int4_pair_decode);
+  m.def("set_avx512_pair_decode", &set_avx512_pair_decode, py::arg("on"),
+        "A/B switch: the AVX-512 tier's one-token Q4_0 and Q8_0 products run on its panel-pair tile (on) or on the "
+        "AVX2 tier's one-panel tile (off); the default is off on AMD CPUs, on elsewhere (csrc/kernels/kernels.h)");
+  m.def("avx512_pair_decode", &avx512_pair_decode);
+  m.def("set_decode_scales_last", &set_decode_scales_last, py::arg("on"),
+        "A/B switch: the AVX2 tier's one-token Q8_0 tile reads each panel front to back and applies its scales "
+        "after its levels (on, K <= 3072) or reads each block's scales after its levels, with the software prefetch "
+        "(off); the same bytes either way; the default is on for AMD CPUs (csrc/kernels/kernels.h)");
+  m.def("decode_scales_last", &decode_scales_last);
   m.def("set_decode_prefetch_l2", &set_decode_prefetch_l2, py::arg("on"),
         "A/B switch: the x86 decode tiles' software prefetch puts its lines in L2 (on) or L1 (off); the default is "
         "L2 on AMD CPUs, L1 elsewhere, or BLUELM_DECODE_PREFETCH=l1|l2 (csrc/kernels/kernels.h)");
