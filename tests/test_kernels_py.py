@@ -3,6 +3,8 @@ error bound of docs/kernels.md, awkward shapes, the fused down-sampler, torch cu
 
 Bound: the kernels quantize each activation group b to int8 with step d_b = max|x_b| / 127, so
 |y - W_deq x| <= sum_b d_b / 2 * sum_{i in b} |W_deq[n, i]|  (+ float32 rounding, 1e-5 relative here)."""
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -409,6 +411,20 @@ def test_decode_prefetch_to_l1_or_l2_gives_the_same_bytes(isa, fmt):
     assert np.abs(out[True][0]).max() > 0
 
 
+@contextmanager
+def kernel_switches(**values):
+    """Sets _core's A/B switches (each name read by _core.<name>() and set by _core.set_<name>(), the active ISA
+    among them) for the block, and restores what they were after it, whatever the block set in between."""
+    saved = {name: getattr(_core, name)() for name in values}
+    try:
+        for name, value in values.items():
+            getattr(_core, f"set_{name}")(value)
+        yield
+    finally:
+        for name, value in saved.items():
+            getattr(_core, f"set_{name}")(value)
+
+
 @pytest.mark.skipif("avx512" not in _core.supported_isas(), reason="the AVX-512 tier's switch")
 @pytest.mark.parametrize("fmt", ["q4_0", "q8_0"])
 def test_avx512_one_token_q4_0_and_q8_0_on_either_tile_agree_with_the_avx2_tier(fmt):
@@ -418,21 +434,13 @@ def test_avx512_one_token_q4_0_and_q8_0_on_either_tile_agree_with_the_avx2_tier(
     rng = np.random.default_rng(13)
     p = kernels.pack(rng.standard_normal((40, 1024)).astype(np.float32), fmt)
     x = rng.standard_normal(1024).astype(np.float32)
-    saved_isa, saved = _core.active_isa(), _core.avx512_pair_decode()
-    saved_last = _core.decode_scales_last()
-    try:
-        _core.set_decode_scales_last(True)
-        _core.set_active_isa("avx2")
+    with kernel_switches(decode_scales_last=True, active_isa="avx2", avx512_pair_decode=False):
         ref = kernels.gemv(x, p)
         _core.set_active_isa("avx512")
         out = {}
         for pair in (False, True):
             _core.set_avx512_pair_decode(pair)
             out[pair] = kernels.gemv(x, p)
-    finally:
-        _core.set_active_isa(saved_isa)
-        _core.set_avx512_pair_decode(saved)
-        _core.set_decode_scales_last(saved_last)
     np.testing.assert_array_equal(out[False], ref)
     np.testing.assert_allclose(out[True], ref, rtol=1e-5, atol=1e-4 * np.abs(ref).max())
     assert np.abs(ref).max() > 0
@@ -448,16 +456,11 @@ def test_avx2_one_token_q8_0_scales_last_gives_the_same_bytes(k):
     w = rng.standard_normal((300, k)).astype(np.float32)
     p = kernels.pack(w, fmt)
     x = rng.standard_normal(k).astype(np.float32)
-    saved_isa, saved = _core.active_isa(), _core.decode_scales_last()
-    try:
-        _core.set_active_isa("avx2")
-        out = {}
+    out = {}
+    with kernel_switches(active_isa="avx2", decode_scales_last=False):
         for last in (False, True):
             _core.set_decode_scales_last(last)
             out[last] = kernels.gemv(x, p)
-    finally:
-        _core.set_active_isa(saved_isa)
-        _core.set_decode_scales_last(saved)
     np.testing.assert_array_equal(out[False], out[True])
     ref = quant.dequantize(quant.quantize(w, fmt), fmt, k) @ x
     np.testing.assert_allclose(out[True], ref, rtol=0.05, atol=0.05 * np.abs(ref).max())

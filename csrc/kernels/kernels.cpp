@@ -105,6 +105,27 @@ void set_avx512_quads(bool on) { g_avx512_quads.store(on, std::memory_order_rela
 bool avx512_quads() { return g_avx512_quads.load(std::memory_order_relaxed); }
 
 namespace {
+// An A/B switch whose default `decide` gives on first use (so a bad environment value is reported by the call that
+// uses it, and CPU detection runs once), until set.
+class LazySwitch {
+ public:
+  constexpr explicit LazySwitch(bool (*decide)()) : decide_(decide) {}
+  void set(bool on) { v_.store(on ? 1 : 0, std::memory_order_relaxed); }
+  bool get() {
+    int v = v_.load(std::memory_order_relaxed);
+    if (v < 0) {
+      int expected = -1;
+      v_.compare_exchange_strong(expected, decide_() ? 1 : 0, std::memory_order_relaxed);
+      v = v_.load(std::memory_order_relaxed);
+    }
+    return v == 1;
+  }
+
+ private:
+  bool (*decide_)();
+  std::atomic<int> v_{-1};
+};
+
 bool default_prefetch_l2() {
   const char* env = std::getenv("BLUELM_DECODE_PREFETCH");
   if (env && *env) {
@@ -115,48 +136,18 @@ bool default_prefetch_l2() {
   }
   return cpu_features().amd;
 }
-// -1: not decided yet (the environment is read on first use, so a bad value is reported by the call that uses it)
-std::atomic<int> g_prefetch_l2{-1};
+// Defaults by CPU vendor (kernels.h says what each was measured on).
+LazySwitch g_prefetch_l2(default_prefetch_l2);
+LazySwitch g_scales_last([] { return cpu_features().amd; });
+LazySwitch g_pair_decode([] { return !cpu_features().amd; });
 }  // namespace
-void set_decode_prefetch_l2(bool on) { g_prefetch_l2.store(on ? 1 : 0, std::memory_order_relaxed); }
-bool decode_prefetch_l2() {
-  int v = g_prefetch_l2.load(std::memory_order_relaxed);
-  if (v < 0) {
-    v = default_prefetch_l2() ? 1 : 0;
-    int expected = -1;
-    g_prefetch_l2.compare_exchange_strong(expected, v, std::memory_order_relaxed);
-    v = g_prefetch_l2.load(std::memory_order_relaxed);
-  }
-  return v == 1;
-}
 
-namespace {
-std::atomic<int> g_scales_last{-1};  // -1: the CPU's default (kernels.h), decided on first use
-}  // namespace
-void set_decode_scales_last(bool on) { g_scales_last.store(on ? 1 : 0, std::memory_order_relaxed); }
-bool decode_scales_last() {
-  int v = g_scales_last.load(std::memory_order_relaxed);
-  if (v < 0) {
-    int expected = -1;
-    g_scales_last.compare_exchange_strong(expected, cpu_features().amd ? 1 : 0, std::memory_order_relaxed);
-    v = g_scales_last.load(std::memory_order_relaxed);
-  }
-  return v == 1;
-}
-
-namespace {
-std::atomic<int> g_pair_decode{-1};  // -1: the CPU's default (kernels.h), decided on first use
-}  // namespace
-void set_avx512_pair_decode(bool on) { g_pair_decode.store(on ? 1 : 0, std::memory_order_relaxed); }
-bool avx512_pair_decode() {
-  int v = g_pair_decode.load(std::memory_order_relaxed);
-  if (v < 0) {
-    int expected = -1;
-    g_pair_decode.compare_exchange_strong(expected, cpu_features().amd ? 0 : 1, std::memory_order_relaxed);
-    v = g_pair_decode.load(std::memory_order_relaxed);
-  }
-  return v == 1;
-}
+void set_decode_prefetch_l2(bool on) { g_prefetch_l2.set(on); }
+bool decode_prefetch_l2() { return g_prefetch_l2.get(); }
+void set_decode_scales_last(bool on) { g_scales_last.set(on); }
+bool decode_scales_last() { return g_scales_last.get(); }
+void set_avx512_pair_decode(bool on) { g_pair_decode.set(on); }
+bool avx512_pair_decode() { return g_pair_decode.get(); }
 
 ActBuffers act_buffers(Format f, int64_t t, int64_t k, void* base) {
   const int64_t nb = k / quant::format_info(f).group;
