@@ -314,19 +314,13 @@ def variant_row(base: dict, fmt: str, variant: str, x, packed, probe, mixes: dic
     return row
 
 
-def _q8_0_fits_scales_last(fmt: str, k: int) -> bool:
-    """Whether a one-token Q8_0 product of this K fits the AVX2 one-panel tile's scales-last walk (K + 32 bytes per
-    block within 6 KB: csrc/kernels/kernels_isa.h, q8_0_scales_last)."""
-    return fmt == "q8_0" and k + 32 * (k // 32) <= 6 << 10
-
-
 def _avx512_decode_tile(fmt: str, k: int) -> str | None:
     """The AVX-512 tier's tile for a one-token product of fmt ("pairs" or the AVX2 "one-panel" tile), where the
     avx512_pair_decode switch can move it (kernels.h)."""
     if fmt in ("q4_0", "q4_0_g64", "q4_0_g128"):
         return "pairs" if _core.avx512_pair_decode() else "one-panel"
     if fmt == "q8_0":
-        one_panel = not _core.avx512_pair_decode() and _core.decode_scales_last() and _q8_0_fits_scales_last(fmt, k)
+        one_panel = not _core.avx512_pair_decode() and _core.decode_scales_last() and _core.scales_last_fits(fmt, k)
         return "one-panel" if one_panel else "pairs"
     return None
 
@@ -337,12 +331,12 @@ DECODE_SWITCHES = {
     # the AVX-512 tier's Q4_0 / Q8_0 tile: its panel pairs or the AVX2 one-panel tile (kernels.h)
     "avx512_pair_decode": (_core.avx512_pair_decode, _core.set_avx512_pair_decode,
                            lambda fmt, isa, k: isa == "avx512" and (fmt in ("q4_0", "q4_0_g64", "q4_0_g128") or (
-                               _q8_0_fits_scales_last(fmt, k) and _core.decode_scales_last())),
+                               _core.scales_last_fits(fmt, k) and _core.decode_scales_last())),
                            ("one_panel_decode", "pair_decode")),
     # the AVX2 tier's one-panel Q8_0 tile reading its panels front to back with the scales last, where K fits (on the
     # AVX-512 tier the switch off sends Q8_0 back to the pair tile: the row above)
     "decode_scales_last": (_core.decode_scales_last, _core.set_decode_scales_last,
-                           lambda fmt, isa, k: isa == "avx2" and _q8_0_fits_scales_last(fmt, k),
+                           lambda fmt, isa, k: isa == "avx2" and _core.scales_last_fits(fmt, k),
                            ("scales_per_block", "scales_last")),
 }
 

@@ -391,26 +391,6 @@ def test_decode_prefetch_level_follows_the_environment_and_refuses_bad_values():
     assert bad.returncode != 0 and b"BLUELM_DECODE_PREFETCH='L3' is not l1 or l2" in bad.stderr
 
 
-@pytest.mark.parametrize("fmt", ["q4_0", "q8_0", "q5_0", "q4_k", "q6_k"])
-def test_decode_prefetch_to_l1_or_l2_gives_the_same_bytes(isa, fmt):
-    """The decode tiles' prefetch level (L1 or L2) moves no result: a 1-token and a 3-token product on 40 x 1024
-    weights give the same bytes either way, in every tier."""
-    rng = np.random.default_rng(12)
-    p = kernels.pack(rng.standard_normal((40, 1024)).astype(np.float32), fmt)
-    x = rng.standard_normal((3, 1024)).astype(np.float32)
-    saved = _core.decode_prefetch_l2()
-    try:
-        out = {}
-        for l2 in (False, True):
-            _core.set_decode_prefetch_l2(l2)
-            out[l2] = (kernels.gemv(x[0], p), kernels.gemm(x, p))
-    finally:
-        _core.set_decode_prefetch_l2(saved)
-    np.testing.assert_array_equal(out[False][0], out[True][0])
-    np.testing.assert_array_equal(out[False][1], out[True][1])
-    assert np.abs(out[True][0]).max() > 0
-
-
 @contextmanager
 def kernel_switches(**values):
     """Sets _core's A/B switches (each name read by _core.<name>() and set by _core.set_<name>(), the active ISA
@@ -423,6 +403,23 @@ def kernel_switches(**values):
     finally:
         for name, value in saved.items():
             getattr(_core, f"set_{name}")(value)
+
+
+@pytest.mark.parametrize("fmt", ["q4_0", "q8_0", "q5_0", "q4_k", "q6_k"])
+def test_decode_prefetch_to_l1_or_l2_gives_the_same_bytes(isa, fmt):
+    """The decode tiles' prefetch level (L1 or L2) moves no result: a 1-token and a 3-token product on 40 x 1024
+    weights give the same bytes either way, in every tier."""
+    rng = np.random.default_rng(12)
+    p = kernels.pack(rng.standard_normal((40, 1024)).astype(np.float32), fmt)
+    x = rng.standard_normal((3, 1024)).astype(np.float32)
+    out = {}
+    with kernel_switches(decode_prefetch_l2=False):
+        for l2 in (False, True):
+            _core.set_decode_prefetch_l2(l2)
+            out[l2] = (kernels.gemv(x[0], p), kernels.gemm(x, p))
+    np.testing.assert_array_equal(out[False][0], out[True][0])
+    np.testing.assert_array_equal(out[False][1], out[True][1])
+    assert np.abs(out[True][0]).max() > 0
 
 
 @pytest.mark.skipif("avx512" not in _core.supported_isas(), reason="the AVX-512 tier's switch")
@@ -462,6 +459,7 @@ def test_avx2_one_token_q8_0_scales_last_gives_the_same_bytes(k):
             _core.set_decode_scales_last(last)
             out[last] = kernels.gemv(x, p)
     np.testing.assert_array_equal(out[False], out[True])
+    assert _core.scales_last_fits(fmt, k) == (k <= 3072)
     ref = quant.dequantize(quant.quantize(w, fmt), fmt, k) @ x
     np.testing.assert_allclose(out[True], ref, rtol=0.05, atol=0.05 * np.abs(ref).max())
 
@@ -563,3 +561,10 @@ def test_attention_mix_loops_are_listed_measured_and_kept_out_of_the_quant_forma
     probe, mixes = bench.tier_loops("avx2")
     assert probe == "int8_maddubs_paddw_avx2"
     assert "q4_0" in mixes and not any(f.startswith("attn_") for f in mixes)
+
+
+def test_scales_last_fits_q8_0_up_to_6_kb_of_activations_and_held_back_values():
+    """scales_last_fits: Q8_0 where K + 32 bytes per block <= 6 KB (K <= 3072), no other format."""
+    assert _core.scales_last_fits("q8_0", 576) and _core.scales_last_fits("q8_0", 3072)
+    assert not _core.scales_last_fits("q8_0", 3104) and not _core.scales_last_fits("q8_0", 5760)
+    assert not _core.scales_last_fits("q4_0", 576) and not _core.scales_last_fits("q4_k", 2304)

@@ -146,6 +146,9 @@ void set_decode_prefetch_l2(bool on) { g_prefetch_l2.set(on); }
 bool decode_prefetch_l2() { return g_prefetch_l2.get(); }
 void set_decode_scales_last(bool on) { g_scales_last.set(on); }
 bool decode_scales_last() { return g_scales_last.get(); }
+bool scales_last_fits(Format f, int64_t k) {
+  return quant::format_info(f).kind == Kind::int8_sym && fits_scales_last(panel_geometry(f, k), k);
+}
 void set_avx512_pair_decode(bool on) { g_pair_decode.set(on); }
 bool avx512_pair_decode() { return g_pair_decode.get(); }
 

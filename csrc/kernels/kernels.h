@@ -178,6 +178,9 @@ bool avx512_pair_decode();
 // way). For A/B runs.
 void set_decode_scales_last(bool on);
 bool decode_scales_last();
+// Whether a one-token product of format f and K is one the scales-last walk covers (Q8_0, K + 32 bytes per block
+// within 6 KB), whatever decode_scales_last() is now.
+bool scales_last_fits(Format f, int64_t k);
 
 // Where the x86 decode tiles' software prefetch (kPrefetchBytes ahead of the weights they stream) puts its lines:
 // L2 (prefetcht1) or L1 (prefetcht0). The default is L2 on AMD CPUs and L1 on the others, by measurement

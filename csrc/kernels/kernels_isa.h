@@ -152,9 +152,8 @@ PanelGeometry panel_geometry(Format f, int64_t k);
 // DeferredScales): decode_scales_last() on, and the activations plus 32 bytes of held-back row values per block
 // within kScalesLastBytes (K <= 3072), which stay in L1 while the panel streams past.
 constexpr int64_t kScalesLastBytes = 6 << 10;
-inline bool q8_0_scales_last(const PanelGeometry& g, int64_t k) {
-  return k + g.nb * kPanelRows * 4 <= kScalesLastBytes && decode_scales_last();
-}
+inline bool fits_scales_last(const PanelGeometry& g, int64_t k) { return k + g.nb * kPanelRows * 4 <= kScalesLastBytes; }
+inline bool q8_0_scales_last(const PanelGeometry& g, int64_t k) { return fits_scales_last(g, k) && decode_scales_last(); }
 
 // Q4_K and Q5_K panels: a panel super-block holds the 8 rows' GGUF blocks (144 or 176 bytes) as pieces of 4 bytes,
 // piece c of row r at byte 32 c + 4 r (the int4 panels' rule): piece 0 is the row's fp16 d and dmin, pieces 1-3 its

@@ -259,6 +259,11 @@ void bind_kernels(py::module_& m) {
         "after its levels (on, K <= 3072) or reads each block's scales after its levels, with the software prefetch "
         "(off); the same bytes either way; the default is on for AMD CPUs (csrc/kernels/kernels.h)");
   m.def("decode_scales_last", &decode_scales_last);
+  m.def(
+      "scales_last_fits", [](const std::string& fmt, int64_t k) { return scales_last_fits(fmt_of(fmt), k); },
+      py::arg("fmt"), py::arg("k"),
+      "Whether a one-token product of this format and K is one decode_scales_last covers (Q8_0, K <= 3072), "
+      "whatever the switch is now (csrc/kernels/kernels.h)");
   m.def("set_decode_prefetch_l2", &set_decode_prefetch_l2, py::arg("on"),
         "A/B switch: the x86 decode tiles' software prefetch puts its lines in L2 (on) or L1 (off); the default is "
         "L2 on AMD CPUs, L1 elsewhere, or BLUELM_DECODE_PREFETCH=l1|l2 (csrc/kernels/kernels.h)");
