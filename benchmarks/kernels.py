@@ -319,7 +319,7 @@ def _avx512_decode_tile(fmt: str, k: int) -> str | None:
     avx512_pair_decode switch can move it (kernels.h)."""
     if fmt in ("q4_0", "q4_0_g64", "q4_0_g128"):
         return "pairs" if _core.avx512_pair_decode() else "one-panel"
-    if fmt == "q8_0":
+    if fmt in ("q8_0", "q8_0_g64", "q8_0_g128"):
         one_panel = not _core.avx512_pair_decode() and _core.decode_scales_last() and _core.scales_last_fits(fmt, k)
         return "one-panel" if one_panel else "pairs"
     return None
