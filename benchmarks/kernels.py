@@ -338,7 +338,22 @@ DECODE_SWITCHES = {
     "decode_scales_last": (_core.decode_scales_last, _core.set_decode_scales_last,
                            lambda fmt, isa, k: isa == "avx2" and _core.scales_last_fits(fmt, k),
                            ("scales_per_block", "scales_last")),
+    # the AVX-512 tier's own one-token Q6_K kernel (vpternlogd levels, vpdpwssd scales) or the AVX2 tier's, which it
+    # replaced: the companion row runs the whole product on the AVX2 tier
+    "avx512_q6_k_decode": (lambda: _core.active_isa() == "avx512",
+                           lambda on: _core.set_active_isa("avx512" if on else "avx2"),
+                           lambda fmt, isa, k: isa == "avx512" and fmt == "q6_k",
+                           ("avx2_decode", "avx512_decode")),
 }
+
+
+def _switched_fields(switch: str, base: dict, on: bool) -> dict:
+    """What a companion row of DECODE_SWITCHES ran, in the row's own fields."""
+    if switch == "avx512_pair_decode":
+        return {"avx512_decode_tile": "one-panel" if base.get("avx512_decode_tile") == "pairs" else "pairs"}
+    if switch == "avx512_q6_k_decode":
+        return {"isa": "avx512" if on else "avx2"}
+    return {"decode_scales_last": on}
 
 
 def switch_row(base: dict, fmt: str, kernel_s, switch: str, name: str) -> dict:
@@ -370,8 +385,7 @@ def switch_row(base: dict, fmt: str, kernel_s, switch: str, name: str) -> dict:
     return {**{k: v for k, v in base.items() if k not in own},
             "format": f"{fmt}_{name}", "median_s": s, "gbps": base["gbps"] * base["median_s"] / s,
             "switch": switch, "switch_on": not shipped,
-            **({"avx512_decode_tile": "one-panel" if base.get("avx512_decode_tile") == "pairs" else "pairs"}
-               if switch == "avx512_pair_decode" else {"decode_scales_last": not shipped}),
+            **_switched_fields(switch, base, not shipped),
             "baseline": fmt, "speedup_vs_baseline": speedup, "speedup_ci": [lo, hi]}
 
 

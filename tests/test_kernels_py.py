@@ -537,17 +537,22 @@ def test_gemv_call_timer_times_every_call_and_refuses_bad_stacks():
 
 @pytest.mark.skipif(not _core.isa_supported("avx2"), reason="the attention mix loops are AVX2 loops")
 def test_attention_mix_loops_are_listed_measured_and_kept_out_of_the_quant_formats():
-    import importlib.util
-    from pathlib import Path
-
     peaks = {p["name"]: p for p in _core.roofline_peaks()}
     for name, fmt in (("mix_attn_scores_avx2", "attn_scores_i8"), ("mix_attn_values_avx2", "attn_values_i16")):
         assert peaks[name]["format"] == fmt and peaks[name]["probe"] == "fp32_fma_avx2" and peaks[name]["unit"] == "GOPS"
         assert _core.measure_peak(name, 1, 1, 0.01) > 1.0
     # benchmarks/kernels.py pairs quant formats with their GEMM mix loops: the attention loops must not join them
-    # The script puts benchmarks/ first on sys.path (for its `common`): undo that, or a later `import kernels`
-    # (transformers' hub_kernels does one) would find benchmarks/kernels.py.
+    probe, mixes = _bench_kernels().tier_loops("avx2")
+    assert probe == "int8_maddubs_paddw_avx2"
+    assert "q4_0" in mixes and not any(f.startswith("attn_") for f in mixes)
+
+
+def _bench_kernels():
+    """benchmarks/kernels.py as a module. The script puts benchmarks/ first on sys.path (for its `common`): undo that,
+    or a later `import kernels` (transformers' hub_kernels does one) would find benchmarks/kernels.py."""
+    import importlib.util
     import sys
+    from pathlib import Path
 
     saved_path, had_common = list(sys.path), "common" in sys.modules
     spec = importlib.util.spec_from_file_location("bench_kernels", Path(__file__).parents[1] / "benchmarks" / "kernels.py")
@@ -558,9 +563,51 @@ def test_attention_mix_loops_are_listed_measured_and_kept_out_of_the_quant_forma
         sys.path[:] = saved_path
         if not had_common:
             sys.modules.pop("common", None)
-    probe, mixes = bench.tier_loops("avx2")
-    assert probe == "int8_maddubs_paddw_avx2"
-    assert "q4_0" in mixes and not any(f.startswith("attn_") for f in mixes)
+    return bench
+
+
+@pytest.mark.parametrize("tokens", [1, 2, 3])
+def test_avx512_one_token_q6_k_agrees_with_the_avx2_tier(tokens):
+    """The AVX-512 tier's own Q6_K decode kernel (1-3 tokens) gives the AVX2 tier's products up to float rounding (the
+    same integer sum per row and super-block, spread over other lanes), on 2304 x 2304 weights and a partial panel."""
+    if "avx512" not in _core.supported_isas():
+        pytest.skip("no AVX-512 tier on this CPU")
+    rng = np.random.default_rng(66)
+    for n, k in ((2304, 2304), (13, 512)):
+        p = kernels.pack(rng.standard_normal((n, k)).astype(np.float32), "q6_k")
+        x = rng.standard_normal((tokens, k)).astype(np.float32) * 2
+        out = {}
+        for isa in ("avx2", "avx512"):
+            with kernel_switches(active_isa=isa):
+                out[isa] = kernels.gemm(x, p)
+        scale = np.abs(out["avx2"]).max()
+        np.testing.assert_allclose(out["avx512"], out["avx2"], rtol=0, atol=2e-5 * scale)
+        assert not np.array_equal(out["avx2"], np.zeros_like(out["avx2"]))
+
+
+def test_kernels_benchmark_times_q6_k_on_the_avx2_tier_as_a_companion_row():
+    """benchmarks/kernels.py's avx512_q6_k_decode switch: on the AVX-512 tier a Q6_K streaming row gets a companion
+    row timed on the AVX2 tier (format q6_k_avx2_decode, isa avx2), rounds alternating, and the tier is restored."""
+    if "avx512" not in _core.supported_isas():
+        pytest.skip("no AVX-512 tier on this CPU")
+    bench = _bench_kernels()
+    get, _, applies, _ = bench.DECODE_SWITCHES["avx512_q6_k_decode"]
+    base = {"format": "q6_k", "isa": "avx512", "median_s": 2e-3, "gbps": 10.0, "fraction_of_probe": 0.9}
+    seen = []
+
+    def kernel_s():
+        seen.append(_core.active_isa())
+        return 1e-3 if _core.active_isa() == "avx512" else 3e-3
+
+    with kernel_switches(active_isa="avx512"):
+        assert get() and applies("q6_k", "avx512", 2304) and not applies("q6_k", "avx2", 2304)
+        assert not applies("q4_k", "avx512", 2304)
+        row = bench.switch_row(base, "q6_k", kernel_s, "avx512_q6_k_decode", "avx2_decode")
+        assert _core.active_isa() == "avx512"
+    assert row["format"] == "q6_k_avx2_decode" and row["isa"] == "avx2" and row["switch_on"] is False
+    assert row["speedup_vs_baseline"] == pytest.approx(1 / 3) and "fraction_of_probe" not in row
+    assert sorted(set(seen)) == ["avx2", "avx512"] and len(seen) == 2 * bench.ROUNDS
+    assert seen[0] == "avx512" and seen[2] == "avx2"  # alternating order
 
 
 def test_scales_last_fits_q8_0_up_to_6_kb_of_activations_and_held_back_values():

@@ -302,6 +302,62 @@ BLUELM_TEST(kernels_avx2_one_token_q8_0_scales_last_gives_the_bytes_of_per_block
   set_decode_scales_last(saved);
 }
 
+// One to three tokens of Q6_K at the ends of its ranges: levels 63 and 0 (every byte 0xFF or 0x00), scales -128 and
+// 127, activations +-127, beside rows of random bytes; 13 rows (a partial panel), K = 512 and 4096, over all of K and
+// from the second super-block on with accumulate. Every tier's product equals the double sum of the dequantized
+// weights (quant::dequantize_rows, the gguf package's values) times the int8 activations, up to float rounding: the
+// AVX-512 tier's vpdpwssd loop and the AVX2 / NEON ones may not saturate or wrap anywhere on the way.
+BLUELM_TEST(kernels_one_token_q6_k_at_extreme_levels_scales_and_activations_equals_the_double_sum_in_every_tier) {
+  const Format f = Format::q6_k;
+  const int64_t n = 13;
+  std::mt19937 rng(61);
+  int compared = 0;
+  for (int64_t k : {512, 4096}) {
+    const int64_t nb = k / 256, bb = 210;
+    std::vector<uint8_t> rows(size_t(n * nb * bb));
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t b = 0; b < nb; ++b) {
+        uint8_t* blk = rows.data() + (r * nb + b) * bb;
+        for (int i = 0; i < 192; ++i) blk[i] = r % 3 == 0 ? 0xFF : r % 3 == 1 ? 0x00 : uint8_t(rng());
+        for (int j = 0; j < 16; ++j)
+          blk[192 + j] = r % 3 == 2 ? uint8_t(rng()) : uint8_t((r + j + b) % 2 ? 0x80 : 0x7F);  // -128 / 127
+        const uint16_t d = (r + b) % 2 ? 0x3C00 : 0x3800;  // 1.0 / 0.5
+        std::memcpy(blk + 208, &d, 2);
+      }
+    std::vector<float> wd(size_t(n * k));
+    quant::dequantize_rows(f, rows.data(), n, k, wd.data());
+    std::vector<uint8_t> packed(size_t(packed_bytes(f, n, k)));
+    pack_weights(f, rows.data(), n, k, packed.data());
+    const PackedView view{f, n, k, packed.data(), int64_t(packed.size())};
+    for (int64_t t = 1; t <= 3; ++t) {
+      std::vector<int8_t> q(size_t(t * k));
+      for (int64_t i = 0; i < t * k; ++i) q[size_t(i)] = i % 5 == 4 ? int8_t(int(rng() % 255) - 127) : (i / 7 + t) % 2 ? 127 : -127;
+      std::vector<float> dx(size_t(t * nb)), sx(dx.size(), 0.0f);
+      for (size_t i = 0; i < dx.size(); ++i) dx[i] = i % 2 ? 1.0f : 0.25f;
+      const QuantizedActs a{t, k, 256, q.data(), dx.data(), sx.data()};
+      for (int64_t b0 : {int64_t(0), int64_t(1)}) {
+        std::vector<double> want(size_t(t * n), b0 ? 5.0 : 0.0), mag(want.size(), 1.0);
+        for (int64_t i = 0; i < t; ++i)
+          for (int64_t r = 0; r < n; ++r)
+            for (int64_t e = b0 * 256; e < k; ++e) {
+              const double v = double(wd[size_t(r * k + e)]) * q[size_t(i * k + e)] * dx[size_t(i * nb + e / 256)];
+              want[size_t(i * n + r)] += v;
+              mag[size_t(i * n + r)] += std::fabs(v);
+            }
+        for (Isa isa : supported_isas()) {
+          const IsaKernels* table = kernels_for(isa);
+          if (!table) continue;
+          std::vector<float> y(size_t(t * n), b0 ? 5.0f : -7.0f);
+          table->gemm_panels(view, a, 0, 2, 0, t, b0, nb, b0 == 1, y.data(), n);
+          for (size_t i = 0; i < y.size(); ++i) CHECK_NEAR(y[i], want[i], 2e-6 * mag[i]);
+          ++compared;
+        }
+      }
+    }
+  }
+  CHECK(compared >= 12);
+}
+
 BLUELM_TEST(kernels_int8_sign_trick_variant_matches_scalar) {
   const IsaKernels* t = kernels_for(Isa::avx512);
   if (!t || !isa_supported(Isa::avx512)) return;
