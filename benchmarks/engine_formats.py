@@ -12,7 +12,10 @@ median (ci_low, ci_high; prefill over `rounds` runs, decode over its 64 step tim
 bytes_per_token (the weights a step reads: the GGUF's tensor bytes for llama.cpp, the packed weights for the
 native engine, plus the KV cache at the mean length), read_gbps (a plain read of that many bytes with the same
 threads, in the same worker right after) and effective_bw_fraction (bytes_per_token x tokens/s over it); native
-rows carry speedup_vs_llamacpp (medians of the two rows).
+rows carry speedup_vs_llamacpp (medians of the two rows). Issue 18's targets (configs/suites/kernels.json,
+engine_formats) are written into the native rows they apply to: target_effective_bw_fraction on every tg64 row
+(effective_bw_missed_by when below it), and on Q4_0 / Q4_K_M target_speedup_vs_llamacpp on every test
+(speedup_missed_by when below it).
 
 The bluelm-v-3b LLM shape (--formats-models bluelm-v-3b: 40 layers, hidden 2304, FFN 5760, 36 heads, vocab
 122753, tied head) is
@@ -29,6 +32,7 @@ ffn_down matrices (K = 5760, not a multiple of 256) get llama.cpp's fallbacks, Q
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -36,6 +40,7 @@ from bluelm_v.export.cached import writer_digest
 
 from common import median_ci
 
+ROOT = Path(__file__).resolve().parents[1]
 GGUF_CACHE = Path.home() / ".cache" / "bluelm-v" / "gguf"
 PKG_CACHE = Path.home() / ".cache" / "bluelm-v" / "packages"
 # package folders carry the writer code's digest: a package made by other code is never reused
@@ -254,7 +259,7 @@ def formats_rows(child, smollm2_gguf: Path, threads: list[int], rounds: int, mod
             if not quants or q in quants:
                 base = random_gguf_3b(smollm2_gguf)
                 files.append(("bluelm-v-3b", q, base if q == "q4_0" else quantized_gguf(base, q)))
-    rows = []
+    rows, targets = [], load_format_targets()
     for model, quant, gguf in files:
         pkg = PKG_CACHE / f"{gguf.stem.lower().replace('.', '-')}-gguf-{WRITER}"
         if not (pkg / "manifest.json").is_file():
@@ -275,8 +280,41 @@ def formats_rows(child, smollm2_gguf: Path, threads: list[int], rounds: int, mod
                         row["bytes_per_token"] = r["bytes_per_token"]
                         row["read_gbps"] = round(r["read_gbps"], 2)
                         row["effective_bw_fraction"] = round(r["bytes_per_token"] * rate / 1e9 / r["read_gbps"], 3)
+                    apply_format_targets(row, targets)
                     rows.append(row)
     return rows
+
+
+def load_format_targets() -> dict:
+    """Issue 18's targets for these rows (configs/suites/kernels.json, targets.engine_formats)."""
+    suite = json.loads((ROOT / "configs" / "suites" / "kernels.json").read_text())
+    return suite.get("targets", {}).get("engine_formats", {})
+
+
+def apply_format_targets(row: dict, targets: dict) -> None:
+    """The targets a native row is held to, and by how much it misses them: effective_bw_fraction on decode rows
+    (tg64), speedup_vs_llamacpp on every test of the speedup_quants. llama.cpp's rows carry none."""
+    if not targets or row["engine"] == "llama.cpp":
+        return
+    if "effective_bw_fraction" in row:
+        t = targets["effective_bw_fraction"]
+        row["target_effective_bw_fraction"] = t
+        if row["effective_bw_fraction"] < t:
+            row["effective_bw_missed_by"] = round(t - row["effective_bw_fraction"], 3)
+    if row["quant"] in targets["speedup_quants"] and "speedup_vs_llamacpp" in row:
+        t = targets["speedup_vs_llamacpp"]
+        row["target_speedup_vs_llamacpp"] = t
+        if row["speedup_vs_llamacpp"] < t:
+            row["speedup_missed_by"] = round(t - row["speedup_vs_llamacpp"], 3)
+
+
+def missed_text(row: dict) -> str:
+    """The table's 'missed by' cell: each missed target and by how much, 'met' when the row met all it has."""
+    missed = [f"{name} {row[key]:.2f}" for key, name in (("speedup_missed_by", "x"), ("effective_bw_missed_by", "bw"))
+              if key in row]
+    if missed:
+        return ", ".join(missed)
+    return "met" if "target_speedup_vs_llamacpp" in row or "target_effective_bw_fraction" in row else ""
 
 
 def print_formats_rows(rows: list[dict]) -> None:
@@ -284,12 +322,13 @@ def print_formats_rows(rows: list[dict]) -> None:
     from rich.table import Table
 
     t = Table(title="native vs llama.cpp on llama.cpp's formats (tokens/s, medians, 95% bootstrap intervals)")
-    for c in ("model", "quant", "test", "threads", "engine", "tok/s", "ci", "vs llama.cpp", "eff. BW", "peak RSS MB"):
+    for c in ("model", "quant", "test", "threads", "engine", "tok/s", "ci", "vs llama.cpp", "eff. BW", "peak RSS MB",
+              "missed by"):
         t.add_column(c, justify="right")
     for r in rows:
         t.add_row(r["model"], r["quant"], r["test"], str(r["threads"]), r["engine"], f"{r['tokens_per_s']:.1f}",
                   f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}]",
                   f"{r['speedup_vs_llamacpp']:.2f}x" if "speedup_vs_llamacpp" in r else "",
                   f"{r['effective_bw_fraction']:.2f}" if "effective_bw_fraction" in r else "",
-                  f"{r['peak_rss_mb']:.0f}")
-    Console(width=160).print(t)
+                  f"{r['peak_rss_mb']:.0f}", missed_text(r))
+    Console(width=180).print(t)

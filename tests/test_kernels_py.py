@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from bluelm_v import _core, kernels, quant
 
+from bench_helpers import load_benchmark
+
 FORMATS = sorted(quant.FORMATS)
 
 
@@ -548,22 +550,7 @@ def test_attention_mix_loops_are_listed_measured_and_kept_out_of_the_quant_forma
 
 
 def _bench_kernels():
-    """benchmarks/kernels.py as a module. The script puts benchmarks/ first on sys.path (for its `common`): undo that,
-    or a later `import kernels` (transformers' hub_kernels does one) would find benchmarks/kernels.py."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    saved_path, had_common = list(sys.path), "common" in sys.modules
-    spec = importlib.util.spec_from_file_location("bench_kernels", Path(__file__).parents[1] / "benchmarks" / "kernels.py")
-    bench = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(bench)
-    finally:
-        sys.path[:] = saved_path
-        if not had_common:
-            sys.modules.pop("common", None)
-    return bench
+    return load_benchmark("kernels")
 
 
 @pytest.mark.parametrize("tokens", [1, 2, 3])
