@@ -24,6 +24,8 @@
 namespace bluelm::kernels {
 namespace {
 
+#include "kernels/kquant_k6_decode.h"
+
 // The 16 sums of 16 activations of a super-block (each at most 16 * 127: int16), from the pair sums xs[v] of the
 // 8 vectors of 32: lanes [S0, S2, .., S14 | S1, S3, .., S15] (vphaddd works within 128-bit halves).
 inline __m256i activation_sums16(const __m256i* xs) {
@@ -84,14 +86,6 @@ inline void k6_levels(const uint8_t* blk, int h, __m256i (&q)[4]) {
 // bytes to the products in registers: the 12 bytes of 6-bit scales and minima are spread into 16 bytes with a few
 // 32-bit shifts and masks, widened to int16 once, and vpshufb broadcasts a sub-block's scale.
 
-// vpshufb masks: low lane word w, high lane word w + 1 (Q6_K: the two sub-blocks of 16 of one vector of 32).
-alignas(32) constexpr uint8_t kPairMask[4][32] = {
-#define P(w) {4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, \
-               4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3, \
-               4*w+2, 4*w+3, 4*w+2, 4*w+3}
-    P(0), P(1), P(2), P(3)
-#undef P
-};
 inline __m256i mask(const uint8_t* m) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(m)); }
 
 // Q6_K: dot - off in one vector (the offset 32 * sc_j carries the same factor d).
@@ -276,60 +270,13 @@ void decode_panels_pieces(const PackedView& w, const QuantizedActs& a, int64_t p
   }
 }
 
-float hsum_f(__m256 v) {
-  __m128 m = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_add_ss(m, _mm_movehdup_ps(m));
-  return _mm_cvtss_f32(m);
-}
-
-// Q6_K: panels [p0, p1) x tokens [t0, t1) (at most 3) x super-blocks [b0, b1), streaming each panel once, one float
-// FMA per row and token. Folding four rows' integer sums into one conversion (as the per-row Q4_K / Q5_K decode did
-// before their pieces) took 1.03-1.15x the time here, and 1.07-1.22x with row_k6 in assembly as well; the assembly
-// row alone changed nothing (0.99-1.03x). Why the fold cost Q6_K and not them is not identified.
+// Q6_K: each row's block straight from the GGUF bytes (row_k6), the offsets in activation_sums16's order.
 void decode_panels_k6(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
                       int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
-  const PanelGeometry g = panel_geometry(w.format, w.k);
-  const int bb = quant::format_info(w.format).block_bytes;
-  const int64_t nt = t1 - t0;
-  // One running prefetch kPrefetchBytes ahead, carried from panel to panel (the panels are contiguous: restarting it
-  // per panel re-issued 24 KB of prefetches for every 10 KB panel), advanced row by row (SpreadPrefetch).
-  SpreadPrefetch prefetch{
-      (reinterpret_cast<uintptr_t>(w.data + p0 * g.stride + b0 * g.qbytes) + kPrefetchBytes) & ~uintptr_t(63), 0};
-  const DecodeSums sums(a, t0, nt, b0, b1, g.group);
-  for (int64_t p = p0; p < p1; ++p) {
-    const uint8_t* panel = w.data + p * g.stride;
-    __m256 acc[3][kPanelRows];
-    for (int64_t t = 0; t < nt; ++t)
-      for (int r = 0; r < kPanelRows; ++r) acc[t][r] = _mm256_setzero_ps();
-    for (int64_t b = b0; b < b1; ++b) {
-      const uint8_t* blocks = panel + b * g.qbytes;
-      for (int64_t t = 0; t < nt; ++t) {
-        const int8_t* x = a.q + (t0 + t) * a.k + b * g.group;
-        const float dx = a.d[(t0 + t) * g.nb + b];
-        __m256i xv[8];
-        for (int v = 0; v < 8; ++v) xv[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * v));
-        const __m256i sums16 = sums.get(t, b);
-        for (int r = 0; r < kPanelRows; ++r) {
-          const uint8_t* blk = blocks + r * bb;
-          if (t == 0) {
-            prefetch.end = reinterpret_cast<uintptr_t>(blk + bb) + kPrefetchBytes;
-            prefetch.rest();
-          }
-          const float d = _cvtsh_ss(quant::load_u16(blk + 208)) * dx;
-          acc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(row_k6(blk, xv, sums16)), _mm256_set1_ps(d), acc[t][r]);
-        }
-      }
-    }
-    const int64_t rows = std::min<int64_t>(kPanelRows, w.n - p * kPanelRows);
-    for (int64_t t = 0; t < nt; ++t) {
-      float* out = y + (t0 + t) * ldy + p * kPanelRows;
-      for (int64_t r = 0; r < rows; ++r) {
-        const float v = hsum_f(acc[t][r]);
-        out[r] = accumulate ? out[r] + v : v;
-      }
-    }
-  }
+  const DecodeSums sums(a, t0, t1 - t0, b0, b1, panel_geometry(w.format, w.k).group);
+  decode_panels_k6_walk(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy,
+                        [&sums](int64_t t, int64_t b) { return sums.get(t, b); },
+                        [](const uint8_t* blk, const __m256i* xv, __m256i s16) { return row_k6(blk, xv, s16); });
 }
 
 // ---- Prefill GEMM of Q4_K / Q5_K: the panel's 8 rows interleaved as the int4 panels are. ----

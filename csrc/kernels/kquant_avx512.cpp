@@ -26,6 +26,8 @@
 namespace bluelm::kernels {
 namespace {
 
+#include "kernels/kquant_k6_decode.h"
+
 // Four panels' super-block (32 rows as two zmm halves of 16, one row per 32-bit lane): the interleaved levels of
 // panels 2h and 2h + 1 side by side in half h of each step, and the factors per row. NSC runs of scale per
 // super-block (8 of 32 weights for Q4_K / Q5_K, 16 of 16 for Q6_K); NPAIRS pairs of (minimum or scale) x activation
@@ -235,19 +237,14 @@ void gemm_panels_vnni(const PackedView& w, const QuantizedActs& a, int64_t p0, i
 // over other int32 lanes (the offset in element order), so the floats can differ from that tier's in the last bits.
 // The prefetch runs as in the AVX2 kernel: on the Zen 4 it measured alike with and without it (0.88-0.99 of the read
 // either way), and the Intel AVX-512 parts this tier also runs on needed it for the other decode tiles.
-alignas(32) constexpr uint8_t kPairWord[4][32] = {
-#define P(w) {4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, 4*w, 4*w+1, \
-               4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3, 4*w+2, 4*w+3, \
-               4*w+2, 4*w+3, 4*w+2, 4*w+3}
-    P(0), P(1), P(2), P(3)
-#undef P
-};
 
 inline __m256i row_k6_vl(const uint8_t* blk, const __m256i* xv, __m256i sums16) {
   constexpr int kSelect = 0xE4;  // (A & C) | (B & ~C)
   const __m256i m0f = _mm256_set1_epi8(0x0F), m33 = _mm256_set1_epi8(0x33);
   const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192)));
   const __m256i off = _mm256_madd_epi16(sums16, _mm256_slli_epi16(s16, 5));
+  const __m256i lo_half = _mm256_permute2x128_si256(s16, s16, 0x00);  // scales 0..7 in both lanes
+  const __m256i hi_half = _mm256_permute2x128_si256(s16, s16, 0x11);  // 8..15
   __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
   for (int h = 0; h < 2; ++h) {
     const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h));
@@ -258,9 +255,9 @@ inline __m256i row_k6_vl(const uint8_t* blk, const __m256i* xv, __m256i sums16) 
                           _mm256_ternarylogic_epi32(l1, _mm256_slli_epi16(u, 4), m0f, kSelect),
                           _mm256_ternarylogic_epi32(_mm256_srli_epi16(l0, 4), t, m0f, kSelect),
                           _mm256_ternarylogic_epi32(_mm256_srli_epi16(l1, 4), u, m0f, kSelect)};
-    const __m256i half = _mm256_permute2x128_si256(s16, s16, h == 0 ? 0x00 : 0x11);
+    const __m256i half = h == 0 ? lo_half : hi_half;
     for (int s = 0; s < 4; ++s) {
-      const __m256i sc = _mm256_shuffle_epi8(half, _mm256_load_si256(reinterpret_cast<const __m256i*>(kPairWord[s])));
+      const __m256i sc = _mm256_shuffle_epi8(half, _mm256_load_si256(reinterpret_cast<const __m256i*>(kPairMask[s])));
       const __m256i m = _mm256_maddubs_epi16(q[s], xv[4 * h + s]);
       if (s & 1)
         d1 = _mm256_dpwssd_epi32(d1, m, sc);
@@ -271,56 +268,16 @@ inline __m256i row_k6_vl(const uint8_t* blk, const __m256i* xv, __m256i sums16) 
   return _mm256_sub_epi32(_mm256_add_epi32(d0, d1), off);
 }
 
-float hsum8(__m256 v) {
-  __m128 m = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-  m = _mm_add_ss(m, _mm_movehdup_ps(m));
-  return _mm_cvtss_f32(m);
-}
-
-// Panels [p0, p1) x tokens [t0, t1) (at most 3) x super-blocks [b0, b1), each panel read once, front to back.
 void decode_panels_k6_vl(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
                          int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
-  const PanelGeometry g = panel_geometry(w.format, w.k);
-  const int bb = quant::format_info(w.format).block_bytes;
-  const int64_t nt = t1 - t0, nbb = b1 - b0;
-  const int16_t* xsum = kquant_activation_sums(a, g, t0, t1, b0, b1, true);  // [t][b][16] sums of 16
-  SpreadPrefetch prefetch{
-      (reinterpret_cast<uintptr_t>(w.data + p0 * g.stride + b0 * g.qbytes) + kPrefetchBytes) & ~uintptr_t(63), 0};
-  for (int64_t p = p0; p < p1; ++p) {
-    const uint8_t* panel = w.data + p * g.stride;
-    __m256 acc[3][kPanelRows];
-    for (int64_t t = 0; t < nt; ++t)
-      for (int r = 0; r < kPanelRows; ++r) acc[t][r] = _mm256_setzero_ps();
-    for (int64_t b = b0; b < b1; ++b) {
-      const uint8_t* blocks = panel + b * g.qbytes;
-      for (int64_t t = 0; t < nt; ++t) {
-        const int8_t* x = a.q + (t0 + t) * a.k + b * g.group;
-        const float dx = a.d[(t0 + t) * g.nb + b];
-        __m256i xv[8];
-        for (int v = 0; v < 8; ++v) xv[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32 * v));
-        const __m256i sums16 =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xsum + (t * nbb + (b - b0)) * 16));
-        for (int r = 0; r < kPanelRows; ++r) {
-          const uint8_t* blk = blocks + r * bb;
-          if (t == 0) {
-            prefetch.end = reinterpret_cast<uintptr_t>(blk + bb) + kPrefetchBytes;
-            prefetch.rest();
-          }
-          const float d = _cvtsh_ss(quant::load_u16(blk + 208)) * dx;
-          acc[t][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(row_k6_vl(blk, xv, sums16)), _mm256_set1_ps(d), acc[t][r]);
-        }
-      }
-    }
-    const int64_t rows = std::min<int64_t>(kPanelRows, w.n - p * kPanelRows);
-    for (int64_t t = 0; t < nt; ++t) {
-      float* out = y + (t0 + t) * ldy + p * kPanelRows;
-      for (int64_t r = 0; r < rows; ++r) {
-        const float v = hsum8(acc[t][r]);
-        out[r] = accumulate ? out[r] + v : v;
-      }
-    }
-  }
+  const int16_t* xsum = kquant_activation_sums(a, panel_geometry(w.format, w.k), t0, t1, b0, b1, true);
+  const int64_t nbb = b1 - b0;
+  decode_panels_k6_walk(
+      w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy,
+      [=](int64_t t, int64_t b) {  // [t][b][16] sums of 16, element order
+        return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xsum + (t * nbb + (b - b0)) * 16));
+      },
+      [](const uint8_t* blk, const __m256i* xv, __m256i s16) { return row_k6_vl(blk, xv, s16); });
 }
 
 }  // namespace
