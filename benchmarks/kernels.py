@@ -333,7 +333,7 @@ def _avx512_decode_tile(fmt: str, k: int) -> str | None:
     if fmt in ("q4_0", "q4_0_g64", "q4_0_g128"):
         return "pairs" if _core.avx512_pair_decode() else "one-panel"
     if fmt in ("q8_0", "q8_0_g64", "q8_0_g128"):
-        one_panel = not _core.avx512_pair_decode() and _core.decode_scales_last() and _core.scales_last_fits(fmt, k)
+        one_panel = not _core.avx512_pair_decode() and _core.decode_scales_last()
         return "one-panel" if one_panel else "pairs"
     return None
 
@@ -344,12 +344,13 @@ DECODE_SWITCHES = {
     # the AVX-512 tier's Q4_0 / Q8_0 tile: its panel pairs or the AVX2 one-panel tile (kernels.h)
     "avx512_pair_decode": (_core.avx512_pair_decode, _core.set_avx512_pair_decode,
                            lambda fmt, isa, k: isa == "avx512" and (fmt in ("q4_0", "q4_0_g64", "q4_0_g128") or (
-                               _core.scales_last_fits(fmt, k) and _core.decode_scales_last())),
+                               fmt in ("q8_0", "q8_0_g64", "q8_0_g128") and _core.decode_scales_last())),
                            ("one_panel_decode", "pair_decode")),
-    # the AVX2 tier's one-panel Q8_0 tile reading its panels front to back with the scales last, where K fits (on the
-    # AVX-512 tier the switch off sends Q8_0 back to the pair tile: the row above)
+    # the AVX2 tier's one-panel Q8_0 tile reading its panels front to back with the scales last where K fits, and
+    # past that prefetching the next panel's scales (the companion "_scales_per_block" row: neither); on the AVX-512
+    # tier the switch off sends Q8_0 back to the pair tile (the row above)
     "decode_scales_last": (_core.decode_scales_last, _core.set_decode_scales_last,
-                           lambda fmt, isa, k: isa == "avx2" and _core.scales_last_fits(fmt, k),
+                           lambda fmt, isa, k: isa == "avx2" and fmt in ("q8_0", "q8_0_g64", "q8_0_g128"),
                            ("scales_per_block", "scales_last")),
     # the AVX-512 tier's own one-token Q6_K kernel (vpternlogd levels, vpdpwssd scales) or the AVX2 tier's, which it
     # replaced: the companion row runs the whole product on the AVX2 tier

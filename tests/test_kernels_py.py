@@ -426,13 +426,15 @@ def test_decode_prefetch_to_l1_or_l2_gives_the_same_bytes(isa, fmt):
 
 @pytest.mark.skipif("avx512" not in _core.supported_isas(), reason="the AVX-512 tier's switch")
 @pytest.mark.parametrize("fmt", ["q4_0", "q8_0"])
-def test_avx512_one_token_q4_0_and_q8_0_on_either_tile_agree_with_the_avx2_tier(fmt):
+@pytest.mark.parametrize("k", [1024, 5760])
+def test_avx512_one_token_q4_0_and_q8_0_on_either_tile_agree_with_the_avx2_tier(fmt, k):
     """The AVX-512 tier's one-token Q4_0 / Q8_0 product runs on its pair tile or on the AVX2 tier's one-panel tile
-    (avx512_pair_decode; Q8_0 where that tile reads it with the scales last, on here): off, it is the AVX2 tier's
-    bytes; on, the same values to float rounding."""
+    (avx512_pair_decode; Q8_0 where that tile reads it the AMD way, decode_scales_last, on here: the scales last at
+    K = 1024, the next panel's scales prefetched at 5760): off, it is the AVX2 tier's bytes; on, the same values to
+    float rounding."""
     rng = np.random.default_rng(13)
-    p = kernels.pack(rng.standard_normal((40, 1024)).astype(np.float32), fmt)
-    x = rng.standard_normal(1024).astype(np.float32)
+    p = kernels.pack(rng.standard_normal((40, k)).astype(np.float32), fmt)
+    x = rng.standard_normal(k).astype(np.float32)
     with kernel_switches(decode_scales_last=True, active_isa="avx2", avx512_pair_decode=False):
         ref = kernels.gemv(x, p)
         _core.set_active_isa("avx512")
@@ -449,7 +451,8 @@ def test_avx512_one_token_q4_0_and_q8_0_on_either_tile_agree_with_the_avx2_tier(
 @pytest.mark.parametrize("k", [576, 2304, 5760])
 def test_avx2_one_token_q8_0_scales_last_gives_the_same_bytes(k):
     """decode_scales_last: the AVX2 one-panel Q8_0 tile applies each panel's scales after its levels (K up to 3072)
-    or per block; the products are the same bytes, and close to the float product of the dequantized weights."""
+    or per block (past it, prefetching the next panel's scales); the products are the same bytes either way, and
+    close to the float product of the dequantized weights."""
     fmt = "q8_0"
     rng = np.random.default_rng(k)
     w = rng.standard_normal((300, k)).astype(np.float32)

@@ -155,14 +155,15 @@ void set_avx512_quads(bool on);
 bool avx512_quads();
 
 // Where the AVX-512 tier runs a one-token product of Q4_0 (and its 64 / 128 groups), and of Q8_0 where the AVX2
-// tile would read it with the scales last (decode_scales_last, below): on its own panel-pair tile (16 rows per zmm,
+// tile would read it the AMD way (decode_scales_last, below): on its own panel-pair tile (16 rows per zmm,
 // the two panels read side by side) or on the AVX2 tier's one-panel tile (8 rows per ymm, one panel read front to
 // back). The default is the one-panel tile on AMD CPUs and the pair tile on the others, by measurement on a Zen 4
 // (docs/kernels.md, "One-panel Q4_0 decode on AMD" and "Decode with the scales last"): the 3B shape's Q4_0 decode
 // ran 14.9-15.6 tokens/s on the pair tile against 16.0-19.1 on the one-panel tile at one thread, and SmolLM2's Q8_0
 // decode 140 against 186 with the scales last, although the pair tile is the faster one on cached weights (Q4_0
-// 39.5 against 32.3 GB/s); Q8_0 with the scales per block (K > 3072) stays on the pair tile, which was as fast at
-// one thread and faster at two. The Intel Xeon VM streamed the pair tile at 0.9-1.0 of its read, and the one-panel
+// 39.5 against 32.3 GB/s). Q8_0 with the scales per block (K > 3072) goes to the one-panel tile too since that tile
+// prefetches the next panel's scales (decode_scales_last, below): 1.16-1.23x the pair tile at one thread on
+// K = 4096 / 5760, alike at two. The Intel Xeon VM streamed the pair tile at 0.9-1.0 of its read, and the one-panel
 // tile is not measured there. The two give results equal to within float rounding (not the same bytes: their sums
 // run in another order). For A/B runs.
 void set_avx512_pair_decode(bool on);
@@ -171,7 +172,10 @@ bool avx512_pair_decode();
 // Whether the AVX2 tier's one-token Q8_0 tile reads each panel front to back and applies its scales after its
 // levels (on), or reads each block's scales from the end of the panel after the block's levels, with the software
 // prefetch kPrefetchBytes ahead (off). On applies where the activations and the held-back row values fit in 6 KB
-// (K + 32 bytes per block: K <= 3072); the results are the same bytes either way. The default is on for AMD CPUs and
+// (K + 32 bytes per block: K <= 3072). Past that, on means the tile keeps the scales per block and the prefetch and
+// also prefetches the next panel's scales (45 lines for K = 5760) to L2 when it starts a panel, so that each block's
+// scales come from L2 rather than from a second stream of the memory. The results are the same bytes either way.
+// The default is on for AMD CPUs and
 // off for the others, by measurement (docs/kernels.md, "Decode with the scales last"): on a Zen 4 it streamed Q8_0
 // 1.08-1.28x as fast as the two-stream walk on all but one shape measured (K = 1536 once 0.85x), and SmolLM2's Q8_0
 // decoded 1.33x as fast at one thread; no Intel CPU was measured. Q4_0 keeps its scales per block (0.94-0.97x this

@@ -523,10 +523,9 @@ void gemm_panels(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_
   }
 #if !defined(BLUELM_AVX512_SIMDE)
   // One token on AMD (avx512_pair_decode, kernels.h): Q4_0 on the AVX2 tier's one-panel tile, and Q8_0 where that
-  // tile reads its panels with the scales last.
+  // tile reads its panels the AMD way (decode_scales_last: the scales last, or the next panel's scales prefetched).
   if (t1 - t0 == 1 && !avx512_pair_decode() &&
-      (fi.kind == Kind::int4_sym ||
-       (fi.kind == Kind::int8_sym && q8_0_scales_last(panel_geometry(w.format, w.k), w.k))))
+      (fi.kind == Kind::int4_sym || (fi.kind == Kind::int8_sym && decode_scales_last())))
     return isa_kernels_avx2()->gemm_panels(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
 #endif
   PanelsFn fn = fi.kind == Kind::int4_sym    ? pick_group<0>(fi.group)

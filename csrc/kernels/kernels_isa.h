@@ -154,6 +154,9 @@ PanelGeometry panel_geometry(Format f, int64_t k);
 constexpr int64_t kScalesLastBytes = 6 << 10;
 inline bool fits_scales_last(const PanelGeometry& g, int64_t k) { return k + g.nb * kPanelRows * 4 <= kScalesLastBytes; }
 inline bool q8_0_scales_last(const PanelGeometry& g, int64_t k) { return fits_scales_last(g, k) && decode_scales_last(); }
+// Past that budget, with decode_scales_last() on, the same tile keeps the scales per block and prefetches the next
+// panel's scales to L2 as it starts a panel (kernels.h).
+inline bool q8_0_next_scales(const PanelGeometry& g, int64_t k) { return !fits_scales_last(g, k) && decode_scales_last(); }
 
 // Q4_K and Q5_K panels: a panel super-block holds the 8 rows' GGUF blocks (144 or 176 bytes) as pieces of 4 bytes,
 // piece c of row r at byte 32 c + 4 r (the int4 panels' rule): piece 0 is the row's fp16 d and dmin, pieces 1-3 its

@@ -267,8 +267,9 @@ BLUELM_TEST(kernels_avx512_one_token_q4_0_and_q8_0_on_the_pair_or_one_panel_tile
 }
 
 // The AVX2 tier's one-token Q8_0 tile with the panel's scales applied after its levels (one stream) gives the bytes
-// of the per-block scales, on K up to the 6 KB budget (576, 3072) and past it (4096, where the switch does nothing),
-// over the whole of K and from a middle block on; and either way the tier still matches scalar.
+// of the per-block scales, on K up to the 6 KB budget (576, 3072) and past it (4096, where the switch only adds the
+// prefetch of the next panel's scales), over the whole of K and from a middle block on; and either way the tier
+// still matches scalar.
 BLUELM_TEST(kernels_avx2_one_token_q8_0_scales_last_gives_the_bytes_of_per_block_scales) {
   const IsaKernels* t = kernels_for(Isa::avx2);
   if (!t || !isa_supported(Isa::avx2)) return;
