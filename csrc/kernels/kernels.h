@@ -162,7 +162,7 @@ bool avx512_quads();
 // ran 14.9-15.6 tokens/s on the pair tile against 16.0-19.1 on the one-panel tile at one thread, and SmolLM2's Q8_0
 // decode 140 against 186 with the scales last, although the pair tile is the faster one on cached weights (Q4_0
 // 39.5 against 32.3 GB/s). Q8_0 with the scales per block (K > 3072) goes to the one-panel tile too since that tile
-// prefetches the next panel's scales (decode_scales_last, below): 1.16-1.23x the pair tile at one thread on
+// prefetches the next panel's scales (decode_scales_last, below): 1.24-1.27x the pair tile at one thread on
 // K = 4096 / 5760, alike at two. The Intel Xeon VM streamed the pair tile at 0.9-1.0 of its read, and the one-panel
 // tile is not measured there. The two give results equal to within float rounding (not the same bytes: their sums
 // run in another order). For A/B runs.
