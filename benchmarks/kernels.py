@@ -40,7 +40,8 @@ per-round ratios over ROUNDS (>= 15) interleaved rounds with a bootstrap 95% int
     0.88 - fraction_of_probe.
 Stream rows also say which one-token kernel ran (avx512_decode_tile, decode_scales_last), and where one of the
 one-token A/B switches (DECODE_SWITCHES) changes the kernel, a companion row times it set the other way in the
-same rounds: format <fmt>_pair_decode / _one_panel_decode / _scales_per_block / _scales_last, switch, switch_on,
+same rounds: format <fmt>_pair_decode / _one_panel_decode / _scales_per_block / _scales_last / _avx2_decode (the
+AVX-512 tier's Q6_K loop against the AVX2 tier's), switch, switch_on,
 speedup_vs_baseline (that kernel over the shipped one) with speedup_ci.
 """
 from __future__ import annotations
@@ -261,7 +262,7 @@ def bench_matrix(shape: dict, fmt: str, threads: int, roof: dict, quick: bool, r
                     "roofline_run": roof["read_gbps"] if mode == "stream" else int8_peak,
                     "model": shape["model"], "matrix": shape["matrix"], "hugepages": _core.hugepage_advice(),
                     "decode_prefetch": "l2" if _core.decode_prefetch_l2() else "l1",
-                    "avx512_decode_tile": _avx512_decode_tile(fmt, k) if isa == "avx512" else None,
+                    "avx512_decode_tile": _avx512_decode_tile(fmt) if isa == "avx512" else None,
                     "decode_scales_last": _core.decode_scales_last(),
                     "timed_in": "c++" if mode == "stream" else "python", "rounds": ROUNDS,
                     "probe": "read_256MB" if mode == "stream" else probe_name,
@@ -271,7 +272,7 @@ def bench_matrix(shape: dict, fmt: str, threads: int, roof: dict, quick: bool, r
                 rows_out.append(int16_row(base, fmt, x, packed, xt, wd, repeat))
             if mode == "stream":
                 for switch, (get, _, applies, names) in DECODE_SWITCHES.items():
-                    if applies(fmt, isa, k):
+                    if applies(fmt, isa):
                         rows_out.append(switch_row(base, fmt, kernel_s, switch, names[not get()]))
             for variant in VARIANTS:
                 if mode == "hot" and t == 128 and f"{fmt}_{variant}" in mixes:
@@ -327,7 +328,7 @@ def variant_row(base: dict, fmt: str, variant: str, x, packed, probe, mixes: dic
     return row
 
 
-def _avx512_decode_tile(fmt: str, k: int) -> str | None:
+def _avx512_decode_tile(fmt: str) -> str | None:
     """The AVX-512 tier's tile for a one-token product of fmt ("pairs" or the AVX2 "one-panel" tile), where the
     avx512_pair_decode switch can move it (kernels.h)."""
     if fmt in ("q4_0", "q4_0_g64", "q4_0_g128"):
@@ -339,24 +340,24 @@ def _avx512_decode_tile(fmt: str, k: int) -> str | None:
 
 
 # One-token A/B switches, each timed against the shipped setting on the streaming rows where it changes the kernel:
-# name -> (getter, setter, applies(fmt, isa, K), the row's format suffix for the setting off / on).
+# name -> (getter, setter, applies(fmt, isa), the row's format suffix for the setting off / on).
 DECODE_SWITCHES = {
     # the AVX-512 tier's Q4_0 / Q8_0 tile: its panel pairs or the AVX2 one-panel tile (kernels.h)
     "avx512_pair_decode": (_core.avx512_pair_decode, _core.set_avx512_pair_decode,
-                           lambda fmt, isa, k: isa == "avx512" and (fmt in ("q4_0", "q4_0_g64", "q4_0_g128") or (
+                           lambda fmt, isa: isa == "avx512" and (fmt in ("q4_0", "q4_0_g64", "q4_0_g128") or (
                                fmt in ("q8_0", "q8_0_g64", "q8_0_g128") and _core.decode_scales_last())),
                            ("one_panel_decode", "pair_decode")),
     # the AVX2 tier's one-panel Q8_0 tile reading its panels front to back with the scales last where K fits, and
     # past that prefetching the next panel's scales (the companion "_scales_per_block" row: neither); on the AVX-512
     # tier the switch off sends Q8_0 back to the pair tile (the row above)
     "decode_scales_last": (_core.decode_scales_last, _core.set_decode_scales_last,
-                           lambda fmt, isa, k: isa == "avx2" and fmt in ("q8_0", "q8_0_g64", "q8_0_g128"),
+                           lambda fmt, isa: isa == "avx2" and fmt in ("q8_0", "q8_0_g64", "q8_0_g128"),
                            ("scales_per_block", "scales_last")),
     # the AVX-512 tier's own one-token Q6_K kernel (vpternlogd levels, vpdpwssd scales) or the AVX2 tier's, which it
     # replaced: the companion row runs the whole product on the AVX2 tier
     "avx512_q6_k_decode": (lambda: _core.active_isa() == "avx512",
                            lambda on: _core.set_active_isa("avx512" if on else "avx2"),
-                           lambda fmt, isa, k: isa == "avx512" and fmt == "q6_k",
+                           lambda fmt, isa: isa == "avx512" and fmt == "q6_k",
                            ("avx2_decode", "avx512_decode")),
 }
 

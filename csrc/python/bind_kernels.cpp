@@ -256,14 +256,17 @@ void bind_kernels(py::module_& m) {
   m.def("avx512_pair_decode", &avx512_pair_decode);
   m.def("set_decode_scales_last", &set_decode_scales_last, py::arg("on"),
         "A/B switch: the AVX2 tier's one-token Q8_0 tile reads each panel front to back and applies its scales "
-        "after its levels (on, K <= 3072) or reads each block's scales after its levels, with the software prefetch "
-        "(off); the same bytes either way; the default is on for AMD CPUs (csrc/kernels/kernels.h)");
+        "after its levels (on, K <= 3072; past that it prefetches the next panel's scales to L2) or reads each "
+        "block's scales after its levels, with the software prefetch (off); the same bytes either way; on, the "
+        "AVX-512 tier's one-token Q8_0 goes to that tile unless avx512_pair_decode; the default is on for AMD CPUs "
+        "(csrc/kernels/kernels.h)");
   m.def("decode_scales_last", &decode_scales_last);
   m.def(
       "scales_last_fits", [](const std::string& fmt, int64_t k) { return scales_last_fits(fmt_of(fmt), k); },
       py::arg("fmt"), py::arg("k"),
-      "Whether a one-token product of this format and K is one decode_scales_last covers (Q8_0, K <= 3072), "
-      "whatever the switch is now (csrc/kernels/kernels.h)");
+      "Whether a one-token product of this format and K fits the scales-last walk of decode_scales_last (Q8_0, "
+      "K <= 3072; past it the switch prefetches the next panel's scales instead), whatever the switch is now "
+      "(csrc/kernels/kernels.h)");
   m.def("set_decode_prefetch_l2", &set_decode_prefetch_l2, py::arg("on"),
         "A/B switch: the x86 decode tiles' software prefetch puts its lines in L2 (on) or L1 (off); the default is "
         "L2 on AMD CPUs, L1 elsewhere, or BLUELM_DECODE_PREFETCH=l1|l2 (csrc/kernels/kernels.h)");
