@@ -180,12 +180,87 @@ class Session:
         """Low level: one token after prefill -> next-token logits [V]."""
         return self._s.decode(int(token))
 
+    def start_profile(self) -> None:
+        """Time every op of the decode steps that follow (``decode`` and ``generate``'s steps; prefill is not
+        timed) until ``stop_profile()``. The timing itself costs two clock reads per op (~15 per layer)."""
+        self._s.start_profile()
+
+    def stop_profile(self) -> DecodeProfile:
+        """What the decode steps since ``start_profile()`` took, op by op (``DecodeProfile``)."""
+        p = self._s.stop_profile()
+        return DecodeProfile(steps=int(p["steps"]), seconds=float(p["seconds"]), ops=tuple(p["ops"]))
+
     def reset(self) -> None:
         self._s.reset()
 
     @property
     def cache_length(self) -> int:
         return self._s.cache_length
+
+
+# Ops that read weights (their rows carry a format) and the one that reads the KV cache.
+_PRODUCTS = ("qkv", "q", "k", "v", "o", "gate_up", "gate", "up", "down", "head")
+
+
+@dataclass(frozen=True)
+class DecodeProfile:
+    """Where a session's decode steps spent their time, op by op (``Session.start_profile`` ... ``stop_profile``).
+
+    ``steps`` decode steps took ``seconds`` of wall time in the engine (token embedding to logits). ``ops`` holds one
+    dict per (op, weight format): ``op`` (qkv | q | k | v | o | gate_up | gate | up | down | head | attention |
+    rms_norm | rope_kv_store | residual | swiglu), ``format`` ("" for ops without weights), ``calls``,
+    ``seconds`` and ``bytes`` (what the calls read: a product's weights, attention's KV cache entries). A parallel op
+    is timed on the calling thread from its start to its last worker's end, so the ops and ``other`` (embedding,
+    the time between ops) add up to ``seconds``."""
+
+    steps: int
+    seconds: float
+    ops: tuple
+
+    def frame(self, read_gbps: Optional[float] = None):
+        """A pandas DataFrame, one row per (op, format) and a last row ``other``: ``calls_per_step``,
+        ``ms_per_step``, ``share`` (of the step's time), ``mb_per_step``, ``gbps`` (bytes over time, for the ops
+        that read weights or the cache) and, given a plain read's GB/s with the same threads,
+        ``fraction_of_read``."""
+        import pandas as pd
+
+        if self.steps < 1:
+            raise ValueError("the profile holds no decode step")
+        n, rows = self.steps, []
+        for o in self.ops:
+            rows.append({"op": o["op"], "format": o["format"], "calls_per_step": o["calls"] / n,
+                         "ms_per_step": 1e3 * o["seconds"] / n, "mb_per_step": o["bytes"] / n / 1e6,
+                         "seconds": o["seconds"], "bytes": o["bytes"]})
+        other = self.seconds - sum(o["seconds"] for o in self.ops)
+        rows.append({"op": "other", "format": "", "calls_per_step": 1.0, "ms_per_step": 1e3 * other / n,
+                     "mb_per_step": 0.0, "seconds": other, "bytes": 0})
+        df = pd.DataFrame(rows)
+        df["share"] = df["seconds"] / self.seconds
+        df["gbps"] = [b / s / 1e9 if b and s > 0 else float("nan") for b, s in zip(df["bytes"], df["seconds"])]
+        if read_gbps:
+            df["fraction_of_read"] = df["gbps"] / float(read_gbps)
+        return df.drop(columns=["seconds", "bytes"])
+
+    def summary(self, read_gbps: Optional[float] = None) -> dict:
+        """Per step: ``ms``, ``weight_mb`` (the products' weights), ``products_ms`` and ``products_gbps`` (those
+        bytes over the products' time alone), ``kv_mb``, ``attention_ms``, ``glue_ms`` (everything else);
+        with a read's GB/s, ``effective_bw_fraction`` ((weights + KV) per step over the step's time, against the
+        read) and ``products_fraction_of_read``."""
+        n = self.steps
+        if n < 1:
+            raise ValueError("the profile holds no decode step")
+        prod = [o for o in self.ops if o["op"] in _PRODUCTS]
+        att = [o for o in self.ops if o["op"] == "attention"]
+        w_bytes, w_s = sum(o["bytes"] for o in prod), sum(o["seconds"] for o in prod)
+        kv_bytes, kv_s = sum(o["bytes"] for o in att), sum(o["seconds"] for o in att)
+        out = {"steps": n, "ms": 1e3 * self.seconds / n, "weight_mb": w_bytes / n / 1e6,
+               "products_ms": 1e3 * w_s / n, "products_gbps": w_bytes / w_s / 1e9 if w_s > 0 else float("nan"),
+               "kv_mb": kv_bytes / n / 1e6, "attention_ms": 1e3 * kv_s / n,
+               "glue_ms": 1e3 * (self.seconds - w_s - kv_s) / n}
+        if read_gbps:
+            out["effective_bw_fraction"] = (w_bytes + kv_bytes) / self.seconds / 1e9 / float(read_gbps)
+            out["products_fraction_of_read"] = out["products_gbps"] / float(read_gbps)
+        return out
 
 
 class Engine:

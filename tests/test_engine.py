@@ -583,6 +583,17 @@ def test_python_and_cpp_run_commands_agree(tiny, tmp_path):
     assert cpp.returncode == 0, cpp.stderr
     assert cpp.stdout.rstrip("\n") == got["text"].rstrip("\n")
     assert "time to first token" in cpp.stderr and "peak resident memory" in cpp.stderr
+    # --profile: the decode steps after the first token (7 of them), op by op; tiny has 2 layers
+    prof = subprocess.run([str(native_program("bluelm")), "run", *args, "--profile"], capture_output=True, text=True,
+                          timeout=300)
+    assert prof.returncode == 0, prof.stderr
+    assert prof.stdout == cpp.stdout
+    lines = prof.stderr.split("decode profile: ")[1].splitlines()
+    assert lines[0].startswith("7 steps")
+    ops = {ln.split()[0]: ln.split() for ln in lines[2:]}
+    assert ops["head"][1] == "q4_0" and float(ops["head"][2]) == 1.0
+    assert float(ops["attention"][1]) == 2.0 and float(ops["rms_norm"][1]) == 5.0  # no format column: calls next
+    assert "other" in ops
     table = subprocess.run([sys.executable, "-m", "bluelm_v", "run", *args], capture_output=True, text=True,
                            timeout=300)
     assert table.returncode == 0 and "ViT + projector" in table.stderr

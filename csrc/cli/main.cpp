@@ -4,9 +4,10 @@
 //   bluelm isa            instruction sets this CPU can run and the one in use
 //   bluelm run --model PKG [--image IMG]... --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K]
 //              [--top-p P] [--seed S] [--threads N] [--chunk T] [--tile-batch B] [--kv-cache int8|f16|f32]
-//              [--activations int8|int16] [--system TEXT] [--context N] [--dynres JSON]
+//              [--activations int8|int16] [--system TEXT] [--context N] [--dynres JSON] [--profile]
 //                              (--dynres: a tiling in place of the package's, e.g. '{"scheme": "bluelm", "alpha": 0.1}')
 //                              the native engine: streams the answer, then prints the timing table
+//                              (--profile: and where the decode steps' time went, op by op)
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -33,7 +34,7 @@ int usage() {
                "  bluelm run --model PKG [--image IMG]... --prompt TEXT [--max-new-tokens N] [--temperature T]\n"
                "             [--top-k K] [--top-p P] [--seed S] [--threads N] [--chunk T] [--tile-batch B]\n"
                "             [--kv-cache int8|f16|f32] [--activations int8|int16] [--context N]\n"
-               "             [--system TEXT] [--dynres JSON]\n";
+               "             [--system TEXT] [--dynres JSON] [--profile]\n";
   return 2;
 }
 
@@ -145,12 +146,34 @@ double to_float(const std::string& flag, const std::string& v) {
   throw InvalidArgument(cat(flag, " needs a number, got '", v, "'"));
 }
 
+// The decode steps' op profile (runtime/llm.h StepProfile) as a table on stderr.
+void print_profile(const runtime::StepProfile& p) {
+  if (p.steps < 1) {
+    std::fprintf(stderr, "profile: no decode step ran\n");
+    return;
+  }
+  const double n = double(p.steps);
+  std::fprintf(stderr, "decode profile: %lld steps, %.3f ms per step\n%-14s %-7s %10s %9s %7s %9s %7s\n",
+               (long long)p.steps, 1e3 * p.seconds / n, "op", "format", "calls/step", "ms/step", "share", "MB/step",
+               "GB/s");
+  double timed = 0;
+  for (const runtime::OpProfile& o : p.ops) {
+    timed += o.seconds;
+    const double gbps = o.bytes > 0 && o.seconds > 0 ? double(o.bytes) / o.seconds / 1e9 : 0.0;
+    std::fprintf(stderr, "%-14s %-7s %10.1f %9.3f %7.3f %9.2f %7.1f\n", o.op.c_str(), o.format.c_str(),
+                 double(o.calls) / n, 1e3 * o.seconds / n, o.seconds / p.seconds, double(o.bytes) / n / 1e6, gbps);
+  }
+  std::fprintf(stderr, "%-14s %-7s %10.1f %9.3f %7.3f\n", "other", "", 1.0, 1e3 * (p.seconds - timed) / n,
+               (p.seconds - timed) / p.seconds);
+}
+
 int cmd_run(int argc, char** argv) {
   std::string model, prompt;
   std::vector<std::string> images;
   runtime::EngineOptions eo;
   runtime::GenerateOptions go;
   go.max_new_tokens = 128;
+  bool profile = false;
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--model") model = need(i, argc, argv);
@@ -169,12 +192,14 @@ int cmd_run(int argc, char** argv) {
     else if (a == "--system") go.system = need(i, argc, argv);
     else if (a == "--context") eo.context = to_int(a, need(i, argc, argv));
     else if (a == "--dynres") eo.dynres = need(i, argc, argv);
+    else if (a == "--profile") profile = true;
     else throw InvalidArgument(cat("run: unknown option '", a, "'"));
   }
   if (model.empty() || prompt.empty()) throw InvalidArgument("run needs --model PKG and --prompt TEXT");
   auto engine = runtime::Engine::load(model, eo);
   runtime::Session s = engine->session();
   for (const std::string& path : images) s.submit_image(read_file(path));
+  if (profile) s.start_profile();
   const runtime::Result r = s.generate(prompt, go, [](const std::string& piece) {
     std::cout << piece << std::flush;
     return true;
@@ -196,6 +221,7 @@ int cmd_run(int argc, char** argv) {
                t.preprocess_s, (long long)t.tiles, t.vit_s, (long long)t.image_tokens, t.image_wait_s, t.prefill_s,
                (long long)t.prompt_tokens, t.prefill_tokens_per_s(), t.ttft_s, t.decode_tokens_per_s(),
                (long long)t.new_tokens, t.peak_rss_mb);
+  if (profile) print_profile(s.stop_profile());
   return 0;
 }
 

@@ -141,6 +141,26 @@ void bind_engine(py::module_& m) {
             return to_numpy(std::move(out), {py::ssize_t(vocab)});
           },
           py::arg("ids"), py::arg("chunk"), py::arg("all_logits") = false)
+      .def("start_profile", &Session::start_profile)
+      .def("stop_profile",
+           [](Session& s) {
+             const StepProfile p = s.stop_profile();
+             py::list ops;
+             for (const OpProfile& o : p.ops) {
+               py::dict d;
+               d["op"] = o.op;
+               d["format"] = o.format;
+               d["calls"] = o.calls;
+               d["seconds"] = o.seconds;
+               d["bytes"] = o.bytes;
+               ops.append(d);
+             }
+             py::dict d;
+             d["steps"] = p.steps;
+             d["seconds"] = p.seconds;
+             d["ops"] = ops;
+             return d;
+           })
       .def("decode", [](Session& s, int32_t token) {
         std::vector<float> out;
         {

@@ -160,6 +160,7 @@ struct Session::State {
   std::shared_future<Encoded> last;
   std::vector<float> x1, logits;  // decode step buffers (reused: no allocation per token)
   std::vector<int32_t> cached_ids;  // the tokens whose KV entries generate() left in the cache, in order
+  std::unique_ptr<StepProfile> profile;  // between start_profile() and stop_profile()
   State(std::shared_ptr<Engine> e)
       : engine(std::move(e)),
         cache(engine->llm().new_cache(engine->kv_type(), engine->options().context)),
@@ -538,9 +539,30 @@ const std::vector<float>& Session::decode_step(int32_t token) {
   s_->x1.resize(size_t(llm.config().hidden));
   s_->logits.resize(size_t(llm.config().vocab));
   s_->cached_ids.clear();  // a decode outside generate(); generate() sets the record again after its steps
+  const auto t0 = Clock::now();
+  StepProfile* prof = s_->profile.get();
+  // The profile is attached for this step only (so prefill never records into it), and detached on an error too.
+  struct Attach {
+    LlmWorkspace& ws;
+    Attach(LlmWorkspace& w, StepProfile* p) : ws(w) { ws.profile = p; }
+    ~Attach() { ws.profile = nullptr; }
+  } attach(s_->ws, prof);
   llm.embed(&token, 1, s_->x1.data());
   llm.forward(s_->x1.data(), 1, s_->cache, s_->ws, s_->logits.data(), nullptr, /*decoding=*/true);
+  if (prof) {
+    ++prof->steps;
+    prof->seconds += since(t0);
+  }
   return s_->logits;
+}
+
+void Session::start_profile() { s_->profile = std::make_unique<StepProfile>(); }
+
+StepProfile Session::stop_profile() {
+  if (!s_->profile) throw InvalidArgument("stop_profile() without start_profile()");
+  StepProfile p = std::move(*s_->profile);
+  s_->profile.reset();
+  return p;
 }
 
 std::vector<float> Session::decode(int32_t token) { return decode_step(token); }

@@ -114,6 +114,10 @@ class Session {
   // One decode step after prefill: token -> logits [vocab].
   std::vector<float> decode(int32_t token);
   const std::vector<float>& decode_step(int32_t token);  // the same into a buffer the session reuses
+  // Time every op of the decode steps that follow (decode, decode_step and generate's steps; not prefill) until
+  // stop_profile(), which returns what they took (runtime/llm.h, StepProfile). Starting again starts from zero.
+  void start_profile();
+  StepProfile stop_profile();  // InvalidArgument when no profile was started
   void reset();  // forget the KV cache (images still pending stay pending)
   int64_t cache_length() const;
 

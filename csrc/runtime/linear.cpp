@@ -106,6 +106,16 @@ int64_t Linear::resident_bytes() const {
   return quantized_ ? kernels::packed_bytes(packed_.format(), n_, kp_) : 0;
 }
 
+int64_t Linear::weight_bytes() const {
+  const int64_t w = quantized_ ? resident_bytes() : n_ * k_ * int64_t(sizeof(float));
+  return w + (bias_ ? n_ * int64_t(sizeof(float)) : 0);
+}
+
+std::string Linear::format_name() const {
+  if (n_ == 0) return "";
+  return quantized_ ? quant::format_info(packed_.format()).name : "f32";
+}
+
 void Linear::forward_int16(const float* x, int64_t t, int64_t ldx, float* y, int64_t ldy) const {
   thread_local std::vector<float> xx, yy;
   thread_local kernels::Scratch s1, s2;

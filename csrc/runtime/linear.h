@@ -49,6 +49,10 @@ class Linear {
   const float* bias() const { return bias_; }
   // Bytes this layer holds in memory beyond the mapping (the packed copy).
   int64_t resident_bytes() const;
+  // Bytes one product reads: the packed copy, or the f32 weights in the mapping (and the bias).
+  int64_t weight_bytes() const;
+  // The weights' format name in the registry ("q4_k", "q8_0", ...), or "f32"; "" for an empty layer.
+  std::string format_name() const;
 
   // x [t, k] (rows ldx floats apart) -> y [t, n] (rows ldy floats apart).
   void forward(const float* x, int64_t t, int64_t ldx, float* y, int64_t ldy, kernels::Scratch& scratch,

@@ -1,6 +1,7 @@
 #include "runtime/llm.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -10,6 +11,42 @@
 #include "runtime/attention_isa.h"
 
 namespace bluelm::runtime {
+
+void StepProfile::add(const char* op, const std::string& format, double s, int64_t bytes) {
+  for (OpProfile& o : ops)
+    if (o.op == op && o.format == format) {
+      ++o.calls, o.seconds += s, o.bytes += bytes;
+      return;
+    }
+  ops.push_back(OpProfile{op, format, 1, s, bytes});
+}
+
+namespace {
+
+// Times the consecutive ops of a forward pass into a StepProfile: each lap() closes the op that ran since the last
+// one. Does nothing (one branch) without a profile.
+class OpClock {
+ public:
+  using Clock = std::chrono::steady_clock;
+  explicit OpClock(StepProfile* p) : p_(p) {
+    if (p_) t_ = Clock::now();
+  }
+  void lap(const char* op, const std::string& format = {}, int64_t bytes = 0) {
+    if (!p_) return;
+    const Clock::time_point now = Clock::now();
+    p_->add(op, format, std::chrono::duration<double>(now - t_).count(), bytes);
+    t_ = now;
+  }
+  void lap(const char* op, const Linear& l) {
+    if (p_) lap(op, l.format_name(), l.weight_bytes());
+  }
+
+ private:
+  StepProfile* p_;
+  Clock::time_point t_;
+};
+
+}  // namespace
 
 Llm::Llm(const model::Package& pkg, int64_t max_positions, Activations act) : cfg_(pkg.config().llm), act_(act) {
   const std::string p = pkg.config().multimodal ? "language_model." : "";
@@ -161,50 +198,73 @@ void Llm::forward(const float* x, int64_t t, KvCache& cache, LlmWorkspace& ws, f
   const float eps = float(cfg_.rms_norm_eps);
   float* h = ws.h.data();
   std::memcpy(h, x, size_t(t * d) * sizeof(float));
+  OpClock clock(ws.profile);
+  // Attention reads every cached position of the layer's KV heads (keys, values and their scales).
+  const int64_t kv_layer_bytes = KvCache::bytes_per_token(cache.type(), 1, cfg_.kv_heads, cfg_.head_dim);
   for (int64_t li = 0; li < cfg_.layers; ++li) {
     const Layer& L = layers_[size_t(li)];
     rms_norm(h, L.attn_norm, ws.xn.data(), t, d, eps);
+    clock.lap("rms_norm");
     float *q, *k, *v;
     int64_t ldq, ldkv;
     if (L.stacked_qkv) {
       ldq = ldkv = qd + 2 * kvd;
       L.qkv.forward(ws.xn.data(), t, d, ws.qkv.data(), ldq, ws.scratch, act_);
+      clock.lap("qkv", L.qkv);
       q = ws.qkv.data(), k = q + qd, v = k + kvd;
     } else {
       ldq = qd, ldkv = kvd;
       q = ws.q.data(), k = ws.k.data(), v = ws.v.data();
       L.q.forward(ws.xn.data(), t, d, q, qd, ws.scratch, act_);
+      clock.lap("q", L.q);
       L.k.forward(ws.xn.data(), t, d, k, kvd, ws.scratch, act_);
+      clock.lap("k", L.k);
       L.v.forward(ws.xn.data(), t, d, v, kvd, ws.scratch, act_);
+      clock.lap("v", L.v);
     }
     for (int64_t r = 0; r < t; ++r) {
       rope_.apply(q + r * ldq, cfg_.heads, start + r);
       rope_.apply(k + r * ldkv, cfg_.kv_heads, start + r);
       cache.store(li, start + r, k + r * ldkv, v + r * ldkv);
     }
+    clock.lap("rope_kv_store");
     attention(li, start, t, q, ldq, cache, ws, decoding);
+    clock.lap("attention", "", kv_layer_bytes * (start + t));
     L.o.forward(ws.att.data(), t, qd, ws.tmp.data(), d, ws.scratch, act_);
+    clock.lap("o", L.o);
     add_inplace(h, ws.tmp.data(), t * d);
+    clock.lap("residual");
     rms_norm(h, L.mlp_norm, ws.xn.data(), t, d, eps);
+    clock.lap("rms_norm");
     if (L.stacked_gate_up) {
       L.gate_up.forward(ws.xn.data(), t, d, ws.gate_up.data(), 2 * f, ws.scratch, act_);
+      clock.lap("gate_up", L.gate_up);
       swiglu_rows(ws.gate_up.data(), t, f, ws.gate.data());
     } else {
       L.gate.forward(ws.xn.data(), t, d, ws.gate.data(), f, ws.scratch, act_);
+      clock.lap("gate", L.gate);
       L.up.forward(ws.xn.data(), t, d, ws.up.data(), f, ws.scratch, act_);
+      clock.lap("up", L.up);
       silu_mul(ws.gate.data(), ws.up.data(), t * f);
     }
+    clock.lap("swiglu");
     L.down.forward(ws.gate.data(), t, f, ws.tmp.data(), d, ws.scratch, act_);
+    clock.lap("down", L.down);
     add_inplace(h, ws.tmp.data(), t * d);
+    clock.lap("residual");
   }
   cache.length_ = start + t;
   if (all_logits) {
     rms_norm(h, norm_, ws.xn.data(), t, d, eps);
+    clock.lap("rms_norm");
     lm_head_.forward(ws.xn.data(), t, d, all_logits, cfg_.vocab, ws.scratch, act_);
+    clock.lap("head", lm_head_);
   }
   if (logits) {
     rms_norm(h + (t - 1) * d, norm_, ws.logits_row.data(), 1, d, eps);
+    clock.lap("rms_norm");
     lm_head_.forward(ws.logits_row.data(), 1, d, logits, cfg_.vocab, ws.scratch, act_);
+    clock.lap("head", lm_head_);
   }
 }
 

@@ -7,6 +7,7 @@
 // The KV cache and its layouts: runtime/kv_cache.h.
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "kernels/kernels.h"
@@ -18,6 +19,26 @@
 
 namespace bluelm::runtime {
 
+// Where the LLM's decode steps spend their time, op by op (Session::start_profile). Each op is timed on the calling
+// thread from its start to its end (a parallel product: to its last worker's end), so the ops and the rest of the
+// step add up to the step's wall time. bytes: what the op reads from memory per call, summed over the calls: a
+// product's weights (its packed copy, or f32 weights and bias), attention's KV cache entries.
+struct OpProfile {
+  std::string op;      // qkv | q | k | v | o | gate_up | gate | up | down | head | attention | rms_norm |
+                       // rope_kv_store | residual | swiglu
+  std::string format;  // the product's weight format ("q4_k", "f32"); "" for ops without weights
+  int64_t calls = 0;
+  double seconds = 0;
+  int64_t bytes = 0;
+};
+
+struct StepProfile {
+  std::vector<OpProfile> ops;  // in the order a step first ran them
+  int64_t steps = 0;           // whole decode steps (token embedding and logits included)
+  double seconds = 0;          // their wall time
+  void add(const char* op, const std::string& format, double seconds, int64_t bytes);
+};
+
 // Per-request working memory of the LLM (activations of one chunk), sized for chunks of up to max_t positions.
 struct LlmWorkspace {
   int64_t max_t = 0;
@@ -25,6 +46,7 @@ struct LlmWorkspace {
   DecodeScratch decode;
   std::vector<float> qkv, gate_up;  // outputs of the stacked products [max_t, q + 2 kv], [max_t, 2 * ffn]
   kernels::Scratch scratch;
+  StepProfile* profile = nullptr;  // when set, forward() adds each op's time to it
 };
 
 class Llm {
