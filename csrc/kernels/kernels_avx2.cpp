@@ -239,7 +239,7 @@ void tile_int4(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
       for (int j = 0; j < 4; ++j) {
         const int p = sub * 4 + j;
         const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qb + 32 * p));
-        if (M == 1) pf.one();
+        pf.one();
         const __m256i lo = _mm256_and_si256(v, mask);
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
 #pragma GCC unroll 4
@@ -256,7 +256,7 @@ void tile_int4(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
         isum[m] = sub == 0 ? s32 : _mm256_add_epi32(isum[m], s32);
       }
     }
-    if (M == 1) pf.rest();
+    pf.rest();
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(dsc + b * kPanelRows)));
     if (KIND == static_cast<int>(Kind::int4_sym)) {
 #pragma GCC unroll 4
@@ -356,7 +356,7 @@ void tile_int8(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
 #pragma GCC unroll 8
     for (int p = 0; p < G / 4; ++p) {
       const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qb + 32 * p));
-      if (M == 1) pf.one();
+      pf.one();
       const __m256i u = _mm256_abs_epi8(w);
 #pragma GCC unroll 4
       for (int m = 0; m < M; ++m) {
@@ -364,7 +364,7 @@ void tile_int8(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
         isum[m] = _mm256_add_epi32(isum[m], _mm256_madd_epi16(_mm256_maddubs_epi16(u, xs), ones));
       }
     }
-    if (M == 1) pf.rest();
+    pf.rest();
     if (later.on) {
       later.put(b - b0, _mm256_mul_ps(_mm256_cvtepi32_ps(isum[0]), _mm256_broadcast_ss(xd[0] + b)));
       continue;
@@ -495,7 +495,7 @@ void tile_int5(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
   const TokenRows<M> x(a, t, g.nb);
   SpreadPrefetch pf{prefetch_start(panel, g, b0), 0};
   const auto pf_one = [&]() __attribute__((always_inline)) {
-    if (M == 1) pf.one();
+    pf.one();
   };
   for (int64_t b = b0; b < b1; ++b) {
     const uint8_t* qb = panel + b * g.qbytes;
@@ -509,7 +509,7 @@ void tile_int5(const uint8_t* panel, const PanelGeometry& g, const QuantizedActs
     int5_piece<2>(qb, plane, mask, bit, lo[2], hi[2]);
     pf_one();
     int5_piece<3>(qb, plane, mask, bit, lo[3], hi[3]);
-    if (M == 1) pf.rest();
+    pf.rest();
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(dsc + b * kPanelRows)));
 #pragma GCC unroll 4
     for (int m = 0; m < M; ++m) {
@@ -538,9 +538,10 @@ template <int KIND, int G>
 void panels_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
                  int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
   const PanelGeometry g = panel_geometry(w.format, w.k);
-  if (t1 - t0 == 1 && !scales_last(g, w.k, KIND)) {
-    // Decode: the first kPrefetchBytes of this thread's share, which the tiles' running prefetch starts past
-    // (A/B: +2-5 points of read bandwidth on a 3 MB matrix, none on larger ones).
+  if (t1 - t0 <= 3 && !(t1 - t0 == 1 && scales_last(g, w.k, KIND))) {
+    // Decode (1-3 tokens: two for int16 activations' two passes): the first kPrefetchBytes of this thread's share,
+    // which the tiles' running prefetch starts past (A/B: +2-5 points of read bandwidth on a 3 MB matrix, none on
+    // larger ones).
     const uint8_t* start = w.data + p0 * g.stride + b0 * g.span;
     const uint8_t* end = std::min(start + kPrefetchBytes, w.data + p1 * g.stride);
     SpreadPrefetch{reinterpret_cast<uintptr_t>(start), reinterpret_cast<uintptr_t>(end)}.rest();
@@ -591,7 +592,7 @@ void panels_int5(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_
   if (t1 - t0 > 3)
     return gemm_panels_int5_widened(panels_avx2<2, 32>, widen_int5_panel_avx2, w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
   const PanelGeometry g = panel_geometry(w.format, w.k);
-  if (t1 - t0 == 1) {  // as panels_avx2: the first kPrefetchBytes of this thread's share
+  {  // as panels_avx2: the first kPrefetchBytes of this thread's share
     const uint8_t* start = w.data + p0 * g.stride + b0 * g.span;
     const uint8_t* end = std::min(start + kPrefetchBytes, w.data + p1 * g.stride);
     SpreadPrefetch{reinterpret_cast<uintptr_t>(start), reinterpret_cast<uintptr_t>(end)}.rest();

@@ -76,7 +76,7 @@ __m512 load_scales(const uint8_t* pa, const uint8_t* pb) {
   return _mm512_cvtph_ps(h);
 }
 
-// Decode streams the weights from DRAM: as in the AVX2 tier, a one-token tile prefetches kPrefetchBytes ahead (the
+// Decode streams the weights from DRAM: as in the AVX2 tier, a tile of 1-3 tokens prefetches kPrefetchBytes ahead (the
 // level as SpreadPrefetch::line picks it, kernels_isa.h): a line of each panel after every other 64-byte weight
 // load and the rest of the block's share (its scales) after the last. Each panel of the pair is walked on its own,
 // half the distance ahead of where the tile reads it, and past its end the walk carries on into the same panel of
@@ -152,7 +152,7 @@ void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const Qu
   PairPrefetch pf(pa, pb, g, b0);
   int loads = 0;  // a line of each panel after every other weight load (each load takes 32 bytes of each)
   const auto pf_one = [&]() __attribute__((always_inline)) {
-    if (M == 1 && (++loads & 1) == 0) pf.one();
+    if (M <= 3 && (++loads & 1) == 0) pf.one();
   };
   for (int64_t b = b0; b < b1; ++b) {
     const uint8_t* qa = pa + b * g.qbytes;
@@ -235,7 +235,7 @@ void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const Qu
         }
       }
     }
-    if (M == 1) pf.rest();
+    if (M <= 3) pf.rest();
     const __m512 dw = load_scales(pa + g.scales + b * 16, pb + g.scales + b * 16);
     if (KIND == static_cast<int>(Kind::int4_sym)) {
 #pragma GCC unroll 4
@@ -292,8 +292,8 @@ template <int KIND, int G, bool SIGN>
 void panels(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1, int64_t b0,
             int64_t b1, bool accumulate, float* y, int64_t ldy) {
   const PanelGeometry g = panel_geometry(w.format, w.k);
-  if (t1 - t0 == 1) {
-    // Decode: the head of this thread's first pair, which the tiles' running prefetch starts past.
+  if (t1 - t0 <= 3) {
+    // Decode (1-3 tokens): the head of this thread's first pair, which the tiles' running prefetch starts past.
     const uint8_t* pa = w.data + p0 * g.stride;
     PairPrefetch::head(pa, p0 + 1 < p1 ? pa + g.stride : pa, g, b0);
   }

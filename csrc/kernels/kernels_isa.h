@@ -104,11 +104,12 @@ const IsaKernels* isa_kernels_dotprod();
 const IsaKernels* kernels_for(Isa isa);
 const IsaKernels& active_kernels();
 
-// How far ahead a one-token (decode) tile prefetches the packed bytes it streams, in the x86 tiers: far past the
-// 4 KB pages the L2 prefetcher stops at; 16-64 KB measured alike on this project's Zen 3 (docs/kernels.md).
+// How far ahead a decode tile (1-3 tokens: one per step, two for int16 activations' two passes) prefetches the
+// packed bytes it streams, in the x86 tiers: far past the 4 KB pages the L2 prefetcher stops at; 16-64 KB
+// measured alike on this project's Zen 3 (docs/kernels.md).
 constexpr int64_t kPrefetchBytes = 24 << 10;
 
-// The running prefetch of a one-token tile, spread over the tile's loads: `one()` after each weight load issues at
+// The running prefetch of a decode tile, spread over the tile's loads: `one()` after each weight load issues at
 // most one line, `rest()` at the end of a block issues what is left up to `end` (the block's share of the panel,
 // kPrefetchBytes ahead). Issued as one burst of 4-26 back-to-back prefetches before each block, the same lines
 // held the stream GEMV at 0.63-0.78 of the read bandwidth on an AVX-512 Xeon; spread, 0.9-1.0 (docs/kernels.md,
