@@ -10,7 +10,8 @@ For each package and thread count, in one process: a prompt of --depth tokens, t
 (`read_gbps`: kernels' read_bandwidth over the step's bytes, the same threads), a few untimed steps and --steps
 decode steps with the engine's op profile on (Session.start_profile: each op of the step timed on the calling
 thread, a parallel one to its last worker's end), and the same number of steps without it (the profile's cost).
-The engine runs as benchmarks/engine.py --formats runs it: int8 activations, f16 KV cache.
+The engine runs as benchmarks/engine.py --formats runs it (int8 activations, f16 KV cache) unless --activations /
+--kv-cache say otherwise (int16 is the packages' deployed default).
 
 Rows (`--json`), per package and threads:
   - one per (op, format): `ms_per_step`, `share` of the step, `mb_per_step` (weights or KV entries read),
@@ -41,8 +42,8 @@ def _median_range(values: list[float]) -> tuple[float, float, float]:
     return statistics.median(values), min(values), max(values)
 
 
-def profile_package(pkg: str, threads: int, rounds: int, steps: int, depth: int,
-                    progress=None) -> dict:
+def profile_package(pkg: str, threads: int, rounds: int, steps: int, depth: int, progress=None,
+                    activations: str = "int8", kv_cache: str = "f16") -> dict:
     """Profiles and reads of one package at `threads`: {"profiles": [DecodeProfile], "read_gbps": [...],
     "unprofiled_s": [...]} (one entry per round) and "bytes_per_token" (weights and KV entries of a step at the
     prompt's depth, what the read probe reads)."""
@@ -53,7 +54,7 @@ def profile_package(pkg: str, threads: int, rounds: int, steps: int, depth: int,
 
     if rounds < 1 or steps < 1:
         raise ValueError(f"rounds and steps must be at least 1, got {rounds} and {steps}")
-    e = Engine(pkg, threads=threads, activations="int8", kv_cache="f16", context=depth + steps + 32)
+    e = Engine(pkg, threads=threads, activations=activations, kv_cache=kv_cache, context=depth + steps + 32)
     if depth < 1 or depth + steps + 8 > e.context:
         raise ValueError(f"depth {depth} with {steps} steps does not fit the context of {e.context}")
     s = e.session()
@@ -141,7 +142,8 @@ def print_rows(rows: list[dict]) -> None:
     steps = [r for r in rows if r["op"] == "step"]
     for srow in steps:
         key = (srow["model"], srow["quant"], srow["threads"])
-        t = Table(title=f"{srow['model']} {srow['quant']}, {srow['threads']} thread(s): "
+        t = Table(title=f"{srow['model']} {srow['quant']}, {srow['threads']} thread(s), {srow['activations']} "
+                        f"activations, {srow['kv_cache']} KV: "
                         f"{srow['tokens_per_s']:.1f} tok/s profiled, {srow['tokens_per_s_unprofiled']:.1f} without; "
                         f"read {srow['read_gbps']:.1f} GB/s; effective_bw_fraction {srow['effective_bw_fraction']:.2f}, "
                         f"products {srow['products_fraction_of_read']:.2f} of the read")
@@ -247,6 +249,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--depth", type=int, default=16, help="prompt tokens before the timed steps")
+    ap.add_argument("--activations", default="int8", choices=["int8", "int16"])
+    ap.add_argument("--kv-cache", default="f16", choices=["int8", "f16", "f32"])
     ap.add_argument("--json")
     ap.add_argument("--plot", help="PNG: the step's shares and the products' stream rates")
     args = ap.parse_args(argv)
@@ -265,8 +269,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for model, quant, pkg in todo:
             for t in threads:
                 bluelm_v.set_num_threads(t)
-                res = profile_package(str(pkg), t, args.rounds, args.steps, args.depth, progress=bar.update)
-                rows += profile_rows({"model": model, "quant": quant, "threads": t}, res)
+                res = profile_package(str(pkg), t, args.rounds, args.steps, args.depth, progress=bar.update,
+                                      activations=args.activations, kv_cache=args.kv_cache)
+                rows += profile_rows({"model": model, "quant": quant, "threads": t, "activations": args.activations,
+                                      "kv_cache": args.kv_cache}, res)
     print_rows(rows)
     write_json(rows, args.json)
     if args.plot:

@@ -127,6 +127,7 @@ def test_the_benchmark_writes_op_rows_a_step_row_and_a_plot(tiny_q4, tmp_path):
     assert json.loads(out.read_text()) == rows
     step = [r for r in rows if r["op"] == "step"]
     assert len(step) == 1 and step[0]["rounds"] == 2
+    assert step[0]["activations"] == "int8" and step[0]["kv_cache"] == "f16"
     assert step[0]["tokens_per_s"] > 0 and step[0]["tokens_per_s_unprofiled"] > 0
     assert 0 < step[0]["effective_bw_fraction_min"] <= step[0]["effective_bw_fraction"] <= \
         step[0]["effective_bw_fraction_max"]
@@ -135,5 +136,10 @@ def test_the_benchmark_writes_op_rows_a_step_row_and_a_plot(tiny_q4, tmp_path):
     head = next(r for r in rows if r["op"] == "head")
     assert head["calls_per_step"] == 1 and head["fraction_of_read"] > 0
     assert png.stat().st_size > 10_000
+    # the deployed default: int16 activations decode as two int8 passes, the products' bytes are the same
+    rows16 = bench.main(["--packages", str(tiny_q4), "--threads", "1", "--rounds", "1", "--steps", "2", "--depth", "4",
+                         "--activations", "int16", "--kv-cache", "int8"])
+    head16 = next(r for r in rows16 if r["op"] == "head")
+    assert head16["activations"] == "int16" and head16["mb_per_step"] == head["mb_per_step"]
     with pytest.raises(ValueError, match="does not fit"):
         bench.profile_package(str(tiny_q4), 1, 1, 4, 0)
