@@ -575,6 +575,29 @@ def test_avx512_one_token_q6_k_agrees_with_the_avx2_tier(tokens):
         assert not np.array_equal(out["avx2"], np.zeros_like(out["avx2"]))
 
 
+@pytest.mark.parametrize("fmt", ["q4_k", "q5_k"])
+def test_avx512_k45_decode_with_vpdpbusd_gives_the_avx2_walks_bytes(fmt):
+    """The AVX-512 tier's Q4_K / Q5_K decode of 2-3 tokens with vpdpbusd (avx512_k45_decode on) gives the bytes of
+    the AVX2 walk over the same panels (off) and of the AVX2 tier (the int16 activations' two passes are 2 tokens; one
+    token runs the AVX2 walk either way), on 2304 x 2304 weights and a partial panel."""
+    if "avx512" not in _core.supported_isas():
+        pytest.skip("no AVX-512 tier on this CPU")
+    rng = np.random.default_rng(45)
+    for n, k in ((2304, 2304), (13, 512)):
+        p = kernels.pack(rng.standard_normal((n, k)).astype(np.float32), fmt)
+        for tokens in (1, 2, 3):
+            x = rng.standard_normal((tokens, k)).astype(np.float32) * 2
+            out = {}
+            for name, switches in (("vnni", dict(active_isa="avx512", avx512_k45_decode=True)),
+                                   ("maddubs", dict(active_isa="avx512", avx512_k45_decode=False)),
+                                   ("avx2", dict(active_isa="avx2"))):
+                with kernel_switches(**switches):
+                    out[name] = kernels.gemm(x, p)
+            np.testing.assert_array_equal(out["vnni"], out["maddubs"])
+            np.testing.assert_array_equal(out["vnni"], out["avx2"])
+            assert np.abs(out["vnni"]).max() > 0
+
+
 def test_kernels_benchmark_times_q6_k_on_the_avx2_tier_as_a_companion_row():
     """benchmarks/kernels.py's avx512_q6_k_decode switch: on the AVX-512 tier a Q6_K streaming row gets a companion
     row timed on the AVX2 tier (format q6_k_avx2_decode, isa avx2), rounds alternating, and the tier is restored."""

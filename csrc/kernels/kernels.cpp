@@ -103,6 +103,11 @@ std::atomic<bool> g_avx512_quads{true};
 }
 void set_avx512_quads(bool on) { g_avx512_quads.store(on, std::memory_order_relaxed); }
 bool avx512_quads() { return g_avx512_quads.load(std::memory_order_relaxed); }
+namespace {
+std::atomic<bool> g_avx512_k45_decode{true};
+}
+void set_avx512_k45_decode(bool on) { g_avx512_k45_decode.store(on, std::memory_order_relaxed); }
+bool avx512_k45_decode() { return g_avx512_k45_decode.load(std::memory_order_relaxed); }
 
 namespace {
 // An A/B switch whose default `decide` gives on first use (so a bad environment value is reported by the call that

@@ -154,6 +154,13 @@ bool int8_sign_trick();
 void set_avx512_quads(bool on);
 bool avx512_quads();
 
+// A/B switch (on by default): the AVX-512 tier's Q4_K / Q5_K decode of 2-3 tokens (int16 activations' two passes)
+// sums each step's products with vpdpbusd on ymm into int32 lanes (kquant_k45_decode.h) instead of running the AVX2
+// tier's vpmaddubsw walk over the same panels; one token runs the AVX2 walk either way (measured no faster in the
+// engine, docs/kernels.md). The integer sums are the same, so the results are the same bytes (kernels_test.cpp).
+void set_avx512_k45_decode(bool on);
+bool avx512_k45_decode();
+
 // Where the AVX-512 tier runs a one-token product of Q4_0 (and its 64 / 128 groups), and of Q8_0 where the AVX2
 // tile would read it the AMD way (decode_scales_last, below): on its own panel-pair tile (16 rows per zmm,
 // the two panels read side by side) or on the AVX2 tier's one-panel tile (8 rows per ymm, one panel read front to

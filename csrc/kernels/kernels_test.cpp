@@ -359,6 +359,59 @@ BLUELM_TEST(kernels_one_token_q6_k_at_extreme_levels_scales_and_activations_equa
   CHECK(compared >= 12);
 }
 
+// The AVX-512 tier's Q4_K / Q5_K decode of 2-3 tokens with vpdpbusd (kquant_k45_decode.h, avx512_k45_decode on)
+// sums the same integers as the AVX2 tier's vpmaddubsw walk (off), so the two give the same bytes: at the largest
+// levels, scales and minima (all bits set), at zero, and on random bytes, with activations at +-127, 1-3 tokens
+// (one token runs the AVX2 walk either way), a partial panel, from super-block 0 and 1 with accumulate.
+BLUELM_TEST(kernels_avx512_k45_decode_with_vpdpbusd_equals_the_avx2_walk_byte_for_byte) {
+  const IsaKernels* table = kernels_for(Isa::avx512);
+  if (!table || !isa_supported(Isa::avx512)) return;
+  const bool saved = avx512_k45_decode();
+  std::mt19937 rng(45);
+  int compared = 0;
+  for (Format f : {Format::q4_k, Format::q5_k}) {
+    const int64_t bb = quant::format_info(f).block_bytes, n = 13;
+    for (int64_t k : {256, 2304}) {
+      const int64_t nb = k / 256;
+      std::vector<uint8_t> rows(size_t(n * nb * bb));
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t b = 0; b < nb; ++b) {
+          uint8_t* blk = rows.data() + (r * nb + b) * bb;
+          for (int64_t i = 4; i < bb; ++i) blk[i] = r % 3 == 0 ? 0xFF : r % 3 == 1 ? 0x00 : uint8_t(rng());
+          const uint16_t d = (r + b) % 2 ? 0x3C00 : 0x3800, dmin = (r + b) % 2 ? 0x3400 : 0x3C00;  // 1, 0.5, 0.25
+          std::memcpy(blk, &d, 2);
+          std::memcpy(blk + 2, &dmin, 2);
+        }
+      std::vector<uint8_t> packed(size_t(packed_bytes(f, n, k)));
+      pack_weights(f, rows.data(), n, k, packed.data());
+      const PackedView view{f, n, k, packed.data(), int64_t(packed.size())};
+      for (int64_t t = 1; t <= 3; ++t) {
+        std::vector<int8_t> q(size_t(t * k));
+        for (int64_t i = 0; i < t * k; ++i)
+          q[size_t(i)] = i % 5 == 4 ? int8_t(int(rng() % 255) - 127) : (i / 7 + t) % 2 ? 127 : -127;
+        std::vector<float> dx(size_t(t * nb)), sx(dx.size(), 0.0f);
+        for (size_t i = 0; i < dx.size(); ++i) dx[i] = i % 2 ? 1.0f : 0.25f;
+        const QuantizedActs a{t, k, 256, q.data(), dx.data(), sx.data()};
+        for (int64_t b0 : {int64_t(0), int64_t(1)}) {
+          if (b0 >= nb) continue;
+          std::vector<float> got(size_t(t * n), 3.0f), want(got);
+          set_avx512_k45_decode(true);
+          table->gemm_panels(view, a, 0, 2, 0, t, b0, nb, b0 == 1, got.data(), n);
+          set_avx512_k45_decode(false);
+          table->gemm_panels(view, a, 0, 2, 0, t, b0, nb, b0 == 1, want.data(), n);
+          CHECK(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
+          bool finite = true;
+          for (float v : got) finite = finite && std::isfinite(v);
+          CHECK(finite);
+          ++compared;
+        }
+      }
+    }
+  }
+  set_avx512_k45_decode(saved);
+  CHECK(compared == 18);
+}
+
 BLUELM_TEST(kernels_int8_sign_trick_variant_matches_scalar) {
   const IsaKernels* t = kernels_for(Isa::avx512);
   if (!t || !isa_supported(Isa::avx512)) return;

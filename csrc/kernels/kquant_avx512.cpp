@@ -5,7 +5,8 @@
 // super-block and token the minima (Q6_K: the offset 32 x scale) are vpdpwssd of the rows' minima with the token's
 // sub-block sums, taken off with one FNMADD, and the token's scale applied by one FMA. The AVX2 kernel instead sums vpmaddubsw in int16 and widens
 // by the scales with vpmaddwd, two multiplies and an add per product where this takes one instruction.
-// Decode (1-3 tokens): Q4_K / Q5_K keep the AVX2 kernel on their panels of pieces (kquant_avx2.cpp); Q6_K has its own
+// Decode (1-3 tokens): Q4_K / Q5_K walk their panels of pieces as the AVX2 kernel does (kquant_k45_decode.h), with
+// vpdpbusd for 2-3 tokens and the AVX2 kernel itself for one; Q6_K has its own
 // loop below, which reads the GGUF blocks as the AVX2 one does with fewer operations per level (vpternlogd,
 // vpdpwssd). Same result as the scalar kernel up to float rounding.
 // GCC 12's avx512fintrin.h conversions start from an undefined register on purpose and then warn about it (as in
@@ -49,6 +50,14 @@ inline int32_t load_i32(const void* p) {
   std::memcpy(&v, p, 4);
   return v;
 }
+
+// Q4_K / Q5_K decode of 2-3 tokens: the AVX2 tier's walk over the panels of pieces with vpdpbusd on ymm
+// (kquant_k45_decode.h).
+struct K45Vnni {
+  static constexpr bool kVnni = true;
+  static __m256i dp(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_epi32(acc, u, s); }
+};
+#include "kernels/kquant_k45_decode.h"
 
 template <class Tile>
 void levels_into(const Tile (&t)[4], uint8_t (&q)[8][8][2][64]) {
@@ -287,7 +296,18 @@ void gemm_panels_k_avx512(const PackedView& w, const QuantizedActs& a, int64_t p
   const quant::FormatInfo& fi = quant::format_info(w.format);
   if (t1 - t0 <= 3) {
     if (fi.kind == Kind::k6) return decode_panels_k6_vl(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
-    return gemm_panels_k_avx2(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+    // One token stays on the AVX2 walk: vpdpbusd ran it 1.3x as fast on cached weights but no faster in the
+    // engine, where one token is bound by the memory (docs/kernels.md, "Q4_K / Q5_K decode of 2-3 tokens with
+    // vpdpbusd"); two and three tokens (int16 activations' two passes) are bound by the loop.
+    if (!avx512_k45_decode() || t1 - t0 == 1)
+      return gemm_panels_k_avx2(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
+    const auto run = [&](auto kind) {
+      constexpr Kind K = decltype(kind)::value;
+      if (t1 - t0 == 2) return decode_panels_pieces<K, 2, K45Vnni>(w, a, p0, p1, t0, b0, b1, accumulate, y, ldy);
+      return decode_panels_pieces<K, 3, K45Vnni>(w, a, p0, p1, t0, b0, b1, accumulate, y, ldy);
+    };
+    if (fi.kind == Kind::k4) return run(std::integral_constant<Kind, Kind::k4>{});
+    return run(std::integral_constant<Kind, Kind::k5>{});
   }
   if (fi.kind == Kind::k4) return gemm_panels_vnni<Kind::k4>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
   if (fi.kind == Kind::k5) return gemm_panels_vnni<Kind::k5>(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);

@@ -250,6 +250,11 @@ void bind_kernels(py::module_& m) {
         "panels unpacked once per 128 tokens (on, the default) or on the decode's panel-pair tile (off); both give "
         "the same bytes (csrc/kernels/kernels.h)");
   m.def("avx512_quads", &avx512_quads);
+  m.def("set_avx512_k45_decode", &set_avx512_k45_decode, py::arg("on"),
+        "A/B switch: the AVX-512 tier's Q4_K / Q5_K decode of 2-3 tokens sums with vpdpbusd (on, the default) or "
+        "runs the AVX2 tier's vpmaddubsw walk (off; one token always does); the same bytes either way "
+        "(csrc/kernels/kernels.h)");
+  m.def("avx512_k45_decode", &avx512_k45_decode);
   m.def("set_avx512_pair_decode", &set_avx512_pair_decode, py::arg("on"),
         "A/B switch: the AVX-512 tier's one-token Q4_0 and Q8_0 products run on its panel-pair tile (on) or on the "
         "AVX2 tier's one-panel tile (off); the default is off on AMD CPUs, on elsewhere (csrc/kernels/kernels.h)");
