@@ -100,21 +100,31 @@ void decode_panels_pieces(const PackedView& w, const QuantizedActs& a, int64_t p
         for (int l = i * kLines / 4; l < (i + 1) * kLines / 4; ++l)
           SpreadPrefetch::line(reinterpret_cast<uintptr_t>(sb) + kPrefetchBytes + 64 * l, l2);
         const __m256i scales = i < 2 ? sc_lo : sc_hi;
+        // the sub-block scales of the 8 rows: in both int16 words of a lane (vpmaddwd), or as the lane's int32
+        const auto& lanes = Ops::kVnni ? kLaneByte32 : kLaneByte;
+        const __m256i se = _mm256_shuffle_epi8(scales, k45_mask(lanes[(2 * i) & 3]));
+        const __m256i so = _mm256_shuffle_epi8(scales, k45_mask(lanes[(2 * i + 1) & 3]));
+        // step s: 4 levels of each row in sub-block 2 i (lo) and 2 i + 1 (hi), and the 4 activations for each
+        const auto levels = [&](int s, __m256i& lo, __m256i& hi) __attribute__((always_inline)) {
+          const __m256i raw = piece(kNibbles + 8 * i + s);
+          lo = _mm256_and_si256(raw, nib), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), nib);
+          if constexpr (k5) or_fifth_bits(piece(4 + s), i, lo, hi);
+        };
+        const auto acts = [&](int t, int s, int half) __attribute__((always_inline)) {
+          return _mm256_set1_epi32(k45_word(x[t] + 64 * i + 32 * half + 4 * s));
+        };
+        __m256i even[NT], odd[NT];
         if constexpr (Ops::kVnni) {
           // vpdpbusd: each row's 4 products summed into its int32 lane, all 8 steps of a sub-block in int32
           // (at most 8 * 4 * 31 * 128), then the sub-block's scale applied to the lane by one vpmulld.
-          const __m256i se = _mm256_shuffle_epi8(scales, k45_mask(kLaneByte32[(2 * i) & 3]));
-          const __m256i so = _mm256_shuffle_epi8(scales, k45_mask(kLaneByte32[(2 * i + 1) & 3]));
-          __m256i even[NT], odd[NT];
           for (int t = 0; t < NT; ++t) even[t] = odd[t] = _mm256_setzero_si256();
 #pragma GCC unroll 8
           for (int s = 0; s < 8; ++s) {
-            const __m256i raw = piece(kNibbles + 8 * i + s);
-            __m256i lo = _mm256_and_si256(raw, nib), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), nib);
-            if constexpr (k5) or_fifth_bits(piece(4 + s), i, lo, hi);
+            __m256i lo, hi;
+            levels(s, lo, hi);
             for (int t = 0; t < NT; ++t) {
-              even[t] = Ops::dp(even[t], lo, _mm256_set1_epi32(k45_word(x[t] + 64 * i + 4 * s)));
-              odd[t] = Ops::dp(odd[t], hi, _mm256_set1_epi32(k45_word(x[t] + 64 * i + 32 + 4 * s)));
+              even[t] = Ops::dp(even[t], lo, acts(t, s, 0));
+              odd[t] = Ops::dp(odd[t], hi, acts(t, s, 1));
             }
           }
           for (int t = 0; t < NT; ++t)
@@ -122,17 +132,14 @@ void decode_panels_pieces(const PackedView& w, const QuantizedActs& a, int64_t p
                                                                _mm256_mullo_epi32(odd[t], so)));
           continue;
         }
-        const __m256i se = _mm256_shuffle_epi8(scales, k45_mask(kLaneByte[(2 * i) & 3]));
-        const __m256i so = _mm256_shuffle_epi8(scales, k45_mask(kLaneByte[(2 * i + 1) & 3]));
-        __m256i even[NT], odd[NT];  // int16 sums of sub-blocks 2 i and 2 i + 1 over a run of kRun steps
+        // int16 sums of sub-blocks 2 i and 2 i + 1 over a run of kRun steps, widened by vpmaddwd
 #pragma GCC unroll 8
         for (int s = 0; s < 8; ++s) {
-          const __m256i raw = piece(kNibbles + 8 * i + s);
-          __m256i lo = _mm256_and_si256(raw, nib), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), nib);
-          if constexpr (k5) or_fifth_bits(piece(4 + s), i, lo, hi);
+          __m256i lo, hi;
+          levels(s, lo, hi);
           for (int t = 0; t < NT; ++t) {
-            const __m256i pe = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(k45_word(x[t] + 64 * i + 4 * s)));
-            const __m256i po = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(k45_word(x[t] + 64 * i + 32 + 4 * s)));
+            const __m256i pe = _mm256_maddubs_epi16(lo, acts(t, s, 0));
+            const __m256i po = _mm256_maddubs_epi16(hi, acts(t, s, 1));
             even[t] = s % kRun ? _mm256_add_epi16(even[t], pe) : pe;
             odd[t] = s % kRun ? _mm256_add_epi16(odd[t], po) : po;
             if (s % kRun == kRun - 1)
