@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import write_json  # noqa: E402
 
-PRODUCTS = ("qkv", "q", "k", "v", "o", "gate_up", "gate", "up", "down", "head")
+from bluelm_v.engine import PRODUCT_OPS as PRODUCTS  # noqa: E402
 
 
 def _median_range(values: list[float]) -> tuple[float, float, float]:
@@ -211,33 +211,14 @@ def plot_rows(rows: list[dict], path: str | Path) -> None:
 
 
 def model_packages(models: list[str], quants: list[str]) -> list[tuple[str, str, Path]]:
-    """(model, quant, package) for benchmarks/engine.py --formats' GGUFs, packaged (cached) byte for byte."""
+    """(model, quant, package) for benchmarks/engine.py --formats' GGUFs (engine_formats.format_packages)."""
     from engine import _smollm2_path
-    from engine_formats import FORMATS, PKG_CACHE, WRITER, quantized_gguf, random_gguf_3b
+    from engine_formats import format_packages
 
-    from bluelm_v.export import package
-
-    unknown = sorted(set(quants) - set(FORMATS))
-    if unknown:
-        raise SystemExit(f"--quants: unknown {', '.join(unknown)} (known: {', '.join(FORMATS)})")
     bad = sorted(set(models) - {"smollm2-135m", "bluelm-v-3b"})
     if bad:
         raise SystemExit(f"--models: unknown {', '.join(bad)} (known: smollm2-135m, bluelm-v-3b)")
-    out = []
-    for model in models:
-        for q in quants:
-            if model == "smollm2-135m":
-                gguf = quantized_gguf(_smollm2_path(), q)
-            elif q == "q8_0":
-                continue  # the 3B shape exists as Q4_0 and Q4_K_M (engine.py --formats)
-            else:
-                base = random_gguf_3b(_smollm2_path())
-                gguf = base if q == "q4_0" else quantized_gguf(base, q)
-            pkg = PKG_CACHE / f"{gguf.stem.lower().replace('.', '-')}-gguf-{WRITER}"
-            if not (pkg / "manifest.json").is_file():
-                package(gguf, pkg, quant=FORMATS[q][2])
-            out.append((model, q, pkg))
-    return out
+    return [(m, q, pkg) for m, q, _, pkg in format_packages(_smollm2_path(), models, quants)]
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

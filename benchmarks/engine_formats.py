@@ -241,14 +241,14 @@ def worker_formats_llamacpp(gguf: str, threads: int, rounds: int) -> dict:
             "read_gbps": _core.read_bandwidth(max(nbytes, 1 << 20), threads, 3)}
 
 
-def formats_rows(child, smollm2_gguf: Path, threads: list[int], rounds: int, models: list[str],
-                 quants: list[str] | None = None) -> list[dict]:
-    """`child(kind, *args)` runs worker_<kind> in a fresh interpreter (engine.py's _child). models: smollm2-135m
-    (Q4_0, Q8_0 and Q4_K_M from the shipped file, or those of `quants`) and/or bluelm-v-3b (the random Q4_0
-    GGUF and its Q4_K_M re-quantization, or those of `quants`)."""
+def format_packages(smollm2_gguf: Path, models: list[str], quants: list[str] | None = None,
+                    flag: str = "--quants") -> list[tuple[str, str, Path, Path]]:
+    """(model, quant, GGUF, native package) for smollm2-135m (Q4_0, Q8_0 and Q4_K_M from the shipped file, or those
+    of `quants`) and/or bluelm-v-3b (the random Q4_0 GGUF and its Q4_K_M re-quantization, or those of `quants`); the
+    GGUFs and the packages (byte for byte where the format allows) are made once and cached."""
     unknown = sorted(set(quants or ()) - set(FORMATS))
     if unknown:
-        raise SystemExit(f"--formats-quants: unknown {', '.join(unknown)} (known: {', '.join(FORMATS)})")
+        raise SystemExit(f"{flag}: unknown {', '.join(unknown)} (known: {', '.join(FORMATS)})")
     from bluelm_v.export import package
 
     files = []
@@ -259,11 +259,22 @@ def formats_rows(child, smollm2_gguf: Path, threads: list[int], rounds: int, mod
             if not quants or q in quants:
                 base = random_gguf_3b(smollm2_gguf)
                 files.append(("bluelm-v-3b", q, base if q == "q4_0" else quantized_gguf(base, q)))
-    rows, targets = [], load_format_targets()
+    out = []
     for model, quant, gguf in files:
         pkg = PKG_CACHE / f"{gguf.stem.lower().replace('.', '-')}-gguf-{WRITER}"
         if not (pkg / "manifest.json").is_file():
-            package(gguf, pkg, quant=FORMATS[quant][2] if quant in FORMATS else quant)
+            package(gguf, pkg, quant=FORMATS[quant][2])
+        out.append((model, quant, gguf, pkg))
+    return out
+
+
+def formats_rows(child, smollm2_gguf: Path, threads: list[int], rounds: int, models: list[str],
+                 quants: list[str] | None = None) -> list[dict]:
+    """`child(kind, *args)` runs worker_<kind> in a fresh interpreter (engine.py's _child). models: smollm2-135m
+    (Q4_0, Q8_0 and Q4_K_M from the shipped file, or those of `quants`) and/or bluelm-v-3b (the random Q4_0
+    GGUF and its Q4_K_M re-quantization, or those of `quants`)."""
+    rows, targets = [], load_format_targets()
+    for model, quant, gguf, pkg in format_packages(smollm2_gguf, models, quants, "--formats-quants"):
         for t in threads:
             res = {"llama.cpp": child("formats_llamacpp", str(gguf), t, rounds),
                    "native-int8": child("formats_native", str(pkg), t, rounds)}

@@ -198,8 +198,9 @@ class Session:
         return self._s.cache_length
 
 
-# Ops that read weights (their rows carry a format) and the one that reads the KV cache.
-_PRODUCTS = ("qkv", "q", "k", "v", "o", "gate_up", "gate", "up", "down", "head")
+# The ops of a decode step that are products (they read weights and carry their format), in the order a step runs
+# them; DecodeProfile rows with any other op name read no weights.
+PRODUCT_OPS = ("qkv", "q", "k", "v", "o", "gate_up", "gate", "up", "down", "head")
 
 
 @dataclass(frozen=True)
@@ -249,7 +250,7 @@ class DecodeProfile:
         n = self.steps
         if n < 1:
             raise ValueError("the profile holds no decode step")
-        prod = [o for o in self.ops if o["op"] in _PRODUCTS]
+        prod = [o for o in self.ops if o["op"] in PRODUCT_OPS]
         att = [o for o in self.ops if o["op"] == "attention"]
         w_bytes, w_s = sum(o["bytes"] for o in prod), sum(o["seconds"] for o in prod)
         kv_bytes, kv_s = sum(o["bytes"] for o in att), sum(o["seconds"] for o in att)

@@ -4,15 +4,9 @@
 // Ops::kVnni picks how a step's products are summed: false, vpmaddubsw into int16 pairs summed over a run of steps
 // and widened by the sub-block scale with vpmaddwd (AVX2); true, Ops::dp (vpdpbusd on ymm, the AVX-512 VNNI tier)
 // straight into int32 lanes, the scale applied by one vpmulld per sub-block. Both give the same integer sums, so
-// the same result.
+// the same result. The including file defines load_i32 (four bytes as an int32) before it.
 
 inline __m256i k45_mask(const uint8_t* m) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(m)); }
-
-inline int32_t k45_word(const void* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 
 // Q5_K: bit 2 i of each byte of the fifth-bit vector qh onto bit 4 of the low-nibble levels lo (sub-block 2 i),
 // bit 2 i + 1 onto the high ones hi (16-bit shifts move no bit across a byte that the mask keeps).
@@ -111,7 +105,7 @@ void decode_panels_pieces(const PackedView& w, const QuantizedActs& a, int64_t p
           if constexpr (k5) or_fifth_bits(piece(4 + s), i, lo, hi);
         };
         const auto acts = [&](int t, int s, int half) __attribute__((always_inline)) {
-          return _mm256_set1_epi32(k45_word(x[t] + 64 * i + 32 * half + 4 * s));
+          return _mm256_set1_epi32(load_i32(x[t] + 64 * i + 32 * half + 4 * s));
         };
         __m256i even[NT], odd[NT];
         if constexpr (Ops::kVnni) {
@@ -160,9 +154,9 @@ void decode_panels_pieces(const PackedView& w, const QuantizedActs& a, int64_t p
       const __m256 m = _mm256_cvtph_ps(_mm256_extracti128_si256(dm, 1));
       for (int t = 0; t < NT; ++t) {
         const int16_t* xs = xsum + (t * nbb + (b - b0)) * 8;  // S_0..S_7: pairs as int32 words
-        __m256i off = _mm256_madd_epi16(mins[0], _mm256_set1_epi32(k45_word(xs)));
+        __m256i off = _mm256_madd_epi16(mins[0], _mm256_set1_epi32(load_i32(xs)));
         for (int h = 1; h < 4; ++h)
-          off = _mm256_add_epi32(off, _mm256_madd_epi16(mins[h], _mm256_set1_epi32(k45_word(xs + 2 * h))));
+          off = _mm256_add_epi32(off, _mm256_madd_epi16(mins[h], _mm256_set1_epi32(load_i32(xs + 2 * h))));
         const __m256 dx = _mm256_set1_ps(a.d[(t0 + t) * g.nb + b]);
         acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[t]), _mm256_mul_ps(d, dx), acc[t]);
         acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(off), _mm256_mul_ps(m, dx), acc[t]);
