@@ -55,18 +55,6 @@ int32_t hsum_i32(__m256i v) {
 // kernels_isa.h).
 
 
-// A one-token tile consumes its panel at g.span (stride / nb, rounded up) bytes per block: during block b it
-// prefetches every cache line up to kPrefetchBytes past the end of block b's share, one line after each weight
-// load and the rest after the block's last (SpreadPrefetch, kernels_isa.h). The span is precomputed: dividing
-// stride by nb here put a 64-bit idiv in every block, and removing it made the cache-hot GEMV 4-11% faster (A/B in
-// one process).
-inline uintptr_t prefetch_start(const uint8_t* panel, const PanelGeometry& g, int64_t b0) {
-  return (reinterpret_cast<uintptr_t>(panel) + b0 * g.span + kPrefetchBytes) & ~uintptr_t(63);
-}
-inline uintptr_t prefetch_target(const uint8_t* panel, const PanelGeometry& g, int64_t b) {
-  return reinterpret_cast<uintptr_t>(panel) + (b + 1) * g.span + kPrefetchBytes;
-}
-
 // The two-panel tiles keep their 8 float accumulators in a small array in memory, updated in place once per
 // block: the assembly block needs all 16 ymm registers, so they cannot stay in registers anyway, and when they
 // were __m256 variables gcc spilled them around it with two stores each and reloaded its pointers (A/B in one
@@ -539,12 +527,7 @@ void panels_avx2(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_
                  int64_t b0, int64_t b1, bool accumulate, float* y, int64_t ldy) {
   const PanelGeometry g = panel_geometry(w.format, w.k);
   if (t1 - t0 <= 3 && !(t1 - t0 == 1 && scales_last(g, w.k, KIND))) {
-    // Decode (1-3 tokens: two for int16 activations' two passes): the first kPrefetchBytes of this thread's share,
-    // which the tiles' running prefetch starts past (A/B: +2-5 points of read bandwidth on a 3 MB matrix, none on
-    // larger ones).
-    const uint8_t* start = w.data + p0 * g.stride + b0 * g.span;
-    const uint8_t* end = std::min(start + kPrefetchBytes, w.data + p1 * g.stride);
-    SpreadPrefetch{reinterpret_cast<uintptr_t>(start), reinterpret_cast<uintptr_t>(end)}.rest();
+    prefetch_head(w, g, p0, p1, b0);  // decode: 1-3 tokens (two for int16 activations' two passes)
   }
   // Tiles of two panels x 4 tokens (an odd last panel is paired with itself and only its own rows are kept), then
   // the leftover 1-3 tokens (all of a decode step) one panel at a time.
@@ -592,11 +575,7 @@ void panels_int5(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_
   if (t1 - t0 > 3)
     return gemm_panels_int5_widened(panels_avx2<2, 32>, widen_int5_panel_avx2, w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy);
   const PanelGeometry g = panel_geometry(w.format, w.k);
-  {  // as panels_avx2: the first kPrefetchBytes of this thread's share
-    const uint8_t* start = w.data + p0 * g.stride + b0 * g.span;
-    const uint8_t* end = std::min(start + kPrefetchBytes, w.data + p1 * g.stride);
-    SpreadPrefetch{reinterpret_cast<uintptr_t>(start), reinterpret_cast<uintptr_t>(end)}.rest();
-  }
+  prefetch_head(w, g, p0, p1, b0);
   auto run = [&](auto tokens, int64_t p) {
     constexpr int M = decltype(tokens)::value;
     __m256 acc[M];
