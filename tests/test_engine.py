@@ -292,6 +292,35 @@ def test_int8_cache_attention_computes_in_integers_in_decode_and_prefill(tiny_q4
     assert 0 < np.abs(step_f - step).max() <= 0.1 * scale  # the int8 query is in effect by default
 
 
+@pytest.mark.parametrize("kv", ["f32", "f16", "int8"])
+def test_kv_prefetch_switch_leaves_decode_logits_unchanged(tiny_q4, kv):
+    """Decode steps prefetch each layer's cached keys and values as the layer starts (on by default; runs of up to
+    16 KB a head): eight steps after a 20-token prompt and after a 1,000-token one (the f16 and f32 caches' runs
+    past that limit, head_dim 16) give the same logits bit for bit with the switch on and off."""
+    from bluelm_v import _core
+
+    assert _core.kv_prefetch()
+    eng = Engine(tiny_q4, kv_cache=kv, context=1024)
+    for n in (20, 1000):
+        ids = [int(i) for i in np.random.default_rng(n).integers(3, 200, n)]
+        out = {}
+        try:
+            for on in (True, False):
+                _core.set_kv_prefetch(on)
+                s = eng.session()
+                s.prefill(ids, chunk=128)
+                tok, steps = ids[-1], []
+                for _ in range(8):
+                    logits = np.asarray(s.decode(tok))
+                    steps.append(logits)
+                    tok = int(logits.argmax())
+                out[on] = np.stack(steps)
+        finally:
+            _core.set_kv_prefetch(True)
+        np.testing.assert_array_equal(out[True], out[False])
+        assert np.isfinite(out[True]).all() and np.abs(out[True]).max() > 0
+
+
 def test_kv_bytes_per_token_counts_the_cache(tiny, tiny_q8):
     cfg = tiny.config.llm
     hd = cfg.head_dim or cfg.hidden // cfg.heads

@@ -271,6 +271,9 @@ void bind_engine(py::module_& m) {
         set_decode_query_int8(kind == "int8");
       },
       py::arg("kind"));
+  m.def("set_kv_prefetch", &set_kv_prefetch, py::arg("on"),
+        "A/B switch (on by default): decode steps prefetch each layer's cached keys and values as the layer starts");
+  m.def("kv_prefetch", &kv_prefetch);
   m.def(
       "time_decode_attention",
       [](const py::array_t<float, py::array::c_style | py::array::forcecast>& q,

@@ -37,6 +37,12 @@ class KvCache {
   void store(int64_t layer, int64_t pos, const float* k, const float* v);
   // The cache of one (layer, KV head), for attention (checked indices).
   KvHeadView head(int64_t layer, int64_t kvh) const;
+  // Prefetches (to L2) the first `positions` entries of the layer's cached keys, values (and int8 scales) in every
+  // KV head, where each head's keys take at most kKvPrefetchRun bytes (f16, hd = 64: 128 positions); past that it
+  // does nothing. A decode step calls it as a layer starts, so that the attention after the layer's q / k / v
+  // products finds its short runs in L2 (docs/engine.md, "The KV cache prefetched a layer ahead").
+  void prefetch(int64_t layer, int64_t positions) const;
+  static constexpr int64_t kKvPrefetchRun = 16 << 10;
 
  private:
   friend class Llm;
@@ -51,6 +57,11 @@ class KvCache {
     return (size_t(layer) * size_t(kv_heads_) + size_t(kvh)) * size_t(capacity_) + size_t(pos);
   }
 };
+
+// A/B switch (on by default): whether a decode step prefetches each layer's cached keys and values as the layer
+// starts (KvCache::prefetch). For A/B runs (docs/engine.md, "The KV cache prefetched a layer ahead").
+void set_kv_prefetch(bool on);
+bool kv_prefetch();
 
 // Attention of t query positions over a sequence of n positions (the last t of them are the queries' own), through a
 // one-layer cache of `type`, as the LLM runs it: decode (t = 1) or a prefill chunk. q [t, heads, hd] (unscaled),

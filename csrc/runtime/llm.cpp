@@ -203,6 +203,7 @@ void Llm::forward(const float* x, int64_t t, KvCache& cache, LlmWorkspace& ws, f
   const int64_t kv_layer_bytes = KvCache::bytes_per_token(cache.type(), 1, cfg_.kv_heads, cfg_.head_dim);
   for (int64_t li = 0; li < cfg_.layers; ++li) {
     const Layer& L = layers_[size_t(li)];
+    if (t == 1 && kv_prefetch()) cache.prefetch(li, start);  // read by attention(), after the q / k / v products
     rms_norm(h, L.attn_norm, ws.xn.data(), t, d, eps);
     clock.lap("rms_norm");
     float *q, *k, *v;
