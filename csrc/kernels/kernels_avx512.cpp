@@ -165,15 +165,15 @@ void tile(const uint8_t* pa, const uint8_t* pb, const PanelGeometry& g, const Qu
   const auto pf_one = [&]() __attribute__((always_inline)) {
     if (M <= 3 && (++loads & 1) == 0) pf.one();
   };
-  const uintptr_t na = reinterpret_cast<uintptr_t>(pa) + uintptr_t((pa != pb ? 2 : 1) * g.stride + g.scales);
-  const uintptr_t nb_ = na + uintptr_t(pb - pa);
+  const uintptr_t next_a = reinterpret_cast<uintptr_t>(pa) + uintptr_t((pa != pb ? 2 : 1) * g.stride + g.scales);
+  const uintptr_t next_b = next_a + uintptr_t(pb - pa);
   for (int64_t b = b0; b < b1; ++b) {
     const uint8_t* qa = pa + b * g.qbytes;
     const uint8_t* qb = pb + b * g.qbytes;
     pf.through(b);
     if (next_scales && ((b - b0) & 3) == 0) {
-      SpreadPrefetch::line(na + uintptr_t(16 * b), true);
-      SpreadPrefetch::line(nb_ + uintptr_t(16 * b), true);
+      SpreadPrefetch::line(next_a + uintptr_t(16 * b), true);
+      SpreadPrefetch::line(next_b + uintptr_t(16 * b), true);
     }
     __m512i s0[M], s1[M];
     for (int m = 0; m < M; ++m) s0[m] = s1[m] = zero;

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <atomic>
-
 #include <cmath>
 #include <cstring>
 
@@ -78,37 +77,29 @@ void KvCache::store(int64_t layer, int64_t pos, const float* k, const float* v) 
 }
 
 namespace {
+std::atomic<bool> g_kv_prefetch{true};
+
 void prefetch_range(const void* p, int64_t bytes) {
   const char* c = static_cast<const char*>(p);
   for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, 0, 2);
 }
 }  // namespace
 
-namespace {
-std::atomic<bool> g_kv_prefetch{true};
-}  // namespace
 void set_kv_prefetch(bool on) { g_kv_prefetch.store(on, std::memory_order_relaxed); }
 bool kv_prefetch() { return g_kv_prefetch.load(std::memory_order_relaxed); }
 
 void KvCache::prefetch(int64_t layer, int64_t positions) const {
-  if (layer < 0 || layer >= layers_ || positions <= 0) return;
   positions = std::min(positions, capacity_);
-  const int64_t elem = type_ == KvType::int8 ? 1 : type_ == KvType::f16 ? 2 : 4;
-  if (positions * hd_ * elem > kKvPrefetchRun) return;  // long runs: the hardware prefetchers carry them
+  const int64_t elem = type_ == KvType::int8 ? 1 : type_ == KvType::f16 ? 2 : 4, run = positions * hd_ * elem;
+  if (positions <= 0 || run > kKvPrefetchRun) return;  // long runs: the hardware prefetchers carry them
   for (int64_t h = 0; h < kv_heads_; ++h) {
-    const size_t s0 = slot(layer, h, 0);
-    if (type_ == KvType::int8) {
-      prefetch_range(&k8_[s0 * size_t(hd_)], positions * hd_);
-      prefetch_range(&v8_[s0 * size_t(hd_)], positions * hd_);
-      prefetch_range(&ks_[s0 * size_t(groups_)], positions * groups_ * 4);
-      prefetch_range(&vs_[s0 * size_t(groups_)], positions * groups_ * 4);
-    } else if (type_ == KvType::f16) {
-      prefetch_range(&k16_[s0 * size_t(hd_)], positions * hd_ * 2);
-      prefetch_range(&v16_[s0 * size_t(hd_)], positions * hd_ * 2);
-    } else {
-      prefetch_range(&kf_[s0 * size_t(hd_)], positions * hd_ * 4);
-      prefetch_range(&vf_[s0 * size_t(hd_)], positions * hd_ * 4);
-    }
+    const KvHeadView v = head(layer, h);  // checked indices
+    const void* keys = v.k8 ? static_cast<const void*>(v.k8) : v.k16 ? static_cast<const void*>(v.k16) : v.kf;
+    const void* values = v.v8 ? static_cast<const void*>(v.v8) : v.v16 ? static_cast<const void*>(v.v16) : v.vf;
+    prefetch_range(keys, run);
+    prefetch_range(values, run);
+    if (v.ks) prefetch_range(v.ks, positions * groups_ * int64_t(sizeof(float)));
+    if (v.vs) prefetch_range(v.vs, positions * groups_ * int64_t(sizeof(float)));
   }
 }
 
