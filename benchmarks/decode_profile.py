@@ -21,6 +21,13 @@ Rows (`--json`), per package and threads:
     ((weights + KV) x tokens/s over the read: the engine's figure against issue 18's 0.80),
     `products_fraction_of_read` (the products' weights over their own time: how fast the GEMVs stream inside the
     step), `attention_share`, `glue_share` (norms, RoPE, residuals, SwiGLU and the rest).
+With --ab SWITCH, each round also runs the same steps with one of the runtime A/B switches (AB_SWITCHES: the KV
+prefetch, the decode prefetch's level, the AVX-512 decode tiles, ...) set the other way from its default, the two
+settings in alternating order, and the rows above come once per setting (`ab_switch`, `switch_on`). Rows with
+`kind` "ab" compare them, per (op, format) and for the whole step: `ms_ratio` (the switched setting's time over the
+default's: the median of per-round ratios, with a bootstrap 95% interval `ms_ratio_ci`) and, on the step's row,
+`tokens_per_s_ratio` (switched over default, profiled and unprofiled steps). Where a change is claimed from a switch,
+this is the run that measures it in the engine (docs/kernels.md, docs/engine.md).
 Models by name are the GGUFs of benchmarks/engine.py --formats (SmolLM2 re-quantized by llama.cpp, the bluelm-v-3b
 shape with random weights), packaged byte for byte and cached; --packages takes any package.
 """
@@ -33,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import write_json  # noqa: E402
+from common import median_ci, write_json  # noqa: E402
 
 from bluelm_v.engine import PRODUCT_OPS as PRODUCTS  # noqa: E402
 
@@ -42,11 +49,27 @@ def _median_range(values: list[float]) -> tuple[float, float, float]:
     return statistics.median(values), min(values), max(values)
 
 
+def _ab_switches() -> dict:
+    """Runtime A/B switches of the engine and kernels: name -> (getter, setter). Each is process-wide, so the two
+    settings can alternate in one process. All but int16_one_pass give the same logits either way (each has a
+    test); int16_one_pass changes how int16 activations are rounded (one int16 pass or two int8 passes)."""
+    from bluelm_v import _core
+
+    names = ("kv_prefetch", "decode_prefetch_l2", "avx512_pair_decode", "decode_scales_last", "avx512_k45_decode",
+             "int16_one_pass", "int8_sign_trick", "avx512_quads")
+    return {n: (getattr(_core, n), getattr(_core, f"set_{n}")) for n in names}
+
+
+AB_SWITCHES = tuple(_ab_switches())
+
+
 def profile_package(pkg: str, threads: int, rounds: int, steps: int, depth: int, progress=None,
-                    activations: str = "int8", kv_cache: str = "f16") -> dict:
+                    activations: str = "int8", kv_cache: str = "f16", switch: str | None = None) -> dict:
     """Profiles and reads of one package at `threads`: {"profiles": [DecodeProfile], "read_gbps": [...],
     "unprofiled_s": [...]} (one entry per round) and "bytes_per_token" (weights and KV entries of a step at the
-    prompt's depth, what the read probe reads)."""
+    prompt's depth, what the read probe reads). With `switch` (one of AB_SWITCHES), "switched" holds the same
+    lists for the steps run with it set the other way (the two settings alternate in order from round to round),
+    "switch_default" its default; the switch is back at its default on return, also after an error."""
     import time
 
     from bluelm_v import _core
@@ -54,6 +77,9 @@ def profile_package(pkg: str, threads: int, rounds: int, steps: int, depth: int,
 
     if rounds < 1 or steps < 1:
         raise ValueError(f"rounds and steps must be at least 1, got {rounds} and {steps}")
+    switches = _ab_switches()
+    if switch is not None and switch not in switches:
+        raise ValueError(f"unknown A/B switch {switch!r} (known: {', '.join(switches)})")
     e = Engine(pkg, threads=threads, activations=activations, kv_cache=kv_cache, context=depth + steps + 32)
     if depth < 1 or depth + steps + 8 > e.context:
         raise ValueError(f"depth {depth} with {steps} steps does not fit the context of {e.context}")
@@ -68,8 +94,13 @@ def profile_package(pkg: str, threads: int, rounds: int, steps: int, depth: int,
     first = s.stop_profile().summary()
     nbytes = int(1e6 * (first["weight_mb"] + first["kv_mb"]))
     out = {"profiles": [], "read_gbps": [], "unprofiled_s": [], "bytes_per_token": nbytes}
-    for _ in range(rounds):
-        out["read_gbps"].append(_core.read_bandwidth(max(nbytes, 1 << 20), threads, 3))
+    get, set_ = switches[switch] if switch else (None, None)
+    default = get() if get else None
+    if switch:
+        out["switch_default"] = default
+        out["switched"] = {"profiles": [], "unprofiled_s": []}
+
+    def run_steps(into: dict) -> None:
         for profiled in (True, False):
             s.reset()
             s.prefill(prompt, chunk=128)
@@ -82,11 +113,23 @@ def profile_package(pkg: str, threads: int, rounds: int, steps: int, depth: int,
             for _ in range(steps):
                 tok = int(s.decode(tok).argmax())
             if profiled:
-                out["profiles"].append(s.stop_profile())
+                into["profiles"].append(s.stop_profile())
             else:
-                out["unprofiled_s"].append((time.perf_counter() - t0) / steps)
-        if progress:
-            progress()
+                into["unprofiled_s"].append((time.perf_counter() - t0) / steps)
+
+    try:
+        for r in range(rounds):
+            out["read_gbps"].append(_core.read_bandwidth(max(nbytes, 1 << 20), threads, 3))
+            order = [False] if not switch else ([False, True] if r % 2 == 0 else [True, False])
+            for flipped in order:
+                if switch:
+                    set_(default != flipped)
+                run_steps(out["switched"] if flipped else out)
+            if progress:
+                progress()
+    finally:
+        if switch:
+            set_(default)
     return out
 
 
@@ -134,27 +177,83 @@ def profile_rows(label: dict, res: dict) -> list[dict]:
     return rows
 
 
+def _op_ms(prof) -> dict[tuple[str, str], float]:
+    return {(r.op, r.format): float(r.ms_per_step) for r in prof.frame().itertuples(index=False)}
+
+
+def ab_rows(label: dict, res: dict) -> list[dict]:
+    """The A/B comparison of a profile_package result run with a switch: one row (`kind` "ab") per (op, format)
+    with the switched setting's time over the default's, and one for the step (op "step") with its time and
+    tokens/s ratios; each the median of per-round ratios with a bootstrap 95% interval."""
+    sw = res["switched"]
+    per_op: dict[tuple[str, str], list[float]] = {}
+    step_ms, unprof = [], []
+    for a, b, ua, ub in zip(res["profiles"], sw["profiles"], res["unprofiled_s"], sw["unprofiled_s"]):
+        ma, mb = _op_ms(a), _op_ms(b)
+        for key in ma.keys() & mb.keys():
+            if ma[key] > 0:
+                per_op.setdefault(key, []).append(mb[key] / ma[key])
+        step_ms.append(b.summary()["ms"] / a.summary()["ms"])
+        unprof.append(ub / ua)
+    base = {**label, "kind": "ab", "switch_on": not res["switch_default"]}
+    rows = []
+    for (op, fmt), ratios in sorted(per_op.items()):
+        med, lo, hi = median_ci(ratios)
+        rows.append({**base, "op": op, "format": fmt, "ms_ratio": round(med, 4), "ms_ratio_ci": [round(lo, 4),
+                     round(hi, 4)], "rounds": len(ratios)})
+    med, lo, hi = median_ci(step_ms)
+    tmed, tlo, thi = median_ci([1 / r for r in step_ms])
+    umed, ulo, uhi = median_ci([1 / r for r in unprof])
+    rows.append({**base, "op": "step", "format": "", "ms_ratio": round(med, 4), "ms_ratio_ci": [round(lo, 4), round(hi, 4)],
+                 "tokens_per_s_ratio": round(tmed, 4), "tokens_per_s_ratio_ci": [round(tlo, 4), round(thi, 4)],
+                 "tokens_per_s_ratio_unprofiled": round(umed, 4),
+                 "tokens_per_s_ratio_unprofiled_ci": [round(ulo, 4), round(uhi, 4)], "rounds": len(step_ms)})
+    return rows
+
+
+def _config(r: dict) -> tuple:
+    """What one table / one bar of the plot describes: the package, threads and (with --ab) the switch's setting."""
+    return r["model"], r["quant"], r["threads"], r.get("switch_on")
+
+
 def print_rows(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console(width=120)
+    ab = [r for r in rows if r.get("kind") == "ab"]
+    rows = [r for r in rows if r.get("kind") != "ab"]
     steps = [r for r in rows if r["op"] == "step"]
     for srow in steps:
-        key = (srow["model"], srow["quant"], srow["threads"])
-        t = Table(title=f"{srow['model']} {srow['quant']}, {srow['threads']} thread(s), {srow['activations']} "
+        key = _config(srow)
+        setting = f", {srow['ab_switch']} {'on' if srow['switch_on'] else 'off'}" if "ab_switch" in srow else ""
+        t = Table(title=f"{srow['model']} {srow['quant']}, {srow['threads']} thread(s){setting}, {srow['activations']} "
                         f"activations, {srow['kv_cache']} KV: "
                         f"{srow['tokens_per_s']:.1f} tok/s profiled, {srow['tokens_per_s_unprofiled']:.1f} without; "
                         f"read {srow['read_gbps']:.1f} GB/s; effective_bw_fraction {srow['effective_bw_fraction']:.2f}, "
                         f"products {srow['products_fraction_of_read']:.2f} of the read")
         for c in ("op", "format", "calls/step", "ms/step", "share", "MB/step", "GB/s", "of read"):
             t.add_column(c, justify="left" if c in ("op", "format") else "right", no_wrap=True)
-        ops = [r for r in rows if (r["model"], r["quant"], r["threads"]) == key and r["op"] != "step"]
+        ops = [r for r in rows if _config(r) == key and r["op"] != "step"]
         for r in sorted(ops, key=lambda r: -r["ms_per_step"]):
             t.add_row(r["op"], r["format"], f"{r['calls_per_step']:g}", f"{r['ms_per_step']:.3f}",
                       f"{r['share']:.3f}", f"{r['mb_per_step']:.2f}" if r.get("mb_per_step") else "",
                       f"{r['gbps']:.1f}" if "gbps" in r else "",
                       f"{r['fraction_of_read']:.2f}" if "fraction_of_read" in r else "")
+        console.print(t)
+    for srow in [r for r in ab if r["op"] == "step"]:
+        key = (srow["model"], srow["quant"], srow["threads"])
+        lo, hi = srow["tokens_per_s_ratio_ci"]
+        t = Table(title=f"{srow['model']} {srow['quant']}, {srow['threads']} thread(s): {srow['ab_switch']} "
+                        f"{'on' if srow['switch_on'] else 'off'} against its default, {srow['rounds']} rounds: "
+                        f"tokens/s x{srow['tokens_per_s_ratio']:.3f} [{lo:.3f}, {hi:.3f}] (unprofiled "
+                        f"x{srow['tokens_per_s_ratio_unprofiled']:.3f})")
+        for c in ("op", "format", "time, switched / default", "95% interval"):
+            t.add_column(c, justify="left" if c in ("op", "format") else "right", no_wrap=True)
+        for r in ab:
+            if (r["model"], r["quant"], r["threads"]) == key and r["op"] != "step":
+                t.add_row(r["op"], r["format"], f"{r['ms_ratio']:.3f}",
+                          f"[{r['ms_ratio_ci'][0]:.3f}, {r['ms_ratio_ci'][1]:.3f}]")
         console.print(t)
 
 
@@ -166,9 +265,11 @@ def plot_rows(rows: list[dict], path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if r.get("kind") != "ab"]
     steps = [r for r in rows if r["op"] == "step"]
-    keys = [(r["model"], r["quant"], r["threads"]) for r in steps]
-    names = [f"{m} {q} {t}t" for m, q, t in keys]
+    keys = [_config(r) for r in steps]
+    names = [f"{m} {q} {t}t" + ("" if on is None else f" {steps[0]['ab_switch']} {'on' if on else 'off'}")
+             for m, q, t, on in keys]
     groups = [g for g in PRODUCTS if any(r["op"] == g for r in rows)] + ["attention", "glue"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 1.2 + 0.55 * len(keys)))
     left = [0.0] * len(keys)
@@ -176,7 +277,7 @@ def plot_rows(rows: list[dict], path: str | Path) -> None:
     for gi, g in enumerate(groups):
         widths = []
         for key in keys:
-            ops = [r for r in rows if (r["model"], r["quant"], r["threads"]) == key and r["op"] != "step"]
+            ops = [r for r in rows if _config(r) == key and r["op"] != "step"]
             if g == "glue":
                 w = sum(r["share"] for r in ops if r["op"] not in PRODUCTS and r["op"] != "attention")
             else:
@@ -196,7 +297,7 @@ def plot_rows(rows: list[dict], path: str | Path) -> None:
     for ki, key in enumerate(keys):
         vals = []
         for op, fmt in prods:
-            hit = [r for r in rows if (r["model"], r["quant"], r["threads"]) == key and (r["op"], r["format"]) == (op, fmt)]
+            hit = [r for r in rows if _config(r) == key and (r["op"], r["format"]) == (op, fmt)]
             vals.append(hit[0].get("fraction_of_read", 0.0) if hit else 0.0)
         ax2.bar([i + ki * width for i in range(len(prods))], vals, width=width, label=names[ki])
     ax2.axhline(0.88, color="k", lw=0.8, ls="--")
@@ -232,6 +333,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--depth", type=int, default=16, help="prompt tokens before the timed steps")
     ap.add_argument("--activations", default="int8", choices=["int8", "int16"])
     ap.add_argument("--kv-cache", default="f16", choices=["int8", "f16", "f32"])
+    ap.add_argument("--ab", choices=AB_SWITCHES, help="also run every round with this runtime switch set the other way "
+                    "and compare (rows of kind 'ab')")
     ap.add_argument("--json")
     ap.add_argument("--plot", help="PNG: the step's shares and the products' stream rates")
     args = ap.parse_args(argv)
@@ -251,9 +354,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for t in threads:
                 bluelm_v.set_num_threads(t)
                 res = profile_package(str(pkg), t, args.rounds, args.steps, args.depth, progress=bar.update,
-                                      activations=args.activations, kv_cache=args.kv_cache)
-                rows += profile_rows({"model": model, "quant": quant, "threads": t, "activations": args.activations,
-                                      "kv_cache": args.kv_cache}, res)
+                                      activations=args.activations, kv_cache=args.kv_cache, switch=args.ab)
+                label = {"model": model, "quant": quant, "threads": t, "activations": args.activations,
+                         "kv_cache": args.kv_cache}
+                if args.ab:
+                    label["ab_switch"] = args.ab
+                    rows += profile_rows({**label, "switch_on": res["switch_default"]}, res)
+                    rows += profile_rows({**label, "switch_on": not res["switch_default"]},
+                                         {**res, **res["switched"]})
+                    rows += ab_rows(label, res)
+                else:
+                    rows += profile_rows(label, res)
     print_rows(rows)
     write_json(rows, args.json)
     if args.plot:

@@ -143,3 +143,48 @@ def test_the_benchmark_writes_op_rows_a_step_row_and_a_plot(tiny_q4, tmp_path):
     assert head16["activations"] == "int16" and head16["mb_per_step"] == head["mb_per_step"]
     with pytest.raises(ValueError, match="does not fit"):
         bench.profile_package(str(tiny_q4), 1, 1, 4, 0)
+
+
+def test_ab_runs_both_settings_of_a_switch_compares_them_and_restores_the_default(tiny_q4, tmp_path):
+    from bluelm_v import _core
+
+    bench = load_benchmark("decode_profile")
+    default = _core.kv_prefetch()
+    png = tmp_path / "ab.png"
+    rows = bench.main(["--packages", str(tiny_q4), "--threads", "1", "--rounds", "3", "--steps", "3", "--depth", "6",
+                       "--ab", "kv_prefetch", "--plot", str(png)])
+    assert _core.kv_prefetch() == default
+    steps = [r for r in rows if r["op"] == "step" and r.get("kind") != "ab"]
+    assert sorted(r["switch_on"] for r in steps) == [False, True]
+    assert all(r["ab_switch"] == "kv_prefetch" and r["rounds"] == 3 for r in steps)
+    ab = [r for r in rows if r.get("kind") == "ab"]
+    step = [r for r in ab if r["op"] == "step"]
+    assert len(step) == 1 and step[0]["switch_on"] == (not default) and step[0]["rounds"] == 3
+    lo, hi = step[0]["tokens_per_s_ratio_ci"]
+    assert 0 < lo <= step[0]["tokens_per_s_ratio"] <= hi
+    assert step[0]["ms_ratio_ci"][0] <= step[0]["ms_ratio"] <= step[0]["ms_ratio_ci"][1]
+    # one comparison per (op, format) that both settings ran, the products and attention among them
+    ops = {(r["op"], r["format"]) for r in ab if r["op"] != "step"}
+    assert {("head", "q4_0"), ("attention", "")} <= ops
+    assert ops == {(r["op"], r["format"]) for r in rows if r.get("kind") != "ab" and r["op"] != "step"}
+    assert png.stat().st_size > 10_000
+
+
+def test_ab_restores_the_switch_after_an_error_and_rejects_unknown_switches(tiny_q4):
+    from bluelm_v import _core
+
+    bench = load_benchmark("decode_profile")
+    default = _core.decode_prefetch_l2()
+    calls = []
+
+    def fail():
+        calls.append(_core.decode_prefetch_l2())
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        bench.profile_package(str(tiny_q4), 1, 2, 2, 4, progress=fail, switch="decode_prefetch_l2")
+    assert calls == [not default] and _core.decode_prefetch_l2() == default  # round 0 ends on the switched setting
+    with pytest.raises(ValueError, match="unknown A/B switch 'warp_drive'"):
+        bench.profile_package(str(tiny_q4), 1, 1, 2, 4, switch="warp_drive")
+    with pytest.raises(SystemExit):
+        bench.main(["--packages", str(tiny_q4), "--ab", "warp_drive"])
