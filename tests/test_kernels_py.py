@@ -575,6 +575,23 @@ def test_avx512_one_token_q6_k_agrees_with_the_avx2_tier(tokens):
         assert not np.array_equal(out["avx2"], np.zeros_like(out["avx2"]))
 
 
+@pytest.mark.parametrize("isa", [i for i in ("scalar", "avx2", "avx512", "neon", "neon_dotprod")
+                                 if i in _core.supported_isas()])
+def test_q6_k_decode_of_two_and_three_tokens_gives_each_tokens_one_token_bytes(isa):
+    """The x86 Q6_K decode unpacks a row's levels once for all 2-3 tokens (int16 activations' two passes, or a
+    three-token tile); each token's outputs must be the bytes of a one-token call on that token alone, in every tier,
+    on 2304 x 2304 weights, a partial panel and a width of one super-block."""
+    rng = np.random.default_rng(61)
+    for n, k in ((2304, 2304), (13, 512), (24, 256)):
+        p = kernels.pack(rng.standard_normal((n, k)).astype(np.float32), "q6_k")
+        x = rng.standard_normal((3, k)).astype(np.float32) * 3
+        with kernel_switches(active_isa=isa):
+            alone = np.stack([kernels.gemm(x[i:i + 1], p)[0] for i in range(3)])
+            for tokens in (2, 3):
+                np.testing.assert_array_equal(kernels.gemm(x[:tokens], p), alone[:tokens])
+        assert np.abs(alone).max() > 0
+
+
 @pytest.mark.parametrize("fmt", ["q4_k", "q5_k"])
 def test_avx512_k45_decode_with_vpdpbusd_gives_the_avx2_walks_bytes(fmt):
     """The AVX-512 tier's Q4_K / Q5_K decode of 2-3 tokens with vpdpbusd (avx512_k45_decode on) gives the bytes of

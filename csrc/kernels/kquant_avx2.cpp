@@ -80,30 +80,36 @@ inline void k6_levels(const uint8_t* blk, int h, __m256i (&q)[4]) {
 inline __m256i mask(const uint8_t* m) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(m)); }
 
 // Q6_K: dot - off in one vector (the offset 32 * sc_j carries the same factor d).
-inline __m256i row_k6(const uint8_t* blk, const __m256i* xv, __m256i sums16) {
+// NT tokens (1-3: a decode step, or int16 activations' two passes) share the row's levels and scales; each token's
+// sums are computed as for one token alone (the same integers).
+template <int NT>
+inline void row_k6(const uint8_t* blk, const __m256i (*xv)[8], const __m256i* sums16, __m256i* out) {
   const __m128i s8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192));
   // offsets in activation_sums16's order: sub-blocks 0, 2, .., 14 | 1, 3, .., 15, times 32
   const __m128i even_odd = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
   const __m256i off32 = _mm256_slli_epi16(_mm256_cvtepi8_epi16(_mm_shuffle_epi8(s8, even_odd)), 5);
-  const __m256i off = _mm256_madd_epi16(sums16, off32);
   const __m256i s16 = _mm256_cvtepi8_epi16(s8);  // sub-blocks 0..7 | 8..15
   const __m256i lo_half = _mm256_permute2x128_si256(s16, s16, 0x00);
   const __m256i hi_half = _mm256_permute2x128_si256(s16, s16, 0x11);
-  __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
+  __m256i d0[NT], d1[NT];
+  for (int t = 0; t < NT; ++t) d0[t] = d1[t] = _mm256_setzero_si256();
   for (int h = 0; h < 2; ++h) {
     __m256i q[4];
     k6_levels(blk, h, q);
     const __m256i half = h == 0 ? lo_half : hi_half;
     for (int s = 0; s < 4; ++s) {
       const __m256i sc = _mm256_shuffle_epi8(half, mask(kPairMask[s]));
-      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[s], xv[4 * h + s]), sc);
-      if (s & 1)
-        d1 = _mm256_add_epi32(d1, p);
-      else
-        d0 = _mm256_add_epi32(d0, p);
+      for (int t = 0; t < NT; ++t) {
+        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[s], xv[t][4 * h + s]), sc);
+        if (s & 1)
+          d1[t] = _mm256_add_epi32(d1[t], p);
+        else
+          d0[t] = _mm256_add_epi32(d0[t], p);
+      }
     }
   }
-  return _mm256_sub_epi32(_mm256_add_epi32(d0, d1), off);
+  for (int t = 0; t < NT; ++t)
+    out[t] = _mm256_sub_epi32(_mm256_add_epi32(d0[t], d1[t]), _mm256_madd_epi16(sums16[t], off32));
 }
 
 // The activations' 16 sums of 16 per token and super-block, taken once per call rather than once per panel (31
@@ -157,7 +163,9 @@ void decode_panels_k6(const PackedView& w, const QuantizedActs& a, int64_t p0, i
   const DecodeSums sums(a, t0, t1 - t0, b0, b1, panel_geometry(w.format, w.k).group);
   decode_panels_k6_walk(w, a, p0, p1, t0, t1, b0, b1, accumulate, y, ldy,
                         [&sums](int64_t t, int64_t b) { return sums.get(t, b); },
-                        [](const uint8_t* blk, const __m256i* xv, __m256i s16) { return row_k6(blk, xv, s16); });
+                        [](auto nt, const uint8_t* blk, const __m256i(*xv)[8], const __m256i* s16, __m256i* out) {
+                          row_k6<decltype(nt)::value>(blk, xv, s16, out);
+                        });
 }
 
 // ---- Prefill GEMM of Q4_K / Q5_K: the panel's 8 rows interleaved as the int4 panels are. ----

@@ -247,14 +247,18 @@ void gemm_panels_vnni(const PackedView& w, const QuantizedActs& a, int64_t p0, i
 // The prefetch runs as in the AVX2 kernel: on the Zen 4 it measured alike with and without it (0.88-0.99 of the read
 // either way), and the Intel AVX-512 parts this tier also runs on needed it for the other decode tiles.
 
-inline __m256i row_k6_vl(const uint8_t* blk, const __m256i* xv, __m256i sums16) {
+// NT tokens (1-3) share the row's levels and scales (about 33 operations per row and super-block, then 25 per token);
+// each token's sums are computed as for one token alone (the same integers).
+template <int NT>
+inline void row_k6_vl(const uint8_t* blk, const __m256i (*xv)[8], const __m256i* sums16, __m256i* out) {
   constexpr int kSelect = 0xE4;  // (A & C) | (B & ~C)
   const __m256i m0f = _mm256_set1_epi8(0x0F), m33 = _mm256_set1_epi8(0x33);
   const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192)));
-  const __m256i off = _mm256_madd_epi16(sums16, _mm256_slli_epi16(s16, 5));
+  const __m256i s32 = _mm256_slli_epi16(s16, 5);
   const __m256i lo_half = _mm256_permute2x128_si256(s16, s16, 0x00);  // scales 0..7 in both lanes
   const __m256i hi_half = _mm256_permute2x128_si256(s16, s16, 0x11);  // 8..15
-  __m256i d0 = _mm256_setzero_si256(), d1 = _mm256_setzero_si256();
+  __m256i d0[NT], d1[NT];
+  for (int t = 0; t < NT; ++t) d0[t] = d1[t] = _mm256_setzero_si256();
   for (int h = 0; h < 2; ++h) {
     const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h));
     const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h + 32));
@@ -267,14 +271,17 @@ inline __m256i row_k6_vl(const uint8_t* blk, const __m256i* xv, __m256i sums16) 
     const __m256i half = h == 0 ? lo_half : hi_half;
     for (int s = 0; s < 4; ++s) {
       const __m256i sc = _mm256_shuffle_epi8(half, _mm256_load_si256(reinterpret_cast<const __m256i*>(kPairMask[s])));
-      const __m256i m = _mm256_maddubs_epi16(q[s], xv[4 * h + s]);
-      if (s & 1)
-        d1 = _mm256_dpwssd_epi32(d1, m, sc);
-      else
-        d0 = _mm256_dpwssd_epi32(d0, m, sc);
+      for (int t = 0; t < NT; ++t) {
+        const __m256i m = _mm256_maddubs_epi16(q[s], xv[t][4 * h + s]);
+        if (s & 1)
+          d1[t] = _mm256_dpwssd_epi32(d1[t], m, sc);
+        else
+          d0[t] = _mm256_dpwssd_epi32(d0[t], m, sc);
+      }
     }
   }
-  return _mm256_sub_epi32(_mm256_add_epi32(d0, d1), off);
+  for (int t = 0; t < NT; ++t)
+    out[t] = _mm256_sub_epi32(_mm256_add_epi32(d0[t], d1[t]), _mm256_madd_epi16(sums16[t], s32));
 }
 
 void decode_panels_k6_vl(const PackedView& w, const QuantizedActs& a, int64_t p0, int64_t p1, int64_t t0, int64_t t1,
@@ -286,7 +293,9 @@ void decode_panels_k6_vl(const PackedView& w, const QuantizedActs& a, int64_t p0
       [=](int64_t t, int64_t b) {  // [t][b][16] sums of 16, element order
         return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xsum + (t * nbb + (b - b0)) * 16));
       },
-      [](const uint8_t* blk, const __m256i* xv, __m256i s16) { return row_k6_vl(blk, xv, s16); });
+      [](auto nt, const uint8_t* blk, const __m256i(*xv)[8], const __m256i* s16, __m256i* out) {
+        row_k6_vl<decltype(nt)::value>(blk, xv, s16, out);
+      });
 }
 
 }  // namespace
