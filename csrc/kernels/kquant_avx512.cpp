@@ -247,7 +247,7 @@ void gemm_panels_vnni(const PackedView& w, const QuantizedActs& a, int64_t p0, i
 // The prefetch runs as in the AVX2 kernel: on the Zen 4 it measured alike with and without it (0.88-0.99 of the read
 // either way), and the Intel AVX-512 parts this tier also runs on needed it for the other decode tiles.
 
-// NT tokens (1-3) share the row's levels and scales (about 33 operations per row and super-block, then 25 per token);
+// NT tokens (1-3) share the row's levels and scales (about 36 operations per row and super-block, then 22 a token);
 // each token's sums are computed as for one token alone (the same integers).
 template <int NT>
 inline void row_k6_vl(const uint8_t* blk, const __m256i (*xv)[8], const __m256i* sums16, __m256i* out) {
