@@ -204,7 +204,8 @@ def ab_rows(label: dict, res: dict) -> list[dict]:
     med, lo, hi = median_ci(step_ms)
     tmed, tlo, thi = median_ci([1 / r for r in step_ms])
     umed, ulo, uhi = median_ci([1 / r for r in unprof])
-    rows.append({**base, "op": "step", "format": "", "ms_ratio": round(med, 4), "ms_ratio_ci": [round(lo, 4), round(hi, 4)],
+    rows.append({**base, "op": "step", "format": "", "ms_ratio": round(med, 4),
+                 "ms_ratio_ci": [round(lo, 4), round(hi, 4)],
                  "tokens_per_s_ratio": round(tmed, 4), "tokens_per_s_ratio_ci": [round(tlo, 4), round(thi, 4)],
                  "tokens_per_s_ratio_unprofiled": round(umed, 4),
                  "tokens_per_s_ratio_unprofiled_ci": [round(ulo, 4), round(uhi, 4)], "rounds": len(step_ms)})

@@ -6,10 +6,10 @@
 // unpacking the row's levels once for all of them (xv[t]: the token's 256 activations, sums16[t]: SUMS(t, b), its 16
 // sums of 16 in the order ROW wants them). One float FMA per row, token and super-block. Each token's integers are
 // those of a one-token call, so the result does not depend on how many tokens share the walk; the levels unpacked
-// per token rather than shared (before 2026-12-08) made two tokens cost 1.8x one on cached weights. Folding four rows' integer sums into one
-// conversion (as the per-row Q4_K / Q5_K decode did before their pieces) took 1.03-1.15x the time in the AVX2 loop,
-// and 1.07-1.22x with its row in assembly as well; the assembly row alone changed nothing (0.99-1.03x). Why the fold
-// cost Q6_K and not them is not identified.
+// per token rather than shared (before 2026-12-08) made two tokens cost about twice one on cached weights. Folding
+// four rows' integer sums into one conversion (as the per-row Q4_K / Q5_K decode did before their pieces) took
+// 1.03-1.15x the time in the AVX2 loop, and 1.07-1.22x with its row in assembly as well; the assembly row alone
+// changed nothing (0.99-1.03x). Why the fold cost Q6_K and not them is not identified.
 
 // vpshufb masks: low lane word w, high lane word w + 1 (Q6_K: the two sub-blocks of 16 of one vector of 32).
 alignas(32) constexpr uint8_t kPairMask[4][32] = {
